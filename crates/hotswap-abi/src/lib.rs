@@ -1,0 +1,299 @@
+//! The frozen C ABI between a hotswap node (the host) and a native module (a `cdylib`).
+//!
+//! Nothing here has logic: these are the `#[repr(C)]` types and function-pointer types that
+//! cross the boundary, and the constants both sides agree on. The rules (see
+//! `architecture.md` §2) are:
+//!
+//! * **Only bytes cross.** Arguments are host-owned `(ptr, len)` pairs borrowed for the
+//!   duration of one call; results are handed back through a host [`WriteFn`] that copies
+//!   them into host memory. The host never keeps a pointer into a module image after a call.
+//! * **Objects a module creates stay opaque** ([`FutureObj`]) and are destroyed through the
+//!   same version's [`DropFn`].
+//! * **Every module export catches panics** and reports them as [`STATUS_PANICKED`].
+//! * **The descriptor is read before any module function runs**: it is a `static`
+//!   ([`DESCRIPTOR_SYMBOL`]) whose first fields ([`ModuleDescriptor::magic`],
+//!   [`ModuleDescriptor::abi_version`], [`ModuleDescriptor::size`]) never change layout.
+#![no_std]
+
+use core::ffi::c_void;
+
+/// The ABI version this crate describes. Bumped on any layout change of the types below.
+pub const ABI_VERSION: u32 = 1;
+
+/// The first eight bytes of every [`ModuleDescriptor`].
+pub const MAGIC: [u8; 8] = *b"HOTSWAP\0";
+
+/// The exported symbol (a `static ModuleDescriptor`) the node looks up in a module.
+pub const DESCRIPTOR_SYMBOL: &str = "HOTSWAP_MODULE_DESCRIPTOR";
+
+/// The same symbol as a NUL-terminated C string, for `dlsym`.
+pub const DESCRIPTOR_SYMBOL_C: &core::ffi::CStr = c"HOTSWAP_MODULE_DESCRIPTOR";
+
+/// Status: the future is not finished, or no message matched yet.
+pub const STATUS_PENDING: u32 = 0;
+/// Status: finished; the result was written through the [`WriteFn`].
+pub const STATUS_READY: u32 = 1;
+/// Status: module code panicked; the panic message was written through the [`WriteFn`].
+pub const STATUS_PANICKED: u32 = 2;
+/// Status: a receive's deadline passed with no matching message.
+pub const STATUS_TIMEOUT: u32 = 3;
+/// Status: the operation failed; an error message was written through the [`WriteFn`].
+pub const STATUS_ERROR: u32 = 4;
+
+/// Message kind: an ordinary message sent with `send`.
+pub const MSG_USER: u32 = 0;
+/// Message kind: a trapped exit signal `{'EXIT', From, Reason}`; data is an encoded exit reason.
+pub const MSG_EXIT: u32 = 1;
+/// Message kind: a monitor notification `{'DOWN', Ref, process, Pid, Reason}`.
+pub const MSG_DOWN: u32 = 2;
+
+/// Spawn flag: link the new process to the caller before it runs.
+pub const SPAWN_LINK: u32 = 1;
+/// Spawn flag: monitor the new process from the caller before it runs.
+pub const SPAWN_MONITOR: u32 = 2;
+
+/// Outcome tag (first byte of a READY result): a value; for a process body, a normal exit.
+pub const OUTCOME_VALUE: u8 = 0;
+/// Outcome tag: the process exits with the encoded reason that follows.
+pub const OUTCOME_EXIT: u8 = 1;
+/// Outcome tag: a fully-qualified tail call `module:function(arg)` resolved by the node
+/// against the current version. Layout after the tag: `u32 LE` module length, module bytes,
+/// `u32 LE` function length, function bytes, then the argument bytes.
+pub const OUTCOME_CONTINUE: u8 = 2;
+
+/// A borrowed byte string: `len` bytes at `ptr`. Valid only for the call it is passed to,
+/// except in the descriptor, where it points into the module image (the host copies it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Bytes {
+    /// First byte (may be dangling when `len == 0`).
+    pub ptr: *const u8,
+    /// Number of bytes.
+    pub len: usize,
+}
+
+impl Bytes {
+    /// Borrow a byte slice as an ABI byte string.
+    pub const fn new(s: &[u8]) -> Self {
+        Bytes {
+            ptr: s.as_ptr(),
+            len: s.len(),
+        }
+    }
+}
+
+/// Opaque process handle owned by the host. Valid while the process it names is alive and
+/// only on the thread that is polling or starting that process.
+#[repr(C)]
+#[derive(Debug)]
+pub struct ProcHandle {
+    _private: [u8; 0],
+}
+
+/// Opaque future created by a module version and only touched through that version's
+/// [`PollFn`] and [`DropFn`].
+#[repr(C)]
+#[derive(Debug)]
+pub struct FutureObj {
+    _private: [u8; 0],
+}
+
+/// Opaque handle for a fully-qualified call in progress (`apply`), owned by the host.
+#[repr(C)]
+#[derive(Debug)]
+pub struct CallHandle {
+    _private: [u8; 0],
+}
+
+/// Host callback that copies `len` bytes at `ptr` into the host buffer `out`.
+pub type WriteFn = unsafe extern "C" fn(out: *mut c_void, ptr: *const u8, len: usize);
+
+/// Module function: start export `index` of this version for process `proc` with the encoded
+/// argument. Never returns null: an undecodable argument yields a future that finishes with
+/// an exit outcome.
+pub type StartFn =
+    unsafe extern "C" fn(proc: *mut ProcHandle, arg: *const u8, arg_len: usize) -> *mut FutureObj;
+
+/// Module function: poll a future once. Returns [`STATUS_PENDING`], [`STATUS_READY`] (the
+/// outcome bytes were written to `out`) or [`STATUS_PANICKED`] (the message was written).
+pub type PollFn = unsafe extern "C" fn(fut: *mut FutureObj, out: *mut c_void, write: WriteFn) -> u32;
+
+/// Module function: destroy a future (running the module's destructors). Returns
+/// [`STATUS_READY`], or [`STATUS_PANICKED`] with the message written if a destructor panicked.
+pub type DropFn = unsafe extern "C" fn(fut: *mut FutureObj, out: *mut c_void, write: WriteFn) -> u32;
+
+/// Module function: called once after the descriptor was accepted, before any export runs.
+/// Returns [`STATUS_READY`] or [`STATUS_PANICKED`]/[`STATUS_ERROR`] with a message written.
+pub type InitFn =
+    unsafe extern "C" fn(host: *const HostApi, out: *mut c_void, write: WriteFn) -> u32;
+
+/// One exported function of a module.
+#[repr(C)]
+#[derive(Debug)]
+pub struct Export {
+    /// The function's name as callers spell it (`module:name`).
+    pub name: Bytes,
+    /// Starts the function as a future.
+    pub start: StartFn,
+}
+
+/// What a module tells the node about itself. Exported as the `static`
+/// [`DESCRIPTOR_SYMBOL`]; read by the node before any module code runs.
+#[repr(C)]
+#[derive(Debug)]
+pub struct ModuleDescriptor {
+    /// Always [`MAGIC`].
+    pub magic: [u8; 8],
+    /// The [`ABI_VERSION`] the module was built against.
+    pub abi_version: u32,
+    /// `size_of::<ModuleDescriptor>()` as the module saw it.
+    pub size: u32,
+    /// Module name (what `spawn(module, ..)` names).
+    pub name: Bytes,
+    /// Module version string.
+    pub version: Bytes,
+    /// Unique per build of the module.
+    pub build_id: Bytes,
+    /// Version of the SDK crate the module was built with.
+    pub sdk_version: Bytes,
+    /// Identifier of the message encoding the SDK uses (both sides must agree).
+    pub codec: Bytes,
+    /// 1 if the module was built with `panic = "unwind"`, 0 for `panic = "abort"`.
+    pub panic_unwind: u8,
+    /// Exported functions.
+    pub exports: *const Export,
+    /// Number of exported functions.
+    pub exports_len: usize,
+    /// See [`InitFn`].
+    pub init: InitFn,
+    /// See [`PollFn`].
+    pub poll: PollFn,
+    /// See [`DropFn`].
+    pub drop_future: DropFn,
+}
+
+// SAFETY: the descriptor is immutable static data: its raw pointers point at other immutable
+// statics of the same module image and are only read.
+unsafe impl Sync for ModuleDescriptor {}
+// SAFETY: as above; `Export` is part of the immutable descriptor data.
+unsafe impl Sync for Export {}
+
+/// A message as the host shows it to a module's receive matcher.
+#[repr(C)]
+#[derive(Debug)]
+pub struct MsgView {
+    /// [`MSG_USER`], [`MSG_EXIT`] or [`MSG_DOWN`].
+    pub kind: u32,
+    /// Sender (user messages), exiting process (exit/down).
+    pub from: u64,
+    /// Monitor reference for [`MSG_DOWN`], else 0.
+    pub reference: u64,
+    /// Payload: the message bytes, or an encoded exit reason.
+    pub data: Bytes,
+}
+
+/// Module callback deciding whether a message matches a selective receive (1) or not (0).
+pub type MatchFn = unsafe extern "C" fn(data: *mut c_void, msg: *const MsgView) -> u8;
+
+/// Where the host stores the header of a received message.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct MsgHeader {
+    /// See [`MsgView::kind`].
+    pub kind: u32,
+    /// See [`MsgView::from`].
+    pub from: u64,
+    /// See [`MsgView::reference`].
+    pub reference: u64,
+}
+
+/// The functions a node offers to module code. A single immutable table in the host binary.
+/// Every function takes the calling process's handle first.
+#[repr(C)]
+#[derive(Debug)]
+pub struct HostApi {
+    /// The host's [`ABI_VERSION`].
+    pub abi_version: u32,
+    /// `size_of::<HostApi>()` in the host.
+    pub size: u32,
+    /// The calling process's pid.
+    pub self_pid: unsafe extern "C" fn(proc: *mut ProcHandle) -> u64,
+    /// Monotonic clock in nanoseconds (node-wide epoch).
+    pub now_ns: unsafe extern "C" fn(proc: *mut ProcHandle) -> u64,
+    /// Send bytes to a pid. Sending to a dead pid succeeds silently (as in Erlang). Returns 0.
+    pub send: unsafe extern "C" fn(proc: *mut ProcHandle, to: u64, ptr: *const u8, len: usize) -> i32,
+    /// Send bytes to a registered name. Returns 0, or -1 if the name is not registered.
+    pub send_named: unsafe extern "C" fn(proc: *mut ProcHandle, name: Bytes, ptr: *const u8, len: usize) -> i32,
+    /// Selective receive: scan the mailbox in arrival order and take the first message the
+    /// matcher accepts (a null matcher accepts anything). On a match, writes the header to
+    /// `header`, copies the payload through `write` (if non-null) and returns
+    /// [`STATUS_READY`]. Otherwise returns [`STATUS_TIMEOUT`] if `deadline_ns` (on the
+    /// [`HostApi::now_ns`] clock; `u64::MAX` = none) has passed, else [`STATUS_PENDING`] and
+    /// the host will poll the process again when a message arrives or the deadline passes.
+    pub receive: unsafe extern "C" fn(
+        proc: *mut ProcHandle,
+        matcher: Option<MatchFn>,
+        match_data: *mut c_void,
+        deadline_ns: u64,
+        header: *mut MsgHeader,
+        out: *mut c_void,
+        write: Option<WriteFn>,
+    ) -> u32,
+    /// Spawn `module:function(arg)` on the current version; `flags` is a mix of
+    /// [`SPAWN_LINK`] and [`SPAWN_MONITOR`]. On success writes the pid (and monitor
+    /// reference) and returns [`STATUS_READY`]; on failure writes an error message and
+    /// returns [`STATUS_ERROR`].
+    pub spawn: unsafe extern "C" fn(
+        proc: *mut ProcHandle,
+        module: Bytes,
+        function: Bytes,
+        arg: Bytes,
+        flags: u32,
+        pid_out: *mut u64,
+        ref_out: *mut u64,
+        err: *mut c_void,
+        write: WriteFn,
+    ) -> u32,
+    /// Link with a process (a dead one delivers a `noproc` exit signal). Returns 0.
+    pub link: unsafe extern "C" fn(proc: *mut ProcHandle, pid: u64) -> i32,
+    /// Remove a link. Returns 0.
+    pub unlink: unsafe extern "C" fn(proc: *mut ProcHandle, pid: u64) -> i32,
+    /// Monitor a process; returns the reference (a dead one delivers `DOWN noproc` at once).
+    pub monitor: unsafe extern "C" fn(proc: *mut ProcHandle, pid: u64) -> u64,
+    /// Remove a monitor. Returns 1 if it was active, 0 otherwise.
+    pub demonitor: unsafe extern "C" fn(proc: *mut ProcHandle, reference: u64) -> i32,
+    /// Set the trap-exit flag (0/1); returns the previous value.
+    pub trap_exit: unsafe extern "C" fn(proc: *mut ProcHandle, on: i32) -> i32,
+    /// Send an exit signal with an encoded reason to a pid (`erlang:exit/2`). Returns 0.
+    pub exit: unsafe extern "C" fn(proc: *mut ProcHandle, pid: u64, reason: Bytes) -> i32,
+    /// Register a name for a pid. Returns 0, or -1 if the name is taken, the pid is dead or
+    /// already has a name.
+    pub register: unsafe extern "C" fn(proc: *mut ProcHandle, name: Bytes, pid: u64) -> i32,
+    /// Remove a registered name. Returns 0, or -1 if it was not registered.
+    pub unregister: unsafe extern "C" fn(proc: *mut ProcHandle, name: Bytes) -> i32,
+    /// The pid registered under a name, or 0.
+    pub whereis: unsafe extern "C" fn(proc: *mut ProcHandle, name: Bytes) -> u64,
+    /// Send bytes to `to` after `ms` milliseconds; returns a timer reference.
+    pub send_after: unsafe extern "C" fn(proc: *mut ProcHandle, ms: u64, to: u64, ptr: *const u8, len: usize) -> u64,
+    /// Cancel a timer; returns the milliseconds that were left, or -1 if it already fired or
+    /// never existed.
+    pub cancel_timer: unsafe extern "C" fn(proc: *mut ProcHandle, timer: u64) -> i64,
+    /// Log a UTF-8 line at a level (0 error, 1 warn, 2 info, 3 debug, 4 trace).
+    pub log: unsafe extern "C" fn(proc: *mut ProcHandle, level: u32, ptr: *const u8, len: usize),
+    /// Start a fully-qualified call `module:function(arg)` on the current version, binding
+    /// the caller to that version while it runs. Returns null and writes an error message
+    /// if there is no such module or function.
+    pub apply_start: unsafe extern "C" fn(
+        proc: *mut ProcHandle,
+        module: Bytes,
+        function: Bytes,
+        arg: Bytes,
+        err: *mut c_void,
+        write: WriteFn,
+    ) -> *mut CallHandle,
+    /// Poll a call started with `apply_start`: [`STATUS_PENDING`], [`STATUS_READY`] (outcome
+    /// bytes written) or [`STATUS_PANICKED`] (message written).
+    pub apply_poll: unsafe extern "C" fn(proc: *mut ProcHandle, call: *mut CallHandle, out: *mut c_void, write: WriteFn) -> u32,
+    /// Drop a call handle (finished or not), releasing the version binding.
+    pub apply_drop: unsafe extern "C" fn(proc: *mut ProcHandle, call: *mut CallHandle),
+}

@@ -1,0 +1,159 @@
+//! The `module!` macro of the hotswap SDK. Use it through `hotswap::module!`.
+
+use proc_macro::TokenStream;
+use quote::{format_ident, quote};
+use syn::parse::{Parse, ParseStream};
+use syn::{bracketed, Ident, LitStr, Token};
+
+struct ExportSpec {
+    func: syn::Path,
+    name: String,
+}
+
+struct ModuleSpec {
+    name: LitStr,
+    version: LitStr,
+    exports: Vec<ExportSpec>,
+}
+
+impl Parse for ModuleSpec {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let (mut name, mut version, mut exports) = (None, None, None);
+        while !input.is_empty() {
+            let key: Ident = input.parse()?;
+            input.parse::<Token![:]>()?;
+            match key.to_string().as_str() {
+                "name" => name = Some(input.parse::<LitStr>()?),
+                "version" => version = Some(input.parse::<LitStr>()?),
+                "exports" => {
+                    let content;
+                    bracketed!(content in input);
+                    let mut v = Vec::new();
+                    while !content.is_empty() {
+                        let func: syn::Path = content.parse()?;
+                        let name = if content.peek(Token![as]) {
+                            content.parse::<Token![as]>()?;
+                            content.parse::<LitStr>()?.value()
+                        } else {
+                            match func.segments.last() {
+                                Some(s) => s.ident.to_string(),
+                                None => return Err(content.error("expected a function path")),
+                            }
+                        };
+                        v.push(ExportSpec { func, name });
+                        if content.is_empty() {
+                            break;
+                        }
+                        content.parse::<Token![,]>()?;
+                    }
+                    exports = Some(v);
+                }
+                other => {
+                    return Err(syn::Error::new(
+                        key.span(),
+                        format!("unknown key `{other}`: expected `name`, `version` or `exports`"),
+                    ))
+                }
+            }
+            if input.is_empty() {
+                break;
+            }
+            input.parse::<Token![,]>()?;
+        }
+        let missing = |k: &str| input.error(format!("hotswap::module! needs `{k}: ...`"));
+        Ok(ModuleSpec {
+            name: name.ok_or_else(|| missing("name"))?,
+            version: version.ok_or_else(|| missing("version"))?,
+            exports: exports.ok_or_else(|| missing("exports"))?,
+        })
+    }
+}
+
+/// Declare a hotswap module: its name, its version and its exported functions.
+///
+/// ```ignore
+/// hotswap::module! {
+///     name: "counter",
+///     version: "1.0.0",
+///     exports: [count, run_loop as "loop"],
+/// }
+/// ```
+///
+/// Each export is an `async fn(Ctx, A) -> R` where `A: DeserializeOwned` is the argument
+/// and `R: IntoOutcome`. The macro generates the module descriptor (ABI version, name,
+/// version, a unique build id, the panic strategy the crate was built with) and one
+/// panic-catching `extern "C"` shim per export.
+#[proc_macro]
+pub fn module(input: TokenStream) -> TokenStream {
+    let spec = syn::parse_macro_input!(input as ModuleSpec);
+    let mut seen = std::collections::HashSet::new();
+    for e in &spec.exports {
+        if !seen.insert(e.name.clone()) {
+            return syn::Error::new_spanned(&e.func, format!("export `{}` is listed twice", e.name))
+                .to_compile_error()
+                .into();
+        }
+    }
+    let name = &spec.name;
+    let version = &spec.version;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let build_id = format!("{}-{}-{:x}-{:x}", name.value(), version.value(), nanos, std::process::id());
+    let n = spec.exports.len();
+    let shims = spec.exports.iter().enumerate().map(|(i, e)| {
+        let shim = format_ident!("__hotswap_start_{}", i);
+        let func = &e.func;
+        quote! {
+            unsafe extern "C" fn #shim(
+                proc: *mut ::hotswap::abi::ProcHandle,
+                arg: *const u8,
+                len: usize,
+            ) -> *mut ::hotswap::abi::FutureObj {
+                // SAFETY: the node calls export shims with the caller's process handle and
+                // a valid argument byte range.
+                unsafe { ::hotswap::private::start(proc, arg, len, #func) }
+            }
+        }
+    });
+    let entries = spec.exports.iter().enumerate().map(|(i, e)| {
+        let shim = format_ident!("__hotswap_start_{}", i);
+        let lit = syn::LitByteStr::new(e.name.as_bytes(), proc_macro2::Span::call_site());
+        quote! {
+            ::hotswap::abi::Export { name: ::hotswap::abi::Bytes::new(#lit), start: #shim }
+        }
+    });
+    let name_b = syn::LitByteStr::new(name.value().as_bytes(), name.span());
+    let vsn_b = syn::LitByteStr::new(version.value().as_bytes(), version.span());
+    let build_b = syn::LitByteStr::new(build_id.as_bytes(), proc_macro2::Span::call_site());
+    quote! {
+        #[doc(hidden)]
+        #[allow(non_upper_case_globals)]
+        mod __hotswap_module {
+            use super::*;
+            #(#shims)*
+            static EXPORTS: [::hotswap::abi::Export; #n] = [#(#entries),*];
+
+            /// The module descriptor read by the node before any module code runs.
+            #[no_mangle]
+            pub static HOTSWAP_MODULE_DESCRIPTOR: ::hotswap::abi::ModuleDescriptor = ::hotswap::abi::ModuleDescriptor {
+                magic: ::hotswap::abi::MAGIC,
+                abi_version: ::hotswap::abi::ABI_VERSION,
+                size: ::core::mem::size_of::<::hotswap::abi::ModuleDescriptor>() as u32,
+                name: ::hotswap::abi::Bytes::new(#name_b),
+                version: ::hotswap::abi::Bytes::new(#vsn_b),
+                build_id: ::hotswap::abi::Bytes::new(#build_b),
+                sdk_version: ::hotswap::abi::Bytes::new(::hotswap::private::SDK_VERSION.as_bytes()),
+                codec: ::hotswap::abi::Bytes::new(::hotswap::private::CODEC_ID.as_bytes()),
+                panic_unwind: cfg!(panic = "unwind") as u8,
+                exports: EXPORTS.as_ptr(),
+                exports_len: #n,
+                init: ::hotswap::private::init,
+                poll: ::hotswap::private::poll,
+                drop_future: ::hotswap::private::drop_future,
+            };
+        }
+    }
+    .into()
+}

@@ -1,0 +1,268 @@
+//! The thread-local guard (`architecture.md` §4, `dylib-findings.md` B3).
+//!
+//! Ordinary Rust in a module registers thread-exit hooks that point into the module:
+//! `thread_local!` values with a destructor go through `__cxa_thread_atexit_impl` (which
+//! makes glibc pin the library until the thread exits), and `std::thread::current()` creates
+//! a pthread key with a destructor (which crashes the node when a thread exits after the
+//! library was unmapped). The node executable therefore defines and exports these symbols
+//! itself; a loaded module's std binds to them because the executable comes first in the
+//! global lookup scope. The guard
+//!
+//! * records every pthread key whose destructor lies inside a module, and deletes those keys
+//!   before the module is closed;
+//! * registers a host trampoline with glibc instead of a module's TLS destructor (so the
+//!   library is not pinned), and skips destructors of retired modules (their TLS values are
+//!   leaked: ~1 KB per purged version at most);
+//! * refuses `pthread_create` while module code runs on the calling thread: modules must not
+//!   spawn threads (a module thread would run code that a purge unmaps).
+//!
+//! A destructor trampoline holds the registry's read lock while it runs module code; retiring
+//! a module takes the write lock, so a purge never unmaps under a running destructor.
+//!
+//! The symbols are only effective if the executable exports them (`-Wl,--export-dynamic-symbol`,
+//! see this crate's `build.rs`). [`active`] checks that at run time; without it the code server
+//! never unmaps a version (it pins it instead).
+
+use std::cell::Cell;
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, RwLock};
+
+/// A mapped module image: its address ranges and whether it is still alive.
+struct Dso {
+    id: u64,
+    ranges: Vec<(usize, usize)>,
+    alive: bool,
+}
+
+static DSOS: RwLock<Vec<Dso>> = RwLock::new(Vec::new());
+/// `(key, destructor address)` of pthread keys created with a destructor.
+static KEYS: Mutex<Vec<(libc::pthread_key_t, usize)>> = Mutex::new(Vec::new());
+static REFUSED_THREADS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    static IN_MODULE: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Marks the current thread as running module code while alive.
+#[derive(Debug)]
+pub(crate) struct InModule(());
+
+impl InModule {
+    pub(crate) fn enter() -> InModule {
+        IN_MODULE.with(|c| c.set(c.get() + 1));
+        InModule(())
+    }
+}
+
+impl Drop for InModule {
+    fn drop(&mut self) {
+        IN_MODULE.with(|c| c.set(c.get().saturating_sub(1)));
+    }
+}
+
+fn in_module() -> bool {
+    IN_MODULE.try_with(|c| c.get() > 0).unwrap_or(false)
+}
+
+/// How many thread creations by module code were refused since the node started.
+pub fn refused_threads() -> u64 {
+    REFUSED_THREADS.load(Ordering::Relaxed)
+}
+
+fn owner_of(addr: usize, dsos: &[Dso]) -> Option<u64> {
+    dsos.iter()
+        .find(|d| d.alive && d.ranges.iter().any(|&(a, b)| addr >= a && addr < b))
+        .map(|d| d.id)
+}
+
+/// Start watching a freshly opened module image.
+pub(crate) fn register(id: u64, ranges: Vec<(usize, usize)>) {
+    let mut d = DSOS.write().unwrap_or_else(|e| e.into_inner());
+    d.push(Dso { id, ranges, alive: true });
+}
+
+/// Before `dlclose`: retire the module's TLS destructors and delete its pthread keys.
+/// Returns the number of keys deleted.
+pub(crate) fn retire(id: u64) -> usize {
+    let ranges = {
+        // The write lock waits for any trampoline still running this module's destructors.
+        let mut d = DSOS.write().unwrap_or_else(|e| e.into_inner());
+        let Some(pos) = d.iter().position(|x| x.id == id) else {
+            return 0;
+        };
+        d[pos].alive = false;
+        let ranges = d[pos].ranges.clone();
+        // Keep retired entries only while trampolines may still name them; ids are unique,
+        // so a retired entry is just `alive: false` and can be dropped now.
+        d.remove(pos);
+        ranges
+    };
+    let mut keys = KEYS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut n = 0;
+    keys.retain(|&(k, dtor)| {
+        if ranges.iter().any(|&(a, b)| dtor >= a && dtor < b) {
+            // SAFETY: `k` is a key created through our interposer and not yet deleted;
+            // deleting it only stops glibc from calling its (soon unmapped) destructor.
+            unsafe { libc::pthread_key_delete(k) };
+            n += 1;
+            false
+        } else {
+            true
+        }
+    });
+    n
+}
+
+/// Whether the executable exports the guard, so that modules bind to it.
+pub fn active() -> bool {
+    static ACTIVE: AtomicUsize = AtomicUsize::new(0); // 0 unknown, 1 no, 2 yes
+    match ACTIVE.load(Ordering::Relaxed) {
+        1 => return false,
+        2 => return true,
+        _ => {}
+    }
+    let ok = ["pthread_key_create", "__cxa_thread_atexit_impl", "pthread_create"]
+        .iter()
+        .all(|name| {
+            let c = std::ffi::CString::new(*name).expect("no NUL in symbol names");
+            // SAFETY: plain symbol lookups in the global scope.
+            let global = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c.as_ptr()) };
+            let ours = match *name {
+                "pthread_key_create" => pthread_key_create as *const () as usize,
+                "__cxa_thread_atexit_impl" => __cxa_thread_atexit_impl as *const () as usize,
+                _ => pthread_create as *const () as usize,
+            };
+            global as usize == ours
+        });
+    ACTIVE.store(if ok { 2 } else { 1 }, Ordering::Relaxed);
+    ok
+}
+
+fn real(cache: &AtomicUsize, name: &std::ffi::CStr) -> usize {
+    let mut f = cache.load(Ordering::Acquire);
+    if f == 0 {
+        // SAFETY: looking up the next definition of a libc symbol after this executable.
+        f = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) } as usize;
+        cache.store(f, Ordering::Release);
+    }
+    f
+}
+
+type KeyCreate = unsafe extern "C" fn(*mut libc::pthread_key_t, Option<unsafe extern "C" fn(*mut c_void)>) -> libc::c_int;
+type ThreadAtexit = unsafe extern "C" fn(unsafe extern "C" fn(*mut c_void), *mut c_void, *mut c_void) -> libc::c_int;
+type ThreadCreate = unsafe extern "C" fn(
+    *mut libc::pthread_t,
+    *const libc::pthread_attr_t,
+    extern "C" fn(*mut c_void) -> *mut c_void,
+    *mut c_void,
+) -> libc::c_int;
+
+/// Interposed `pthread_key_create`: records keys whose destructor lies in a module.
+///
+/// # Safety
+/// Same contract as libc's `pthread_key_create`.
+#[no_mangle]
+pub unsafe extern "C" fn pthread_key_create(
+    key: *mut libc::pthread_key_t,
+    dtor: Option<unsafe extern "C" fn(*mut c_void)>,
+) -> libc::c_int {
+    static REAL: AtomicUsize = AtomicUsize::new(0);
+    let f = real(&REAL, c"pthread_key_create");
+    if f == 0 {
+        return libc::EAGAIN;
+    }
+    // SAFETY: `f` is libc's `pthread_key_create`, which has this signature.
+    let real: KeyCreate = unsafe { std::mem::transmute::<usize, KeyCreate>(f) };
+    // SAFETY: forwarding the caller's arguments under the caller's contract.
+    let r = unsafe { real(key, dtor) };
+    if r == 0 {
+        if let Some(d) = dtor {
+            let addr = d as usize;
+            let is_module = DSOS.read().map(|dsos| owner_of(addr, &dsos).is_some()).unwrap_or(false);
+            if is_module {
+                // SAFETY: `real` succeeded, so `*key` was written.
+                let k = unsafe { *key };
+                KEYS.lock().unwrap_or_else(|e| e.into_inner()).push((k, addr));
+            }
+        }
+    }
+    r
+}
+
+struct TlsDtor {
+    dtor: unsafe extern "C" fn(*mut c_void),
+    obj: *mut c_void,
+    owner: u64,
+}
+
+unsafe extern "C" fn tls_trampoline(e: *mut c_void) {
+    // SAFETY: `e` is the `Box<TlsDtor>` leaked in `__cxa_thread_atexit_impl`, run once.
+    let e = unsafe { Box::from_raw(e as *mut TlsDtor) };
+    // Hold the read lock while module code runs, so `retire` (write lock) waits for us.
+    let dsos = DSOS.read().unwrap_or_else(|p| p.into_inner());
+    if dsos.iter().any(|d| d.id == e.owner && d.alive) {
+        let _m = InModule::enter();
+        // SAFETY: the owning module is alive (checked under the lock that retiring takes),
+        // so its destructor is mapped; it is called once with the object it registered.
+        unsafe { (e.dtor)(e.obj) };
+    }
+    // else: the module was purged; its thread-local value is leaked, never touched.
+}
+
+/// Interposed `__cxa_thread_atexit_impl`: module TLS destructors go through a host
+/// trampoline registered against the executable, so they never pin a module.
+///
+/// # Safety
+/// Same contract as glibc's `__cxa_thread_atexit_impl`.
+#[no_mangle]
+pub unsafe extern "C" fn __cxa_thread_atexit_impl(
+    dtor: unsafe extern "C" fn(*mut c_void),
+    obj: *mut c_void,
+    dso: *mut c_void,
+) -> libc::c_int {
+    static REAL: AtomicUsize = AtomicUsize::new(0);
+    let f = real(&REAL, c"__cxa_thread_atexit_impl");
+    if f == 0 {
+        return -1;
+    }
+    // SAFETY: `f` is glibc's `__cxa_thread_atexit_impl`, which has this signature.
+    let real: ThreadAtexit = unsafe { std::mem::transmute::<usize, ThreadAtexit>(f) };
+    let owner = DSOS.read().ok().and_then(|d| owner_of(dtor as usize, &d));
+    match owner {
+        // SAFETY: not a module destructor: forward unchanged.
+        None => unsafe { real(dtor, obj, dso) },
+        Some(owner) => {
+            let e = Box::into_raw(Box::new(TlsDtor { dtor, obj, owner }));
+            // Register against the executable (an address inside it), not the module.
+            // SAFETY: the trampoline lives in the executable and consumes `e` exactly once.
+            unsafe { real(tls_trampoline, e as *mut c_void, tls_trampoline as *mut c_void) }
+        }
+    }
+}
+
+/// Interposed `pthread_create`: refused while module code runs on this thread.
+///
+/// # Safety
+/// Same contract as libc's `pthread_create`.
+#[no_mangle]
+pub unsafe extern "C" fn pthread_create(
+    thread: *mut libc::pthread_t,
+    attr: *const libc::pthread_attr_t,
+    start: extern "C" fn(*mut c_void) -> *mut c_void,
+    arg: *mut c_void,
+) -> libc::c_int {
+    if in_module() {
+        REFUSED_THREADS.fetch_add(1, Ordering::Relaxed);
+        return libc::EPERM;
+    }
+    static REAL: AtomicUsize = AtomicUsize::new(0);
+    let f = real(&REAL, c"pthread_create");
+    if f == 0 {
+        return libc::EAGAIN;
+    }
+    // SAFETY: `f` is libc's `pthread_create`, which has this signature.
+    let real: ThreadCreate = unsafe { std::mem::transmute::<usize, ThreadCreate>(f) };
+    // SAFETY: forwarding the caller's arguments under the caller's contract.
+    unsafe { real(thread, attr, start, arg) }
+}

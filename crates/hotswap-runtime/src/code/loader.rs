@@ -1,0 +1,367 @@
+//! Opening and closing module libraries: the only place that calls `dlopen`, `dlsym` and
+//! `dlclose` (`architecture.md` §4).
+//!
+//! A load (1) validates the file as an ELF shared library without mapping it, (2) copies it
+//! to a unique write-once path in the node's code directory (content hash + load sequence
+//! number in the name: glibc matches already-loaded objects by path and by inode, so a
+//! version must never be opened from a path or inode used before), (3) opens the copy with
+//! `RTLD_NOW | RTLD_LOCAL`, (4) reads the `static` descriptor and checks it **before any
+//! module function runs**, and (5) only then calls the module's `init`.
+//!
+//! A close retires the module's thread-exit hooks (see [`super::guard`]), calls `dlclose`,
+//! and verifies in `/proc/self/maps` that the image is really gone.
+
+use std::collections::HashMap;
+use std::ffi::{c_void, CStr, CString};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use hotswap_abi as abi;
+
+use super::guard;
+use crate::error::LoadError;
+
+/// What a successful open yields. Function pointers are valid while the library is open.
+pub(crate) struct Opened {
+    pub(crate) handle: *mut c_void,
+    pub(crate) name: String,
+    pub(crate) version: String,
+    pub(crate) build_id: String,
+    pub(crate) sdk_version: String,
+    pub(crate) hash: u64,
+    pub(crate) file: PathBuf,
+    pub(crate) inode: u64,
+    pub(crate) guard_id: u64,
+    pub(crate) poll: abi::PollFn,
+    pub(crate) drop_future: abi::DropFn,
+    pub(crate) exports: HashMap<Box<str>, abi::StartFn>,
+    pub(crate) export_names: Vec<String>,
+}
+
+const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
+
+/// Check the ELF header and that every loadable segment lies inside the file, so that a
+/// truncated file is refused here instead of faulting when mapped.
+fn check_elf(path: &Path, b: &[u8]) -> Result<(), LoadError> {
+    let not_elf = |why: &str| LoadError::NotElf { path: path.into(), why: why.into() };
+    let trunc = |why: String| LoadError::Truncated { path: path.into(), why };
+    if b.len() < 4 || &b[..4] != ELF_MAGIC {
+        return Err(not_elf("no ELF magic number at the start of the file"));
+    }
+    if b.len() < 64 {
+        return Err(trunc(format!("{} bytes is shorter than an ELF header", b.len())));
+    }
+    if b[4] != 2 || b[5] != 1 {
+        return Err(not_elf("not a 64-bit little-endian ELF file"));
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as usize;
+    let u64_at = |o: usize| -> Option<u64> { Some(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?)) };
+    let e_type = u16_at(16);
+    if e_type != 3 {
+        return Err(not_elf(&format!("ELF type {e_type} is not a shared object (ET_DYN)")));
+    }
+    let machine = u16_at(18);
+    let ours = if cfg!(target_arch = "x86_64") { 62 } else if cfg!(target_arch = "aarch64") { 183 } else { machine };
+    if machine != ours {
+        return Err(not_elf(&format!("built for ELF machine {machine}, this node runs on {ours}")));
+    }
+    let phoff = u64_at(32).unwrap_or(0) as usize;
+    let shoff = u64_at(40).unwrap_or(0) as usize;
+    let (phentsize, phnum) = (u16_at(54), u16_at(56));
+    let (shentsize, shnum) = (u16_at(58), u16_at(60));
+    let ph_end = phoff.saturating_add(phentsize.saturating_mul(phnum));
+    if ph_end > b.len() {
+        return Err(trunc(format!("program headers end at byte {ph_end}, file has {}", b.len())));
+    }
+    for i in 0..phnum {
+        let o = phoff + i * phentsize;
+        let p_type = u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"));
+        if p_type == 1 {
+            let off = u64_at(o + 8).unwrap_or(u64::MAX) as usize;
+            let filesz = u64_at(o + 32).unwrap_or(u64::MAX) as usize;
+            let end = off.saturating_add(filesz);
+            if end > b.len() {
+                return Err(trunc(format!("loadable segment {i} ends at byte {end}, file has {}", b.len())));
+            }
+        }
+    }
+    let sh_end = shoff.saturating_add(shentsize.saturating_mul(shnum));
+    if sh_end > b.len() {
+        return Err(trunc(format!("section headers end at byte {sh_end}, file has {}", b.len())));
+    }
+    Ok(())
+}
+
+fn dlerror_text() -> String {
+    // SAFETY: dlerror returns a thread-local NUL-terminated string or null.
+    let e = unsafe { libc::dlerror() };
+    if e.is_null() {
+        "unknown error".into()
+    } else {
+        // SAFETY: non-null dlerror result is a valid C string until the next dl* call.
+        unsafe { CStr::from_ptr(e) }.to_string_lossy().into_owned()
+    }
+}
+
+/// Copy a descriptor string out of the module image.
+///
+/// # Safety
+/// The library must be open and `b` come from its descriptor.
+unsafe fn copy_str(b: abi::Bytes, what: &str) -> Result<String, String> {
+    if b.len > 4096 {
+        return Err(format!("{what} is {} bytes long (at most 4096)", b.len));
+    }
+    if b.len == 0 {
+        return Ok(String::new());
+    }
+    if b.ptr.is_null() {
+        return Err(format!("{what} is a null pointer"));
+    }
+    // SAFETY: caller contract; the range lies in the mapped module image.
+    let s = unsafe { std::slice::from_raw_parts(b.ptr, b.len) };
+    String::from_utf8(s.to_vec()).map_err(|_| format!("{what} is not UTF-8"))
+}
+
+/// Address ranges of the mappings of the file with this inode whose path contains `name`.
+pub(crate) fn mapped_ranges(inode: u64, name: &str) -> Vec<(usize, usize)> {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    let mut out = Vec::new();
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(range), _perms, _off, _dev, Some(ino)) = (f.next(), f.next(), f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        if ino.parse::<u64>().ok() != Some(inode) || !line.contains(name) {
+            continue;
+        }
+        if let Some((a, b)) = range.split_once('-') {
+            if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
+                out.push((a, b));
+            }
+        }
+    }
+    out
+}
+
+struct Cleanup<'a> {
+    handle: *mut c_void,
+    file: &'a Path,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        if !self.handle.is_null() {
+            // SAFETY: the handle is open and no module function has run yet (or `init`
+            // failed before anything could be left running); closing is the cleanup.
+            unsafe { libc::dlclose(self.handle) };
+        }
+        let _ = std::fs::remove_file(self.file);
+    }
+}
+
+/// Validate, copy and open a module library, then run its `init`.
+///
+/// # Safety
+/// Opening a library runs its ELF initialisers, and `init` runs module code: both are as
+/// unsafe as calling any foreign function. The node vouches for this by only loading files
+/// an operator named; the descriptor checks above refuse libraries not built with the SDK.
+pub(crate) unsafe fn open(
+    src: &Path,
+    code_dir: &Path,
+    seq: u64,
+    expect: Option<&str>,
+    host: &'static abi::HostApi,
+) -> Result<Opened, LoadError> {
+    let bytes = std::fs::read(src).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => LoadError::NoFile { path: src.into() },
+        _ => LoadError::Io { path: src.into(), source: e },
+    })?;
+    check_elf(src, &bytes)?;
+    let hash = xxhash_rust::xxh3::xxh3_64(&bytes);
+    let incoming = code_dir.join(".incoming");
+    let io = |path: &Path, e: std::io::Error| LoadError::Io { path: path.into(), source: e };
+    std::fs::create_dir_all(&incoming).map_err(|e| io(&incoming, e))?;
+    let file = incoming.join(format!("{hash:016x}-{seq}.so"));
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o444)
+            .open(&file)
+            .map_err(|e| io(&file, e))?;
+        f.write_all(&bytes).map_err(|e| io(&file, e))?;
+    }
+    drop(bytes);
+    let mut cleanup = Cleanup { handle: std::ptr::null_mut(), file: &file };
+    let inode = std::fs::metadata(&file).map_err(|e| io(&file, e))?.ino();
+    let cpath = CString::new(file.as_os_str().as_bytes()).map_err(|_| LoadError::NotElf {
+        path: src.into(),
+        why: "path contains a NUL byte".into(),
+    })?;
+    // SAFETY: see the function contract. RTLD_LOCAL keeps this version's symbols from
+    // interposing on any other version's; never RTLD_GLOBAL or RTLD_NODELETE.
+    let handle = unsafe { libc::dlopen(cpath.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    if handle.is_null() {
+        return Err(LoadError::DlOpen { path: src.into(), message: dlerror_text() });
+    }
+    cleanup.handle = handle;
+    // SAFETY: symbol lookup in an open handle.
+    let sym = unsafe { libc::dlsym(handle, abi::DESCRIPTOR_SYMBOL_C.as_ptr()) };
+    if sym.is_null() {
+        return Err(LoadError::NoDescriptor { path: src.into() });
+    }
+    let bad = |why: String| LoadError::BadDescriptor { path: src.into(), why };
+    // Read the fixed prefix first: magic, ABI version and size never change layout.
+    let d = sym as *const abi::ModuleDescriptor;
+    // SAFETY: the symbol is at least as large as the fixed prefix of every ABI version
+    // (magic + two u32); the fields are read by value without creating a reference.
+    let (magic, abi_version, size) = unsafe {
+        (
+            std::ptr::addr_of!((*d).magic).read_unaligned(),
+            std::ptr::addr_of!((*d).abi_version).read_unaligned(),
+            std::ptr::addr_of!((*d).size).read_unaligned(),
+        )
+    };
+    if magic != abi::MAGIC {
+        return Err(bad("wrong magic number (not written by hotswap::module!)".into()));
+    }
+    if abi_version != abi::ABI_VERSION {
+        return Err(LoadError::AbiMismatch { path: src.into(), module_abi: abi_version, node_abi: abi::ABI_VERSION });
+    }
+    if size as usize != std::mem::size_of::<abi::ModuleDescriptor>() {
+        return Err(bad(format!(
+            "descriptor is {size} bytes, ABI {} has {}",
+            abi::ABI_VERSION,
+            std::mem::size_of::<abi::ModuleDescriptor>()
+        )));
+    }
+    // SAFETY: magic, ABI version and size match, so the layout is ours.
+    let d = unsafe { &*d };
+    // SAFETY: the library is open and these byte strings come from its descriptor.
+    let strings = unsafe {
+        (|| -> Result<_, String> {
+            Ok((
+                copy_str(d.name, "module name")?,
+                copy_str(d.version, "version")?,
+                copy_str(d.build_id, "build id")?,
+                copy_str(d.sdk_version, "SDK version")?,
+                copy_str(d.codec, "codec")?,
+            ))
+        })()
+    };
+    let (name, version, build_id, sdk_version, codec) = strings.map_err(bad)?;
+    if name.is_empty() {
+        return Err(bad("module name is empty".into()));
+    }
+    if codec != hotswap::codec::CODEC_ID {
+        return Err(LoadError::CodecMismatch {
+            module: name,
+            module_codec: codec,
+            node_codec: hotswap::codec::CODEC_ID.into(),
+        });
+    }
+    if d.panic_unwind != 1 {
+        return Err(LoadError::PanicAbort { module: name });
+    }
+    if let Some(expected) = expect {
+        if expected != name {
+            return Err(LoadError::NameMismatch { path: src.into(), expected: expected.into(), found: name });
+        }
+    }
+    if d.exports_len > 100_000 || (d.exports_len > 0 && d.exports.is_null()) {
+        return Err(bad(format!("export table of {} entries is invalid", d.exports_len)));
+    }
+    let mut exports = HashMap::new();
+    let mut export_names = Vec::new();
+    for i in 0..d.exports_len {
+        // SAFETY: `exports` points at `exports_len` entries in the mapped image (checked
+        // non-null above).
+        let e = unsafe { &*d.exports.add(i) };
+        // SAFETY: as for the other descriptor strings.
+        let en = unsafe { copy_str(e.name, "export name") }.map_err(bad)?;
+        if exports.insert(en.clone().into_boxed_str(), e.start).is_some() {
+            return Err(bad(format!("export `{en}` is listed twice")));
+        }
+        export_names.push(en);
+    }
+    let (poll, drop_future, init) = (d.poll, d.drop_future, d.init);
+
+    // The descriptor is accepted: watch the image's thread-exit hooks, then run module code.
+    let file_name = file.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    static GUARD_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let guard_id = GUARD_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    guard::register(guard_id, mapped_ranges(inode, &file_name));
+    let mut msg: Vec<u8> = Vec::new();
+    let st = {
+        let _m = guard::InModule::enter();
+        // SAFETY: `init` comes from the accepted descriptor; the host table is 'static.
+        unsafe { init(host, &mut msg as *mut Vec<u8> as *mut c_void, crate::host_api::write_vec) }
+    };
+    if st != abi::STATUS_READY {
+        guard::retire(guard_id);
+        return Err(LoadError::InitFailed { module: name, message: String::from_utf8_lossy(&msg).into_owned() });
+    }
+
+    // Give the write-once copy its readable name (same inode, so the mapping is unaffected).
+    let safe = |s: &str| s.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect::<String>();
+    let dir = code_dir.join(safe(&name));
+    let final_path = dir.join(format!("{}-{hash:016x}-{seq}.so", safe(&version)));
+    let final_file = match std::fs::create_dir_all(&dir).and_then(|_| std::fs::rename(&file, &final_path)) {
+        Ok(()) => final_path,
+        Err(_) => file.clone(),
+    };
+    cleanup.handle = std::ptr::null_mut();
+    std::mem::forget(cleanup);
+    Ok(Opened {
+        handle,
+        name,
+        version,
+        build_id,
+        sdk_version,
+        hash,
+        file: final_file,
+        inode,
+        guard_id,
+        poll,
+        drop_future,
+        exports,
+        export_names,
+    })
+}
+
+/// What closing a library achieved.
+#[derive(Debug)]
+pub(crate) enum Closed {
+    /// Unmapped and the copy deleted.
+    Unmapped,
+    /// Still mapped after `dlclose`: something pinned it.
+    StillMapped(String),
+}
+
+/// Retire the guard entries, `dlclose`, and verify the image is unmapped.
+///
+/// # Safety
+/// No thread may run, or later call, any code or data of this library: every future it
+/// created was dropped and no call is in flight (the code server checks both).
+pub(crate) unsafe fn close(handle: *mut c_void, guard_id: u64, inode: u64, file: &Path) -> Closed {
+    let keys = guard::retire(guard_id);
+    // SAFETY: caller contract; the guard has just retired every hook pointing into it.
+    let rc = unsafe { libc::dlclose(handle) };
+    let name = file.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let left = mapped_ranges(inode, &name);
+    if rc != 0 {
+        return Closed::StillMapped(format!("dlclose failed: {}", dlerror_text()));
+    }
+    if left.is_empty() {
+        let _ = std::fs::remove_file(file);
+        Closed::Unmapped
+    } else {
+        Closed::StillMapped(format!(
+            "{} mapping(s) of {} remain after dlclose ({keys} pthread key(s) retired); something in the module pinned it",
+            left.len(),
+            file.display()
+        ))
+    }
+}

@@ -1,0 +1,497 @@
+//! The code server: two slots (current, old) per module, with Erlang's operations
+//! (`spec/otp-semantics.md` §1) on native libraries.
+//!
+//! # Versions and what binds a process to one
+//!
+//! Every load makes a new [`Version`]: its own write-once copy of the library, its own
+//! statics. A process is *bound* to a version while it runs code of it: the version that
+//! created its current future, plus any version whose exported function it is awaiting
+//! (`Ctx::apply`). `check_process_code` and purge answer from these bindings, kept per
+//! version, so purging a module costs nothing for the processes that do not run it.
+//!
+//! # Purge
+//!
+//! Purging the old version kills (untrappably, reason `killed`) every process bound to it,
+//! waits until each is gone (their futures dropped by the version's own drop function),
+//! then closes the library and verifies it is unmapped. If a process does not reach an
+//! await point within the purge timeout (native code cannot be pre-empted), or the image
+//! stays mapped, the version is **pinned**: kept mapped, reported with the reason, never
+//! unmapped under running code.
+
+pub(crate) mod guard;
+pub(crate) mod loader;
+
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use hotswap::{ExitReason, Pid};
+use hotswap_abi as abi;
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::Notify;
+
+use crate::error::{CodeError, LoadError};
+use crate::node::NodeInner;
+
+/// One loaded instance of a module.
+pub(crate) struct Version {
+    pub(crate) id: u64,
+    pub(crate) name: String,
+    pub(crate) vsn: String,
+    pub(crate) build_id: String,
+    pub(crate) sdk_version: String,
+    pub(crate) hash: u64,
+    pub(crate) source: PathBuf,
+    pub(crate) file: PathBuf,
+    pub(crate) loaded_at: SystemTime,
+    inode: u64,
+    guard_id: u64,
+    handle: *mut c_void,
+    pub(crate) poll: abi::PollFn,
+    pub(crate) drop_future: abi::DropFn,
+    pub(crate) exports: HashMap<Box<str>, abi::StartFn>,
+    pub(crate) export_names: Vec<String>,
+    in_flight: AtomicUsize,
+    bound: Mutex<HashMap<u64, u32>>,
+    unbound: Notify,
+}
+
+// SAFETY: the handle and function pointers are only used while the library is open, which
+// the code server guarantees for as long as any `Arc<Version>` can reach them (a version
+// is closed only when its `Arc` is the last one); the module's functions are thread-safe
+// entry points by the ABI contract.
+unsafe impl Send for Version {}
+// SAFETY: as above; all mutable state is behind atomics and locks.
+unsafe impl Sync for Version {}
+
+impl std::fmt::Debug for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} (#{})", self.name, self.vsn, self.id)
+    }
+}
+
+/// Held while module code of a version runs on this thread.
+pub(crate) struct Enter<'a> {
+    v: &'a Version,
+    _m: guard::InModule,
+}
+
+impl Drop for Enter<'_> {
+    fn drop(&mut self) {
+        self.v.in_flight.fetch_sub(1, Ordering::Release);
+    }
+}
+
+impl Version {
+    pub(crate) fn enter(&self) -> Enter<'_> {
+        self.in_flight.fetch_add(1, Ordering::Acquire);
+        Enter { v: self, _m: guard::InModule::enter() }
+    }
+
+    pub(crate) fn bind(&self, pid: Pid) {
+        *self.bound.lock().entry(pid.0).or_insert(0) += 1;
+    }
+
+    pub(crate) fn unbind(&self, pid: Pid) {
+        let mut b = self.bound.lock();
+        if let Some(n) = b.get_mut(&pid.0) {
+            *n -= 1;
+            if *n == 0 {
+                b.remove(&pid.0);
+            }
+        }
+        if b.is_empty() {
+            drop(b);
+            self.unbound.notify_waiters();
+        }
+    }
+
+    pub(crate) fn bound_pids(&self) -> Vec<Pid> {
+        let mut v: Vec<Pid> = self.bound.lock().keys().map(|&p| Pid(p)).collect();
+        v.sort();
+        v
+    }
+
+    fn is_bound(&self, pid: Pid) -> bool {
+        self.bound.lock().contains_key(&pid.0)
+    }
+
+    async fn wait_unbound(&self) {
+        loop {
+            let n = self.unbound.notified();
+            tokio::pin!(n);
+            n.as_mut().enable();
+            if self.bound.lock().is_empty() {
+                return;
+            }
+            n.await;
+        }
+    }
+
+    pub(crate) fn info(&self) -> VersionInfo {
+        VersionInfo {
+            version: self.vsn.clone(),
+            build_id: self.build_id.clone(),
+            sdk_version: self.sdk_version.clone(),
+            hash: format!("{:016x}", self.hash),
+            source: self.source.clone(),
+            file: self.file.clone(),
+            exports: self.export_names.clone(),
+            processes: self.bound_pids(),
+            loaded_at: self.loaded_at,
+            instance: self.id,
+        }
+    }
+}
+
+/// A public description of one loaded version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionInfo {
+    /// The module's version string.
+    pub version: String,
+    /// Unique id of the build.
+    pub build_id: String,
+    /// SDK version the module was built with.
+    pub sdk_version: String,
+    /// Content hash of the library file.
+    pub hash: String,
+    /// The file it was loaded from.
+    pub source: PathBuf,
+    /// Its write-once copy in the node's code directory (the mapped file).
+    pub file: PathBuf,
+    /// Exported functions.
+    pub exports: Vec<String>,
+    /// Processes bound to (running code of) this version.
+    pub processes: Vec<Pid>,
+    /// When it was loaded.
+    pub loaded_at: SystemTime,
+    /// Node-unique number of this loaded instance (two loads of one file differ).
+    pub instance: u64,
+}
+
+/// The two slots of a module.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModuleInfo {
+    /// Module name.
+    pub name: String,
+    /// The current version, if any (none after `delete`).
+    pub current: Option<VersionInfo>,
+    /// The old version, if any.
+    pub old: Option<VersionInfo>,
+}
+
+/// A version that could not be freed safely and is kept mapped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PinnedInfo {
+    /// Module name.
+    pub module: String,
+    /// The version.
+    pub version: VersionInfo,
+    /// Why it is kept.
+    pub reason: String,
+}
+
+/// What a purge did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PurgeReport {
+    /// Module name.
+    pub module: String,
+    /// The version purged (`None`: there was no old code).
+    pub version: Option<String>,
+    /// Processes killed because they ran the old code.
+    pub killed: Vec<Pid>,
+    /// `None` when the version was unmapped (or there was none); the reason when pinned.
+    pub pinned: Option<String>,
+}
+
+impl PurgeReport {
+    /// Erlang's `code:purge/1` result: `true` only if a process was killed.
+    pub fn killed_any(&self) -> bool {
+        !self.killed.is_empty()
+    }
+}
+
+#[derive(Default)]
+struct Slots {
+    current: Option<Arc<Version>>,
+    old: Option<Arc<Version>>,
+}
+
+struct Pinned {
+    version: Arc<Version>,
+    reason: String,
+}
+
+/// How a load treats existing old code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LoadMode {
+    /// Refuse with `not_purged` if old code exists (`code:load_file`).
+    Plain,
+    /// Purge old code first, killing its processes (`code:load_binary`, `c:l/1`).
+    Purging,
+}
+
+pub(crate) struct CodeServer {
+    slots: RwLock<HashMap<String, Slots>>,
+    ops: tokio::sync::Mutex<()>,
+    pinned: Mutex<Vec<Pinned>>,
+    pub(crate) code_dir: PathBuf,
+    seq: AtomicU64,
+    purge_timeout: Duration,
+    pub(crate) freed: AtomicU64,
+}
+
+impl CodeServer {
+    pub(crate) fn new(code_dir: PathBuf, purge_timeout: Duration) -> CodeServer {
+        CodeServer {
+            slots: RwLock::new(HashMap::new()),
+            ops: tokio::sync::Mutex::new(()),
+            pinned: Mutex::new(Vec::new()),
+            code_dir,
+            seq: AtomicU64::new(1),
+            purge_timeout,
+            freed: AtomicU64::new(0),
+        }
+    }
+
+    /// The current version of a module (what a fully-qualified call reaches).
+    pub(crate) fn current(&self, module: &str) -> Option<Arc<Version>> {
+        self.slots.read().get(module).and_then(|s| s.current.clone())
+    }
+
+    fn old(&self, module: &str) -> Option<Arc<Version>> {
+        self.slots.read().get(module).and_then(|s| s.old.clone())
+    }
+
+    fn open(&self, path: &Path, expect: Option<&str>) -> Result<Arc<Version>, LoadError> {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: loading native code is the node's job; the loader validates the file and
+        // its descriptor before any module function runs (see `loader::open`).
+        let o = unsafe { loader::open(path, &self.code_dir, seq, expect, crate::host_api::table()) }?;
+        let source = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        Ok(Arc::new(Version {
+            id: seq,
+            name: o.name,
+            vsn: o.version,
+            build_id: o.build_id,
+            sdk_version: o.sdk_version,
+            hash: o.hash,
+            source,
+            file: o.file,
+            loaded_at: SystemTime::now(),
+            inode: o.inode,
+            guard_id: o.guard_id,
+            handle: o.handle,
+            poll: o.poll,
+            drop_future: o.drop_future,
+            exports: o.exports,
+            export_names: o.export_names,
+            in_flight: AtomicUsize::new(0),
+            bound: Mutex::new(HashMap::new()),
+            unbound: Notify::new(),
+        }))
+    }
+
+    pub(crate) async fn load(&self, node: &NodeInner, path: &Path, expect: Option<&str>, mode: LoadMode) -> Result<ModuleInfo, CodeError> {
+        let _op = self.ops.lock().await;
+        if let (Some(name), LoadMode::Plain) = (expect, mode) {
+            if let Some(old) = self.old(name) {
+                return Err(not_purged(&old));
+            }
+        }
+        let v = self.open(path, expect)?;
+        let name = v.name.clone();
+        if let Some(old) = self.old(&name) {
+            match mode {
+                LoadMode::Plain => {
+                    let err = not_purged(&old);
+                    self.release(v, "refused load (not_purged)");
+                    return Err(err);
+                }
+                LoadMode::Purging => {
+                    self.purge_locked(node, &name).await;
+                }
+            }
+        }
+        {
+            let mut slots = self.slots.write();
+            let s = slots.entry(name.clone()).or_default();
+            s.old = s.current.take();
+            s.current = Some(v.clone());
+        }
+        tracing::info!(module = %name, version = %v.vsn, file = %v.file.display(), "loaded");
+        Ok(self.info(&name).expect("just loaded"))
+    }
+
+    pub(crate) fn info(&self, module: &str) -> Option<ModuleInfo> {
+        let slots = self.slots.read();
+        let s = slots.get(module)?;
+        if s.current.is_none() && s.old.is_none() {
+            return None;
+        }
+        Some(ModuleInfo {
+            name: module.to_string(),
+            current: s.current.as_ref().map(|v| v.info()),
+            old: s.old.as_ref().map(|v| v.info()),
+        })
+    }
+
+    pub(crate) fn all(&self) -> Vec<ModuleInfo> {
+        let mut names: Vec<String> = self.slots.read().keys().cloned().collect();
+        names.sort();
+        names.iter().filter_map(|n| self.info(n)).collect()
+    }
+
+    pub(crate) fn pinned(&self) -> Vec<PinnedInfo> {
+        self.pinned
+            .lock()
+            .iter()
+            .map(|p| PinnedInfo { module: p.version.name.clone(), version: p.version.info(), reason: p.reason.clone() })
+            .collect()
+    }
+
+    pub(crate) fn check_process_code(&self, pid: Pid, module: &str) -> bool {
+        self.old(module).is_some_and(|v| v.is_bound(pid))
+    }
+
+    pub(crate) async fn purge(&self, node: &NodeInner, module: &str) -> Result<PurgeReport, CodeError> {
+        let _op = self.ops.lock().await;
+        if !self.slots.read().contains_key(module) {
+            return Err(CodeError::NotLoaded { module: module.into() });
+        }
+        Ok(self.purge_locked(node, module).await)
+    }
+
+    pub(crate) async fn soft_purge(&self, module: &str) -> Result<bool, CodeError> {
+        let _op = self.ops.lock().await;
+        if !self.slots.read().contains_key(module) {
+            return Err(CodeError::NotLoaded { module: module.into() });
+        }
+        let old = {
+            let mut slots = self.slots.write();
+            let s = slots.get_mut(module).expect("checked");
+            match &s.old {
+                None => return Ok(true),
+                Some(v) if !v.bound.lock().is_empty() => return Ok(false),
+                Some(_) => s.old.take().expect("checked"),
+            }
+        };
+        self.release(old, "soft_purge");
+        self.forget_if_empty(module);
+        Ok(true)
+    }
+
+    pub(crate) async fn delete(&self, module: &str) -> Result<(), CodeError> {
+        let _op = self.ops.lock().await;
+        let mut slots = self.slots.write();
+        let Some(s) = slots.get_mut(module).filter(|s| s.current.is_some()) else {
+            return Err(CodeError::NotLoaded { module: module.into() });
+        };
+        if s.old.is_some() {
+            tracing::warn!(module, "cannot delete: old code must be purged before deleting");
+            return Err(CodeError::OldCodeExists { module: module.into() });
+        }
+        s.old = s.current.take();
+        Ok(())
+    }
+
+    /// Kill what runs the old version of `module`, then free it. The `ops` lock is held.
+    async fn purge_locked(&self, node: &NodeInner, module: &str) -> PurgeReport {
+        let old = {
+            let mut slots = self.slots.write();
+            slots.get_mut(module).and_then(|s| s.old.take())
+        };
+        let Some(old) = old else {
+            return PurgeReport { module: module.into(), version: None, killed: Vec::new(), pinned: None };
+        };
+        let version = old.vsn.clone();
+        let killed = old.bound_pids();
+        for pid in &killed {
+            if let Some(p) = node.table.get(pid.0) {
+                p.signal_exit(0, &ExitReason::Kill, false);
+            }
+        }
+        let waited = tokio::time::timeout(self.purge_timeout, old.wait_unbound()).await;
+        let pinned = if waited.is_err() {
+            let still: Vec<String> = old.bound_pids().iter().map(|p| p.to_string()).collect();
+            let reason = format!(
+                "process(es) {} still running its code {:?} after the kill (busy inside a call, not at an await point)",
+                still.join(", "),
+                self.purge_timeout
+            );
+            self.pin(old, reason.clone());
+            Some(reason)
+        } else {
+            self.release(old, "purge")
+        };
+        self.forget_if_empty(module);
+        if !killed.is_empty() {
+            tracing::info!(module, %version, killed = killed.len(), "purged old code, killing the processes that ran it");
+        }
+        PurgeReport { module: module.into(), version: Some(version), killed, pinned }
+    }
+
+    fn forget_if_empty(&self, module: &str) {
+        let mut slots = self.slots.write();
+        if slots.get(module).is_some_and(|s| s.current.is_none() && s.old.is_none()) {
+            slots.remove(module);
+        }
+    }
+
+    fn pin(&self, v: Arc<Version>, reason: String) {
+        tracing::warn!(module = %v.name, version = %v.vsn, %reason, "version pinned: kept mapped");
+        self.pinned.lock().push(Pinned { version: v, reason });
+    }
+
+    /// Close a version nobody runs. Returns the pin reason if it could not be freed.
+    fn release(&self, v: Arc<Version>, why: &str) -> Option<String> {
+        let reason = if v.in_flight.load(Ordering::Acquire) != 0 {
+            Some("a call is still in flight inside it".to_string())
+        } else if Arc::strong_count(&v) != 1 {
+            Some(format!("still referenced by {} holder(s)", Arc::strong_count(&v) - 1))
+        } else if !guard::active() {
+            Some("the thread-local guard is not exported by this executable, so unmapping could crash a thread at exit (link with -Wl,--export-dynamic-symbol, see hotswap-runtime's build.rs)".to_string())
+        } else {
+            // SAFETY: no process is bound to it, no call is in flight, and ours is the only
+            // reference, so nothing can run or reach its code again.
+            match unsafe { loader::close(v.handle, v.guard_id, v.inode, &v.file) } {
+                loader::Closed::Unmapped => {
+                    self.freed.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(module = %v.name, version = %v.vsn, why, "unmapped");
+                    // Dropping a `Version` never touches the (now closed) library.
+                    drop(v);
+                    return None;
+                }
+                loader::Closed::StillMapped(r) => Some(r),
+            }
+        };
+        let r = reason.clone().expect("set above");
+        self.pin(v, r);
+        reason
+    }
+
+    /// Purge every module completely (node stop): delete, then purge twice.
+    pub(crate) async fn purge_all(&self, node: &NodeInner) -> Vec<PurgeReport> {
+        let names: Vec<String> = self.slots.read().keys().cloned().collect();
+        let mut out = Vec::new();
+        for n in names {
+            let _op = self.ops.lock().await;
+            out.push(self.purge_locked(node, &n).await);
+            {
+                let mut slots = self.slots.write();
+                if let Some(s) = slots.get_mut(&n) {
+                    s.old = s.current.take();
+                }
+            }
+            out.push(self.purge_locked(node, &n).await);
+        }
+        out
+    }
+}
+
+fn not_purged(old: &Version) -> CodeError {
+    CodeError::NotPurged { module: old.name.clone(), old_version: old.vsn.clone(), processes: old.bound_pids() }
+}

@@ -1,0 +1,390 @@
+//! The host API table: what module code (and native processes) can ask of the node.
+//!
+//! Every function receives the calling process's handle, which is the address of its
+//! [`Process`]; the node only hands a handle to code running inside that process, and the
+//! process outlives every call made with it (its future is dropped before it is freed).
+//! Every function catches panics: a bug in the node must not unwind into module code.
+
+use std::ffi::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Duration;
+
+use hotswap::{ExitReason, Outcome};
+use hotswap_abi as abi;
+
+use crate::process::{Body, Process, Step};
+
+/// The host's copy callback: append bytes to the `Vec<u8>` behind `out`.
+///
+/// # Safety
+/// `out` must be a `*mut Vec<u8>` and `(ptr, len)` a readable range.
+pub(crate) unsafe extern "C" fn write_vec(out: *mut c_void, ptr: *const u8, len: usize) {
+    // SAFETY: caller contract.
+    unsafe {
+        let v = &mut *(out as *mut Vec<u8>);
+        v.extend_from_slice(std::slice::from_raw_parts(ptr, len));
+    }
+}
+
+/// # Safety
+/// `h` must be a live process handle (see the module docs).
+unsafe fn proc_ref<'a>(h: *mut abi::ProcHandle) -> &'a Process {
+    // SAFETY: caller contract.
+    unsafe { &*(h as *const Process) }
+}
+
+/// # Safety
+/// `b` must be a readable byte range for the duration of the call.
+unsafe fn bytes<'a>(b: abi::Bytes) -> &'a [u8] {
+    if b.len == 0 {
+        return &[];
+    }
+    // SAFETY: caller contract.
+    unsafe { std::slice::from_raw_parts(b.ptr, b.len) }
+}
+
+/// # Safety
+/// As [`bytes`].
+unsafe fn text<'a>(b: abi::Bytes) -> std::borrow::Cow<'a, str> {
+    // SAFETY: caller contract.
+    String::from_utf8_lossy(unsafe { bytes(b) })
+}
+
+fn guarded<T>(default: T, f: impl FnOnce() -> T) -> T {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(v) => v,
+        Err(p) => {
+            tracing::error!("node bug: a host function panicked: {}", crate::process::panic_text(p));
+            default
+        }
+    }
+}
+
+unsafe extern "C" fn self_pid(p: *mut abi::ProcHandle) -> u64 {
+    // SAFETY: live handle (module docs).
+    unsafe { proc_ref(p) }.pid.0
+}
+
+unsafe extern "C" fn now_ns(p: *mut abi::ProcHandle) -> u64 {
+    // SAFETY: live handle (module docs).
+    unsafe { proc_ref(p) }.node.now_ns()
+}
+
+unsafe extern "C" fn send(p: *mut abi::ProcHandle, to: u64, ptr: *const u8, len: usize) -> i32 {
+    guarded(0, || {
+        // SAFETY: live handle; readable range (ABI contract).
+        let (p, data) = unsafe { (proc_ref(p), bytes(abi::Bytes { ptr, len })) };
+        p.node.send(p.pid.0, to, data.to_vec());
+        0
+    })
+}
+
+unsafe extern "C" fn send_named(p: *mut abi::ProcHandle, name: abi::Bytes, ptr: *const u8, len: usize) -> i32 {
+    guarded(-1, || {
+        // SAFETY: live handle; readable ranges (ABI contract).
+        let (p, name, data) = unsafe { (proc_ref(p), text(name), bytes(abi::Bytes { ptr, len })) };
+        match p.node.registry.lock().get(&name) {
+            Some(to) => {
+                p.node.send(p.pid.0, to, data.to_vec());
+                0
+            }
+            None => -1,
+        }
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C" fn receive(
+    p: *mut abi::ProcHandle,
+    matcher: Option<abi::MatchFn>,
+    mdata: *mut c_void,
+    deadline: u64,
+    header: *mut abi::MsgHeader,
+    out: *mut c_void,
+    write: Option<abi::WriteFn>,
+) -> u32 {
+    guarded(abi::STATUS_PENDING, || {
+        // SAFETY: live handle (module docs).
+        let p = unsafe { proc_ref(p) };
+        let mut g = p.inner.lock();
+        let idx = match matcher {
+            None => (!g.mailbox.is_empty()).then_some(0),
+            Some(m) => g.mailbox.iter().position(|e| {
+                let view = abi::MsgView {
+                    kind: e.kind,
+                    from: e.from,
+                    reference: e.reference,
+                    data: abi::Bytes::new(&e.data),
+                };
+                // SAFETY: the matcher and its data come from the caller for this call; the
+                // view is valid during the callback.
+                unsafe { m(mdata, &view) != 0 }
+            }),
+        };
+        if let Some(i) = idx {
+            let env = g.mailbox.remove(i).expect("index from position");
+            g.received += 1;
+            drop(g);
+            // SAFETY: `header` is the caller's out-parameter.
+            unsafe { *header = abi::MsgHeader { kind: env.kind, from: env.from, reference: env.reference } };
+            if let Some(w) = write {
+                // SAFETY: the caller's copy callback and buffer; our range is valid.
+                unsafe { w(out, env.data.as_ptr(), env.data.len()) };
+            }
+            return abi::STATUS_READY;
+        }
+        if deadline != u64::MAX {
+            if p.node.now_ns() >= deadline {
+                return abi::STATUS_TIMEOUT;
+            }
+            g.wake_at = g.wake_at.min(deadline);
+        }
+        abi::STATUS_PENDING
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C" fn spawn(
+    p: *mut abi::ProcHandle,
+    module: abi::Bytes,
+    function: abi::Bytes,
+    arg: abi::Bytes,
+    flags: u32,
+    pid_out: *mut u64,
+    ref_out: *mut u64,
+    err: *mut c_void,
+    write: abi::WriteFn,
+) -> u32 {
+    guarded(abi::STATUS_ERROR, || {
+        // SAFETY: live handle; readable ranges (ABI contract).
+        let (p, module, function, arg) = unsafe { (proc_ref(p), text(module), text(function), bytes(arg)) };
+        match p.node.spawn(Some(p), &module, &function, arg, flags) {
+            Ok((pid, r)) => {
+                // SAFETY: the caller's out-parameters.
+                unsafe {
+                    *pid_out = pid.0;
+                    *ref_out = r;
+                }
+                abi::STATUS_READY
+            }
+            Err(e) => {
+                let m = e.to_string();
+                // SAFETY: the caller's copy callback and buffer.
+                unsafe { write(err, m.as_ptr(), m.len()) };
+                abi::STATUS_ERROR
+            }
+        }
+    })
+}
+
+unsafe extern "C" fn link(p: *mut abi::ProcHandle, pid: u64) -> i32 {
+    // SAFETY: live handle (module docs).
+    guarded(0, || crate::ops::link(unsafe { proc_ref(p) }, pid))
+}
+
+unsafe extern "C" fn unlink(p: *mut abi::ProcHandle, pid: u64) -> i32 {
+    // SAFETY: live handle (module docs).
+    guarded(0, || crate::ops::unlink(unsafe { proc_ref(p) }, pid))
+}
+
+unsafe extern "C" fn monitor(p: *mut abi::ProcHandle, pid: u64) -> u64 {
+    // SAFETY: live handle (module docs).
+    guarded(0, || crate::ops::monitor(unsafe { proc_ref(p) }, pid))
+}
+
+unsafe extern "C" fn demonitor(p: *mut abi::ProcHandle, r: u64) -> i32 {
+    // SAFETY: live handle (module docs).
+    guarded(0, || crate::ops::demonitor(unsafe { proc_ref(p) }, r) as i32)
+}
+
+unsafe extern "C" fn trap_exit(p: *mut abi::ProcHandle, on: i32) -> i32 {
+    guarded(0, || {
+        // SAFETY: live handle (module docs).
+        let mut g = unsafe { proc_ref(p) }.inner.lock();
+        std::mem::replace(&mut g.trap_exit, on != 0) as i32
+    })
+}
+
+unsafe extern "C" fn exit(p: *mut abi::ProcHandle, pid: u64, reason: abi::Bytes) -> i32 {
+    guarded(0, || {
+        // SAFETY: live handle; readable range (ABI contract).
+        let (p, r) = unsafe { (proc_ref(p), bytes(reason)) };
+        let reason = ExitReason::decode(r);
+        if let Some(t) = p.node.table.get(pid) {
+            t.signal_exit(p.pid.0, &reason, false);
+        }
+        0
+    })
+}
+
+unsafe extern "C" fn register(p: *mut abi::ProcHandle, name: abi::Bytes, pid: u64) -> i32 {
+    guarded(-1, || {
+        // SAFETY: live handle; readable range (ABI contract).
+        let (p, name) = unsafe { (proc_ref(p), text(name)) };
+        if p.node.register(&name, pid) {
+            0
+        } else {
+            -1
+        }
+    })
+}
+
+unsafe extern "C" fn unregister(p: *mut abi::ProcHandle, name: abi::Bytes) -> i32 {
+    guarded(-1, || {
+        // SAFETY: live handle; readable range (ABI contract).
+        let (p, name) = unsafe { (proc_ref(p), text(name)) };
+        if p.node.unregister(&name) {
+            0
+        } else {
+            -1
+        }
+    })
+}
+
+unsafe extern "C" fn whereis(p: *mut abi::ProcHandle, name: abi::Bytes) -> u64 {
+    guarded(0, || {
+        // SAFETY: live handle; readable range (ABI contract).
+        let (p, name) = unsafe { (proc_ref(p), text(name)) };
+        p.node.registry.lock().get(&name).unwrap_or(0)
+    })
+}
+
+unsafe extern "C" fn send_after(p: *mut abi::ProcHandle, ms: u64, to: u64, ptr: *const u8, len: usize) -> u64 {
+    guarded(0, || {
+        // SAFETY: live handle; readable range (ABI contract).
+        let (p, data) = unsafe { (proc_ref(p), bytes(abi::Bytes { ptr, len })) };
+        p.node.send_after(p.pid.0, Duration::from_millis(ms), to, data.to_vec())
+    })
+}
+
+unsafe extern "C" fn cancel_timer(p: *mut abi::ProcHandle, r: u64) -> i64 {
+    guarded(-1, || {
+        // SAFETY: live handle (module docs).
+        let p = unsafe { proc_ref(p) };
+        p.node.cancel_timer(r).map(|d| d.as_millis() as i64).unwrap_or(-1)
+    })
+}
+
+unsafe extern "C" fn log(p: *mut abi::ProcHandle, level: u32, ptr: *const u8, len: usize) {
+    guarded((), || {
+        // SAFETY: live handle; readable range (ABI contract).
+        let (p, msg) = unsafe { (proc_ref(p), text(abi::Bytes { ptr, len })) };
+        let pid = p.pid;
+        match level {
+            0 => tracing::error!(target: "hotswap::module", %pid, "{msg}"),
+            1 => tracing::warn!(target: "hotswap::module", %pid, "{msg}"),
+            2 => tracing::info!(target: "hotswap::module", %pid, "{msg}"),
+            3 => tracing::debug!(target: "hotswap::module", %pid, "{msg}"),
+            _ => tracing::trace!(target: "hotswap::module", %pid, "{msg}"),
+        }
+    })
+}
+
+/// A fully-qualified call in progress: the callee's body, bound to its version.
+struct CallState {
+    body: Option<Body>,
+}
+
+unsafe extern "C" fn apply_start(
+    p: *mut abi::ProcHandle,
+    module: abi::Bytes,
+    function: abi::Bytes,
+    arg: abi::Bytes,
+    err: *mut c_void,
+    write: abi::WriteFn,
+) -> *mut abi::CallHandle {
+    guarded(std::ptr::null_mut(), || {
+        // SAFETY: live handle; readable ranges (ABI contract).
+        let (p, module, function, arg) = unsafe { (proc_ref(p), text(module), text(function), bytes(arg)) };
+        match p.node.start_body(p, &module, &function, arg) {
+            Ok(body) => Box::into_raw(Box::new(CallState { body: Some(body) })) as *mut abi::CallHandle,
+            Err(e) => {
+                let m = e.to_string();
+                // SAFETY: the caller's copy callback and buffer.
+                unsafe { write(err, m.as_ptr(), m.len()) };
+                std::ptr::null_mut()
+            }
+        }
+    })
+}
+
+fn drop_body(p: &Process, body: Body) {
+    if let Some(v) = body.version().cloned() {
+        drop(body);
+        p.unbind(&v);
+    }
+}
+
+unsafe extern "C" fn apply_poll(p: *mut abi::ProcHandle, h: *mut abi::CallHandle, out: *mut c_void, write: abi::WriteFn) -> u32 {
+    guarded(abi::STATUS_PANICKED, || {
+        // SAFETY: live handle; `h` came from `apply_start` and is not dropped (ABI contract).
+        let (p, cs) = unsafe { (proc_ref(p), &mut *(h as *mut CallState)) };
+        loop {
+            let Some(body) = cs.body.as_mut() else {
+                return abi::STATUS_PANICKED;
+            };
+            let (status, bytes) = match body.poll() {
+                Step::Pending => return abi::STATUS_PENDING,
+                Step::Done(Outcome::Continue { module, function, arg }) => match p.node.start_body(p, &module, &function, &arg) {
+                    Ok(next) => {
+                        let old = cs.body.replace(next).expect("checked");
+                        drop_body(p, old);
+                        continue;
+                    }
+                    Err(e) => (abi::STATUS_READY, Outcome::Exit(ExitReason::User(e.to_string())).encode()),
+                },
+                Step::Done(o) => (abi::STATUS_READY, o.encode()),
+                Step::Panicked(m) => (abi::STATUS_PANICKED, m.into_bytes()),
+            };
+            // SAFETY: the caller's copy callback and buffer.
+            unsafe { write(out, bytes.as_ptr(), bytes.len()) };
+            return status;
+        }
+    })
+}
+
+unsafe extern "C" fn apply_drop(p: *mut abi::ProcHandle, h: *mut abi::CallHandle) {
+    guarded((), || {
+        // SAFETY: live handle; `h` came from `apply_start` and is dropped once (ABI contract).
+        let (p, cs) = unsafe { (proc_ref(p), Box::from_raw(h as *mut CallState)) };
+        if let Some(b) = cs.body {
+            drop_body(p, b);
+        }
+    })
+}
+
+static TABLE: abi::HostApi = abi::HostApi {
+    abi_version: abi::ABI_VERSION,
+    size: std::mem::size_of::<abi::HostApi>() as u32,
+    self_pid,
+    now_ns,
+    send,
+    send_named,
+    receive,
+    spawn,
+    link,
+    unlink,
+    monitor,
+    demonitor,
+    trap_exit,
+    exit,
+    register,
+    unregister,
+    whereis,
+    send_after,
+    cancel_timer,
+    log,
+    apply_start,
+    apply_poll,
+    apply_drop,
+};
+
+/// The node's host API table.
+pub(crate) fn table() -> &'static abi::HostApi {
+    &TABLE
+}
+
+/// Install the table into the node's own copy of the SDK (for native processes).
+pub(crate) fn install() {
+    hotswap::private::set_host(&TABLE);
+}

@@ -1,0 +1,502 @@
+//! # hotswap-runtime: the node
+//!
+//! A [`Node`] runs lightweight processes (tokio tasks, each driving one future created by a
+//! native module) and a code server that keeps two versions of every module, with Erlang's
+//! semantics: processes stay in the version they run until they make a fully-qualified
+//! call; a second load purges the oldest version, killing the processes still in it; a
+//! purge really unmaps the library, or pins it and says why.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use hotswap_runtime::{Node, NodeConfig};
+//! let node = Node::start(NodeConfig::default())?;
+//! node.code().load("target/debug/libseed002_counter_v1.so").await?;
+//! let pid = node.spawn("counter", "count", &0u64)?;
+//! node.code().load("target/debug/libseed002_counter_v2.so").await?; // pid keeps running v1
+//! assert!(node.code().check_process_code(pid, "counter"));
+//! # Ok(()) }
+//! ```
+//!
+//! Executables that embed the runtime must export the thread-local guard (see
+//! [`guard_link_args`]); otherwise the code server keeps purged versions mapped.
+
+mod code;
+mod error;
+mod host_api;
+mod node;
+mod ops;
+mod process;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use code::{ModuleInfo, PinnedInfo, PurgeReport, VersionInfo};
+pub use error::{CodeError, LoadError, SpawnError};
+pub use hotswap::{ExitReason, Message, Pid, Ref};
+
+use code::LoadMode;
+use hotswap_abi as abi;
+use node::NodeInner;
+use process::{Envelope, Process};
+
+/// The linker arguments an executable embedding the runtime needs, one per line, for a
+/// build script: `for a in hotswap_runtime::guard_link_args() { println!("cargo:rustc-link-arg-bins={a}") }`.
+pub fn guard_link_args() -> [&'static str; 3] {
+    [
+        "-Wl,--export-dynamic-symbol=pthread_key_create",
+        "-Wl,--export-dynamic-symbol=__cxa_thread_atexit_impl",
+        "-Wl,--export-dynamic-symbol=pthread_create",
+    ]
+}
+
+/// Whether this executable exports the thread-local guard (see [`guard_link_args`]).
+pub fn guard_active() -> bool {
+    code::guard::active()
+}
+
+/// How many thread creations by module code the guard refused in this OS process.
+pub fn refused_module_threads() -> u64 {
+    code::guard::refused_threads()
+}
+
+/// Node settings.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Where write-once copies of loaded libraries live. Default: a fresh directory under
+    /// the system temp dir, removed when the node stops.
+    pub code_dir: Option<PathBuf>,
+    /// How long a purge waits for killed processes to leave the old code before it pins the
+    /// version instead of unmapping it. Default 5 s.
+    pub purge_timeout: Duration,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig { code_dir: None, purge_timeout: Duration::from_secs(5) }
+    }
+}
+
+/// A running node. Cheap to clone (all clones are the same node).
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<NodeInner>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("processes", &self.process_count()).finish_non_exhaustive()
+    }
+}
+
+/// Information about a live process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessInfo {
+    /// Its pid.
+    pub pid: Pid,
+    /// Registered name.
+    pub name: Option<String>,
+    /// Messages waiting in its mailbox.
+    pub message_queue_len: usize,
+    /// Messages it has taken from its mailbox.
+    pub messages_received: u64,
+    /// Linked processes.
+    pub links: Vec<Pid>,
+    /// Whether it traps exits.
+    pub trap_exit: bool,
+    /// The module versions whose code it runs: `(module, version, instance)`, outermost
+    /// first.
+    pub running: Vec<(String, String, u64)>,
+}
+
+/// What [`Node::stop`] did.
+#[derive(Debug, Clone)]
+pub struct StopReport {
+    /// Processes killed.
+    pub killed: usize,
+    /// Processes that did not exit in time.
+    pub stuck: Vec<Pid>,
+    /// Per-module purges.
+    pub purges: Vec<PurgeReport>,
+}
+
+static NODE_SEQ: AtomicU64 = AtomicU64::new(1);
+
+impl Node {
+    /// Start a node on the current tokio runtime.
+    ///
+    /// Fails if called outside a tokio runtime or if the code directory cannot be created.
+    pub fn start(config: NodeConfig) -> std::io::Result<Node> {
+        let rt = tokio::runtime::Handle::try_current().map_err(|_| {
+            std::io::Error::other("Node::start must be called inside a tokio runtime (e.g. from #[tokio::main])")
+        })?;
+        let (dir, owned) = match config.code_dir {
+            Some(d) => (d, false),
+            None => (
+                std::env::temp_dir().join(format!("hotswap-{}-{}", std::process::id(), NODE_SEQ.fetch_add(1, Ordering::Relaxed))),
+                true,
+            ),
+        };
+        std::fs::create_dir_all(&dir)?;
+        host_api::install();
+        if !code::guard::active() {
+            tracing::warn!("the thread-local guard is not exported by this executable: purged versions will be kept mapped (see hotswap_runtime::guard_link_args)");
+        }
+        Ok(Node { inner: Arc::new(NodeInner::new(dir, owned, config.purge_timeout, rt)) })
+    }
+
+    /// The code server.
+    pub fn code(&self) -> Code<'_> {
+        Code { node: self }
+    }
+
+    /// Spawn `module:function(arg)` on the module's current version.
+    pub fn spawn<A: serde::Serialize + ?Sized>(&self, module: &str, function: &str, arg: &A) -> Result<Pid, SpawnError> {
+        self.spawn_raw(module, function, &hotswap::codec::encode(arg))
+    }
+
+    /// Spawn with an already-encoded argument.
+    pub fn spawn_raw(&self, module: &str, function: &str, arg: &[u8]) -> Result<Pid, SpawnError> {
+        self.inner.spawn(None, module, function, arg, 0).map(|r| r.0)
+    }
+
+    /// Spawn a native process running `f` (the node's own code, not a module's).
+    pub fn spawn_native<F, Fut>(&self, f: F) -> Result<Pid, SpawnError>
+    where
+        F: FnOnce(hotswap::Ctx) -> Fut,
+        Fut: std::future::Future + Send + 'static,
+        Fut::Output: hotswap::IntoOutcome,
+    {
+        self.inner.spawn_native(None, 0, f).map(|r| r.0)
+    }
+
+    /// Send a value to a process (from outside any process).
+    pub fn send<T: serde::Serialize + ?Sized>(&self, to: Pid, msg: &T) {
+        self.inner.send(0, to.0, hotswap::codec::encode(msg));
+    }
+
+    /// Send raw bytes to a process.
+    pub fn send_bytes(&self, to: Pid, bytes: Vec<u8>) {
+        self.inner.send(0, to.0, bytes);
+    }
+
+    /// Send a value to a registered name; `false` if nothing is registered under it.
+    pub fn send_named<T: serde::Serialize + ?Sized>(&self, name: &str, msg: &T) -> bool {
+        match self.whereis(name) {
+            Some(p) => {
+                self.send(p, msg);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Send an exit signal to a process (`exit(Pid, Reason)` from outside any process).
+    pub fn exit(&self, pid: Pid, reason: ExitReason) {
+        if let Some(p) = self.inner.table.get(pid.0) {
+            p.signal_exit(0, &reason, false);
+        }
+    }
+
+    /// The pid registered under `name`.
+    pub fn whereis(&self, name: &str) -> Option<Pid> {
+        self.inner.registry.lock().get(name).map(Pid)
+    }
+
+    /// All registered names.
+    pub fn registered(&self) -> Vec<(String, Pid)> {
+        self.inner.registry.lock().names()
+    }
+
+    /// Whether a process is alive.
+    pub fn is_alive(&self, pid: Pid) -> bool {
+        self.inner.table.get(pid.0).is_some_and(|p| p.inner.lock().exited.is_none())
+    }
+
+    /// All live pids, sorted.
+    pub fn processes(&self) -> Vec<Pid> {
+        self.inner.table.pids()
+    }
+
+    /// Number of live processes.
+    pub fn process_count(&self) -> usize {
+        self.inner.table.len()
+    }
+
+    /// Number of processes that have exited since the node started.
+    pub fn exited_count(&self) -> u64 {
+        self.inner.exited.load(Ordering::Relaxed)
+    }
+
+    /// Information about a live process.
+    pub fn process_info(&self, pid: Pid) -> Option<ProcessInfo> {
+        let p = self.inner.table.get(pid.0)?;
+        let g = p.inner.lock();
+        Some(ProcessInfo {
+            pid,
+            name: g.name.as_ref().map(|s| s.to_string()),
+            message_queue_len: g.mailbox.len(),
+            messages_received: g.received,
+            links: g.links.iter().map(|&l| Pid(l)).collect(),
+            trap_exit: g.trap_exit,
+            running: g.bindings.iter().map(|v| (v.name.clone(), v.vsn.clone(), v.id)).collect(),
+        })
+    }
+
+    /// A host-side process: a pid with a mailbox that host code (a test, a control server)
+    /// reads directly. It traps exits, so links never kill it.
+    pub fn external(&self) -> ExternalProcess {
+        let mut p = Process::new(self.inner.new_pid(), self.inner.clone());
+        p.external = true;
+        p.inner.get_mut().trap_exit = true;
+        let p = Arc::new(p);
+        self.inner.table.insert(p.clone());
+        ExternalProcess { proc: p }
+    }
+
+    /// Stop: kill every process (waiting for each), cancel timers, and purge every module,
+    /// verifying that each library is unmapped.
+    pub async fn stop(&self, timeout: Duration) -> StopReport {
+        let n = &self.inner;
+        n.stopping.store(true, Ordering::Relaxed);
+        let all = n.table.all();
+        let mut killed = 0;
+        for p in &all {
+            if p.external {
+                p.finish(ExitReason::Killed);
+            } else {
+                p.signal_exit(0, &ExitReason::Kill, false);
+                killed += 1;
+            }
+        }
+        let mut stuck = Vec::new();
+        let deadline = tokio::time::Instant::now() + timeout;
+        for p in all.iter().filter(|p| !p.external) {
+            if tokio::time::timeout_at(deadline, p.wait_done()).await.is_err() {
+                stuck.push(p.pid);
+            }
+        }
+        for (_, (h, _)) in n.timers.lock().drain() {
+            h.abort();
+        }
+        let purges = n.code.purge_all(n).await;
+        if n.owns_code_dir && n.code.pinned().is_empty() {
+            let _ = std::fs::remove_dir_all(&n.code.code_dir);
+        }
+        StopReport { killed, stuck, purges }
+    }
+}
+
+/// The code server of a node; see [`Node::code`].
+#[derive(Debug)]
+pub struct Code<'a> {
+    node: &'a Node,
+}
+
+impl Code<'_> {
+    fn n(&self) -> &NodeInner {
+        &self.node.inner
+    }
+
+    /// Load a module library without purging (`code:load_file`): refused with
+    /// [`CodeError::NotPurged`] if the module has old code. The current version becomes old.
+    pub async fn load(&self, path: impl AsRef<Path>) -> Result<ModuleInfo, CodeError> {
+        self.n().code.load(self.n(), path.as_ref(), None, LoadMode::Plain).await
+    }
+
+    /// Like [`Code::load`], but refuse a file that holds another module than `name`.
+    pub async fn load_as(&self, name: &str, path: impl AsRef<Path>) -> Result<ModuleInfo, CodeError> {
+        self.n().code.load(self.n(), path.as_ref(), Some(name), LoadMode::Plain).await
+    }
+
+    /// Purging load (`code:load_binary`, `c:l/1`): purge old code first (killing processes
+    /// still running it), then load.
+    pub async fn load_purging(&self, path: impl AsRef<Path>) -> Result<ModuleInfo, CodeError> {
+        self.n().code.load(self.n(), path.as_ref(), None, LoadMode::Purging).await
+    }
+
+    /// Purge the old version: kill the processes running it, wait for them, free it.
+    pub async fn purge(&self, module: &str) -> Result<PurgeReport, CodeError> {
+        self.n().code.purge(self.n(), module).await
+    }
+
+    /// Purge the old version only if no process runs it (`true`), else change nothing
+    /// (`false`).
+    pub async fn soft_purge(&self, module: &str) -> Result<bool, CodeError> {
+        self.n().code.soft_purge(module).await
+    }
+
+    /// Make the current version old and remove the exports (`code:delete`).
+    pub async fn delete(&self, module: &str) -> Result<(), CodeError> {
+        self.n().code.delete(module).await
+    }
+
+    /// Whether `pid` runs old code of `module`.
+    pub fn check_process_code(&self, pid: Pid, module: &str) -> bool {
+        self.n().code.check_process_code(pid, module)
+    }
+
+    /// The file of the current version, if the module has one (`code:is_loaded`).
+    pub fn is_loaded(&self, module: &str) -> Option<PathBuf> {
+        self.n().code.current(module).map(|v| v.source.clone())
+    }
+
+    /// Every module with a current version and its file (`code:all_loaded`).
+    pub fn all_loaded(&self) -> Vec<(String, PathBuf)> {
+        self.n().code.all().into_iter().filter_map(|m| m.current.map(|c| (m.name, c.source))).collect()
+    }
+
+    /// Both slots of one module.
+    pub fn module(&self, module: &str) -> Option<ModuleInfo> {
+        self.n().code.info(module)
+    }
+
+    /// Both slots of every module.
+    pub fn modules(&self) -> Vec<ModuleInfo> {
+        self.n().code.all()
+    }
+
+    /// Processes running the current and the old version of `module`.
+    pub fn which_processes(&self, module: &str) -> (Vec<Pid>, Vec<Pid>) {
+        match self.n().code.info(module) {
+            Some(m) => (
+                m.current.map(|v| v.processes).unwrap_or_default(),
+                m.old.map(|v| v.processes).unwrap_or_default(),
+            ),
+            None => (Vec::new(), Vec::new()),
+        }
+    }
+
+    /// Versions kept mapped because they could not be freed safely, with the reason.
+    pub fn pinned(&self) -> Vec<PinnedInfo> {
+        self.n().code.pinned()
+    }
+
+    /// Versions unmapped since the node started.
+    pub fn freed_count(&self) -> u64 {
+        self.n().code.freed.load(Ordering::Relaxed)
+    }
+
+    /// The node's code directory.
+    pub fn code_dir(&self) -> &Path {
+        &self.n().code.code_dir
+    }
+}
+
+/// A host-side process: a real pid and mailbox that host code reads directly (tests, the
+/// control server). It traps exits. Dropping it exits it with reason `normal`.
+#[derive(Debug)]
+pub struct ExternalProcess {
+    proc: Arc<Process>,
+}
+
+fn to_message(e: &Envelope) -> Message {
+    match e.kind {
+        abi::MSG_EXIT => Message::Exit { from: Pid(e.from), reason: ExitReason::decode(&e.data) },
+        abi::MSG_DOWN => Message::Down { reference: Ref(e.reference), pid: Pid(e.from), reason: ExitReason::decode(&e.data) },
+        _ => Message::User { from: Pid(e.from), data: e.data.clone() },
+    }
+}
+
+impl ExternalProcess {
+    /// Its pid.
+    pub fn pid(&self) -> Pid {
+        self.proc.pid
+    }
+
+    /// Messages waiting.
+    pub fn mailbox_len(&self) -> usize {
+        self.proc.inner.lock().mailbox.len()
+    }
+
+    /// Send a value from this process.
+    pub fn send<T: serde::Serialize + ?Sized>(&self, to: Pid, msg: &T) {
+        self.proc.node.send(self.proc.pid.0, to.0, hotswap::codec::encode(msg));
+    }
+
+    /// Link with `pid`.
+    pub fn link(&self, pid: Pid) {
+        ops::link(&self.proc, pid.0);
+    }
+
+    /// Monitor `pid`.
+    pub fn monitor(&self, pid: Pid) -> Ref {
+        Ref(ops::monitor(&self.proc, pid.0))
+    }
+
+    /// Remove a monitor.
+    pub fn demonitor(&self, r: Ref) -> bool {
+        ops::demonitor(&self.proc, r.0)
+    }
+
+    /// Spawn linked to this process.
+    pub fn spawn_link<A: serde::Serialize + ?Sized>(&self, module: &str, function: &str, arg: &A) -> Result<Pid, SpawnError> {
+        self.proc.node.spawn(Some(&self.proc), module, function, &hotswap::codec::encode(arg), abi::SPAWN_LINK).map(|r| r.0)
+    }
+
+    /// Spawn monitored by this process.
+    pub fn spawn_monitor<A: serde::Serialize + ?Sized>(&self, module: &str, function: &str, arg: &A) -> Result<(Pid, Ref), SpawnError> {
+        self.proc
+            .node
+            .spawn(Some(&self.proc), module, function, &hotswap::codec::encode(arg), abi::SPAWN_MONITOR)
+            .map(|(p, r)| (p, Ref(r)))
+    }
+
+    /// Spawn a native process linked to this one.
+    pub fn spawn_native_link<F, Fut>(&self, f: F) -> Result<Pid, SpawnError>
+    where
+        F: FnOnce(hotswap::Ctx) -> Fut,
+        Fut: std::future::Future + Send + 'static,
+        Fut::Output: hotswap::IntoOutcome,
+    {
+        self.proc.node.spawn_native(Some(&self.proc), abi::SPAWN_LINK, f).map(|r| r.0)
+    }
+
+    /// Wait up to `timeout` for the first message `pred` accepts; it is removed from the
+    /// mailbox, the others stay in order.
+    pub async fn recv_match(&self, timeout: Duration, mut pred: impl FnMut(&Message) -> bool) -> Option<Message> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.proc.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut g = self.proc.inner.lock();
+                if let Some(i) = g.mailbox.iter().position(|e| pred(&to_message(e))) {
+                    let e = g.mailbox.remove(i).expect("index from position");
+                    g.received += 1;
+                    return Some(to_message(&e));
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// Wait up to `timeout` for the next message of any kind.
+    pub async fn recv(&self, timeout: Duration) -> Option<Message> {
+        self.recv_match(timeout, |_| true).await
+    }
+
+    /// Wait up to `timeout` for the first user message that decodes as `T`.
+    pub async fn receive<T: serde::de::DeserializeOwned>(&self, timeout: Duration) -> Option<T> {
+        let m = self.recv_match(timeout, |m| m.decode::<T>().is_ok()).await?;
+        m.decode().ok()
+    }
+
+    /// Wait up to `timeout` for the `Down` message of a monitor; its exit reason.
+    pub async fn down(&self, r: Ref, timeout: Duration) -> Option<ExitReason> {
+        match self.recv_match(timeout, |m| matches!(m, Message::Down { reference, .. } if *reference == r)).await? {
+            Message::Down { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for ExternalProcess {
+    fn drop(&mut self) {
+        self.proc.finish(ExitReason::Normal);
+    }
+}

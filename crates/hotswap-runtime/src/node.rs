@@ -1,0 +1,247 @@
+//! The node: process table, registry, timers, clock, and the code server.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hotswap::{Ctx, IntoOutcome, Pid};
+use hotswap_abi as abi;
+use parking_lot::Mutex;
+
+use crate::code::CodeServer;
+use crate::error::SpawnError;
+use crate::process::{self, Body, Envelope, ModuleFuture, Process};
+
+const SHARDS: usize = 64;
+
+/// The process table, sharded to keep spawn and send off one lock.
+pub(crate) struct ProcessTable {
+    shards: Vec<Mutex<HashMap<u64, Arc<Process>>>>,
+}
+
+impl ProcessTable {
+    fn new() -> ProcessTable {
+        ProcessTable { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect() }
+    }
+    fn shard(&self, pid: u64) -> &Mutex<HashMap<u64, Arc<Process>>> {
+        &self.shards[(pid as usize) % SHARDS]
+    }
+    pub(crate) fn get(&self, pid: u64) -> Option<Arc<Process>> {
+        self.shard(pid).lock().get(&pid).cloned()
+    }
+    pub(crate) fn insert(&self, p: Arc<Process>) {
+        self.shard(p.pid.0).lock().insert(p.pid.0, p);
+    }
+    pub(crate) fn remove(&self, pid: u64) {
+        self.shard(pid).lock().remove(&pid);
+    }
+    pub(crate) fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+    pub(crate) fn pids(&self) -> Vec<Pid> {
+        let mut v: Vec<Pid> = self.shards.iter().flat_map(|s| s.lock().keys().map(|&p| Pid(p)).collect::<Vec<_>>()).collect();
+        v.sort();
+        v
+    }
+    pub(crate) fn all(&self) -> Vec<Arc<Process>> {
+        self.shards.iter().flat_map(|s| s.lock().values().cloned().collect::<Vec<_>>()).collect()
+    }
+}
+
+/// Registered names.
+#[derive(Default)]
+pub(crate) struct Registry {
+    names: HashMap<Box<str>, u64>,
+}
+
+impl Registry {
+    pub(crate) fn get(&self, name: &str) -> Option<u64> {
+        self.names.get(name).copied()
+    }
+    pub(crate) fn remove_if(&mut self, name: &str, pid: u64) {
+        if self.names.get(name) == Some(&pid) {
+            self.names.remove(name);
+        }
+    }
+    pub(crate) fn names(&self) -> Vec<(String, Pid)> {
+        let mut v: Vec<(String, Pid)> = self.names.iter().map(|(k, &v)| (k.to_string(), Pid(v))).collect();
+        v.sort();
+        v
+    }
+}
+
+pub(crate) struct NodeInner {
+    pub(crate) table: ProcessTable,
+    pub(crate) registry: Mutex<Registry>,
+    pub(crate) code: CodeServer,
+    pub(crate) timers: Mutex<HashMap<u64, (tokio::task::AbortHandle, Instant)>>,
+    pub(crate) rt: tokio::runtime::Handle,
+    epoch: Instant,
+    tokio_epoch: tokio::time::Instant,
+    next_pid: AtomicU64,
+    next_ref: AtomicU64,
+    pub(crate) exited: AtomicU64,
+    pub(crate) stopping: AtomicBool,
+    pub(crate) owns_code_dir: bool,
+}
+
+impl NodeInner {
+    pub(crate) fn new(code_dir: PathBuf, owns_code_dir: bool, purge_timeout: Duration, rt: tokio::runtime::Handle) -> NodeInner {
+        NodeInner {
+            table: ProcessTable::new(),
+            registry: Mutex::new(Registry::default()),
+            code: CodeServer::new(code_dir, purge_timeout),
+            timers: Mutex::new(HashMap::new()),
+            rt,
+            epoch: Instant::now(),
+            tokio_epoch: tokio::time::Instant::now(),
+            next_pid: AtomicU64::new(1),
+            next_ref: AtomicU64::new(1),
+            exited: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+            owns_code_dir,
+        }
+    }
+
+    pub(crate) fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    pub(crate) fn instant_at(&self, ns: u64) -> tokio::time::Instant {
+        self.tokio_epoch + Duration::from_nanos(ns)
+    }
+
+    pub(crate) fn new_ref(&self) -> u64 {
+        self.next_ref.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn new_pid(&self) -> Pid {
+        Pid(self.next_pid.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Resolve `module:function` on the current version and start it for `proc` (binding
+    /// `proc` to that version).
+    pub(crate) fn start_body(&self, proc: &Process, module: &str, function: &str, arg: &[u8]) -> Result<Body, SpawnError> {
+        let v = self.code.current(module).ok_or_else(|| SpawnError::ModuleNotLoaded { module: module.into() })?;
+        let Some(&start) = v.exports.get(function) else {
+            return Err(SpawnError::NoSuchFunction {
+                module: module.into(),
+                version: v.vsn.clone(),
+                function: function.into(),
+                exports: v.export_names.join(", "),
+            });
+        };
+        proc.bind(&v);
+        Ok(Body::Module(ModuleFuture::start(&v, start, proc, arg)))
+    }
+
+    /// Link or monitor `child` from `parent` before the child runs.
+    fn attach(&self, parent: Option<&Process>, child: &Process, flags: u32) -> u64 {
+        let Some(parent) = parent else { return 0 };
+        let mut mref = 0;
+        if flags & abi::SPAWN_LINK != 0 {
+            child.inner.lock().links.push(parent.pid.0);
+            parent.inner.lock().links.push(child.pid.0);
+        }
+        if flags & abi::SPAWN_MONITOR != 0 {
+            mref = self.new_ref();
+            child.inner.lock().monitored_by.push((mref, parent.pid.0));
+            parent.inner.lock().monitoring.push((mref, child.pid.0));
+        }
+        mref
+    }
+
+    /// Spawn `module:function(arg)` on the current version.
+    pub(crate) fn spawn(self: &Arc<Self>, parent: Option<&Process>, module: &str, function: &str, arg: &[u8], flags: u32) -> Result<(Pid, u64), SpawnError> {
+        if self.stopping.load(Ordering::Relaxed) {
+            return Err(SpawnError::NodeStopping);
+        }
+        let proc = Arc::new(Process::new(self.new_pid(), self.clone()));
+        let body = self.start_body(&proc, module, function, arg)?;
+        Ok(self.launch(parent, proc, body, flags))
+    }
+
+    fn launch(self: &Arc<Self>, parent: Option<&Process>, proc: Arc<Process>, body: Body, flags: u32) -> (Pid, u64) {
+        let mref = self.attach(parent, &proc, flags);
+        let pid = proc.pid;
+        self.table.insert(proc.clone());
+        self.rt.spawn(process::run(proc, body));
+        (pid, mref)
+    }
+
+    /// Spawn a native (host) process running `f`.
+    pub(crate) fn spawn_native<F, Fut>(self: &Arc<Self>, parent: Option<&Process>, flags: u32, f: F) -> Result<(Pid, u64), SpawnError>
+    where
+        F: FnOnce(Ctx) -> Fut,
+        Fut: std::future::Future + Send + 'static,
+        Fut::Output: IntoOutcome,
+    {
+        if self.stopping.load(Ordering::Relaxed) {
+            return Err(SpawnError::NodeStopping);
+        }
+        crate::host_api::install();
+        let proc = Arc::new(Process::new(self.new_pid(), self.clone()));
+        // SAFETY: the handle is this new process's, and the host table is installed.
+        let ctx = unsafe { Ctx::from_raw(proc.as_handle()) };
+        let fut = f(ctx);
+        let body = Body::Native(Box::pin(async move { fut.await.into_outcome() }));
+        Ok(self.launch(parent, proc, body, flags))
+    }
+
+    pub(crate) fn send(&self, from: u64, to: u64, data: Vec<u8>) {
+        if let Some(p) = self.table.get(to) {
+            p.deliver(Envelope { kind: abi::MSG_USER, from, reference: 0, data });
+        }
+    }
+
+    pub(crate) fn send_after(self: &Arc<Self>, from: u64, after: Duration, to: u64, data: Vec<u8>) -> u64 {
+        let r = self.new_ref();
+        let node = self.clone();
+        let deadline = Instant::now() + after;
+        let mut timers = self.timers.lock();
+        let h = self.rt.spawn(async move {
+            tokio::time::sleep(after).await;
+            if node.timers.lock().remove(&r).is_some() {
+                node.send(from, to, data);
+            }
+        });
+        timers.insert(r, (h.abort_handle(), deadline));
+        r
+    }
+
+    pub(crate) fn cancel_timer(&self, r: u64) -> Option<Duration> {
+        let (h, deadline) = self.timers.lock().remove(&r)?;
+        h.abort();
+        Some(deadline.saturating_duration_since(Instant::now()))
+    }
+
+    pub(crate) fn register(&self, name: &str, pid: u64) -> bool {
+        let mut reg = self.registry.lock();
+        if reg.names.contains_key(name) {
+            return false;
+        }
+        let Some(p) = self.table.get(pid) else { return false };
+        let mut g = p.inner.lock();
+        if g.exited.is_some() || g.name.is_some() {
+            return false;
+        }
+        g.name = Some(name.into());
+        reg.names.insert(name.into(), pid);
+        true
+    }
+
+    pub(crate) fn unregister(&self, name: &str) -> bool {
+        let mut reg = self.registry.lock();
+        match reg.names.remove(name) {
+            Some(pid) => {
+                if let Some(p) = self.table.get(pid) {
+                    p.inner.lock().name = None;
+                }
+                true
+            }
+            None => false,
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! Processes: a pid, a mailbox with selective receive, links, monitors, trap-exit, and one
+//! future that is the process's code.
+//!
+//! # Protocol
+//!
+//! A process is a tokio task driving one *body*: a future created by a module version
+//! through the ABI (or a native host future). The task loop is
+//!
+//! 1. **signals first**: if an exit signal that was not trapped arrived (`pending_exit`),
+//!    the process exits with it at once, without polling its code again;
+//! 2. poll the body once (module code runs only here, with the version's in-flight count
+//!    held);
+//! 3. if the body finished: a value is a `normal` exit, an exit outcome exits with its
+//!    reason, a panic exits with `{panic, Message}`, and a *continue* outcome is a
+//!    fully-qualified tail call: the finished future is dropped and `module:function(arg)`
+//!    is started on the **current** version, which is how a process moves to new code;
+//! 4. otherwise wait until something happens to the process (a message, a signal, or the
+//!    deadline of the receive it is blocked in), and repeat.
+//!
+//! An idle process holds no thread: it is a parked task.
+//!
+//! Killing a process (a `kill` signal, or a purge of code it runs) drops its body at the
+//! next await point, running the module's own destructors while the version is still
+//! mapped. Native code cannot be pre-empted: a process busy inside one poll is killed when
+//! that poll returns.
+//!
+//! # Exit signals (spec conventions)
+//!
+//! On exit with reason `R`, every linked process receives an exit signal `R` and every
+//! monitor a `Down` message. A receiver that traps exits gets `{'EXIT', From, R}` as a
+//! message, except for `kill`, which is untrappable and makes the receiver exit `killed`.
+//! A receiver that does not trap exits ignores `normal` and exits with any other reason.
+//!
+//! Locking: each process has one mutex; code never holds two process locks at once.
+
+use std::collections::VecDeque;
+use std::ffi::c_void;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use hotswap::{ExitReason, Outcome, Pid};
+use hotswap_abi as abi;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::code::Version;
+use crate::node::NodeInner;
+
+/// A mailbox entry.
+#[derive(Debug)]
+pub(crate) struct Envelope {
+    pub(crate) kind: u32,
+    pub(crate) from: u64,
+    pub(crate) reference: u64,
+    pub(crate) data: Vec<u8>,
+}
+
+#[derive(Default)]
+pub(crate) struct ProcInner {
+    pub(crate) mailbox: VecDeque<Envelope>,
+    pub(crate) links: Vec<u64>,
+    /// `(reference, watcher)`: processes monitoring this one.
+    pub(crate) monitored_by: Vec<(u64, u64)>,
+    /// `(reference, target)`: processes this one monitors.
+    pub(crate) monitoring: Vec<(u64, u64)>,
+    pub(crate) trap_exit: bool,
+    /// An exit signal that was not trapped: the process exits with it before running again.
+    pub(crate) pending_exit: Option<ExitReason>,
+    pub(crate) name: Option<Box<str>>,
+    /// Versions whose code this process runs: its body's version, then any version it is
+    /// awaiting through a fully-qualified call (a stack).
+    pub(crate) bindings: Vec<Arc<Version>>,
+    /// Set once, when the process has exited.
+    pub(crate) exited: Option<ExitReason>,
+    /// The earliest receive deadline asked for during the last poll (`u64::MAX`: none).
+    pub(crate) wake_at: u64,
+    pub(crate) received: u64,
+}
+
+/// A process. Shared by the process table, the task driving it and host calls.
+pub(crate) struct Process {
+    pub(crate) pid: Pid,
+    pub(crate) node: Arc<NodeInner>,
+    pub(crate) inner: Mutex<ProcInner>,
+    /// Woken when anything happens to the process.
+    pub(crate) notify: Notify,
+    /// Woken (all waiters) when the process has exited.
+    pub(crate) done: Notify,
+    /// A host-side mailbox ([`crate::ExternalProcess`]), not driven by a task.
+    pub(crate) external: bool,
+}
+
+impl std::fmt::Debug for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Process").field("pid", &self.pid).finish_non_exhaustive()
+    }
+}
+
+impl Process {
+    pub(crate) fn new(pid: Pid, node: Arc<NodeInner>) -> Process {
+        Process {
+            pid,
+            node,
+            inner: Mutex::new(ProcInner { wake_at: u64::MAX, ..Default::default() }),
+            notify: Notify::new(),
+            done: Notify::new(),
+            external: false,
+        }
+    }
+
+    pub(crate) fn as_handle(&self) -> *mut abi::ProcHandle {
+        self as *const Process as *mut abi::ProcHandle
+    }
+
+    /// Deliver a message. Messages to an exited process are dropped.
+    pub(crate) fn deliver(&self, env: Envelope) {
+        {
+            let mut g = self.inner.lock();
+            if g.exited.is_some() {
+                return;
+            }
+            g.mailbox.push_back(env);
+        }
+        self.notify.notify_one();
+    }
+
+    /// Deliver an exit signal from `from` (`via_link`: because a linked process exited).
+    pub(crate) fn signal_exit(&self, from: u64, reason: &ExitReason, via_link: bool) {
+        {
+            let mut g = self.inner.lock();
+            if g.exited.is_some() {
+                return;
+            }
+            if via_link {
+                g.links.retain(|&l| l != from);
+            }
+            if *reason == ExitReason::Kill {
+                g.pending_exit = Some(ExitReason::Killed);
+            } else if g.trap_exit {
+                let mut data = Vec::new();
+                reason.encode_into(&mut data);
+                g.mailbox.push_back(Envelope { kind: abi::MSG_EXIT, from, reference: 0, data });
+            } else if *reason == ExitReason::Normal && from != self.pid.0 {
+                return;
+            } else if g.pending_exit.is_none() {
+                g.pending_exit = Some(reason.clone());
+            }
+        }
+        self.notify.notify_one();
+    }
+
+    pub(crate) fn bind(&self, v: &Arc<Version>) {
+        v.bind(self.pid);
+        self.inner.lock().bindings.push(v.clone());
+    }
+
+    pub(crate) fn unbind(&self, v: &Arc<Version>) {
+        let mut g = self.inner.lock();
+        if let Some(pos) = g.bindings.iter().rposition(|b| Arc::ptr_eq(b, v)) {
+            g.bindings.remove(pos);
+        }
+        drop(g);
+        v.unbind(self.pid);
+    }
+
+    /// Record the exit and propagate it to links, monitors, the registry and the table.
+    pub(crate) fn finish(self: &Arc<Process>, reason: ExitReason) {
+        let (links, monitored_by, monitoring, name, bindings, mailbox) = {
+            let mut g = self.inner.lock();
+            if g.exited.is_some() {
+                return;
+            }
+            g.exited = Some(reason.clone());
+            (
+                std::mem::take(&mut g.links),
+                std::mem::take(&mut g.monitored_by),
+                std::mem::take(&mut g.monitoring),
+                g.name.take(),
+                std::mem::take(&mut g.bindings),
+                std::mem::take(&mut g.mailbox),
+            )
+        };
+        drop(mailbox);
+        let node = &self.node;
+        node.table.remove(self.pid.0);
+        if let Some(n) = name {
+            node.registry.lock().remove_if(&n, self.pid.0);
+        }
+        for v in bindings {
+            v.unbind(self.pid);
+        }
+        for l in links {
+            if let Some(p) = node.table.get(l) {
+                p.signal_exit(self.pid.0, &reason, true);
+            }
+        }
+        if !monitored_by.is_empty() {
+            let data = reason.encode();
+            for (r, watcher) in monitored_by {
+                if let Some(p) = node.table.get(watcher) {
+                    p.inner.lock().monitoring.retain(|&(mr, _)| mr != r);
+                    p.deliver(Envelope { kind: abi::MSG_DOWN, from: self.pid.0, reference: r, data: data.clone() });
+                }
+            }
+        }
+        for (r, target) in monitoring {
+            if let Some(p) = node.table.get(target) {
+                p.inner.lock().monitored_by.retain(|&(mr, _)| mr != r);
+            }
+        }
+        if !reason.is_normalish() && reason != ExitReason::Killed {
+            tracing::debug!(pid = %self.pid, %reason, "process exited");
+        }
+        node.exited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.done.notify_waiters();
+    }
+
+    /// Wait until this process has exited.
+    pub(crate) async fn wait_done(&self) {
+        loop {
+            let n = self.done.notified();
+            tokio::pin!(n);
+            n.as_mut().enable();
+            if self.inner.lock().exited.is_some() {
+                return;
+            }
+            n.await;
+        }
+    }
+}
+
+/// The code of a process (or of a fully-qualified call in progress).
+pub(crate) enum Body {
+    /// A future created by a module version.
+    Module(ModuleFuture),
+    /// A native future of the host (used for the node's own processes).
+    Native(Pin<Box<dyn Future<Output = Outcome> + Send>>),
+}
+
+/// What one poll of a body produced.
+pub(crate) enum Step {
+    Pending,
+    Done(Outcome),
+    Panicked(String),
+}
+
+/// A future owned by a module version; dropped through that version's drop function.
+pub(crate) struct ModuleFuture {
+    pub(crate) version: Arc<Version>,
+    fut: *mut abi::FutureObj,
+}
+
+// SAFETY: the future is only touched by the one task (or call handle) that owns this value,
+// through the version's poll/drop functions; the module side makes no thread-affinity
+// assumptions (its futures are polled with a no-op waker and hold no thread-local state).
+unsafe impl Send for ModuleFuture {}
+
+impl ModuleFuture {
+    /// Start `export` of `version` for process `proc`.
+    pub(crate) fn start(version: &Arc<Version>, start: abi::StartFn, proc: &Process, arg: &[u8]) -> ModuleFuture {
+        let _in = version.enter();
+        // SAFETY: `start` belongs to `version`, which is mapped while we hold the Arc; the
+        // handle is the live process; the argument range is valid for the call.
+        let fut = unsafe { start(proc.as_handle(), arg.as_ptr(), arg.len()) };
+        ModuleFuture { version: version.clone(), fut }
+    }
+
+    pub(crate) fn poll(&mut self) -> Step {
+        let mut out: Vec<u8> = Vec::new();
+        let st = {
+            let _in = self.version.enter();
+            // SAFETY: `fut` was created by this version and not yet dropped; the version
+            // is mapped while we hold its Arc; `out` outlives the call.
+            unsafe { (self.version.poll)(self.fut, &mut out as *mut Vec<u8> as *mut c_void, crate::host_api::write_vec) }
+        };
+        match st {
+            abi::STATUS_PENDING => Step::Pending,
+            abi::STATUS_READY => match Outcome::decode(&out) {
+                Some(o) => Step::Done(o),
+                None => Step::Done(Outcome::Exit(ExitReason::User("malformed outcome from module".into()))),
+            },
+            _ => Step::Panicked(String::from_utf8_lossy(&out).into_owned()),
+        }
+    }
+}
+
+impl Drop for ModuleFuture {
+    fn drop(&mut self) {
+        let mut out: Vec<u8> = Vec::new();
+        let st = {
+            let _in = self.version.enter();
+            // SAFETY: `fut` was created by this version and is dropped exactly once, here,
+            // while the version is mapped (we hold its Arc).
+            unsafe { (self.version.drop_future)(self.fut, &mut out as *mut Vec<u8> as *mut c_void, crate::host_api::write_vec) }
+        };
+        if st != abi::STATUS_READY {
+            tracing::warn!(module = %self.version.name, "a destructor in module code panicked: {}", String::from_utf8_lossy(&out));
+        }
+    }
+}
+
+impl Body {
+    pub(crate) fn poll(&mut self) -> Step {
+        match self {
+            Body::Module(m) => m.poll(),
+            Body::Native(f) => {
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f.as_mut().poll(&mut cx))) {
+                    Ok(Poll::Pending) => Step::Pending,
+                    Ok(Poll::Ready(o)) => Step::Done(o),
+                    Err(p) => Step::Panicked(panic_text(p)),
+                }
+            }
+        }
+    }
+
+    pub(crate) fn version(&self) -> Option<&Arc<Version>> {
+        match self {
+            Body::Module(m) => Some(&m.version),
+            Body::Native(_) => None,
+        }
+    }
+}
+
+pub(crate) fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".into()
+    }
+}
+
+/// The task that drives a process until it exits.
+pub(crate) async fn run(proc: Arc<Process>, mut body: Body) {
+    let reason = loop {
+        if let Some(r) = proc.inner.lock().pending_exit.take() {
+            break r;
+        }
+        proc.inner.lock().wake_at = u64::MAX;
+        match body.poll() {
+            Step::Pending => {}
+            Step::Done(Outcome::Value(_)) => break ExitReason::Normal,
+            Step::Done(Outcome::Exit(r)) => break r,
+            Step::Panicked(m) => break ExitReason::Panic(m),
+            Step::Done(Outcome::Continue { module, function, arg }) => {
+                match proc.node.start_body(&proc, &module, &function, &arg) {
+                    Ok(next) => {
+                        let old = std::mem::replace(&mut body, next);
+                        if let Some(v) = old.version() {
+                            let v = v.clone();
+                            drop(old);
+                            proc.unbind(&v);
+                        }
+                        continue;
+                    }
+                    Err(e) => break ExitReason::User(format!("{e}")),
+                }
+            }
+        }
+        let wake_at = proc.inner.lock().wake_at;
+        if wake_at == u64::MAX {
+            proc.notify.notified().await;
+        } else {
+            let deadline = proc.node.instant_at(wake_at);
+            tokio::select! {
+                _ = proc.notify.notified() => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    };
+    if let Some(v) = body.version().cloned() {
+        drop(body);
+        proc.unbind(&v);
+    } else {
+        drop(body);
+    }
+    proc.finish(reason);
+}

@@ -1,0 +1,51 @@
+//! # hotswap: the module SDK
+//!
+//! A hotswap module is an ordinary cargo crate built as a `cdylib` that a running node
+//! loads, keeps in two versions (current and old), and purges, as Erlang's code server does.
+//! The crate depends on this SDK and names its exports with [`module!`]:
+//!
+//! ```ignore
+//! use hotswap::{Ctx, ExitReason, Outcome};
+//!
+//! async fn counter(ctx: Ctx, start: u64) -> Result<Outcome, ExitReason> {
+//!     let mut n = start;
+//!     loop {
+//!         match ctx.receive::<String>().await.as_str() {
+//!             "tick" => n += 1,
+//!             // a fully-qualified tail call: continue on the *current* version
+//!             "code_switch" => return Ok(ctx.continue_with("counter", "counter", &n)),
+//!             _ => return Err(ExitReason::User("unexpected".into())),
+//!         }
+//!     }
+//! }
+//!
+//! hotswap::module! {
+//!     name: "counter",
+//!     version: "1.0.0",
+//!     exports: [counter],
+//! }
+//! ```
+//!
+//! Rules a module follows (the node checks what it can at load):
+//! * build with `panic = "unwind"` (the default): every export catches panics, and a panic
+//!   becomes the process's exit reason `{panic, Message}`;
+//! * never spawn threads or run an async runtime: use processes, timers and messages;
+//! * log with [`Ctx::log`], not stdout;
+//! * anything that another version may read (messages, state) is encoded with [`codec`]
+//!   (MessagePack with named fields), so added optional fields still decode.
+
+pub mod codec;
+mod ctx;
+mod outcome;
+#[doc(hidden)]
+pub mod private;
+mod types;
+
+pub use ctx::{AnyMsg, Apply, ApplyError, Ctx, Level, Matcher, Nothing, RawBytes, Receive, SpawnError, TimedReceive, Typed};
+pub use hotswap_macros::module;
+pub use outcome::{IntoOutcome, Outcome, Value};
+pub use types::{ExitReason, Message, Pid, Ref};
+
+/// Re-export for the macro expansion.
+#[doc(hidden)]
+pub use hotswap_abi as abi;
