@@ -254,12 +254,23 @@ idle_mem_round(N) ->
         wait_procs(Base)
     end.
 
+%% Memory of processes that exited earlier is released with a delay; wait
+%% (up to Tries x 20 ms) until two readings 20 ms apart agree within 64 KiB.
+settle_memory(_Prev, 0) -> ok;
+settle_memory(Prev, Tries) ->
+    timer:sleep(20),
+    case erlang:memory(processes) of
+        M when abs(M - Prev) < 65536 -> ok;
+        M -> settle_memory(M, Tries - 1)
+    end.
+
 %% Per-process memory of the N processes Start() creates (their pids are
 %% put into the ETS table Tab, so the spawner's heap does not grow).
 %% Reported: erlang:memory(processes) delta / N.  Logged for reference:
 %% erlang:memory(total) delta / N and mean process_info(P, memory).
 mem_round(N, Tab, Start) ->
     garbage_collect(),
+    settle_memory(erlang:memory(processes), 50),
     M0 = erlang:memory([processes, total]),
     Start(),
     timer:sleep(50),

@@ -199,6 +199,21 @@ impl Node {
         }
     }
 
+    /// Register `name` for a live process (`register/2`). Fails with `badarg` if the name
+    /// is taken, or the process is dead or already has a name.
+    pub fn register(&self, name: &str, pid: Pid) -> Result<(), ExitReason> {
+        if self.inner.register(name, pid.0) {
+            Ok(())
+        } else {
+            Err(ExitReason::BadArg(format!("cannot register {name:?} for {pid}: name taken, or process dead or already named")))
+        }
+    }
+
+    /// Remove a registered name; `false` if it was not registered.
+    pub fn unregister(&self, name: &str) -> bool {
+        self.inner.unregister(name)
+    }
+
     /// The pid registered under `name`.
     pub fn whereis(&self, name: &str) -> Option<Pid> {
         self.inner.registry.lock().get(name).map(Pid)

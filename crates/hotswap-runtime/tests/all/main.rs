@@ -1,1 +1,7 @@
-//! Integration tests.
+//! Integration tests of the node: real `dlopen` of real module crates from `modules/`.
+//!
+//! One test binary (files named by area); fixtures are built once by `support::module`.
+
+mod support;
+
+mod seed000;
