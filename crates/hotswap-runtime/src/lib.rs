@@ -388,6 +388,12 @@ impl Code<'_> {
         self.n().code.pinned()
     }
 
+    /// Try again to free pinned versions whose processes have since exited (for example a
+    /// process that was busy in old code during a purge). Returns how many were unmapped.
+    pub async fn retry_pinned(&self) -> usize {
+        self.n().code.retry_pinned().await
+    }
+
     /// Versions unmapped since the node started.
     pub fn freed_count(&self) -> u64 {
         self.n().code.freed.load(Ordering::Relaxed)

@@ -18,13 +18,18 @@ use crate::types::{ExitReason, Message, Pid, Ref};
 /// The calling process's handle on the node. Cheap to copy.
 ///
 /// A `Ctx` is only valid inside the process it was given to, while that process runs: do
-/// not store it in a static or hand it to another process.
+/// not store it in a static or hand it to another process. It is `Send` because a process
+/// (and so its future) moves between the node's worker threads between polls.
 #[derive(Clone, Copy, Debug)]
 pub struct Ctx {
     proc: *mut abi::ProcHandle,
-    // Not Send/Sync on purpose: it belongs to one process.
-    _not_send: PhantomData<*mut ()>,
 }
+
+// SAFETY: the handle names a process; the node serialises everything that process does (one
+// poll at a time), whichever worker thread polls it.
+unsafe impl Send for Ctx {}
+// SAFETY: as above; `Ctx` has no interior state.
+unsafe impl Sync for Ctx {}
 
 /// Log levels for [`Ctx::log`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,10 +109,7 @@ impl Ctx {
     /// host table must have been installed (the export shims and the node do both).
     #[doc(hidden)]
     pub unsafe fn from_raw(proc: *mut abi::ProcHandle) -> Ctx {
-        Ctx {
-            proc,
-            _not_send: PhantomData,
-        }
+        Ctx { proc }
     }
 
     /// This process's pid.
@@ -615,6 +617,10 @@ impl<R: DeserializeOwned> Future for Apply<R> {
         Poll::Ready(res)
     }
 }
+
+// SAFETY: the call handle belongs to the calling process and is only used from its future,
+// which the node polls from one thread at a time.
+unsafe impl<R> Send for Apply<R> {}
 
 impl<R> Drop for Apply<R> {
     fn drop(&mut self) {

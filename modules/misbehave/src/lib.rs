@@ -27,8 +27,10 @@ async fn spawn_thread(ctx: Ctx, _: ()) {
     }
 }
 
-/// Spins for `ms` milliseconds inside one poll (a call in flight), then idles.
-async fn busy(ctx: Ctx, ms: u64) {
+/// Tells `to` it is busy, then spins for `ms` milliseconds inside one poll (a call in
+/// flight that native code cannot be pre-empted out of), then idles.
+async fn busy(ctx: Ctx, (to, ms): (hotswap::Pid, u64)) {
+    ctx.send(to, &"busy");
     let t = Instant::now();
     while t.elapsed() < Duration::from_millis(ms) {
         std::hint::spin_loop();

@@ -473,6 +473,26 @@ impl CodeServer {
         reason
     }
 
+    /// Try again to free pinned versions that nothing runs any more. Returns how many were
+    /// unmapped.
+    pub(crate) async fn retry_pinned(&self) -> usize {
+        let _op = self.ops.lock().await;
+        let candidates: Vec<Pinned> = {
+            let mut p = self.pinned.lock();
+            let (free, keep): (Vec<Pinned>, Vec<Pinned>) =
+                std::mem::take(&mut *p).into_iter().partition(|x| x.version.bound.lock().is_empty());
+            *p = keep;
+            free
+        };
+        let mut n = 0;
+        for c in candidates {
+            if self.release(c.version, "retry of a pinned version").is_none() {
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Purge every module completely (node stop): delete, then purge twice.
     pub(crate) async fn purge_all(&self, node: &NodeInner) -> Vec<PurgeReport> {
         let names: Vec<String> = self.slots.read().keys().cloned().collect();

@@ -5,3 +5,6 @@
 mod support;
 
 mod seed000;
+mod seed002;
+mod seed004;
+mod bad_module;

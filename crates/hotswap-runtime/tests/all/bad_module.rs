@@ -1,0 +1,190 @@
+//! Bad input: every broken module gives a clear error or a safe pin, and the node and every
+//! other process keep running.
+
+use std::time::Duration;
+
+use hotswap_runtime::{CodeError, ExitReason, ExternalProcess, LoadError, Message, Node, Pid};
+
+use crate::support::{self, module, panic_abort_module, ping, TempDir, WAIT};
+
+/// A process running `seed000` v1 that must stay alive through every failure.
+async fn bystander(node: &Node) -> Pid {
+    node.code().load(module("seed000_v1")).await.unwrap();
+    node.spawn("seed000", "do_loop", &()).unwrap()
+}
+
+async fn assert_unharmed(node: &Node, me: &ExternalProcess, pid: Pid) {
+    assert_eq!(ping(me, pid).await.version, "1", "the bystander still answers");
+    assert!(node.is_alive(pid));
+}
+
+async fn refused(path: impl AsRef<std::path::Path>) -> (LoadError, String) {
+    let node = support::node();
+    let me = node.external();
+    let pid = bystander(&node).await;
+    let before = node.code().modules();
+    let err = match node.code().load(path).await {
+        Err(CodeError::Load(e)) => e,
+        other => panic!("expected a load error, got {other:?}"),
+    };
+    let text = err.to_string();
+    assert_eq!(node.code().modules(), before, "nothing loaded or changed");
+    assert_unharmed(&node, &me, pid).await;
+    let leftovers: Vec<_> = std::fs::read_dir(node.code().code_dir().join(".incoming"))
+        .map(|d| d.filter_map(|e| e.ok()).collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "the refused copy was removed: {leftovers:?}");
+    (err, text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_module_missing_file() {
+    let (e, text) = refused("/nonexistent/libnothing.so").await;
+    assert!(matches!(e, LoadError::NoFile { .. }), "{e:?}");
+    assert!(text.contains("/nonexistent/libnothing.so") && text.contains("no such module file"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_module_not_an_elf() {
+    let dir = TempDir::new("notelf");
+    let p = dir.0.join("libtext.so");
+    std::fs::write(&p, "this is a text file, not a library\n").unwrap();
+    let (e, text) = refused(&p).await;
+    assert!(matches!(e, LoadError::NotElf { .. }), "{e:?}");
+    assert!(text.contains("not a shared library") && text.contains("cdylib"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_module_truncated_elf() {
+    let dir = TempDir::new("trunc");
+    let bytes = std::fs::read(module("seed000_v1")).unwrap();
+    for cut in [40, 4096, bytes.len() / 2, bytes.len() - 100] {
+        let p = dir.0.join(format!("libcut{cut}.so"));
+        std::fs::write(&p, &bytes[..cut]).unwrap();
+        let (e, text) = refused(&p).await;
+        assert!(matches!(e, LoadError::Truncated { .. }), "cut at {cut}: {e:?}");
+        assert!(text.contains("truncated"), "{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_module_no_descriptor() {
+    let (e, text) = refused(module("bad_no_descriptor")).await;
+    assert!(matches!(e, LoadError::NoDescriptor { .. }), "{e:?}");
+    assert!(text.contains("not a hotswap module") && text.contains("hotswap::module!"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_module_abi_version_mismatch() {
+    // The fixture's init/poll/drop call abort(): reaching this assertion proves none ran.
+    let (e, text) = refused(module("bad_abi_mismatch")).await;
+    assert!(matches!(e, LoadError::AbiMismatch { module_abi: 999, node_abi: 1, .. }), "{e:?}");
+    assert!(text.contains("ABI 999") && text.contains("speaks ABI 1"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_module_built_with_panic_abort() {
+    let (e, text) = refused(panic_abort_module()).await;
+    assert!(matches!(&e, LoadError::PanicAbort { module } if module == "aborty"), "{e:?}");
+    assert!(text.contains("panic = \"abort\"") && text.contains("unwind"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_module_name_differs() {
+    let node = support::node();
+    let me = node.external();
+    let pid = bystander(&node).await;
+    let err = node.code().load_as("counter", module("seed000_v1")).await.expect_err("refused");
+    assert!(
+        matches!(&err, CodeError::Load(LoadError::NameMismatch { expected, found, .. }) if expected == "counter" && found == "seed000"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("holds module `seed000`, not `counter`"), "{err}");
+    assert!(node.code().module("counter").is_none());
+    assert_unharmed(&node, &me, pid).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_module_panics_in_process() {
+    let node = support::node();
+    let me = node.external();
+    let pid = bystander(&node).await;
+    node.code().load(module("misbehave")).await.unwrap();
+
+    // Linked to a trapping process: it gets {'EXIT', Pid, {panic, Message}}.
+    let p1 = me.spawn_link("misbehave", "panic_on_message", &()).unwrap();
+    me.send(p1, &"boom one");
+    let exit = me.recv_match(WAIT, |m| matches!(m, Message::Exit { from, .. } if *from == p1)).await.expect("EXIT");
+    let Message::Exit { reason: ExitReason::Panic(msg), .. } = exit else { panic!("{exit:?}") };
+    assert!(msg.contains("boom one") && msg.contains("misbehave"), "message and location: {msg}");
+
+    // Linked to a process that does not trap exits: the signal takes it down too.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let watcher = node
+        .spawn_native(move |ctx| async move {
+            let _go: String = ctx.receive().await;
+            let p = ctx.spawn_link("misbehave", "panic_now", &"boom two").unwrap();
+            let _ = tx.send(p);
+            ctx.recv().await; // never returns normally: the exit signal kills us first
+        })
+        .unwrap();
+    let mon = me.monitor(watcher);
+    me.send(watcher, &"go");
+    let p2 = rx.await.unwrap();
+    match me.down(mon, WAIT).await {
+        Some(ExitReason::Panic(m)) => assert!(m.contains("boom two"), "{m}"),
+        other => panic!("linked watcher should exit with the panic, got {other:?}"),
+    }
+    assert!(!node.is_alive(p2));
+    assert_unharmed(&node, &me, pid).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_module_starts_a_thread() {
+    let node = support::node();
+    let me = node.external();
+    let pid = bystander(&node).await;
+    node.code().load(module("misbehave")).await.unwrap();
+    let refused_before = hotswap_runtime::refused_module_threads();
+    let (p, mon) = me.spawn_monitor("misbehave", "spawn_thread", &()).unwrap();
+    match me.down(mon, WAIT).await {
+        Some(ExitReason::Panic(m)) => assert!(m.contains("could not start a thread"), "{m}"),
+        other => panic!("expected a panic exit, got {other:?}"),
+    }
+    assert!(!node.is_alive(p));
+    assert!(hotswap_runtime::refused_module_threads() > refused_before);
+    // No module thread exists, so the version can be freed for real.
+    node.code().delete("misbehave").await.unwrap();
+    let r = node.code().purge("misbehave").await.unwrap();
+    assert_eq!(r.pinned, None, "unmapped");
+    assert_unharmed(&node, &me, pid).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_module_purge_while_call_in_flight() {
+    let node = support::node_with(Duration::from_millis(200));
+    let me = node.external();
+    let pid = bystander(&node).await;
+    node.code().load(module("misbehave")).await.unwrap();
+    let (busy, mon) = me.spawn_monitor("misbehave", "busy", &(me.pid(), 1500u64)).unwrap();
+    assert_eq!(me.receive::<String>(WAIT).await.as_deref(), Some("busy"));
+
+    // The process is inside a call that cannot be pre-empted: the purge kills it, waits
+    // 200 ms, then pins the version instead of unmapping code that is running.
+    node.code().delete("misbehave").await.unwrap();
+    let r = node.code().purge("misbehave").await.unwrap();
+    assert_eq!(r.killed, vec![busy]);
+    let reason = r.pinned.expect("pinned, not unmapped");
+    assert!(reason.contains(&busy.to_string()) && reason.contains("busy inside a call"), "{reason}");
+    let pinned = node.code().pinned();
+    assert_eq!(pinned.len(), 1);
+    assert_eq!(pinned[0].module, "misbehave");
+    assert_unharmed(&node, &me, pid).await;
+
+    // When the call returns to an await point, the kill takes effect; then the pinned
+    // version can be freed.
+    assert_eq!(me.down(mon, WAIT).await, Some(ExitReason::Killed));
+    assert_eq!(node.code().retry_pinned().await, 1);
+    assert!(node.code().pinned().is_empty());
+    assert_unharmed(&node, &me, pid).await;
+}
