@@ -95,7 +95,8 @@ pub trait IntoOutcome {
 
 impl IntoOutcome for () {
     fn into_outcome(self) -> Outcome {
-        Outcome::Value(Vec::new())
+        // Encoded (MessagePack nil), so that `apply::<_, ()>` decodes it.
+        Outcome::value(&())
     }
 }
 

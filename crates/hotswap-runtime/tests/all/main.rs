@@ -8,3 +8,5 @@ mod seed000;
 mod seed002;
 mod seed004;
 mod bad_module;
+mod soak;
+mod process;
