@@ -134,11 +134,15 @@ impl Ctx {
     pub fn send_named<T: Serialize + ?Sized>(&self, name: &str, msg: &T) -> Result<(), ExitReason> {
         let data = codec::encode(msg);
         // SAFETY: live handle; byte ranges valid for the call.
-        let r = unsafe { (host().send_named)(self.proc, b(name.as_bytes()), data.as_ptr(), data.len()) };
+        let r = unsafe {
+            (host().send_named)(self.proc, b(name.as_bytes()), data.as_ptr(), data.len())
+        };
         if r == 0 {
             Ok(())
         } else {
-            Err(ExitReason::BadArg(format!("no process registered as {name:?}")))
+            Err(ExitReason::BadArg(format!(
+                "no process registered as {name:?}"
+            )))
         }
     }
 
@@ -154,19 +158,29 @@ impl Ctx {
 
     /// Selective receive: wait for the first user message that decodes as `T`. Messages that
     /// do not decode stay in the mailbox, in order.
-    pub fn receive<T: DeserializeOwned>(&self) -> Receive<Typed<T, fn(&T) -> bool>> {
+    pub fn receive<T: DeserializeOwned>(&self) -> Receive<AnyOf<T>> {
         Receive::new(*self, Typed::new(accept_all::<T>), None)
     }
 
     /// Selective receive with a predicate: the first user message that decodes as `T` and
     /// satisfies `pred`. Everything else stays in the mailbox.
-    pub fn receive_match<T: DeserializeOwned, F: FnMut(&T) -> bool>(&self, pred: F) -> Receive<Typed<T, F>> {
+    pub fn receive_match<T: DeserializeOwned, F: FnMut(&T) -> bool>(
+        &self,
+        pred: F,
+    ) -> Receive<Typed<T, F>> {
         Receive::new(*self, Typed::new(pred), None)
     }
 
     /// [`Ctx::receive`] with a timeout (`None` when it expires).
-    pub fn receive_timeout<T: DeserializeOwned>(&self, timeout: Duration) -> TimedReceive<Typed<T, fn(&T) -> bool>> {
-        TimedReceive(Receive::new(*self, Typed::new(accept_all::<T>), Some(timeout)))
+    pub fn receive_timeout<T: DeserializeOwned>(
+        &self,
+        timeout: Duration,
+    ) -> TimedReceive<AnyOf<T>> {
+        TimedReceive(Receive::new(
+            *self,
+            Typed::new(accept_all::<T>),
+            Some(timeout),
+        ))
     }
 
     /// Wait for the next user message as raw bytes (no decoding: the fast path).
@@ -182,7 +196,13 @@ impl Ctx {
         }
     }
 
-    fn spawn_flags(&self, module: &str, function: &str, arg: &[u8], flags: u32) -> Result<(Pid, Ref), SpawnError> {
+    fn spawn_flags(
+        &self,
+        module: &str,
+        function: &str,
+        arg: &[u8],
+        flags: u32,
+    ) -> Result<(Pid, Ref), SpawnError> {
         let (mut pid, mut reference) = (0u64, 0u64);
         let mut err = Vec::new();
         // SAFETY: live handle; all pointers are valid for the duration of the call.
@@ -207,17 +227,34 @@ impl Ctx {
     }
 
     /// Spawn `module:function(arg)` on the module's current version.
-    pub fn spawn<A: Serialize + ?Sized>(&self, module: &str, function: &str, arg: &A) -> Result<Pid, SpawnError> {
-        self.spawn_flags(module, function, &codec::encode(arg), 0).map(|p| p.0)
+    pub fn spawn<A: Serialize + ?Sized>(
+        &self,
+        module: &str,
+        function: &str,
+        arg: &A,
+    ) -> Result<Pid, SpawnError> {
+        self.spawn_flags(module, function, &codec::encode(arg), 0)
+            .map(|p| p.0)
     }
 
     /// Spawn and link atomically.
-    pub fn spawn_link<A: Serialize + ?Sized>(&self, module: &str, function: &str, arg: &A) -> Result<Pid, SpawnError> {
-        self.spawn_flags(module, function, &codec::encode(arg), abi::SPAWN_LINK).map(|p| p.0)
+    pub fn spawn_link<A: Serialize + ?Sized>(
+        &self,
+        module: &str,
+        function: &str,
+        arg: &A,
+    ) -> Result<Pid, SpawnError> {
+        self.spawn_flags(module, function, &codec::encode(arg), abi::SPAWN_LINK)
+            .map(|p| p.0)
     }
 
     /// Spawn and monitor atomically.
-    pub fn spawn_monitor<A: Serialize + ?Sized>(&self, module: &str, function: &str, arg: &A) -> Result<(Pid, Ref), SpawnError> {
+    pub fn spawn_monitor<A: Serialize + ?Sized>(
+        &self,
+        module: &str,
+        function: &str,
+        arg: &A,
+    ) -> Result<(Pid, Ref), SpawnError> {
         self.spawn_flags(module, function, &codec::encode(arg), abi::SPAWN_MONITOR)
     }
 
@@ -309,7 +346,12 @@ impl Ctx {
     /// ```ignore
     /// "code_switch" => return ctx.continue_with("m", "loop", &state),
     /// ```
-    pub fn continue_with<A: Serialize + ?Sized>(&self, module: &str, function: &str, arg: &A) -> Outcome {
+    pub fn continue_with<A: Serialize + ?Sized>(
+        &self,
+        module: &str,
+        function: &str,
+        arg: &A,
+    ) -> Outcome {
         Outcome::Continue {
             module: module.into(),
             function: function.into(),
@@ -320,7 +362,12 @@ impl Ctx {
     /// Call another module's exported function on its current version and await its value.
     /// While it runs, this process is bound to that version (a purge of it would kill this
     /// process, as in Erlang).
-    pub fn apply<A: Serialize + ?Sized, R: DeserializeOwned>(&self, module: &str, function: &str, arg: &A) -> Apply<R> {
+    pub fn apply<A: Serialize + ?Sized, R: DeserializeOwned>(
+        &self,
+        module: &str,
+        function: &str,
+        arg: &A,
+    ) -> Apply<R> {
         let arg = codec::encode(arg);
         let mut err = Vec::new();
         // SAFETY: live handle; byte ranges valid for the call.
@@ -347,6 +394,9 @@ impl Ctx {
         unsafe { (host().now_ns)(self.proc) }
     }
 }
+
+/// The matcher of [`Ctx::receive`]: any user message that decodes as `T`.
+pub type AnyOf<T> = Typed<T, fn(&T) -> bool>;
 
 fn accept_all<T>(_: &T) -> bool {
     true
@@ -397,7 +447,10 @@ pub(crate) fn message_from(h: &abi::MsgHeader, data: Vec<u8>) -> Message {
             pid: Pid(h.from),
             reason: ExitReason::decode(&data),
         },
-        _ => Message::User { from: Pid(h.from), data },
+        _ => Message::User {
+            from: Pid(h.from),
+            data,
+        },
     }
 }
 
@@ -460,7 +513,9 @@ impl<T: DeserializeOwned, F: FnMut(&T) -> bool> Matcher for Typed<T, F> {
         }
     }
     fn finish(&mut self, _: &abi::MsgHeader, _: Vec<u8>) -> T {
-        self.found.take().expect("matched message was stored by `matches`")
+        self.found
+            .take()
+            .expect("matched message was stored by `matches`")
     }
 }
 
@@ -469,13 +524,17 @@ struct MatchState<'a, M> {
     panic: Option<Box<dyn std::any::Any + Send>>,
 }
 
-unsafe extern "C" fn match_trampoline<M: Matcher>(data: *mut c_void, view: *const abi::MsgView) -> u8 {
+unsafe extern "C" fn match_trampoline<M: Matcher>(
+    data: *mut c_void,
+    view: *const abi::MsgView,
+) -> u8 {
     // SAFETY: `data` is the `MatchState<M>` passed to `receive` for this call and `view` is
     // valid for the callback (host contract).
     let st = unsafe { &mut *(data as *mut MatchState<'_, M>) };
     if st.panic.is_some() {
         return 0;
     }
+    // SAFETY: the host passes a view that is valid for the duration of the callback.
     let view = unsafe { &*view };
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| st.m.matches(view))) {
         Ok(b) => b as u8,
@@ -525,7 +584,10 @@ impl<M: Matcher> Receive<M> {
         let deadline = match (self.deadline, self.timeout) {
             (Some(d), _) => d,
             (None, Some(t)) => {
-                let d = self.ctx.now_ns().saturating_add(t.as_nanos().min(u64::MAX as u128) as u64);
+                let d = self
+                    .ctx
+                    .now_ns()
+                    .saturating_add(t.as_nanos().min(u64::MAX as u128) as u64);
                 self.deadline = Some(d);
                 d
             }
@@ -538,13 +600,21 @@ impl<M: Matcher> Receive<M> {
             m: &mut self.matcher,
             panic: None,
         };
-        let write: Option<abi::WriteFn> = if M::NEEDS_BYTES { Some(write_vec) } else { None };
+        let write: Option<abi::WriteFn> = if M::NEEDS_BYTES {
+            Some(write_vec)
+        } else {
+            None
+        };
         // SAFETY: live handle; `st` and `data` outlive the call; the trampoline matches `st`'s
         // type.
         let status = unsafe {
             (host().receive)(
                 self.ctx.proc,
-                if accepts_all { None } else { Some(match_trampoline::<M>) },
+                if accepts_all {
+                    None
+                } else {
+                    Some(match_trampoline::<M>)
+                },
                 &mut st as *mut MatchState<'_, M> as *mut c_void,
                 deadline,
                 &mut header,
@@ -601,7 +671,14 @@ impl<R: DeserializeOwned> Future for Apply<R> {
         }
         let mut out = Vec::new();
         // SAFETY: live handle; `this.handle` came from `apply_start` and was not dropped.
-        let st = unsafe { (host().apply_poll)(this.ctx.proc, this.handle, &mut out as *mut Vec<u8> as *mut c_void, write_vec) };
+        let st = unsafe {
+            (host().apply_poll)(
+                this.ctx.proc,
+                this.handle,
+                &mut out as *mut Vec<u8> as *mut c_void,
+                write_vec,
+            )
+        };
         let res = match st {
             abi::STATUS_PENDING => return Poll::Pending,
             abi::STATUS_READY => match Outcome::decode(&out) {
@@ -609,7 +686,9 @@ impl<R: DeserializeOwned> Future for Apply<R> {
                 Some(Outcome::Exit(r)) => Err(ApplyError::Exit(r)),
                 _ => Err(ApplyError::Undef("malformed call result".into())),
             },
-            _ => Err(ApplyError::Panicked(String::from_utf8_lossy(&out).into_owned())),
+            _ => Err(ApplyError::Panicked(
+                String::from_utf8_lossy(&out).into_owned(),
+            )),
         };
         // SAFETY: as above; the handle is not used again (nulled).
         unsafe { (host().apply_drop)(this.ctx.proc, this.handle) };

@@ -41,7 +41,10 @@ mod outcome;
 pub mod private;
 mod types;
 
-pub use ctx::{AnyMsg, Apply, ApplyError, Ctx, Level, Matcher, Nothing, RawBytes, Receive, SpawnError, TimedReceive, Typed};
+pub use ctx::{
+    AnyMsg, AnyOf, Apply, ApplyError, Ctx, Level, Matcher, Nothing, RawBytes, Receive, SpawnError,
+    TimedReceive, Typed,
+};
 pub use hotswap_macros::module;
 pub use outcome::{IntoOutcome, Outcome, Value};
 pub use types::{ExitReason, Message, Pid, Ref};

@@ -45,7 +45,11 @@ impl Outcome {
                 out.push(OUTCOME_EXIT);
                 r.encode_into(&mut out);
             }
-            Outcome::Continue { module, function, arg } => {
+            Outcome::Continue {
+                module,
+                function,
+                arg,
+            } => {
                 out.push(OUTCOME_CONTINUE);
                 for s in [module.as_bytes(), function.as_bytes()] {
                     out.extend_from_slice(&(s.len() as u32).to_le_bytes());

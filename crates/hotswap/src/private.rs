@@ -25,7 +25,10 @@ static HOST: AtomicPtr<abi::HostApi> = AtomicPtr::new(std::ptr::null_mut());
 
 pub(crate) fn host() -> &'static abi::HostApi {
     let p = HOST.load(Ordering::Acquire);
-    assert!(!p.is_null(), "hotswap: no host API installed (module code must run inside a node)");
+    assert!(
+        !p.is_null(),
+        "hotswap: no host API installed (module code must run inside a node)"
+    );
     // SAFETY: the pointer was installed by `init`/`set_host` from a `&'static HostApi` that
     // lives in the node binary for the life of the process.
     unsafe { &*p }
@@ -34,7 +37,10 @@ pub(crate) fn host() -> &'static abi::HostApi {
 /// Install the host table for this copy of the SDK (used by the node for its own native
 /// processes; modules get it through [`init`]).
 pub fn set_host(h: &'static abi::HostApi) {
-    HOST.store(h as *const abi::HostApi as *mut abi::HostApi, Ordering::Release);
+    HOST.store(
+        h as *const abi::HostApi as *mut abi::HostApi,
+        Ordering::Release,
+    );
 }
 
 type Task = Pin<Box<dyn Future<Output = Outcome>>>;
@@ -80,7 +86,12 @@ fn write_str(out: *mut c_void, write: abi::WriteFn, s: &[u8]) {
 ///
 /// # Safety
 /// `arg` must point at `len` readable bytes and `proc` be the calling process's handle.
-pub unsafe fn start<A, F, Fut>(proc: *mut abi::ProcHandle, arg: *const u8, len: usize, f: F) -> *mut abi::FutureObj
+pub unsafe fn start<A, F, Fut>(
+    proc: *mut abi::ProcHandle,
+    arg: *const u8,
+    len: usize,
+    f: F,
+) -> *mut abi::FutureObj
 where
     A: DeserializeOwned,
     F: FnOnce(Ctx, A) -> Fut,
@@ -115,7 +126,11 @@ where
 
 /// # Safety
 /// Called by the node once, with a table that lives for the rest of the process.
-pub unsafe extern "C" fn init(host: *const abi::HostApi, out: *mut c_void, write: abi::WriteFn) -> u32 {
+pub unsafe extern "C" fn init(
+    host: *const abi::HostApi,
+    out: *mut c_void,
+    write: abi::WriteFn,
+) -> u32 {
     let r = catch_unwind(|| {
         // SAFETY: the node passes a `'static` table (caller contract).
         let h = unsafe { &*host };
@@ -147,7 +162,11 @@ pub unsafe extern "C" fn init(host: *const abi::HostApi, out: *mut c_void, write
 
 /// # Safety
 /// `fut` must come from [`start`] of this same library and not have been dropped.
-pub unsafe extern "C" fn poll(fut: *mut abi::FutureObj, out: *mut c_void, write: abi::WriteFn) -> u32 {
+pub unsafe extern "C" fn poll(
+    fut: *mut abi::FutureObj,
+    out: *mut c_void,
+    write: abi::WriteFn,
+) -> u32 {
     // SAFETY: caller contract: `fut` is a live `Box<Task>` made by `start`.
     let task = unsafe { &mut *(fut as *mut Task) };
     // Every await point of a module future is a host operation; the node re-polls the
@@ -168,7 +187,11 @@ pub unsafe extern "C" fn poll(fut: *mut abi::FutureObj, out: *mut c_void, write:
 
 /// # Safety
 /// `fut` must come from [`start`] of this same library; it is consumed.
-pub unsafe extern "C" fn drop_future(fut: *mut abi::FutureObj, out: *mut c_void, write: abi::WriteFn) -> u32 {
+pub unsafe extern "C" fn drop_future(
+    fut: *mut abi::FutureObj,
+    out: *mut c_void,
+    write: abi::WriteFn,
+) -> u32 {
     // SAFETY: caller contract: `fut` is a live `Box<Task>` made by `start`, dropped once.
     let task = unsafe { Box::from_raw(fut as *mut Task) };
     match catch_unwind(AssertUnwindSafe(move || drop(task))) {

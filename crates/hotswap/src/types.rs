@@ -3,7 +3,9 @@
 use std::fmt;
 
 /// A process identifier. Printed as Erlang does: `<0.42.0>`.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct Pid(pub u64);
 
@@ -72,7 +74,10 @@ const R_USER: u8 = 8;
 impl ExitReason {
     /// `true` for `normal`, `shutdown` and `{shutdown, _}` (supervisors do not report these).
     pub fn is_normalish(&self) -> bool {
-        matches!(self, ExitReason::Normal | ExitReason::Shutdown | ExitReason::ShutdownWith(_))
+        matches!(
+            self,
+            ExitReason::Normal | ExitReason::Shutdown | ExitReason::ShutdownWith(_)
+        )
     }
 
     /// Encode for the boundary: one tag byte, then UTF-8 detail.

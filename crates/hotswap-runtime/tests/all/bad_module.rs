@@ -14,7 +14,11 @@ async fn bystander(node: &Node) -> Pid {
 }
 
 async fn assert_unharmed(node: &Node, me: &ExternalProcess, pid: Pid) {
-    assert_eq!(ping(me, pid).await.version, "1", "the bystander still answers");
+    assert_eq!(
+        ping(me, pid).await.version,
+        "1",
+        "the bystander still answers"
+    );
     assert!(node.is_alive(pid));
 }
 
@@ -33,7 +37,10 @@ async fn refused(path: impl AsRef<std::path::Path>) -> (LoadError, String) {
     let leftovers: Vec<_> = std::fs::read_dir(node.code().code_dir().join(".incoming"))
         .map(|d| d.filter_map(|e| e.ok()).collect())
         .unwrap_or_default();
-    assert!(leftovers.is_empty(), "the refused copy was removed: {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "the refused copy was removed: {leftovers:?}"
+    );
     (err, text)
 }
 
@@ -41,7 +48,10 @@ async fn refused(path: impl AsRef<std::path::Path>) -> (LoadError, String) {
 async fn bad_module_missing_file() {
     let (e, text) = refused("/nonexistent/libnothing.so").await;
     assert!(matches!(e, LoadError::NoFile { .. }), "{e:?}");
-    assert!(text.contains("/nonexistent/libnothing.so") && text.contains("no such module file"), "{text}");
+    assert!(
+        text.contains("/nonexistent/libnothing.so") && text.contains("no such module file"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,7 +61,10 @@ async fn bad_module_not_an_elf() {
     std::fs::write(&p, "this is a text file, not a library\n").unwrap();
     let (e, text) = refused(&p).await;
     assert!(matches!(e, LoadError::NotElf { .. }), "{e:?}");
-    assert!(text.contains("not a shared library") && text.contains("cdylib"), "{text}");
+    assert!(
+        text.contains("not a shared library") && text.contains("cdylib"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,7 +75,10 @@ async fn bad_module_truncated_elf() {
         let p = dir.0.join(format!("libcut{cut}.so"));
         std::fs::write(&p, &bytes[..cut]).unwrap();
         let (e, text) = refused(&p).await;
-        assert!(matches!(e, LoadError::Truncated { .. }), "cut at {cut}: {e:?}");
+        assert!(
+            matches!(e, LoadError::Truncated { .. }),
+            "cut at {cut}: {e:?}"
+        );
         assert!(text.contains("truncated"), "{text}");
     }
 }
@@ -71,22 +87,44 @@ async fn bad_module_truncated_elf() {
 async fn bad_module_no_descriptor() {
     let (e, text) = refused(module("bad_no_descriptor")).await;
     assert!(matches!(e, LoadError::NoDescriptor { .. }), "{e:?}");
-    assert!(text.contains("not a hotswap module") && text.contains("hotswap::module!"), "{text}");
+    assert!(
+        text.contains("not a hotswap module") && text.contains("hotswap::module!"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_module_abi_version_mismatch() {
     // The fixture's init/poll/drop call abort(): reaching this assertion proves none ran.
     let (e, text) = refused(module("bad_abi_mismatch")).await;
-    assert!(matches!(e, LoadError::AbiMismatch { module_abi: 999, node_abi: 1, .. }), "{e:?}");
-    assert!(text.contains("ABI 999") && text.contains("speaks ABI 1"), "{text}");
+    assert!(
+        matches!(
+            e,
+            LoadError::AbiMismatch {
+                module_abi: 999,
+                node_abi: 1,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(
+        text.contains("ABI 999") && text.contains("speaks ABI 1"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_module_built_with_panic_abort() {
     let (e, text) = refused(panic_abort_module()).await;
-    assert!(matches!(&e, LoadError::PanicAbort { module } if module == "aborty"), "{e:?}");
-    assert!(text.contains("panic = \"abort\"") && text.contains("unwind"), "{text}");
+    assert!(
+        matches!(&e, LoadError::PanicAbort { module } if module == "aborty"),
+        "{e:?}"
+    );
+    assert!(
+        text.contains("panic = \"abort\"") && text.contains("unwind"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,12 +132,20 @@ async fn bad_module_name_differs() {
     let node = support::node();
     let me = node.external();
     let pid = bystander(&node).await;
-    let err = node.code().load_as("counter", module("seed000_v1")).await.expect_err("refused");
+    let err = node
+        .code()
+        .load_as("counter", module("seed000_v1"))
+        .await
+        .expect_err("refused");
     assert!(
         matches!(&err, CodeError::Load(LoadError::NameMismatch { expected, found, .. }) if expected == "counter" && found == "seed000"),
         "{err:?}"
     );
-    assert!(err.to_string().contains("holds module `seed000`, not `counter`"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("holds module `seed000`, not `counter`"),
+        "{err}"
+    );
     assert!(node.code().module("counter").is_none());
     assert_unharmed(&node, &me, pid).await;
 }
@@ -114,16 +160,33 @@ async fn bad_module_panics_in_process() {
     // Linked to a trapping process: it gets {'EXIT', Pid, {panic, Message}}.
     let p1 = me.spawn_link("misbehave", "panic_on_message", &()).unwrap();
     me.send(p1, &"boom one");
-    let exit = me.recv_match(WAIT, |m| matches!(m, Message::Exit { from, .. } if *from == p1)).await.expect("EXIT");
-    let Message::Exit { reason: ExitReason::Panic(msg), .. } = exit else { panic!("{exit:?}") };
-    assert!(msg.contains("boom one") && msg.contains("misbehave"), "message and location: {msg}");
+    let exit = me
+        .recv_match(
+            WAIT,
+            |m| matches!(m, Message::Exit { from, .. } if *from == p1),
+        )
+        .await
+        .expect("EXIT");
+    let Message::Exit {
+        reason: ExitReason::Panic(msg),
+        ..
+    } = exit
+    else {
+        panic!("{exit:?}")
+    };
+    assert!(
+        msg.contains("boom one") && msg.contains("misbehave"),
+        "message and location: {msg}"
+    );
 
     // Linked to a process that does not trap exits: the signal takes it down too.
     let (tx, rx) = tokio::sync::oneshot::channel();
     let watcher = node
         .spawn_native(move |ctx| async move {
             let _go: String = ctx.receive().await;
-            let p = ctx.spawn_link("misbehave", "panic_now", &"boom two").unwrap();
+            let p = ctx
+                .spawn_link("misbehave", "panic_now", &"boom two")
+                .unwrap();
             let _ = tx.send(p);
             ctx.recv().await; // never returns normally: the exit signal kills us first
         })
@@ -166,7 +229,9 @@ async fn bad_module_purge_while_call_in_flight() {
     let me = node.external();
     let pid = bystander(&node).await;
     node.code().load(module("misbehave")).await.unwrap();
-    let (busy, mon) = me.spawn_monitor("misbehave", "busy", &(me.pid(), 1500u64)).unwrap();
+    let (busy, mon) = me
+        .spawn_monitor("misbehave", "busy", &(me.pid(), 1500u64))
+        .unwrap();
     assert_eq!(me.receive::<String>(WAIT).await.as_deref(), Some("busy"));
 
     // The process is inside a call that cannot be pre-empted: the purge kills it, waits
@@ -175,7 +240,10 @@ async fn bad_module_purge_while_call_in_flight() {
     let r = node.code().purge("misbehave").await.unwrap();
     assert_eq!(r.killed, vec![busy]);
     let reason = r.pinned.expect("pinned, not unmapped");
-    assert!(reason.contains(&busy.to_string()) && reason.contains("busy inside a call"), "{reason}");
+    assert!(
+        reason.contains(&busy.to_string()) && reason.contains("busy inside a call"),
+        "{reason}"
+    );
     let pinned = node.code().pinned();
     assert_eq!(pinned.len(), 1);
     assert_eq!(pinned[0].module, "misbehave");

@@ -4,9 +4,9 @@
 
 mod support;
 
+mod bad_module;
+mod process;
 mod seed000;
 mod seed002;
 mod seed004;
-mod bad_module;
 mod soak;
-mod process;

@@ -38,11 +38,21 @@ async fn process_link_propagates_abnormal_exit_not_normal() {
         rx.await.unwrap();
         me.send(child, &word);
         if dies {
-            assert_eq!(me.down(mon, WAIT).await, Some(ExitReason::User("crashed".into())));
+            assert_eq!(
+                me.down(mon, WAIT).await,
+                Some(ExitReason::User("crashed".into()))
+            );
         } else {
-            assert_eq!(me.down(mon, QUIET).await, None, "a normal exit does not kill links");
+            assert_eq!(
+                me.down(mon, QUIET).await,
+                None,
+                "a normal exit does not kill links"
+            );
             assert!(node.is_alive(partner));
-            assert!(node.process_info(partner).unwrap().links.is_empty(), "the link is gone");
+            assert!(
+                node.process_info(partner).unwrap().links.is_empty(),
+                "the link is gone"
+            );
         }
     }
 }
@@ -63,10 +73,16 @@ async fn process_trap_exit_turns_signals_into_messages_but_not_kill() {
         })
         .unwrap();
     let mon = me.monitor(trapper);
-    assert_eq!(me.receive::<String>(WAIT).await.as_deref(), Some("trapping"));
+    assert_eq!(
+        me.receive::<String>(WAIT).await.as_deref(),
+        Some("trapping")
+    );
     node.exit(trapper, ExitReason::User("go away".into()));
     node.exit(trapper, ExitReason::Normal);
-    assert_eq!(rx.recv().await.unwrap(), (Pid(0), ExitReason::User("go away".into())));
+    assert_eq!(
+        rx.recv().await.unwrap(),
+        (Pid(0), ExitReason::User("go away".into()))
+    );
     assert_eq!(rx.recv().await.unwrap(), (Pid(0), ExitReason::Normal));
     assert!(node.is_alive(trapper));
     // `kill` cannot be trapped, and is seen as `killed`.
@@ -130,8 +146,19 @@ async fn process_timers_sleep_send_after_cancel() {
         let left = ctx.cancel_timer(gone);
         let first: String = ctx.receive().await;
         let again = ctx.cancel_timer(keep);
-        let nothing = ctx.receive_timeout::<String>(Duration::from_millis(50)).await;
-        ctx.send(me_pid, &(slept, left.is_some_and(|d| d > Duration::from_secs(20)), first, again.is_none(), nothing));
+        let nothing = ctx
+            .receive_timeout::<String>(Duration::from_millis(50))
+            .await;
+        ctx.send(
+            me_pid,
+            &(
+                slept,
+                left.is_some_and(|d| d > Duration::from_secs(20)),
+                first,
+                again.is_none(),
+                nothing,
+            ),
+        );
     })
     .unwrap();
     let got: (bool, bool, String, bool, Option<String>) = me.receive(WAIT).await.unwrap();
@@ -151,17 +178,29 @@ async fn process_register_unregister_whereis() {
     assert!(node.send_named("svc", &"bye"));
     let r = me.monitor(a);
     assert!(me.down(r, WAIT).await.is_some());
-    assert_eq!(node.whereis("svc"), None, "a dead process's name is released");
+    assert_eq!(
+        node.whereis("svc"),
+        None,
+        "a dead process's name is released"
+    );
     assert!(!node.send_named("svc", &"x"));
     node.register("svc", b).unwrap();
     assert!(node.unregister("svc"));
     assert!(!node.unregister("svc"));
-    assert!(node.register("svc", Pid(999_999)).is_err(), "no such process");
+    assert!(
+        node.register("svc", Pid(999_999)).is_err(),
+        "no such process"
+    );
 }
 
 fn threads() -> usize {
     let s = std::fs::read_to_string("/proc/self/status").unwrap();
-    s.lines().find_map(|l| l.strip_prefix("Threads:")).unwrap().trim().parse().unwrap()
+    s.lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,9 +208,15 @@ async fn process_idle_processes_hold_no_thread() {
     let node = support::node();
     node.code().load(module("seed000_v1")).await.unwrap();
     let before = threads();
-    let pids: Vec<Pid> = (0..20_000).map(|_| node.spawn("seed000", "do_loop", &()).unwrap()).collect();
+    let pids: Vec<Pid> = (0..20_000)
+        .map(|_| node.spawn("seed000", "do_loop", &()).unwrap())
+        .collect();
     assert_eq!(node.process_count(), 20_000);
-    assert!(threads() <= before + 1, "20k idle processes, threads {before} -> {}", threads());
+    assert!(
+        threads() <= before + 1,
+        "20k idle processes, threads {before} -> {}",
+        threads()
+    );
     let me = node.external();
     assert_eq!(crate::support::ping(&me, pids[12_345]).await.version, "1");
 }
@@ -200,15 +245,27 @@ async fn process_apply_binds_caller_to_version_while_waiting() {
     // Wait until the caller is inside misbehave:idle.
     let deadline = tokio::time::Instant::now() + WAIT;
     while node.code().which_processes("misbehave").0 != vec![caller] {
-        assert!(tokio::time::Instant::now() < deadline, "caller never bound to misbehave");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "caller never bound to misbehave"
+        );
         tokio::task::yield_now().await;
     }
     node.code().load(module("misbehave")).await.unwrap();
-    assert!(node.code().check_process_code(caller, "misbehave"), "awaiting old code binds the caller");
+    assert!(
+        node.code().check_process_code(caller, "misbehave"),
+        "awaiting old code binds the caller"
+    );
     me.send(caller, &"wake up");
     assert_eq!(me.receive::<String>(WAIT).await.as_deref(), Some("Ok(())"));
-    assert!(!node.code().check_process_code(caller, "misbehave"), "returned: no longer bound");
+    assert!(
+        !node.code().check_process_code(caller, "misbehave"),
+        "returned: no longer bound"
+    );
     let undef = me.receive::<String>(WAIT).await.unwrap();
-    assert!(undef.contains("Undef") && undef.contains("nomodule"), "{undef}");
+    assert!(
+        undef.contains("Undef") && undef.contains("nomodule"),
+        "{undef}"
+    );
     assert!(node.code().soft_purge("misbehave").await.unwrap());
 }

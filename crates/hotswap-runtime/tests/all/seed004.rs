@@ -19,12 +19,23 @@ async fn seed004_versions_have_separate_statics() {
     }
     node.code().load(module("seed000_v1")).await.unwrap();
     let b = node.spawn("seed000", "do_loop", &()).unwrap();
-    assert_eq!(ping(&me, b).await.pings, 1, "the new instance starts with fresh statics");
-    assert_eq!(ping(&me, a).await.pings, 4, "the old instance keeps its own");
+    assert_eq!(
+        ping(&me, b).await.pings,
+        1,
+        "the new instance starts with fresh statics"
+    );
+    assert_eq!(
+        ping(&me, a).await.pings,
+        4,
+        "the old instance keeps its own"
+    );
     let m = node.code().module("seed000").unwrap();
     let (cur, old) = (m.current.unwrap(), m.old.unwrap());
     assert_ne!(cur.instance, old.instance);
-    assert_ne!(cur.file, old.file, "each instance maps its own write-once copy");
+    assert_ne!(
+        cur.file, old.file,
+        "each instance maps its own write-once copy"
+    );
     assert_eq!(cur.hash, old.hash, "same content");
     me.send(a, &Req::Stop);
     me.send(b, &Req::Stop);
@@ -42,7 +53,11 @@ async fn seed004_versions_have_separate_statics() {
     std::fs::copy(module("seed000_v2"), &tmp).unwrap();
     std::fs::rename(&tmp, &build_path).unwrap();
     let info = node.code().load(&build_path).await.unwrap();
-    assert_eq!(info.current.unwrap().version, "2", "same path, new file: the new version");
+    assert_eq!(
+        info.current.unwrap().version,
+        "2",
+        "same path, new file: the new version"
+    );
     let new_pid = node.spawn("seed000", "do_loop", &()).unwrap();
     assert_eq!(ping(&me, new_pid).await.version, "2");
     assert_eq!(ping(&me, old_pid).await.version, "1");
@@ -54,7 +69,11 @@ async fn seed004_versions_have_separate_statics() {
     assert!(me.down(mon, WAIT).await.is_some());
     assert!(node.code().soft_purge("seed000").await.unwrap());
     std::fs::write(&build_path, std::fs::read(module("seed000_v1")).unwrap()).unwrap();
-    assert_eq!(ping(&me, new_pid).await.version, "2", "the running version is untouched");
+    assert_eq!(
+        ping(&me, new_pid).await.version,
+        "2",
+        "the running version is untouched"
+    );
     let info = node.code().load(&build_path).await.unwrap();
     assert_eq!(info.current.unwrap().version, "1");
     assert_eq!(ping(&me, new_pid).await.version, "2");
@@ -64,27 +83,49 @@ async fn seed004_versions_have_separate_statics() {
 async fn seed004_incompatible_build_is_refused_with_clear_error() {
     let node = support::node();
     let me = node.external();
-    node.code().load(module("seed002_counter_v1")).await.unwrap();
-    let arg = support::CounterArg { reporter: me.pid(), period_ms: 5 };
+    node.code()
+        .load(module("seed002_counter_v1"))
+        .await
+        .unwrap();
+    let arg = support::CounterArg {
+        reporter: me.pid(),
+        period_ms: 5,
+    };
     let pid = node.spawn("counter", "count", &arg).unwrap();
     let before = node.code().module("counter").unwrap();
 
     // A `counter` built against another hotswap ABI (Go: "plugin was built with a different
     // version of package"): refused before any of its code runs, saying what differs.
-    let err = node.code().load(module("bad_abi_mismatch")).await.expect_err("refused");
+    let err = node
+        .code()
+        .load(module("bad_abi_mismatch"))
+        .await
+        .expect_err("refused");
     assert!(
-        matches!(err, CodeError::Load(LoadError::AbiMismatch { module_abi: 999, node_abi: 1, .. })),
+        matches!(
+            err,
+            CodeError::Load(LoadError::AbiMismatch {
+                module_abi: 999,
+                node_abi: 1,
+                ..
+            })
+        ),
         "{err:?}"
     );
     let text = err.to_string();
-    assert!(text.contains("ABI 999") && text.contains("ABI 1") && text.contains("rebuild"), "{text}");
+    assert!(
+        text.contains("ABI 999") && text.contains("ABI 1") && text.contains("rebuild"),
+        "{text}"
+    );
 
     // Nothing changed: same current version, no old version, the counter still counts.
     let after = node.code().module("counter").unwrap();
     assert_eq!(before, after);
     assert!(after.old.is_none());
     for _ in 0..2 {
-        let m = me.recv_match(WAIT, |m| m.decode::<support::Count>().is_ok()).await;
+        let m = me
+            .recv_match(WAIT, |m| m.decode::<support::Count>().is_ok())
+            .await;
         assert!(m.is_some(), "the running counter keeps counting");
     }
     assert!(node.is_alive(pid));

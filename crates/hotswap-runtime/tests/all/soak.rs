@@ -21,14 +21,24 @@ fn rss_kb() -> u64 {
 }
 
 fn maps_lines(filter: &str) -> usize {
-    std::fs::read_to_string("/proc/self/maps").unwrap().lines().filter(|l| l.contains(filter)).count()
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(filter))
+        .count()
 }
 
 #[test]
 fn purge_cycles_return_memory() {
     let lib = crate::support::module("soak");
     let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "soak::soak_child_process", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "soak::soak_child_process",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, &lib)
         .output()
         .expect("run the soak child");
@@ -40,7 +50,10 @@ fn purge_cycles_return_memory() {
         out.status,
         stdout.lines().rev().take(20).collect::<Vec<_>>().join("\n")
     );
-    let line = stdout.lines().find(|l| l.starts_with("SOAK ")).expect("the child reports its figures");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("SOAK "))
+        .expect("the child reports its figures");
     println!("{line}");
     let field = |k: &str| -> f64 {
         line.split_whitespace()
@@ -50,12 +63,26 @@ fn purge_cycles_return_memory() {
             .unwrap()
     };
     assert_eq!(field("cycles") as usize, CYCLES);
-    assert_eq!(field("freed") as usize, CYCLES, "every version was unmapped: {line}");
+    assert_eq!(
+        field("freed") as usize,
+        CYCLES,
+        "every version was unmapped: {line}"
+    );
     assert_eq!(field("pinned"), 0.0, "{line}");
-    assert_eq!(field("code_maps_end"), 0.0, "no mapping of any version is left: {line}");
-    assert!(field("maps_end") <= field("maps_base") + 8.0, "mappings back to the baseline: {line}");
+    assert_eq!(
+        field("code_maps_end"),
+        0.0,
+        "no mapping of any version is left: {line}"
+    );
+    assert!(
+        field("maps_end") <= field("maps_base") + 8.0,
+        "mappings back to the baseline: {line}"
+    );
     let per_version = field("rss_per_version_bytes");
-    assert!(per_version <= 4096.0, "RSS grew {per_version} bytes per version (limit 4 KB): {line}");
+    assert!(
+        per_version <= 4096.0,
+        "RSS grew {per_version} bytes per version (limit 4 KB): {line}"
+    );
     // Count occurrences, not line starts: the harness's own "test ... " prefix can share a
     // line with the first print.
     let printed = stdout.matches("soak: worker").count();
@@ -66,12 +93,22 @@ fn purge_cycles_return_memory() {
 #[test]
 #[ignore = "run by purge_cycles_return_memory in a child process"]
 fn soak_child_process() {
-    let Some(lib) = std::env::var_os(CHILD_ENV) else { return };
+    let Some(lib) = std::env::var_os(CHILD_ENV) else {
+        return;
+    };
     let started = std::time::Instant::now();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let code_dir = std::env::temp_dir().join(format!("hotswap-soak-{}", std::process::id()));
     let (base, freed, pinned) = rt.block_on(async {
-        let node = Node::start(NodeConfig { code_dir: Some(code_dir.clone()), purge_timeout: Duration::from_secs(5) }).unwrap();
+        let node = Node::start(NodeConfig {
+            code_dir: Some(code_dir.clone()),
+            purge_timeout: Duration::from_secs(5),
+        })
+        .unwrap();
         let me = node.external();
         let mut base = (0, 0);
         for i in 0..CYCLES {
@@ -80,8 +117,16 @@ fn soak_child_process() {
             }
             node.code().load(&lib).await.expect("load soak");
             let (pid, mon) = me.spawn_monitor("soak", "work", &me.pid()).expect("spawn");
-            assert_eq!(me.receive::<String>(Duration::from_secs(10)).await.as_deref(), Some("done"));
-            assert!(me.down(mon, Duration::from_secs(10)).await.is_some(), "{pid} exits");
+            assert_eq!(
+                me.receive::<String>(Duration::from_secs(10))
+                    .await
+                    .as_deref(),
+                Some("done")
+            );
+            assert!(
+                me.down(mon, Duration::from_secs(10)).await.is_some(),
+                "{pid} exits"
+            );
             node.code().delete("soak").await.expect("delete");
             let r = node.code().purge("soak").await.expect("purge");
             assert_eq!(r.pinned, None, "cycle {i}: {r:?}");

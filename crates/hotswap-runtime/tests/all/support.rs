@@ -28,7 +28,11 @@ const FIXTURES: &[&str] = &[
 fn target_dir() -> PathBuf {
     // .../target/<profile>/deps/<test-binary>
     let exe = std::env::current_exe().expect("current_exe");
-    exe.parent().and_then(Path::parent).and_then(Path::parent).expect("target dir").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
 }
 
 fn profile() -> &'static str {
@@ -46,8 +50,14 @@ fn cargo() -> Command {
 }
 
 fn run(mut c: Command, what: &str) {
-    let out = c.output().unwrap_or_else(|e| panic!("cannot run cargo to build {what}: {e}"));
-    assert!(out.status.success(), "building {what} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let out = c
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run cargo to build {what}: {e}"));
+    assert!(
+        out.status.success(),
+        "building {what} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Path of a fixture module library, building all fixtures once.
@@ -76,7 +86,8 @@ pub fn panic_abort_module() -> PathBuf {
         .get_or_init(|| {
             let dir = target_dir().join("panic-abort");
             let mut c = cargo();
-            c.args(["rustc", "-p", "bad_panic_abort", "--lib", "--target-dir"]).arg(&dir);
+            c.args(["rustc", "-p", "bad_panic_abort", "--lib", "--target-dir"])
+                .arg(&dir);
             if profile() == "release" {
                 c.arg("--release");
             }
@@ -94,7 +105,11 @@ pub fn node() -> Node {
 
 /// A node with the given purge timeout.
 pub fn node_with(purge_timeout: Duration) -> Node {
-    Node::start(NodeConfig { code_dir: None, purge_timeout }).expect("node starts")
+    Node::start(NodeConfig {
+        code_dir: None,
+        purge_timeout,
+    })
+    .expect("node starts")
 }
 
 /// A temp directory removed on drop.
@@ -164,7 +179,9 @@ pub struct Count {
 pub async fn ping(me: &hotswap_runtime::ExternalProcess, pid: Pid) -> Pong {
     me.send(pid, &Req::Ping(me.pid()));
     let m = me
-        .recv_match(WAIT, |m| m.decode::<Pong>().map(|p| p.pid == pid).unwrap_or(false))
+        .recv_match(WAIT, |m| {
+            m.decode::<Pong>().map(|p| p.pid == pid).unwrap_or(false)
+        })
         .await
         .unwrap_or_else(|| panic!("no pong from {pid}"));
     m.decode().expect("pong decodes")
