@@ -6,6 +6,7 @@ mod support;
 
 mod bad_module;
 mod process;
+mod code_server;
 mod seed000;
 mod seed002;
 mod seed004;
