@@ -116,11 +116,13 @@ pub type StartFn =
 
 /// Module function: poll a future once. Returns [`STATUS_PENDING`], [`STATUS_READY`] (the
 /// outcome bytes were written to `out`) or [`STATUS_PANICKED`] (the message was written).
-pub type PollFn = unsafe extern "C" fn(fut: *mut FutureObj, out: *mut c_void, write: WriteFn) -> u32;
+pub type PollFn =
+    unsafe extern "C" fn(fut: *mut FutureObj, out: *mut c_void, write: WriteFn) -> u32;
 
 /// Module function: destroy a future (running the module's destructors). Returns
 /// [`STATUS_READY`], or [`STATUS_PANICKED`] with the message written if a destructor panicked.
-pub type DropFn = unsafe extern "C" fn(fut: *mut FutureObj, out: *mut c_void, write: WriteFn) -> u32;
+pub type DropFn =
+    unsafe extern "C" fn(fut: *mut FutureObj, out: *mut c_void, write: WriteFn) -> u32;
 
 /// Module function: called once after the descriptor was accepted, before any export runs.
 /// Returns [`STATUS_READY`] or [`STATUS_PANICKED`]/[`STATUS_ERROR`] with a message written.
@@ -221,9 +223,11 @@ pub struct HostApi {
     /// Monotonic clock in nanoseconds (node-wide epoch).
     pub now_ns: unsafe extern "C" fn(proc: *mut ProcHandle) -> u64,
     /// Send bytes to a pid. Sending to a dead pid succeeds silently (as in Erlang). Returns 0.
-    pub send: unsafe extern "C" fn(proc: *mut ProcHandle, to: u64, ptr: *const u8, len: usize) -> i32,
+    pub send:
+        unsafe extern "C" fn(proc: *mut ProcHandle, to: u64, ptr: *const u8, len: usize) -> i32,
     /// Send bytes to a registered name. Returns 0, or -1 if the name is not registered.
-    pub send_named: unsafe extern "C" fn(proc: *mut ProcHandle, name: Bytes, ptr: *const u8, len: usize) -> i32,
+    pub send_named:
+        unsafe extern "C" fn(proc: *mut ProcHandle, name: Bytes, ptr: *const u8, len: usize) -> i32,
     /// Selective receive: scan the mailbox in arrival order and take the first message the
     /// matcher accepts (a null matcher accepts anything). On a match, writes the header to
     /// `header`, copies the payload through `write` (if non-null) and returns
@@ -274,7 +278,13 @@ pub struct HostApi {
     /// The pid registered under a name, or 0.
     pub whereis: unsafe extern "C" fn(proc: *mut ProcHandle, name: Bytes) -> u64,
     /// Send bytes to `to` after `ms` milliseconds; returns a timer reference.
-    pub send_after: unsafe extern "C" fn(proc: *mut ProcHandle, ms: u64, to: u64, ptr: *const u8, len: usize) -> u64,
+    pub send_after: unsafe extern "C" fn(
+        proc: *mut ProcHandle,
+        ms: u64,
+        to: u64,
+        ptr: *const u8,
+        len: usize,
+    ) -> u64,
     /// Cancel a timer; returns the milliseconds that were left, or -1 if it already fired or
     /// never existed.
     pub cancel_timer: unsafe extern "C" fn(proc: *mut ProcHandle, timer: u64) -> i64,
@@ -293,7 +303,12 @@ pub struct HostApi {
     ) -> *mut CallHandle,
     /// Poll a call started with `apply_start`: [`STATUS_PENDING`], [`STATUS_READY`] (outcome
     /// bytes written) or [`STATUS_PANICKED`] (message written).
-    pub apply_poll: unsafe extern "C" fn(proc: *mut ProcHandle, call: *mut CallHandle, out: *mut c_void, write: WriteFn) -> u32,
+    pub apply_poll: unsafe extern "C" fn(
+        proc: *mut ProcHandle,
+        call: *mut CallHandle,
+        out: *mut c_void,
+        write: WriteFn,
+    ) -> u32,
     /// Drop a call handle (finished or not), releasing the version binding.
     pub apply_drop: unsafe extern "C" fn(proc: *mut ProcHandle, call: *mut CallHandle),
 }

@@ -89,9 +89,12 @@ pub fn module(input: TokenStream) -> TokenStream {
     let mut seen = std::collections::HashSet::new();
     for e in &spec.exports {
         if !seen.insert(e.name.clone()) {
-            return syn::Error::new_spanned(&e.func, format!("export `{}` is listed twice", e.name))
-                .to_compile_error()
-                .into();
+            return syn::Error::new_spanned(
+                &e.func,
+                format!("export `{}` is listed twice", e.name),
+            )
+            .to_compile_error()
+            .into();
         }
     }
     let name = &spec.name;
@@ -100,7 +103,13 @@ pub fn module(input: TokenStream) -> TokenStream {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    let build_id = format!("{}-{}-{:x}-{:x}", name.value(), version.value(), nanos, std::process::id());
+    let build_id = format!(
+        "{}-{}-{:x}-{:x}",
+        name.value(),
+        version.value(),
+        nanos,
+        std::process::id()
+    );
     let n = spec.exports.len();
     let shims = spec.exports.iter().enumerate().map(|(i, e)| {
         let shim = format_ident!("__hotswap_start_{}", i);

@@ -54,7 +54,10 @@ fn guarded<T>(default: T, f: impl FnOnce() -> T) -> T {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(v) => v,
         Err(p) => {
-            tracing::error!("node bug: a host function panicked: {}", crate::process::panic_text(p));
+            tracing::error!(
+                "node bug: a host function panicked: {}",
+                crate::process::panic_text(p)
+            );
             default
         }
     }
@@ -79,7 +82,12 @@ unsafe extern "C" fn send(p: *mut abi::ProcHandle, to: u64, ptr: *const u8, len:
     })
 }
 
-unsafe extern "C" fn send_named(p: *mut abi::ProcHandle, name: abi::Bytes, ptr: *const u8, len: usize) -> i32 {
+unsafe extern "C" fn send_named(
+    p: *mut abi::ProcHandle,
+    name: abi::Bytes,
+    ptr: *const u8,
+    len: usize,
+) -> i32 {
     guarded(-1, || {
         // SAFETY: live handle; readable ranges (ABI contract).
         let (p, name, data) = unsafe { (proc_ref(p), text(name), bytes(abi::Bytes { ptr, len })) };
@@ -126,7 +134,13 @@ unsafe extern "C" fn receive(
             g.received += 1;
             drop(g);
             // SAFETY: `header` is the caller's out-parameter.
-            unsafe { *header = abi::MsgHeader { kind: env.kind, from: env.from, reference: env.reference } };
+            unsafe {
+                *header = abi::MsgHeader {
+                    kind: env.kind,
+                    from: env.from,
+                    reference: env.reference,
+                }
+            };
             if let Some(w) = write {
                 // SAFETY: the caller's copy callback and buffer; our range is valid.
                 unsafe { w(out, env.data.as_ptr(), env.data.len()) };
@@ -157,7 +171,8 @@ unsafe extern "C" fn spawn(
 ) -> u32 {
     guarded(abi::STATUS_ERROR, || {
         // SAFETY: live handle; readable ranges (ABI contract).
-        let (p, module, function, arg) = unsafe { (proc_ref(p), text(module), text(function), bytes(arg)) };
+        let (p, module, function, arg) =
+            unsafe { (proc_ref(p), text(module), text(function), bytes(arg)) };
         match p.node.spawn(Some(p), &module, &function, arg, flags) {
             Ok((pid, r)) => {
                 // SAFETY: the caller's out-parameters.
@@ -194,7 +209,9 @@ unsafe extern "C" fn monitor(p: *mut abi::ProcHandle, pid: u64) -> u64 {
 
 unsafe extern "C" fn demonitor(p: *mut abi::ProcHandle, r: u64) -> i32 {
     // SAFETY: live handle (module docs).
-    guarded(0, || crate::ops::demonitor(unsafe { proc_ref(p) }, r) as i32)
+    guarded(0, || {
+        crate::ops::demonitor(unsafe { proc_ref(p) }, r) as i32
+    })
 }
 
 unsafe extern "C" fn trap_exit(p: *mut abi::ProcHandle, on: i32) -> i32 {
@@ -249,11 +266,18 @@ unsafe extern "C" fn whereis(p: *mut abi::ProcHandle, name: abi::Bytes) -> u64 {
     })
 }
 
-unsafe extern "C" fn send_after(p: *mut abi::ProcHandle, ms: u64, to: u64, ptr: *const u8, len: usize) -> u64 {
+unsafe extern "C" fn send_after(
+    p: *mut abi::ProcHandle,
+    ms: u64,
+    to: u64,
+    ptr: *const u8,
+    len: usize,
+) -> u64 {
     guarded(0, || {
         // SAFETY: live handle; readable range (ABI contract).
         let (p, data) = unsafe { (proc_ref(p), bytes(abi::Bytes { ptr, len })) };
-        p.node.send_after(p.pid.0, Duration::from_millis(ms), to, data.to_vec())
+        p.node
+            .send_after(p.pid.0, Duration::from_millis(ms), to, data.to_vec())
     })
 }
 
@@ -261,7 +285,10 @@ unsafe extern "C" fn cancel_timer(p: *mut abi::ProcHandle, r: u64) -> i64 {
     guarded(-1, || {
         // SAFETY: live handle (module docs).
         let p = unsafe { proc_ref(p) };
-        p.node.cancel_timer(r).map(|d| d.as_millis() as i64).unwrap_or(-1)
+        p.node
+            .cancel_timer(r)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(-1)
     })
 }
 
@@ -295,9 +322,12 @@ unsafe extern "C" fn apply_start(
 ) -> *mut abi::CallHandle {
     guarded(std::ptr::null_mut(), || {
         // SAFETY: live handle; readable ranges (ABI contract).
-        let (p, module, function, arg) = unsafe { (proc_ref(p), text(module), text(function), bytes(arg)) };
+        let (p, module, function, arg) =
+            unsafe { (proc_ref(p), text(module), text(function), bytes(arg)) };
         match p.node.start_body(p, &module, &function, arg) {
-            Ok(body) => Box::into_raw(Box::new(CallState { body: Some(body) })) as *mut abi::CallHandle,
+            Ok(body) => {
+                Box::into_raw(Box::new(CallState { body: Some(body) })) as *mut abi::CallHandle
+            }
             Err(e) => {
                 let m = e.to_string();
                 // SAFETY: the caller's copy callback and buffer.
@@ -311,11 +341,16 @@ unsafe extern "C" fn apply_start(
 fn drop_body(p: &Process, body: Body) {
     if let Some(v) = body.version().cloned() {
         drop(body);
-        p.unbind(&v);
+        p.unbind(v);
     }
 }
 
-unsafe extern "C" fn apply_poll(p: *mut abi::ProcHandle, h: *mut abi::CallHandle, out: *mut c_void, write: abi::WriteFn) -> u32 {
+unsafe extern "C" fn apply_poll(
+    p: *mut abi::ProcHandle,
+    h: *mut abi::CallHandle,
+    out: *mut c_void,
+    write: abi::WriteFn,
+) -> u32 {
     guarded(abi::STATUS_PANICKED, || {
         // SAFETY: live handle; `h` came from `apply_start` and is not dropped (ABI contract).
         let (p, cs) = unsafe { (proc_ref(p), &mut *(h as *mut CallState)) };
@@ -325,13 +360,20 @@ unsafe extern "C" fn apply_poll(p: *mut abi::ProcHandle, h: *mut abi::CallHandle
             };
             let (status, bytes) = match body.poll() {
                 Step::Pending => return abi::STATUS_PENDING,
-                Step::Done(Outcome::Continue { module, function, arg }) => match p.node.start_body(p, &module, &function, &arg) {
+                Step::Done(Outcome::Continue {
+                    module,
+                    function,
+                    arg,
+                }) => match p.node.start_body(p, &module, &function, &arg) {
                     Ok(next) => {
                         let old = cs.body.replace(next).expect("checked");
                         drop_body(p, old);
                         continue;
                     }
-                    Err(e) => (abi::STATUS_READY, Outcome::Exit(ExitReason::User(e.to_string())).encode()),
+                    Err(e) => (
+                        abi::STATUS_READY,
+                        Outcome::Exit(ExitReason::User(e.to_string())).encode(),
+                    ),
                 },
                 Step::Done(o) => (abi::STATUS_READY, o.encode()),
                 Step::Panicked(m) => (abi::STATUS_PANICKED, m.into_bytes()),

@@ -74,7 +74,10 @@ pub struct NodeConfig {
 
 impl Default for NodeConfig {
     fn default() -> Self {
-        NodeConfig { code_dir: None, purge_timeout: Duration::from_secs(5) }
+        NodeConfig {
+            code_dir: None,
+            purge_timeout: Duration::from_secs(5),
+        }
     }
 }
 
@@ -86,7 +89,9 @@ pub struct Node {
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node").field("processes", &self.process_count()).finish_non_exhaustive()
+        f.debug_struct("Node")
+            .field("processes", &self.process_count())
+            .finish_non_exhaustive()
     }
 }
 
@@ -129,12 +134,18 @@ impl Node {
     /// Fails if called outside a tokio runtime or if the code directory cannot be created.
     pub fn start(config: NodeConfig) -> std::io::Result<Node> {
         let rt = tokio::runtime::Handle::try_current().map_err(|_| {
-            std::io::Error::other("Node::start must be called inside a tokio runtime (e.g. from #[tokio::main])")
+            std::io::Error::other(
+                "Node::start must be called inside a tokio runtime (e.g. from #[tokio::main])",
+            )
         })?;
         let (dir, owned) = match config.code_dir {
             Some(d) => (d, false),
             None => (
-                std::env::temp_dir().join(format!("hotswap-{}-{}", std::process::id(), NODE_SEQ.fetch_add(1, Ordering::Relaxed))),
+                std::env::temp_dir().join(format!(
+                    "hotswap-{}-{}",
+                    std::process::id(),
+                    NODE_SEQ.fetch_add(1, Ordering::Relaxed)
+                )),
                 true,
             ),
         };
@@ -143,7 +154,9 @@ impl Node {
         if !code::guard::active() {
             tracing::warn!("the thread-local guard is not exported by this executable: purged versions will be kept mapped (see hotswap_runtime::guard_link_args)");
         }
-        Ok(Node { inner: Arc::new(NodeInner::new(dir, owned, config.purge_timeout, rt)) })
+        Ok(Node {
+            inner: Arc::new(NodeInner::new(dir, owned, config.purge_timeout, rt)),
+        })
     }
 
     /// The code server.
@@ -152,13 +165,20 @@ impl Node {
     }
 
     /// Spawn `module:function(arg)` on the module's current version.
-    pub fn spawn<A: serde::Serialize + ?Sized>(&self, module: &str, function: &str, arg: &A) -> Result<Pid, SpawnError> {
+    pub fn spawn<A: serde::Serialize + ?Sized>(
+        &self,
+        module: &str,
+        function: &str,
+        arg: &A,
+    ) -> Result<Pid, SpawnError> {
         self.spawn_raw(module, function, &hotswap::codec::encode(arg))
     }
 
     /// Spawn with an already-encoded argument.
     pub fn spawn_raw(&self, module: &str, function: &str, arg: &[u8]) -> Result<Pid, SpawnError> {
-        self.inner.spawn(None, module, function, arg, 0).map(|r| r.0)
+        self.inner
+            .spawn(None, module, function, arg, 0)
+            .map(|r| r.0)
     }
 
     /// Spawn a native process running `f` (the node's own code, not a module's).
@@ -205,7 +225,9 @@ impl Node {
         if self.inner.register(name, pid.0) {
             Ok(())
         } else {
-            Err(ExitReason::BadArg(format!("cannot register {name:?} for {pid}: name taken, or process dead or already named")))
+            Err(ExitReason::BadArg(format!(
+                "cannot register {name:?} for {pid}: name taken, or process dead or already named"
+            )))
         }
     }
 
@@ -226,7 +248,10 @@ impl Node {
 
     /// Whether a process is alive.
     pub fn is_alive(&self, pid: Pid) -> bool {
-        self.inner.table.get(pid.0).is_some_and(|p| p.inner.lock().exited.is_none())
+        self.inner
+            .table
+            .get(pid.0)
+            .is_some_and(|p| p.inner.lock().exited.is_none())
     }
 
     /// All live pids, sorted.
@@ -255,7 +280,11 @@ impl Node {
             messages_received: g.received,
             links: g.links.iter().map(|&l| Pid(l)).collect(),
             trap_exit: g.trap_exit,
-            running: g.bindings.iter().map(|v| (v.name.clone(), v.vsn.clone(), v.id)).collect(),
+            running: g
+                .bindings
+                .iter()
+                .map(|v| (v.name.clone(), v.vsn.clone(), v.id))
+                .collect(),
         })
     }
 
@@ -288,7 +317,10 @@ impl Node {
         let mut stuck = Vec::new();
         let deadline = tokio::time::Instant::now() + timeout;
         for p in all.iter().filter(|p| !p.external) {
-            if tokio::time::timeout_at(deadline, p.wait_done()).await.is_err() {
+            if tokio::time::timeout_at(deadline, p.wait_done())
+                .await
+                .is_err()
+            {
                 stuck.push(p.pid);
             }
         }
@@ -299,7 +331,11 @@ impl Node {
         if n.owns_code_dir && n.code.pinned().is_empty() {
             let _ = std::fs::remove_dir_all(&n.code.code_dir);
         }
-        StopReport { killed, stuck, purges }
+        StopReport {
+            killed,
+            stuck,
+            purges,
+        }
     }
 }
 
@@ -317,18 +353,31 @@ impl Code<'_> {
     /// Load a module library without purging (`code:load_file`): refused with
     /// [`CodeError::NotPurged`] if the module has old code. The current version becomes old.
     pub async fn load(&self, path: impl AsRef<Path>) -> Result<ModuleInfo, CodeError> {
-        self.n().code.load(self.n(), path.as_ref(), None, LoadMode::Plain).await
+        self.n()
+            .code
+            .load(self.n(), path.as_ref(), None, LoadMode::Plain)
+            .await
     }
 
     /// Like [`Code::load`], but refuse a file that holds another module than `name`.
-    pub async fn load_as(&self, name: &str, path: impl AsRef<Path>) -> Result<ModuleInfo, CodeError> {
-        self.n().code.load(self.n(), path.as_ref(), Some(name), LoadMode::Plain).await
+    pub async fn load_as(
+        &self,
+        name: &str,
+        path: impl AsRef<Path>,
+    ) -> Result<ModuleInfo, CodeError> {
+        self.n()
+            .code
+            .load(self.n(), path.as_ref(), Some(name), LoadMode::Plain)
+            .await
     }
 
     /// Purging load (`code:load_binary`, `c:l/1`): purge old code first (killing processes
     /// still running it), then load.
     pub async fn load_purging(&self, path: impl AsRef<Path>) -> Result<ModuleInfo, CodeError> {
-        self.n().code.load(self.n(), path.as_ref(), None, LoadMode::Purging).await
+        self.n()
+            .code
+            .load(self.n(), path.as_ref(), None, LoadMode::Purging)
+            .await
     }
 
     /// Purge the old version: kill the processes running it, wait for them, free it.
@@ -359,7 +408,12 @@ impl Code<'_> {
 
     /// Every module with a current version and its file (`code:all_loaded`).
     pub fn all_loaded(&self) -> Vec<(String, PathBuf)> {
-        self.n().code.all().into_iter().filter_map(|m| m.current.map(|c| (m.name, c.source))).collect()
+        self.n()
+            .code
+            .all()
+            .into_iter()
+            .filter_map(|m| m.current.map(|c| (m.name, c.source)))
+            .collect()
     }
 
     /// Both slots of one module.
@@ -414,9 +468,19 @@ pub struct ExternalProcess {
 
 fn to_message(e: &Envelope) -> Message {
     match e.kind {
-        abi::MSG_EXIT => Message::Exit { from: Pid(e.from), reason: ExitReason::decode(&e.data) },
-        abi::MSG_DOWN => Message::Down { reference: Ref(e.reference), pid: Pid(e.from), reason: ExitReason::decode(&e.data) },
-        _ => Message::User { from: Pid(e.from), data: e.data.clone() },
+        abi::MSG_EXIT => Message::Exit {
+            from: Pid(e.from),
+            reason: ExitReason::decode(&e.data),
+        },
+        abi::MSG_DOWN => Message::Down {
+            reference: Ref(e.reference),
+            pid: Pid(e.from),
+            reason: ExitReason::decode(&e.data),
+        },
+        _ => Message::User {
+            from: Pid(e.from),
+            data: e.data.clone(),
+        },
     }
 }
 
@@ -433,7 +497,9 @@ impl ExternalProcess {
 
     /// Send a value from this process.
     pub fn send<T: serde::Serialize + ?Sized>(&self, to: Pid, msg: &T) {
-        self.proc.node.send(self.proc.pid.0, to.0, hotswap::codec::encode(msg));
+        self.proc
+            .node
+            .send(self.proc.pid.0, to.0, hotswap::codec::encode(msg));
     }
 
     /// Link with `pid`.
@@ -452,15 +518,40 @@ impl ExternalProcess {
     }
 
     /// Spawn linked to this process.
-    pub fn spawn_link<A: serde::Serialize + ?Sized>(&self, module: &str, function: &str, arg: &A) -> Result<Pid, SpawnError> {
-        self.proc.node.spawn(Some(&self.proc), module, function, &hotswap::codec::encode(arg), abi::SPAWN_LINK).map(|r| r.0)
+    pub fn spawn_link<A: serde::Serialize + ?Sized>(
+        &self,
+        module: &str,
+        function: &str,
+        arg: &A,
+    ) -> Result<Pid, SpawnError> {
+        self.proc
+            .node
+            .spawn(
+                Some(&self.proc),
+                module,
+                function,
+                &hotswap::codec::encode(arg),
+                abi::SPAWN_LINK,
+            )
+            .map(|r| r.0)
     }
 
     /// Spawn monitored by this process.
-    pub fn spawn_monitor<A: serde::Serialize + ?Sized>(&self, module: &str, function: &str, arg: &A) -> Result<(Pid, Ref), SpawnError> {
+    pub fn spawn_monitor<A: serde::Serialize + ?Sized>(
+        &self,
+        module: &str,
+        function: &str,
+        arg: &A,
+    ) -> Result<(Pid, Ref), SpawnError> {
         self.proc
             .node
-            .spawn(Some(&self.proc), module, function, &hotswap::codec::encode(arg), abi::SPAWN_MONITOR)
+            .spawn(
+                Some(&self.proc),
+                module,
+                function,
+                &hotswap::codec::encode(arg),
+                abi::SPAWN_MONITOR,
+            )
             .map(|(p, r)| (p, Ref(r)))
     }
 
@@ -471,12 +562,19 @@ impl ExternalProcess {
         Fut: std::future::Future + Send + 'static,
         Fut::Output: hotswap::IntoOutcome,
     {
-        self.proc.node.spawn_native(Some(&self.proc), abi::SPAWN_LINK, f).map(|r| r.0)
+        self.proc
+            .node
+            .spawn_native(Some(&self.proc), abi::SPAWN_LINK, f)
+            .map(|r| r.0)
     }
 
     /// Wait up to `timeout` for the first message `pred` accepts; it is removed from the
     /// mailbox, the others stay in order.
-    pub async fn recv_match(&self, timeout: Duration, mut pred: impl FnMut(&Message) -> bool) -> Option<Message> {
+    pub async fn recv_match(
+        &self,
+        timeout: Duration,
+        mut pred: impl FnMut(&Message) -> bool,
+    ) -> Option<Message> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.proc.notify.notified();
@@ -503,13 +601,21 @@ impl ExternalProcess {
 
     /// Wait up to `timeout` for the first user message that decodes as `T`.
     pub async fn receive<T: serde::de::DeserializeOwned>(&self, timeout: Duration) -> Option<T> {
-        let m = self.recv_match(timeout, |m| m.decode::<T>().is_ok()).await?;
+        let m = self
+            .recv_match(timeout, |m| m.decode::<T>().is_ok())
+            .await?;
         m.decode().ok()
     }
 
     /// Wait up to `timeout` for the `Down` message of a monitor; its exit reason.
     pub async fn down(&self, r: Ref, timeout: Duration) -> Option<ExitReason> {
-        match self.recv_match(timeout, |m| matches!(m, Message::Down { reference, .. } if *reference == r)).await? {
+        match self
+            .recv_match(
+                timeout,
+                |m| matches!(m, Message::Down { reference, .. } if *reference == r),
+            )
+            .await?
+        {
             Message::Down { reason, .. } => Some(reason),
             _ => None,
         }

@@ -23,7 +23,9 @@ pub(crate) struct ProcessTable {
 
 impl ProcessTable {
     fn new() -> ProcessTable {
-        ProcessTable { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect() }
+        ProcessTable {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
     }
     fn shard(&self, pid: u64) -> &Mutex<HashMap<u64, Arc<Process>>> {
         &self.shards[(pid as usize) % SHARDS]
@@ -41,12 +43,19 @@ impl ProcessTable {
         self.shards.iter().map(|s| s.lock().len()).sum()
     }
     pub(crate) fn pids(&self) -> Vec<Pid> {
-        let mut v: Vec<Pid> = self.shards.iter().flat_map(|s| s.lock().keys().map(|&p| Pid(p)).collect::<Vec<_>>()).collect();
+        let mut v: Vec<Pid> = self
+            .shards
+            .iter()
+            .flat_map(|s| s.lock().keys().map(|&p| Pid(p)).collect::<Vec<_>>())
+            .collect();
         v.sort();
         v
     }
     pub(crate) fn all(&self) -> Vec<Arc<Process>> {
-        self.shards.iter().flat_map(|s| s.lock().values().cloned().collect::<Vec<_>>()).collect()
+        self.shards
+            .iter()
+            .flat_map(|s| s.lock().values().cloned().collect::<Vec<_>>())
+            .collect()
     }
 }
 
@@ -66,7 +75,11 @@ impl Registry {
         }
     }
     pub(crate) fn names(&self) -> Vec<(String, Pid)> {
-        let mut v: Vec<(String, Pid)> = self.names.iter().map(|(k, &v)| (k.to_string(), Pid(v))).collect();
+        let mut v: Vec<(String, Pid)> = self
+            .names
+            .iter()
+            .map(|(k, &v)| (k.to_string(), Pid(v)))
+            .collect();
         v.sort();
         v
     }
@@ -88,7 +101,12 @@ pub(crate) struct NodeInner {
 }
 
 impl NodeInner {
-    pub(crate) fn new(code_dir: PathBuf, owns_code_dir: bool, purge_timeout: Duration, rt: tokio::runtime::Handle) -> NodeInner {
+    pub(crate) fn new(
+        code_dir: PathBuf,
+        owns_code_dir: bool,
+        purge_timeout: Duration,
+        rt: tokio::runtime::Handle,
+    ) -> NodeInner {
         NodeInner {
             table: ProcessTable::new(),
             registry: Mutex::new(Registry::default()),
@@ -123,8 +141,19 @@ impl NodeInner {
 
     /// Resolve `module:function` on the current version and start it for `proc` (binding
     /// `proc` to that version).
-    pub(crate) fn start_body(&self, proc: &Process, module: &str, function: &str, arg: &[u8]) -> Result<Body, SpawnError> {
-        let v = self.code.current(module).ok_or_else(|| SpawnError::ModuleNotLoaded { module: module.into() })?;
+    pub(crate) fn start_body(
+        &self,
+        proc: &Process,
+        module: &str,
+        function: &str,
+        arg: &[u8],
+    ) -> Result<Body, SpawnError> {
+        let v = self
+            .code
+            .current(module)
+            .ok_or_else(|| SpawnError::ModuleNotLoaded {
+                module: module.into(),
+            })?;
         let Some(&start) = v.exports.get(function) else {
             return Err(SpawnError::NoSuchFunction {
                 module: module.into(),
@@ -154,7 +183,14 @@ impl NodeInner {
     }
 
     /// Spawn `module:function(arg)` on the current version.
-    pub(crate) fn spawn(self: &Arc<Self>, parent: Option<&Process>, module: &str, function: &str, arg: &[u8], flags: u32) -> Result<(Pid, u64), SpawnError> {
+    pub(crate) fn spawn(
+        self: &Arc<Self>,
+        parent: Option<&Process>,
+        module: &str,
+        function: &str,
+        arg: &[u8],
+        flags: u32,
+    ) -> Result<(Pid, u64), SpawnError> {
         if self.stopping.load(Ordering::Relaxed) {
             return Err(SpawnError::NodeStopping);
         }
@@ -163,7 +199,13 @@ impl NodeInner {
         Ok(self.launch(parent, proc, body, flags))
     }
 
-    fn launch(self: &Arc<Self>, parent: Option<&Process>, proc: Arc<Process>, body: Body, flags: u32) -> (Pid, u64) {
+    fn launch(
+        self: &Arc<Self>,
+        parent: Option<&Process>,
+        proc: Arc<Process>,
+        body: Body,
+        flags: u32,
+    ) -> (Pid, u64) {
         let mref = self.attach(parent, &proc, flags);
         let pid = proc.pid;
         self.table.insert(proc.clone());
@@ -172,7 +214,12 @@ impl NodeInner {
     }
 
     /// Spawn a native (host) process running `f`.
-    pub(crate) fn spawn_native<F, Fut>(self: &Arc<Self>, parent: Option<&Process>, flags: u32, f: F) -> Result<(Pid, u64), SpawnError>
+    pub(crate) fn spawn_native<F, Fut>(
+        self: &Arc<Self>,
+        parent: Option<&Process>,
+        flags: u32,
+        f: F,
+    ) -> Result<(Pid, u64), SpawnError>
     where
         F: FnOnce(Ctx) -> Fut,
         Fut: std::future::Future + Send + 'static,
@@ -192,11 +239,22 @@ impl NodeInner {
 
     pub(crate) fn send(&self, from: u64, to: u64, data: Vec<u8>) {
         if let Some(p) = self.table.get(to) {
-            p.deliver(Envelope { kind: abi::MSG_USER, from, reference: 0, data });
+            p.deliver(Envelope {
+                kind: abi::MSG_USER,
+                from,
+                reference: 0,
+                data,
+            });
         }
     }
 
-    pub(crate) fn send_after(self: &Arc<Self>, from: u64, after: Duration, to: u64, data: Vec<u8>) -> u64 {
+    pub(crate) fn send_after(
+        self: &Arc<Self>,
+        from: u64,
+        after: Duration,
+        to: u64,
+        data: Vec<u8>,
+    ) -> u64 {
         let r = self.new_ref();
         let node = self.clone();
         let deadline = Instant::now() + after;
@@ -222,7 +280,9 @@ impl NodeInner {
         if reg.names.contains_key(name) {
             return false;
         }
-        let Some(p) = self.table.get(pid) else { return false };
+        let Some(p) = self.table.get(pid) else {
+            return false;
+        };
         let mut g = p.inner.lock();
         if g.exited.is_some() || g.name.is_some() {
             return false;

@@ -62,7 +62,12 @@ pub(crate) fn monitor(p: &Process, pid: u64) -> u64 {
     if alive {
         p.inner.lock().monitoring.push((r, pid));
     } else {
-        p.deliver(Envelope { kind: abi::MSG_DOWN, from: pid, reference: r, data: ExitReason::NoProc.encode() });
+        p.deliver(Envelope {
+            kind: abi::MSG_DOWN,
+            from: pid,
+            reference: r,
+            data: ExitReason::NoProc.encode(),
+        });
     }
     r
 }

@@ -94,7 +94,9 @@ pub(crate) struct Process {
 
 impl std::fmt::Debug for Process {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Process").field("pid", &self.pid).finish_non_exhaustive()
+        f.debug_struct("Process")
+            .field("pid", &self.pid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -103,7 +105,10 @@ impl Process {
         Process {
             pid,
             node,
-            inner: Mutex::new(ProcInner { wake_at: u64::MAX, ..Default::default() }),
+            inner: Mutex::new(ProcInner {
+                wake_at: u64::MAX,
+                ..Default::default()
+            }),
             notify: Notify::new(),
             done: Notify::new(),
             external: false,
@@ -141,7 +146,12 @@ impl Process {
             } else if g.trap_exit {
                 let mut data = Vec::new();
                 reason.encode_into(&mut data);
-                g.mailbox.push_back(Envelope { kind: abi::MSG_EXIT, from, reference: 0, data });
+                g.mailbox.push_back(Envelope {
+                    kind: abi::MSG_EXIT,
+                    from,
+                    reference: 0,
+                    data,
+                });
             } else if *reason == ExitReason::Normal && from != self.pid.0 {
                 return;
             } else if g.pending_exit.is_none() {
@@ -156,13 +166,14 @@ impl Process {
         self.inner.lock().bindings.push(v.clone());
     }
 
-    pub(crate) fn unbind(&self, v: &Arc<Version>) {
-        let mut g = self.inner.lock();
-        if let Some(pos) = g.bindings.iter().rposition(|b| Arc::ptr_eq(b, v)) {
-            g.bindings.remove(pos);
-        }
-        drop(g);
-        v.unbind(self.pid);
+    /// Release a binding taken with [`Process::bind`]; consumes the caller's reference.
+    pub(crate) fn unbind(&self, v: Arc<Version>) {
+        let mine = {
+            let mut g = self.inner.lock();
+            g.bindings.iter().rposition(|b| Arc::ptr_eq(b, &v)).map(|pos| g.bindings.remove(pos))
+        };
+        drop(mine);
+        Version::unbind(v, self.pid);
     }
 
     /// Record the exit and propagate it to links, monitors, the registry and the table.
@@ -189,7 +200,7 @@ impl Process {
             node.registry.lock().remove_if(&n, self.pid.0);
         }
         for v in bindings {
-            v.unbind(self.pid);
+            Version::unbind(v, self.pid);
         }
         for l in links {
             if let Some(p) = node.table.get(l) {
@@ -201,7 +212,12 @@ impl Process {
             for (r, watcher) in monitored_by {
                 if let Some(p) = node.table.get(watcher) {
                     p.inner.lock().monitoring.retain(|&(mr, _)| mr != r);
-                    p.deliver(Envelope { kind: abi::MSG_DOWN, from: self.pid.0, reference: r, data: data.clone() });
+                    p.deliver(Envelope {
+                        kind: abi::MSG_DOWN,
+                        from: self.pid.0,
+                        reference: r,
+                        data: data.clone(),
+                    });
                 }
             }
         }
@@ -213,7 +229,8 @@ impl Process {
         if !reason.is_normalish() && reason != ExitReason::Killed {
             tracing::debug!(pid = %self.pid, %reason, "process exited");
         }
-        node.exited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        node.exited
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.done.notify_waiters();
     }
 
@@ -259,12 +276,20 @@ unsafe impl Send for ModuleFuture {}
 
 impl ModuleFuture {
     /// Start `export` of `version` for process `proc`.
-    pub(crate) fn start(version: &Arc<Version>, start: abi::StartFn, proc: &Process, arg: &[u8]) -> ModuleFuture {
+    pub(crate) fn start(
+        version: &Arc<Version>,
+        start: abi::StartFn,
+        proc: &Process,
+        arg: &[u8],
+    ) -> ModuleFuture {
         let _in = version.enter();
         // SAFETY: `start` belongs to `version`, which is mapped while we hold the Arc; the
         // handle is the live process; the argument range is valid for the call.
         let fut = unsafe { start(proc.as_handle(), arg.as_ptr(), arg.len()) };
-        ModuleFuture { version: version.clone(), fut }
+        ModuleFuture {
+            version: version.clone(),
+            fut,
+        }
     }
 
     pub(crate) fn poll(&mut self) -> Step {
@@ -273,13 +298,21 @@ impl ModuleFuture {
             let _in = self.version.enter();
             // SAFETY: `fut` was created by this version and not yet dropped; the version
             // is mapped while we hold its Arc; `out` outlives the call.
-            unsafe { (self.version.poll)(self.fut, &mut out as *mut Vec<u8> as *mut c_void, crate::host_api::write_vec) }
+            unsafe {
+                (self.version.poll)(
+                    self.fut,
+                    &mut out as *mut Vec<u8> as *mut c_void,
+                    crate::host_api::write_vec,
+                )
+            }
         };
         match st {
             abi::STATUS_PENDING => Step::Pending,
             abi::STATUS_READY => match Outcome::decode(&out) {
                 Some(o) => Step::Done(o),
-                None => Step::Done(Outcome::Exit(ExitReason::User("malformed outcome from module".into()))),
+                None => Step::Done(Outcome::Exit(ExitReason::User(
+                    "malformed outcome from module".into(),
+                ))),
             },
             _ => Step::Panicked(String::from_utf8_lossy(&out).into_owned()),
         }
@@ -293,7 +326,13 @@ impl Drop for ModuleFuture {
             let _in = self.version.enter();
             // SAFETY: `fut` was created by this version and is dropped exactly once, here,
             // while the version is mapped (we hold its Arc).
-            unsafe { (self.version.drop_future)(self.fut, &mut out as *mut Vec<u8> as *mut c_void, crate::host_api::write_vec) }
+            unsafe {
+                (self.version.drop_future)(
+                    self.fut,
+                    &mut out as *mut Vec<u8> as *mut c_void,
+                    crate::host_api::write_vec,
+                )
+            }
         };
         if st != abi::STATUS_READY {
             tracing::warn!(module = %self.version.name, "a destructor in module code panicked: {}", String::from_utf8_lossy(&out));
@@ -307,7 +346,9 @@ impl Body {
             Body::Module(m) => m.poll(),
             Body::Native(f) => {
                 let mut cx = Context::from_waker(std::task::Waker::noop());
-                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f.as_mut().poll(&mut cx))) {
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    f.as_mut().poll(&mut cx)
+                })) {
                     Ok(Poll::Pending) => Step::Pending,
                     Ok(Poll::Ready(o)) => Step::Done(o),
                     Err(p) => Step::Panicked(panic_text(p)),
@@ -346,20 +387,21 @@ pub(crate) async fn run(proc: Arc<Process>, mut body: Body) {
             Step::Done(Outcome::Value(_)) => break ExitReason::Normal,
             Step::Done(Outcome::Exit(r)) => break r,
             Step::Panicked(m) => break ExitReason::Panic(m),
-            Step::Done(Outcome::Continue { module, function, arg }) => {
-                match proc.node.start_body(&proc, &module, &function, &arg) {
-                    Ok(next) => {
-                        let old = std::mem::replace(&mut body, next);
-                        if let Some(v) = old.version() {
-                            let v = v.clone();
-                            drop(old);
-                            proc.unbind(&v);
-                        }
-                        continue;
+            Step::Done(Outcome::Continue {
+                module,
+                function,
+                arg,
+            }) => match proc.node.start_body(&proc, &module, &function, &arg) {
+                Ok(next) => {
+                    let old = std::mem::replace(&mut body, next);
+                    if let Some(v) = old.version().cloned() {
+                        drop(old);
+                        proc.unbind(v);
                     }
-                    Err(e) => break ExitReason::User(format!("{e}")),
+                    continue;
                 }
-            }
+                Err(e) => break ExitReason::User(format!("{e}")),
+            },
         }
         let wake_at = proc.inner.lock().wake_at;
         if wake_at == u64::MAX {
@@ -374,7 +416,7 @@ pub(crate) async fn run(proc: Arc<Process>, mut body: Body) {
     };
     if let Some(v) = body.version().cloned() {
         drop(body);
-        proc.unbind(&v);
+        proc.unbind(v);
     } else {
         drop(body);
     }

@@ -79,7 +79,11 @@ fn owner_of(addr: usize, dsos: &[Dso]) -> Option<u64> {
 /// Start watching a freshly opened module image.
 pub(crate) fn register(id: u64, ranges: Vec<(usize, usize)>) {
     let mut d = DSOS.write().unwrap_or_else(|e| e.into_inner());
-    d.push(Dso { id, ranges, alive: true });
+    d.push(Dso {
+        id,
+        ranges,
+        alive: true,
+    });
 }
 
 /// Before `dlclose`: retire the module's TLS destructors and delete its pthread keys.
@@ -122,19 +126,23 @@ pub fn active() -> bool {
         2 => return true,
         _ => {}
     }
-    let ok = ["pthread_key_create", "__cxa_thread_atexit_impl", "pthread_create"]
-        .iter()
-        .all(|name| {
-            let c = std::ffi::CString::new(*name).expect("no NUL in symbol names");
-            // SAFETY: plain symbol lookups in the global scope.
-            let global = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c.as_ptr()) };
-            let ours = match *name {
-                "pthread_key_create" => pthread_key_create as *const () as usize,
-                "__cxa_thread_atexit_impl" => __cxa_thread_atexit_impl as *const () as usize,
-                _ => pthread_create as *const () as usize,
-            };
-            global as usize == ours
-        });
+    let ok = [
+        "pthread_key_create",
+        "__cxa_thread_atexit_impl",
+        "pthread_create",
+    ]
+    .iter()
+    .all(|name| {
+        let c = std::ffi::CString::new(*name).expect("no NUL in symbol names");
+        // SAFETY: plain symbol lookups in the global scope.
+        let global = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c.as_ptr()) };
+        let ours = match *name {
+            "pthread_key_create" => pthread_key_create as *const () as usize,
+            "__cxa_thread_atexit_impl" => __cxa_thread_atexit_impl as *const () as usize,
+            _ => pthread_create as *const () as usize,
+        };
+        global as usize == ours
+    });
     ACTIVE.store(if ok { 2 } else { 1 }, Ordering::Relaxed);
     ok
 }
@@ -149,8 +157,15 @@ fn real(cache: &AtomicUsize, name: &std::ffi::CStr) -> usize {
     f
 }
 
-type KeyCreate = unsafe extern "C" fn(*mut libc::pthread_key_t, Option<unsafe extern "C" fn(*mut c_void)>) -> libc::c_int;
-type ThreadAtexit = unsafe extern "C" fn(unsafe extern "C" fn(*mut c_void), *mut c_void, *mut c_void) -> libc::c_int;
+type KeyCreate = unsafe extern "C" fn(
+    *mut libc::pthread_key_t,
+    Option<unsafe extern "C" fn(*mut c_void)>,
+) -> libc::c_int;
+type ThreadAtexit = unsafe extern "C" fn(
+    unsafe extern "C" fn(*mut c_void),
+    *mut c_void,
+    *mut c_void,
+) -> libc::c_int;
 type ThreadCreate = unsafe extern "C" fn(
     *mut libc::pthread_t,
     *const libc::pthread_attr_t,
@@ -179,11 +194,16 @@ pub unsafe extern "C" fn pthread_key_create(
     if r == 0 {
         if let Some(d) = dtor {
             let addr = d as usize;
-            let is_module = DSOS.read().map(|dsos| owner_of(addr, &dsos).is_some()).unwrap_or(false);
+            let is_module = DSOS
+                .read()
+                .map(|dsos| owner_of(addr, &dsos).is_some())
+                .unwrap_or(false);
             if is_module {
                 // SAFETY: `real` succeeded, so `*key` was written.
                 let k = unsafe { *key };
-                KEYS.lock().unwrap_or_else(|e| e.into_inner()).push((k, addr));
+                KEYS.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((k, addr));
             }
         }
     }
@@ -236,7 +256,13 @@ pub unsafe extern "C" fn __cxa_thread_atexit_impl(
             let e = Box::into_raw(Box::new(TlsDtor { dtor, obj, owner }));
             // Register against the executable (an address inside it), not the module.
             // SAFETY: the trampoline lives in the executable and consumes `e` exactly once.
-            unsafe { real(tls_trampoline, e as *mut c_void, tls_trampoline as *mut c_void) }
+            unsafe {
+                real(
+                    tls_trampoline,
+                    e as *mut c_void,
+                    tls_trampoline as *mut c_void,
+                )
+            }
         }
     }
 }

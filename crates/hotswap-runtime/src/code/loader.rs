@@ -44,27 +44,47 @@ const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
 /// Check the ELF header and that every loadable segment lies inside the file, so that a
 /// truncated file is refused here instead of faulting when mapped.
 fn check_elf(path: &Path, b: &[u8]) -> Result<(), LoadError> {
-    let not_elf = |why: &str| LoadError::NotElf { path: path.into(), why: why.into() };
-    let trunc = |why: String| LoadError::Truncated { path: path.into(), why };
+    let not_elf = |why: &str| LoadError::NotElf {
+        path: path.into(),
+        why: why.into(),
+    };
+    let trunc = |why: String| LoadError::Truncated {
+        path: path.into(),
+        why,
+    };
     if b.len() < 4 || &b[..4] != ELF_MAGIC {
         return Err(not_elf("no ELF magic number at the start of the file"));
     }
     if b.len() < 64 {
-        return Err(trunc(format!("{} bytes is shorter than an ELF header", b.len())));
+        return Err(trunc(format!(
+            "{} bytes is shorter than an ELF header",
+            b.len()
+        )));
     }
     if b[4] != 2 || b[5] != 1 {
         return Err(not_elf("not a 64-bit little-endian ELF file"));
     }
     let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as usize;
-    let u64_at = |o: usize| -> Option<u64> { Some(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?)) };
+    let u64_at =
+        |o: usize| -> Option<u64> { Some(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?)) };
     let e_type = u16_at(16);
     if e_type != 3 {
-        return Err(not_elf(&format!("ELF type {e_type} is not a shared object (ET_DYN)")));
+        return Err(not_elf(&format!(
+            "ELF type {e_type} is not a shared object (ET_DYN)"
+        )));
     }
     let machine = u16_at(18);
-    let ours = if cfg!(target_arch = "x86_64") { 62 } else if cfg!(target_arch = "aarch64") { 183 } else { machine };
+    let ours = if cfg!(target_arch = "x86_64") {
+        62
+    } else if cfg!(target_arch = "aarch64") {
+        183
+    } else {
+        machine
+    };
     if machine != ours {
-        return Err(not_elf(&format!("built for ELF machine {machine}, this node runs on {ours}")));
+        return Err(not_elf(&format!(
+            "built for ELF machine {machine}, this node runs on {ours}"
+        )));
     }
     let phoff = u64_at(32).unwrap_or(0) as usize;
     let shoff = u64_at(40).unwrap_or(0) as usize;
@@ -72,7 +92,10 @@ fn check_elf(path: &Path, b: &[u8]) -> Result<(), LoadError> {
     let (shentsize, shnum) = (u16_at(58), u16_at(60));
     let ph_end = phoff.saturating_add(phentsize.saturating_mul(phnum));
     if ph_end > b.len() {
-        return Err(trunc(format!("program headers end at byte {ph_end}, file has {}", b.len())));
+        return Err(trunc(format!(
+            "program headers end at byte {ph_end}, file has {}",
+            b.len()
+        )));
     }
     for i in 0..phnum {
         let o = phoff + i * phentsize;
@@ -82,13 +105,19 @@ fn check_elf(path: &Path, b: &[u8]) -> Result<(), LoadError> {
             let filesz = u64_at(o + 32).unwrap_or(u64::MAX) as usize;
             let end = off.saturating_add(filesz);
             if end > b.len() {
-                return Err(trunc(format!("loadable segment {i} ends at byte {end}, file has {}", b.len())));
+                return Err(trunc(format!(
+                    "loadable segment {i} ends at byte {end}, file has {}",
+                    b.len()
+                )));
             }
         }
     }
     let sh_end = shoff.saturating_add(shentsize.saturating_mul(shnum));
     if sh_end > b.len() {
-        return Err(trunc(format!("section headers end at byte {sh_end}, file has {}", b.len())));
+        return Err(trunc(format!(
+            "section headers end at byte {sh_end}, file has {}",
+            b.len()
+        )));
     }
     Ok(())
 }
@@ -129,7 +158,9 @@ pub(crate) fn mapped_ranges(inode: u64, name: &str) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
     for line in maps.lines() {
         let mut f = line.split_whitespace();
-        let (Some(range), _perms, _off, _dev, Some(ino)) = (f.next(), f.next(), f.next(), f.next(), f.next()) else {
+        let (Some(range), _perms, _off, _dev, Some(ino)) =
+            (f.next(), f.next(), f.next(), f.next(), f.next())
+        else {
             continue;
         };
         if ino.parse::<u64>().ok() != Some(inode) || !line.contains(name) {
@@ -175,12 +206,18 @@ pub(crate) unsafe fn open(
 ) -> Result<Opened, LoadError> {
     let bytes = std::fs::read(src).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => LoadError::NoFile { path: src.into() },
-        _ => LoadError::Io { path: src.into(), source: e },
+        _ => LoadError::Io {
+            path: src.into(),
+            source: e,
+        },
     })?;
     check_elf(src, &bytes)?;
     let hash = xxhash_rust::xxh3::xxh3_64(&bytes);
     let incoming = code_dir.join(".incoming");
-    let io = |path: &Path, e: std::io::Error| LoadError::Io { path: path.into(), source: e };
+    let io = |path: &Path, e: std::io::Error| LoadError::Io {
+        path: path.into(),
+        source: e,
+    };
     std::fs::create_dir_all(&incoming).map_err(|e| io(&incoming, e))?;
     let file = incoming.join(format!("{hash:016x}-{seq}.so"));
     {
@@ -194,7 +231,10 @@ pub(crate) unsafe fn open(
         f.write_all(&bytes).map_err(|e| io(&file, e))?;
     }
     drop(bytes);
-    let mut cleanup = Cleanup { handle: std::ptr::null_mut(), file: &file };
+    let mut cleanup = Cleanup {
+        handle: std::ptr::null_mut(),
+        file: &file,
+    };
     let inode = std::fs::metadata(&file).map_err(|e| io(&file, e))?.ino();
     let cpath = CString::new(file.as_os_str().as_bytes()).map_err(|_| LoadError::NotElf {
         path: src.into(),
@@ -204,7 +244,10 @@ pub(crate) unsafe fn open(
     // interposing on any other version's; never RTLD_GLOBAL or RTLD_NODELETE.
     let handle = unsafe { libc::dlopen(cpath.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
     if handle.is_null() {
-        return Err(LoadError::DlOpen { path: src.into(), message: dlerror_text() });
+        return Err(LoadError::DlOpen {
+            path: src.into(),
+            message: dlerror_text(),
+        });
     }
     cleanup.handle = handle;
     // SAFETY: symbol lookup in an open handle.
@@ -212,7 +255,10 @@ pub(crate) unsafe fn open(
     if sym.is_null() {
         return Err(LoadError::NoDescriptor { path: src.into() });
     }
-    let bad = |why: String| LoadError::BadDescriptor { path: src.into(), why };
+    let bad = |why: String| LoadError::BadDescriptor {
+        path: src.into(),
+        why,
+    };
     // Read the fixed prefix first: magic, ABI version and size never change layout.
     let d = sym as *const abi::ModuleDescriptor;
     // SAFETY: the symbol is at least as large as the fixed prefix of every ABI version
@@ -225,10 +271,16 @@ pub(crate) unsafe fn open(
         )
     };
     if magic != abi::MAGIC {
-        return Err(bad("wrong magic number (not written by hotswap::module!)".into()));
+        return Err(bad(
+            "wrong magic number (not written by hotswap::module!)".into()
+        ));
     }
     if abi_version != abi::ABI_VERSION {
-        return Err(LoadError::AbiMismatch { path: src.into(), module_abi: abi_version, node_abi: abi::ABI_VERSION });
+        return Err(LoadError::AbiMismatch {
+            path: src.into(),
+            module_abi: abi_version,
+            node_abi: abi::ABI_VERSION,
+        });
     }
     if size as usize != std::mem::size_of::<abi::ModuleDescriptor>() {
         return Err(bad(format!(
@@ -267,11 +319,18 @@ pub(crate) unsafe fn open(
     }
     if let Some(expected) = expect {
         if expected != name {
-            return Err(LoadError::NameMismatch { path: src.into(), expected: expected.into(), found: name });
+            return Err(LoadError::NameMismatch {
+                path: src.into(),
+                expected: expected.into(),
+                found: name,
+            });
         }
     }
     if d.exports_len > 100_000 || (d.exports_len > 0 && d.exports.is_null()) {
-        return Err(bad(format!("export table of {} entries is invalid", d.exports_len)));
+        return Err(bad(format!(
+            "export table of {} entries is invalid",
+            d.exports_len
+        )));
     }
     let mut exports = HashMap::new();
     let mut export_names = Vec::new();
@@ -281,7 +340,10 @@ pub(crate) unsafe fn open(
         let e = unsafe { &*d.exports.add(i) };
         // SAFETY: as for the other descriptor strings.
         let en = unsafe { copy_str(e.name, "export name") }.map_err(bad)?;
-        if exports.insert(en.clone().into_boxed_str(), e.start).is_some() {
+        if exports
+            .insert(en.clone().into_boxed_str(), e.start)
+            .is_some()
+        {
             return Err(bad(format!("export `{en}` is listed twice")));
         }
         export_names.push(en);
@@ -289,7 +351,10 @@ pub(crate) unsafe fn open(
     let (poll, drop_future, init) = (d.poll, d.drop_future, d.init);
 
     // The descriptor is accepted: watch the image's thread-exit hooks, then run module code.
-    let file_name = file.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let file_name = file
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     static GUARD_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let guard_id = GUARD_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     guard::register(guard_id, mapped_ranges(inode, &file_name));
@@ -297,21 +362,41 @@ pub(crate) unsafe fn open(
     let st = {
         let _m = guard::InModule::enter();
         // SAFETY: `init` comes from the accepted descriptor; the host table is 'static.
-        unsafe { init(host, &mut msg as *mut Vec<u8> as *mut c_void, crate::host_api::write_vec) }
+        unsafe {
+            init(
+                host,
+                &mut msg as *mut Vec<u8> as *mut c_void,
+                crate::host_api::write_vec,
+            )
+        }
     };
     if st != abi::STATUS_READY {
         guard::retire(guard_id);
-        return Err(LoadError::InitFailed { module: name, message: String::from_utf8_lossy(&msg).into_owned() });
+        return Err(LoadError::InitFailed {
+            module: name,
+            message: String::from_utf8_lossy(&msg).into_owned(),
+        });
     }
 
     // Give the write-once copy its readable name (same inode, so the mapping is unaffected).
-    let safe = |s: &str| s.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect::<String>();
+    let safe = |s: &str| {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect::<String>()
+    };
     let dir = code_dir.join(safe(&name));
     let final_path = dir.join(format!("{}-{hash:016x}-{seq}.so", safe(&version)));
-    let final_file = match std::fs::create_dir_all(&dir).and_then(|_| std::fs::rename(&file, &final_path)) {
-        Ok(()) => final_path,
-        Err(_) => file.clone(),
-    };
+    let final_file =
+        match std::fs::create_dir_all(&dir).and_then(|_| std::fs::rename(&file, &final_path)) {
+            Ok(()) => final_path,
+            Err(_) => file.clone(),
+        };
     cleanup.handle = std::ptr::null_mut();
     std::mem::forget(cleanup);
     Ok(Opened {
@@ -349,7 +434,10 @@ pub(crate) unsafe fn close(handle: *mut c_void, guard_id: u64, inode: u64, file:
     let keys = guard::retire(guard_id);
     // SAFETY: caller contract; the guard has just retired every hook pointing into it.
     let rc = unsafe { libc::dlclose(handle) };
-    let name = file.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = file
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let left = mapped_ranges(inode, &name);
     if rc != 0 {
         return Closed::StillMapped(format!("dlclose failed: {}", dlerror_text()));

@@ -56,7 +56,7 @@ pub(crate) struct Version {
     pub(crate) export_names: Vec<String>,
     in_flight: AtomicUsize,
     bound: Mutex<HashMap<u64, u32>>,
-    unbound: Notify,
+    unbound: Arc<Notify>,
 }
 
 // SAFETY: the handle and function pointers are only used while the library is open, which
@@ -88,24 +88,33 @@ impl Drop for Enter<'_> {
 impl Version {
     pub(crate) fn enter(&self) -> Enter<'_> {
         self.in_flight.fetch_add(1, Ordering::Acquire);
-        Enter { v: self, _m: guard::InModule::enter() }
+        Enter {
+            v: self,
+            _m: guard::InModule::enter(),
+        }
     }
 
     pub(crate) fn bind(&self, pid: Pid) {
         *self.bound.lock().entry(pid.0).or_insert(0) += 1;
     }
 
-    pub(crate) fn unbind(&self, pid: Pid) {
-        let mut b = self.bound.lock();
-        if let Some(n) = b.get_mut(&pid.0) {
-            *n -= 1;
-            if *n == 0 {
-                b.remove(&pid.0);
+    /// Release one binding of `pid`, consuming the caller's reference first: a purge woken
+    /// by the last unbind must find itself the only holder of the version.
+    pub(crate) fn unbind(this: Arc<Version>, pid: Pid) {
+        let empty = {
+            let mut b = this.bound.lock();
+            if let Some(n) = b.get_mut(&pid.0) {
+                *n -= 1;
+                if *n == 0 {
+                    b.remove(&pid.0);
+                }
             }
-        }
-        if b.is_empty() {
-            drop(b);
-            self.unbound.notify_waiters();
+            b.is_empty()
+        };
+        let unbound = this.unbound.clone();
+        drop(this);
+        if empty {
+            unbound.notify_waiters();
         }
     }
 
@@ -259,7 +268,10 @@ impl CodeServer {
 
     /// The current version of a module (what a fully-qualified call reaches).
     pub(crate) fn current(&self, module: &str) -> Option<Arc<Version>> {
-        self.slots.read().get(module).and_then(|s| s.current.clone())
+        self.slots
+            .read()
+            .get(module)
+            .and_then(|s| s.current.clone())
     }
 
     fn old(&self, module: &str) -> Option<Arc<Version>> {
@@ -270,7 +282,8 @@ impl CodeServer {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         // SAFETY: loading native code is the node's job; the loader validates the file and
         // its descriptor before any module function runs (see `loader::open`).
-        let o = unsafe { loader::open(path, &self.code_dir, seq, expect, crate::host_api::table()) }?;
+        let o =
+            unsafe { loader::open(path, &self.code_dir, seq, expect, crate::host_api::table()) }?;
         let source = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         Ok(Arc::new(Version {
             id: seq,
@@ -291,11 +304,17 @@ impl CodeServer {
             export_names: o.export_names,
             in_flight: AtomicUsize::new(0),
             bound: Mutex::new(HashMap::new()),
-            unbound: Notify::new(),
+            unbound: Arc::new(Notify::new()),
         }))
     }
 
-    pub(crate) async fn load(&self, node: &NodeInner, path: &Path, expect: Option<&str>, mode: LoadMode) -> Result<ModuleInfo, CodeError> {
+    pub(crate) async fn load(
+        &self,
+        node: &NodeInner,
+        path: &Path,
+        expect: Option<&str>,
+        mode: LoadMode,
+    ) -> Result<ModuleInfo, CodeError> {
         let _op = self.ops.lock().await;
         if let (Some(name), LoadMode::Plain) = (expect, mode) {
             if let Some(old) = self.old(name) {
@@ -349,7 +368,11 @@ impl CodeServer {
         self.pinned
             .lock()
             .iter()
-            .map(|p| PinnedInfo { module: p.version.name.clone(), version: p.version.info(), reason: p.reason.clone() })
+            .map(|p| PinnedInfo {
+                module: p.version.name.clone(),
+                version: p.version.info(),
+                reason: p.reason.clone(),
+            })
             .collect()
     }
 
@@ -357,10 +380,16 @@ impl CodeServer {
         self.old(module).is_some_and(|v| v.is_bound(pid))
     }
 
-    pub(crate) async fn purge(&self, node: &NodeInner, module: &str) -> Result<PurgeReport, CodeError> {
+    pub(crate) async fn purge(
+        &self,
+        node: &NodeInner,
+        module: &str,
+    ) -> Result<PurgeReport, CodeError> {
         let _op = self.ops.lock().await;
         if !self.slots.read().contains_key(module) {
-            return Err(CodeError::NotLoaded { module: module.into() });
+            return Err(CodeError::NotLoaded {
+                module: module.into(),
+            });
         }
         Ok(self.purge_locked(node, module).await)
     }
@@ -368,7 +397,9 @@ impl CodeServer {
     pub(crate) async fn soft_purge(&self, module: &str) -> Result<bool, CodeError> {
         let _op = self.ops.lock().await;
         if !self.slots.read().contains_key(module) {
-            return Err(CodeError::NotLoaded { module: module.into() });
+            return Err(CodeError::NotLoaded {
+                module: module.into(),
+            });
         }
         let old = {
             let mut slots = self.slots.write();
@@ -388,11 +419,18 @@ impl CodeServer {
         let _op = self.ops.lock().await;
         let mut slots = self.slots.write();
         let Some(s) = slots.get_mut(module).filter(|s| s.current.is_some()) else {
-            return Err(CodeError::NotLoaded { module: module.into() });
+            return Err(CodeError::NotLoaded {
+                module: module.into(),
+            });
         };
         if s.old.is_some() {
-            tracing::warn!(module, "cannot delete: old code must be purged before deleting");
-            return Err(CodeError::OldCodeExists { module: module.into() });
+            tracing::warn!(
+                module,
+                "cannot delete: old code must be purged before deleting"
+            );
+            return Err(CodeError::OldCodeExists {
+                module: module.into(),
+            });
         }
         s.old = s.current.take();
         Ok(())
@@ -405,7 +443,12 @@ impl CodeServer {
             slots.get_mut(module).and_then(|s| s.old.take())
         };
         let Some(old) = old else {
-            return PurgeReport { module: module.into(), version: None, killed: Vec::new(), pinned: None };
+            return PurgeReport {
+                module: module.into(),
+                version: None,
+                killed: Vec::new(),
+                pinned: None,
+            };
         };
         let version = old.vsn.clone();
         let killed = old.bound_pids();
@@ -431,12 +474,20 @@ impl CodeServer {
         if !killed.is_empty() {
             tracing::info!(module, %version, killed = killed.len(), "purged old code, killing the processes that ran it");
         }
-        PurgeReport { module: module.into(), version: Some(version), killed, pinned }
+        PurgeReport {
+            module: module.into(),
+            version: Some(version),
+            killed,
+            pinned,
+        }
     }
 
     fn forget_if_empty(&self, module: &str) {
         let mut slots = self.slots.write();
-        if slots.get(module).is_some_and(|s| s.current.is_none() && s.old.is_none()) {
+        if slots
+            .get(module)
+            .is_some_and(|s| s.current.is_none() && s.old.is_none())
+        {
             slots.remove(module);
         }
     }
@@ -451,7 +502,10 @@ impl CodeServer {
         let reason = if v.in_flight.load(Ordering::Acquire) != 0 {
             Some("a call is still in flight inside it".to_string())
         } else if Arc::strong_count(&v) != 1 {
-            Some(format!("still referenced by {} holder(s)", Arc::strong_count(&v) - 1))
+            Some(format!(
+                "still referenced by {} holder(s)",
+                Arc::strong_count(&v) - 1
+            ))
         } else if !guard::active() {
             Some("the thread-local guard is not exported by this executable, so unmapping could crash a thread at exit (link with -Wl,--export-dynamic-symbol, see hotswap-runtime's build.rs)".to_string())
         } else {
@@ -479,14 +533,18 @@ impl CodeServer {
         let _op = self.ops.lock().await;
         let candidates: Vec<Pinned> = {
             let mut p = self.pinned.lock();
-            let (free, keep): (Vec<Pinned>, Vec<Pinned>) =
-                std::mem::take(&mut *p).into_iter().partition(|x| x.version.bound.lock().is_empty());
+            let (free, keep): (Vec<Pinned>, Vec<Pinned>) = std::mem::take(&mut *p)
+                .into_iter()
+                .partition(|x| x.version.bound.lock().is_empty());
             *p = keep;
             free
         };
         let mut n = 0;
         for c in candidates {
-            if self.release(c.version, "retry of a pinned version").is_none() {
+            if self
+                .release(c.version, "retry of a pinned version")
+                .is_none()
+            {
                 n += 1;
             }
         }
@@ -513,5 +571,9 @@ impl CodeServer {
 }
 
 fn not_purged(old: &Version) -> CodeError {
-    CodeError::NotPurged { module: old.name.clone(), old_version: old.vsn.clone(), processes: old.bound_pids() }
+    CodeError::NotPurged {
+        module: old.name.clone(),
+        old_version: old.vsn.clone(),
+        processes: old.bound_pids(),
+    }
 }
