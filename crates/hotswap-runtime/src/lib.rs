@@ -10,10 +10,10 @@
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use hotswap_runtime::{Node, NodeConfig};
 //! let node = Node::start(NodeConfig::default())?;
-//! node.code().load("target/debug/libseed002_counter_v1.so").await?;
-//! let pid = node.spawn("counter", "count", &0u64)?;
-//! node.code().load("target/debug/libseed002_counter_v2.so").await?; // pid keeps running v1
-//! assert!(node.code().check_process_code(pid, "counter"));
+//! node.code().load("target/debug/libseed000_v1.so").await?;
+//! let pid = node.spawn("seed000", "do_loop", &())?;
+//! node.code().load("target/debug/libseed000_v2.so").await?; // pid keeps running v1
+//! assert!(node.code().check_process_code(pid, "seed000"));
 //! # Ok(()) }
 //! ```
 //!
