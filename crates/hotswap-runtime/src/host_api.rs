@@ -208,9 +208,10 @@ unsafe extern "C" fn monitor(p: *mut abi::ProcHandle, pid: u64) -> u64 {
 }
 
 unsafe extern "C" fn demonitor(p: *mut abi::ProcHandle, r: u64) -> i32 {
-    // SAFETY: live handle (module docs).
     guarded(0, || {
-        crate::ops::demonitor(unsafe { proc_ref(p) }, r) as i32
+        // SAFETY: live handle (module docs).
+        let p = unsafe { proc_ref(p) };
+        crate::ops::demonitor(p, r) as i32
     })
 }
 
