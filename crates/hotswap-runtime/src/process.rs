@@ -170,7 +170,10 @@ impl Process {
     pub(crate) fn unbind(&self, v: Arc<Version>) {
         let mine = {
             let mut g = self.inner.lock();
-            g.bindings.iter().rposition(|b| Arc::ptr_eq(b, &v)).map(|pos| g.bindings.remove(pos))
+            g.bindings
+                .iter()
+                .rposition(|b| Arc::ptr_eq(b, &v))
+                .map(|pos| g.bindings.remove(pos))
         };
         drop(mine);
         Version::unbind(v, self.pid);

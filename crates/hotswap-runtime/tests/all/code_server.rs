@@ -12,14 +12,27 @@ async fn code_server_operations_follow_erlang() {
     let me = node.external();
     let v1 = module("seed000_v1");
     assert_eq!(node.code().is_loaded("seed000"), None);
-    assert!(matches!(node.code().purge("seed000").await, Err(CodeError::NotLoaded { .. })));
-    assert!(matches!(node.spawn("seed000", "loop", &()), Err(SpawnError::ModuleNotLoaded { .. })));
+    assert!(matches!(
+        node.code().purge("seed000").await,
+        Err(CodeError::NotLoaded { .. })
+    ));
+    assert!(matches!(
+        node.spawn("seed000", "loop", &()),
+        Err(SpawnError::ModuleNotLoaded { .. })
+    ));
 
     node.code().load(&v1).await.unwrap();
-    assert_eq!(node.code().is_loaded("seed000"), Some(std::fs::canonicalize(&v1).unwrap()));
+    assert_eq!(
+        node.code().is_loaded("seed000"),
+        Some(std::fs::canonicalize(&v1).unwrap())
+    );
     assert_eq!(node.code().all_loaded().len(), 1);
     let err = node.spawn("seed000", "nope", &()).unwrap_err();
-    assert!(err.to_string().contains("exports no function `nope`") && err.to_string().contains("do_loop"), "{err}");
+    assert!(
+        err.to_string().contains("exports no function `nope`")
+            && err.to_string().contains("do_loop"),
+        "{err}"
+    );
 
     // purge with no old code: nothing killed (`false` in Erlang).
     let r = node.code().purge("seed000").await.unwrap();
@@ -30,21 +43,37 @@ async fn code_server_operations_follow_erlang() {
     node.code().delete("seed000").await.unwrap();
     assert_eq!(node.code().is_loaded("seed000"), None);
     assert!(node.code().all_loaded().is_empty());
-    assert!(matches!(node.spawn("seed000", "do_loop", &()), Err(SpawnError::ModuleNotLoaded { .. })));
+    assert!(matches!(
+        node.spawn("seed000", "do_loop", &()),
+        Err(SpawnError::ModuleNotLoaded { .. })
+    ));
     assert!(node.code().check_process_code(pid, "seed000"));
     assert_eq!(ping(&me, pid).await.version, "1");
-    assert!(matches!(node.code().delete("seed000").await, Err(CodeError::NotLoaded { .. })));
+    assert!(matches!(
+        node.code().delete("seed000").await,
+        Err(CodeError::NotLoaded { .. })
+    ));
 
     // A plain load while old code exists is refused; a purging one kills and proceeds.
-    assert!(matches!(node.code().load(&v1).await, Err(CodeError::NotPurged { .. })));
+    assert!(matches!(
+        node.code().load(&v1).await,
+        Err(CodeError::NotPurged { .. })
+    ));
     let mon = me.monitor(pid);
-    node.code().load_purging(module("seed000_v2")).await.unwrap();
+    node.code()
+        .load_purging(module("seed000_v2"))
+        .await
+        .unwrap();
     assert_eq!(me.down(mon, WAIT).await, Some(ExitReason::Killed));
 
     // delete is refused while old code exists.
     node.code().load(&v1).await.unwrap();
     let err = node.code().delete("seed000").await.unwrap_err();
-    assert!(matches!(err, CodeError::OldCodeExists { .. }) && err.to_string().contains("must be purged"), "{err}");
+    assert!(
+        matches!(err, CodeError::OldCodeExists { .. })
+            && err.to_string().contains("must be purged"),
+        "{err}"
+    );
 
     // purge kills only the processes of the old version and reports them.
     let on_old = node.spawn("seed000", "do_loop", &()).unwrap();
@@ -56,7 +85,11 @@ async fn code_server_operations_follow_erlang() {
     assert!(r.killed_any() && r.pinned.is_none());
     assert_eq!(r.version.as_deref(), Some("1"));
     assert_eq!(ping(&me, on_new).await.version, "2");
-    assert_eq!(node.code().freed_count(), 3, "all three purged versions were unmapped");
+    assert_eq!(
+        node.code().freed_count(),
+        3,
+        "all three purged versions were unmapped"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,9 +98,15 @@ async fn node_stop_kills_processes_and_unmaps_every_version() {
     let me = node.external();
     node.code().load(module("seed000_v1")).await.unwrap();
     node.code().load(module("seed000_v2")).await.unwrap();
-    node.code().load(module("seed002_counter_v1")).await.unwrap();
+    node.code()
+        .load(module("seed002_counter_v1"))
+        .await
+        .unwrap();
     let a = node.spawn("seed000", "do_loop", &()).unwrap();
-    let arg = support::CounterArg { reporter: me.pid(), period_ms: 5 };
+    let arg = support::CounterArg {
+        reporter: me.pid(),
+        period_ms: 5,
+    };
     node.spawn("counter", "count", &arg).unwrap();
     me.send(a, &Req::Ping(me.pid()));
     let dir = node.code().code_dir().to_path_buf();
@@ -75,12 +114,22 @@ async fn node_stop_kills_processes_and_unmaps_every_version() {
     let report = node.stop(Duration::from_secs(5)).await;
     assert_eq!(report.killed, 2);
     assert!(report.stuck.is_empty());
-    assert!(report.purges.iter().all(|p| p.pinned.is_none()), "{:?}", report.purges);
+    assert!(
+        report.purges.iter().all(|p| p.pinned.is_none()),
+        "{:?}",
+        report.purges
+    );
     assert_eq!(node.process_count(), 0);
     assert!(node.code().modules().is_empty());
     assert_eq!(node.code().freed_count(), 3);
     assert!(!dir.exists(), "the node's code directory is removed");
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-    assert!(!maps.contains(dir.to_str().unwrap()), "no mapping of this node's libraries is left");
-    assert!(matches!(node.spawn("seed000", "do_loop", &()), Err(SpawnError::NodeStopping)));
+    assert!(
+        !maps.contains(dir.to_str().unwrap()),
+        "no mapping of this node's libraries is left"
+    );
+    assert!(matches!(
+        node.spawn("seed000", "do_loop", &()),
+        Err(SpawnError::NodeStopping)
+    ));
 }

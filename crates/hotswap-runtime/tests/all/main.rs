@@ -5,8 +5,8 @@
 mod support;
 
 mod bad_module;
-mod process;
 mod code_server;
+mod process;
 mod seed000;
 mod seed002;
 mod seed004;
