@@ -4,7 +4,7 @@
 //! loads, keeps in two versions (current and old), and purges, as Erlang's code server does.
 //! The crate depends on this SDK and names its exports with [`module!`]:
 //!
-//! ```ignore
+//! ```no_run
 //! use hotswap::{Ctx, ExitReason, Outcome};
 //!
 //! async fn counter(ctx: Ctx, start: u64) -> Result<Outcome, ExitReason> {
@@ -24,6 +24,7 @@
 //!     version: "1.0.0",
 //!     exports: [counter],
 //! }
+//! # fn main() {}
 //! ```
 //!
 //! Rules a module follows (the node checks what it can at load):
