@@ -1,1 +1,1027 @@
-fn main() {}
+//! `compare`: hotswap against Erlang/OTP on the same machine.
+//!
+//! ```text
+//! cargo run --release -p hotswap-bench --bin compare [measure...]
+//! ```
+//!
+//! Runs each workload in-process on a two-worker tokio runtime (several rounds, medians),
+//! then runs `bench/erlang/compare.escript` for the same measures, and prints one line per
+//! measure on stdout:
+//!
+//! ```text
+//! <measure> hotswap=<value><unit> erlang=<value><unit> ratio=<hotswap/erlang>
+//! ```
+//!
+//! Details of every round, the variants that are not the headline number, and a summary of
+//! the issue's targets go to stderr. See `BENCHMARKS.md` at the repository root.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hotswap_runtime::{ExitReason, Message, Node, NodeConfig, Pid};
+
+/// Every measure, in the order they run and print.
+const MEASURES: &[&str] = &[
+    "spawn_exit_rate",
+    "idle_process_memory",
+    "message_throughput",
+    "module_load",
+    "purge_100k_idle",
+    "fq_call_overhead",
+    "purged_version_memory",
+];
+
+/// Measures with no Erlang counterpart (the comparison is elsewhere; see `BENCHMARKS.md`).
+const NO_ERLANG: &[&str] = &["purged_version_memory"];
+
+/// How long any single wait may take before the run is declared broken.
+const WAIT: Duration = Duration::from_secs(120);
+
+/// Mirror of `bench_mod`'s `FqTimes`.
+#[derive(serde::Deserialize, Debug)]
+struct FqTimes {
+    local_ns: f64,
+    remote_ns: f64,
+}
+
+/// One result: a median over rounds.
+#[derive(Debug, Clone)]
+struct Res {
+    name: &'static str,
+    value: f64,
+    unit: &'static str,
+    /// A secondary number with an Erlang counterpart on the escript's stderr
+    /// (see [`ERLANG_EXTRA`]): `(key, value)`.
+    extra: Option<(&'static str, f64)>,
+}
+
+impl Res {
+    fn new(name: &'static str, value: f64, unit: &'static str) -> Res {
+        Res {
+            name,
+            value,
+            unit,
+            extra: None,
+        }
+    }
+}
+
+macro_rules! info {
+    ($($t:tt)*) => { eprintln!("# {}", format!($($t)*)) };
+}
+
+// ---------------------------------------------------------------------------------------
+// small utilities
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let n = s.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+fn fmt_list(v: &[f64], unit: &str) -> String {
+    let items: Vec<String> = v.iter().map(|x| fmt_value(*x, unit)).collect();
+    format!("[{}]", items.join(", "))
+}
+
+fn fmt_value(v: f64, unit: &str) -> String {
+    match unit {
+        "ns" => format!("{v:.3}"),
+        "us" => format!("{v:.1}"),
+        _ => format!("{v:.0}"),
+    }
+}
+
+/// Resident set size of this OS process, from `/proc/self/statm`.
+fn rss_bytes() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: f64 = s
+        .split_whitespace()
+        .nth(1)
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as f64;
+    pages * page
+}
+
+/// `(RssAnon, RssFile, RssShmem)` in bytes, from `/proc/self/status`.
+fn rss_parts() -> [f64; 3] {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |k: &str| -> f64 {
+        s.lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|x| x.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb * 1024.0)
+    };
+    [field("RssAnon:"), field("RssFile:"), field("RssShmem:")]
+}
+
+/// Bytes the C allocator has handed out and not got back (all arenas, plus mmapped chunks).
+fn heap_in_use() -> f64 {
+    // SAFETY: mallinfo2 has no preconditions; it only reads allocator statistics.
+    let m = unsafe { libc::mallinfo2() };
+    (m.uordblks + m.hblkhd) as f64
+}
+
+/// Give free allocator memory back to the OS, so that RSS deltas measure live memory.
+fn trim() {
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe { libc::malloc_trim(0) };
+}
+
+/// Wait until two RSS readings 20 ms apart agree within 64 KiB (at most ~2 s).
+async fn settle_rss() {
+    let mut prev = rss_bytes();
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = rss_bytes();
+        if (now - prev).abs() < 65536.0 {
+            return;
+        }
+        prev = now;
+    }
+}
+
+/// Wait until `exited_count` reaches `target`.
+async fn wait_exited(node: &Node, target: u64) {
+    let deadline = Instant::now() + WAIT;
+    while node.exited_count() < target {
+        assert!(
+            Instant::now() < deadline,
+            "processes did not exit: {} of {target}",
+            node.exited_count()
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Remove every version of `module` (old purged, current deleted and purged).
+async fn unload(node: &Node, module: &str) {
+    let code = node.code();
+    let Some(m) = code.module(module) else { return };
+    if m.old.is_some() {
+        let r = code.purge(module).await.expect("purge");
+        assert!(r.pinned.is_none(), "{module} pinned: {:?}", r.pinned);
+    }
+    if m.current.is_some() {
+        code.delete(module).await.expect("delete");
+        let r = code.purge(module).await.expect("purge");
+        assert!(r.pinned.is_none(), "{module} pinned: {:?}", r.pinned);
+    }
+}
+
+async fn ensure_loaded(node: &Node, module: &str, path: &Path) {
+    if node.code().is_loaded(module).is_none() {
+        node.code()
+            .load(path)
+            .await
+            .unwrap_or_else(|e| panic!("loading {}: {e}", path.display()));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// locating and building the modules
+
+struct Libs {
+    bench: PathBuf,
+    seed000: PathBuf,
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("bench/ has a parent")
+        .to_path_buf()
+}
+
+/// `target/release` next to this executable when it is a release build, else the
+/// workspace's own `target/release`.
+fn release_dir() -> (PathBuf, PathBuf) {
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            if dir.file_name().is_some_and(|n| n == "release") {
+                if let Some(t) = dir.parent() {
+                    return (t.to_path_buf(), dir.to_path_buf());
+                }
+            }
+        }
+    }
+    let t = repo_root().join("target");
+    (t.clone(), t.join("release"))
+}
+
+/// Build (or refresh) the release modules with cargo, as `tests/all/support.rs` does.
+fn build_modules() -> Libs {
+    let (target, rel) = release_dir();
+    let libs = Libs {
+        bench: rel.join("libbench_mod.so"),
+        seed000: rel.join("libseed000_v1.so"),
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    info!("building the modules: cargo build --release -p bench_mod -p seed000_v1");
+    let out = Command::new(cargo)
+        .current_dir(repo_root())
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "bench_mod",
+            "-p",
+            "seed000_v1",
+            "--target-dir",
+        ])
+        .arg(&target)
+        .stdout(Stdio::null())
+        .output();
+    let ok = match &out {
+        Ok(o) if o.status.success() => true,
+        Ok(o) => {
+            info!(
+                "building the modules failed:\n{}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            false
+        }
+        Err(e) => {
+            info!("cannot run cargo: {e}");
+            false
+        }
+    };
+    for p in [&libs.bench, &libs.seed000] {
+        if !p.exists() {
+            eprintln!("compare: {} is missing and could not be built", p.display());
+            std::process::exit(1);
+        }
+    }
+    if !ok {
+        info!("using the existing (possibly stale) module libraries");
+    }
+    libs
+}
+
+// ---------------------------------------------------------------------------------------
+// the workloads
+
+/// Spawn `n` `bench:exit_now` processes with monitors from one (native) process and wait
+/// for all `n` `Down` messages: the workload of the Erlang side. Returns processes/s.
+async fn spawn_exit_monitors(node: &Node, n: u64) -> f64 {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    node.spawn_native(move |ctx| async move {
+        let t = Instant::now();
+        for _ in 0..n {
+            ctx.spawn_monitor("bench", "exit_now", &()).expect("spawn");
+        }
+        let mut downs = 0;
+        while downs < n {
+            if let Message::Down { .. } = ctx.recv().await {
+                downs += 1;
+            }
+        }
+        let _ = tx.send(t.elapsed());
+    })
+    .expect("spawn_native");
+    let d = tokio::time::timeout(WAIT, rx)
+        .await
+        .expect("spawner timed out")
+        .expect("spawner died");
+    n as f64 / d.as_secs_f64()
+}
+
+/// Spawn `n` `bench:exit_now` processes from host code (no monitors) and wait until the
+/// node counts `n` more exits. Returns processes/s.
+async fn spawn_exit_plain(node: &Node, n: u64) -> f64 {
+    let base = node.exited_count();
+    let t = Instant::now();
+    for _ in 0..n {
+        node.spawn("bench", "exit_now", &()).expect("spawn");
+    }
+    wait_exited(node, base + n).await;
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+async fn m_spawn_exit(node: &Node) -> Res {
+    const N: u64 = 200_000;
+    for _ in 0..2 {
+        spawn_exit_monitors(node, N).await; // warm-up: allocators grow
+    }
+    let mut rs = Vec::new();
+    for _ in 0..7 {
+        rs.push(spawn_exit_monitors(node, N).await);
+    }
+    info!(
+        "spawn_exit_rate rounds (spawn_monitor from a process + wait for all Down): {}",
+        fmt_list(&rs, "per_s")
+    );
+    let mut ps = Vec::new();
+    for _ in 0..5 {
+        ps.push(spawn_exit_plain(node, N).await);
+    }
+    info!(
+        "info: plain spawn from host code + wait for exited_count: median {} per_s {}",
+        fmt_value(median(&ps), "per_s"),
+        fmt_list(&ps, "per_s")
+    );
+    Res {
+        extra: Some(("spawn_exit_plain", median(&ps))),
+        ..Res::new("spawn_exit_rate", median(&rs), "per_s")
+    }
+}
+
+/// RSS and C heap in use, after giving free memory back and letting RSS settle.
+async fn mem_snapshot() -> (f64, f64) {
+    trim();
+    settle_rss().await;
+    (rss_bytes(), heap_in_use())
+}
+
+/// What one idle "process" is, for [`idle_memory_round`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Idle {
+    /// `bench:idle`: a module process parked in `ctx.recv()` (the headline).
+    Module,
+    /// A native process parked in `ctx.recv()`.
+    Native,
+    /// A bare tokio task parked on a `Notify` (what the runtime is built on).
+    TokioTask,
+}
+
+/// Per-idle-process `(RSS delta, C heap delta)` of `n` parked processes.
+async fn idle_memory_round(node: &Node, kind: Idle, n: usize) -> (f64, f64) {
+    // The pid list is allocated and touched before the first reading, so it is not counted.
+    let mut pids = Vec::with_capacity(n);
+    pids.resize(n, Pid(u64::MAX));
+    let notify = std::sync::Arc::new(tokio::sync::Notify::new());
+    let tasks0 = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    let (r0, h0) = mem_snapshot().await;
+    for p in pids.iter_mut() {
+        match kind {
+            Idle::Module => *p = node.spawn("bench", "idle", &()).expect("spawn"),
+            Idle::Native => {
+                *p = node
+                    .spawn_native(|ctx| async move {
+                        let _ = ctx.recv().await;
+                    })
+                    .expect("spawn_native")
+            }
+            Idle::TokioTask => {
+                let n = notify.clone();
+                drop(tokio::spawn(async move { n.notified().await }));
+            }
+        }
+    }
+    // let every process run to its first receive and park
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (r1, h1) = mem_snapshot().await;
+    if kind == Idle::TokioTask {
+        notify.notify_waiters();
+        let metrics = tokio::runtime::Handle::current().metrics();
+        while metrics.num_alive_tasks() > tasks0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    } else {
+        let base = node.exited_count();
+        for p in &pids {
+            node.exit(*p, ExitReason::Kill);
+        }
+        wait_exited(node, base + n as u64).await;
+    }
+    drop(pids);
+    trim();
+    ((r1 - r0) / n as f64, (h1 - h0) / n as f64)
+}
+
+async fn m_idle_memory(node: &Node) -> Res {
+    const N: usize = 100_000;
+    let mut rs = Vec::new();
+    let mut hs = Vec::new();
+    for _ in 0..5 {
+        let (r, h) = idle_memory_round(node, Idle::Module, N).await;
+        rs.push(r);
+        hs.push(h);
+    }
+    info!(
+        "idle_process_memory rounds (bench:idle, RSS delta / N, bytes): {}",
+        fmt_list(&rs, "bytes")
+    );
+    info!(
+        "info: C heap in use (mallinfo2) delta / N, bytes: {}",
+        fmt_list(&hs, "bytes")
+    );
+    for kind in [Idle::Native, Idle::TokioTask] {
+        let (mut rs, mut hs) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            let (r, h) = idle_memory_round(node, kind, N).await;
+            rs.push(r);
+            hs.push(h);
+        }
+        let what = match kind {
+            Idle::Native => "a native process parked in ctx.recv()",
+            _ => "a bare tokio task parked on a Notify",
+        };
+        info!(
+            "info: {what}: RSS {} B, C heap {} B (medians of 3)",
+            fmt_value(median(&rs), "bytes"),
+            fmt_value(median(&hs), "bytes")
+        );
+    }
+    Res::new("idle_process_memory", median(&rs), "bytes")
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Sender {
+    /// `bench:source`, a module process (the Erlang workload: process to process).
+    Module,
+    /// A native process looping over `ctx.send_bytes`.
+    Native,
+    /// Host code (a tokio task, not a process) looping over `node.send_bytes`.
+    Host,
+}
+
+/// Send `n` 8-byte messages to one `bench:sink` and wait for its "done". Returns msgs/s.
+async fn throughput_round(node: &Node, n: u64, sender: Sender) -> f64 {
+    let me = node.external();
+    let sink = node
+        .spawn("bench", "sink", &(me.pid(), n))
+        .expect("spawn sink");
+    let t = Instant::now();
+    match sender {
+        Sender::Module => {
+            node.spawn("bench", "source", &(sink, n))
+                .expect("spawn source");
+        }
+        Sender::Native => {
+            node.spawn_native(move |ctx| async move {
+                for i in 0..n {
+                    ctx.send_bytes(sink, &i.to_le_bytes());
+                }
+            })
+            .expect("spawn_native");
+        }
+        Sender::Host => {
+            for i in 0..n {
+                node.send_bytes(sink, i.to_le_bytes().to_vec());
+            }
+        }
+    }
+    let done: Option<String> = me.receive(WAIT).await;
+    let d = t.elapsed();
+    assert_eq!(done.as_deref(), Some("done"), "sink did not finish");
+    n as f64 / d.as_secs_f64()
+}
+
+async fn m_throughput(node: &Node) -> Res {
+    const N: u64 = 2_000_000;
+    let mut all = HashMap::new();
+    for s in [Sender::Module, Sender::Native, Sender::Host] {
+        throughput_round(node, N / 4, s).await; // warm-up
+        let mut rs = Vec::new();
+        for _ in 0..5 {
+            rs.push(throughput_round(node, N, s).await);
+        }
+        all.insert(format!("{s:?}"), rs);
+    }
+    let m = &all["Native"];
+    info!(
+        "message_throughput rounds (native process ctx.send_bytes -> bench:sink): {}",
+        fmt_list(m, "per_s")
+    );
+    for k in ["Module", "Host"] {
+        let v = &all[k];
+        let what = if k == "Module" {
+            "module process bench:source"
+        } else {
+            "host code, node.send_bytes"
+        };
+        info!(
+            "info: sender = {what}: median {} per_s {}",
+            fmt_value(median(v), "per_s"),
+            fmt_list(v, "per_s")
+        );
+    }
+    Res::new("message_throughput", median(m), "per_s")
+}
+
+async fn load_times(node: &Node, path: &Path, rounds: usize) -> Vec<f64> {
+    unload(node, "bench").await;
+    let mut ts = Vec::new();
+    for i in 0..rounds + 10 {
+        let t = Instant::now();
+        node.code().load(path).await.expect("load");
+        let d = t.elapsed();
+        unload(node, "bench").await;
+        if i >= 10 {
+            ts.push(d.as_secs_f64() * 1e6);
+        }
+    }
+    ts
+}
+
+async fn m_module_load(node: &Node, libs: &Libs) -> Res {
+    let ts = load_times(node, &libs.bench, 201).await;
+    let size = std::fs::metadata(&libs.bench).map(|m| m.len()).unwrap_or(0);
+    let min = ts.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = ts.iter().copied().fold(0.0, f64::max);
+    info!(
+        "module_load ({}, {} KB, as built): min {min:.1} max {max:.1} us",
+        libs.bench.display(),
+        size / 1024
+    );
+    // For reference: the same library without debug info (the workspace's release profile
+    // has `debug = 1`, which makes the file ~10x larger).
+    let dir = std::env::temp_dir().join(format!("hotswap-compare-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let stripped = dir.join("libbench_mod.so");
+    let ok = std::fs::copy(&libs.bench, &stripped).is_ok()
+        && Command::new("strip")
+            .arg("--strip-debug")
+            .arg(&stripped)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    if ok {
+        let ss = std::fs::metadata(&stripped).map(|m| m.len()).unwrap_or(0);
+        let st = load_times(node, &stripped, 201).await;
+        info!("info: module_load of the same library after `strip --strip-debug` ({} KB): median {:.1} us", ss / 1024, median(&st));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Res::new("module_load", median(&ts), "us")
+}
+
+async fn m_purge(node: &Node, libs: &Libs) -> Res {
+    const N: usize = 100_000;
+    ensure_loaded(node, "seed000", &libs.seed000).await;
+    unload(node, "bench").await;
+    let mut pids = Vec::with_capacity(N);
+    for _ in 0..N {
+        pids.push(node.spawn("seed000", "do_loop", &()).expect("spawn"));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut ts = Vec::new();
+    for _ in 0..7 {
+        unload(node, "bench").await;
+        node.code().load(&libs.bench).await.expect("load");
+        node.code().load(&libs.bench).await.expect("load again");
+        assert!(node.code().module("bench").is_some_and(|m| m.old.is_some()));
+        let t = Instant::now();
+        let r = node.code().purge("bench").await.expect("purge");
+        let d = t.elapsed();
+        assert!(
+            r.killed.is_empty() && r.pinned.is_none(),
+            "unexpected purge report {r:?}"
+        );
+        ts.push(d.as_secs_f64() * 1e6);
+    }
+    info!("purge_100k_idle rounds (us): {}", fmt_list(&ts, "us"));
+    let alive = pids.iter().filter(|p| node.is_alive(**p)).count();
+    assert_eq!(
+        alive, N,
+        "idle processes must survive the purge of another module"
+    );
+    let base = node.exited_count();
+    for p in &pids {
+        node.exit(*p, ExitReason::Kill);
+    }
+    wait_exited(node, base + N as u64).await;
+    unload(node, "bench").await;
+    unload(node, "seed000").await;
+    Res::new("purge_100k_idle", median(&ts), "us")
+}
+
+#[inline(never)]
+async fn native_add_one(x: u64) -> u64 {
+    x + 1
+}
+
+async fn m_fq(node: &Node) -> Res {
+    const N_LOCAL: u64 = 50_000_000;
+    const N_REMOTE: u64 = 300_000;
+    let me = node.external();
+    let mut ds = Vec::new();
+    for _ in 0..5 {
+        node.spawn("bench", "fq_bench", &(me.pid(), N_LOCAL, N_REMOTE))
+            .expect("spawn fq_bench");
+        let m = me.recv(WAIT).await.expect("fq_bench reports");
+        let t: FqTimes = match m.decode() {
+            Ok(t) => t,
+            Err(_) => panic!("fq_bench failed: {:?}", m.decode::<String>()),
+        };
+        info!(
+            "fq: local {:.3} ns, fully-qualified (ctx.apply) {:.3} ns",
+            t.local_ns, t.remote_ns
+        );
+        ds.push(t.remote_ns - t.local_ns);
+    }
+    // The same from a native process: the node's own code calling the module.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    node.spawn_native(move |ctx| async move {
+        let t = Instant::now();
+        let mut acc = 0;
+        for _ in 0..N_LOCAL {
+            acc = std::hint::black_box(native_add_one(std::hint::black_box(acc)).await);
+        }
+        let local = t.elapsed().as_nanos() as f64 / N_LOCAL as f64;
+        let t = Instant::now();
+        let mut acc = 0u64;
+        for _ in 0..N_REMOTE {
+            acc = ctx
+                .apply::<u64, u64>("bench", "add_one", &acc)
+                .await
+                .expect("apply");
+        }
+        let remote = t.elapsed().as_nanos() as f64 / N_REMOTE as f64;
+        let _ = tx.send((local, remote));
+    })
+    .expect("spawn_native");
+    let (l, r) = tokio::time::timeout(WAIT, rx)
+        .await
+        .expect("native fq timed out")
+        .expect("native fq died");
+    info!(
+        "info: from a native process: local {l:.3} ns, ctx.apply {r:.3} ns, overhead {:.3} ns",
+        r - l
+    );
+    Res::new("fq_call_overhead", median(&ds), "ns")
+}
+
+async fn load_run_purge(node: &Node, path: &Path) {
+    node.code().load(path).await.expect("load");
+    let base = node.exited_count();
+    node.spawn("bench", "exit_now", &()).expect("spawn");
+    wait_exited(node, base + 1).await;
+    node.code().delete("bench").await.expect("delete");
+    let r = node.code().purge("bench").await.expect("purge");
+    assert!(r.pinned.is_none(), "version pinned: {:?}", r.pinned);
+}
+
+/// RSS kept per loaded-and-purged version. The growth is measured over ten intervals of
+/// 100 cycles and the median interval is reported: a leak per version shows in every
+/// interval, while a one-time step (glibc keeps one freed 4.7 MB file buffer in the top
+/// chunk of a second worker's arena, which `malloc_trim` does not trim) shows in one.
+async fn m_purged_memory(node: &Node, libs: &Libs) -> Res {
+    const WARM: usize = 50;
+    const INTERVALS: usize = 10;
+    const PER: usize = 100;
+    unload(node, "bench").await;
+    for _ in 0..WARM {
+        load_run_purge(node, &libs.bench).await;
+    }
+    let (r0, h0) = mem_snapshot().await;
+    let (p0, f0) = (rss_parts(), node.code().freed_count());
+    let maps0 = std::fs::read_to_string("/proc/self/maps")
+        .map(|m| m.lines().count())
+        .unwrap_or(0);
+    let t = Instant::now();
+    let mut per_interval = Vec::new();
+    let mut prev = r0;
+    for _ in 0..INTERVALS {
+        for _ in 0..PER {
+            load_run_purge(node, &libs.bench).await;
+        }
+        let (r, _) = mem_snapshot().await;
+        per_interval.push((r - prev) / PER as f64);
+        prev = r;
+    }
+    let el = t.elapsed();
+    let n = INTERVALS * PER;
+    let (r1, h1) = mem_snapshot().await;
+    let (p1, f1) = (rss_parts(), node.code().freed_count());
+    let maps1 = std::fs::read_to_string("/proc/self/maps")
+        .map(|m| m.lines().count())
+        .unwrap_or(0);
+    info!(
+        "purged_version_memory: {n} load/spawn/delete/purge cycles in {:.2} s; unmapped {} versions, pinned {}; mappings {maps0} -> {maps1}",
+        el.as_secs_f64(),
+        f1 - f0,
+        node.code().pinned().len()
+    );
+    info!(
+        "purged_version_memory: RSS growth per version in each interval of {PER}: {}",
+        fmt_list(&per_interval, "bytes")
+    );
+    info!(
+        "purged_version_memory: whole run: RSS {:+.0} KB (anon {:+.0}, file {:+.0}, shmem {:+.0}) = {:.0} B/version; C heap in use {:+.0} B/version",
+        (r1 - r0) / 1024.0,
+        (p1[0] - p0[0]) / 1024.0,
+        (p1[1] - p0[1]) / 1024.0,
+        (p1[2] - p0[2]) / 1024.0,
+        (r1 - r0) / n as f64,
+        (h1 - h0) / n as f64
+    );
+    Res::new("purged_version_memory", median(&per_interval), "bytes")
+}
+
+async fn run_ours(node: Node, libs: Libs, wanted: Vec<String>) -> Vec<Res> {
+    let want = |m: &str| wanted.is_empty() || wanted.iter().any(|w| w == m);
+    let mut out = Vec::new();
+    ensure_loaded(&node, "bench", &libs.bench).await;
+    // Memory first, while the allocator is fresh.
+    if want("idle_process_memory") {
+        out.push(m_idle_memory(&node).await);
+    }
+    if want("spawn_exit_rate") {
+        out.push(m_spawn_exit(&node).await);
+    }
+    if want("message_throughput") {
+        out.push(m_throughput(&node).await);
+    }
+    if want("fq_call_overhead") {
+        out.push(m_fq(&node).await);
+    }
+    if want("module_load") {
+        out.push(m_module_load(&node, &libs).await);
+    }
+    if want("purge_100k_idle") {
+        out.push(m_purge(&node, &libs).await);
+    }
+    if want("purged_version_memory") {
+        out.push(m_purged_memory(&node, &libs).await);
+    }
+    let stop = node.stop(Duration::from_secs(10)).await;
+    if !stop.stuck.is_empty() || !node.code().pinned().is_empty() {
+        info!(
+            "warning: node stop left {} stuck process(es), {} pinned version(s)",
+            stop.stuck.len(),
+            node.code().pinned().len()
+        );
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// Erlang
+
+/// What the Erlang side produced: the stdout measures, plus the extra numbers its stderr
+/// reports that have a hotswap counterpart here.
+struct ErlangRun {
+    values: HashMap<String, (f64, String)>,
+    extra: HashMap<&'static str, f64>,
+}
+
+enum Erlang {
+    NotInstalled,
+    Ran(ErlangRun),
+}
+
+/// The Erlang side's stderr lines worth keeping: `(prefix, key)`; the value is the number
+/// after "median".
+const ERLANG_EXTRA: &[(&str, &str)] = &[(
+    "# info: plain spawn + poll process_count",
+    "spawn_exit_plain",
+)];
+
+fn run_erlang(measures: &[&str]) -> Erlang {
+    use std::io::BufRead;
+    let script = repo_root().join("bench/erlang/compare.escript");
+    let args: Vec<&str> = measures
+        .iter()
+        .copied()
+        .filter(|m| !NO_ERLANG.contains(m))
+        .collect();
+    let mut run = ErlangRun {
+        values: HashMap::new(),
+        extra: HashMap::new(),
+    };
+    if args.is_empty() {
+        return Erlang::Ran(run);
+    }
+    let child = Command::new("escript")
+        .arg(&script)
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Erlang::NotInstalled,
+        Err(e) => {
+            info!("cannot run escript: {e}");
+            return Erlang::Ran(run);
+        }
+        Ok(c) => c,
+    };
+    info!("running escript {} {}", script.display(), args.join(" "));
+    // Echo the Erlang side's diagnostics as they come, keeping the lines we parse.
+    let stderr = child.stderr.take().expect("piped");
+    let echo = std::thread::spawn(move || {
+        let mut extra = HashMap::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            eprintln!("{line}");
+            for (prefix, key) in ERLANG_EXTRA {
+                if line.starts_with(prefix) {
+                    let v = line
+                        .split("median")
+                        .nth(1)
+                        .and_then(|r| r.split_whitespace().next())
+                        .and_then(|x| x.parse::<f64>().ok());
+                    if let Some(v) = v {
+                        extra.insert(*key, v);
+                    }
+                }
+            }
+        }
+        extra
+    });
+    let mut stdout = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        use std::io::Read;
+        let _ = o.read_to_string(&mut stdout);
+    }
+    match child.wait() {
+        Ok(st) if !st.success() => info!("escript exited with {st}"),
+        Err(e) => info!("waiting for escript: {e}"),
+        _ => {}
+    }
+    run.extra = echo.join().unwrap_or_default();
+    for line in stdout.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if let [name, value, unit] = f[..] {
+            if let Ok(v) = value.parse::<f64>() {
+                run.values.insert(name.to_string(), (v, unit.to_string()));
+            }
+        }
+    }
+    Erlang::Ran(run)
+}
+
+fn erlang_version() -> Option<String> {
+    let o = Command::new("erl")
+        .args([
+            "-noshell",
+            "-eval",
+            "io:format(\"~s\", [erlang:system_info(otp_release)]), halt().",
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    o.status
+        .success()
+        .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+}
+
+// ---------------------------------------------------------------------------------------
+// targets
+
+enum Target {
+    /// hotswap/erlang ratio at least this.
+    RatioAtLeast(f64),
+    /// hotswap/erlang ratio at most this.
+    RatioAtMost(f64),
+    /// hotswap value at most this (absolute, in the measure's unit).
+    AtMost(f64),
+}
+
+fn target(name: &str) -> (Target, &'static str) {
+    match name {
+        "spawn_exit_rate" => (Target::RatioAtLeast(1.0), ">= 1x Erlang"),
+        "idle_process_memory" => (Target::AtMost(1024.0), "<= 1 KB"),
+        "message_throughput" => (Target::RatioAtLeast(1.5), ">= 1.5x Erlang"),
+        "module_load" => (Target::RatioAtMost(0.5), "<= 0.5x Erlang"),
+        "purge_100k_idle" => (Target::AtMost(1000.0), "<= 1 ms"),
+        "fq_call_overhead" => (Target::AtMost(1.0), "<= +1 ns"),
+        "purged_version_memory" => (Target::AtMost(1024.0), "<= 1 KB"),
+        _ => (Target::AtMost(f64::INFINITY), "?"),
+    }
+}
+
+fn main() {
+    let wanted: Vec<String> = std::env::args().skip(1).collect();
+    for w in &wanted {
+        if !MEASURES.contains(&w.as_str()) {
+            eprintln!(
+                "compare: unknown measure {w:?} (known: {})",
+                MEASURES.join(" ")
+            );
+            std::process::exit(2);
+        }
+    }
+    let libs = build_modules();
+    if !hotswap_runtime::guard_active() {
+        info!("warning: the thread-local guard is not exported by this executable; purged versions stay mapped");
+    }
+    let t0 = Instant::now();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let ours = rt.block_on(async move {
+        let node = Node::start(NodeConfig::default()).expect("node starts");
+        // The driver itself runs on a worker, so the whole workload uses the two workers.
+        tokio::spawn(run_ours(node, libs, wanted))
+            .await
+            .expect("benchmarks panicked")
+    });
+    drop(rt);
+    let mut ours = ours;
+    ours.sort_by_key(|r| MEASURES.iter().position(|m| *m == r.name));
+    info!("hotswap side done in {:.1} s", t0.elapsed().as_secs_f64());
+
+    let names: Vec<&str> = ours.iter().map(|r| r.name).collect();
+    let erl = run_erlang(&names);
+    let not_installed = matches!(erl, Erlang::NotInstalled);
+    if not_installed {
+        eprintln!("compare: Erlang/OTP is not installed (escript not on PATH): apt-get install -y erlang-nox");
+    }
+    let (erl, erl_extra) = match erl {
+        Erlang::Ran(r) => (r.values, r.extra),
+        Erlang::NotInstalled => (HashMap::new(), HashMap::new()),
+    };
+
+    let mut summary = Vec::new();
+    let mut extras = Vec::new();
+    for r in &ours {
+        let e = erl.get(r.name).map(|(v, _)| *v);
+        let (estr, ratio) = match e {
+            Some(e) => {
+                // A ratio to a difference that is zero within noise (Erlang's
+                // fully-qualified call overhead) means nothing: n/a.
+                let floor = if r.name == "fq_call_overhead" {
+                    0.1
+                } else {
+                    0.0
+                };
+                let ratio = (e > floor).then(|| r.value / e);
+                (format!("{}{}", fmt_value(e, r.unit), r.unit), ratio)
+            }
+            None => ("n/a".to_string(), None),
+        };
+        let rstr = ratio
+            .map(|x| format!("{x:.3}"))
+            .unwrap_or_else(|| "n/a".into());
+        println!(
+            "{} hotswap={}{} erlang={} ratio={}",
+            r.name,
+            fmt_value(r.value, r.unit),
+            r.unit,
+            estr,
+            rstr
+        );
+        let (t, tdesc) = target(r.name);
+        let met = match t {
+            Target::RatioAtLeast(x) => ratio.map(|q| q >= x),
+            Target::RatioAtMost(x) => ratio.map(|q| q <= x),
+            Target::AtMost(x) => Some(r.value <= x),
+        };
+        let verdict = match met {
+            Some(true) => "MET",
+            Some(false) => "MISSED",
+            None => "unknown (no Erlang value)",
+        };
+        let detail = match t {
+            Target::AtMost(_) => format!("{}{}", fmt_value(r.value, r.unit), r.unit),
+            _ => format!("ratio {rstr}"),
+        };
+        summary.push(format!(
+            "  {:<22} target {:<15} {:<8} ({detail})",
+            r.name, tdesc, verdict
+        ));
+        if let Some((key, v)) = r.extra {
+            let e = erl_extra.get(key).copied();
+            let es = e
+                .map(|e| format!("{}{}", fmt_value(e, r.unit), r.unit))
+                .unwrap_or_else(|| "n/a".into());
+            let q = e
+                .filter(|e| *e > 0.0)
+                .map(|e| format!("{:.3}", v / e))
+                .unwrap_or_else(|| "n/a".into());
+            extras.push(format!(
+                "  {key}: hotswap={}{} erlang={es} ratio={q}",
+                fmt_value(v, r.unit),
+                r.unit
+            ));
+        }
+    }
+    let otp = if not_installed {
+        None
+    } else {
+        erlang_version()
+    };
+    eprintln!(
+        "targets (hotswap on a 2-worker tokio runtime; Erlang/OTP {}):",
+        otp.as_deref().unwrap_or("n/a")
+    );
+    for s in summary {
+        eprintln!("{s}");
+    }
+    if !extras.is_empty() {
+        eprintln!("for reference (not the headline workload):");
+        for s in extras {
+            eprintln!("{s}");
+        }
+    }
+}
