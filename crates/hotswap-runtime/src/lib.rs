@@ -251,7 +251,7 @@ impl Node {
         self.inner
             .table
             .get(pid.0)
-            .is_some_and(|p| p.inner.lock().exited.is_none())
+            .is_some_and(|p| !p.inner.lock().exited)
     }
 
     /// All live pids, sorted.
@@ -275,10 +275,18 @@ impl Node {
         let g = p.inner.lock();
         Some(ProcessInfo {
             pid,
-            name: g.name.as_ref().map(|s| s.to_string()),
+            name: g.name().map(str::to_string),
             message_queue_len: g.mailbox.len(),
             messages_received: g.received,
-            links: g.links.iter().map(|&l| Pid(l)).collect(),
+            links: {
+                let mut l: Vec<Pid> = g
+                    .rel
+                    .as_ref()
+                    .map(|r| r.links.iter().map(|&l| Pid(l)).collect())
+                    .unwrap_or_default();
+                l.sort();
+                l
+            },
             trap_exit: g.trap_exit,
             running: g
                 .bindings
@@ -328,7 +336,7 @@ impl Node {
             h.abort();
         }
         let purges = n.code.purge_all(n).await;
-        if n.owns_code_dir && n.code.pinned().is_empty() {
+        if n.owns_code_dir && n.code.pinned(&n.table).is_empty() {
             let _ = std::fs::remove_dir_all(&n.code.code_dir);
         }
         StopReport {
@@ -398,7 +406,9 @@ impl Code<'_> {
 
     /// Whether `pid` runs old code of `module`.
     pub fn check_process_code(&self, pid: Pid, module: &str) -> bool {
-        self.n().code.check_process_code(pid, module)
+        self.n()
+            .code
+            .check_process_code(pid, module, &self.n().table)
     }
 
     /// The file of the current version, if the module has one (`code:is_loaded`).
@@ -410,7 +420,7 @@ impl Code<'_> {
     pub fn all_loaded(&self) -> Vec<(String, PathBuf)> {
         self.n()
             .code
-            .all()
+            .all(&self.n().table)
             .into_iter()
             .filter_map(|m| m.current.map(|c| (m.name, c.source)))
             .collect()
@@ -418,17 +428,17 @@ impl Code<'_> {
 
     /// Both slots of one module.
     pub fn module(&self, module: &str) -> Option<ModuleInfo> {
-        self.n().code.info(module)
+        self.n().code.info(module, &self.n().table)
     }
 
     /// Both slots of every module.
     pub fn modules(&self) -> Vec<ModuleInfo> {
-        self.n().code.all()
+        self.n().code.all(&self.n().table)
     }
 
     /// Processes running the current and the old version of `module`.
     pub fn which_processes(&self, module: &str) -> (Vec<Pid>, Vec<Pid>) {
-        match self.n().code.info(module) {
+        match self.n().code.info(module, &self.n().table) {
             Some(m) => (
                 m.current.map(|v| v.processes).unwrap_or_default(),
                 m.old.map(|v| v.processes).unwrap_or_default(),
@@ -439,7 +449,7 @@ impl Code<'_> {
 
     /// Versions kept mapped because they could not be freed safely, with the reason.
     pub fn pinned(&self) -> Vec<PinnedInfo> {
-        self.n().code.pinned()
+        self.n().code.pinned(&self.n().table)
     }
 
     /// Try again to free pinned versions whose processes have since exited (for example a

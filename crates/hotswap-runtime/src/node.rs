@@ -16,18 +16,43 @@ use crate::process::{self, Body, Envelope, ModuleFuture, Process};
 
 const SHARDS: usize = 64;
 
+/// A fast hasher for the node's integer keys (pids, references): they are not attacker
+/// controlled, and SipHash showed up in spawn and send profiles.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(b as u64);
+        }
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+pub(crate) type FxBuild = std::hash::BuildHasherDefault<FxHasher>;
+/// A hash map keyed by pids or references.
+pub(crate) type FxMap<K, V> = HashMap<K, V, FxBuild>;
+/// A hash set of pids.
+pub(crate) type FxSet<K> = std::collections::HashSet<K, FxBuild>;
+
 /// The process table, sharded to keep spawn and send off one lock.
 pub(crate) struct ProcessTable {
-    shards: Vec<Mutex<HashMap<u64, Arc<Process>>>>,
+    shards: Vec<Mutex<FxMap<u64, Arc<Process>>>>,
 }
 
 impl ProcessTable {
     fn new() -> ProcessTable {
         ProcessTable {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(FxMap::default())).collect(),
         }
     }
-    fn shard(&self, pid: u64) -> &Mutex<HashMap<u64, Arc<Process>>> {
+    fn shard(&self, pid: u64) -> &Mutex<FxMap<u64, Arc<Process>>> {
         &self.shards[(pid as usize) % SHARDS]
     }
     pub(crate) fn get(&self, pid: u64) -> Option<Arc<Process>> {
@@ -171,13 +196,23 @@ impl NodeInner {
         let Some(parent) = parent else { return 0 };
         let mut mref = 0;
         if flags & abi::SPAWN_LINK != 0 {
-            child.inner.lock().links.push(parent.pid.0);
-            parent.inner.lock().links.push(child.pid.0);
+            child.inner.lock().rel().links.insert(parent.pid.0);
+            parent.inner.lock().rel().links.insert(child.pid.0);
         }
         if flags & abi::SPAWN_MONITOR != 0 {
             mref = self.new_ref();
-            child.inner.lock().monitored_by.push((mref, parent.pid.0));
-            parent.inner.lock().monitoring.push((mref, child.pid.0));
+            child
+                .inner
+                .lock()
+                .rel()
+                .monitored_by
+                .insert(mref, parent.pid.0);
+            parent
+                .inner
+                .lock()
+                .rel()
+                .monitoring
+                .insert(mref, child.pid.0);
         }
         mref
     }
@@ -284,10 +319,10 @@ impl NodeInner {
             return false;
         };
         let mut g = p.inner.lock();
-        if g.exited.is_some() || g.name.is_some() {
+        if g.exited || g.name().is_some() {
             return false;
         }
-        g.name = Some(name.into());
+        g.rel().name = Some(name.into());
         reg.names.insert(name.into(), pid);
         true
     }
@@ -297,7 +332,9 @@ impl NodeInner {
         match reg.names.remove(name) {
             Some(pid) => {
                 if let Some(p) = self.table.get(pid) {
-                    p.inner.lock().name = None;
+                    if let Some(r) = p.inner.lock().rel.as_mut() {
+                        r.name = None;
+                    }
                 }
                 true
             }

@@ -13,22 +13,17 @@ pub(crate) fn link(p: &Process, pid: u64) -> i32 {
     let linked = match p.node.table.get(pid) {
         Some(t) => {
             let mut g = t.inner.lock();
-            if g.exited.is_some() {
+            if g.exited {
                 false
             } else {
-                if !g.links.contains(&p.pid.0) {
-                    g.links.push(p.pid.0);
-                }
+                g.rel().links.insert(p.pid.0);
                 true
             }
         }
         None => false,
     };
     if linked {
-        let mut g = p.inner.lock();
-        if !g.links.contains(&pid) {
-            g.links.push(pid);
-        }
+        p.inner.lock().rel().links.insert(pid);
     } else {
         p.signal_exit(pid, &ExitReason::NoProc, false);
     }
@@ -37,9 +32,13 @@ pub(crate) fn link(p: &Process, pid: u64) -> i32 {
 
 /// Remove a link in both directions.
 pub(crate) fn unlink(p: &Process, pid: u64) -> i32 {
-    p.inner.lock().links.retain(|&l| l != pid);
+    if let Some(r) = p.inner.lock().rel.as_mut() {
+        r.links.remove(&pid);
+    }
     if let Some(t) = p.node.table.get(pid) {
-        t.inner.lock().links.retain(|&l| l != p.pid.0);
+        if let Some(r) = t.inner.lock().rel.as_mut() {
+            r.links.remove(&p.pid.0);
+        }
     }
     0
 }
@@ -50,17 +49,17 @@ pub(crate) fn monitor(p: &Process, pid: u64) -> u64 {
     let alive = match p.node.table.get(pid) {
         Some(t) => {
             let mut g = t.inner.lock();
-            if g.exited.is_some() {
+            if g.exited {
                 false
             } else {
-                g.monitored_by.push((r, p.pid.0));
+                g.rel().monitored_by.insert(r, p.pid.0);
                 true
             }
         }
         None => false,
     };
     if alive {
-        p.inner.lock().monitoring.push((r, pid));
+        p.inner.lock().rel().monitoring.insert(r, pid);
     } else {
         p.deliver(Envelope {
             kind: abi::MSG_DOWN,
@@ -76,13 +75,15 @@ pub(crate) fn monitor(p: &Process, pid: u64) -> u64 {
 pub(crate) fn demonitor(p: &Process, r: u64) -> bool {
     let target = {
         let mut g = p.inner.lock();
-        let Some(pos) = g.monitoring.iter().position(|&(mr, _)| mr == r) else {
+        let Some(target) = g.rel.as_mut().and_then(|rel| rel.monitoring.remove(&r)) else {
             return false;
         };
-        g.monitoring.swap_remove(pos).1
+        target
     };
     if let Some(t) = p.node.table.get(target) {
-        t.inner.lock().monitored_by.retain(|&(mr, _)| mr != r);
+        if let Some(rel) = t.inner.lock().rel.as_mut() {
+            rel.monitored_by.remove(&r);
+        }
     }
     true
 }

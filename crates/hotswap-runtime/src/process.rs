@@ -46,7 +46,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::code::Version;
-use crate::node::NodeInner;
+use crate::node::{FxMap, FxSet, NodeInner};
 
 /// A mailbox entry.
 #[derive(Debug)]
@@ -57,26 +57,89 @@ pub(crate) struct Envelope {
     pub(crate) data: Vec<u8>,
 }
 
+/// Links, monitors and the registered name: most processes have none, so they live in a
+/// box allocated on first use. Maps are keyed by monitor reference, so a process watching
+/// many others (a supervisor, a spawner) cleans up each one in O(1).
+#[derive(Default)]
+pub(crate) struct Relations {
+    pub(crate) name: Option<Box<str>>,
+    pub(crate) links: FxSet<u64>,
+    /// reference → watcher: processes monitoring this one.
+    pub(crate) monitored_by: FxMap<u64, u64>,
+    /// reference → target: processes this one monitors.
+    pub(crate) monitoring: FxMap<u64, u64>,
+}
+
+/// The versions whose code a process runs: its body's version, then any version it is
+/// awaiting through a fully-qualified call (a stack). The first one is stored inline.
+#[derive(Default)]
+pub(crate) struct Bindings {
+    first: Option<Arc<Version>>,
+    more: Vec<Arc<Version>>,
+}
+
+impl Bindings {
+    fn push(&mut self, v: Arc<Version>) {
+        if self.first.is_none() {
+            self.first = Some(v);
+        } else {
+            self.more.push(v);
+        }
+    }
+
+    /// Remove the innermost binding of `v`.
+    fn remove(&mut self, v: &Arc<Version>) -> Option<Arc<Version>> {
+        if let Some(pos) = self.more.iter().rposition(|b| Arc::ptr_eq(b, v)) {
+            return Some(self.more.remove(pos));
+        }
+        if self.first.as_ref().is_some_and(|b| Arc::ptr_eq(b, v)) {
+            let f = self.first.take();
+            if !self.more.is_empty() {
+                self.first = Some(self.more.remove(0));
+            }
+            return f;
+        }
+        None
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<Version>> {
+        self.first.iter().chain(self.more.iter())
+    }
+
+    pub(crate) fn contains(&self, v: &Arc<Version>) -> bool {
+        self.iter().any(|b| Arc::ptr_eq(b, v))
+    }
+
+    fn take_all(&mut self) -> Vec<Arc<Version>> {
+        let mut out: Vec<Arc<Version>> = self.first.take().into_iter().collect();
+        out.append(&mut self.more);
+        out
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct ProcInner {
     pub(crate) mailbox: VecDeque<Envelope>,
-    pub(crate) links: Vec<u64>,
-    /// `(reference, watcher)`: processes monitoring this one.
-    pub(crate) monitored_by: Vec<(u64, u64)>,
-    /// `(reference, target)`: processes this one monitors.
-    pub(crate) monitoring: Vec<(u64, u64)>,
+    pub(crate) rel: Option<Box<Relations>>,
     pub(crate) trap_exit: bool,
+    /// Set once, when the process has exited.
+    pub(crate) exited: bool,
     /// An exit signal that was not trapped: the process exits with it before running again.
     pub(crate) pending_exit: Option<ExitReason>,
-    pub(crate) name: Option<Box<str>>,
-    /// Versions whose code this process runs: its body's version, then any version it is
-    /// awaiting through a fully-qualified call (a stack).
-    pub(crate) bindings: Vec<Arc<Version>>,
-    /// Set once, when the process has exited.
-    pub(crate) exited: Option<ExitReason>,
+    pub(crate) bindings: Bindings,
     /// The earliest receive deadline asked for during the last poll (`u64::MAX`: none).
     pub(crate) wake_at: u64,
     pub(crate) received: u64,
+}
+
+impl ProcInner {
+    pub(crate) fn rel(&mut self) -> &mut Relations {
+        self.rel.get_or_insert_with(Default::default)
+    }
+
+    pub(crate) fn name(&self) -> Option<&str> {
+        self.rel.as_ref().and_then(|r| r.name.as_deref())
+    }
 }
 
 /// A process. Shared by the process table, the task driving it and host calls.
@@ -123,7 +186,7 @@ impl Process {
     pub(crate) fn deliver(&self, env: Envelope) {
         {
             let mut g = self.inner.lock();
-            if g.exited.is_some() {
+            if g.exited {
                 return;
             }
             g.mailbox.push_back(env);
@@ -135,11 +198,13 @@ impl Process {
     pub(crate) fn signal_exit(&self, from: u64, reason: &ExitReason, via_link: bool) {
         {
             let mut g = self.inner.lock();
-            if g.exited.is_some() {
+            if g.exited {
                 return;
             }
             if via_link {
-                g.links.retain(|&l| l != from);
+                if let Some(r) = g.rel.as_mut() {
+                    r.links.remove(&from);
+                }
             }
             if *reason == ExitReason::Kill {
                 g.pending_exit = Some(ExitReason::Killed);
@@ -162,71 +227,74 @@ impl Process {
     }
 
     pub(crate) fn bind(&self, v: &Arc<Version>) {
-        v.bind(self.pid);
+        v.bind();
         self.inner.lock().bindings.push(v.clone());
     }
 
     /// Release a binding taken with [`Process::bind`]; consumes the caller's reference.
     pub(crate) fn unbind(&self, v: Arc<Version>) {
-        let mine = {
-            let mut g = self.inner.lock();
-            g.bindings
-                .iter()
-                .rposition(|b| Arc::ptr_eq(b, &v))
-                .map(|pos| g.bindings.remove(pos))
-        };
+        let mine = self.inner.lock().bindings.remove(&v);
         drop(mine);
-        Version::unbind(v, self.pid);
+        Version::unbind(v);
     }
 
     /// Record the exit and propagate it to links, monitors, the registry and the table.
     pub(crate) fn finish(self: &Arc<Process>, reason: ExitReason) {
-        let (links, monitored_by, monitoring, name, bindings, mailbox) = {
+        let (rel, bindings, mailbox) = {
             let mut g = self.inner.lock();
-            if g.exited.is_some() {
+            if g.exited {
                 return;
             }
-            g.exited = Some(reason.clone());
+            g.exited = true;
             (
-                std::mem::take(&mut g.links),
-                std::mem::take(&mut g.monitored_by),
-                std::mem::take(&mut g.monitoring),
-                g.name.take(),
-                std::mem::take(&mut g.bindings),
+                g.rel.take(),
+                g.bindings.take_all(),
                 std::mem::take(&mut g.mailbox),
             )
         };
         drop(mailbox);
         let node = &self.node;
         node.table.remove(self.pid.0);
-        if let Some(n) = name {
-            node.registry.lock().remove_if(&n, self.pid.0);
-        }
         for v in bindings {
-            Version::unbind(v, self.pid);
+            Version::unbind(v);
         }
-        for l in links {
-            if let Some(p) = node.table.get(l) {
-                p.signal_exit(self.pid.0, &reason, true);
+        if let Some(rel) = rel {
+            let Relations {
+                name,
+                links,
+                monitored_by,
+                monitoring,
+            } = *rel;
+            if let Some(n) = name {
+                node.registry.lock().remove_if(&n, self.pid.0);
             }
-        }
-        if !monitored_by.is_empty() {
-            let data = reason.encode();
-            for (r, watcher) in monitored_by {
-                if let Some(p) = node.table.get(watcher) {
-                    p.inner.lock().monitoring.retain(|&(mr, _)| mr != r);
-                    p.deliver(Envelope {
-                        kind: abi::MSG_DOWN,
-                        from: self.pid.0,
-                        reference: r,
-                        data: data.clone(),
-                    });
+            for l in links {
+                if let Some(p) = node.table.get(l) {
+                    p.signal_exit(self.pid.0, &reason, true);
                 }
             }
-        }
-        for (r, target) in monitoring {
-            if let Some(p) = node.table.get(target) {
-                p.inner.lock().monitored_by.retain(|&(mr, _)| mr != r);
+            if !monitored_by.is_empty() {
+                let data = reason.encode();
+                for (r, watcher) in monitored_by {
+                    if let Some(p) = node.table.get(watcher) {
+                        if let Some(rel) = p.inner.lock().rel.as_mut() {
+                            rel.monitoring.remove(&r);
+                        }
+                        p.deliver(Envelope {
+                            kind: abi::MSG_DOWN,
+                            from: self.pid.0,
+                            reference: r,
+                            data: data.clone(),
+                        });
+                    }
+                }
+            }
+            for (r, target) in monitoring {
+                if let Some(p) = node.table.get(target) {
+                    if let Some(rel) = p.inner.lock().rel.as_mut() {
+                        rel.monitored_by.remove(&r);
+                    }
+                }
             }
         }
         if !reason.is_normalish() && reason != ExitReason::Killed {
@@ -243,7 +311,7 @@ impl Process {
             let n = self.done.notified();
             tokio::pin!(n);
             n.as_mut().enable();
-            if self.inner.lock().exited.is_some() {
+            if self.inner.lock().exited {
                 return;
             }
             n.await;
@@ -410,10 +478,11 @@ pub(crate) async fn run(proc: Arc<Process>, mut body: Body) {
         if wake_at == u64::MAX {
             proc.notify.notified().await;
         } else {
-            let deadline = proc.node.instant_at(wake_at);
+            // Boxed: an idle process without a deadline should not carry a timer's size.
+            let sleep = Box::pin(tokio::time::sleep_until(proc.node.instant_at(wake_at)));
             tokio::select! {
                 _ = proc.notify.notified() => {}
-                _ = tokio::time::sleep_until(deadline) => {}
+                _ = sleep => {}
             }
         }
     };

@@ -34,7 +34,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
 
 use crate::error::{CodeError, LoadError};
-use crate::node::NodeInner;
+use crate::node::{NodeInner, ProcessTable};
 
 /// One loaded instance of a module.
 pub(crate) struct Version {
@@ -54,9 +54,28 @@ pub(crate) struct Version {
     pub(crate) drop_future: abi::DropFn,
     pub(crate) exports: HashMap<Box<str>, abi::StartFn>,
     pub(crate) export_names: Vec<String>,
-    in_flight: AtomicUsize,
-    bound: Mutex<HashMap<u64, u32>>,
+    /// Calls running inside this version, counted per thread slot so that polls on
+    /// different workers do not contend on one cache line.
+    in_flight: [FlightSlot; FLIGHT_SLOTS],
+    /// How many bindings processes hold on this version (see `Process::bind`). The pids
+    /// themselves are in each process's own bindings; a purge scans the table only when
+    /// this is not zero.
+    bound: AtomicUsize,
     unbound: Arc<Notify>,
+}
+
+const FLIGHT_SLOTS: usize = 8;
+
+#[repr(align(64))]
+#[derive(Default)]
+struct FlightSlot(AtomicUsize);
+
+fn flight_slot() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed) % FLIGHT_SLOTS;
+    }
+    SLOT.with(|s| *s)
 }
 
 // SAFETY: the handle and function pointers are only used while the library is open, which
@@ -75,57 +94,65 @@ impl std::fmt::Debug for Version {
 
 /// Held while module code of a version runs on this thread.
 pub(crate) struct Enter<'a> {
-    v: &'a Version,
+    slot: &'a AtomicUsize,
     _m: guard::InModule,
 }
 
 impl Drop for Enter<'_> {
     fn drop(&mut self) {
-        self.v.in_flight.fetch_sub(1, Ordering::Release);
+        self.slot.fetch_sub(1, Ordering::Release);
     }
 }
 
 impl Version {
     pub(crate) fn enter(&self) -> Enter<'_> {
-        self.in_flight.fetch_add(1, Ordering::Acquire);
+        let slot = &self.in_flight[flight_slot()].0;
+        slot.fetch_add(1, Ordering::Acquire);
         Enter {
-            v: self,
+            slot,
             _m: guard::InModule::enter(),
         }
     }
 
-    pub(crate) fn bind(&self, pid: Pid) {
-        *self.bound.lock().entry(pid.0).or_insert(0) += 1;
+    fn in_flight(&self) -> usize {
+        self.in_flight
+            .iter()
+            .map(|s| s.0.load(Ordering::Acquire))
+            .sum()
     }
 
-    /// Release one binding of `pid`, consuming the caller's reference first: a purge woken
-    /// by the last unbind must find itself the only holder of the version.
-    pub(crate) fn unbind(this: Arc<Version>, pid: Pid) {
-        let empty = {
-            let mut b = this.bound.lock();
-            if let Some(n) = b.get_mut(&pid.0) {
-                *n -= 1;
-                if *n == 0 {
-                    b.remove(&pid.0);
-                }
-            }
-            b.is_empty()
-        };
+    pub(crate) fn bind(&self) {
+        self.bound.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Release one binding, consuming the caller's reference first: a purge woken by the
+    /// last unbind must find itself the only holder of the version.
+    pub(crate) fn unbind(this: Arc<Version>) {
+        let last = this.bound.fetch_sub(1, Ordering::AcqRel) == 1;
         let unbound = this.unbound.clone();
         drop(this);
-        if empty {
+        if last {
             unbound.notify_waiters();
         }
     }
 
-    pub(crate) fn bound_pids(&self) -> Vec<Pid> {
-        let mut v: Vec<Pid> = self.bound.lock().keys().map(|&p| Pid(p)).collect();
-        v.sort();
-        v
+    fn is_bound(&self) -> bool {
+        self.bound.load(Ordering::Acquire) != 0
     }
 
-    fn is_bound(&self, pid: Pid) -> bool {
-        self.bound.lock().contains_key(&pid.0)
+    /// The processes bound to this version (a scan of the table, only when any is).
+    pub(crate) fn bound_pids(self: &Arc<Self>, table: &ProcessTable) -> Vec<Pid> {
+        if !self.is_bound() {
+            return Vec::new();
+        }
+        let mut v: Vec<Pid> = table
+            .all()
+            .into_iter()
+            .filter(|p| p.inner.lock().bindings.contains(self))
+            .map(|p| p.pid)
+            .collect();
+        v.sort();
+        v
     }
 
     async fn wait_unbound(&self) {
@@ -133,14 +160,14 @@ impl Version {
             let n = self.unbound.notified();
             tokio::pin!(n);
             n.as_mut().enable();
-            if self.bound.lock().is_empty() {
+            if !self.is_bound() {
                 return;
             }
             n.await;
         }
     }
 
-    pub(crate) fn info(&self) -> VersionInfo {
+    pub(crate) fn info(self: &Arc<Self>, table: &ProcessTable) -> VersionInfo {
         VersionInfo {
             version: self.vsn.clone(),
             build_id: self.build_id.clone(),
@@ -149,7 +176,7 @@ impl Version {
             source: self.source.clone(),
             file: self.file.clone(),
             exports: self.export_names.clone(),
-            processes: self.bound_pids(),
+            processes: self.bound_pids(table),
             loaded_at: self.loaded_at,
             instance: self.id,
         }
@@ -302,8 +329,8 @@ impl CodeServer {
             drop_future: o.drop_future,
             exports: o.exports,
             export_names: o.export_names,
-            in_flight: AtomicUsize::new(0),
-            bound: Mutex::new(HashMap::new()),
+            in_flight: Default::default(),
+            bound: AtomicUsize::new(0),
             unbound: Arc::new(Notify::new()),
         }))
     }
@@ -318,7 +345,7 @@ impl CodeServer {
         let _op = self.ops.lock().await;
         if let (Some(name), LoadMode::Plain) = (expect, mode) {
             if let Some(old) = self.old(name) {
-                return Err(not_purged(&old));
+                return Err(not_purged(&old, &node.table));
             }
         }
         let v = self.open(path, expect)?;
@@ -326,7 +353,7 @@ impl CodeServer {
         if let Some(old) = self.old(&name) {
             match mode {
                 LoadMode::Plain => {
-                    let err = not_purged(&old);
+                    let err = not_purged(&old, &node.table);
                     self.release(v, "refused load (not_purged)");
                     return Err(err);
                 }
@@ -342,10 +369,10 @@ impl CodeServer {
             s.current = Some(v.clone());
         }
         tracing::info!(module = %name, version = %v.vsn, file = %v.file.display(), "loaded");
-        Ok(self.info(&name).expect("just loaded"))
+        Ok(self.info(&name, &node.table).expect("just loaded"))
     }
 
-    pub(crate) fn info(&self, module: &str) -> Option<ModuleInfo> {
+    pub(crate) fn info(&self, module: &str, table: &ProcessTable) -> Option<ModuleInfo> {
         let slots = self.slots.read();
         let s = slots.get(module)?;
         if s.current.is_none() && s.old.is_none() {
@@ -353,31 +380,36 @@ impl CodeServer {
         }
         Some(ModuleInfo {
             name: module.to_string(),
-            current: s.current.as_ref().map(|v| v.info()),
-            old: s.old.as_ref().map(|v| v.info()),
+            current: s.current.as_ref().map(|v| v.info(table)),
+            old: s.old.as_ref().map(|v| v.info(table)),
         })
     }
 
-    pub(crate) fn all(&self) -> Vec<ModuleInfo> {
+    pub(crate) fn all(&self, table: &ProcessTable) -> Vec<ModuleInfo> {
         let mut names: Vec<String> = self.slots.read().keys().cloned().collect();
         names.sort();
-        names.iter().filter_map(|n| self.info(n)).collect()
+        names.iter().filter_map(|n| self.info(n, table)).collect()
     }
 
-    pub(crate) fn pinned(&self) -> Vec<PinnedInfo> {
+    pub(crate) fn pinned(&self, table: &ProcessTable) -> Vec<PinnedInfo> {
         self.pinned
             .lock()
             .iter()
             .map(|p| PinnedInfo {
                 module: p.version.name.clone(),
-                version: p.version.info(),
+                version: p.version.info(table),
                 reason: p.reason.clone(),
             })
             .collect()
     }
 
-    pub(crate) fn check_process_code(&self, pid: Pid, module: &str) -> bool {
-        self.old(module).is_some_and(|v| v.is_bound(pid))
+    pub(crate) fn check_process_code(&self, pid: Pid, module: &str, table: &ProcessTable) -> bool {
+        let Some(old) = self.old(module).filter(|v| v.is_bound()) else {
+            return false;
+        };
+        table
+            .get(pid.0)
+            .is_some_and(|p| p.inner.lock().bindings.contains(&old))
     }
 
     pub(crate) async fn purge(
@@ -406,7 +438,7 @@ impl CodeServer {
             let s = slots.get_mut(module).expect("checked");
             match &s.old {
                 None => return Ok(true),
-                Some(v) if !v.bound.lock().is_empty() => return Ok(false),
+                Some(v) if v.is_bound() => return Ok(false),
                 Some(_) => s.old.take().expect("checked"),
             }
         };
@@ -451,7 +483,7 @@ impl CodeServer {
             };
         };
         let version = old.vsn.clone();
-        let killed = old.bound_pids();
+        let killed = old.bound_pids(&node.table);
         for pid in &killed {
             if let Some(p) = node.table.get(pid.0) {
                 p.signal_exit(0, &ExitReason::Kill, false);
@@ -459,7 +491,11 @@ impl CodeServer {
         }
         let waited = tokio::time::timeout(self.purge_timeout, old.wait_unbound()).await;
         let pinned = if waited.is_err() {
-            let still: Vec<String> = old.bound_pids().iter().map(|p| p.to_string()).collect();
+            let still: Vec<String> = old
+                .bound_pids(&node.table)
+                .iter()
+                .map(|p| p.to_string())
+                .collect();
             let reason = format!(
                 "process(es) {} still running its code {:?} after the kill (busy inside a call, not at an await point)",
                 still.join(", "),
@@ -499,7 +535,7 @@ impl CodeServer {
 
     /// Close a version nobody runs. Returns the pin reason if it could not be freed.
     fn release(&self, v: Arc<Version>, why: &str) -> Option<String> {
-        let reason = if v.in_flight.load(Ordering::Acquire) != 0 {
+        let reason = if v.in_flight() != 0 {
             Some("a call is still in flight inside it".to_string())
         } else if Arc::strong_count(&v) != 1 {
             Some(format!(
@@ -535,7 +571,7 @@ impl CodeServer {
             let mut p = self.pinned.lock();
             let (free, keep): (Vec<Pinned>, Vec<Pinned>) = std::mem::take(&mut *p)
                 .into_iter()
-                .partition(|x| x.version.bound.lock().is_empty());
+                .partition(|x| !x.version.is_bound());
             *p = keep;
             free
         };
@@ -570,10 +606,10 @@ impl CodeServer {
     }
 }
 
-fn not_purged(old: &Version) -> CodeError {
+fn not_purged(old: &Arc<Version>, table: &ProcessTable) -> CodeError {
     CodeError::NotPurged {
         module: old.name.clone(),
         old_version: old.vsn.clone(),
-        processes: old.bound_pids(),
+        processes: old.bound_pids(table),
     }
 }
