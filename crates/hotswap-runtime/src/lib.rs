@@ -64,8 +64,8 @@ pub fn refused_module_threads() -> u64 {
 /// Node settings.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
-    /// Where write-once copies of loaded libraries live. Default: a fresh directory under
-    /// the system temp dir, removed when the node stops.
+    /// Where write-once copies of loaded libraries live. Default: a fresh directory on
+    /// `/dev/shm` (or the system temp dir), removed when the node stops.
     pub code_dir: Option<PathBuf>,
     /// How long a purge waits for killed processes to leave the old code before it pins the
     /// version instead of unmapping it. Default 5 s.
@@ -128,6 +128,23 @@ pub struct StopReport {
 
 static NODE_SEQ: AtomicU64 = AtomicU64::new(1);
 
+/// A fresh per-node directory: on tmpfs (`/dev/shm`) when there is one, since every load
+/// writes a copy of the library there, else under the system temp dir.
+fn default_code_dir() -> PathBuf {
+    let name = format!(
+        "hotswap-{}-{}",
+        std::process::id(),
+        NODE_SEQ.fetch_add(1, Ordering::Relaxed)
+    );
+    let shm = Path::new("/dev/shm");
+    let writable = std::fs::metadata(shm).is_ok_and(|m| m.is_dir() && !m.permissions().readonly());
+    if writable {
+        shm.join(name)
+    } else {
+        std::env::temp_dir().join(name)
+    }
+}
+
 impl Node {
     /// Start a node on the current tokio runtime.
     ///
@@ -140,14 +157,7 @@ impl Node {
         })?;
         let (dir, owned) = match config.code_dir {
             Some(d) => (d, false),
-            None => (
-                std::env::temp_dir().join(format!(
-                    "hotswap-{}-{}",
-                    std::process::id(),
-                    NODE_SEQ.fetch_add(1, Ordering::Relaxed)
-                )),
-                true,
-            ),
+            None => (default_code_dir(), true),
         };
         std::fs::create_dir_all(&dir)?;
         host_api::install();
@@ -336,6 +346,7 @@ impl Node {
             h.abort();
         }
         let purges = n.code.purge_all(n).await;
+        n.code.clear_spares();
         if n.owns_code_dir && n.code.pinned(&n.table).is_empty() {
             let _ = std::fs::remove_dir_all(&n.code.code_dir);
         }

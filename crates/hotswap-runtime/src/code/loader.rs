@@ -152,6 +152,55 @@ unsafe fn copy_str(b: abi::Bytes, what: &str) -> Result<String, String> {
     String::from_utf8(s.to_vec()).map_err(|_| format!("{what} is not UTF-8"))
 }
 
+fn read_into<'a>(src: &Path, buf: &'a mut Vec<u8>) -> std::io::Result<&'a [u8]> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(src)?;
+    let len = f.metadata()?.len() as usize;
+    buf.reserve(len);
+    f.read_to_end(buf)?;
+    Ok(&buf[..])
+}
+
+/// Address ranges of the loadable segments of the object the dynamic linker loaded from
+/// `path` (asked of the linker itself: cheaper than reading `/proc/self/maps`).
+fn loaded_ranges(path: &CStr) -> Vec<(usize, usize)> {
+    struct Search<'a> {
+        path: &'a CStr,
+        out: Vec<(usize, usize)>,
+    }
+    unsafe extern "C" fn each(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut c_void,
+    ) -> libc::c_int {
+        // SAFETY: glibc passes a valid info record and our `Search` as `data`.
+        let (info, search) = unsafe { (&*info, &mut *(data as *mut Search<'_>)) };
+        if info.dlpi_name.is_null() {
+            return 0;
+        }
+        // SAFETY: `dlpi_name` is a NUL-terminated string owned by the linker.
+        if unsafe { CStr::from_ptr(info.dlpi_name) } != search.path {
+            return 0;
+        }
+        for i in 0..info.dlpi_phnum as usize {
+            // SAFETY: `dlpi_phdr` points at `dlpi_phnum` program headers.
+            let ph = unsafe { &*info.dlpi_phdr.add(i) };
+            if ph.p_type == libc::PT_LOAD {
+                let start = info.dlpi_addr as usize + ph.p_vaddr as usize;
+                search.out.push((start, start + ph.p_memsz as usize));
+            }
+        }
+        1
+    }
+    let mut search = Search {
+        path,
+        out: Vec::new(),
+    };
+    // SAFETY: the callback only reads the records glibc passes it.
+    unsafe { libc::dl_iterate_phdr(Some(each), &mut search as *mut Search<'_> as *mut c_void) };
+    search.out
+}
+
 /// Address ranges of the mappings of the file with this inode whose path contains `name`.
 pub(crate) fn mapped_ranges(inode: u64, name: &str) -> Vec<(usize, usize)> {
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
@@ -203,8 +252,13 @@ pub(crate) unsafe fn open(
     seq: u64,
     expect: Option<&str>,
     host: &'static abi::HostApi,
+    buf: &mut Vec<u8>,
+    take_spare: &mut dyn FnMut(u64) -> Option<PathBuf>,
 ) -> Result<Opened, LoadError> {
-    let bytes = std::fs::read(src).map_err(|e| match e.kind() {
+    // Read (not mmap: a file being rewritten by a build would fault the node) into a buffer
+    // the code server reuses across loads.
+    buf.clear();
+    let bytes: &[u8] = read_into(src, buf).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => LoadError::NoFile { path: src.into() },
         _ => LoadError::Io {
             path: src.into(),
@@ -218,9 +272,18 @@ pub(crate) unsafe fn open(
         path: path.into(),
         source: e,
     };
-    std::fs::create_dir_all(&incoming).map_err(|e| io(&incoming, e))?;
-    let file = incoming.join(format!("{hash:016x}-{seq}.so"));
-    {
+    // A copy of these exact bytes that an earlier version used and that was verified
+    // unmapped can be opened again: glibc has forgotten it, and nobody writes to it.
+    let spare = take_spare(hash);
+    let reused = spare.is_some();
+    let file = match spare {
+        Some(f) => f,
+        None => {
+            std::fs::create_dir_all(&incoming).map_err(|e| io(&incoming, e))?;
+            incoming.join(format!("{hash:016x}-{seq}.so"))
+        }
+    };
+    if !reused {
         use std::io::Write;
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -230,7 +293,6 @@ pub(crate) unsafe fn open(
             .map_err(|e| io(&file, e))?;
         f.write_all(&bytes).map_err(|e| io(&file, e))?;
     }
-    drop(bytes);
     let mut cleanup = Cleanup {
         handle: std::ptr::null_mut(),
         file: &file,
@@ -351,13 +413,9 @@ pub(crate) unsafe fn open(
     let (poll, drop_future, init) = (d.poll, d.drop_future, d.init);
 
     // The descriptor is accepted: watch the image's thread-exit hooks, then run module code.
-    let file_name = file
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
     static GUARD_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let guard_id = GUARD_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    guard::register(guard_id, mapped_ranges(inode, &file_name));
+    guard::register(guard_id, loaded_ranges(&cpath));
     let mut msg: Vec<u8> = Vec::new();
     let st = {
         let _m = guard::InModule::enter();
@@ -392,11 +450,14 @@ pub(crate) unsafe fn open(
     };
     let dir = code_dir.join(safe(&name));
     let final_path = dir.join(format!("{}-{hash:016x}-{seq}.so", safe(&version)));
-    let final_file =
+    let final_file = if reused {
+        file.clone()
+    } else {
         match std::fs::create_dir_all(&dir).and_then(|_| std::fs::rename(&file, &final_path)) {
             Ok(()) => final_path,
             Err(_) => file.clone(),
-        };
+        }
+    };
     cleanup.handle = std::ptr::null_mut();
     std::mem::forget(cleanup);
     Ok(Opened {
@@ -419,7 +480,7 @@ pub(crate) unsafe fn open(
 /// What closing a library achieved.
 #[derive(Debug)]
 pub(crate) enum Closed {
-    /// Unmapped and the copy deleted.
+    /// Unmapped: the copy may be deleted or reused for the same bytes.
     Unmapped,
     /// Still mapped after `dlclose`: something pinned it.
     StillMapped(String),
@@ -443,7 +504,6 @@ pub(crate) unsafe fn close(handle: *mut c_void, guard_id: u64, inode: u64, file:
         return Closed::StillMapped(format!("dlclose failed: {}", dlerror_text()));
     }
     if left.is_empty() {
-        let _ = std::fs::remove_file(file);
         Closed::Unmapped
     } else {
         Closed::StillMapped(format!(

@@ -278,7 +278,15 @@ pub(crate) struct CodeServer {
     seq: AtomicU64,
     purge_timeout: Duration,
     pub(crate) freed: AtomicU64,
+    /// Read buffer reused by loads (taken under the `ops` lock).
+    buf: Mutex<Vec<u8>>,
+    /// Copies of purged versions, verified unmapped, by content hash: a later load of the
+    /// same bytes opens one instead of writing a new copy.
+    spares: Mutex<Vec<(u64, PathBuf)>>,
 }
+
+/// How many unmapped copies are kept for reuse.
+const SPARES: usize = 16;
 
 impl CodeServer {
     pub(crate) fn new(code_dir: PathBuf, purge_timeout: Duration) -> CodeServer {
@@ -290,6 +298,8 @@ impl CodeServer {
             seq: AtomicU64::new(1),
             purge_timeout,
             freed: AtomicU64::new(0),
+            buf: Mutex::new(Vec::new()),
+            spares: Mutex::new(Vec::new()),
         }
     }
 
@@ -309,8 +319,29 @@ impl CodeServer {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         // SAFETY: loading native code is the node's job; the loader validates the file and
         // its descriptor before any module function runs (see `loader::open`).
-        let o =
-            unsafe { loader::open(path, &self.code_dir, seq, expect, crate::host_api::table()) }?;
+        let o = unsafe {
+            loader::open(
+                path,
+                &self.code_dir,
+                seq,
+                expect,
+                crate::host_api::table(),
+                &mut self.buf.lock(),
+                &mut |hash| {
+                    let mut sp = self.spares.lock();
+                    let i = sp.iter().position(|(h, _)| *h == hash)?;
+                    Some(sp.swap_remove(i).1)
+                },
+            )
+        };
+        {
+            // Keep the reused buffer for ordinary module sizes only.
+            let mut b = self.buf.lock();
+            if b.capacity() > 16 << 20 {
+                *b = Vec::new();
+            }
+        }
+        let o = o?;
         let source = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         Ok(Arc::new(Version {
             id: seq,
@@ -550,6 +581,13 @@ impl CodeServer {
             match unsafe { loader::close(v.handle, v.guard_id, v.inode, &v.file) } {
                 loader::Closed::Unmapped => {
                     self.freed.fetch_add(1, Ordering::Relaxed);
+                    let mut sp = self.spares.lock();
+                    sp.push((v.hash, v.file.clone()));
+                    if sp.len() > SPARES {
+                        let (_, old) = sp.remove(0);
+                        let _ = std::fs::remove_file(old);
+                    }
+                    drop(sp);
                     tracing::debug!(module = %v.name, version = %v.vsn, why, "unmapped");
                     // Dropping a `Version` never touches the (now closed) library.
                     drop(v);
@@ -585,6 +623,13 @@ impl CodeServer {
             }
         }
         n
+    }
+
+    /// Delete the kept copies of purged versions.
+    pub(crate) fn clear_spares(&self) {
+        for (_, f) in self.spares.lock().drain(..) {
+            let _ = std::fs::remove_file(f);
+        }
     }
 
     /// Purge every module completely (node stop): delete, then purge twice.

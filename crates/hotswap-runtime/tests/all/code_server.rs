@@ -133,3 +133,59 @@ async fn node_stop_kills_processes_and_unmaps_every_version() {
         Err(SpawnError::NodeStopping)
     ));
 }
+
+/// Loading the same bytes again after a purge reuses the unmapped copy (no new file), and
+/// the new instance still starts from fresh statics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_of_identical_build_reuses_copy_with_fresh_statics() {
+    let node = support::node();
+    let me = node.external();
+    let v1 = module("seed000_v1");
+    node.code().load(&v1).await.unwrap();
+    let a = node.spawn("seed000", "do_loop", &()).unwrap();
+    assert_eq!(ping(&me, a).await.pings, 1);
+    assert_eq!(ping(&me, a).await.pings, 2);
+    let first = node.code().module("seed000").unwrap().current.unwrap();
+    me.send(a, &Req::Stop);
+    node.code().delete("seed000").await.unwrap();
+    let mon = me.monitor(a);
+    assert!(me.down(mon, WAIT).await.is_some());
+    assert_eq!(node.code().purge("seed000").await.unwrap().pinned, None);
+    let files_before = count_files(node.code().code_dir());
+
+    node.code().load(&v1).await.unwrap();
+    let second = node.code().module("seed000").unwrap().current.unwrap();
+    assert_eq!(second.file, first.file, "the unmapped copy was reused");
+    assert_ne!(second.instance, first.instance);
+    assert_eq!(
+        count_files(node.code().code_dir()),
+        files_before,
+        "no new copy written"
+    );
+    let b = node.spawn("seed000", "do_loop", &()).unwrap();
+    assert_eq!(
+        ping(&me, b).await.pings,
+        1,
+        "a fresh instance: statics start over"
+    );
+
+    // While that instance is mapped, loading the same bytes again needs a new copy.
+    node.code().load(&v1).await.unwrap();
+    let third = node.code().module("seed000").unwrap().current.unwrap();
+    assert_ne!(third.file, second.file);
+    let c = node.spawn("seed000", "do_loop", &()).unwrap();
+    assert_eq!(ping(&me, c).await.pings, 1);
+    assert_eq!(ping(&me, b).await.pings, 2);
+}
+
+fn count_files(dir: &std::path::Path) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            n += count_files(&e.path());
+        } else {
+            n += 1;
+        }
+    }
+    n
+}
