@@ -292,9 +292,11 @@ mem_round(N, Tab, Start) ->
 
 m_msg() ->
     N = 2000000,
-    Rs = rounds(5, fun() ->
-                           rate(N, in_proc(fun() -> hs_bench_help:msg_throughput(N) end))
-                   end),
+    Round = fun() ->
+                    rate(N, in_proc(fun() -> hs_bench_help:msg_throughput(N) end))
+            end,
+    _Warmup = Round(),
+    Rs = rounds(7, Round),
     log("message_throughput rounds: ~w", [Rs]),
     [{message_throughput, median(Rs), per_s}].
 

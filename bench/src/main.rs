@@ -68,6 +68,11 @@ impl Res {
     }
 }
 
+/// The node's allocator. Modules keep their own (glibc's): no allocation ever changes owner
+/// across the module boundary, so each side may choose.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 macro_rules! info {
     ($($t:tt)*) => { eprintln!("# {}", format!($($t)*)) };
 }
@@ -403,32 +408,79 @@ async fn idle_memory_round(node: &Node, kind: Idle, n: usize) -> (f64, f64) {
     ((r1 - r0) / n as f64, (h1 - h0) / n as f64)
 }
 
-async fn m_idle_memory(node: &Node) -> Res {
-    const N: usize = 100_000;
+/// One idle-memory round in a fresh child process (this binary, `--idle-child KIND`), so
+/// that no earlier round's freed memory is reused: whatever the allocator, the RSS growth of
+/// a fresh process is what N idle processes really cost. Returns `(rss, heap)` per process.
+fn idle_memory_child(kind: &str) -> (f64, f64) {
+    let out = Command::new(std::env::current_exe().expect("current exe"))
+        .args(["--idle-child", kind])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run the idle-memory child");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("IDLE "))
+        .unwrap_or_else(|| panic!("idle-memory child ({kind}) failed: {}", out.status));
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().expect("number"))
+        .collect();
+    (v[0], v[1])
+}
+
+/// The child side of [`idle_memory_child`].
+fn idle_child_main(kind: &str, libs: Libs) {
+    let kind = match kind {
+        "module" => Idle::Module,
+        "native" => Idle::Native,
+        _ => Idle::TokioTask,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let (r, h) = rt.block_on(async move {
+        tokio::spawn(async move {
+            let node = Node::start(NodeConfig::default()).expect("node starts");
+            ensure_loaded(&node, "bench", &libs.bench).await;
+            let r = idle_memory_round(&node, kind, 100_000).await;
+            node.stop(Duration::from_secs(10)).await;
+            r
+        })
+        .await
+        .expect("idle round")
+    });
+    println!("IDLE {r} {h}");
+}
+
+async fn m_idle_memory(_node: &Node) -> Res {
     let mut rs = Vec::new();
     let mut hs = Vec::new();
     for _ in 0..5 {
-        let (r, h) = idle_memory_round(node, Idle::Module, N).await;
+        let (r, h) = idle_memory_child("module");
         rs.push(r);
         hs.push(h);
     }
     info!(
-        "idle_process_memory rounds (bench:idle, RSS delta / N, bytes): {}",
+        "idle_process_memory rounds (bench:idle, RSS growth of a fresh process / N, bytes): {}",
         fmt_list(&rs, "bytes")
     );
     info!(
-        "info: C heap in use (mallinfo2) delta / N, bytes: {}",
+        "info: C heap (glibc, module side) delta / N, bytes: {}",
         fmt_list(&hs, "bytes")
     );
-    for kind in [Idle::Native, Idle::TokioTask] {
+    for kind in ["native", "tokio"] {
         let (mut rs, mut hs) = (Vec::new(), Vec::new());
         for _ in 0..3 {
-            let (r, h) = idle_memory_round(node, kind, N).await;
+            let (r, h) = idle_memory_child(kind);
             rs.push(r);
             hs.push(h);
         }
         let what = match kind {
-            Idle::Native => "a native process parked in ctx.recv()",
+            "native" => "a native process parked in ctx.recv()",
             _ => "a bare tokio task parked on a Notify",
         };
         info!(
@@ -909,6 +961,11 @@ fn target(name: &str) -> (Target, &'static str) {
 
 fn main() {
     let wanted: Vec<String> = std::env::args().skip(1).collect();
+    if wanted.first().map(String::as_str) == Some("--idle-child") {
+        let kind = wanted.get(1).cloned().unwrap_or_default();
+        idle_child_main(&kind, build_modules());
+        return;
+    }
     for w in &wanted {
         if !MEASURES.contains(&w.as_str()) {
             eprintln!(

@@ -648,3 +648,13 @@ impl Drop for ExternalProcess {
         self.proc.finish(ExitReason::Normal);
     }
 }
+#[cfg(test)]
+mod size_guard {
+    /// An idle process must stay well under 1 KB: the process struct (plus the `Arc`
+    /// header) fits the allocator's 192-byte class.
+    #[test]
+    fn process_struct_stays_small() {
+        let p = std::mem::size_of::<crate::process::Process>();
+        assert!(p + 16 <= 192, "Process is {p} bytes");
+    }
+}

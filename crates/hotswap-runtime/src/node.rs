@@ -121,6 +121,8 @@ pub(crate) struct NodeInner {
     next_pid: AtomicU64,
     next_ref: AtomicU64,
     pub(crate) exited: AtomicU64,
+    /// Woken (all waiters) whenever a process exits.
+    pub(crate) exit_notify: tokio::sync::Notify,
     pub(crate) stopping: AtomicBool,
     pub(crate) owns_code_dir: bool,
 }
@@ -143,6 +145,7 @@ impl NodeInner {
             next_pid: AtomicU64::new(1),
             next_ref: AtomicU64::new(1),
             exited: AtomicU64::new(0),
+            exit_notify: tokio::sync::Notify::new(),
             stopping: AtomicBool::new(false),
             owns_code_dir,
         }

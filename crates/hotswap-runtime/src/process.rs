@@ -125,7 +125,7 @@ pub(crate) struct ProcInner {
     /// Set once, when the process has exited.
     pub(crate) exited: bool,
     /// An exit signal that was not trapped: the process exits with it before running again.
-    pub(crate) pending_exit: Option<ExitReason>,
+    pub(crate) pending_exit: Option<Box<ExitReason>>,
     pub(crate) bindings: Bindings,
     /// The earliest receive deadline asked for during the last poll (`u64::MAX`: none).
     pub(crate) wake_at: u64,
@@ -149,8 +149,6 @@ pub(crate) struct Process {
     pub(crate) inner: Mutex<ProcInner>,
     /// Woken when anything happens to the process.
     pub(crate) notify: Notify,
-    /// Woken (all waiters) when the process has exited.
-    pub(crate) done: Notify,
     /// A host-side mailbox ([`crate::ExternalProcess`]), not driven by a task.
     pub(crate) external: bool,
 }
@@ -173,7 +171,6 @@ impl Process {
                 ..Default::default()
             }),
             notify: Notify::new(),
-            done: Notify::new(),
             external: false,
         }
     }
@@ -207,7 +204,7 @@ impl Process {
                 }
             }
             if *reason == ExitReason::Kill {
-                g.pending_exit = Some(ExitReason::Killed);
+                g.pending_exit = Some(Box::new(ExitReason::Killed));
             } else if g.trap_exit {
                 let mut data = Vec::new();
                 reason.encode_into(&mut data);
@@ -220,7 +217,7 @@ impl Process {
             } else if *reason == ExitReason::Normal && from != self.pid.0 {
                 return;
             } else if g.pending_exit.is_none() {
-                g.pending_exit = Some(reason.clone());
+                g.pending_exit = Some(Box::new(reason.clone()));
             }
         }
         self.notify.notify_one();
@@ -302,13 +299,14 @@ impl Process {
         }
         node.exited
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.done.notify_waiters();
+        node.exit_notify.notify_waiters();
     }
 
-    /// Wait until this process has exited.
+    /// Wait until this process has exited (a node-wide exit notification serves all
+    /// waiters, so processes carry no notifier of their own for this).
     pub(crate) async fn wait_done(&self) {
         loop {
-            let n = self.done.notified();
+            let n = self.node.exit_notify.notified();
             tokio::pin!(n);
             n.as_mut().enable();
             if self.inner.lock().exited {
@@ -450,7 +448,7 @@ pub(crate) fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
 pub(crate) async fn run(proc: Arc<Process>, mut body: Body) {
     let reason = loop {
         if let Some(r) = proc.inner.lock().pending_exit.take() {
-            break r;
+            break *r;
         }
         proc.inner.lock().wake_at = u64::MAX;
         match body.poll() {
