@@ -11,6 +11,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// The node's allocator. Modules keep their own (glibc's): no allocation ever changes owner
+/// across the module boundary, so each side may choose.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Erlang/OTP-style hot code loading for native Rust.
 #[derive(Debug, Parser)]
 #[command(name = "hotswap", version, about, long_about = None, arg_required_else_help = true)]
