@@ -538,9 +538,12 @@ async fn m_throughput(node: &Node) -> Res {
     const N: u64 = 2_000_000;
     let mut all = HashMap::new();
     for s in [Sender::Module, Sender::Native, Sender::Host] {
-        throughput_round(node, N / 4, s).await; // warm-up
+        // Warm-up (as the Erlang side does): the first rounds grow the allocator's pools.
+        for _ in 0..2 {
+            throughput_round(node, N, s).await;
+        }
         let mut rs = Vec::new();
-        for _ in 0..5 {
+        for _ in 0..7 {
             rs.push(throughput_round(node, N, s).await);
         }
         all.insert(format!("{s:?}"), rs);

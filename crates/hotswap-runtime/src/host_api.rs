@@ -77,7 +77,7 @@ unsafe extern "C" fn send(p: *mut abi::ProcHandle, to: u64, ptr: *const u8, len:
     guarded(0, || {
         // SAFETY: live handle; readable range (ABI contract).
         let (p, data) = unsafe { (proc_ref(p), bytes(abi::Bytes { ptr, len })) };
-        p.node.send(p.pid.0, to, data.to_vec());
+        p.node.send_slice(p.pid.0, to, data);
         0
     })
 }
@@ -115,9 +115,12 @@ unsafe extern "C" fn receive(
         // SAFETY: live handle (module docs).
         let p = unsafe { proc_ref(p) };
         let mut g = p.inner.lock();
-        let idx = match matcher {
-            None => (!g.mailbox.is_empty()).then_some(0),
-            Some(m) => g.mailbox.iter().position(|e| {
+        let found = match matcher {
+            None => match g.mailbox.pop_front() {
+                Some(e) => Some(e),
+                None => p.take_first(&mut g, |_| true),
+            },
+            Some(m) => p.take_first(&mut g, |e| {
                 let view = abi::MsgView {
                     kind: e.kind,
                     from: e.from,
@@ -129,8 +132,7 @@ unsafe extern "C" fn receive(
                 unsafe { m(mdata, &view) != 0 }
             }),
         };
-        if let Some(i) = idx {
-            let env = g.mailbox.remove(i).expect("index from position");
+        if let Some(env) = found {
             g.received += 1;
             drop(g);
             // SAFETY: `header` is the caller's out-parameter.

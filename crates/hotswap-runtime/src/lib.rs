@@ -286,7 +286,7 @@ impl Node {
         Some(ProcessInfo {
             pid,
             name: g.name().map(str::to_string),
-            message_queue_len: g.mailbox.len(),
+            message_queue_len: p.queue_len(&g),
             messages_received: g.received,
             links: {
                 let mut l: Vec<Pid> = g
@@ -310,7 +310,7 @@ impl Node {
     /// reads directly. It traps exits, so links never kill it.
     pub fn external(&self) -> ExternalProcess {
         let mut p = Process::new(self.inner.new_pid(), self.inner.clone());
-        p.external = true;
+        p.inner.get_mut().external = true;
         p.inner.get_mut().trap_exit = true;
         let p = Arc::new(p);
         self.inner.table.insert(p.clone());
@@ -325,7 +325,7 @@ impl Node {
         let all = n.table.all();
         let mut killed = 0;
         for p in &all {
-            if p.external {
+            if p.inner.lock().external {
                 p.finish(ExitReason::Killed);
             } else {
                 p.signal_exit(0, &ExitReason::Kill, false);
@@ -334,7 +334,7 @@ impl Node {
         }
         let mut stuck = Vec::new();
         let deadline = tokio::time::Instant::now() + timeout;
-        for p in all.iter().filter(|p| !p.external) {
+        for p in all.iter().filter(|p| !p.inner.lock().external) {
             if tokio::time::timeout_at(deadline, p.wait_done())
                 .await
                 .is_err()
@@ -500,7 +500,7 @@ fn to_message(e: &Envelope) -> Message {
         },
         _ => Message::User {
             from: Pid(e.from),
-            data: e.data.clone(),
+            data: e.data.to_vec(),
         },
     }
 }
@@ -513,7 +513,8 @@ impl ExternalProcess {
 
     /// Messages waiting.
     pub fn mailbox_len(&self) -> usize {
-        self.proc.inner.lock().mailbox.len()
+        let g = self.proc.inner.lock();
+        self.proc.queue_len(&g)
     }
 
     /// Send a value from this process.
@@ -603,8 +604,7 @@ impl ExternalProcess {
             notified.as_mut().enable();
             {
                 let mut g = self.proc.inner.lock();
-                if let Some(i) = g.mailbox.iter().position(|e| pred(&to_message(e))) {
-                    let e = g.mailbox.remove(i).expect("index from position");
+                if let Some(e) = self.proc.take_first(&mut g, |e| pred(&to_message(e))) {
                     g.received += 1;
                     return Some(to_message(&e));
                 }

@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 
 use crate::code::CodeServer;
 use crate::error::SpawnError;
-use crate::process::{self, Body, Envelope, ModuleFuture, Process};
+use crate::process::{self, Body, Envelope, ModuleFuture, Payload, Process};
 
 const SHARDS: usize = 64;
 
@@ -54,6 +54,11 @@ impl ProcessTable {
     }
     fn shard(&self, pid: u64) -> &Mutex<FxMap<u64, Arc<Process>>> {
         &self.shards[(pid as usize) % SHARDS]
+    }
+    /// Run `f` on a live process under its shard's lock (no reference-count traffic on
+    /// the process, which the receiving side's own lock shares a cache line with).
+    pub(crate) fn with<R>(&self, pid: u64, f: impl FnOnce(&Process) -> R) -> Option<R> {
+        self.shard(pid).lock().get(&pid).map(|p| f(p))
     }
     pub(crate) fn get(&self, pid: u64) -> Option<Arc<Process>> {
         self.shard(pid).lock().get(&pid).cloned()
@@ -276,14 +281,22 @@ impl NodeInner {
     }
 
     pub(crate) fn send(&self, from: u64, to: u64, data: Vec<u8>) {
-        if let Some(p) = self.table.get(to) {
+        self.deliver_user(from, to, Payload::from_vec(data));
+    }
+
+    pub(crate) fn send_slice(&self, from: u64, to: u64, data: &[u8]) {
+        self.deliver_user(from, to, Payload::from_slice(data));
+    }
+
+    fn deliver_user(&self, from: u64, to: u64, data: Payload) {
+        self.table.with(to, |p| {
             p.deliver(Envelope {
                 kind: abi::MSG_USER,
                 from,
                 reference: 0,
                 data,
-            });
-        }
+            })
+        });
     }
 
     pub(crate) fn send_after(

@@ -3,7 +3,7 @@
 use hotswap::ExitReason;
 use hotswap_abi as abi;
 
-use crate::process::{Envelope, Process};
+use crate::process::{Envelope, Payload, Process};
 
 /// Link `p` with `pid`. A dead or unknown `pid` sends `p` a `noproc` exit signal.
 pub(crate) fn link(p: &Process, pid: u64) -> i32 {
@@ -65,7 +65,7 @@ pub(crate) fn monitor(p: &Process, pid: u64) -> u64 {
             kind: abi::MSG_DOWN,
             from: pid,
             reference: r,
-            data: ExitReason::NoProc.encode(),
+            data: Payload::from_vec(ExitReason::NoProc.encode()),
         });
     }
     r

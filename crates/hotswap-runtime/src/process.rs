@@ -54,7 +54,55 @@ pub(crate) struct Envelope {
     pub(crate) kind: u32,
     pub(crate) from: u64,
     pub(crate) reference: u64,
-    pub(crate) data: Vec<u8>,
+    pub(crate) data: Payload,
+}
+
+/// A message payload. Small ones (most messages) are stored inline in the envelope, so
+/// sending them allocates nothing beyond the mailbox slot.
+pub(crate) enum Payload {
+    Inline { len: u8, buf: [u8; INLINE] },
+    Heap(Box<[u8]>),
+}
+
+const INLINE: usize = 22;
+
+impl Payload {
+    pub(crate) fn from_slice(b: &[u8]) -> Payload {
+        if b.len() <= INLINE {
+            let mut buf = [0u8; INLINE];
+            buf[..b.len()].copy_from_slice(b);
+            Payload::Inline {
+                len: b.len() as u8,
+                buf,
+            }
+        } else {
+            Payload::Heap(b.into())
+        }
+    }
+
+    pub(crate) fn from_vec(v: Vec<u8>) -> Payload {
+        if v.len() <= INLINE {
+            Payload::from_slice(&v)
+        } else {
+            Payload::Heap(v.into_boxed_slice())
+        }
+    }
+}
+
+impl std::ops::Deref for Payload {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Payload::Inline { len, buf } => &buf[..*len as usize],
+            Payload::Heap(b) => b,
+        }
+    }
+}
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Payload({} bytes)", self.len())
+    }
 }
 
 /// Links, monitors and the registered name: most processes have none, so they live in a
@@ -75,7 +123,7 @@ pub(crate) struct Relations {
 #[derive(Default)]
 pub(crate) struct Bindings {
     first: Option<Arc<Version>>,
-    more: Vec<Arc<Version>>,
+    more: Option<Box<Vec<Arc<Version>>>>,
 }
 
 impl Bindings {
@@ -83,19 +131,28 @@ impl Bindings {
         if self.first.is_none() {
             self.first = Some(v);
         } else {
-            self.more.push(v);
+            self.more.get_or_insert_with(Default::default).push(v);
         }
     }
 
     /// Remove the innermost binding of `v`.
     fn remove(&mut self, v: &Arc<Version>) -> Option<Arc<Version>> {
-        if let Some(pos) = self.more.iter().rposition(|b| Arc::ptr_eq(b, v)) {
-            return Some(self.more.remove(pos));
+        if let Some(more) = self.more.as_mut() {
+            if let Some(pos) = more.iter().rposition(|b| Arc::ptr_eq(b, v)) {
+                let b = more.remove(pos);
+                if more.is_empty() {
+                    self.more = None;
+                }
+                return Some(b);
+            }
         }
         if self.first.as_ref().is_some_and(|b| Arc::ptr_eq(b, v)) {
             let f = self.first.take();
-            if !self.more.is_empty() {
-                self.first = Some(self.more.remove(0));
+            if let Some(more) = self.more.as_mut() {
+                self.first = Some(more.remove(0));
+                if more.is_empty() {
+                    self.more = None;
+                }
             }
             return f;
         }
@@ -103,7 +160,9 @@ impl Bindings {
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<Version>> {
-        self.first.iter().chain(self.more.iter())
+        self.first
+            .iter()
+            .chain(self.more.iter().flat_map(|m| m.iter()))
     }
 
     pub(crate) fn contains(&self, v: &Arc<Version>) -> bool {
@@ -112,7 +171,9 @@ impl Bindings {
 
     fn take_all(&mut self) -> Vec<Arc<Version>> {
         let mut out: Vec<Arc<Version>> = self.first.take().into_iter().collect();
-        out.append(&mut self.more);
+        if let Some(more) = self.more.take() {
+            out.extend(*more);
+        }
         out
     }
 }
@@ -124,6 +185,9 @@ pub(crate) struct ProcInner {
     pub(crate) trap_exit: bool,
     /// Set once, when the process has exited.
     pub(crate) exited: bool,
+    /// A host-side mailbox ([`crate::ExternalProcess`]), not driven by a task. Set at
+    /// creation, never changed.
+    pub(crate) external: bool,
     /// An exit signal that was not trapped: the process exits with it before running again.
     pub(crate) pending_exit: Option<Box<ExitReason>>,
     pub(crate) bindings: Bindings,
@@ -143,14 +207,20 @@ impl ProcInner {
 }
 
 /// A process. Shared by the process table, the task driving it and host calls.
+///
+/// Its mailbox has two parts, as in Erlang: senders append to the `inbox` under its own
+/// small lock, and the process moves whole batches from there into its private
+/// `ProcInner::mailbox`, where selective receive scans. So a sender never waits for a
+/// receiver that is scanning, and a busy receiver takes the shared lock once per batch,
+/// not once per message. Everything addressed to the process (messages, trapped exits,
+/// monitor notifications) goes through the inbox, which keeps each sender's order.
 pub(crate) struct Process {
     pub(crate) pid: Pid,
     pub(crate) node: Arc<NodeInner>,
     pub(crate) inner: Mutex<ProcInner>,
+    inbox: Mutex<Vec<Envelope>>,
     /// Woken when anything happens to the process.
     pub(crate) notify: Notify,
-    /// A host-side mailbox ([`crate::ExternalProcess`]), not driven by a task.
-    pub(crate) external: bool,
 }
 
 impl std::fmt::Debug for Process {
@@ -170,8 +240,8 @@ impl Process {
                 wake_at: u64::MAX,
                 ..Default::default()
             }),
+            inbox: Mutex::new(Vec::new()),
             notify: Notify::new(),
-            external: false,
         }
     }
 
@@ -179,16 +249,56 @@ impl Process {
         self as *const Process as *mut abi::ProcHandle
     }
 
-    /// Deliver a message. Messages to an exited process are dropped.
+    /// Deliver a message. (Messages that reach a process after it exited are dropped with
+    /// it.)
+    ///
+    /// Only the message that makes the inbox non-empty wakes the process: while the inbox
+    /// is non-empty a wake-up is already owed, and the process has not drained since.
     pub(crate) fn deliver(&self, env: Envelope) {
-        {
-            let mut g = self.inner.lock();
-            if g.exited {
-                return;
-            }
-            g.mailbox.push_back(env);
+        let was_empty = {
+            let mut ib = self.inbox.lock();
+            let e = ib.is_empty();
+            ib.push(env);
+            e
+        };
+        if was_empty {
+            self.notify.notify_one();
         }
-        self.notify.notify_one();
+    }
+
+    /// Move everything that arrived into the private mailbox; `false` if nothing had.
+    /// Lock order: `inner`, then `inbox` (senders only ever take `inbox`).
+    pub(crate) fn take_inbox(&self, g: &mut ProcInner) -> bool {
+        let mut ib = self.inbox.lock();
+        if ib.is_empty() {
+            return false;
+        }
+        g.mailbox.extend(ib.drain(..));
+        true
+    }
+
+    /// Messages waiting, in both parts of the mailbox.
+    pub(crate) fn queue_len(&self, g: &ProcInner) -> usize {
+        g.mailbox.len() + self.inbox.lock().len()
+    }
+
+    /// Find the first message `pred` accepts, scanning the private mailbox and then each
+    /// batch taken from the inbox (every message is looked at once per call), and remove it.
+    pub(crate) fn take_first(
+        &self,
+        g: &mut ProcInner,
+        mut pred: impl FnMut(&Envelope) -> bool,
+    ) -> Option<Envelope> {
+        let mut from = 0;
+        loop {
+            if let Some(i) = g.mailbox.range(from..).position(&mut pred) {
+                return g.mailbox.remove(from + i);
+            }
+            from = g.mailbox.len();
+            if !self.take_inbox(g) {
+                return None;
+            }
+        }
     }
 
     /// Deliver an exit signal from `from` (`via_link`: because a linked process exited).
@@ -208,11 +318,12 @@ impl Process {
             } else if g.trap_exit {
                 let mut data = Vec::new();
                 reason.encode_into(&mut data);
-                g.mailbox.push_back(Envelope {
+                // Through the inbox, after whatever `from` sent before exiting.
+                self.inbox.lock().push(Envelope {
                     kind: abi::MSG_EXIT,
                     from,
                     reference: 0,
-                    data,
+                    data: Payload::from_vec(data),
                 });
             } else if *reason == ExitReason::Normal && from != self.pid.0 {
                 return;
@@ -250,6 +361,7 @@ impl Process {
             )
         };
         drop(mailbox);
+        drop(std::mem::take(&mut *self.inbox.lock()));
         let node = &self.node;
         node.table.remove(self.pid.0);
         for v in bindings {
@@ -281,7 +393,7 @@ impl Process {
                             kind: abi::MSG_DOWN,
                             from: self.pid.0,
                             reference: r,
-                            data: data.clone(),
+                            data: Payload::from_slice(&data),
                         });
                     }
                 }
