@@ -265,8 +265,8 @@ pub(crate) unsafe fn open(
             source: e,
         },
     })?;
-    check_elf(src, &bytes)?;
-    let hash = xxhash_rust::xxh3::xxh3_64(&bytes);
+    check_elf(src, bytes)?;
+    let hash = xxhash_rust::xxh3::xxh3_64(bytes);
     let incoming = code_dir.join(".incoming");
     let io = |path: &Path, e: std::io::Error| LoadError::Io {
         path: path.into(),
@@ -291,7 +291,7 @@ pub(crate) unsafe fn open(
             .mode(0o444)
             .open(&file)
             .map_err(|e| io(&file, e))?;
-        f.write_all(&bytes).map_err(|e| io(&file, e))?;
+        f.write_all(bytes).map_err(|e| io(&file, e))?;
     }
     let mut cleanup = Cleanup {
         handle: std::ptr::null_mut(),
