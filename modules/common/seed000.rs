@@ -62,3 +62,9 @@ async fn run_loop(ctx: Ctx, _: ()) -> Outcome {
 async fn version(_ctx: Ctx, _: ()) -> hotswap::Value<(String, u64)> {
     hotswap::Value((VSN.to_string(), PINGS.load(Ordering::Relaxed)))
 }
+
+/// A synchronous function, for fully-qualified calls with `Ctx::function`: which version
+/// answered, and `x + 1`.
+fn whoami(_ctx: Ctx, x: u64) -> (String, u64) {
+    (VSN.to_string(), x + 1)
+}

@@ -16,6 +16,7 @@
 #![no_std]
 
 use core::ffi::c_void;
+use core::sync::atomic::AtomicU64;
 
 /// The ABI version this crate describes. Bumped on any layout change of the types below.
 pub const ABI_VERSION: u32 = 1;
@@ -119,6 +120,17 @@ pub type StartFn =
 pub type PollFn =
     unsafe extern "C" fn(fut: *mut FutureObj, out: *mut c_void, write: WriteFn) -> u32;
 
+/// Module function: call a synchronous exported function with the encoded argument. Returns
+/// [`STATUS_READY`] (the encoded result was written to `out`), [`STATUS_PANICKED`] or
+/// [`STATUS_ERROR`] (a message was written: e.g. the argument did not decode).
+pub type CallFn = unsafe extern "C" fn(
+    proc: *mut ProcHandle,
+    arg: *const u8,
+    arg_len: usize,
+    out: *mut c_void,
+    write: WriteFn,
+) -> u32;
+
 /// Module function: destroy a future (running the module's destructors). Returns
 /// [`STATUS_READY`], or [`STATUS_PANICKED`] with the message written if a destructor panicked.
 pub type DropFn =
@@ -137,6 +149,36 @@ pub struct Export {
     pub name: Bytes,
     /// Starts the function as a future.
     pub start: StartFn,
+}
+
+/// One synchronous exported function of a module.
+#[repr(C)]
+#[derive(Debug)]
+pub struct Function {
+    /// The function's name as callers spell it (`module:name`).
+    pub name: Bytes,
+    /// Calls it.
+    pub call: CallFn,
+}
+
+/// A module's entry in the node's export table, owned by the node and never freed. Its
+/// `generation` changes (under the code server's lock) whenever the module's current
+/// version does, so a caller that cached a resolution re-resolves exactly then.
+#[repr(C)]
+#[derive(Debug)]
+pub struct ExportSlot {
+    /// Bumped on every change of the module's current version.
+    pub generation: AtomicU64,
+}
+
+/// A resolution of `module:function` against the current version.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct Resolved {
+    /// The [`ExportSlot::generation`] the resolution is valid for.
+    pub generation: u64,
+    /// The current version's function.
+    pub call: Option<CallFn>,
 }
 
 /// What a module tells the node about itself. Exported as the `static`
@@ -166,6 +208,10 @@ pub struct ModuleDescriptor {
     pub exports: *const Export,
     /// Number of exported functions.
     pub exports_len: usize,
+    /// Synchronous exported functions.
+    pub functions: *const Function,
+    /// Number of synchronous exported functions.
+    pub functions_len: usize,
     /// See [`InitFn`].
     pub init: InitFn,
     /// See [`PollFn`].
@@ -179,6 +225,8 @@ pub struct ModuleDescriptor {
 unsafe impl Sync for ModuleDescriptor {}
 // SAFETY: as above; `Export` is part of the immutable descriptor data.
 unsafe impl Sync for Export {}
+// SAFETY: as above; `Function` is part of the immutable descriptor data.
+unsafe impl Sync for Function {}
 
 /// A message as the host shows it to a module's receive matcher.
 #[repr(C)]
@@ -311,4 +359,15 @@ pub struct HostApi {
     ) -> u32,
     /// Drop a call handle (finished or not), releasing the version binding.
     pub apply_drop: unsafe extern "C" fn(proc: *mut ProcHandle, call: *mut CallHandle),
+    /// Resolve the synchronous function `module:function` on the current version: writes
+    /// the resolution and returns the module's export slot (valid forever), or returns
+    /// null and writes an error message (`undef`).
+    pub resolve: unsafe extern "C" fn(
+        proc: *mut ProcHandle,
+        module: Bytes,
+        function: Bytes,
+        out: *mut Resolved,
+        err: *mut c_void,
+        write: WriteFn,
+    ) -> *const ExportSlot,
 }

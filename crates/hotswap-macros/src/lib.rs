@@ -14,44 +14,48 @@ struct ModuleSpec {
     name: LitStr,
     version: LitStr,
     exports: Vec<ExportSpec>,
+    functions: Vec<ExportSpec>,
+}
+
+fn parse_list(input: ParseStream<'_>) -> syn::Result<Vec<ExportSpec>> {
+    let content;
+    bracketed!(content in input);
+    let mut v = Vec::new();
+    while !content.is_empty() {
+        let func: syn::Path = content.parse()?;
+        let name = if content.peek(Token![as]) {
+            content.parse::<Token![as]>()?;
+            content.parse::<LitStr>()?.value()
+        } else {
+            match func.segments.last() {
+                Some(s) => s.ident.to_string(),
+                None => return Err(content.error("expected a function path")),
+            }
+        };
+        v.push(ExportSpec { func, name });
+        if content.is_empty() {
+            break;
+        }
+        content.parse::<Token![,]>()?;
+    }
+    Ok(v)
 }
 
 impl Parse for ModuleSpec {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
-        let (mut name, mut version, mut exports) = (None, None, None);
+        let (mut name, mut version, mut exports, mut functions) = (None, None, None, None);
         while !input.is_empty() {
             let key: Ident = input.parse()?;
             input.parse::<Token![:]>()?;
             match key.to_string().as_str() {
                 "name" => name = Some(input.parse::<LitStr>()?),
                 "version" => version = Some(input.parse::<LitStr>()?),
-                "exports" => {
-                    let content;
-                    bracketed!(content in input);
-                    let mut v = Vec::new();
-                    while !content.is_empty() {
-                        let func: syn::Path = content.parse()?;
-                        let name = if content.peek(Token![as]) {
-                            content.parse::<Token![as]>()?;
-                            content.parse::<LitStr>()?.value()
-                        } else {
-                            match func.segments.last() {
-                                Some(s) => s.ident.to_string(),
-                                None => return Err(content.error("expected a function path")),
-                            }
-                        };
-                        v.push(ExportSpec { func, name });
-                        if content.is_empty() {
-                            break;
-                        }
-                        content.parse::<Token![,]>()?;
-                    }
-                    exports = Some(v);
-                }
+                "exports" => exports = Some(parse_list(input)?),
+                "functions" => functions = Some(parse_list(input)?),
                 other => {
                     return Err(syn::Error::new(
                         key.span(),
-                        format!("unknown key `{other}`: expected `name`, `version` or `exports`"),
+                        format!("unknown key `{other}`: expected `name`, `version`, `exports` or `functions`"),
                     ))
                 }
             }
@@ -65,6 +69,7 @@ impl Parse for ModuleSpec {
             name: name.ok_or_else(|| missing("name"))?,
             version: version.ok_or_else(|| missing("version"))?,
             exports: exports.ok_or_else(|| missing("exports"))?,
+            functions: functions.unwrap_or_default(),
         })
     }
 }
@@ -80,14 +85,17 @@ impl Parse for ModuleSpec {
 /// ```
 ///
 /// Each export is an `async fn(Ctx, A) -> R` where `A: DeserializeOwned` is the argument
-/// and `R: IntoOutcome`. The macro generates the module descriptor (ABI version, name,
+/// and `R: IntoOutcome`: it can be spawned as a process, continued into, or awaited with
+/// `Ctx::apply`. An optional `functions: [..]` list names synchronous
+/// `fn(Ctx, A) -> R` (`R: Serialize`) functions, called fully-qualified with
+/// `Ctx::function`. The macro generates the module descriptor (ABI version, name,
 /// version, a unique build id, the panic strategy the crate was built with) and one
 /// panic-catching `extern "C"` shim per export.
 #[proc_macro]
 pub fn module(input: TokenStream) -> TokenStream {
     let spec = syn::parse_macro_input!(input as ModuleSpec);
     let mut seen = std::collections::HashSet::new();
-    for e in &spec.exports {
+    for e in spec.exports.iter().chain(&spec.functions) {
         if !seen.insert(e.name.clone()) {
             return syn::Error::new_spanned(
                 &e.func,
@@ -133,6 +141,31 @@ pub fn module(input: TokenStream) -> TokenStream {
             ::hotswap::abi::Export { name: ::hotswap::abi::Bytes::new(#lit), start: #shim }
         }
     });
+    let nf = spec.functions.len();
+    let call_shims = spec.functions.iter().enumerate().map(|(i, e)| {
+        let shim = format_ident!("__hotswap_call_{}", i);
+        let func = &e.func;
+        quote! {
+            unsafe extern "C" fn #shim(
+                proc: *mut ::hotswap::abi::ProcHandle,
+                arg: *const u8,
+                len: usize,
+                out: *mut ::core::ffi::c_void,
+                write: ::hotswap::abi::WriteFn,
+            ) -> u32 {
+                // SAFETY: the node calls function shims with the caller's process handle,
+                // a valid argument byte range and its copy callback.
+                unsafe { ::hotswap::private::call(proc, arg, len, out, write, #func) }
+            }
+        }
+    });
+    let fn_entries = spec.functions.iter().enumerate().map(|(i, e)| {
+        let shim = format_ident!("__hotswap_call_{}", i);
+        let lit = syn::LitByteStr::new(e.name.as_bytes(), proc_macro2::Span::call_site());
+        quote! {
+            ::hotswap::abi::Function { name: ::hotswap::abi::Bytes::new(#lit), call: #shim }
+        }
+    });
     let name_b = syn::LitByteStr::new(name.value().as_bytes(), name.span());
     let vsn_b = syn::LitByteStr::new(version.value().as_bytes(), version.span());
     let build_b = syn::LitByteStr::new(build_id.as_bytes(), proc_macro2::Span::call_site());
@@ -142,7 +175,9 @@ pub fn module(input: TokenStream) -> TokenStream {
         mod __hotswap_module {
             use super::*;
             #(#shims)*
+            #(#call_shims)*
             static EXPORTS: [::hotswap::abi::Export; #n] = [#(#entries),*];
+            static FUNCTIONS: [::hotswap::abi::Function; #nf] = [#(#fn_entries),*];
 
             /// The module descriptor read by the node before any module code runs.
             #[no_mangle]
@@ -158,6 +193,8 @@ pub fn module(input: TokenStream) -> TokenStream {
                 panic_unwind: cfg!(panic = "unwind") as u8,
                 exports: EXPORTS.as_ptr(),
                 exports_len: #n,
+                functions: FUNCTIONS.as_ptr(),
+                functions_len: #nf,
                 init: ::hotswap::private::init,
                 poll: ::hotswap::private::poll,
                 drop_future: ::hotswap::private::drop_future,

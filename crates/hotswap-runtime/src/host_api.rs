@@ -398,6 +398,32 @@ unsafe extern "C" fn apply_drop(p: *mut abi::ProcHandle, h: *mut abi::CallHandle
     })
 }
 
+unsafe extern "C" fn resolve(
+    p: *mut abi::ProcHandle,
+    module: abi::Bytes,
+    function: abi::Bytes,
+    out: *mut abi::Resolved,
+    err: *mut c_void,
+    write: abi::WriteFn,
+) -> *const abi::ExportSlot {
+    guarded(std::ptr::null(), || {
+        // SAFETY: live handle; readable ranges (ABI contract).
+        let (p, module, function) = unsafe { (proc_ref(p), text(module), text(function)) };
+        match p.node.code.resolve(&module, &function) {
+            Ok((slot, r)) => {
+                // SAFETY: the caller's out-parameter.
+                unsafe { *out = r };
+                slot
+            }
+            Err(m) => {
+                // SAFETY: the caller's copy callback and buffer.
+                unsafe { write(err, m.as_ptr(), m.len()) };
+                std::ptr::null()
+            }
+        }
+    })
+}
+
 static TABLE: abi::HostApi = abi::HostApi {
     abi_version: abi::ABI_VERSION,
     size: std::mem::size_of::<abi::HostApi>() as u32,
@@ -422,6 +448,7 @@ static TABLE: abi::HostApi = abi::HostApi {
     apply_start,
     apply_poll,
     apply_drop,
+    resolve,
 };
 
 /// The node's host API table.

@@ -88,7 +88,11 @@ pub(crate) fn host() -> &'static abi::HostApi {
     crate::private::host()
 }
 
-pub(crate) unsafe extern "C" fn write_vec(out: *mut c_void, ptr: *const u8, len: usize) {
+/// Copy `(ptr, len)` onto the `Vec<u8>` behind `out` (the SDK's `WriteFn`).
+///
+/// # Safety
+/// `out` must be a `*mut Vec<u8>` and `(ptr, len)` a readable range.
+pub unsafe extern "C" fn write_vec(out: *mut c_void, ptr: *const u8, len: usize) {
     // SAFETY: the host passes back the `&mut Vec<u8>` we gave it as `out`, and a valid
     // `(ptr, len)` byte range for the duration of this call.
     unsafe {
@@ -110,6 +114,12 @@ impl Ctx {
     #[doc(hidden)]
     pub unsafe fn from_raw(proc: *mut abi::ProcHandle) -> Ctx {
         Ctx { proc }
+    }
+
+    /// The raw process handle, for benchmarks calling ABI entry points directly.
+    #[doc(hidden)]
+    pub fn __raw(&self) -> *mut abi::ProcHandle {
+        self.proc
     }
 
     /// This process's pid.
@@ -389,6 +399,29 @@ impl Ctx {
         }
     }
 
+    /// A handle on the synchronous exported function `module:function`: each
+    /// [`Function::call`] is a fully-qualified call, reaching the module's **current**
+    /// version. The handle caches its resolution and re-resolves only when the module's
+    /// current version changes, so a call costs what a call through Erlang's export table
+    /// does: one load and compare more than a local call.
+    pub fn function<A: Serialize + ?Sized, R: DeserializeOwned>(
+        &self,
+        module: &str,
+        function: &str,
+    ) -> Function<A, R> {
+        Function {
+            ctx: *self,
+            module: module.into(),
+            function: function.into(),
+            slot: std::ptr::null(),
+            res: abi::Resolved {
+                generation: 0,
+                call: None,
+            },
+            _t: PhantomData,
+        }
+    }
+
     fn now_ns(&self) -> u64 {
         // SAFETY: live handle.
         unsafe { (host().now_ns)(self.proc) }
@@ -397,6 +430,140 @@ impl Ctx {
 
 /// The matcher of [`Ctx::receive`]: any user message that decodes as `T`.
 pub type AnyOf<T> = Typed<T, fn(&T) -> bool>;
+
+/// A synchronous exported function of a module, resolved against its current version; see
+/// [`Ctx::function`].
+pub struct Function<A: ?Sized, R> {
+    ctx: Ctx,
+    module: Box<str>,
+    function: Box<str>,
+    slot: *const abi::ExportSlot,
+    res: abi::Resolved,
+    _t: PhantomData<fn(&A) -> R>,
+}
+
+impl<A: ?Sized, R> std::fmt::Debug for Function<A, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Function({}:{}, generation {})",
+            self.module, self.function, self.res.generation
+        )
+    }
+}
+
+// SAFETY: the slot pointer names node-owned data that lives forever and is only read
+// atomically; the handle is used by one process at a time.
+unsafe impl<A: ?Sized, R> Send for Function<A, R> {}
+
+impl<A: Serialize + ?Sized, R: DeserializeOwned> Function<A, R> {
+    /// Call it with a value (encoded with the SDK codec) and decode the result.
+    pub fn call(&mut self, arg: &A) -> Result<R, ApplyError> {
+        let mut out = Vec::new();
+        self.call_bytes(&codec::encode(arg), &mut out)?;
+        codec::decode(&out).map_err(ApplyError::Decode)
+    }
+
+    /// Call it with an encoded argument; the encoded result is appended to `out`.
+    #[inline]
+    pub fn call_bytes(&mut self, arg: &[u8], out: &mut Vec<u8>) -> Result<(), ApplyError> {
+        let call = match self.cached() {
+            Some(c) => c,
+            None => self.resolve()?,
+        };
+        self.__invoke(call, arg, out)
+    }
+
+    /// Call an entry point obtained from [`Function::__resolved`] in this poll and check its
+    /// status: what [`Function::call_bytes`] does after the export-table check.
+    #[doc(hidden)]
+    #[inline]
+    pub fn __invoke(
+        &self,
+        call: abi::CallFn,
+        arg: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), ApplyError> {
+        // SAFETY: `call` belongs to the module's current version as of this poll (the node
+        // does not unmap a version while a thread that may have resolved it is inside a
+        // poll); the argument range and `out` are valid for the call.
+        let st = unsafe {
+            call(
+                self.ctx.proc,
+                arg.as_ptr(),
+                arg.len(),
+                out as *mut Vec<u8> as *mut c_void,
+                write_vec,
+            )
+        };
+        match st {
+            abi::STATUS_READY => Ok(()),
+            _ => Err(self.call_error(st, out)),
+        }
+    }
+
+    #[cold]
+    fn call_error(&self, st: u32, out: &[u8]) -> ApplyError {
+        let msg = String::from_utf8_lossy(out).into_owned();
+        if st == abi::STATUS_PANICKED {
+            ApplyError::Panicked(msg)
+        } else {
+            ApplyError::Exit(ExitReason::BadArg(msg))
+        }
+    }
+
+    /// The entry point a call would use now (resolving if needed). For benchmarks that
+    /// compare a call through this handle with a direct call of the same entry point: the
+    /// pointer is only valid until the end of the current poll.
+    #[doc(hidden)]
+    pub fn __resolved(&mut self) -> Result<abi::CallFn, ApplyError> {
+        match self.cached() {
+            Some(c) => Ok(c),
+            None => self.resolve(),
+        }
+    }
+
+    /// The cached resolution, if the module's current version has not changed since.
+    #[inline]
+    fn cached(&self) -> Option<abi::CallFn> {
+        let call = self.res.call?;
+        // SAFETY: `call` is set only together with a non-null slot, which is node-owned and
+        // lives forever.
+        let slot = unsafe { &*self.slot };
+        (slot.generation.load(std::sync::atomic::Ordering::SeqCst) == self.res.generation)
+            .then_some(call)
+    }
+
+    #[cold]
+    fn resolve(&mut self) -> Result<abi::CallFn, ApplyError> {
+        let mut err = Vec::new();
+        let mut res = abi::Resolved {
+            generation: 0,
+            call: None,
+        };
+        // SAFETY: live handle; all pointers are valid for the call.
+        let slot = unsafe {
+            (host().resolve)(
+                self.ctx.proc,
+                b(self.module.as_bytes()),
+                b(self.function.as_bytes()),
+                &mut res,
+                &mut err as *mut Vec<u8> as *mut c_void,
+                write_vec,
+            )
+        };
+        match (slot.is_null(), res.call) {
+            (false, Some(c)) => {
+                self.slot = slot;
+                self.res = res;
+                Ok(c)
+            }
+            _ => Err(ApplyError::Undef(
+                String::from_utf8_lossy(&err).into_owned(),
+            )),
+        }
+    }
+}
 
 fn accept_all<T>(_: &T) -> bool {
     true

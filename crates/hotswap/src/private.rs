@@ -20,6 +20,7 @@ use crate::Ctx;
 /// The SDK version recorded in every descriptor.
 pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub use crate::codec::CODEC_ID;
+pub use crate::ctx::write_vec;
 
 static HOST: AtomicPtr<abi::HostApi> = AtomicPtr::new(std::ptr::null_mut());
 
@@ -122,6 +123,47 @@ where
         }
     };
     Box::into_raw(Box::new(task)) as *mut abi::FutureObj
+}
+
+/// Synchronous export shim body: decode the argument, call, encode the result.
+///
+/// # Safety
+/// `arg` must point at `len` readable bytes, `proc` be the calling process's handle, and
+/// `out`/`write` the host's buffer and copy callback.
+pub unsafe fn call<A, R, F>(
+    proc: *mut abi::ProcHandle,
+    arg: *const u8,
+    len: usize,
+    out: *mut c_void,
+    write: abi::WriteFn,
+    f: F,
+) -> u32
+where
+    A: DeserializeOwned,
+    R: serde::Serialize,
+    F: FnOnce(Ctx, A) -> R,
+{
+    // SAFETY: caller contract.
+    let bytes = unsafe { std::slice::from_raw_parts(arg, len) };
+    let r = catch_unwind(AssertUnwindSafe(|| match codec::decode::<A>(bytes) {
+        // SAFETY: caller contract: `proc` is the calling process's handle.
+        Ok(a) => Ok(codec::encode(&f(unsafe { Ctx::from_raw(proc) }, a))),
+        Err(e) => Err(format!("argument {e}")),
+    }));
+    match r {
+        Ok(Ok(v)) => {
+            write_str(out, write, &v);
+            abi::STATUS_READY
+        }
+        Ok(Err(e)) => {
+            write_str(out, write, e.as_bytes());
+            abi::STATUS_ERROR
+        }
+        Err(p) => {
+            write_str(out, write, panic_message(p).as_bytes());
+            abi::STATUS_PANICKED
+        }
+    }
 }
 
 /// # Safety

@@ -28,6 +28,8 @@ pub static HOTSWAP_MODULE_DESCRIPTOR: abi::ModuleDescriptor = abi::ModuleDescrip
     panic_unwind: 1,
     exports: core::ptr::null(),
     exports_len: 0,
+    functions: core::ptr::null(),
+    functions_len: 0,
     init,
     poll,
     drop_future,

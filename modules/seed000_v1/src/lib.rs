@@ -7,4 +7,5 @@ hotswap::module! {
     name: "seed000",
     version: "1",
     exports: [do_loop, run_loop as "loop", version],
+    functions: [whoami],
 }

@@ -42,23 +42,99 @@ static REFUSED_THREADS: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
     static IN_MODULE: Cell<u32> = const { Cell::new(0) };
+    // A `&'static` (no destructor): registering it costs the thread no exit hook.
+    static EPOCH: &'static Epoch = Epoch::register();
 }
 
-/// Marks the current thread as running module code while alive.
+/// Per-thread record of module code running, for quiescence (see [`quiesce`]): `seq` is
+/// odd while the thread runs module code (outermost entry), `node` says whose (0: not
+/// known, e.g. a thread-exit destructor).
+struct Epoch {
+    seq: AtomicU64,
+    node: AtomicU64,
+}
+
+static EPOCHS: Mutex<Vec<&'static Epoch>> = Mutex::new(Vec::new());
+
+impl Epoch {
+    fn register() -> &'static Epoch {
+        let e: &'static Epoch = Box::leak(Box::new(Epoch {
+            seq: AtomicU64::new(0),
+            node: AtomicU64::new(0),
+        }));
+        EPOCHS.lock().unwrap_or_else(|p| p.into_inner()).push(e);
+        e
+    }
+}
+
+/// Marks the current thread as running module code (of `node`'s versions) while alive.
 #[derive(Debug)]
 pub(crate) struct InModule(());
 
 impl InModule {
-    pub(crate) fn enter() -> InModule {
-        IN_MODULE.with(|c| c.set(c.get() + 1));
+    pub(crate) fn enter(node: u64) -> InModule {
+        let depth = IN_MODULE.with(|c| {
+            let d = c.get() + 1;
+            c.set(d);
+            d
+        });
+        if depth == 1 {
+            let _ = EPOCH.try_with(|e| {
+                e.node.store(node, Ordering::Relaxed);
+                // SeqCst (a full fence): a purge that reads this thread's sequence after a
+                // module's current version changed sees it odd if this thread may have
+                // resolved that version before the change.
+                e.seq
+                    .store(e.seq.load(Ordering::Relaxed) + 1, Ordering::SeqCst);
+            });
+        }
         InModule(())
     }
 }
 
 impl Drop for InModule {
     fn drop(&mut self) {
-        IN_MODULE.with(|c| c.set(c.get().saturating_sub(1)));
+        let depth = IN_MODULE.with(|c| {
+            let d = c.get().saturating_sub(1);
+            c.set(d);
+            d
+        });
+        if depth == 0 {
+            let _ = EPOCH.try_with(|e| {
+                e.seq
+                    .store(e.seq.load(Ordering::Relaxed) + 1, Ordering::Release)
+            });
+        }
     }
+}
+
+/// Wait until every thread that is running module code of `node` (or of an unknown node)
+/// right now has left it at least once. After a version stopped being current, this makes
+/// sure no thread still holds a resolution of it taken before the change (a cached
+/// fully-qualified call is re-checked on every call, and resolutions never outlive a poll).
+/// `false` if `timeout` passed first.
+pub(crate) async fn quiesce(node: u64, timeout: std::time::Duration) -> bool {
+    let busy: Vec<(&'static Epoch, u64)> = EPOCHS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|e| (*e, e.seq.load(Ordering::SeqCst)))
+        .filter(|(e, s)| {
+            let n = e.node.load(Ordering::Relaxed);
+            s % 2 == 1 && (n == 0 || n == node)
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + timeout;
+    for (e, s) in busy {
+        // Polls are short: yield to other tasks while waiting.
+        while e.seq.load(Ordering::SeqCst) == s {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+    true
 }
 
 fn in_module() -> bool {
@@ -222,7 +298,7 @@ unsafe extern "C" fn tls_trampoline(e: *mut c_void) {
     // Hold the read lock while module code runs, so `retire` (write lock) waits for us.
     let dsos = DSOS.read().unwrap_or_else(|p| p.into_inner());
     if dsos.iter().any(|d| d.id == e.owner && d.alive) {
-        let _m = InModule::enter();
+        let _m = InModule::enter(0);
         // SAFETY: the owning module is alive (checked under the lock that retiring takes),
         // so its destructor is mapped; it is called once with the object it registered.
         unsafe { (e.dtor)(e.obj) };

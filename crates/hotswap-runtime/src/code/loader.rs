@@ -37,6 +37,7 @@ pub(crate) struct Opened {
     pub(crate) drop_future: abi::DropFn,
     pub(crate) exports: HashMap<Box<str>, abi::StartFn>,
     pub(crate) export_names: Vec<String>,
+    pub(crate) functions: HashMap<Box<str>, abi::CallFn>,
 }
 
 const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
@@ -240,6 +241,18 @@ impl Drop for Cleanup<'_> {
     }
 }
 
+/// Where and for whom a library is opened.
+pub(crate) struct Target<'a> {
+    /// The node's code directory.
+    pub(crate) code_dir: &'a Path,
+    /// Node-unique load sequence number.
+    pub(crate) seq: u64,
+    /// The loading node's id.
+    pub(crate) node: u64,
+    /// The host table handed to the module's `init`.
+    pub(crate) host: &'static abi::HostApi,
+}
+
 /// Validate, copy and open a module library, then run its `init`.
 ///
 /// # Safety
@@ -248,13 +261,17 @@ impl Drop for Cleanup<'_> {
 /// an operator named; the descriptor checks above refuse libraries not built with the SDK.
 pub(crate) unsafe fn open(
     src: &Path,
-    code_dir: &Path,
-    seq: u64,
     expect: Option<&str>,
-    host: &'static abi::HostApi,
+    target: Target<'_>,
     buf: &mut Vec<u8>,
     take_spare: &mut dyn FnMut(u64) -> Option<PathBuf>,
 ) -> Result<Opened, LoadError> {
+    let Target {
+        code_dir,
+        seq,
+        node,
+        host,
+    } = target;
     // Read (not mmap: a file being rewritten by a build would fault the node) into a buffer
     // the code server reuses across loads.
     buf.clear();
@@ -410,6 +427,28 @@ pub(crate) unsafe fn open(
         }
         export_names.push(en);
     }
+    if d.functions_len > 100_000 || (d.functions_len > 0 && d.functions.is_null()) {
+        return Err(bad(format!(
+            "function table of {} entries is invalid",
+            d.functions_len
+        )));
+    }
+    let mut functions = HashMap::new();
+    for i in 0..d.functions_len {
+        // SAFETY: `functions` points at `functions_len` entries in the mapped image
+        // (checked non-null above).
+        let f = unsafe { &*d.functions.add(i) };
+        // SAFETY: as for the other descriptor strings.
+        let fname = unsafe { copy_str(f.name, "function name") }.map_err(bad)?;
+        if exports.contains_key(fname.as_str())
+            || functions
+                .insert(fname.clone().into_boxed_str(), f.call)
+                .is_some()
+        {
+            return Err(bad(format!("export `{fname}` is listed twice")));
+        }
+        export_names.push(fname);
+    }
     let (poll, drop_future, init) = (d.poll, d.drop_future, d.init);
 
     // The descriptor is accepted: watch the image's thread-exit hooks, then run module code.
@@ -418,7 +457,7 @@ pub(crate) unsafe fn open(
     guard::register(guard_id, loaded_ranges(&cpath));
     let mut msg: Vec<u8> = Vec::new();
     let st = {
-        let _m = guard::InModule::enter();
+        let _m = guard::InModule::enter(node);
         // SAFETY: `init` comes from the accepted descriptor; the host table is 'static.
         unsafe {
             init(
@@ -474,6 +513,7 @@ pub(crate) unsafe fn open(
         drop_future,
         exports,
         export_names,
+        functions,
     })
 }
 

@@ -54,6 +54,9 @@ pub(crate) struct Version {
     pub(crate) drop_future: abi::DropFn,
     pub(crate) exports: HashMap<Box<str>, abi::StartFn>,
     pub(crate) export_names: Vec<String>,
+    pub(crate) functions: HashMap<Box<str>, abi::CallFn>,
+    /// The node that loaded it (for quiescence, see `guard::quiesce`).
+    node: u64,
     /// Calls running inside this version, counted per thread slot so that polls on
     /// different workers do not contend on one cache line.
     in_flight: [FlightSlot; FLIGHT_SLOTS],
@@ -110,7 +113,7 @@ impl Version {
         slot.fetch_add(1, Ordering::Acquire);
         Enter {
             slot,
-            _m: guard::InModule::enter(),
+            _m: guard::InModule::enter(self.node),
         }
     }
 
@@ -280,6 +283,11 @@ pub(crate) struct CodeServer {
     pub(crate) freed: AtomicU64,
     /// Read buffer reused by loads (taken under the `ops` lock).
     buf: Mutex<Vec<u8>>,
+    /// The node-unique id of this code server's node.
+    node: u64,
+    /// The export table: one slot per module name ever loaded, never freed (handles in
+    /// module code point at them). Generations change under the `slots` write lock.
+    export_slots: Mutex<HashMap<String, &'static abi::ExportSlot>>,
     /// Copies of purged versions, verified unmapped, by content hash: a later load of the
     /// same bytes opens one instead of writing a new copy.
     spares: Mutex<Vec<(u64, PathBuf)>>,
@@ -290,6 +298,7 @@ const SPARES: usize = 16;
 
 impl CodeServer {
     pub(crate) fn new(code_dir: PathBuf, purge_timeout: Duration) -> CodeServer {
+        static NODES: AtomicU64 = AtomicU64::new(1);
         CodeServer {
             slots: RwLock::new(HashMap::new()),
             ops: tokio::sync::Mutex::new(()),
@@ -300,6 +309,8 @@ impl CodeServer {
             freed: AtomicU64::new(0),
             buf: Mutex::new(Vec::new()),
             spares: Mutex::new(Vec::new()),
+            node: NODES.fetch_add(1, Ordering::Relaxed),
+            export_slots: Mutex::new(HashMap::new()),
         }
     }
 
@@ -322,10 +333,13 @@ impl CodeServer {
         let o = unsafe {
             loader::open(
                 path,
-                &self.code_dir,
-                seq,
                 expect,
-                crate::host_api::table(),
+                loader::Target {
+                    code_dir: &self.code_dir,
+                    seq,
+                    node: self.node,
+                    host: crate::host_api::table(),
+                },
                 &mut self.buf.lock(),
                 &mut |hash| {
                     let mut sp = self.spares.lock();
@@ -360,6 +374,8 @@ impl CodeServer {
             drop_future: o.drop_future,
             exports: o.exports,
             export_names: o.export_names,
+            functions: o.functions,
+            node: self.node,
             in_flight: Default::default(),
             bound: AtomicUsize::new(0),
             unbound: Arc::new(Notify::new()),
@@ -398,6 +414,7 @@ impl CodeServer {
             let s = slots.entry(name.clone()).or_default();
             s.old = s.current.take();
             s.current = Some(v.clone());
+            self.bump(&name);
         }
         tracing::info!(module = %name, version = %v.vsn, file = %v.file.display(), "loaded");
         Ok(self.info(&name, &node.table).expect("just loaded"))
@@ -473,7 +490,7 @@ impl CodeServer {
                 Some(_) => s.old.take().expect("checked"),
             }
         };
-        self.release(old, "soft_purge");
+        self.release_quiesced(old, "soft_purge").await;
         self.forget_if_empty(module);
         Ok(true)
     }
@@ -496,7 +513,50 @@ impl CodeServer {
             });
         }
         s.old = s.current.take();
+        self.bump(module);
         Ok(())
+    }
+
+    fn export_slot(&self, module: &str) -> &'static abi::ExportSlot {
+        let mut m = self.export_slots.lock();
+        if let Some(s) = m.get(module).copied() {
+            return s;
+        }
+        let s: &'static abi::ExportSlot = Box::leak(Box::new(abi::ExportSlot {
+            generation: AtomicU64::new(1),
+        }));
+        m.insert(module.to_string(), s);
+        s
+    }
+
+    /// The module's current version changed: invalidate every cached resolution. Called
+    /// with the `slots` write lock held.
+    fn bump(&self, module: &str) {
+        self.export_slot(module)
+            .generation
+            .fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Resolve the synchronous function `module:function` on the current version.
+    pub(crate) fn resolve(
+        &self,
+        module: &str,
+        function: &str,
+    ) -> Result<(&'static abi::ExportSlot, abi::Resolved), String> {
+        let slots = self.slots.read();
+        let slot = self.export_slot(module);
+        let generation = slot.generation.load(Ordering::SeqCst);
+        let Some(v) = slots.get(module).and_then(|s| s.current.as_ref()) else {
+            return Err(format!("undef: module `{module}` is not loaded"));
+        };
+        match v.functions.get(function) {
+            Some(&call) => Ok((slot, abi::Resolved { generation, call: Some(call) })),
+            None => Err(format!(
+                "undef: module `{module}` (version {}) has no function `{function}`; it exports: {}",
+                v.vsn,
+                v.export_names.join(", ")
+            )),
+        }
     }
 
     /// Kill what runs the old version of `module`, then free it. The `ops` lock is held.
@@ -535,7 +595,7 @@ impl CodeServer {
             self.pin(old, reason.clone());
             Some(reason)
         } else {
-            self.release(old, "purge")
+            self.release_quiesced(old, "purge").await
         };
         self.forget_if_empty(module);
         if !killed.is_empty() {
@@ -562,6 +622,21 @@ impl CodeServer {
     fn pin(&self, v: Arc<Version>, reason: String) {
         tracing::warn!(module = %v.name, version = %v.vsn, %reason, "version pinned: kept mapped");
         self.pinned.lock().push(Pinned { version: v, reason });
+    }
+
+    /// [`CodeServer::release`] once no thread can still hold a resolution of the version
+    /// taken while it was current (see `guard::quiesce`).
+    async fn release_quiesced(&self, v: Arc<Version>, why: &str) -> Option<String> {
+        if guard::quiesce(self.node, self.purge_timeout).await {
+            self.release(v, why)
+        } else {
+            let reason = format!(
+                "a thread stayed inside module code for more than {:?}, so it may still be using this version",
+                self.purge_timeout
+            );
+            self.pin(v, reason.clone());
+            Some(reason)
+        }
     }
 
     /// Close a version nobody runs. Returns the pin reason if it could not be freed.
@@ -644,6 +719,7 @@ impl CodeServer {
                 if let Some(s) = slots.get_mut(&n) {
                     s.old = s.current.take();
                 }
+                self.bump(&n);
             }
             out.push(self.purge_locked(node, &n).await);
         }

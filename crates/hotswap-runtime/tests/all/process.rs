@@ -269,3 +269,63 @@ async fn process_apply_binds_caller_to_version_while_waiting() {
     );
     assert!(node.code().soft_purge("misbehave").await.unwrap());
 }
+
+/// A fully-qualified synchronous call reaches the current version each time, re-resolving
+/// only after a load or delete; purging the version it used before is safe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_function_handle_follows_current_version() {
+    let node = support::node();
+    let me = node.external();
+    let me_pid = me.pid();
+    node.code().load(module("seed000_v1")).await.unwrap();
+    let caller = node
+        .spawn_native(move |ctx: Ctx| async move {
+            let mut f = ctx.function::<u64, (String, u64)>("seed000", "whoami");
+            let mut missing = ctx.function::<u64, u64>("seed000", "nope");
+            // Until told 0: answer each number with both calls' results.
+            loop {
+                let x: u64 = ctx.receive().await;
+                if x == 0 {
+                    return;
+                }
+                let r = f.call(&x).map_err(|e| e.to_string());
+                let m = missing.call(&x).map_err(|e| e.to_string());
+                ctx.send(me_pid, &(r, m.unwrap_err()));
+            }
+        })
+        .unwrap();
+    let ask = |x: u64| {
+        me.send(caller, &x);
+        async {
+            me.receive::<(Result<(String, u64), String>, String)>(WAIT)
+                .await
+                .unwrap()
+        }
+    };
+    let (r, missing) = ask(1).await;
+    assert_eq!(r, Ok(("1".into(), 2)));
+    assert!(
+        missing.contains("undef") && missing.contains("whoami"),
+        "{missing}"
+    );
+    node.code().load(module("seed000_v2")).await.unwrap();
+    assert_eq!(
+        ask(2).await.0,
+        Ok(("2".into(), 3)),
+        "the next call reaches the new version"
+    );
+    // The version the handle used before is purged and unmapped: the handle re-resolved.
+    let r = node.code().purge("seed000").await.unwrap();
+    assert_eq!(r.pinned, None);
+    assert_eq!(ask(3).await.0, Ok(("2".into(), 4)));
+    node.code().delete("seed000").await.unwrap();
+    let (r, _) = ask(4).await;
+    assert!(r.unwrap_err().contains("not loaded"));
+    node.code().purge("seed000").await.unwrap();
+    node.code().load(module("seed000_v1")).await.unwrap();
+    assert_eq!(
+        ask(5).await.0,
+        Ok(("1".into(), 6)),
+        "and back, after delete and purge"
+    );
+}
