@@ -400,7 +400,7 @@ impl Ctx {
     }
 
     /// A handle on the synchronous exported function `module:function`: each
-    /// [`Function::call`] is a fully-qualified call, reaching the module's **current**
+    /// `call` is a fully-qualified call, reaching the module's **current**
     /// version. The handle caches its resolution and re-resolves only when the module's
     /// current version changes, so a call costs what a call through Erlang's export table
     /// does: one load and compare more than a local call.
