@@ -539,6 +539,19 @@ impl ExternalProcess {
         ops::demonitor(&self.proc, r.0)
     }
 
+    fn spawn_with<A: serde::Serialize + ?Sized>(
+        &self,
+        module: &str,
+        function: &str,
+        arg: &A,
+        flags: u32,
+    ) -> Result<(Pid, u64), SpawnError> {
+        let arg = hotswap::codec::encode(arg);
+        self.proc
+            .node
+            .spawn(Some(&self.proc), module, function, &arg, flags)
+    }
+
     /// Spawn linked to this process.
     pub fn spawn_link<A: serde::Serialize + ?Sized>(
         &self,
@@ -546,15 +559,7 @@ impl ExternalProcess {
         function: &str,
         arg: &A,
     ) -> Result<Pid, SpawnError> {
-        self.proc
-            .node
-            .spawn(
-                Some(&self.proc),
-                module,
-                function,
-                &hotswap::codec::encode(arg),
-                abi::SPAWN_LINK,
-            )
+        self.spawn_with(module, function, arg, abi::SPAWN_LINK)
             .map(|r| r.0)
     }
 
@@ -565,15 +570,7 @@ impl ExternalProcess {
         function: &str,
         arg: &A,
     ) -> Result<(Pid, Ref), SpawnError> {
-        self.proc
-            .node
-            .spawn(
-                Some(&self.proc),
-                module,
-                function,
-                &hotswap::codec::encode(arg),
-                abi::SPAWN_MONITOR,
-            )
+        self.spawn_with(module, function, arg, abi::SPAWN_MONITOR)
             .map(|(p, r)| (p, Ref(r)))
     }
 

@@ -78,6 +78,22 @@ pub(crate) fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
+/// Report a shim's result to the host: the bytes on success, the message on an error or a
+/// panic, with the matching status.
+fn report(
+    out: *mut c_void,
+    write: abi::WriteFn,
+    r: std::thread::Result<Result<Vec<u8>, String>>,
+) -> u32 {
+    let (status, bytes) = match r {
+        Ok(Ok(v)) => (abi::STATUS_READY, v),
+        Ok(Err(e)) => (abi::STATUS_ERROR, e.into_bytes()),
+        Err(p) => (abi::STATUS_PANICKED, panic_message(p).into_bytes()),
+    };
+    write_str(out, write, &bytes);
+    status
+}
+
 fn write_str(out: *mut c_void, write: abi::WriteFn, s: &[u8]) {
     // SAFETY: `out`/`write` are the host's buffer and copy callback for this call.
     unsafe { write(out, s.as_ptr(), s.len()) }
@@ -150,20 +166,7 @@ where
         Ok(a) => Ok(codec::encode(&f(unsafe { Ctx::from_raw(proc) }, a))),
         Err(e) => Err(format!("argument {e}")),
     }));
-    match r {
-        Ok(Ok(v)) => {
-            write_str(out, write, &v);
-            abi::STATUS_READY
-        }
-        Ok(Err(e)) => {
-            write_str(out, write, e.as_bytes());
-            abi::STATUS_ERROR
-        }
-        Err(p) => {
-            write_str(out, write, panic_message(p).as_bytes());
-            abi::STATUS_PANICKED
-        }
-    }
+    report(out, write, r)
 }
 
 /// # Safety
@@ -187,19 +190,9 @@ pub unsafe extern "C" fn init(
         // Our own hook: no stderr noise, no `thread::current()` (which would register a
         // thread-exit destructor inside this library), just the location for the reason.
         std::panic::set_hook(Box::new(record_location));
-        Ok(())
+        Ok(Vec::new())
     });
-    match r {
-        Ok(Ok(())) => abi::STATUS_READY,
-        Ok(Err(e)) => {
-            write_str(out, write, e.as_bytes());
-            abi::STATUS_ERROR
-        }
-        Err(p) => {
-            write_str(out, write, panic_message(p).as_bytes());
-            abi::STATUS_PANICKED
-        }
-    }
+    report(out, write, r)
 }
 
 /// # Safety
