@@ -74,6 +74,34 @@ impl Parse for ModuleSpec {
     }
 }
 
+impl ModuleSpec {
+    /// What the loader would refuse anyway, refused at compile time with a span.
+    fn check(&self) -> syn::Result<()> {
+        if self.name.value().is_empty() {
+            return Err(syn::Error::new(
+                self.name.span(),
+                "the module name must not be empty",
+            ));
+        }
+        if self.version.value().is_empty() {
+            return Err(syn::Error::new(
+                self.version.span(),
+                "the version must not be empty",
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for e in self.exports.iter().chain(&self.functions) {
+            if !seen.insert(e.name.clone()) {
+                return Err(syn::Error::new_spanned(
+                    &e.func,
+                    format!("export `{}` is listed twice", e.name),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Declare a hotswap module: its name, its version and its exported functions.
 ///
 /// ```ignore
@@ -202,4 +230,63 @@ pub fn module(input: TokenStream) -> TokenStream {
         }
     }
     .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ModuleSpec;
+
+    fn parse(src: &str) -> syn::Result<ModuleSpec> {
+        let spec: ModuleSpec = syn::parse_str(src)?;
+        spec.check().map(|()| spec)
+    }
+
+    fn error(src: &str) -> String {
+        match parse(src) {
+            Ok(_) => panic!("accepted: {src}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn accepts_exports_functions_and_renames() {
+        let s =
+            parse(r#"name: "m", version: "1.0", exports: [a, b::c as "loop"], functions: [f],"#)
+                .unwrap();
+        let names: Vec<_> = s.exports.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["a", "loop"]);
+        assert_eq!(s.functions[0].name, "f");
+        assert!(
+            parse(r#"exports: [], version: "2", name: "m""#).is_ok(),
+            "any order, no trailing comma"
+        );
+    }
+
+    #[test]
+    fn missing_keys_are_named() {
+        assert!(error(r#"version: "1", exports: [a]"#).contains("needs `name: ...`"));
+        assert!(error(r#"name: "m", exports: [a]"#).contains("needs `version: ...`"));
+        assert!(error(r#"name: "m", version: "1""#).contains("needs `exports: ...`"));
+    }
+
+    #[test]
+    fn bad_input_is_explained() {
+        assert!(
+            error(r#"name: "m", version: "1", exports: [a], export: [b]"#)
+                .contains("unknown key `export`")
+        );
+        assert!(error(r#"name: "", version: "1", exports: [a]"#)
+            .contains("module name must not be empty"));
+        assert!(
+            error(r#"name: "m", version: "", exports: [a]"#).contains("version must not be empty")
+        );
+        assert!(
+            error(r#"name: "m", version: "1", exports: [a, a]"#).contains("`a` is listed twice")
+        );
+        assert!(
+            error(r#"name: "m", version: "1", exports: [a as "f"], functions: [f]"#)
+                .contains("`f` is listed twice")
+        );
+        assert!(error(r#"name: m, version: "1", exports: [a]"#).contains("expected string literal"));
+    }
 }

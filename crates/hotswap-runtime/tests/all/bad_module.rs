@@ -68,6 +68,19 @@ async fn bad_module_not_an_elf() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_module_directory_or_empty_file() {
+    let dir = TempDir::new("dir");
+    let (e, text) = refused(&dir.0).await;
+    assert!(matches!(e, LoadError::Io { .. }), "{e:?}");
+    assert!(text.contains(&dir.0.display().to_string()), "{text}");
+    let empty = dir.0.join("libempty.so");
+    std::fs::write(&empty, b"").unwrap();
+    let (e, text) = refused(&empty).await;
+    assert!(matches!(e, LoadError::NotElf { .. }), "{e:?}");
+    assert!(text.contains("no ELF magic"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_module_truncated_elf() {
     let dir = TempDir::new("trunc");
     let bytes = std::fs::read(module("seed000_v1")).unwrap();

@@ -189,3 +189,10 @@ fn count_files(dir: &std::path::Path) -> usize {
     }
     n
 }
+
+/// Starting a node outside a tokio runtime is a clear error, not a panic.
+#[test]
+fn node_start_outside_a_runtime_is_a_clear_error() {
+    let err = hotswap_runtime::Node::start(hotswap_runtime::NodeConfig::default()).unwrap_err();
+    assert!(err.to_string().contains("inside a tokio runtime"), "{err}");
+}
