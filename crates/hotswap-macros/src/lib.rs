@@ -122,16 +122,8 @@ impl ModuleSpec {
 #[proc_macro]
 pub fn module(input: TokenStream) -> TokenStream {
     let spec = syn::parse_macro_input!(input as ModuleSpec);
-    let mut seen = std::collections::HashSet::new();
-    for e in spec.exports.iter().chain(&spec.functions) {
-        if !seen.insert(e.name.clone()) {
-            return syn::Error::new_spanned(
-                &e.func,
-                format!("export `{}` is listed twice", e.name),
-            )
-            .to_compile_error()
-            .into();
-        }
+    if let Err(e) = spec.check() {
+        return e.to_compile_error().into();
     }
     let name = &spec.name;
     let version = &spec.version;
