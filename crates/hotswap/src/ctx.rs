@@ -174,6 +174,9 @@ impl Ctx {
 
     /// Selective receive with a predicate: the first user message that decodes as `T` and
     /// satisfies `pred`. Everything else stays in the mailbox.
+    ///
+    /// The node runs `pred` while it holds this process's mailbox: the predicate must only
+    /// look at the message, never call this `Ctx` (sending to itself would deadlock).
     pub fn receive_match<T: DeserializeOwned, F: FnMut(&T) -> bool>(
         &self,
         pred: F,
