@@ -139,53 +139,60 @@ pub fn module(input: TokenStream) -> TokenStream {
         std::process::id()
     );
     let n = spec.exports.len();
-    let shims = spec.exports.iter().enumerate().map(|(i, e)| {
-        let shim = format_ident!("__hotswap_start_{}", i);
-        let func = &e.func;
-        quote! {
-            unsafe extern "C" fn #shim(
-                proc: *mut ::hotswap::abi::ProcHandle,
-                arg: *const u8,
-                len: usize,
-            ) -> *mut ::hotswap::abi::FutureObj {
-                // SAFETY: the node calls export shims with the caller's process handle and
-                // a valid argument byte range.
-                unsafe { ::hotswap::private::start(proc, arg, len, #func) }
-            }
-        }
-    });
-    let entries = spec.exports.iter().enumerate().map(|(i, e)| {
-        let shim = format_ident!("__hotswap_start_{}", i);
-        let lit = syn::LitByteStr::new(e.name.as_bytes(), proc_macro2::Span::call_site());
-        quote! {
-            ::hotswap::abi::Export { name: ::hotswap::abi::Bytes::new(#lit), start: #shim }
-        }
-    });
+    // One pass per list: each item's `extern "C"` shim and its descriptor entry.
+    let (shims, entries): (Vec<_>, Vec<_>) = spec
+        .exports
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let shim = format_ident!("__hotswap_start_{}", i);
+            let func = &e.func;
+            let lit = syn::LitByteStr::new(e.name.as_bytes(), proc_macro2::Span::call_site());
+            let def = quote! {
+                unsafe extern "C" fn #shim(
+                    proc: *mut ::hotswap::abi::ProcHandle,
+                    arg: *const u8,
+                    len: usize,
+                ) -> *mut ::hotswap::abi::FutureObj {
+                    // SAFETY: the node calls export shims with the caller's process handle
+                    // and a valid argument byte range.
+                    unsafe { ::hotswap::private::start(proc, arg, len, #func) }
+                }
+            };
+            let entry = quote! {
+                ::hotswap::abi::Export { name: ::hotswap::abi::Bytes::new(#lit), start: #shim }
+            };
+            (def, entry)
+        })
+        .unzip();
     let nf = spec.functions.len();
-    let call_shims = spec.functions.iter().enumerate().map(|(i, e)| {
-        let shim = format_ident!("__hotswap_call_{}", i);
-        let func = &e.func;
-        quote! {
-            unsafe extern "C" fn #shim(
-                proc: *mut ::hotswap::abi::ProcHandle,
-                arg: *const u8,
-                len: usize,
-                out: *mut ::core::ffi::c_void,
-                write: ::hotswap::abi::WriteFn,
-            ) -> u32 {
-                // SAFETY: the node calls function shims with the caller's process handle,
-                // a valid argument byte range and its copy callback.
-                unsafe { ::hotswap::private::call(proc, arg, len, out, write, #func) }
-            }
-        }
-    });
-    let fn_entries = spec.functions.iter().enumerate().map(|(i, e)| {
-        let shim = format_ident!("__hotswap_call_{}", i);
-        let lit = syn::LitByteStr::new(e.name.as_bytes(), proc_macro2::Span::call_site());
-        quote! {
-            ::hotswap::abi::Function { name: ::hotswap::abi::Bytes::new(#lit), call: #shim }
-        }
-    });
+    let (call_shims, fn_entries): (Vec<_>, Vec<_>) = spec
+        .functions
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let shim = format_ident!("__hotswap_call_{}", i);
+            let func = &e.func;
+            let lit = syn::LitByteStr::new(e.name.as_bytes(), proc_macro2::Span::call_site());
+            let def = quote! {
+                unsafe extern "C" fn #shim(
+                    proc: *mut ::hotswap::abi::ProcHandle,
+                    arg: *const u8,
+                    len: usize,
+                    out: *mut ::core::ffi::c_void,
+                    write: ::hotswap::abi::WriteFn,
+                ) -> u32 {
+                    // SAFETY: the node calls function shims with the caller's process
+                    // handle, a valid argument byte range and its copy callback.
+                    unsafe { ::hotswap::private::call(proc, arg, len, out, write, #func) }
+                }
+            };
+            let entry = quote! {
+                ::hotswap::abi::Function { name: ::hotswap::abi::Bytes::new(#lit), call: #shim }
+            };
+            (def, entry)
+        })
+        .unzip();
     let name_b = syn::LitByteStr::new(name.value().as_bytes(), name.span());
     let vsn_b = syn::LitByteStr::new(version.value().as_bytes(), version.span());
     let build_b = syn::LitByteStr::new(build_id.as_bytes(), proc_macro2::Span::call_site());
