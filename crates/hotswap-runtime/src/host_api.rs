@@ -14,17 +14,9 @@ use hotswap_abi as abi;
 
 use crate::process::{Body, Process, Step};
 
-/// The host's copy callback: append bytes to the `Vec<u8>` behind `out`.
-///
-/// # Safety
-/// `out` must be a `*mut Vec<u8>` and `(ptr, len)` a readable range.
-pub(crate) unsafe extern "C" fn write_vec(out: *mut c_void, ptr: *const u8, len: usize) {
-    // SAFETY: caller contract.
-    unsafe {
-        let v = &mut *(out as *mut Vec<u8>);
-        v.extend_from_slice(std::slice::from_raw_parts(ptr, len));
-    }
-}
+/// The host's copy callback (append to the `Vec<u8>` behind `out`): the SDK's, which the
+/// node links as well.
+pub(crate) use hotswap::private::write_vec;
 
 /// # Safety
 /// `h` must be a live process handle (see the module docs).
@@ -116,10 +108,7 @@ unsafe extern "C" fn receive(
         let p = unsafe { proc_ref(p) };
         let mut g = p.inner.lock();
         let found = match matcher {
-            None => match g.mailbox.pop_front() {
-                Some(e) => Some(e),
-                None => p.take_first(&mut g, |_| true),
-            },
+            None => p.take_first(&mut g, |_| true),
             Some(m) => p.take_first(&mut g, |e| {
                 let view = abi::MsgView {
                     kind: e.kind,
