@@ -371,6 +371,13 @@ fn pid_list(p: &[Pid]) -> Vec<String> {
 /// What `process_info(pid).running` says: `(module, version, instance)`, outermost first.
 type Running = Vec<(String, String, u64)>;
 
+/// The `(module, version, instance)` bindings of a process (empty if it is gone).
+fn running(node: &Node, pid: Pid) -> Vec<(String, String, u64)> {
+    node.process_info(pid)
+        .map(|p| p.running)
+        .unwrap_or_default()
+}
+
 /// `(module, version, instance)` bindings as text: `demo v1 (instance 1)`.
 fn running_text(r: &[(String, String, u64)]) -> String {
     if r.is_empty() {
@@ -559,10 +566,7 @@ async fn scenario(node: &Node, rep: &Reporter, files: &Files) -> Result<Checks, 
             .map_err(|e| broken(format!("cannot spawn demo:start: {e}")))?;
         monitors.push(obs.monitor(pid));
         let s = snapshot(&obs, pid).await?;
-        let running = node
-            .process_info(pid)
-            .map(|p| p.running)
-            .unwrap_or_default();
+        let running = running(node, pid);
         rep.step(
             "spawned",
             format!(
@@ -640,9 +644,7 @@ async fn scenario(node: &Node, rep: &Reporter, files: &Files) -> Result<Checks, 
             (
                 pid,
                 code.check_process_code(pid, "demo"),
-                node.process_info(pid)
-                    .map(|p| p.running)
-                    .unwrap_or_default(),
+                running(node, pid),
             )
         })
         .collect();
@@ -721,10 +723,7 @@ async fn scenario(node: &Node, rep: &Reporter, files: &Files) -> Result<Checks, 
     for &pid in &servers {
         // Sent after CodeSwitch by the same sender, so handled after the switch.
         let s = snapshot(&obs, pid).await?;
-        let running = node
-            .process_info(pid)
-            .map(|p| p.running)
-            .unwrap_or_default();
+        let running = running(node, pid);
         rep.step(
             "switched",
             format!(
