@@ -322,19 +322,22 @@ impl Node {
     pub async fn stop(&self, timeout: Duration) -> StopReport {
         let n = &self.inner;
         n.stopping.store(true, Ordering::Relaxed);
-        let all = n.table.all();
-        let mut killed = 0;
-        for p in &all {
-            if p.inner.lock().external {
-                p.finish(ExitReason::Killed);
-            } else {
-                p.signal_exit(0, &ExitReason::Kill, false);
-                killed += 1;
-            }
+        // Host-side mailboxes just close; every process is killed, then awaited.
+        let (external, procs): (Vec<_>, Vec<_>) = n
+            .table
+            .all()
+            .into_iter()
+            .partition(|p| p.inner.lock().external);
+        for p in &external {
+            p.finish(ExitReason::Killed);
         }
+        for p in &procs {
+            p.signal_exit(0, &ExitReason::Kill, false);
+        }
+        let killed = procs.len();
         let mut stuck = Vec::new();
         let deadline = tokio::time::Instant::now() + timeout;
-        for p in all.iter().filter(|p| !p.inner.lock().external) {
+        for p in &procs {
             if tokio::time::timeout_at(deadline, p.wait_done())
                 .await
                 .is_err()

@@ -563,10 +563,13 @@ pub(crate) fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
 /// The task that drives a process until it exits.
 pub(crate) async fn run(proc: Arc<Process>, mut body: Body) {
     let reason = loop {
-        if let Some(r) = proc.inner.lock().pending_exit.take() {
-            break *r;
+        {
+            let mut g = proc.inner.lock();
+            if let Some(r) = g.pending_exit.take() {
+                break *r;
+            }
+            g.wake_at = u64::MAX;
         }
-        proc.inner.lock().wake_at = u64::MAX;
         match body.poll() {
             Step::Pending => {}
             Step::Done(Outcome::Value(_)) => break ExitReason::Normal,
