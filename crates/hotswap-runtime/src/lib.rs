@@ -26,6 +26,7 @@ mod host_api;
 mod node;
 mod ops;
 mod process;
+mod server;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +36,10 @@ use std::time::Duration;
 pub use code::{ModuleInfo, PinnedInfo, PurgeReport, VersionInfo};
 pub use error::{CodeError, LoadError, SpawnError};
 pub use hotswap::{ExitReason, Message, Pid, Ref};
+pub use server::{
+    CallError, ServerRef, ServerStatus, StartError, StartOpts, Statistics, Sys, SysError,
+    DEFAULT_TIMEOUT,
+};
 
 use code::LoadMode;
 use hotswap_abi as abi;
