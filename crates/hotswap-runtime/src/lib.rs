@@ -118,6 +118,10 @@ pub struct ProcessInfo {
     /// The module versions whose code it runs: `(module, version, instance)`, outermost
     /// first.
     pub running: Vec<(String, String, u64)>,
+    /// Bytes the node holds for it: its record, its mailbox (with the messages waiting),
+    /// links, monitors and name. Memory that module code allocated is not included (it
+    /// belongs to the module's own allocator).
+    pub memory: usize,
 }
 
 /// What [`Node::stop`] did.
@@ -308,6 +312,7 @@ impl Node {
                 .iter()
                 .map(|v| (v.name.clone(), v.vsn.clone(), v.id))
                 .collect(),
+            memory: p.memory(&g),
         })
     }
 

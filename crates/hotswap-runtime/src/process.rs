@@ -611,3 +611,31 @@ pub(crate) async fn run(proc: Arc<Process>, mut body: Body) {
     }
     proc.finish(reason);
 }
+
+impl Process {
+    /// Bytes the node holds for this process: its record (with the `Arc` header), its
+    /// mailbox (slots and out-of-line payloads, both parts), and its links, monitors and
+    /// name. Allocations made by module code (its future and what it owns) are not counted:
+    /// they belong to the module's allocator, which the node does not see.
+    pub(crate) fn memory(&self, g: &ProcInner) -> usize {
+        let env = std::mem::size_of::<Envelope>();
+        let payload = |e: &Envelope| match &e.data {
+            Payload::Heap(b) => b.len(),
+            Payload::Inline { .. } => 0,
+        };
+        let mut bytes = std::mem::size_of::<Process>() + 2 * std::mem::size_of::<usize>();
+        bytes += g.mailbox.capacity() * env + g.mailbox.iter().map(payload).sum::<usize>();
+        {
+            let ib = self.inbox.lock();
+            bytes += ib.capacity() * env + ib.iter().map(payload).sum::<usize>();
+        }
+        if let Some(r) = g.rel.as_deref() {
+            let pair = 2 * std::mem::size_of::<u64>();
+            bytes += std::mem::size_of::<Relations>()
+                + r.name.as_deref().map_or(0, str::len)
+                + r.links.capacity() * std::mem::size_of::<u64>()
+                + (r.monitored_by.capacity() + r.monitoring.capacity()) * pair;
+        }
+        bytes
+    }
+}
