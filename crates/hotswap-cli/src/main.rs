@@ -1,15 +1,21 @@
-//! The `hotswap` command.
-//!
-//! For now it has one job: `hotswap demo`, a live upgrade of a native module under load that
-//! a newcomer can watch (see [`demo`]). The node server and its control tool come later.
+//! The `hotswap` command: run a node from a release directory (`hotswap start`), control a
+//! running node (`hotswap ping`, `status`, `load`, `purge`, `suspend`, ... see
+//! [`control`]), and the live-upgrade demo (`hotswap demo`).
 
+mod control;
 mod demo;
+mod os;
+mod release;
 mod report;
+mod start;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+
+use control::client::{self, Cmd, Target};
 
 /// The node's allocator. Modules keep their own (glibc's): no allocation ever changes owner
 /// across the module boundary, so each side may choose.
@@ -24,10 +30,56 @@ struct Cli {
     command: Command,
 }
 
+/// How to reach a running node (the options of every control command).
+#[derive(Debug, Args)]
+struct Ctl {
+    /// The node's release directory.
+    #[arg(
+        short = 'd',
+        long = "dir",
+        env = "HOTSWAP_DIR",
+        default_value = ".",
+        value_name = "DIR"
+    )]
+    dir: PathBuf,
+    /// Print the answer as JSON.
+    #[arg(long)]
+    json: bool,
+    /// The node's cookie (default: the contents of DIR/run/cookie).
+    #[arg(
+        long,
+        env = "HOTSWAP_COOKIE",
+        hide_env_values = true,
+        value_name = "COOKIE"
+    )]
+    cookie: Option<String>,
+    /// How long to wait for the node's answer, in seconds.
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    timeout: f64,
+}
+
+impl Ctl {
+    fn target(&self) -> Result<Target, String> {
+        if !(self.timeout.is_finite() && self.timeout > 0.0 && self.timeout <= 86_400.0) {
+            return Err(format!(
+                "--timeout {}: give a number of seconds between 0 and 86400",
+                self.timeout
+            ));
+        }
+        Ok(Target {
+            dir: release::ReleaseDir::new(&self.dir),
+            cookie: self.cookie.clone(),
+            timeout: Duration::from_secs_f64(self.timeout),
+            json: self.json,
+        })
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Watch a live upgrade: load module `demo` v1, serve clients, load v2, move every
-    /// process to v2 with its state, free v1, and check that nothing was lost.
+    /// Watch a live upgrade: boot the embedded demo release (module `demo` v1 serving
+    /// clients), load v2, move every process to v2 with its state, free v1, and check that
+    /// nothing was lost.
     ///
     /// Exit status: 0 when every check passes, 1 when one fails, 2 when the demo cannot
     /// start (e.g. the module libraries are not built).
@@ -40,13 +92,190 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         modules_dir: Option<PathBuf>,
     },
+    /// Run a node from a release directory, in the foreground until `hotswap stop`, SIGTERM
+    /// or Ctrl-C (or in the background with --background). It prints a line starting with
+    /// "node started:" once it is ready.
+    Start {
+        /// The release directory (see the README's "Release directory").
+        #[arg(value_name = "RELEASE_DIR")]
+        dir: PathBuf,
+        /// The release version to boot (default: the one releases/current names, or the
+        /// only one).
+        #[arg(long, value_name = "VERSION")]
+        release_version: Option<String>,
+        /// Run in the background: return once the node is ready (its pid is in run/node.pid).
+        #[arg(long, short = 'b')]
+        background: bool,
+        /// Internal: this is the background node itself.
+        #[arg(long, hide = true)]
+        detached: bool,
+    },
+    /// Check that the node answers: prints "pong".
+    Ping(Ctl),
+    /// Print the node's OS pid.
+    Pid(Ctl),
+    /// Stop the node gracefully and wait until its OS process has exited.
+    Stop(Ctl),
+    /// Release, uptime, processes, modules, memory.
+    Status(Ctl),
+    /// Every process: pid, name, application, the module version it runs, queue, memory.
+    Processes(Ctl),
+    /// Every module: current and old version, the processes on each, pinned versions and why.
+    Modules(Ctl),
+    /// Load a module library; its current version becomes old. Refused (not_purged) while
+    /// old code exists, unless --purging.
+    Load {
+        /// The library file (lib<crate>.so).
+        library: PathBuf,
+        /// Purge old code first (killing the processes still running it), then load.
+        #[arg(long)]
+        purging: bool,
+        #[command(flatten)]
+        ctl: Ctl,
+    },
+    /// Free a module's old code, killing the processes still running it.
+    Purge {
+        /// The module.
+        module: String,
+        #[command(flatten)]
+        ctl: Ctl,
+    },
+    /// Free a module's old code only if no process runs it (refused otherwise, naming them).
+    SoftPurge {
+        /// The module.
+        module: String,
+        #[command(flatten)]
+        ctl: Ctl,
+    },
+    /// Make a module's current code old (nothing new can start in it).
+    Delete {
+        /// The module.
+        module: String,
+        #[command(flatten)]
+        ctl: Ctl,
+    },
+    /// Which processes run a module's old code (and its current code).
+    Which {
+        /// The module.
+        module: String,
+        #[command(flatten)]
+        ctl: Ctl,
+    },
+    /// sys:suspend a gen_server (pid or registered name): it handles only system messages
+    /// until resumed; other messages wait in its mailbox.
+    Suspend {
+        /// A pid (<0.12>, 0.12 or 12) or a registered name.
+        target: String,
+        #[command(flatten)]
+        ctl: Ctl,
+    },
+    /// sys:resume a suspended gen_server.
+    Resume {
+        /// A pid (<0.12>, 0.12 or 12) or a registered name.
+        target: String,
+        #[command(flatten)]
+        ctl: Ctl,
+    },
+    /// sys:get_state: print a gen_server's state as JSON.
+    GetState {
+        /// A pid (<0.12>, 0.12 or 12) or a registered name.
+        target: String,
+        #[command(flatten)]
+        ctl: Ctl,
+    },
+    /// sys:change_code: a suspended gen_server's state is rebuilt by the current version's
+    /// code_change (load the new version first; resume afterwards).
+    ChangeCode {
+        /// A pid (<0.12>, 0.12 or 12) or a registered name.
+        target: String,
+        /// The module.
+        module: String,
+        /// The version the state was made by.
+        old_vsn: String,
+        /// `extra` for code_change, as JSON.
+        #[arg(long, value_name = "JSON")]
+        extra: Option<String>,
+        #[command(flatten)]
+        ctl: Ctl,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
-    match cli.command {
-        Command::Demo { json, modules_dir } => demo::run(demo::Options { json, modules_dir }),
+    let (ctl, cmd) = match cli.command {
+        Command::Demo { json, modules_dir } => {
+            init_logging();
+            return demo::run(demo::Options { json, modules_dir });
+        }
+        Command::Start {
+            dir,
+            release_version,
+            background,
+            detached,
+        } => {
+            return start::run(start::Options {
+                dir,
+                release_version,
+                background,
+                detached,
+            })
+        }
+        Command::Ping(c) => (c, Cmd::Ping),
+        Command::Pid(c) => (c, Cmd::Pid),
+        Command::Stop(c) => (c, Cmd::Stop),
+        Command::Status(c) => (c, Cmd::Status),
+        Command::Processes(c) => (c, Cmd::Processes),
+        Command::Modules(c) => (c, Cmd::Modules),
+        Command::Load {
+            library,
+            purging,
+            ctl,
+        } => (
+            ctl,
+            Cmd::Load {
+                path: library,
+                purging,
+            },
+        ),
+        Command::Purge { module, ctl } => (ctl, Cmd::Purge(module)),
+        Command::SoftPurge { module, ctl } => (ctl, Cmd::SoftPurge(module)),
+        Command::Delete { module, ctl } => (ctl, Cmd::Delete(module)),
+        Command::Which { module, ctl } => (ctl, Cmd::Which(module)),
+        Command::Suspend { target, ctl } => (ctl, Cmd::Suspend(target)),
+        Command::Resume { target, ctl } => (ctl, Cmd::Resume(target)),
+        Command::GetState { target, ctl } => (ctl, Cmd::GetState(target)),
+        Command::ChangeCode {
+            target,
+            module,
+            old_vsn,
+            extra,
+            ctl,
+        } => {
+            let extra = match extra.map(|e| serde_json::from_str(&e).map_err(|err| (e, err))) {
+                None => None,
+                Some(Ok(v)) => Some(v),
+                Some(Err((e, err))) => {
+                    eprintln!("error: --extra {e:?} is not JSON: {err}");
+                    return ExitCode::from(2);
+                }
+            };
+            (
+                ctl,
+                Cmd::ChangeCode {
+                    target,
+                    module,
+                    old_vsn,
+                    extra,
+                },
+            )
+        }
+    };
+    match ctl.target() {
+        Ok(t) => client::run(&t, &cmd),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

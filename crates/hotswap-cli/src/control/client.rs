@@ -1,0 +1,542 @@
+//! The control commands: one request to the node, its answer printed for people or as
+//! JSON (`--json`).
+//!
+//! Exit status: 0 on success; 1 when the node refused or failed the command (the error
+//! says why and what to do); 3 when the node could not be asked (not running, no socket,
+//! permission denied, no cookie, a broken reply). Usage errors are clap's 2.
+
+use std::io::ErrorKind;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::{read_cookie, read_frame, write_frame, ErrorReply, Reply, Request, MAX_REPLY};
+use crate::os;
+use crate::release::ReleaseDir;
+
+/// Exit status when the node refused or failed the command.
+pub const EXIT_REFUSED: u8 = 1;
+/// Exit status when the node could not be asked.
+pub const EXIT_UNREACHABLE: u8 = 3;
+
+/// Where and how to reach a node.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Its release directory.
+    pub dir: ReleaseDir,
+    /// A cookie given on the command line (default: `run/cookie`).
+    pub cookie: Option<String>,
+    /// How long to wait for the answer.
+    pub timeout: Duration,
+    /// Print JSON.
+    pub json: bool,
+}
+
+/// A control command.
+#[derive(Debug, Clone)]
+pub enum Cmd {
+    /// `ping`.
+    Ping,
+    /// `pid`.
+    Pid,
+    /// `stop`.
+    Stop,
+    /// `status`.
+    Status,
+    /// `processes`.
+    Processes,
+    /// `modules`.
+    Modules,
+    /// `load`.
+    Load {
+        /// The library.
+        path: PathBuf,
+        /// Purge old code first.
+        purging: bool,
+    },
+    /// `purge`.
+    Purge(String),
+    /// `soft-purge`.
+    SoftPurge(String),
+    /// `delete`.
+    Delete(String),
+    /// `which`.
+    Which(String),
+    /// `suspend`.
+    Suspend(String),
+    /// `resume`.
+    Resume(String),
+    /// `get-state`.
+    GetState(String),
+    /// `change-code`.
+    ChangeCode {
+        /// Pid or registered name.
+        target: String,
+        /// The module whose current version builds the new state.
+        module: String,
+        /// The version the state was made by.
+        old_vsn: String,
+        /// `extra` for `code_change`, as JSON.
+        extra: Option<Value>,
+    },
+}
+
+/// Why a command failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// The node could not be asked.
+    Unreachable(String),
+    /// The node answered with an error.
+    Refused(ErrorReply),
+}
+
+impl Cmd {
+    fn wire(&self, timeout: Duration) -> (&'static str, Value) {
+        let ms = timeout.as_millis() as u64;
+        match self {
+            Cmd::Ping => ("ping", Value::Null),
+            Cmd::Pid => ("pid", Value::Null),
+            Cmd::Stop => ("stop", Value::Null),
+            Cmd::Status => ("status", Value::Null),
+            Cmd::Processes => ("processes", Value::Null),
+            Cmd::Modules => ("modules", Value::Null),
+            Cmd::Load { path, purging } => {
+                let abs = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+                ("load", json!({ "path": abs, "purging": purging }))
+            }
+            Cmd::Purge(m) => ("purge", json!({ "module": m })),
+            Cmd::SoftPurge(m) => ("soft_purge", json!({ "module": m })),
+            Cmd::Delete(m) => ("delete", json!({ "module": m })),
+            Cmd::Which(m) => ("which", json!({ "module": m })),
+            // The node's own wait is a little shorter than ours, so its answer arrives.
+            Cmd::Suspend(t) => ("suspend", json!({ "target": t, "timeout_ms": ms * 9 / 10 })),
+            Cmd::Resume(t) => ("resume", json!({ "target": t, "timeout_ms": ms * 9 / 10 })),
+            Cmd::GetState(t) => (
+                "get_state",
+                json!({ "target": t, "timeout_ms": ms * 9 / 10 }),
+            ),
+            Cmd::ChangeCode {
+                target,
+                module,
+                old_vsn,
+                extra,
+            } => (
+                "change_code",
+                json!({ "target": target, "module": module, "old_vsn": old_vsn, "extra": extra, "timeout_ms": ms * 9 / 10 }),
+            ),
+        }
+    }
+}
+
+/// Run a control command; the process exit code.
+pub fn run(t: &Target, cmd: &Cmd) -> ExitCode {
+    let started = Instant::now();
+    let (name, args) = cmd.wire(t.timeout);
+    let result = request(t, name, args).and_then(|v| match cmd {
+        Cmd::Stop => wait_stopped(t, v, started),
+        _ => Ok(v),
+    });
+    match result {
+        Ok(v) => {
+            if t.json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                print!("{}", human(cmd, &v));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(Failure::Refused(e)) => {
+            if t.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({ "ok": false, "error": e }))
+                        .unwrap_or_default()
+                );
+            }
+            eprintln!("error: {}", e.message);
+            if let Some(h) = &e.hint {
+                eprintln!("  {h}");
+            }
+            ExitCode::from(EXIT_REFUSED)
+        }
+        Err(Failure::Unreachable(msg)) => {
+            if t.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &json!({ "ok": false, "error": { "kind": "unreachable", "message": msg } })
+                    )
+                    .unwrap_or_default()
+                );
+            }
+            eprintln!("error: {msg}");
+            ExitCode::from(EXIT_UNREACHABLE)
+        }
+    }
+}
+
+/// After the node accepted `stop`: wait until its OS process is gone.
+fn wait_stopped(t: &Target, v: Value, started: Instant) -> Result<Value, Failure> {
+    let pid = v["pid"]
+        .as_u64()
+        .and_then(|p| u32::try_from(p).ok())
+        .ok_or_else(|| {
+            Failure::Unreachable(format!("the node's answer to stop has no pid: {v}"))
+        })?;
+    if !os::wait_pid_exit(pid, t.timeout) {
+        return Err(Failure::Unreachable(format!(
+            "the node (pid {pid}) accepted stop but is still running after {:?}; see {}",
+            t.timeout,
+            t.dir.log_file().display()
+        )));
+    }
+    Ok(json!({ "pid": pid, "stopped": true, "elapsed_ms": started.elapsed().as_millis() as u64 }))
+}
+
+/// Send one request and return the result, or why there is none.
+pub fn request(t: &Target, cmd: &str, args: Value) -> Result<Value, Failure> {
+    let sock = t.dir.socket();
+    let mut stream = connect(t)?;
+    let cookie = match &t.cookie {
+        Some(c) => c.clone(),
+        None => {
+            let path = t.dir.cookie();
+            read_cookie(&path).map_err(|e| {
+                Failure::Unreachable(match e.kind() {
+                    ErrorKind::PermissionDenied => format!(
+                        "permission denied reading the cookie {}: run as the node's user, or pass --cookie",
+                        path.display()
+                    ),
+                    _ => format!("cannot read the cookie {}: {e}", path.display()),
+                })
+            })?
+        }
+    };
+    let req = Request {
+        cookie,
+        cmd: cmd.into(),
+        args,
+    };
+    let body = serde_json::to_vec(&req).map_err(|e| Failure::Unreachable(e.to_string()))?;
+    let io = |e: std::io::Error| {
+        Failure::Unreachable(match e.kind() {
+            ErrorKind::WouldBlock | ErrorKind::TimedOut => format!(
+                "the node did not answer {cmd} within {:?} (socket {}); it may be busy: try a longer --timeout",
+                t.timeout,
+                sock.display()
+            ),
+            _ => format!("talking to the node on {} failed: {e}", sock.display()),
+        })
+    };
+    stream.set_write_timeout(Some(t.timeout)).map_err(io)?;
+    stream.set_read_timeout(Some(t.timeout)).map_err(io)?;
+    write_frame(&mut stream, &body).map_err(io)?;
+    let answer = read_frame(&mut stream, MAX_REPLY).map_err(io)?;
+    let reply: Reply = serde_json::from_slice(&answer).map_err(|e| {
+        Failure::Unreachable(format!("the node's answer is not a control reply: {e}"))
+    })?;
+    match (reply.ok, reply.result, reply.error) {
+        (true, Some(v), _) => Ok(v),
+        (true, None, _) => Ok(Value::Null),
+        (false, _, Some(e)) => Err(Failure::Refused(e)),
+        (false, _, None) => Err(Failure::Refused(ErrorReply::new(
+            "unknown",
+            "the node refused the request without saying why",
+        ))),
+    }
+}
+
+/// Connect to the control socket, explaining every way that can fail.
+fn connect(t: &Target) -> Result<UnixStream, Failure> {
+    let dir = &t.dir;
+    let sock = dir.socket();
+    let start_hint = format!("start it with: hotswap start {}", dir.root().display());
+    match UnixStream::connect(&sock) {
+        Ok(s) => Ok(s),
+        Err(e) => Err(Failure::Unreachable(match e.kind() {
+            ErrorKind::NotFound => {
+                let run = dir.run_dir();
+                if !dir.root().is_dir() {
+                    format!(
+                        "node is not running: {} is not a release directory (no such directory); pass the release directory with -d DIR",
+                        dir.root().display()
+                    )
+                } else if std::fs::metadata(&run).is_err() {
+                    format!(
+                        "node is not running: no node has started from {} (it has no run/ directory); {start_hint}",
+                        dir.root().display()
+                    )
+                } else if let Some(pid) = std::fs::read_to_string(dir.pid_file())
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u32>().ok())
+                    .filter(|&p| os::pid_alive(p))
+                {
+                    format!(
+                        "socket not found: {} does not exist, but the pid file names a live process {pid}: the node may be starting or stopping; try again, or see {}",
+                        sock.display(),
+                        dir.log_file().display()
+                    )
+                } else {
+                    format!(
+                        "node is not running (no control socket at {}); {start_hint}",
+                        sock.display()
+                    )
+                }
+            }
+            ErrorKind::ConnectionRefused => format!(
+                "node is not running: nothing listens on {} (left over from a node that did not stop cleanly); {start_hint}",
+                sock.display()
+            ),
+            ErrorKind::PermissionDenied => {
+                let owner = std::fs::metadata(dir.run_dir())
+                    .map(|m| format!(" (it belongs to uid {})", m.uid()))
+                    .unwrap_or_default();
+                format!(
+                    "permission denied: cannot connect to {}{owner}; only the node's user may control it",
+                    sock.display()
+                )
+            }
+            _ => format!("cannot connect to the node on {}: {e}", sock.display()),
+        })),
+    }
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn list(v: &Value) -> String {
+    match v.as_array() {
+        Some(a) if !a.is_empty() => a.iter().map(s).collect::<Vec<_>>().join(", "),
+        _ => "none".into(),
+    }
+}
+
+fn bytes(v: &Value) -> String {
+    match v.as_u64() {
+        Some(b) if b >= 10 << 20 => format!("{} MiB", b >> 20),
+        Some(b) if b >= 10 << 10 => format!("{} KiB", b >> 10),
+        Some(b) => format!("{b} B"),
+        None => "-".into(),
+    }
+}
+
+/// Rows as aligned columns.
+fn table(head: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut out = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(c);
+            } else {
+                out.push_str(&format!("{c:<width$}  ", width = w[i]));
+            }
+        }
+        out.trim_end().to_string() + "\n"
+    };
+    let mut out = line(head.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        out.push_str(&line(r));
+    }
+    out
+}
+
+fn version_text(v: &Value) -> String {
+    if v.is_null() {
+        return "-".into();
+    }
+    format!("{} (#{})", s(&v["version"]), s(&v["instance"]))
+}
+
+/// The answer for people.
+fn human(cmd: &Cmd, v: &Value) -> String {
+    match cmd {
+        Cmd::Ping => "pong\n".into(),
+        Cmd::Pid => format!("{}\n", s(&v["pid"])),
+        Cmd::Stop => format!(
+            "node stopped (pid {}, {} ms)\n",
+            s(&v["pid"]),
+            s(&v["elapsed_ms"])
+        ),
+        Cmd::Status => {
+            let mut out = format!(
+                "release      {} {}\nnode pid     {}\nuptime       {:.1} s\nprocesses    {}\nmodules      {} ({} pinned)\nmemory       {} resident (peak {}), {} held for processes\n",
+                s(&v["release"]["name"]),
+                s(&v["release"]["version"]),
+                s(&v["node_pid"]),
+                v["uptime_ms"].as_u64().unwrap_or(0) as f64 / 1000.0,
+                s(&v["processes"]),
+                s(&v["modules"]),
+                s(&v["pinned"]),
+                bytes(&v["memory"]["rss_bytes"]),
+                bytes(&v["memory"]["peak_rss_bytes"]),
+                bytes(&v["memory"]["processes_bytes"]),
+            );
+            for a in v["applications"].as_array().into_iter().flatten() {
+                let procs: Vec<String> = a["processes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| {
+                        let mut t = s(&p["pid"]);
+                        if !p["name"].is_null() {
+                            t.push_str(&format!(" {}", s(&p["name"])));
+                        }
+                        if p["alive"] == false {
+                            t.push_str(" (exited)");
+                        }
+                        t
+                    })
+                    .collect();
+                out.push_str(&format!(
+                    "application  {} {}: {}\n",
+                    s(&a["name"]),
+                    s(&a["version"]),
+                    if procs.is_empty() {
+                        "no processes".into()
+                    } else {
+                        procs.join(", ")
+                    }
+                ));
+            }
+            out
+        }
+        Cmd::Processes => {
+            let rows = v
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    let code = if p["module"].is_null() {
+                        "-".to_string()
+                    } else {
+                        format!(
+                            "{} {}{}",
+                            s(&p["module"]),
+                            s(&p["version"]),
+                            if p["old_code"] == true { " (old)" } else { "" }
+                        )
+                    };
+                    vec![
+                        s(&p["pid"]),
+                        s(&p["name"]),
+                        s(&p["application"]),
+                        code,
+                        s(&p["message_queue_len"]),
+                        bytes(&p["memory"]),
+                    ]
+                })
+                .collect();
+            table(
+                &["PID", "NAME", "APPLICATION", "RUNS", "QUEUE", "MEMORY"],
+                rows,
+            )
+        }
+        Cmd::Modules => {
+            let mut pinned_lines = String::new();
+            let rows = v
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|m| {
+                    for p in m["pinned"].as_array().into_iter().flatten() {
+                        pinned_lines.push_str(&format!(
+                            "pinned: {} {} (#{}): {}\n",
+                            s(&m["name"]),
+                            s(&p["version"]),
+                            s(&p["instance"]),
+                            s(&p["reason"])
+                        ));
+                    }
+                    vec![
+                        s(&m["name"]),
+                        version_text(&m["current"]),
+                        list(&m["current"]["processes"]),
+                        version_text(&m["old"]),
+                        if m["old"].is_null() {
+                            "-".into()
+                        } else {
+                            list(&m["old"]["processes"])
+                        },
+                        m["pinned"].as_array().map_or(0, Vec::len).to_string(),
+                    ]
+                })
+                .collect();
+            table(
+                &["MODULE", "CURRENT", "RUN BY", "OLD", "RUN BY", "PINNED"],
+                rows,
+            ) + &pinned_lines
+        }
+        Cmd::Load { .. } => {
+            let mut out = format!(
+                "loaded {} {} from {}\n",
+                s(&v["name"]),
+                version_text(&v["current"]),
+                s(&v["current"]["source"])
+            );
+            if !v["old"].is_null() {
+                out.push_str(&format!(
+                    "old code: {} {}, run by {}\n",
+                    s(&v["name"]),
+                    version_text(&v["old"]),
+                    list(&v["old"]["processes"])
+                ));
+            }
+            out
+        }
+        Cmd::Purge(m) => match v["version"].as_str() {
+            None => format!("{m}: no old code to purge\n"),
+            Some(vsn) => format!(
+                "purged {m} {vsn}: killed {}; {}\n",
+                list(&v["killed"]),
+                match v["pinned"].as_str() {
+                    Some(why) => format!("kept mapped (pinned): {why}"),
+                    None => "unmapped".into(),
+                }
+            ),
+        },
+        Cmd::SoftPurge(m) => match v["version"].as_str() {
+            None => format!("{m}: no old code to purge\n"),
+            Some(vsn) => format!("soft-purged {m} {vsn}: no process ran it; unmapped\n"),
+        },
+        Cmd::Delete(m) => {
+            format!("deleted {m}: its code is old now, nothing new can start in it\n")
+        }
+        Cmd::Which(m) => format!(
+            "{m}: old code ({}) is run by {}\n{m}: current code ({}) is run by {}\n",
+            s(&v["old_version"]),
+            list(&v["old"]),
+            s(&v["current_version"]),
+            list(&v["current"])
+        ),
+        Cmd::Suspend(t) => format!("{t} ({}) suspended\n", s(&v["pid"])),
+        Cmd::Resume(t) => format!("{t} ({}) resumed\n", s(&v["pid"])),
+        Cmd::GetState(_) => format!(
+            "{}\n",
+            serde_json::to_string_pretty(&v["state"]).unwrap_or_default()
+        ),
+        Cmd::ChangeCode {
+            target,
+            module,
+            old_vsn,
+            ..
+        } => format!(
+            "{target} ({}): state changed from {module} {old_vsn} to the current version's\n",
+            s(&v["pid"])
+        ),
+    }
+}

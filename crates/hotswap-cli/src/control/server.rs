@@ -1,0 +1,559 @@
+//! The node's side of the control protocol (see the parent module for the wire format).
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use hotswap_runtime::{CodeError, LoadError, ModuleInfo, Pid, ServerRef, SysError, VersionInfo};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tracing::{debug, info, warn};
+
+use super::{cookie_eq, ErrorReply, Reply, Request, MAX_REQUEST, READ_TIMEOUT};
+use crate::start::NodeState;
+
+/// How many requests are served at once; further connections wait in the listen backlog.
+const CONCURRENT: usize = 64;
+/// How long a client has to take its reply.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Bind the control socket and make it owner-only (mode 0600) before anything is
+/// accepted. (The run directory is mode 0700 too, so nobody else can reach the socket
+/// even in the moment between bind and chmod.)
+pub fn bind(path: &Path) -> Result<UnixListener, String> {
+    let l = UnixListener::bind(path).map_err(|e| {
+        format!(
+            "cannot listen on the control socket {}: {e}",
+            path.display()
+        )
+    })?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
+        format!(
+            "cannot make the control socket {} owner-only (chmod 600): {e}",
+            path.display()
+        )
+    })?;
+    Ok(l)
+}
+
+/// Accept connections until the task is aborted.
+pub async fn run(listener: UnixListener, state: Arc<NodeState>) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(CONCURRENT));
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let state = state.clone();
+                tokio::spawn(async move {
+                    connection(stream, state).await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: keep serving, do not spin.
+                warn!("control socket accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// What to do once the reply is written.
+enum After {
+    Nothing,
+    Stop(String),
+}
+
+async fn connection(mut stream: UnixStream, state: Arc<NodeState>) {
+    let (reply, after) = match stream.peer_cred() {
+        Ok(c) if c.uid() != state.uid && c.uid() != 0 => (
+            Reply::err(
+                ErrorReply::new(
+                    "permission_denied",
+                    format!(
+                        "permission denied: the node runs as uid {}, this request came from uid {}",
+                        state.uid,
+                        c.uid()
+                    ),
+                )
+                .hint("run the control command as the node's user"),
+            ),
+            After::Nothing,
+        ),
+        _ => match tokio::time::timeout(READ_TIMEOUT, read_request(&mut stream)).await {
+            Err(_) => (
+                Reply::err(ErrorReply::new(
+                    "bad_request",
+                    format!("the request was not complete within {READ_TIMEOUT:?}"),
+                )),
+                After::Nothing,
+            ),
+            Ok(Err(e)) => (Reply::err(e), After::Nothing),
+            Ok(Ok(body)) => handle(&body, &state).await,
+        },
+    };
+    let body = serde_json::to_vec(&reply).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, async {
+        stream.write_all(&frame).await?;
+        stream.shutdown().await
+    })
+    .await;
+    if let After::Stop(who) = after {
+        let _ = state.stop.send(who);
+    }
+}
+
+async fn read_request(stream: &mut UnixStream) -> Result<Vec<u8>, ErrorReply> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).await.map_err(|e| {
+        ErrorReply::new(
+            "bad_request",
+            format!("the request ended before its 4-byte length: {e}"),
+        )
+    })?;
+    let len = u32::from_be_bytes(len);
+    if len > MAX_REQUEST {
+        return Err(ErrorReply::new(
+            "bad_request",
+            format!("the request is {len} bytes; the limit is {MAX_REQUEST}"),
+        ));
+    }
+    let mut body = vec![0u8; len as usize];
+    stream.read_exact(&mut body).await.map_err(|e| {
+        ErrorReply::new(
+            "bad_request",
+            format!("the request ended before its {len} bytes: {e}"),
+        )
+    })?;
+    Ok(body)
+}
+
+fn bad(msg: impl Into<String>) -> ErrorReply {
+    ErrorReply::new("bad_request", msg)
+}
+
+async fn handle(body: &[u8], state: &NodeState) -> (Reply, After) {
+    let req: Request = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                Reply::err(bad(format!(
+                    "the request is not JSON {{\"cookie\", \"cmd\", \"args\"}}: {e}"
+                ))),
+                After::Nothing,
+            )
+        }
+    };
+    if !cookie_eq(req.cookie.as_bytes(), state.cookie.as_bytes()) {
+        warn!(cmd = %truncate(&req.cmd), "control request with a wrong cookie refused");
+        return (
+            Reply::err(
+                ErrorReply::new(
+                    "wrong_cookie",
+                    "wrong cookie: the request's cookie is not this node's",
+                )
+                .hint(format!(
+                    "use the cookie in {} (the default), or pass the right one with --cookie",
+                    state.release.dir.cookie().display()
+                )),
+            ),
+            After::Nothing,
+        );
+    }
+    debug!(cmd = %req.cmd, "control request");
+    let args = Args(&req.args);
+    let result = match req.cmd.as_str() {
+        "ping" => Ok(json!("pong")),
+        "pid" => Ok(json!({ "pid": std::process::id() })),
+        "stop" => {
+            info!("stop requested through the control socket");
+            return (
+                Reply::ok(json!({ "pid": std::process::id(), "stopping": true })),
+                After::Stop("stop requested through the control socket".into()),
+            );
+        }
+        "status" => Ok(status(state)),
+        "processes" => Ok(processes(state)),
+        "modules" => Ok(modules(state)),
+        "load" => load(state, args).await,
+        "purge" => purge(state, args).await,
+        "soft_purge" => soft_purge(state, args).await,
+        "delete" => delete(state, args).await,
+        "which" => which(state, args),
+        "suspend" | "resume" | "get_state" | "change_code" => {
+            sys(state, req.cmd.as_str(), args).await
+        }
+        other => Err(bad(format!("unknown command {:?}", truncate(other))).hint(
+            "the commands are ping, pid, stop, status, processes, modules, load, purge, soft_purge, delete, which, suspend, resume, get_state, change_code",
+        )),
+    };
+    match result {
+        Ok(v) => (Reply::ok(v), After::Nothing),
+        Err(e) => (Reply::err(e), After::Nothing),
+    }
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+/// A request's arguments.
+#[derive(Clone, Copy)]
+struct Args<'a>(&'a Value);
+
+impl Args<'_> {
+    fn str(&self, key: &str) -> Result<&str, ErrorReply> {
+        match self.0.get(key) {
+            Some(Value::String(s)) if !s.is_empty() => Ok(s),
+            Some(_) => Err(bad(format!("argument {key:?} must be a non-empty string"))),
+            None => Err(bad(format!("missing argument {key:?}"))),
+        }
+    }
+
+    fn bool(&self, key: &str) -> Result<bool, ErrorReply> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(_) => Err(bad(format!("argument {key:?} must be true or false"))),
+        }
+    }
+
+    fn millis(&self, key: &str) -> Result<Option<Duration>, ErrorReply> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .filter(|&ms| ms <= 3_600_000)
+                .map(|ms| Some(Duration::from_millis(ms)))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "argument {key:?} must be a number of milliseconds (at most one hour)"
+                    ))
+                }),
+        }
+    }
+}
+
+fn ms_since_epoch(t: std::time::SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn status(state: &NodeState) -> Value {
+    let node = &state.node;
+    let code = node.code();
+    let (rss, peak) = crate::os::memory();
+    let process_bytes: usize = node
+        .processes()
+        .into_iter()
+        .filter_map(|p| node.process_info(p))
+        .map(|i| i.memory)
+        .sum();
+    let apps = state.apps.lock().unwrap_or_else(|e| e.into_inner());
+    let id = &state.release.manifest.release;
+    json!({
+        "release": { "name": id.name, "version": id.version },
+        "release_dir": state.release.dir.root(),
+        "manifest": state.release.path,
+        "node_pid": std::process::id(),
+        "hotswap_version": env!("CARGO_PKG_VERSION"),
+        "started_at_ms": ms_since_epoch(state.started_at),
+        "uptime_ms": state.started.elapsed().as_millis() as u64,
+        "processes": node.process_count(),
+        "modules": code.modules().len(),
+        "pinned": code.pinned().len(),
+        "memory": { "rss_bytes": rss, "peak_rss_bytes": peak, "processes_bytes": process_bytes },
+        "applications": apps.iter().map(|a| json!({
+            "name": a.name,
+            "version": a.version,
+            "processes": a.procs.iter().map(|p| json!({
+                "pid": p.pid.to_string(), "name": p.name, "starts": p.starts.to_string(), "alive": node.is_alive(p.pid),
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn processes(state: &NodeState) -> Value {
+    let node = &state.node;
+    // module -> instance of its old version, to mark processes running old code.
+    let old: HashMap<String, u64> = node
+        .code()
+        .modules()
+        .into_iter()
+        .filter_map(|m| m.old.map(|o| (m.name, o.instance)))
+        .collect();
+    let list: Vec<Value> = node
+        .processes()
+        .into_iter()
+        .filter_map(|pid| node.process_info(pid))
+        .map(|i| {
+            let (module, version) = i
+                .running
+                .first()
+                .map(|(m, v, _)| (Some(m.clone()), Some(v.clone())))
+                .unwrap_or((None, None));
+            let old_code = i
+                .running
+                .iter()
+                .any(|(m, _, inst)| old.get(m) == Some(inst));
+            json!({
+                "pid": i.pid.to_string(),
+                "name": i.name,
+                "application": state.app_of(i.pid),
+                "module": module,
+                "version": version,
+                "old_code": old_code,
+                "running": i.running.iter().map(|(m, v, inst)| json!({ "module": m, "version": v, "instance": inst })).collect::<Vec<_>>(),
+                "message_queue_len": i.message_queue_len,
+                "memory": i.memory,
+                "links": i.links.iter().map(|l| l.to_string()).collect::<Vec<_>>(),
+                "trap_exit": i.trap_exit,
+            })
+        })
+        .collect();
+    Value::Array(list)
+}
+
+fn version_json(v: &VersionInfo) -> Value {
+    json!({
+        "version": v.version,
+        "instance": v.instance,
+        "build_id": v.build_id,
+        "source": v.source,
+        "file": v.file,
+        "loaded_at_ms": ms_since_epoch(v.loaded_at),
+        "exports": v.exports,
+        "processes": v.processes.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+    })
+}
+
+fn module_json(m: &ModuleInfo, pinned: &[Value]) -> Value {
+    json!({
+        "name": m.name,
+        "current": m.current.as_ref().map(version_json),
+        "old": m.old.as_ref().map(version_json),
+        "pinned": pinned,
+    })
+}
+
+fn modules(state: &NodeState) -> Value {
+    let code = state.node.code();
+    let mut pinned: HashMap<String, Vec<Value>> = HashMap::new();
+    for p in code.pinned() {
+        pinned.entry(p.module.clone()).or_default().push(json!({
+            "version": p.version.version, "instance": p.version.instance, "reason": p.reason,
+            "processes": p.version.processes.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+        }));
+    }
+    let mut list: Vec<Value> = code
+        .modules()
+        .iter()
+        .map(|m| module_json(m, pinned.remove(&m.name).as_deref().unwrap_or_default()))
+        .collect();
+    // Versions of modules that are otherwise gone but could not be unmapped.
+    for (name, p) in pinned {
+        list.push(json!({ "name": name, "current": null, "old": null, "pinned": p }));
+    }
+    list.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    Value::Array(list)
+}
+
+fn pids_json(p: &[Pid]) -> Value {
+    json!(p.iter().map(|p| p.to_string()).collect::<Vec<_>>())
+}
+
+fn code_error(e: CodeError) -> ErrorReply {
+    let msg = e.to_string();
+    match e {
+        CodeError::NotPurged {
+            module,
+            old_version,
+            processes,
+        } => ErrorReply::new("not_purged", msg)
+            .hint(format!(
+                "`hotswap purge {module}` frees the old code (killing the processes running it); `hotswap soft-purge {module}` frees it once no process runs it; `hotswap load --purging` does the purge and the load in one step"
+            ))
+            .details(json!({ "module": module, "old_version": old_version, "processes": pids_json(&processes) })),
+        CodeError::NotLoaded { module } => ErrorReply::new("not_loaded", msg)
+            .hint("`hotswap modules` lists the loaded modules; `hotswap load <library>` loads one")
+            .details(json!({ "module": module })),
+        CodeError::OldCodeExists { module } => ErrorReply::new("old_code_exists", msg)
+            .hint(format!("purge the old code first: `hotswap purge {module}` or `hotswap soft-purge {module}`"))
+            .details(json!({ "module": module })),
+        CodeError::Load(LoadError::NoFile { .. }) => ErrorReply::new("no_file", msg)
+            .hint("give the path of a module library (lib<crate>.so) as the node can see it"),
+        CodeError::Load(_) => ErrorReply::new("load_failed", msg),
+        _ => ErrorReply::new("code_error", msg),
+    }
+}
+
+async fn load(state: &NodeState, args: Args<'_>) -> Result<Value, ErrorReply> {
+    let path = Path::new(args.str("path")?);
+    if !path.is_absolute() {
+        return Err(bad(format!(
+            "the library path {} must be absolute (the node's working directory is not the client's)",
+            path.display()
+        )));
+    }
+    let purging = args.bool("purging")?;
+    let code = state.node.code();
+    let r = if purging {
+        code.load_purging(path).await
+    } else {
+        code.load(path).await
+    };
+    let m = r.map_err(|e| {
+        warn!(file = %path.display(), "load refused: {e}");
+        code_error(e)
+    })?;
+    if let Some(c) = &m.current {
+        info!(module = %m.name, version = %c.version, instance = c.instance, file = %path.display(), purging, "loaded");
+    }
+    Ok(module_json(&m, &[]))
+}
+
+async fn purge(state: &NodeState, args: Args<'_>) -> Result<Value, ErrorReply> {
+    let module = args.str("module")?;
+    let r = state.node.code().purge(module).await.map_err(code_error)?;
+    info!(module, version = ?r.version, killed = r.killed.len(), pinned = ?r.pinned, "purged");
+    Ok(json!({
+        "module": r.module,
+        "version": r.version,
+        "killed": pids_json(&r.killed),
+        "pinned": r.pinned,
+        "freed": r.version.is_some() && r.pinned.is_none(),
+    }))
+}
+
+async fn soft_purge(state: &NodeState, args: Args<'_>) -> Result<Value, ErrorReply> {
+    let module = args.str("module")?;
+    let code = state.node.code();
+    let old = code.module(module).and_then(|m| m.old);
+    let purged = code.soft_purge(module).await.map_err(code_error)?;
+    if purged {
+        info!(module, version = ?old.as_ref().map(|o| &o.version), "soft-purged");
+        return Ok(json!({ "module": module, "version": old.map(|o| o.version), "purged": true }));
+    }
+    let (_, holders) = code.which_processes(module);
+    let vsn = old.map(|o| o.version).unwrap_or_default();
+    Err(ErrorReply::new(
+        "not_purged",
+        format!(
+            "soft purge of `{module}` refused: its old code ({vsn}) is still run by {}",
+            holders.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+        ),
+    )
+    .hint(format!(
+        "wait for those processes to move to the new code, or `hotswap purge {module}` to kill them and free it"
+    ))
+    .details(json!({ "module": module, "old_version": vsn, "processes": pids_json(&holders) })))
+}
+
+async fn delete(state: &NodeState, args: Args<'_>) -> Result<Value, ErrorReply> {
+    let module = args.str("module")?;
+    state.node.code().delete(module).await.map_err(code_error)?;
+    info!(module, "deleted");
+    Ok(json!({ "module": module, "deleted": true }))
+}
+
+fn which(state: &NodeState, args: Args<'_>) -> Result<Value, ErrorReply> {
+    let module = args.str("module")?;
+    let Some(m) = state.node.code().module(module) else {
+        return Err(code_error(CodeError::NotLoaded {
+            module: module.into(),
+        }));
+    };
+    Ok(json!({
+        "module": m.name,
+        "current_version": m.current.as_ref().map(|v| &v.version),
+        "old_version": m.old.as_ref().map(|v| &v.version),
+        "current": m.current.as_ref().map(|v| pids_json(&v.processes)).unwrap_or(json!([])),
+        "old": m.old.as_ref().map(|v| pids_json(&v.processes)).unwrap_or(json!([])),
+    }))
+}
+
+fn sys_error(target: &ServerRef, e: SysError) -> ErrorReply {
+    let msg = format!("{target}: {e}");
+    match e {
+        SysError::NoProc(_) => ErrorReply::new("noproc", msg)
+            .hint("`hotswap processes` lists the live processes and their names"),
+        SysError::Timeout(_) => ErrorReply::new("timeout", msg)
+            .hint("is it a gen_server (only gen_servers answer sys requests)? a longer --timeout may help if it is busy"),
+        SysError::Exit(_) => ErrorReply::new("exited", msg),
+        SysError::Refused(_) => ErrorReply::new("refused", msg)
+            .hint("change-code needs the process suspended first: `hotswap suspend <target>`"),
+        SysError::Failed(_) => ErrorReply::new("failed", msg)
+            .hint("the process kept its old state (and stays suspended after a failed change-code)"),
+        SysError::Decode(_) => ErrorReply::new("decode", msg),
+        _ => ErrorReply::new("sys_error", msg),
+    }
+}
+
+async fn sys(state: &NodeState, cmd: &str, args: Args<'_>) -> Result<Value, ErrorReply> {
+    let target_text = args.str("target")?;
+    let target: ServerRef = target_text.parse().unwrap_or_else(|e| match e {});
+    let node = &state.node;
+    let pid = match &target {
+        ServerRef::Pid(p) => *p,
+        ServerRef::Name(n) => node.whereis(n).ok_or_else(|| {
+            ErrorReply::new("noproc", format!("no process is registered as {n:?}"))
+                .hint("`hotswap processes` lists the live processes and their names")
+        })?,
+    };
+    if !node.is_alive(pid) {
+        return Err(ErrorReply::new("noproc", format!("no process {pid}"))
+            .hint("`hotswap processes` lists the live processes"));
+    }
+    let mut sys = node.sys();
+    if let Some(t) = args.millis("timeout_ms")? {
+        sys = sys.timeout(t);
+    }
+    let out = match cmd {
+        "suspend" => sys
+            .suspend(pid)
+            .await
+            .map(|()| json!({ "suspended": true })),
+        "resume" => sys.resume(pid).await.map(|()| json!({ "resumed": true })),
+        "get_state" => match sys.get_state_raw(pid).await {
+            Ok(bytes) => match rmp_serde::from_slice::<Value>(&bytes) {
+                Ok(v) => Ok(json!({ "state": v })),
+                Err(e) => Err(SysError::Decode(format!(
+                    "the state ({} bytes) is not readable as data: {e}",
+                    bytes.len()
+                ))),
+            },
+            Err(e) => Err(e),
+        },
+        "change_code" => {
+            let module = args.str("module")?;
+            let old_vsn = args.str("old_vsn")?;
+            let extra = match args.0.get("extra") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(
+                    rmp_serde::to_vec_named(v)
+                        .map_err(|e| bad(format!("argument \"extra\" cannot be encoded: {e}")))?,
+                ),
+            };
+            let r = sys.change_code(pid, module, old_vsn, extra).await;
+            if r.is_ok() {
+                info!(%pid, module, old_vsn, "code changed");
+            }
+            r.map(|()| json!({ "changed": true, "module": module, "old_vsn": old_vsn }))
+        }
+        other => return Err(bad(format!("unknown sys command {other:?}"))),
+    };
+    out.map(|mut v| {
+        v["pid"] = json!(pid.to_string());
+        v
+    })
+    .map_err(|e| sys_error(&target, e))
+}

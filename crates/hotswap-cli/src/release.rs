@@ -1,0 +1,592 @@
+//! The release directory and its manifest.
+//!
+//! ```text
+//! <release-dir>/
+//!   releases/
+//!     current                 the version `hotswap start` boots (one line; optional when
+//!                             there is only one version)
+//!     1.0.0/release.toml      the manifest of release 1.0.0
+//!     1.1.0/release.toml      another version, side by side (upgrades come later)
+//!   lib/                      module libraries (any path the manifests name)
+//!   run/                      created at start, mode 0700: node.pid, control.sock, cookie
+//!   log/                      created at start: node.log
+//! ```
+//!
+//! A manifest names the release and its version, the modules (each with its version and
+//! library file, relative to the release directory), the applications to start, and the
+//! node's settings:
+//!
+//! ```toml
+//! [release]
+//! name = "tally"
+//! version = "1.0.0"
+//!
+//! [node]                      # optional; these are the defaults
+//! stop_timeout_ms = 5000      # how long stopping may wait for processes to exit
+//! purge_timeout_ms = 5000     # how long a purge waits before pinning a version
+//! log_level = "info"          # RUST_LOG overrides it
+//!
+//! [[module]]
+//! name = "demo"
+//! version = "1"
+//! file = "lib/demo-1/libdemo_v1.so"
+//!
+//! [[application]]
+//! name = "tally"
+//! version = "1.0.0"
+//! depends = []                # applications started before this one
+//! start = [
+//!   { spawn = "demo:start", arg = "tally-1", name = "tally-1" },
+//! ]
+//! ```
+//!
+//! An application is, for now, the list of things it starts, in order: `spawn =
+//! "module:function"` (a process) or `server = "module"` (a gen_server), each with an
+//! optional `arg` (any TOML value, given to the function or to `init`, encoded as the SDK
+//! encodes messages) and an optional registered `name`. Applications start in manifest
+//! order, after the ones they depend on, and stop in reverse. A later issue makes an
+//! application a supervision tree; that adds keys, it does not change these.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Name of the manifest file in `releases/<version>/`.
+pub const MANIFEST: &str = "release.toml";
+
+/// The paths of a release directory.
+#[derive(Debug, Clone)]
+pub struct ReleaseDir {
+    root: PathBuf,
+}
+
+impl ReleaseDir {
+    /// The release directory at `root` (made absolute, so that a node and its control tool
+    /// agree whatever their working directories).
+    pub fn new(root: &Path) -> ReleaseDir {
+        let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+        ReleaseDir { root }
+    }
+
+    /// The directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `releases/`.
+    pub fn releases(&self) -> PathBuf {
+        self.root.join("releases")
+    }
+
+    /// The manifest of one version.
+    pub fn manifest(&self, version: &str) -> PathBuf {
+        self.releases().join(version).join(MANIFEST)
+    }
+
+    /// `run/`: pid file, control socket, cookie.
+    pub fn run_dir(&self) -> PathBuf {
+        self.root.join("run")
+    }
+
+    /// `run/node.pid`.
+    pub fn pid_file(&self) -> PathBuf {
+        self.run_dir().join("node.pid")
+    }
+
+    /// `run/control.sock`.
+    pub fn socket(&self) -> PathBuf {
+        self.run_dir().join("control.sock")
+    }
+
+    /// `run/cookie`.
+    pub fn cookie(&self) -> PathBuf {
+        self.run_dir().join("cookie")
+    }
+
+    /// `log/`.
+    pub fn log_dir(&self) -> PathBuf {
+        self.root.join("log")
+    }
+
+    /// `log/node.log`.
+    pub fn log_file(&self) -> PathBuf {
+        self.log_dir().join("node.log")
+    }
+
+    /// The release versions present (directories under `releases/` holding a manifest).
+    pub fn versions(&self) -> Vec<String> {
+        let Ok(rd) = std::fs::read_dir(self.releases()) else {
+            return Vec::new();
+        };
+        let mut v: Vec<String> = rd
+            .filter_map(Result::ok)
+            .filter(|e| e.path().join(MANIFEST).is_file())
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Which version to boot: `wanted` if given, else the one `releases/current` names,
+    /// else the only one there is.
+    pub fn select(&self, wanted: Option<&str>) -> Result<String, String> {
+        let versions = self.versions();
+        let root = self.root.display();
+        if !self.root.is_dir() {
+            return Err(format!(
+                "{root}: no such release directory (it should hold releases/<version>/{MANIFEST}; see the README's \"Release directory\")"
+            ));
+        }
+        if versions.is_empty() {
+            return Err(format!(
+                "{root} holds no release: expected a manifest at releases/<version>/{MANIFEST} (see the README's \"Release directory\")"
+            ));
+        }
+        let current = self.releases().join("current");
+        let (vsn, why) = match wanted {
+            Some(w) => (w.to_string(), "--release-version".to_string()),
+            None => match std::fs::read_to_string(&current) {
+                Ok(s) => (s.trim().to_string(), current.display().to_string()),
+                Err(_) if versions.len() == 1 => return Ok(versions[0].clone()),
+                Err(_) => {
+                    return Err(format!(
+                        "{root} holds several releases ({}) and no {}: write the version to boot there, or pass --release-version",
+                        versions.join(", "),
+                        current.display()
+                    ))
+                }
+            },
+        };
+        if versions.contains(&vsn) {
+            Ok(vsn)
+        } else {
+            Err(format!(
+                "release version {vsn:?} (from {why}) is not in {}: the versions there are {}",
+                self.releases().display(),
+                versions.join(", ")
+            ))
+        }
+    }
+}
+
+/// A release manifest (`releases/<version>/release.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// The release's name and version.
+    pub release: ReleaseId,
+    /// Node settings.
+    #[serde(default)]
+    pub node: NodeSettings,
+    /// The modules, loaded in this order before any application starts.
+    #[serde(default, rename = "module")]
+    pub modules: Vec<ModuleSpec>,
+    /// The applications, in start order (dependencies first).
+    #[serde(default, rename = "application")]
+    pub applications: Vec<AppSpec>,
+}
+
+/// `[release]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseId {
+    /// The release's name.
+    pub name: String,
+    /// The release's version.
+    pub version: String,
+}
+
+/// `[node]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSettings {
+    /// How long stopping the node waits for processes to exit.
+    pub stop_timeout_ms: u64,
+    /// How long a purge waits for processes to leave old code before it pins the version.
+    pub purge_timeout_ms: u64,
+    /// The log filter (`RUST_LOG` syntax); `RUST_LOG` overrides it.
+    pub log_level: String,
+}
+
+impl Default for NodeSettings {
+    fn default() -> Self {
+        NodeSettings {
+            stop_timeout_ms: 5000,
+            purge_timeout_ms: 5000,
+            log_level: "info".into(),
+        }
+    }
+}
+
+impl NodeSettings {
+    /// `stop_timeout_ms` as a duration.
+    pub fn stop_timeout(&self) -> Duration {
+        Duration::from_millis(self.stop_timeout_ms)
+    }
+}
+
+/// `[[module]]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleSpec {
+    /// The module's name (as its `hotswap::module!` declares it).
+    pub name: String,
+    /// The version the library must hold (as its `hotswap::module!` declares it).
+    pub version: String,
+    /// The library, relative to the release directory (or absolute).
+    pub file: PathBuf,
+}
+
+/// `[[application]]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSpec {
+    /// The application's name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// Applications that must be started before it.
+    #[serde(default)]
+    pub depends: Vec<String>,
+    /// What it starts, in order.
+    #[serde(default)]
+    pub start: Vec<StartSpec>,
+}
+
+/// One thing an application starts.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartSpec {
+    /// `module:function`: spawn a process running it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spawn: Option<String>,
+    /// `module`: start its gen_server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// The argument (of the function, or of `init`); none means `()`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arg: Option<toml::Value>,
+    /// Register the process under this name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// What a start entry starts, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Starts {
+    /// Spawn `module:function`.
+    Spawn {
+        /// The module.
+        module: String,
+        /// The function.
+        function: String,
+    },
+    /// Start the gen_server of `module`.
+    Server {
+        /// The module.
+        module: String,
+    },
+}
+
+impl Starts {
+    /// The module it runs.
+    pub fn module(&self) -> &str {
+        match self {
+            Starts::Spawn { module, .. } | Starts::Server { module } => module,
+        }
+    }
+}
+
+impl fmt::Display for Starts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Starts::Spawn { module, function } => write!(f, "spawn {module}:{function}"),
+            Starts::Server { module } => write!(f, "gen_server {module}"),
+        }
+    }
+}
+
+impl StartSpec {
+    /// What it starts, or what is wrong with it.
+    pub fn starts(&self) -> Result<Starts, String> {
+        match (&self.spawn, &self.server) {
+            (Some(s), None) => match s.split_once(':') {
+                Some((m, f)) if !m.is_empty() && !f.is_empty() && !f.contains(':') => {
+                    Ok(Starts::Spawn {
+                        module: m.into(),
+                        function: f.into(),
+                    })
+                }
+                _ => Err(format!(
+                    "spawn = {s:?} is not \"module:function\" (e.g. spawn = \"demo:start\")"
+                )),
+            },
+            (None, Some(m)) if !m.is_empty() && !m.contains(':') => {
+                Ok(Starts::Server { module: m.clone() })
+            }
+            (None, Some(m)) => Err(format!(
+                "server = {m:?} must name a module (e.g. server = \"counter\")"
+            )),
+            (Some(_), Some(_)) => Err("has both spawn and server: give exactly one of them".into()),
+            (None, None) => Err(
+                "starts nothing: give spawn = \"module:function\" or server = \"module\"".into(),
+            ),
+        }
+    }
+}
+
+/// A start entry's argument as the process gets it: the TOML value (tables become maps
+/// with named fields, as the SDK encodes structs), or `()` when there is none.
+#[derive(Debug, Clone, Copy)]
+pub struct ArgValue<'a>(pub Option<&'a toml::Value>);
+
+impl Serialize for ArgValue<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Some(v) => v.serialize(s),
+            None => ().serialize(s),
+        }
+    }
+}
+
+/// A manifest that was read and checked.
+#[derive(Debug, Clone)]
+pub struct Release {
+    /// The release directory.
+    pub dir: ReleaseDir,
+    /// The manifest's path.
+    pub path: PathBuf,
+    /// What it says, with the applications in start order.
+    pub manifest: Manifest,
+}
+
+impl Release {
+    /// Read and check the manifest of `version` in `dir`. Every problem is named, with the
+    /// file and what to do.
+    pub fn load(dir: &ReleaseDir, version: &str) -> Result<Release, String> {
+        let path = dir.manifest(version);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read the manifest {}: {e}", path.display()))?;
+        let manifest = Release::parse(dir, &path, &text)?;
+        if manifest.release.version != version {
+            return Err(format!(
+                "{}: [release] version is {:?}, but the manifest is in releases/{version}/: they must agree",
+                path.display(),
+                manifest.release.version
+            ));
+        }
+        Ok(Release {
+            dir: dir.clone(),
+            path,
+            manifest,
+        })
+    }
+
+    /// Parse and check a manifest's text (`path` is for messages).
+    pub fn parse(dir: &ReleaseDir, path: &Path, text: &str) -> Result<Manifest, String> {
+        let p = path.display();
+        let mut m: Manifest = toml::from_str(text)
+            .map_err(|e| format!("{p} is not a valid release manifest: {e}"))?;
+        let mut problems = Vec::new();
+        if m.release.name.trim().is_empty() {
+            problems.push("[release] name is empty".to_string());
+        }
+        if m.release.version.trim().is_empty() {
+            problems.push("[release] version is empty".to_string());
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&m.node.log_level) {
+            problems.push(format!("[node] log_level {:?}: {e}", m.node.log_level));
+        }
+        let mut modules = BTreeSet::new();
+        for (i, md) in m.modules.iter().enumerate() {
+            let at = format!("[[module]] #{} ({:?})", i + 1, md.name);
+            if md.name.is_empty() {
+                problems.push(format!("{at}: name is empty"));
+            } else if !modules.insert(md.name.clone()) {
+                problems.push(format!("{at}: module {:?} is listed twice", md.name));
+            }
+            if md.version.is_empty() {
+                problems.push(format!("{at}: version is empty"));
+            }
+            let file = dir.root().join(&md.file);
+            if !file.is_file() {
+                problems.push(format!(
+                    "{at}: library file {} not found (file = {:?} is relative to the release directory {}); build the module crate and copy its lib*.so there",
+                    file.display(),
+                    md.file.display().to_string(),
+                    dir.root().display()
+                ));
+            }
+        }
+        let names: BTreeSet<String> = m.applications.iter().map(|a| a.name.clone()).collect();
+        let mut seen = BTreeSet::new();
+        for a in &m.applications {
+            let at = format!("[[application]] {:?}", a.name);
+            if a.name.is_empty() {
+                problems.push("[[application]]: name is empty".into());
+            } else if !seen.insert(a.name.clone()) {
+                problems.push(format!("{at} is listed twice"));
+            }
+            if a.version.is_empty() {
+                problems.push(format!("{at}: version is empty"));
+            }
+            for d in &a.depends {
+                if !names.contains(d) {
+                    problems.push(format!(
+                        "{at} depends on {d:?}, which is not an application of this release"
+                    ));
+                }
+            }
+            for (i, s) in a.start.iter().enumerate() {
+                match s.starts() {
+                    Err(e) => problems.push(format!("{at}, start entry #{}: {e}", i + 1)),
+                    Ok(st) if !modules.contains(st.module()) => problems.push(format!(
+                        "{at}, start entry #{} ({st}): module {:?} is not in the release's [[module]] list",
+                        i + 1,
+                        st.module()
+                    )),
+                    Ok(_) => {}
+                }
+                if s.name.as_deref() == Some("") {
+                    problems.push(format!("{at}, start entry #{}: name is empty", i + 1));
+                }
+            }
+        }
+        if problems.is_empty() {
+            match start_order(&m.applications) {
+                Ok(order) => m.applications = order,
+                Err(e) => problems.push(e),
+            }
+        }
+        if problems.is_empty() {
+            Ok(m)
+        } else {
+            Err(format!(
+                "{p} has {} problem{}:\n  - {}",
+                problems.len(),
+                if problems.len() == 1 { "" } else { "s" },
+                problems.join("\n  - ")
+            ))
+        }
+    }
+
+    /// The absolute path of a module's library.
+    pub fn module_file(&self, m: &ModuleSpec) -> PathBuf {
+        self.dir.root().join(&m.file)
+    }
+}
+
+/// Applications in manifest order, each moved after the ones it depends on; a cycle is an
+/// error naming it.
+fn start_order(apps: &[AppSpec]) -> Result<Vec<AppSpec>, String> {
+    let by_name: BTreeMap<&str, &AppSpec> = apps.iter().map(|a| (a.name.as_str(), a)).collect();
+    let mut order: Vec<AppSpec> = Vec::new();
+    let mut done = BTreeSet::new();
+    fn visit<'a>(
+        a: &'a AppSpec,
+        by_name: &BTreeMap<&str, &'a AppSpec>,
+        done: &mut BTreeSet<String>,
+        path: &mut Vec<String>,
+        order: &mut Vec<AppSpec>,
+    ) -> Result<(), String> {
+        if done.contains(&a.name) {
+            return Ok(());
+        }
+        if path.contains(&a.name) {
+            path.push(a.name.clone());
+            return Err(format!(
+                "the applications depend on each other in a cycle: {}",
+                path.join(" -> ")
+            ));
+        }
+        path.push(a.name.clone());
+        for d in &a.depends {
+            if let Some(dep) = by_name.get(d.as_str()) {
+                visit(dep, by_name, done, path, order)?;
+            }
+        }
+        path.pop();
+        done.insert(a.name.clone());
+        order.push(a.clone());
+        Ok(())
+    }
+    for a in apps {
+        visit(a, &by_name, &mut done, &mut Vec::new(), &mut order)?;
+    }
+    Ok(order)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir() -> (ReleaseDir, PathBuf) {
+        let root =
+            std::env::temp_dir().join(format!("hotswap-release-test-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("lib")).unwrap();
+        std::fs::write(root.join("lib/libm.so"), b"").unwrap();
+        (ReleaseDir::new(&root), root)
+    }
+
+    const GOOD: &str = r#"
+        [release]
+        name = "r"
+        version = "1.0.0"
+        [[module]]
+        name = "m"
+        version = "1"
+        file = "lib/libm.so"
+        [[application]]
+        name = "b"
+        version = "1"
+        depends = ["a"]
+        start = [{ server = "m", name = "srv" }]
+        [[application]]
+        name = "a"
+        version = "1"
+        start = [{ spawn = "m:start", arg = { n = 3 } }]
+    "#;
+
+    #[test]
+    fn a_good_manifest_parses_and_orders_dependencies_first() {
+        let (d, _root) = dir();
+        let m = Release::parse(&d, Path::new("x.toml"), GOOD).expect("parses");
+        let names: Vec<&str> = m.applications.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(m.node.stop_timeout_ms, 5000);
+        assert_eq!(
+            m.applications[0].start[0].starts(),
+            Ok(Starts::Spawn {
+                module: "m".into(),
+                function: "start".into()
+            })
+        );
+    }
+
+    #[test]
+    fn every_problem_is_named() {
+        let (d, _root) = dir();
+        let bad = GOOD
+            .replace("lib/libm.so", "lib/missing.so")
+            .replace("\"m:start\"", "\"m\"")
+            .replace("depends = [\"a\"]", "depends = [\"zz\"]");
+        let e = Release::parse(&d, Path::new("x.toml"), &bad).unwrap_err();
+        assert!(e.contains("lib/missing.so"), "{e}");
+        assert!(e.contains("not \"module:function\""), "{e}");
+        assert!(e.contains("\"zz\""), "{e}");
+        let e = Release::parse(&d, Path::new("x.toml"), "[release]\nname = 1").unwrap_err();
+        assert!(e.contains("x.toml is not a valid release manifest"), "{e}");
+        let e = Release::parse(
+            &d,
+            Path::new("x.toml"),
+            &GOOD.replace("depends = [\"a\"]", "depends = [\"b\"]"),
+        )
+        .unwrap_err();
+        assert!(e.contains("cycle: b -> b"), "{e}");
+        let e = Release::parse(&d, Path::new("x.toml"), &format!("{GOOD}\nbogus = 1")).unwrap_err();
+        assert!(e.contains("bogus"), "{e}");
+    }
+}
