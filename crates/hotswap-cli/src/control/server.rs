@@ -481,6 +481,25 @@ fn which(state: &NodeState, args: Args<'_>) -> Result<Value, ErrorReply> {
     }))
 }
 
+/// A pid as the node prints it (`<0.12.0>`), or `<0.12>`, `0.12.0`, `0.12`, `12`; anything
+/// else is a registered name.
+fn parse_target(s: &str) -> ServerRef {
+    let t = s.trim();
+    let inner = t
+        .strip_prefix('<')
+        .and_then(|x| x.strip_suffix('>'))
+        .unwrap_or(t);
+    let parts: Vec<&str> = inner.split('.').collect();
+    let n = match parts.as_slice() {
+        [n] | ["0", n] | ["0", n, "0"] => n.parse::<u64>().ok(),
+        _ => None,
+    };
+    match n {
+        Some(n) if n > 0 => ServerRef::Pid(Pid(n)),
+        _ => ServerRef::Name(t.to_string()),
+    }
+}
+
 fn sys_error(target: &ServerRef, e: SysError) -> ErrorReply {
     let msg = format!("{target}: {e}");
     match e {
@@ -500,7 +519,7 @@ fn sys_error(target: &ServerRef, e: SysError) -> ErrorReply {
 
 async fn sys(state: &NodeState, cmd: &str, args: Args<'_>) -> Result<Value, ErrorReply> {
     let target_text = args.str("target")?;
-    let target: ServerRef = target_text.parse().unwrap_or_else(|e| match e {});
+    let target = parse_target(target_text);
     let node = &state.node;
     let pid = match &target {
         ServerRef::Pid(p) => *p,
@@ -556,4 +575,19 @@ async fn sys(state: &NodeState, cmd: &str, args: Args<'_>) -> Result<Value, Erro
         v
     })
     .map_err(|e| sys_error(&target, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_pids_in_any_printed_form_or_names() {
+        for p in ["<0.12.0>", "<0.12>", "0.12.0", "0.12", "12", " 12 "] {
+            assert_eq!(parse_target(p), ServerRef::Pid(Pid(12)), "{p}");
+        }
+        for n in ["counter", "<0.12.1>", "1.12", "0", "tally-1", "<>"] {
+            assert_eq!(parse_target(n), ServerRef::Name(n.into()), "{n}");
+        }
+    }
 }

@@ -1,0 +1,1050 @@
+//! `hotswap start` and the control commands against real node processes: each test starts
+//! `hotswap start <release-dir>` as a child process, on a release directory of its own
+//! built from the workspace's module crates, and talks to it with the real `hotswap`
+//! binary (or raw on its socket).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// How long anything that should be prompt may take (debug builds on a busy 2-core CI).
+const WAIT: Duration = Duration::from_secs(60);
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_hotswap"))
+}
+
+fn lib_name(krate: &str) -> String {
+    format!(
+        "{}{krate}{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    )
+}
+
+/// The module crates the tests use, built once per test binary into the binary's
+/// directory (target/<profile>).
+const MODULES: &[&str] = &["demo_v1", "demo_v2"];
+
+fn modules_dir() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let dir = bin().parent().expect("binary dir").to_path_buf();
+            let target = dir.parent().expect("target dir");
+            let mut c = Command::new(option_env!("CARGO").unwrap_or("cargo"));
+            c.current_dir(env!("CARGO_MANIFEST_DIR"));
+            c.arg("build").arg("--target-dir").arg(target);
+            match dir.file_name().and_then(|n| n.to_str()) {
+                Some("debug") | None => {}
+                Some(profile) => {
+                    c.args(["--profile", profile]);
+                }
+            }
+            for m in MODULES {
+                c.args(["-p", m]);
+            }
+            let out = c.output().expect("run cargo to build the module crates");
+            assert!(
+                out.status.success(),
+                "building {MODULES:?} failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            dir
+        })
+        .clone()
+}
+
+/// A release directory in a fresh temp directory, removed on drop.
+struct Rel {
+    root: PathBuf,
+}
+
+impl Drop for Rel {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+impl Rel {
+    /// A release `test 1.0.0` with module `demo` v1 and an application `tally` of two
+    /// tally servers (one registered as `tally-1`), plus `manifest_extra` appended.
+    fn new(tag: &str) -> Rel {
+        Rel::with_manifest(tag, DEFAULT_MANIFEST)
+    }
+
+    fn with_manifest(tag: &str, manifest: &str) -> Rel {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let root = std::env::temp_dir().join(format!(
+            "hs-{tag}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("releases/1.0.0")).unwrap();
+        std::fs::create_dir_all(root.join("lib")).unwrap();
+        let m = modules_dir();
+        for k in MODULES {
+            std::fs::copy(m.join(lib_name(k)), root.join("lib").join(lib_name(k)))
+                .unwrap_or_else(|e| panic!("copy {k}: {e}"));
+        }
+        std::fs::write(root.join("releases/1.0.0/release.toml"), manifest).unwrap();
+        Rel { root }
+    }
+
+    fn lib(&self, krate: &str) -> PathBuf {
+        self.root.join("lib").join(lib_name(krate))
+    }
+
+    fn run(&self) -> PathBuf {
+        self.root.join("run")
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.run().join("control.sock")
+    }
+
+    fn cookie(&self) -> String {
+        std::fs::read_to_string(self.run().join("cookie"))
+            .expect("cookie")
+            .trim()
+            .to_string()
+    }
+
+    /// `hotswap <args> -d <root>`.
+    fn ctl(&self, args: &[&str]) -> Run {
+        let mut a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        a.push("-d".into());
+        a.push(self.root.display().to_string());
+        hotswap(&a, &[])
+    }
+
+    /// `hotswap <args> -d <root> --json`, which must print JSON.
+    fn json(&self, args: &[&str]) -> (Option<i32>, Value) {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let r = self.ctl(&a);
+        let v = serde_json::from_str(&r.stdout)
+            .unwrap_or_else(|e| panic!("{args:?} --json printed no JSON ({e}):\n{r}"));
+        (r.code, v)
+    }
+}
+
+const DEFAULT_MANIFEST: &str = r#"
+[release]
+name = "test"
+version = "1.0.0"
+
+[node]
+stop_timeout_ms = 5000
+log_level = "info"
+
+[[module]]
+name = "demo"
+version = "1"
+file = "lib/libdemo_v1.so"
+
+[[application]]
+name = "tally"
+version = "1.0.0"
+start = [
+  { spawn = "demo:start", arg = "tally-1", name = "tally-1" },
+  { spawn = "demo:start", arg = "tally-2" },
+]
+"#;
+
+/// What a run of the binary produced.
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+fn output(mut c: Command) -> Run {
+    let out = c
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the hotswap binary");
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn hotswap(args: &[String], env: &[(&str, &str)]) -> Run {
+    let mut c = Command::new(bin());
+    c.args(args)
+        .env_remove("HOTSWAP_COOKIE")
+        .env_remove("HOTSWAP_DIR");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    output(c)
+}
+
+/// A node started with `hotswap start`, killed on drop if still running.
+struct NodeProc {
+    child: Child,
+    pid: u32,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl NodeProc {
+    /// Start a node on `rel` and wait for its ready line.
+    fn start(rel: &Rel) -> NodeProc {
+        NodeProc::try_start(rel).unwrap_or_else(|r| panic!("the node did not start:\n{r}"))
+    }
+
+    fn try_start(rel: &Rel) -> Result<NodeProc, Run> {
+        let mut child = Command::new(bin())
+            .arg("start")
+            .arg(&rel.root)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn hotswap start");
+        let pid = child.id();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut err = child.stderr.take().expect("stderr");
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let (tx, rx) = mpsc::channel();
+        let out = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + WAIT;
+        let mut seen = String::new();
+        loop {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) if line.starts_with("node started:") => {
+                    assert!(line.contains(&format!("pid {pid}")), "{line}");
+                    return Ok(NodeProc { child, pid, stderr });
+                }
+                Ok(line) => {
+                    seen.push_str(&line);
+                    seen.push('\n');
+                }
+                Err(e) => {
+                    let timed_out = matches!(e, mpsc::RecvTimeoutError::Timeout);
+                    if timed_out {
+                        let _ = child.kill();
+                    }
+                    let status = child.wait().expect("wait");
+                    // Let the stderr reader finish.
+                    std::thread::sleep(Duration::from_millis(20));
+                    let err = stderr.lock().unwrap().clone();
+                    return Err(Run {
+                        code: status.code(),
+                        stdout: seen,
+                        stderr: if timed_out {
+                            format!("(no ready line within {WAIT:?})\n{err}")
+                        } else {
+                            err
+                        },
+                    });
+                }
+            }
+        }
+    }
+
+    /// Wait for the node to exit; its exit code.
+    fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                return s.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the node did not exit within {limit:?}; stderr:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One raw request on the node's socket: the reply (if a whole frame came back).
+fn raw(sock: &Path, bytes: &[u8]) -> std::io::Result<Option<Value>> {
+    let mut s = UnixStream::connect(sock)?;
+    s.set_read_timeout(Some(WAIT))?;
+    s.set_write_timeout(Some(WAIT))?;
+    // The node may answer (and close) before reading everything we send: ignore that.
+    let _ = s.write_all(bytes);
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    if out.len() < 4 {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes([out[0], out[1], out[2], out[3]]) as usize;
+    assert_eq!(out.len(), 4 + len, "a reply frame is exactly its length");
+    Ok(Some(
+        serde_json::from_slice(&out[4..]).expect("the reply is JSON"),
+    ))
+}
+
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut f = (body.len() as u32).to_be_bytes().to_vec();
+    f.extend_from_slice(body);
+    f
+}
+
+fn strs(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|x| x.as_str().expect("a string").to_string())
+        .collect()
+}
+
+/// The pids of the two tally servers, in start order.
+fn tally_pids(rel: &Rel) -> Vec<String> {
+    let (code, st) = rel.json(&["status"]);
+    assert_eq!(code, Some(0), "{st}");
+    st["applications"][0]["processes"]
+        .as_array()
+        .expect("processes")
+        .iter()
+        .map(|p| p["pid"].as_str().expect("pid").to_string())
+        .collect()
+}
+
+#[test]
+fn cli_ping_pid_stop() {
+    let rel = Rel::new("ping");
+    let mut node = NodeProc::start(&rel);
+
+    let r = rel.ctl(&["ping"]);
+    assert_eq!((r.code, r.stdout.as_str()), (Some(0), "pong\n"), "{r}");
+    let (code, v) = rel.json(&["ping"]);
+    assert_eq!((code, v), (Some(0), json!("pong")));
+
+    let r = rel.ctl(&["pid"]);
+    assert_eq!(r.code, Some(0), "{r}");
+    assert_eq!(r.stdout.trim(), node.pid.to_string());
+    let (_, v) = rel.json(&["pid"]);
+    assert_eq!(v["pid"], node.pid);
+    let pid_file = std::fs::read_to_string(rel.run().join("node.pid")).expect("pid file");
+    assert_eq!(pid_file.trim(), node.pid.to_string());
+
+    // From another working directory, through HOTSWAP_DIR.
+    let r = hotswap(
+        &["ping".into()],
+        &[("HOTSWAP_DIR", rel.root.to_str().unwrap())],
+    );
+    assert_eq!(r.code, Some(0), "{r}");
+
+    // stop returns only once the OS process is gone, and the node exits 0.
+    let r = rel.ctl(&["stop"]);
+    assert_eq!(r.code, Some(0), "{r}");
+    assert!(
+        r.stdout
+            .contains(&format!("node stopped (pid {},", node.pid)),
+        "{r}"
+    );
+    let status = node.child.try_wait().expect("try_wait");
+    assert!(
+        status.is_some(),
+        "hotswap stop returned while the node was still running"
+    );
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", node.stderr());
+    assert!(!rel.socket().exists(), "the socket is removed");
+    assert!(
+        !rel.run().join("node.pid").exists(),
+        "the pid file is removed"
+    );
+    let log = std::fs::read_to_string(rel.root.join("log/node.log")).expect("log file");
+    assert!(log.contains("node stopped"), "{log}");
+    assert!(log.contains("application stopped"), "{log}");
+
+    let r = rel.ctl(&["ping"]);
+    assert_eq!(r.code, Some(3), "{r}");
+    assert!(r.stderr.contains("node is not running"), "{r}");
+}
+
+#[test]
+fn cli_load_purge_and_which() {
+    let rel = Rel::new("load");
+    let _node = NodeProc::start(&rel);
+    let servers = tally_pids(&rel);
+    assert_eq!(servers.len(), 2);
+
+    // Load v2: v1 becomes old code, still run by both servers.
+    let v2 = rel.lib("demo_v2");
+    let (code, v) = rel.json(&["load", v2.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["name"], "demo");
+    assert_eq!(v["current"]["version"], "2");
+    assert_eq!(v["old"]["version"], "1");
+    assert_eq!(strs(&v["old"]["processes"]), servers);
+
+    let (code, w) = rel.json(&["which", "demo"]);
+    assert_eq!(code, Some(0), "{w}");
+    assert_eq!(strs(&w["old"]), servers);
+    assert_eq!(strs(&w["current"]), Vec::<String>::new());
+    assert_eq!(
+        (&w["old_version"], &w["current_version"]),
+        (&json!("1"), &json!("2"))
+    );
+    let r = rel.ctl(&["which", "demo"]);
+    assert_eq!(r.code, Some(0), "{r}");
+    assert!(
+        r.stdout
+            .contains(&format!("old code (1) is run by {}", servers.join(", "))),
+        "{r}"
+    );
+
+    // The processes say what they run.
+    let (_, ps) = rel.json(&["processes"]);
+    for p in ps.as_array().unwrap() {
+        if servers.contains(&p["pid"].as_str().unwrap().to_string()) {
+            assert_eq!(
+                (&p["module"], &p["version"], &p["old_code"]),
+                (&json!("demo"), &json!("1"), &json!(true)),
+                "{p}"
+            );
+        }
+    }
+
+    // Refusals name the processes holding old code.
+    let r = rel.ctl(&["soft-purge", "demo"]);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(r.stderr.contains("still run by"), "{r}");
+    for p in &servers {
+        assert!(r.stderr.contains(p.as_str()), "{r}");
+    }
+    let (code, e) = rel.json(&["load", v2.to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    assert_eq!(e["error"]["kind"], "not_purged", "{e}");
+    assert_eq!(strs(&e["error"]["details"]["processes"]), servers);
+    assert!(
+        e["error"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("hotswap purge demo"),
+        "{e}"
+    );
+
+    // purge kills them and frees v1.
+    let (code, p) = rel.json(&["purge", "demo"]);
+    assert_eq!(code, Some(0), "{p}");
+    assert_eq!(p["version"], "1");
+    assert_eq!(strs(&p["killed"]), servers);
+    assert_eq!(p["pinned"], Value::Null, "{p}");
+    let (_, w) = rel.json(&["which", "demo"]);
+    assert_eq!(strs(&w["old"]), Vec::<String>::new());
+    assert_eq!(w["old_version"], Value::Null);
+    let (_, ms) = rel.json(&["modules"]);
+    let demo = &ms.as_array().unwrap()[0];
+    assert_eq!(
+        (&demo["current"]["version"], &demo["old"]),
+        (&json!("2"), &Value::Null)
+    );
+    let r = rel.ctl(&["soft-purge", "demo"]);
+    assert_eq!(r.code, Some(0), "nothing old is left: {r}");
+
+    // A purging load of the same file: v2 (new instance) replaces v2.
+    let (code, v) = rel.json(&["load", "--purging", v2.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{v}");
+    let r = rel.ctl(&["load", v2.to_str().unwrap()]);
+    assert_eq!(r.code, Some(1), "old code exists again: {r}");
+    let r = rel.ctl(&["purge", "demo"]);
+    assert_eq!(r.code, Some(0), "{r}");
+    assert!(r.stdout.contains("purged demo 2"), "{r}");
+
+    // delete: the current version becomes old.
+    let r = rel.ctl(&["delete", "demo"]);
+    assert_eq!(r.code, Some(0), "{r}");
+    let (_, ms) = rel.json(&["modules"]);
+    let demo = &ms.as_array().unwrap()[0];
+    assert_eq!(
+        (&demo["current"], &demo["old"]["version"]),
+        (&Value::Null, &json!("2"))
+    );
+    // Nothing current is left to delete; a load now is refused until the old code goes.
+    let r = rel.ctl(&["delete", "demo"]);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(r.stderr.contains("`demo` is not loaded"), "{r}");
+    let (code, e) = rel.json(&["load", v2.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{e}");
+    assert_eq!(e["error"]["kind"], "not_purged", "{e}");
+
+    // Unknown modules and files: named, with what to do.
+    for cmd in ["purge", "soft-purge", "which", "delete"] {
+        let (code, e) = rel.json(&[cmd, "nosuch"]);
+        assert_eq!(code, Some(1), "{cmd}: {e}");
+        assert_eq!(e["error"]["kind"], "not_loaded", "{cmd}: {e}");
+        assert!(
+            e["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("`nosuch` is not loaded"),
+            "{cmd}: {e}"
+        );
+    }
+    let missing = rel.root.join("lib/libnothere.so");
+    let r = rel.ctl(&["load", missing.to_str().unwrap()]);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(
+        r.stderr.contains("no such module file") && r.stderr.contains("libnothere.so"),
+        "{r}"
+    );
+    let not_a_lib = rel.root.join("releases/1.0.0/release.toml");
+    let r = rel.ctl(&["load", not_a_lib.to_str().unwrap()]);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(r.stderr.contains("not a shared library"), "{r}");
+    // A relative path is the client's, not the node's.
+    let r = hotswap(
+        &[
+            "load".into(),
+            "lib/libdemo_v1.so".into(),
+            "-d".into(),
+            ".".into(),
+        ],
+        &[],
+    );
+    assert_eq!(r.code, Some(3), "no node in the test's directory: {r}");
+    let mut c = Command::new(bin());
+    c.current_dir(&rel.root)
+        .args(["purge", "demo"])
+        .env_remove("HOTSWAP_DIR");
+    assert_eq!(output(c).code, Some(0));
+    let mut c = Command::new(bin());
+    c.current_dir(&rel.root)
+        .args(["load", "lib/libdemo_v1.so"])
+        .env_remove("HOTSWAP_DIR");
+    let r = output(c);
+    assert_eq!(
+        r.code,
+        Some(0),
+        "a path relative to the client's directory: {r}"
+    );
+}
+
+#[test]
+fn cli_status_and_processes_json_is_valid() {
+    let rel = Rel::new("status");
+    let node = NodeProc::start(&rel);
+
+    let (code, st) = rel.json(&["status"]);
+    assert_eq!(code, Some(0), "{st}");
+    assert_eq!(st["release"], json!({ "name": "test", "version": "1.0.0" }));
+    assert_eq!(st["node_pid"], node.pid);
+    assert!(st["uptime_ms"].is_u64(), "{st}");
+    assert!(
+        st["started_at_ms"].as_u64().unwrap() > 1_600_000_000_000,
+        "{st}"
+    );
+    assert_eq!(st["processes"], 2, "{st}");
+    assert_eq!(st["modules"], 1, "{st}");
+    assert_eq!(st["pinned"], 0, "{st}");
+    assert!(
+        st["memory"]["rss_bytes"].as_u64().unwrap() > 1 << 20,
+        "{st}"
+    );
+    assert!(
+        st["memory"]["processes_bytes"].as_u64().unwrap() > 0,
+        "{st}"
+    );
+    let app = &st["applications"][0];
+    assert_eq!(
+        (&app["name"], &app["version"]),
+        (&json!("tally"), &json!("1.0.0"))
+    );
+    assert_eq!(app["processes"][0]["name"], "tally-1");
+    assert_eq!(app["processes"][0]["starts"], "spawn demo:start");
+
+    let (code, ps) = rel.json(&["processes"]);
+    assert_eq!(code, Some(0), "{ps}");
+    let ps = ps.as_array().expect("an array");
+    assert_eq!(ps.len(), 2);
+    for p in ps {
+        assert!(p["pid"].as_str().unwrap().starts_with('<'), "{p}");
+        assert_eq!(p["application"], "tally", "{p}");
+        assert_eq!(
+            (&p["module"], &p["version"]),
+            (&json!("demo"), &json!("1")),
+            "{p}"
+        );
+        assert_eq!(p["old_code"], false, "{p}");
+        assert!(p["message_queue_len"].is_u64(), "{p}");
+        assert!(p["memory"].as_u64().unwrap() > 0, "{p}");
+        assert_eq!(p["running"][0]["module"], "demo", "{p}");
+    }
+    assert_eq!(ps[0]["name"], "tally-1");
+    assert_eq!(ps[1]["name"], Value::Null);
+
+    let (code, ms) = rel.json(&["modules"]);
+    assert_eq!(code, Some(0), "{ms}");
+    let demo = &ms[0];
+    assert_eq!(demo["name"], "demo");
+    assert_eq!(demo["current"]["version"], "1");
+    assert_eq!(demo["old"], Value::Null);
+    assert_eq!(demo["pinned"], json!([]));
+    assert_eq!(strs(&demo["current"]["processes"]).len(), 2);
+    assert!(
+        demo["current"]["file"].as_str().unwrap().ends_with(".so"),
+        "{demo}"
+    );
+
+    // The human forms say the same.
+    let r = rel.ctl(&["status"]);
+    assert!(r.stdout.contains("release      test 1.0.0"), "{r}");
+    assert!(r.stdout.contains("application  tally 1.0.0"), "{r}");
+    let r = rel.ctl(&["processes"]);
+    assert!(r.stdout.starts_with("PID"), "{r}");
+    assert!(
+        r.stdout.contains("tally-1") && r.stdout.contains("demo 1"),
+        "{r}"
+    );
+    let r = rel.ctl(&["modules"]);
+    assert!(r.stdout.starts_with("MODULE"), "{r}");
+    assert!(r.stdout.contains("demo"), "{r}");
+}
+
+#[test]
+fn cli_wrong_cookie_refused() {
+    let rel = Rel::new("cookie");
+    let _node = NodeProc::start(&rel);
+    let cookie = rel.cookie();
+    assert_eq!(cookie.len(), 64, "32 random bytes in hex");
+    assert!(cookie.bytes().all(|b| b.is_ascii_hexdigit()));
+
+    let wrong = format!("{}0", &cookie[..63]);
+    let r = rel.ctl(&["ping", "--cookie", &wrong]);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(r.stderr.contains("wrong cookie"), "{r}");
+    assert!(
+        r.stderr.contains("run/cookie"),
+        "says where the right one is: {r}"
+    );
+    let (code, v) = rel.json(&["stop", "--cookie", "nope"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(v["error"]["kind"], "wrong_cookie", "{v}");
+    let r = hotswap(
+        &["pid".into(), "-d".into(), rel.root.display().to_string()],
+        &[("HOTSWAP_COOKIE", &wrong)],
+    );
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(r.stderr.contains("wrong cookie"), "{r}");
+
+    // Raw: a well-formed stop without the cookie, or with an empty one, does nothing.
+    for req in [
+        json!({ "cmd": "stop" }),
+        json!({ "cookie": "", "cmd": "stop" }),
+        json!({ "cookie": cookie.to_uppercase(), "cmd": "stop" }),
+    ] {
+        let reply = raw(&rel.socket(), &frame(req.to_string().as_bytes()))
+            .expect("connect")
+            .expect("a reply");
+        assert_eq!(reply["ok"], false, "{req} -> {reply}");
+    }
+    // The right cookie works, and the node is still there.
+    let r = rel.ctl(&["ping", "--cookie", &cookie]);
+    assert_eq!(r.code, Some(0), "{r}");
+    let r = rel.ctl(&["ping"]);
+    assert_eq!(r.code, Some(0), "{r}");
+}
+
+#[test]
+fn cli_socket_is_owner_only() {
+    let rel = Rel::new("owner");
+    let node = NodeProc::start(&rel);
+    let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode(&rel.socket()), 0o600, "control socket");
+    assert_eq!(mode(&rel.run().join("cookie")), 0o600, "cookie file");
+    assert_eq!(mode(&rel.run()), 0o700, "run directory");
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::metadata(rel.socket())
+        .unwrap()
+        .file_type()
+        .is_socket());
+
+    // Another user is refused, with or without the cookie. (Only root can run a command as
+    // another user; elsewhere the modes above are what keep others out.)
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        let other = 65534; // nobody
+        let copy = std::env::temp_dir().join(format!("hs-owner-bin-{}", std::process::id()));
+        std::fs::create_dir_all(&copy).unwrap();
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let exe = copy.join("hotswap");
+        std::fs::copy(bin(), &exe).unwrap();
+        let as_other = |extra: &[&str]| {
+            let mut c = Command::new(&exe);
+            c.args(["ping", "-d"])
+                .arg(&rel.root)
+                .args(extra)
+                .env_remove("HOTSWAP_COOKIE")
+                .current_dir(&copy);
+            std::os::unix::process::CommandExt::uid(&mut c, other);
+            std::os::unix::process::CommandExt::gid(&mut c, other);
+            output(c)
+        };
+        let r = as_other(&[]);
+        assert_eq!(r.code, Some(3), "{r}");
+        assert!(r.stderr.contains("permission denied"), "{r}");
+        let cookie = rel.cookie();
+        let r = as_other(&["--cookie", &cookie]);
+        assert_eq!(r.code, Some(3), "{r}");
+        assert!(r.stderr.contains("permission denied"), "{r}");
+        let _ = std::fs::remove_dir_all(&copy);
+    }
+    drop(node);
+
+    // A cookie file others can read is refused at start.
+    let cookie = rel.run().join("cookie");
+    std::fs::set_permissions(&cookie, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let r = NodeProc::try_start(&rel).err().expect("start must fail");
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(r.stderr.contains("chmod 600"), "{r}");
+}
+
+#[test]
+fn cli_node_not_running_clear_error() {
+    // No such directory.
+    let r = hotswap(
+        &[
+            "ping".into(),
+            "-d".into(),
+            "/nonexistent/hotswap-release".into(),
+        ],
+        &[],
+    );
+    assert_eq!(r.code, Some(3), "{r}");
+    assert!(r.stderr.contains("node is not running"), "{r}");
+    assert!(r.stderr.contains("not a release directory"), "{r}");
+
+    // A release that never ran.
+    let rel = Rel::new("notrunning");
+    for cmd in ["ping", "stop", "status"] {
+        let r = rel.ctl(&[cmd]);
+        assert_eq!(r.code, Some(3), "{cmd}: {r}");
+        assert!(r.stderr.contains("node is not running"), "{cmd}: {r}");
+        assert!(
+            r.stderr.contains("hotswap start"),
+            "says how to start it: {r}"
+        );
+    }
+    let (code, v) = rel.json(&["ping"]);
+    assert_eq!(code, Some(3));
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(v["error"]["kind"], "unreachable", "{v}");
+
+    // A node that died without cleaning up: the stale socket is named, and a new start
+    // clears it.
+    let mut node = NodeProc::start(&rel);
+    // SAFETY: plain kill(2) on our own child.
+    assert_eq!(
+        unsafe { libc::kill(node.pid as libc::pid_t, libc::SIGKILL) },
+        0
+    );
+    node.wait_exit(WAIT);
+    assert!(rel.socket().exists(), "SIGKILL leaves the socket behind");
+    let r = rel.ctl(&["ping"]);
+    assert_eq!(r.code, Some(3), "{r}");
+    assert!(r.stderr.contains("nothing listens on"), "{r}");
+    let node = NodeProc::start(&rel);
+    assert_eq!(rel.ctl(&["ping"]).code, Some(0));
+
+    // A second node on the same release is refused while the first runs.
+    let r = NodeProc::try_start(&rel)
+        .err()
+        .expect("second start must fail");
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(r.stderr.contains("already running"), "{r}");
+    assert!(r.stderr.contains(&format!("pid {}", node.pid)), "{r}");
+    assert_eq!(rel.ctl(&["ping"]).code, Some(0), "the first is unharmed");
+    drop(node);
+
+    // Bad releases: each says what is wrong.
+    let empty = Rel::new("empty");
+    std::fs::remove_dir_all(empty.root.join("releases")).unwrap();
+    let r = NodeProc::try_start(&empty).err().expect("must fail");
+    assert!(r.stderr.contains("holds no release"), "{r}");
+    let cases: &[(&str, &str)] = &[
+        (
+            "version = \"1\"\nfile = \"lib/libdemo_v1.so\"",
+            "version = \"7\"\nfile = \"lib/libdemo_v1.so\"",
+        ),
+        ("lib/libdemo_v1.so", "lib/libmissing.so"),
+        (
+            "demo:start\", arg = \"tally-1\"",
+            "demo:nosuch\", arg = \"tally-1\"",
+        ),
+        (
+            "demo:start\", arg = \"tally-1\"",
+            "nosuchmodule:start\", arg = \"tally-1\"",
+        ),
+        ("[release]", "[release]\nbogus_key = 1"),
+    ];
+    let expect = [
+        "holds version \"1\", but",
+        "lib/libmissing.so not found",
+        "exports no function `nosuch`",
+        "module \"nosuchmodule\" is not in the release's [[module]] list",
+        "bogus_key",
+    ];
+    for ((from, to), want) in cases.iter().zip(expect) {
+        let manifest = DEFAULT_MANIFEST.replacen(from, to, 1);
+        assert_ne!(manifest, DEFAULT_MANIFEST);
+        let bad = Rel::with_manifest("bad", &manifest);
+        let r = NodeProc::try_start(&bad)
+            .err()
+            .expect("a bad release must not start");
+        assert_eq!(r.code, Some(1), "{r}");
+        assert!(r.stderr.contains(want), "want {want:?}\n{r}");
+        assert!(!r.stderr.contains("panicked"), "{r}");
+        assert!(!bad.socket().exists(), "no socket left behind: {r}");
+    }
+}
+
+#[test]
+fn cli_sigterm_stops_gracefully() {
+    let rel = Rel::new("sigterm");
+    let mut node = NodeProc::start(&rel);
+    assert_eq!(rel.ctl(&["ping"]).code, Some(0));
+    // SAFETY: plain kill(2) on our own child.
+    assert_eq!(
+        unsafe { libc::kill(node.pid as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    let code = node.wait_exit(WAIT);
+    assert_eq!(code, Some(0), "{}", node.stderr());
+    let err = node.stderr();
+    assert!(err.contains("SIGTERM received: stopping the node"), "{err}");
+    assert!(err.contains("application stopped"), "{err}");
+    assert!(
+        err.contains("node stopped") && err.contains("clean=true"),
+        "{err}"
+    );
+    assert!(!rel.socket().exists(), "the socket is removed");
+    assert!(
+        !rel.run().join("node.pid").exists(),
+        "the pid file is removed"
+    );
+    let log = std::fs::read_to_string(rel.root.join("log/node.log")).expect("log file");
+    assert!(
+        log.contains("SIGTERM received"),
+        "the log file has it too: {log}"
+    );
+    let r = rel.ctl(&["ping"]);
+    assert_eq!(r.code, Some(3), "{r}");
+}
+
+/// A small deterministic generator.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+    /// Fewer than `max` random bytes.
+    fn some_bytes(&mut self, max: usize) -> Vec<u8> {
+        let n = self.below(max);
+        self.bytes(n)
+    }
+}
+
+#[test]
+fn cli_malformed_requests_never_crash_node() {
+    let rel = Rel::new("fuzz");
+    let node = NodeProc::start(&rel);
+    let sock = rel.socket();
+    let cookie = rel.cookie();
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+
+    // A client that connects and sends nothing holds no one up.
+    let idle = UnixStream::connect(&sock).expect("connect");
+    let mut half = UnixStream::connect(&sock).expect("connect");
+    half.write_all(&[0, 0, 0, 50, b'{']).expect("write");
+
+    let commands = [
+        "ping",
+        "pid",
+        "status",
+        "processes",
+        "modules",
+        "load",
+        "purge",
+        "soft_purge",
+        "delete",
+        "which",
+        "suspend",
+        "resume",
+        "get_state",
+        "change_code",
+        "",
+        "STOP",
+        "stop ",
+        "nosuch",
+    ];
+    let junk = [
+        json!(null),
+        json!(1),
+        json!(-1),
+        json!(1.5e300),
+        json!("x"),
+        json!(""),
+        json!([]),
+        json!({}),
+        json!(true),
+        json!("<0.999.0>"),
+        json!("/nonexistent.so"),
+        json!({ "a": [1, { "b": null }] }),
+        json!("x".repeat(5000)),
+    ];
+    let keys = [
+        "path",
+        "module",
+        "target",
+        "old_vsn",
+        "extra",
+        "purging",
+        "timeout_ms",
+    ];
+    let mut replies = 0;
+    let mut errors = 0;
+    let n = 3000;
+    for i in 0..n {
+        let bytes: Vec<u8> = match i % 6 {
+            // Random bytes.
+            0 => rng.some_bytes(64),
+            // A length prefix promising more than is sent.
+            1 => {
+                let body = rng.some_bytes(32);
+                let mut f = ((body.len() + 1 + rng.below(1000)) as u32)
+                    .to_be_bytes()
+                    .to_vec();
+                f.extend_from_slice(&body);
+                f
+            }
+            // Over the size limit.
+            2 => {
+                let mut f = (0x0010_0001u32 + rng.below(1 << 30) as u32)
+                    .to_be_bytes()
+                    .to_vec();
+                f.extend_from_slice(&rng.bytes(16));
+                f
+            }
+            // A whole frame of random bytes, or of JSON that is not a request.
+            3 => {
+                let body = if rng.below(2) == 0 {
+                    rng.some_bytes(200)
+                } else {
+                    junk[rng.below(junk.len())].to_string().into_bytes()
+                };
+                frame(&body)
+            }
+            // A request with the right cookie, a random command and random arguments (never
+            // a well-formed stop: "STOP" and "stop " are not commands).
+            4 => {
+                let mut args = serde_json::Map::new();
+                for _ in 0..rng.below(4) {
+                    args.insert(
+                        keys[rng.below(keys.len())].into(),
+                        junk[rng.below(junk.len())].clone(),
+                    );
+                }
+                let req = json!({ "cookie": cookie, "cmd": commands[rng.below(commands.len())], "args": args });
+                frame(req.to_string().as_bytes())
+            }
+            // A valid request cut short anywhere.
+            _ => {
+                let req = json!({ "cookie": cookie, "cmd": "status", "args": {} });
+                let f = frame(req.to_string().as_bytes());
+                f[..rng.below(f.len())].to_vec()
+            }
+        };
+        match raw(&sock, &bytes) {
+            Ok(Some(reply)) => {
+                replies += 1;
+                if reply["ok"] == false {
+                    errors += 1;
+                    let e = &reply["error"];
+                    assert!(
+                        e["kind"].is_string()
+                            && e["message"].as_str().is_some_and(|m| !m.is_empty()),
+                        "an error reply names the error: {reply}"
+                    );
+                }
+            }
+            Ok(None) => {}
+            Err(e) => panic!(
+                "request #{i}: the node stopped accepting connections: {e}\n{}",
+                node.stderr()
+            ),
+        }
+    }
+    assert!(
+        replies > n / 2,
+        "most malformed requests get a reply ({replies} of {n})"
+    );
+    assert!(errors > n / 2, "and they are error replies ({errors})");
+    drop((idle, half));
+
+    // The node is unharmed: same process, still answering, its processes still there.
+    let r = rel.ctl(&["ping"]);
+    assert_eq!((r.code, r.stdout.as_str()), (Some(0), "pong\n"), "{r}");
+    let (_, v) = rel.json(&["pid"]);
+    assert_eq!(v["pid"], node.pid);
+    let (_, st) = rel.json(&["status"]);
+    assert_eq!(st["processes"], 2, "{st}");
+    let err = node.stderr();
+    assert!(!err.contains("panicked"), "{err}");
+}
