@@ -309,6 +309,18 @@ impl Drop for NodeProc {
     }
 }
 
+/// Send a signal to a process of ours.
+fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    let r = unsafe { libc::kill(pid as libc::pid_t, sig) };
+    assert_eq!(
+        r,
+        0,
+        "kill({pid}, {sig}): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
 /// One raw request on the node's socket: the reply (if a whole frame came back).
 fn raw(sock: &Path, bytes: &[u8]) -> std::io::Result<Option<Value>> {
     let mut s = UnixStream::connect(sock)?;
@@ -780,11 +792,7 @@ fn cli_node_not_running_clear_error() {
     // A node that died without cleaning up: the stale socket is named, and a new start
     // clears it.
     let mut node = NodeProc::start(&rel);
-    // SAFETY: plain kill(2) on our own child.
-    assert_eq!(
-        unsafe { libc::kill(node.pid as libc::pid_t, libc::SIGKILL) },
-        0
-    );
+    signal(node.pid, libc::SIGKILL);
     node.wait_exit(WAIT);
     assert!(rel.socket().exists(), "SIGKILL leaves the socket behind");
     let r = rel.ctl(&["ping"]);
@@ -850,11 +858,7 @@ fn cli_sigterm_stops_gracefully() {
     let rel = Rel::new("sigterm");
     let mut node = NodeProc::start(&rel);
     assert_eq!(rel.ctl(&["ping"]).code, Some(0));
-    // SAFETY: plain kill(2) on our own child.
-    assert_eq!(
-        unsafe { libc::kill(node.pid as libc::pid_t, libc::SIGTERM) },
-        0
-    );
+    signal(node.pid, libc::SIGTERM);
     let code = node.wait_exit(WAIT);
     assert_eq!(code, Some(0), "{}", node.stderr());
     let err = node.stderr();
