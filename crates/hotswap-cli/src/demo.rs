@@ -1,5 +1,9 @@
 //! `hotswap demo`: a live upgrade under load, step by step.
 //!
+//! The demo writes a release directory (the embedded release `tally`: versions 1.0.0 with
+//! `demo` v1 and 2.0.0 with `demo` v2, side by side; see `demo-release/`) and boots release
+//! 1.0.0 exactly as `hotswap start` would, in this process, with no outside service.
+//!
 //! The story: module `demo` (crates `modules/demo_v1` and `modules/demo_v2`, shared source
 //! `modules/common/demo.rs`) is a tally server. A few server processes run it, each keeping a
 //! running total; one client per server keeps adding numbers and checks every reply. While
@@ -18,7 +22,9 @@ use std::time::Duration;
 use hotswap_runtime::{ExitReason, ExternalProcess, Message, Node, NodeConfig, Pid, VersionInfo};
 use serde_json::{json, Value};
 
+use crate::release::{Release, ReleaseDir};
 use crate::report::Reporter;
+use crate::start::{self, AppProc, NodeState};
 
 /// Options of `hotswap demo`.
 #[derive(Debug)]
@@ -27,7 +33,19 @@ pub struct Options {
     pub json: bool,
     /// Where the module libraries are (default: the executable's directory).
     pub modules_dir: Option<PathBuf>,
+    /// Write the demo release here and keep it (default: a temporary directory, removed).
+    pub release_dir: Option<PathBuf>,
 }
+
+/// The embedded demo release: one manifest per version.
+const RELEASES: [(&str, &str); 2] = [
+    ("1.0.0", include_str!("../demo-release/1.0.0.toml")),
+    ("2.0.0", include_str!("../demo-release/2.0.0.toml")),
+];
+/// The version the demo boots.
+const BOOT: &str = "1.0.0";
+/// The version whose module the demo upgrades to.
+const NEXT: &str = "2.0.0";
 
 /// Number of tally servers (and clients).
 const SERVERS: usize = 3;
@@ -114,7 +132,7 @@ pub fn run(opts: Options) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match rt.block_on(demo(&rep, &files)) {
+    match rt.block_on(demo(&rep, &files, opts.release_dir.as_deref())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             rep.error(f.code, &f.msg);
@@ -468,10 +486,58 @@ async fn load(node: &Node, file: &Path, vsn: &str, files: &Files) -> Result<Vers
     Ok(v)
 }
 
-async fn demo(rep: &Reporter, files: &Files) -> Result<(), Fail> {
-    let node = Node::start(NodeConfig::default())
-        .map_err(|e| setup(format!("cannot start a node: {e}")))?;
-    let outcome = scenario(&node, rep, files).await;
+/// Write the demo release into `dir` (or a fresh temporary directory): both manifests,
+/// `releases/current`, and the two libraries in `lib/`.
+fn write_release(files: &Files, dir: Option<&Path>) -> Result<ReleaseDir, Fail> {
+    let root = match dir {
+        Some(d) => d.to_path_buf(),
+        None => std::env::temp_dir().join(format!("hotswap-demo-{}", std::process::id())),
+    };
+    let io = |what: &str, p: &Path, e: std::io::Error| {
+        setup(format!(
+            "cannot write the demo release: {what} {}: {e}",
+            p.display()
+        ))
+    };
+    let dir = ReleaseDir::new(&root);
+    for (vsn, manifest) in RELEASES {
+        let m = dir.manifest(vsn);
+        let parent = m.parent().expect("releases/<vsn>");
+        std::fs::create_dir_all(parent).map_err(|e| io("create", parent, e))?;
+        std::fs::write(&m, manifest).map_err(|e| io("write", &m, e))?;
+    }
+    let current = dir.releases().join("current");
+    std::fs::write(&current, format!("{BOOT}\n")).map_err(|e| io("write", &current, e))?;
+    let lib = dir.root().join("lib");
+    std::fs::create_dir_all(&lib).map_err(|e| io("create", &lib, e))?;
+    for f in [&files.v1, &files.v2] {
+        let to = lib.join(f.file_name().expect("a library file name"));
+        std::fs::copy(f, &to).map_err(|e| io("copy to", &to, e))?;
+    }
+    Ok(dir)
+}
+
+async fn demo(rep: &Reporter, files: &Files, keep: Option<&Path>) -> Result<(), Fail> {
+    let dir = write_release(files, keep)?;
+    let r = run_release(rep, files, &dir).await;
+    if keep.is_none() {
+        let _ = std::fs::remove_dir_all(dir.root());
+    }
+    r
+}
+
+async fn run_release(rep: &Reporter, files: &Files, dir: &ReleaseDir) -> Result<(), Fail> {
+    let release = Release::load(dir, BOOT)
+        .map_err(|e| setup(format!("the embedded demo release does not check: {e}")))?;
+    let next = Release::load(dir, NEXT)
+        .map_err(|e| setup(format!("the embedded demo release does not check: {e}")))?;
+    let node = Node::start(NodeConfig {
+        code_dir: None,
+        purge_timeout: Duration::from_millis(release.manifest.node.purge_timeout_ms),
+    })
+    .map_err(|e| setup(format!("cannot start a node: {e}")))?;
+    let (state, _stop_requests) = NodeState::new(node.clone(), release, String::new(), 0);
+    let outcome = scenario(&state, &next, rep, files).await;
     let stop = node.stop(WAIT).await;
     let mut checks = outcome?;
     let pinned_at_stop: Vec<String> = stop
@@ -535,8 +601,15 @@ struct Checks {
     fields: serde_json::Map<String, Value>,
 }
 
-async fn scenario(node: &Node, rep: &Reporter, files: &Files) -> Result<Checks, Fail> {
+async fn scenario(
+    state: &NodeState,
+    next: &Release,
+    rep: &Reporter,
+    files: &Files,
+) -> Result<Checks, Fail> {
+    let node = &state.node;
     let code = node.code();
+    let dir = &state.release.dir;
     rep.step(
         "start",
         format!("hotswap demo: upgrade module `demo` from v1 to v2 while {SERVERS} clients keep using it"),
@@ -548,36 +621,65 @@ async fn scenario(node: &Node, rep: &Reporter, files: &Files) -> Result<Checks, 
         rep.note("warning: this executable does not export the thread-local guard: old code cannot be unmapped");
     }
 
-    // 1. Load v1 and start the servers.
-    let v1 = load(node, &files.v1, "1", files).await?;
+    // 1. Boot release 1.0.0: it loads demo v1 and starts the tally servers.
+    let id = &state.release.manifest.release;
+    rep.step(
+        "release",
+        format!("booting release {} {} from {}", id.name, id.version, dir.root().display()),
+        json!({ "release": id.name, "version": id.version, "dir": dir.root(), "versions": dir.versions(), "manifest": state.release.path }),
+    );
+    rep.note(format!(
+        "releases {} sit side by side in {}; each manifest names its modules",
+        dir.versions().join(" and "),
+        dir.releases().display()
+    ));
+    rep.note("(with their versions and library files) and the applications to start");
+    start::boot(state).await.map_err(|e| {
+        setup(format!(
+            "cannot boot the demo release: {e}\n  rebuild the demo modules:  {}",
+            files.build
+        ))
+    })?;
+    let v1 = version_of(node, |m| m.current)?;
     rep.step(
         "loaded",
-        format!("loaded demo v{} (instance {}) from {}", v1.version, v1.instance, files.v1.display()),
-        json!({ "module": "demo", "version": v1.version, "instance": v1.instance, "file": files.v1, "exports": v1.exports }),
+        format!("loaded demo v{} (instance {}) from {}", v1.version, v1.instance, v1.source.display()),
+        json!({ "module": "demo", "version": v1.version, "instance": v1.instance, "file": v1.source, "exports": v1.exports }),
     );
 
     let obs = node.external();
     let mut servers = Vec::new();
     let mut monitors = Vec::new();
-    for i in 1..=SERVERS {
-        let name = format!("tally-{i}");
-        let pid = node
-            .spawn("demo", "start", &name)
-            .map_err(|e| broken(format!("cannot spawn demo:start: {e}")))?;
+    let started: Vec<AppProc> = state
+        .apps
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .flat_map(|a| a.procs.clone())
+        .collect();
+    for p in started {
+        let pid = p.pid;
         monitors.push(obs.monitor(pid));
         let s = snapshot(&obs, pid).await?;
         let running = running(node, pid);
         rep.step(
             "spawned",
             format!(
-                "spawned {pid} running {}: tally server {:?}, total {}",
+                "application tally started {pid} ({}) running {}: tally server {:?}, total {}",
+                p.starts,
                 running_text(&running),
                 s.name,
                 s.total
             ),
-            json!({ "pid": pid.to_string(), "name": name, "running": running }),
+            json!({ "pid": pid.to_string(), "name": p.name, "running": running }),
         );
         servers.push(pid);
+    }
+    if servers.len() != SERVERS {
+        return Err(broken(format!(
+            "the demo release started {} servers, expected {SERVERS}",
+            servers.len()
+        )));
     }
 
     // 2. The clients.
@@ -624,13 +726,24 @@ async fn scenario(node: &Node, rep: &Reporter, files: &Files) -> Result<Checks, 
     );
 
     // 3. Load v2: v1 becomes old code, and the servers keep running it.
-    let v2 = load(node, &files.v2, "2", files).await?;
+    let v2_spec = next
+        .manifest
+        .modules
+        .iter()
+        .find(|m| m.name == "demo")
+        .ok_or_else(|| setup(format!("{} names no module demo", next.path.display())))?;
+    let v2_file = next.module_file(v2_spec);
+    let v2 = load(node, &v2_file, &v2_spec.version, files).await?;
     let v1_at_load = sum_traffic(&live).from("1");
     rep.step(
         "loaded",
-        format!("loaded demo v{} (instance {}) from {}", v2.version, v2.instance, files.v2.display()),
-        json!({ "module": "demo", "version": v2.version, "instance": v2.instance, "file": files.v2, "old_version": v1.version }),
+        format!("loaded demo v{} (instance {}) from {} (the module of release {NEXT})", v2.version, v2.instance, v2_file.display()),
+        json!({ "module": "demo", "version": v2.version, "instance": v2.instance, "file": v2_file, "old_version": v1.version }),
     );
+    rep.note(format!(
+        "an operator does the same on a running node: hotswap load {} -d <release-dir>",
+        v2_file.display()
+    ));
     rep.note(format!(
         "v{} is now current and v{} is old code; a process stays in the code it runs",
         v2.version, v1.version

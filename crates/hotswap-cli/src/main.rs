@@ -91,6 +91,10 @@ enum Command {
         /// the directory of this executable (target/debug or target/release after a cargo build).
         #[arg(long, value_name = "DIR")]
         modules_dir: Option<PathBuf>,
+        /// Write the demo release to DIR and keep it there (run it later with
+        /// `hotswap start DIR`). Default: a temporary directory, removed at the end.
+        #[arg(long, value_name = "DIR")]
+        release_dir: Option<PathBuf>,
     },
     /// Run a node from a release directory, in the foreground until `hotswap stop`, SIGTERM
     /// or Ctrl-C (or in the background with --background). It prints a line starting with
@@ -203,9 +207,17 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (ctl, cmd) = match cli.command {
-        Command::Demo { json, modules_dir } => {
+        Command::Demo {
+            json,
+            modules_dir,
+            release_dir,
+        } => {
             init_logging();
-            return demo::run(demo::Options { json, modules_dir });
+            return demo::run(demo::Options {
+                json,
+                modules_dir,
+                release_dir,
+            });
         }
         Command::Start {
             dir,

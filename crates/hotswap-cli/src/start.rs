@@ -93,6 +93,27 @@ pub struct NodeState {
 }
 
 impl NodeState {
+    /// The state of a node that runs `release`, and the receiving end of its stop requests.
+    pub fn new(
+        node: Node,
+        release: Release,
+        cookie: String,
+        uid: u32,
+    ) -> (Arc<NodeState>, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        let (stop, rx) = tokio::sync::mpsc::unbounded_channel();
+        let state = NodeState {
+            node,
+            release,
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+            apps: Mutex::new(Vec::new()),
+            cookie,
+            uid,
+            stop,
+        };
+        (Arc::new(state), rx)
+    }
+
     /// Which application started `pid`, if any.
     pub fn app_of(&self, pid: Pid) -> Option<String> {
         let apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
@@ -400,17 +421,7 @@ async fn serve(p: Prepared) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let (stop_tx, mut stop_rx) = tokio::sync::mpsc::unbounded_channel();
-    let state = Arc::new(NodeState {
-        node: node.clone(),
-        release,
-        started: Instant::now(),
-        started_at: SystemTime::now(),
-        apps: Mutex::new(Vec::new()),
-        cookie,
-        uid,
-        stop: stop_tx,
-    });
+    let (state, mut stop_rx) = NodeState::new(node.clone(), release, cookie, uid);
     let stop_timeout = state.release.manifest.node.stop_timeout();
 
     if let Err(msg) = boot(&state).await {
@@ -475,8 +486,10 @@ async fn serve(p: Prepared) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Load the modules and start the applications.
-async fn boot(state: &NodeState) -> Result<(), String> {
+/// Load the release's modules (checking each one's name and version) and start its
+/// applications, dependencies first. What did start is recorded in `state.apps` even when
+/// a later step fails, so that [`shutdown`] stops it.
+pub async fn boot(state: &NodeState) -> Result<(), String> {
     let release = &state.release;
     let node = &state.node;
     for m in &release.manifest.modules {

@@ -158,7 +158,16 @@ fn demo_runs_and_loses_nothing() {
             .find(|&i| steps[i] == step && pred(&recs[i]))
             .unwrap_or_else(|| panic!("no {step:?} record (matching) after record {from}\n{ctx}"))
     };
-    let i = find(0, "loaded", &|r| r["version"] == "1");
+    // Booted from the embedded release, version 1.0.0, with 2.0.0 beside it.
+    let i = find(0, "release", &|r| {
+        r["release"] == "tally" && r["version"] == "1.0.0"
+    });
+    assert_eq!(
+        recs[i]["versions"],
+        serde_json::json!(["1.0.0", "2.0.0"]),
+        "{ctx}"
+    );
+    let i = find(i, "loaded", &|r| r["version"] == "1");
     let spawned: Vec<&Value> = recs.iter().filter(|r| r["step"] == "spawned").collect();
     assert_eq!(spawned.len(), 3, "{ctx}");
     let servers: Vec<String> = spawned
@@ -342,4 +351,59 @@ fn help_version_and_bad_arguments() {
         assert!(run.stderr.contains("error"), "{bad:?}: {}", run.stderr);
         assert!(!run.stderr.contains("panicked"), "{bad:?}: {}", run.stderr);
     }
+}
+
+/// `--release-dir` keeps the demo release, and it is a release `hotswap start` runs.
+#[test]
+fn demo_release_dir_is_kept_and_starts() {
+    let dir = modules_dir();
+    let rel = std::env::temp_dir().join(format!("hotswap-demo-keep-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&rel);
+    let run = hotswap(&[
+        "demo",
+        "--modules-dir",
+        dir.to_str().expect("utf-8 path"),
+        "--release-dir",
+        rel.to_str().expect("utf-8 path"),
+    ]);
+    assert_eq!(
+        run.code,
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        run.stdout,
+        run.stderr
+    );
+    for f in [
+        "releases/1.0.0/release.toml",
+        "releases/2.0.0/release.toml",
+        "releases/current",
+        "lib/libdemo_v1.so",
+        "lib/libdemo_v2.so",
+    ] {
+        assert!(rel.join(f).is_file(), "{f} is kept");
+    }
+
+    let mut node = Command::new(bin())
+        .arg("start")
+        .arg(&rel)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn hotswap start");
+    let mut first = String::new();
+    let mut out = std::io::BufReader::new(node.stdout.take().expect("stdout"));
+    std::io::BufRead::read_line(&mut out, &mut first).expect("read the ready line");
+    assert!(
+        first.starts_with("node started: release tally 1.0.0"),
+        "{first}"
+    );
+    let status = hotswap(&["status", "--json", "-d", rel.to_str().unwrap()]);
+    assert_eq!(status.code, Some(0), "{}", status.stderr);
+    let v: Value = serde_json::from_str(&status.stdout).expect("status JSON");
+    assert_eq!(v["processes"], 3, "{v}");
+    let stop = hotswap(&["stop", "-d", rel.to_str().unwrap()]);
+    assert_eq!(stop.code, Some(0), "{}", stop.stderr);
+    assert!(node.wait().expect("wait").success());
+    let _ = std::fs::remove_dir_all(&rel);
 }
