@@ -1052,3 +1052,55 @@ fn cli_malformed_requests_never_crash_node() {
     let err = node.stderr();
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn cli_background_start_and_stop() {
+    let rel = Rel::new("background");
+    let r = hotswap(
+        &[
+            "start".into(),
+            rel.root.display().to_string(),
+            "--background".into(),
+        ],
+        &[],
+    );
+    assert_eq!(r.code, Some(0), "{r}");
+    assert!(
+        r.stdout.starts_with("node started: release test 1.0.0"),
+        "{r}"
+    );
+    let pid: u32 = std::fs::read_to_string(rel.run().join("node.pid"))
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("a pid");
+    assert!(r.stdout.contains(&format!("pid {pid}")), "{r}");
+    assert_ne!(pid, std::process::id());
+    let p = rel.ctl(&["pid"]);
+    assert_eq!(p.stdout.trim(), pid.to_string(), "{p}");
+    // A second start, in the background or not, is refused.
+    let again = hotswap(
+        &[
+            "start".into(),
+            rel.root.display().to_string(),
+            "--background".into(),
+        ],
+        &[],
+    );
+    assert_eq!(again.code, Some(1), "{again}");
+    assert!(again.stderr.contains("already running"), "{again}");
+    let r = rel.ctl(&["stop"]);
+    assert_eq!(r.code, Some(0), "{r}");
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| s.contains(") Z"))
+                .unwrap_or(true),
+        "the background node is gone after stop"
+    );
+    let log = std::fs::read_to_string(rel.root.join("log/node.log")).expect("log");
+    assert!(
+        log.contains("node running") && log.contains("node stopped"),
+        "{log}"
+    );
+}
