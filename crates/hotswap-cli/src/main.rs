@@ -129,7 +129,7 @@ enum Command {
     /// Load a module library; its current version becomes old. Refused (not_purged) while
     /// old code exists, unless --purging.
     Load {
-        /// The library file (lib<crate>.so).
+        /// The library file (libNAME.so, built by the module crate).
         library: PathBuf,
         /// Purge old code first (killing the processes still running it), then load.
         #[arg(long)]
