@@ -52,6 +52,11 @@ pub(crate) struct Version {
     handle: *mut c_void,
     pub(crate) poll: abi::PollFn,
     pub(crate) drop_future: abi::DropFn,
+    /// The module's `gen_server` callbacks, if it has any.
+    pub(crate) server: Option<abi::ServerVTable>,
+    /// The gen_server states this version made that are alive, by pid: a purge turns
+    /// each idle one into bytes (see `server::state`) instead of killing its server.
+    pub(crate) states: Mutex<crate::node::FxMap<u64, std::sync::Weak<crate::server::StateCell>>>,
     pub(crate) exports: HashMap<Box<str>, abi::StartFn>,
     pub(crate) export_names: Vec<String>,
     pub(crate) functions: HashMap<Box<str>, abi::CallFn>,
@@ -372,6 +377,8 @@ impl CodeServer {
             handle: o.handle,
             poll: o.poll,
             drop_future: o.drop_future,
+            server: o.server,
+            states: Mutex::new(Default::default()),
             exports: o.exports,
             export_names: o.export_names,
             functions: o.functions,
@@ -517,7 +524,20 @@ impl CodeServer {
         Ok(())
     }
 
-    fn export_slot(&self, module: &str) -> &'static abi::ExportSlot {
+    /// The current version with the export-table generation it is valid for: a caller
+    /// may keep it until the slot's generation changes.
+    pub(crate) fn current_at(
+        &self,
+        module: &str,
+    ) -> (&'static abi::ExportSlot, u64, Option<Arc<Version>>) {
+        let slots = self.slots.read();
+        let slot = self.export_slot(module);
+        let generation = slot.generation.load(Ordering::SeqCst);
+        let v = slots.get(module).and_then(|s| s.current.clone());
+        (slot, generation, v)
+    }
+
+    pub(crate) fn export_slot(&self, module: &str) -> &'static abi::ExportSlot {
         let mut m = self.export_slots.lock();
         if let Some(s) = m.get(module).copied() {
             return s;
@@ -581,6 +601,9 @@ impl CodeServer {
             }
         }
         let waited = tokio::time::timeout(self.purge_timeout, old.wait_unbound()).await;
+        // Idle gen_servers are not running this code (spec §1.4): they survive, their
+        // states turned into bytes that the current version will read.
+        crate::server::dehydrate_all(&old);
         let pinned = if waited.is_err() {
             let still: Vec<String> = old
                 .bound_pids(&node.table)
