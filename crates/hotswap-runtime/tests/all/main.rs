@@ -14,6 +14,6 @@ mod seed001;
 mod seed002;
 mod seed002_gen_server;
 mod sys;
-// mod upgrade_load;
+mod upgrade_load;
 mod seed004;
 mod soak;
