@@ -118,6 +118,9 @@ pub struct ProcessInfo {
     /// The module versions whose code it runs: `(module, version, instance)`, outermost
     /// first.
     pub running: Vec<(String, String, u64)>,
+    /// For a gen_server whose state is live: `(module, version)` of the version that made
+    /// its state (an idle server runs no code, so `running` is empty then).
+    pub gen_server: Option<(String, String)>,
 }
 
 /// What [`Node::stop`] did.
@@ -308,6 +311,7 @@ impl Node {
                 .iter()
                 .map(|v| (v.name.clone(), v.vsn.clone(), v.id))
                 .collect(),
+            gen_server: self.inner.code.server_state_of(pid.0),
         })
     }
 

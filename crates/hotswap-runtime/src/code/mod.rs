@@ -327,6 +327,16 @@ impl CodeServer {
             .and_then(|s| s.current.clone())
     }
 
+    /// `(module, version)` of the loaded version holding `pid`'s gen_server state.
+    pub(crate) fn server_state_of(&self, pid: u64) -> Option<(String, String)> {
+        let slots = self.slots.read();
+        slots
+            .values()
+            .flat_map(|s| s.current.iter().chain(s.old.iter()))
+            .find(|v| v.server.is_some() && v.states.lock().contains_key(&pid))
+            .map(|v| (v.name.clone(), v.vsn.clone()))
+    }
+
     fn old(&self, module: &str) -> Option<Arc<Version>> {
         self.slots.read().get(module).and_then(|s| s.old.clone())
     }

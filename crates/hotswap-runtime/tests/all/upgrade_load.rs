@@ -133,7 +133,11 @@ async fn upgrade_under_load_loses_nothing() {
 
     let mut window_ms = Vec::new();
     for w in 0..WINDOWS {
-        let (old_vsn, new_lib) = if w % 2 == 0 { ("1", &libs[1]) } else { ("2", &libs[0]) };
+        let (old_vsn, new_lib) = if w % 2 == 0 {
+            ("1", &libs[1])
+        } else {
+            ("2", &libs[0])
+        };
         let t = Instant::now();
         window.store(true, Ordering::Relaxed);
         let p = pids.clone();
@@ -158,9 +162,15 @@ async fn upgrade_under_load_loses_nothing() {
         let errs = in_proc(&node, move |ctx| async move {
             let mut errs = Vec::new();
             for pid in p.iter() {
-                if let Err(e) =
-                    sys::change_code(&ctx, *pid, "upgrade_srv", old_vsn, None, sys::DEFAULT_TIMEOUT)
-                        .await
+                if let Err(e) = sys::change_code(
+                    &ctx,
+                    *pid,
+                    "upgrade_srv",
+                    old_vsn,
+                    None,
+                    sys::DEFAULT_TIMEOUT,
+                )
+                .await
                 {
                     errs.push(e.to_string());
                 }
@@ -190,7 +200,11 @@ async fn upgrade_under_load_loses_nothing() {
     let states: Vec<Counter> = in_proc(&node, move |ctx| async move {
         let mut v = Vec::with_capacity(p.len());
         for pid in p.iter() {
-            v.push(sys::get_state(&ctx, *pid, sys::DEFAULT_TIMEOUT).await.unwrap());
+            v.push(
+                sys::get_state(&ctx, *pid, sys::DEFAULT_TIMEOUT)
+                    .await
+                    .unwrap(),
+            );
         }
         v
     })
@@ -200,8 +214,14 @@ async fn upgrade_under_load_loses_nothing() {
     for (i, st) in states.iter().enumerate() {
         let made: u64 = results.iter().map(|r| r.counts[i]).sum();
         total += made;
-        assert_eq!(st.calls, made, "server {i}: its counter equals the calls made");
-        assert_eq!(st.migrations, WINDOWS, "server {i}: migrated in every window");
+        assert_eq!(
+            st.calls, made,
+            "server {i}: its counter equals the calls made"
+        );
+        assert_eq!(
+            st.migrations, WINDOWS,
+            "server {i}: migrated in every window"
+        );
         assert_eq!(st.vsn, last_vsn);
     }
     let mut lat: Vec<u64> = results
