@@ -307,4 +307,12 @@ mod tests {
         );
         assert!(error(r#"name: m, version: "1", exports: [a]"#).contains("expected string literal"));
     }
+
+    #[test]
+    fn gen_server_key_makes_exports_optional() {
+        let s = parse(r#"name: "m", version: "1", gen_server: State"#).unwrap();
+        assert!(s.gen_server.is_some() && s.exports.is_empty());
+        assert!(error(r#"name: "m", version: "1""#).contains("needs `exports: ...`"));
+        assert!(error(r#"name: "m", version: "1", gen_sever: S"#).contains("gen_server"));
+    }
 }
