@@ -131,7 +131,13 @@ async fn seed002_code_change_makes_state_even() {
 /// v1 ticks itself (old message form); v4/v5 are loaded while a v1 tick is pending.
 async fn load_while_old_tick_pending(
     new: &str,
-) -> (hotswap_runtime::Node, ExternalProcess, Pid, Report) {
+) -> (
+    hotswap_runtime::Node,
+    ExternalProcess,
+    Pid,
+    Report,
+    hotswap_runtime::Ref,
+) {
     let node = support::node();
     let me = node.external();
     node.code().load(module("count_server_v1")).await.unwrap();
@@ -141,14 +147,14 @@ async fn load_while_old_tick_pending(
     // that the load certainly happens before it handles the pending tick.
     node.sys().suspend(pid).await.unwrap();
     node.code().load(module(new)).await.unwrap();
+    let mref = me.monitor(pid);
     node.sys().resume(pid).await.unwrap();
-    (node, me, pid, r)
+    (node, me, pid, r, mref)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed002_changed_message_format_crashes_without_compat_clause() {
-    let (node, me, pid, _) = load_while_old_tick_pending("count_server_v4").await;
-    let mref = me.monitor(pid);
+    let (node, me, pid, _, mref) = load_while_old_tick_pending("count_server_v4").await;
     let reason = me
         .down(mref, WAIT)
         .await
@@ -169,7 +175,7 @@ async fn seed002_changed_message_format_crashes_without_compat_clause() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed002_compat_clause_keeps_old_messages_working() {
-    let (node, me, pid, last) = load_while_old_tick_pending("count_server_v5").await;
+    let (node, me, pid, last, _) = load_while_old_tick_pending("count_server_v5").await;
     // Every v1 report after `last` was +1; the first v5 one handles the old tick as +2.
     let mut prev = last;
     let first = loop {
