@@ -541,7 +541,7 @@ impl ModuleFuture {
         };
         match st {
             abi::STATUS_PENDING => Step::Pending,
-            abi::STATUS_READY => match Outcome::decode(&out) {
+            abi::STATUS_READY => match Outcome::decode_vec(out) {
                 Some(o) => Step::Done(o),
                 None => Step::Done(Outcome::Exit(ExitReason::User(
                     "malformed outcome from module".into(),

@@ -210,7 +210,7 @@ pub unsafe extern "C" fn poll(
     match catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(&mut cx))) {
         Ok(Poll::Pending) => abi::STATUS_PENDING,
         Ok(Poll::Ready(outcome)) => {
-            write_str(out, write, &outcome.encode());
+            write_str(out, write, &outcome.into_encoded());
             abi::STATUS_READY
         }
         Err(p) => {

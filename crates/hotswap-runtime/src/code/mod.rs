@@ -136,10 +136,9 @@ impl Version {
     /// Release one binding, consuming the caller's reference first: a purge woken by the
     /// last unbind must find itself the only holder of the version.
     pub(crate) fn unbind(this: Arc<Version>) {
-        let last = this.bound.fetch_sub(1, Ordering::AcqRel) == 1;
-        let unbound = this.unbound.clone();
-        drop(this);
-        if last {
+        if this.bound.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let unbound = this.unbound.clone();
+            drop(this);
             unbound.notify_waiters();
         }
     }
