@@ -385,8 +385,42 @@ impl Server {
 
     /// A call that is not answered now: if the server exits first, the caller gets the
     /// exit reason.
+    ///
+    /// A call deferred and then answered by *another* process stays listed (the server
+    /// cannot see that reply); the list is pruned of callers that stopped waiting whenever
+    /// its length reaches a power of two from 64 on, so it stays bounded.
     fn wait_for_exit(&self, from: u64, tag: u64) {
-        self.proc.inner.lock().rel().callers.push((from, tag));
+        let n = {
+            let mut g = self.proc.inner.lock();
+            let c = &mut g.rel().callers;
+            c.push((from, tag));
+            c.len()
+        };
+        if n >= 64 && n.is_power_of_two() {
+            let listed = self.proc.inner.lock().rel().callers.clone();
+            // One process lock at a time: look at each caller, then prune ours.
+            let gone: crate::node::FxSet<(u64, u64)> = listed
+                .into_iter()
+                .filter(|(pid, tag)| {
+                    !self
+                        .proc
+                        .node
+                        .table
+                        .with(*pid, |p| {
+                            p.inner
+                                .lock()
+                                .rel
+                                .as_ref()
+                                .is_some_and(|r| r.aliases.contains(tag))
+                        })
+                        .unwrap_or(false)
+                })
+                .collect();
+            if !gone.is_empty() {
+                let mut g = self.proc.inner.lock();
+                g.rel().callers.retain(|c| !gone.contains(c));
+            }
+        }
     }
 
     async fn after_cast(&mut self, res: Result<Vec<u8>, ExitReason>) -> Next {
