@@ -19,7 +19,7 @@ use core::ffi::c_void;
 use core::sync::atomic::AtomicU64;
 
 /// The ABI version this crate describes. Bumped on any layout change of the types below.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// The first eight bytes of every [`ModuleDescriptor`].
 pub const MAGIC: [u8; 8] = *b"HOTSWAP\0";
@@ -48,6 +48,22 @@ pub const MSG_EXIT: u32 = 1;
 /// Message kind: a monitor notification `{'DOWN', Ref, process, Pid, Reason}`.
 pub const MSG_DOWN: u32 = 2;
 
+/// Message kind: a `gen_server` call `{'$gen_call', {From, Tag}, Req}`; `reference` is the
+/// tag the reply must carry.
+pub const MSG_CALL: u32 = 3;
+/// Message kind: a `gen_server` cast `{'$gen_cast', Msg}`.
+pub const MSG_CAST: u32 = 4;
+/// Message kind: the reply to a call or a system request; `reference` is its tag. Only
+/// delivered while the receiver still waits for that tag (late replies are dropped).
+pub const MSG_REPLY: u32 = 5;
+/// Message kind: a system request `{system, {From, Tag}, Req}` (the `sys` protocol).
+pub const MSG_SYSTEM: u32 = 6;
+
+/// [`ServerVTable::handle`] kind: no message arrived within the callback's timeout.
+pub const HANDLE_TIMEOUT: u32 = 100;
+/// [`ServerVTable::handle`] kind: `handle_continue` with the data of a continue action.
+pub const HANDLE_CONTINUE: u32 = 101;
+
 /// Spawn flag: link the new process to the caller before it runs.
 pub const SPAWN_LINK: u32 = 1;
 /// Spawn flag: monitor the new process from the caller before it runs.
@@ -61,6 +77,77 @@ pub const OUTCOME_EXIT: u8 = 1;
 /// against the current version. Layout after the tag: `u32 LE` module length, module bytes,
 /// `u32 LE` function length, function bytes, then the argument bytes.
 pub const OUTCOME_CONTINUE: u8 = 2;
+
+/// Opaque `gen_server` state created by a module version (its `init` or `code_change`) and
+/// only touched through that version's [`ServerVTable`].
+#[repr(C)]
+#[derive(Debug)]
+pub struct StateObj {
+    _private: [u8; 0],
+}
+
+/// The `gen_server` callbacks of a module (`module!{ gen_server: Type }`). Results of the
+/// futures are [`OUTCOME_VALUE`] outcomes whose bytes the SDK and the node agree on
+/// (`hotswap::gen_server` documents the layout).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ServerVTable {
+    /// `init(arg)`: a future whose value carries the new [`StateObj`] pointer.
+    pub init: StartFn,
+    /// Handle one event (`kind`: [`MSG_CALL`], [`MSG_CAST`], [`MSG_USER`], [`MSG_EXIT`],
+    /// [`MSG_DOWN`], [`HANDLE_TIMEOUT`], [`HANDLE_CONTINUE`]) with the state borrowed until
+    /// the future is dropped.
+    pub handle: unsafe extern "C" fn(
+        proc: *mut ProcHandle,
+        state: *mut StateObj,
+        kind: u32,
+        from: u64,
+        reference: u64,
+        data: *const u8,
+        len: usize,
+    ) -> *mut FutureObj,
+    /// `terminate(reason)` (encoded exit reason), the state borrowed until the future is
+    /// dropped.
+    pub terminate: unsafe extern "C" fn(
+        proc: *mut ProcHandle,
+        state: *mut StateObj,
+        reason: *const u8,
+        len: usize,
+    ) -> *mut FutureObj,
+    /// `code_change(old_vsn, old_state_bytes, extra)`: on [`STATUS_READY`] the new state
+    /// is stored in `state_out`; otherwise a message is written. `has_extra` is 0 when the
+    /// change is implicit (no `sys:change_code`).
+    pub code_change: unsafe extern "C" fn(
+        proc: *mut ProcHandle,
+        old_vsn: Bytes,
+        state: Bytes,
+        extra: Bytes,
+        has_extra: u32,
+        state_out: *mut *mut StateObj,
+        out: *mut c_void,
+        write: WriteFn,
+    ) -> u32,
+    /// Build a state of this version from bytes it exported (`sys:replace_state`): on
+    /// [`STATUS_READY`] the state is stored in `state_out`, otherwise a message is written.
+    pub import_state: unsafe extern "C" fn(
+        state: Bytes,
+        state_out: *mut *mut StateObj,
+        out: *mut c_void,
+        write: WriteFn,
+    ) -> u32,
+    /// Encode the state (MessagePack, named fields) through `write`.
+    pub export_state:
+        unsafe extern "C" fn(state: *const StateObj, out: *mut c_void, write: WriteFn) -> u32,
+    /// The state as text for `sys:get_status` (`format_status`).
+    pub format_status:
+        unsafe extern "C" fn(state: *const StateObj, out: *mut c_void, write: WriteFn) -> u32,
+    /// Destroy the state (running the module's destructors).
+    pub drop_state:
+        unsafe extern "C" fn(state: *mut StateObj, out: *mut c_void, write: WriteFn) -> u32,
+}
+
+// SAFETY: immutable static data of the module image (function pointers only).
+unsafe impl Sync for ServerVTable {}
 
 /// A borrowed byte string: `len` bytes at `ptr`. Valid only for the call it is passed to,
 /// except in the descriptor, where it points into the module image (the host copies it).
@@ -218,6 +305,8 @@ pub struct ModuleDescriptor {
     pub poll: PollFn,
     /// See [`DropFn`].
     pub drop_future: DropFn,
+    /// The module's `gen_server` callbacks, or null.
+    pub server: *const ServerVTable,
 }
 
 // SAFETY: the descriptor is immutable static data: its raw pointers point at other immutable
@@ -370,4 +459,35 @@ pub struct HostApi {
         err: *mut c_void,
         write: WriteFn,
     ) -> *const ExportSlot,
+    /// A fresh reference (unique on the node).
+    pub new_ref: unsafe extern "C" fn(proc: *mut ProcHandle) -> u64,
+    /// Put a message of any kind into a process's mailbox: to `to`, or when `to` is 0 to
+    /// the process registered as `name`. Returns 0, or -1 if there is no such process.
+    pub post: unsafe extern "C" fn(
+        proc: *mut ProcHandle,
+        to: u64,
+        name: Bytes,
+        kind: u32,
+        reference: u64,
+        data: Bytes,
+    ) -> i32,
+    /// Start (`on` = 1) or stop (0) accepting [`MSG_REPLY`] messages tagged `tag`.
+    pub alias: unsafe extern "C" fn(proc: *mut ProcHandle, tag: u64, on: i32),
+    /// Start the `gen_server` of `module` (current version) with `arg`, registered as
+    /// `name` when it is not empty, with [`SPAWN_LINK`]/[`SPAWN_MONITOR`] `flags`. The
+    /// server posts the result of `init` as a [`MSG_REPLY`] tagged `tag` to the caller.
+    /// Writes the pid (and monitor reference) and returns [`STATUS_READY`], or writes an
+    /// error and returns [`STATUS_ERROR`].
+    pub start_server: unsafe extern "C" fn(
+        proc: *mut ProcHandle,
+        module: Bytes,
+        arg: Bytes,
+        name: Bytes,
+        flags: u32,
+        tag: u64,
+        pid_out: *mut u64,
+        ref_out: *mut u64,
+        err: *mut c_void,
+        write: WriteFn,
+    ) -> u32,
 }

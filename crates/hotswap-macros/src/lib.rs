@@ -15,6 +15,7 @@ struct ModuleSpec {
     version: LitStr,
     exports: Vec<ExportSpec>,
     functions: Vec<ExportSpec>,
+    gen_server: Option<syn::Type>,
 }
 
 fn parse_list(input: ParseStream<'_>) -> syn::Result<Vec<ExportSpec>> {
@@ -44,6 +45,7 @@ fn parse_list(input: ParseStream<'_>) -> syn::Result<Vec<ExportSpec>> {
 impl Parse for ModuleSpec {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
         let (mut name, mut version, mut exports, mut functions) = (None, None, None, None);
+        let mut gen_server = None;
         while !input.is_empty() {
             let key: Ident = input.parse()?;
             input.parse::<Token![:]>()?;
@@ -52,10 +54,11 @@ impl Parse for ModuleSpec {
                 "version" => version = Some(input.parse::<LitStr>()?),
                 "exports" => exports = Some(parse_list(input)?),
                 "functions" => functions = Some(parse_list(input)?),
+                "gen_server" => gen_server = Some(input.parse::<syn::Type>()?),
                 other => {
                     return Err(syn::Error::new(
                         key.span(),
-                        format!("unknown key `{other}`: expected `name`, `version`, `exports` or `functions`"),
+                        format!("unknown key `{other}`: expected `name`, `version`, `exports`, `functions` or `gen_server`"),
                     ))
                 }
             }
@@ -68,8 +71,13 @@ impl Parse for ModuleSpec {
         Ok(ModuleSpec {
             name: name.ok_or_else(|| missing("name"))?,
             version: version.ok_or_else(|| missing("version"))?,
-            exports: exports.ok_or_else(|| missing("exports"))?,
+            exports: match (exports, &gen_server) {
+                (Some(e), _) => e,
+                (None, Some(_)) => Vec::new(),
+                (None, None) => return Err(missing("exports")),
+            },
             functions: functions.unwrap_or_default(),
+            gen_server,
         })
     }
 }
@@ -193,6 +201,15 @@ pub fn module(input: TokenStream) -> TokenStream {
             (def, entry)
         })
         .unzip();
+    let (server_def, server_ptr) = match &spec.gen_server {
+        Some(t) => (
+            quote! {
+                static SERVER: ::hotswap::abi::ServerVTable = ::hotswap::private::server_vtable::<#t>();
+            },
+            quote! { &SERVER as *const ::hotswap::abi::ServerVTable },
+        ),
+        None => (quote! {}, quote! { ::core::ptr::null() }),
+    };
     let name_b = syn::LitByteStr::new(name.value().as_bytes(), name.span());
     let vsn_b = syn::LitByteStr::new(version.value().as_bytes(), version.span());
     let build_b = syn::LitByteStr::new(build_id.as_bytes(), proc_macro2::Span::call_site());
@@ -205,6 +222,7 @@ pub fn module(input: TokenStream) -> TokenStream {
             #(#call_shims)*
             static EXPORTS: [::hotswap::abi::Export; #n] = [#(#entries),*];
             static FUNCTIONS: [::hotswap::abi::Function; #nf] = [#(#fn_entries),*];
+            #server_def
 
             /// The module descriptor read by the node before any module code runs.
             #[no_mangle]
@@ -225,6 +243,7 @@ pub fn module(input: TokenStream) -> TokenStream {
                 init: ::hotswap::private::init,
                 poll: ::hotswap::private::poll,
                 drop_future: ::hotswap::private::drop_future,
+                server: #server_ptr,
             };
         }
     }
@@ -287,5 +306,13 @@ mod tests {
                 .contains("`f` is listed twice")
         );
         assert!(error(r#"name: m, version: "1", exports: [a]"#).contains("expected string literal"));
+    }
+
+    #[test]
+    fn gen_server_key_makes_exports_optional() {
+        let s = parse(r#"name: "m", version: "1", gen_server: State"#).unwrap();
+        assert!(s.gen_server.is_some() && s.exports.is_empty());
+        assert!(error(r#"name: "m", version: "1""#).contains("needs `exports: ...`"));
+        assert!(error(r#"name: "m", version: "1", gen_sever: S"#).contains("gen_server"));
     }
 }

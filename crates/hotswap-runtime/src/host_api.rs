@@ -12,7 +12,7 @@ use std::time::Duration;
 use hotswap::{ExitReason, Outcome};
 use hotswap_abi as abi;
 
-use crate::process::{Body, Process, Step};
+use crate::process::{Body, Payload, Process, Step};
 
 /// The host's copy callback (append to the `Vec<u8>` behind `out`): the SDK's, which the
 /// node links as well.
@@ -108,7 +108,8 @@ unsafe extern "C" fn receive(
         let p = unsafe { proc_ref(p) };
         let mut g = p.inner.lock();
         let found = match matcher {
-            None => p.take_first(&mut g, |_| true),
+            // Replies are only ever taken by the call waiting for them.
+            None => p.take_first(&mut g, |e| e.kind != abi::MSG_REPLY),
             Some(m) => p.take_first(&mut g, |e| {
                 let view = abi::MsgView {
                     kind: e.kind,
@@ -413,6 +414,110 @@ unsafe extern "C" fn resolve(
     })
 }
 
+unsafe extern "C" fn new_ref(p: *mut abi::ProcHandle) -> u64 {
+    // SAFETY: live handle (module docs).
+    guarded(0, || unsafe { proc_ref(p) }.node.new_ref())
+}
+
+unsafe extern "C" fn post(
+    p: *mut abi::ProcHandle,
+    to: u64,
+    name: abi::Bytes,
+    kind: u32,
+    reference: u64,
+    data: abi::Bytes,
+) -> i32 {
+    guarded(-1, || {
+        // SAFETY: live handle; readable ranges (ABI contract).
+        let (p, name, data) = unsafe { (proc_ref(p), text(name), bytes(data)) };
+        let to = if to != 0 {
+            to
+        } else {
+            match p.node.registry.lock().get(&name) {
+                Some(pid) => pid,
+                None => return -1,
+            }
+        };
+        if to == p.pid.0 && (kind == abi::MSG_CALL || kind == abi::MSG_SYSTEM) {
+            return -2;
+        }
+        if kind == abi::MSG_REPLY {
+            // A server answering a call it deferred: it no longer owes that caller.
+            if let Some(rel) = p.inner.lock().rel.as_mut() {
+                if let Some(i) = rel.callers.iter().position(|c| *c == (to, reference)) {
+                    rel.callers.swap_remove(i);
+                }
+            }
+        }
+        if p.node
+            .post(p.pid.0, to, kind, reference, Payload::from_slice(data))
+        {
+            0
+        } else {
+            -1
+        }
+    })
+}
+
+unsafe extern "C" fn alias(p: *mut abi::ProcHandle, tag: u64, on: i32) {
+    guarded((), || {
+        // SAFETY: live handle (module docs).
+        let p = unsafe { proc_ref(p) };
+        let mut g = p.inner.lock();
+        if on != 0 {
+            g.rel().aliases.push(tag);
+        } else if let Some(rel) = g.rel.as_mut() {
+            if let Some(i) = rel.aliases.iter().position(|t| *t == tag) {
+                rel.aliases.swap_remove(i);
+            }
+        }
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C" fn start_server(
+    p: *mut abi::ProcHandle,
+    module: abi::Bytes,
+    arg: abi::Bytes,
+    name: abi::Bytes,
+    flags: u32,
+    tag: u64,
+    pid_out: *mut u64,
+    ref_out: *mut u64,
+    err: *mut c_void,
+    write: abi::WriteFn,
+) -> u32 {
+    guarded(abi::STATUS_ERROR, || {
+        // SAFETY: live handle; readable ranges (ABI contract).
+        let (p, module, arg, name) = unsafe { (proc_ref(p), text(module), bytes(arg), text(name)) };
+        let name = (!name.is_empty()).then_some(&*name);
+        let node = p.node.clone();
+        match node.start_server(p, &module, arg, name, flags, tag) {
+            Ok((pid, r)) => {
+                // SAFETY: the caller's out-parameters.
+                unsafe {
+                    *pid_out = pid.0;
+                    *ref_out = r;
+                }
+                abi::STATUS_READY
+            }
+            Err(f) => {
+                let m = match f {
+                    crate::server::StartFail::Taken(pid) => {
+                        // SAFETY: the caller's out-parameter.
+                        unsafe { *pid_out = pid.0 };
+                        format!("already_started: {pid}")
+                    }
+                    crate::server::StartFail::Other(m) => m,
+                };
+                // SAFETY: the caller's copy callback and buffer.
+                unsafe { write(err, m.as_ptr(), m.len()) };
+                abi::STATUS_ERROR
+            }
+        }
+    })
+}
+
 static TABLE: abi::HostApi = abi::HostApi {
     abi_version: abi::ABI_VERSION,
     size: std::mem::size_of::<abi::HostApi>() as u32,
@@ -438,6 +543,10 @@ static TABLE: abi::HostApi = abi::HostApi {
     apply_poll,
     apply_drop,
     resolve,
+    new_ref,
+    post,
+    alias,
+    start_server,
 };
 
 /// The node's host API table.

@@ -122,6 +122,9 @@ pub struct ProcessInfo {
     /// links, monitors and name. Memory that module code allocated is not included (it
     /// belongs to the module's own allocator).
     pub memory: usize,
+    /// For a gen_server whose state is live: `(module, version)` of the version that made
+    /// its state (an idle server runs no code, so `running` is empty then).
+    pub gen_server: Option<(String, String)>,
 }
 
 /// What [`Node::stop`] did.
@@ -313,6 +316,7 @@ impl Node {
                 .map(|v| (v.name.clone(), v.vsn.clone(), v.id))
                 .collect(),
             memory: p.memory(&g),
+            gen_server: self.inner.code.server_state_of(pid.0),
         })
     }
 

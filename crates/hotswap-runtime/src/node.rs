@@ -242,7 +242,7 @@ impl NodeInner {
         Ok(self.launch(parent, proc, body, flags))
     }
 
-    fn launch(
+    pub(crate) fn launch(
         self: &Arc<Self>,
         parent: Option<&Process>,
         proc: Arc<Process>,
@@ -286,6 +286,27 @@ impl NodeInner {
 
     pub(crate) fn send_slice(&self, from: u64, to: u64, data: &[u8]) {
         self.deliver_user(from, to, Payload::from_slice(data));
+    }
+
+    /// Put an envelope of any kind into `to`'s mailbox; `false` if there is no such process.
+    pub(crate) fn post(
+        &self,
+        from: u64,
+        to: u64,
+        kind: u32,
+        reference: u64,
+        data: Payload,
+    ) -> bool {
+        self.table
+            .with(to, |p| {
+                p.deliver(Envelope {
+                    kind,
+                    from,
+                    reference,
+                    data,
+                })
+            })
+            .is_some()
     }
 
     fn deliver_user(&self, from: u64, to: u64, data: Payload) {

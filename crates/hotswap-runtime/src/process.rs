@@ -116,6 +116,11 @@ pub(crate) struct Relations {
     pub(crate) monitored_by: FxMap<u64, u64>,
     /// reference → target: processes this one monitors.
     pub(crate) monitoring: FxMap<u64, u64>,
+    /// Tags of the calls this process waits for: only replies carrying one are delivered.
+    pub(crate) aliases: Vec<u64>,
+    /// A gen_server's calls answered with `noreply`: `(caller, tag)`. If the server exits
+    /// before replying, each caller gets the exit reason (as an OTP caller's monitor would).
+    pub(crate) callers: Vec<(u64, u64)>,
 }
 
 /// The versions whose code a process runs: its body's version, then any version it is
@@ -277,7 +282,15 @@ impl Process {
         if ib.is_empty() {
             return false;
         }
-        g.mailbox.extend(ib.drain(..));
+        let aliases = g.rel.as_ref().map(|r| &r.aliases[..]).unwrap_or(&[]);
+        for e in ib.drain(..) {
+            // A reply nobody waits for any more (its call timed out) is dropped here, so it
+            // never reaches the mailbox (OTP 24's aliases).
+            if e.kind == abi::MSG_REPLY && !aliases.contains(&e.reference) {
+                continue;
+            }
+            g.mailbox.push_back(e);
+        }
         true
     }
 
@@ -364,10 +377,36 @@ impl Process {
                 std::mem::take(&mut g.mailbox),
             )
         };
-        drop(mailbox);
-        drop(std::mem::take(&mut *self.inbox.lock()));
         let node = &self.node;
+        // Out of the table first: a sender reaches a process only through the table, so
+        // after this nothing new can arrive and the drain below sees every request.
         node.table.remove(self.pid.0);
+        let inbox = std::mem::take(&mut *self.inbox.lock());
+        // Callers waiting on requests this process will never answer get its exit reason.
+        let mut waiting: Vec<(u64, u64)> = mailbox
+            .iter()
+            .chain(inbox.iter())
+            .filter(|e| (e.kind == abi::MSG_CALL || e.kind == abi::MSG_SYSTEM) && e.reference != 0)
+            .map(|e| (e.from, e.reference))
+            .collect();
+        drop(mailbox);
+        drop(inbox);
+        if let Some(r) = rel.as_ref() {
+            waiting.extend_from_slice(&r.callers);
+        }
+        if !waiting.is_empty() {
+            let mut data = vec![hotswap::gen_server::wire::R_EXIT];
+            reason.encode_into(&mut data);
+            for (caller, tag) in waiting {
+                node.post(
+                    self.pid.0,
+                    caller,
+                    abi::MSG_REPLY,
+                    tag,
+                    Payload::from_slice(&data),
+                );
+            }
+        }
         for v in bindings {
             Version::unbind(v);
         }
@@ -377,6 +416,7 @@ impl Process {
                 links,
                 monitored_by,
                 monitoring,
+                ..
             } = *rel;
             if let Some(n) = name {
                 node.registry.lock().remove_if(&n, self.pid.0);
@@ -460,6 +500,14 @@ pub(crate) struct ModuleFuture {
 unsafe impl Send for ModuleFuture {}
 
 impl ModuleFuture {
+    /// Own a future that `version` created.
+    pub(crate) fn from_raw(version: &Arc<Version>, fut: *mut abi::FutureObj) -> ModuleFuture {
+        ModuleFuture {
+            version: version.clone(),
+            fut,
+        }
+    }
+
     /// Start `export` of `version` for process `proc`.
     pub(crate) fn start(
         version: &Arc<Version>,
@@ -493,7 +541,7 @@ impl ModuleFuture {
         };
         match st {
             abi::STATUS_PENDING => Step::Pending,
-            abi::STATUS_READY => match Outcome::decode(&out) {
+            abi::STATUS_READY => match Outcome::decode_vec(out) {
                 Some(o) => Step::Done(o),
                 None => Step::Done(Outcome::Exit(ExitReason::User(
                     "malformed outcome from module".into(),

@@ -425,6 +425,90 @@ impl Ctx {
         }
     }
 
+    /// A fresh reference, unique on the node.
+    pub(crate) fn new_ref(&self) -> u64 {
+        // SAFETY: live handle.
+        unsafe { (host().new_ref)(self.proc) }
+    }
+
+    /// Accept (or stop accepting) replies tagged `tag`.
+    pub(crate) fn alias(&self, tag: u64, on: bool) {
+        // SAFETY: live handle.
+        unsafe { (host().alias)(self.proc, tag, on as i32) }
+    }
+
+    /// Post a message of any kind to `pid` (or, if `pid` is 0, to `name`): 0, -1 if there
+    /// is no such process, -2 if a call or system request targets the caller itself.
+    pub(crate) fn post(
+        &self,
+        pid: u64,
+        name: &[u8],
+        kind: u32,
+        reference: u64,
+        data: &[u8],
+    ) -> i32 {
+        // SAFETY: live handle; byte ranges valid for the call.
+        unsafe { (host().post)(self.proc, pid, b(name), kind, reference, b(data)) }
+    }
+
+    /// Wait for the reply tagged `tag` (its payload), or `None` after `timeout`.
+    pub(crate) async fn receive_reply(
+        &self,
+        tag: u64,
+        timeout: Option<Duration>,
+    ) -> Option<Vec<u8>> {
+        match timeout {
+            Some(t) => TimedReceive(Receive::new(*self, ReplyTo(tag), Some(t))).await,
+            None => Some(Receive::new(*self, ReplyTo(tag), None).await),
+        }
+    }
+
+    /// Wait for the `Down` message of monitor `r`: its reason.
+    pub(crate) async fn down(&self, r: Ref) -> ExitReason {
+        Receive::new(*self, DownOf(r.0), None).await
+    }
+
+    /// [`Ctx::down`] giving up after `timeout`.
+    pub(crate) async fn down_timeout(&self, r: Ref, timeout: Duration) -> Option<ExitReason> {
+        TimedReceive(Receive::new(*self, DownOf(r.0), Some(timeout))).await
+    }
+
+    /// Start a gen_server (see the host API's `start_server`). On failure: the pid holding
+    /// the name if it was taken, and the message.
+    pub(crate) fn start_server(
+        &self,
+        module: &str,
+        arg: &[u8],
+        name: Option<&str>,
+        flags: u32,
+        tag: u64,
+    ) -> Result<(Pid, Ref), (Option<Pid>, String)> {
+        let (mut pid, mut reference) = (0u64, 0u64);
+        let mut err = Vec::new();
+        // SAFETY: live handle; all pointers are valid for the duration of the call.
+        let st = unsafe {
+            (host().start_server)(
+                self.proc,
+                b(module.as_bytes()),
+                b(arg),
+                b(name.unwrap_or("").as_bytes()),
+                flags,
+                tag,
+                &mut pid,
+                &mut reference,
+                &mut err as *mut Vec<u8> as *mut c_void,
+                write_vec,
+            )
+        };
+        if st == abi::STATUS_READY {
+            Ok((Pid(pid), Ref(reference)))
+        } else if pid != 0 {
+            Err((Some(Pid(pid)), String::from_utf8_lossy(&err).into_owned()))
+        } else {
+            Err((None, String::from_utf8_lossy(&err).into_owned()))
+        }
+    }
+
     fn now_ns(&self) -> u64 {
         // SAFETY: live handle.
         unsafe { (host().now_ns)(self.proc) }
@@ -617,10 +701,46 @@ pub(crate) fn message_from(h: &abi::MsgHeader, data: Vec<u8>) -> Message {
             pid: Pid(h.from),
             reason: ExitReason::decode(&data),
         },
+        abi::MSG_CALL | abi::MSG_CAST | abi::MSG_SYSTEM => Message::Request {
+            kind: h.kind,
+            from: Pid(h.from),
+            tag: h.reference,
+            data,
+        },
         _ => Message::User {
             from: Pid(h.from),
             data,
         },
+    }
+}
+
+/// Matches the reply tagged with the given alias; yields its payload.
+#[derive(Debug)]
+pub(crate) struct ReplyTo(pub(crate) u64);
+
+impl Matcher for ReplyTo {
+    type Output = Vec<u8>;
+    const NEEDS_BYTES: bool = true;
+    fn matches(&mut self, v: &abi::MsgView) -> bool {
+        v.kind == abi::MSG_REPLY && v.reference == self.0
+    }
+    fn finish(&mut self, _: &abi::MsgHeader, data: Vec<u8>) -> Vec<u8> {
+        data
+    }
+}
+
+/// Matches the `Down` message of one monitor; yields the reason.
+#[derive(Debug)]
+struct DownOf(u64);
+
+impl Matcher for DownOf {
+    type Output = ExitReason;
+    const NEEDS_BYTES: bool = true;
+    fn matches(&mut self, v: &abi::MsgView) -> bool {
+        v.kind == abi::MSG_DOWN && v.reference == self.0
+    }
+    fn finish(&mut self, _: &abi::MsgHeader, data: Vec<u8>) -> ExitReason {
+        ExitReason::decode(&data)
     }
 }
 

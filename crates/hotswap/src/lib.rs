@@ -37,9 +37,11 @@
 
 pub mod codec;
 mod ctx;
+pub mod gen_server;
 mod outcome;
 #[doc(hidden)]
 pub mod private;
+pub mod sys;
 mod types;
 
 pub use ctx::{

@@ -62,6 +62,27 @@ impl Outcome {
     }
 
     /// Decode what [`Outcome::encode`] wrote; `None` if malformed.
+    /// Encode for the boundary, reusing a value's buffer (no second allocation).
+    pub fn into_encoded(self) -> Vec<u8> {
+        match self {
+            Outcome::Value(mut v) => {
+                v.insert(0, OUTCOME_VALUE);
+                v
+            }
+            other => other.encode(),
+        }
+    }
+
+    /// Decode an owned buffer, reusing it for a value.
+    pub fn decode_vec(mut bytes: Vec<u8>) -> Option<Outcome> {
+        if bytes.first() == Some(&OUTCOME_VALUE) {
+            bytes.remove(0);
+            return Some(Outcome::Value(bytes));
+        }
+        Outcome::decode(&bytes)
+    }
+
+    /// Decode what [`Outcome::encode`] wrote.
     pub fn decode(bytes: &[u8]) -> Option<Outcome> {
         let (&tag, rest) = bytes.split_first()?;
         match tag {

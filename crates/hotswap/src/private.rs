@@ -210,7 +210,7 @@ pub unsafe extern "C" fn poll(
     match catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(&mut cx))) {
         Ok(Poll::Pending) => abi::STATUS_PENDING,
         Ok(Poll::Ready(outcome)) => {
-            write_str(out, write, &outcome.encode());
+            write_str(out, write, &outcome.into_encoded());
             abi::STATUS_READY
         }
         Err(p) => {
@@ -235,5 +235,352 @@ pub unsafe extern "C" fn drop_future(
             write_str(out, write, panic_message(p).as_bytes());
             abi::STATUS_PANICKED
         }
+    }
+}
+
+// ---- gen_server shims -------------------------------------------------------------------
+
+use crate::gen_server::{
+    wire, Action, CallResult, Caller, CastResult, Extra, GenServer, Info, Init, OldState,
+};
+use crate::types::{Pid, Ref};
+
+fn push_reason(out: &mut Vec<u8>, r: &ExitReason) {
+    r.encode_into(out);
+}
+
+fn init_value<S: GenServer>(r: Init<S>) -> Outcome {
+    let mut out = Vec::with_capacity(16);
+    let (s, a) = match r {
+        Init::Ok(s) => (s, None),
+        Init::OkThen(s, a) => (s, Some(a)),
+        Init::Ignore => return Outcome::Value(vec![wire::INIT_IGNORE]),
+        Init::Stop(reason) => {
+            out.push(wire::INIT_STOP);
+            push_reason(&mut out, &reason);
+            return Outcome::Value(out);
+        }
+    };
+    out.push(wire::INIT_OK);
+    let p = Box::into_raw(Box::new(s)) as usize as u64;
+    out.extend_from_slice(&p.to_le_bytes());
+    wire::put_action(&mut out, a.as_ref());
+    Outcome::Value(out)
+}
+
+fn call_value<R: serde::Serialize>(r: CallResult<R>) -> Outcome {
+    let mut out = Vec::with_capacity(24);
+    match r {
+        CallResult::Reply(v) => reply_into(&mut out, None, &v),
+        CallResult::ReplyThen(v, a) => reply_into(&mut out, Some(&a), &v),
+        CallResult::NoReply => noreply_into(&mut out, None),
+        CallResult::NoReplyThen(a) => noreply_into(&mut out, Some(&a)),
+        CallResult::Stop(reason) => stop_into(&mut out, &reason),
+        CallResult::StopReply(reason, v) => {
+            out.push(wire::H_STOP_REPLY);
+            let mut rb = Vec::new();
+            push_reason(&mut rb, &reason);
+            out.extend_from_slice(&(rb.len() as u32).to_le_bytes());
+            out.extend_from_slice(&rb);
+            codec::encode_into(&mut out, &v);
+        }
+    }
+    Outcome::Value(out)
+}
+
+fn reply_into<R: serde::Serialize>(out: &mut Vec<u8>, a: Option<&Action>, v: &R) {
+    out.push(wire::H_REPLY);
+    wire::put_action(out, a);
+    codec::encode_into(out, v);
+}
+
+fn noreply_into(out: &mut Vec<u8>, a: Option<&Action>) {
+    out.push(wire::H_NOREPLY);
+    wire::put_action(out, a);
+}
+
+fn stop_into(out: &mut Vec<u8>, reason: &ExitReason) {
+    out.push(wire::H_STOP);
+    push_reason(out, reason);
+}
+
+fn cast_value(r: CastResult) -> Outcome {
+    let mut out = Vec::with_capacity(8);
+    match r {
+        CastResult::NoReply => noreply_into(&mut out, None),
+        CastResult::NoReplyThen(a) => noreply_into(&mut out, Some(&a)),
+        CastResult::Stop(reason) => stop_into(&mut out, &reason),
+    }
+    Outcome::Value(out)
+}
+
+fn stop_task(reason: ExitReason) -> Task {
+    let mut out = Vec::new();
+    stop_into(&mut out, &reason);
+    Box::pin(async move { Outcome::Value(out) })
+}
+
+fn into_obj(t: Task) -> *mut abi::FutureObj {
+    Box::into_raw(Box::new(t)) as *mut abi::FutureObj
+}
+
+/// `ServerVTable::init` for `S`.
+///
+/// # Safety
+/// As [`start`].
+pub unsafe extern "C" fn server_init<S: GenServer>(
+    proc: *mut abi::ProcHandle,
+    arg: *const u8,
+    len: usize,
+) -> *mut abi::FutureObj {
+    // SAFETY: caller contract.
+    unsafe {
+        start(proc, arg, len, |ctx: Ctx, a: S::Arg| async move {
+            init_value(S::init(ctx, a).await)
+        })
+    }
+}
+
+/// `ServerVTable::handle` for `S`.
+///
+/// # Safety
+/// `state` must be a live state made by this library for `S`, not used by anything else
+/// until the returned future is dropped; `data` must point at `len` readable bytes.
+pub unsafe extern "C" fn server_handle<S: GenServer>(
+    proc: *mut abi::ProcHandle,
+    state: *mut abi::StateObj,
+    kind: u32,
+    from: u64,
+    reference: u64,
+    data: *const u8,
+    len: usize,
+) -> *mut abi::FutureObj {
+    // SAFETY: caller contract: exclusive use of the state until the future is dropped,
+    // which the node guarantees by never touching the state while a callback runs.
+    let s: &'static mut S = unsafe { &mut *(state as *mut S) };
+    // SAFETY: caller contract.
+    let bytes = unsafe { std::slice::from_raw_parts(data, len) };
+    // SAFETY: caller contract: `proc` is the handle of the server process.
+    let ctx = unsafe { Ctx::from_raw(proc) };
+    let made = catch_unwind(AssertUnwindSafe(move || -> Task {
+        fn info<S: GenServer>(s: &'static mut S, ctx: Ctx, i: Info<S::Info>) -> Task {
+            Box::pin(async move { cast_value(s.handle_info(ctx, i).await) })
+        }
+        match kind {
+            abi::MSG_CALL => match S::decode_call(bytes) {
+                Ok(req) => Box::pin(async move {
+                    let caller = Caller {
+                        pid: Pid(from),
+                        tag: reference,
+                    };
+                    call_value(s.handle_call(ctx, req, caller).await)
+                }),
+                Err(e) => stop_task(ExitReason::FunctionClause(format!(
+                    "handle_call: no clause for the message {}: {e}",
+                    codec::describe(bytes)
+                ))),
+            },
+            abi::MSG_CAST => match S::decode_cast(bytes) {
+                Ok(m) => Box::pin(async move { cast_value(s.handle_cast(ctx, m).await) }),
+                Err(e) => stop_task(ExitReason::FunctionClause(format!(
+                    "handle_cast: no clause for the message {}: {e}",
+                    codec::describe(bytes)
+                ))),
+            },
+            abi::MSG_USER => match S::decode_info(bytes) {
+                Ok(m) => info(s, ctx, Info::Msg(m)),
+                Err(e) => stop_task(ExitReason::FunctionClause(format!(
+                    "handle_info: no clause for the message {}: {e}",
+                    codec::describe(bytes)
+                ))),
+            },
+            abi::MSG_EXIT => info(
+                s,
+                ctx,
+                Info::Exit {
+                    from: Pid(from),
+                    reason: ExitReason::decode(bytes),
+                },
+            ),
+            abi::MSG_DOWN => info(
+                s,
+                ctx,
+                Info::Down {
+                    reference: Ref(reference),
+                    pid: Pid(from),
+                    reason: ExitReason::decode(bytes),
+                },
+            ),
+            abi::HANDLE_TIMEOUT => info(s, ctx, Info::Timeout),
+            abi::HANDLE_CONTINUE => {
+                let c = bytes.to_vec();
+                Box::pin(async move { cast_value(s.handle_continue(ctx, c).await) })
+            }
+            k => stop_task(ExitReason::BadArg(format!(
+                "unknown gen_server event kind {k}"
+            ))),
+        }
+    }));
+    into_obj(match made {
+        Ok(t) => t,
+        Err(p) => {
+            let r = ExitReason::Panic(panic_message(p));
+            Box::pin(async move { Outcome::Exit(r) })
+        }
+    })
+}
+
+/// `ServerVTable::terminate` for `S`.
+///
+/// # Safety
+/// As [`server_handle`].
+pub unsafe extern "C" fn server_terminate<S: GenServer>(
+    proc: *mut abi::ProcHandle,
+    state: *mut abi::StateObj,
+    reason: *const u8,
+    len: usize,
+) -> *mut abi::FutureObj {
+    // SAFETY: caller contract (see `server_handle`).
+    let s: &'static mut S = unsafe { &mut *(state as *mut S) };
+    // SAFETY: caller contract.
+    let reason = ExitReason::decode(unsafe { std::slice::from_raw_parts(reason, len) });
+    // SAFETY: caller contract.
+    let ctx = unsafe { Ctx::from_raw(proc) };
+    into_obj(Box::pin(async move {
+        s.terminate(ctx, reason).await;
+        Outcome::Value(Vec::new())
+    }))
+}
+
+fn store_state<S>(state_out: *mut *mut abi::StateObj, s: S) {
+    // SAFETY: caller contract of the shims below: `state_out` is writable.
+    unsafe { *state_out = Box::into_raw(Box::new(s)) as *mut abi::StateObj };
+}
+
+/// `ServerVTable::code_change` for `S`.
+///
+/// # Safety
+/// The byte strings must be readable, `state_out` writable, `out`/`write` the host's.
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn server_code_change<S: GenServer>(
+    _proc: *mut abi::ProcHandle,
+    old_vsn: abi::Bytes,
+    state: abi::Bytes,
+    extra: abi::Bytes,
+    has_extra: u32,
+    state_out: *mut *mut abi::StateObj,
+    out: *mut c_void,
+    write: abi::WriteFn,
+) -> u32 {
+    // SAFETY: caller contract.
+    let (vsn, bytes, extra) = unsafe {
+        (
+            std::slice::from_raw_parts(old_vsn.ptr, old_vsn.len),
+            std::slice::from_raw_parts(state.ptr, state.len),
+            std::slice::from_raw_parts(extra.ptr, extra.len),
+        )
+    };
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        let vsn = String::from_utf8_lossy(vsn);
+        let old = OldState { vsn: &vsn, bytes };
+        let ex = (has_extra != 0).then_some(Extra(extra));
+        S::code_change(old, ex).map(|s| store_state(state_out, s))
+    }));
+    report(out, write, r.map(|x| x.map(|()| Vec::new())))
+}
+
+/// `ServerVTable::import_state` for `S`.
+///
+/// # Safety
+/// As [`server_code_change`].
+pub unsafe extern "C" fn server_import_state<S: GenServer>(
+    state: abi::Bytes,
+    state_out: *mut *mut abi::StateObj,
+    out: *mut c_void,
+    write: abi::WriteFn,
+) -> u32 {
+    // SAFETY: caller contract.
+    let bytes = unsafe { std::slice::from_raw_parts(state.ptr, state.len) };
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        codec::decode::<S>(bytes)
+            .map(|s| {
+                store_state(state_out, s);
+                Vec::new()
+            })
+            .map_err(|e| e.to_string())
+    }));
+    report(out, write, r)
+}
+
+/// `ServerVTable::export_state` for `S`.
+///
+/// # Safety
+/// `state` must be a live state of `S` made by this library, not in use by a callback.
+pub unsafe extern "C" fn server_export_state<S: GenServer>(
+    state: *const abi::StateObj,
+    out: *mut c_void,
+    write: abi::WriteFn,
+) -> u32 {
+    // SAFETY: caller contract.
+    let s = unsafe { &*(state as *const S) };
+    report(
+        out,
+        write,
+        catch_unwind(AssertUnwindSafe(|| Ok(codec::encode(s)))),
+    )
+}
+
+/// `ServerVTable::format_status` for `S`: [`abi::STATUS_READY`] with the text, or
+/// [`abi::STATUS_ERROR`] when the module has no formatter (or it failed).
+///
+/// # Safety
+/// As [`server_export_state`].
+pub unsafe extern "C" fn server_format_status<S: GenServer>(
+    state: *const abi::StateObj,
+    out: *mut c_void,
+    write: abi::WriteFn,
+) -> u32 {
+    // SAFETY: caller contract.
+    let s = unsafe { &*(state as *const S) };
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        s.format_status()
+            .map(String::into_bytes)
+            .ok_or_else(String::new)
+    }));
+    report(out, write, r)
+}
+
+/// `ServerVTable::drop_state` for `S`.
+///
+/// # Safety
+/// `state` must be a live state of `S` made by this library; it is consumed.
+pub unsafe extern "C" fn server_drop_state<S: GenServer>(
+    state: *mut abi::StateObj,
+    out: *mut c_void,
+    write: abi::WriteFn,
+) -> u32 {
+    // SAFETY: caller contract: made by `Box::into_raw` of an `S`, dropped once.
+    let b = unsafe { Box::from_raw(state as *mut S) };
+    report(
+        out,
+        write,
+        catch_unwind(AssertUnwindSafe(move || {
+            drop(b);
+            Ok(Vec::new())
+        })),
+    )
+}
+
+/// The vtable `module!{ gen_server: S }` exports.
+pub const fn server_vtable<S: GenServer>() -> abi::ServerVTable {
+    abi::ServerVTable {
+        init: server_init::<S>,
+        handle: server_handle::<S>,
+        terminate: server_terminate::<S>,
+        code_change: server_code_change::<S>,
+        import_state: server_import_state::<S>,
+        export_state: server_export_state::<S>,
+        format_status: server_format_status::<S>,
+        drop_state: server_drop_state::<S>,
     }
 }

@@ -59,6 +59,11 @@ pub enum ExitReason {
     BadArg(String),
     /// Any other reason, chosen by user code.
     User(String),
+    /// A message had a form the receiver has no clause for (`function_clause`): what was
+    /// expected and what the decoder said.
+    FunctionClause(String),
+    /// A function that does not exist was called (`undef`).
+    Undef(String),
 }
 
 const R_NORMAL: u8 = 0;
@@ -70,6 +75,8 @@ const R_PANIC: u8 = 5;
 const R_NOPROC: u8 = 6;
 const R_BADARG: u8 = 7;
 const R_USER: u8 = 8;
+const R_FUNCTION_CLAUSE: u8 = 9;
+const R_UNDEF: u8 = 10;
 
 impl ExitReason {
     /// `true` for `normal`, `shutdown` and `{shutdown, _}` (supervisors do not report these).
@@ -99,6 +106,8 @@ impl ExitReason {
             ExitReason::NoProc => (R_NOPROC, ""),
             ExitReason::BadArg(s) => (R_BADARG, s),
             ExitReason::User(s) => (R_USER, s),
+            ExitReason::FunctionClause(s) => (R_FUNCTION_CLAUSE, s),
+            ExitReason::Undef(s) => (R_UNDEF, s),
         };
         out.push(tag);
         out.extend_from_slice(detail.as_bytes());
@@ -121,6 +130,8 @@ impl ExitReason {
             R_NOPROC => ExitReason::NoProc,
             R_BADARG => ExitReason::BadArg(s()),
             R_USER => ExitReason::User(s()),
+            R_FUNCTION_CLAUSE => ExitReason::FunctionClause(s()),
+            R_UNDEF => ExitReason::Undef(s()),
             t => ExitReason::User(format!("<unknown exit reason tag {t}>")),
         }
     }
@@ -138,6 +149,8 @@ impl fmt::Display for ExitReason {
             ExitReason::NoProc => f.write_str("noproc"),
             ExitReason::BadArg(s) => write!(f, "{{badarg, {s:?}}}"),
             ExitReason::User(s) => f.write_str(s),
+            ExitReason::FunctionClause(s) => write!(f, "{{function_clause, {s:?}}}"),
+            ExitReason::Undef(s) => write!(f, "{{undef, {s:?}}}"),
         }
     }
 }
@@ -167,6 +180,18 @@ pub enum Message {
         pid: Pid,
         /// Why it exited (`noproc` if it did not exist).
         reason: ExitReason,
+    },
+    /// A `gen_server` call or cast, or a `sys` request, that reached a process which is
+    /// not a gen_server (the caller of a call waits until its timeout, as in OTP).
+    Request {
+        /// `hotswap::abi::MSG_CALL`, `MSG_CAST` or `MSG_SYSTEM`.
+        kind: u32,
+        /// The sender.
+        from: Pid,
+        /// The call's tag (0 for a cast).
+        tag: u64,
+        /// The encoded request.
+        data: Vec<u8>,
     },
 }
 

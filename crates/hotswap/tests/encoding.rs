@@ -102,3 +102,51 @@ fn codec_names_the_expected_type_on_failure() {
     });
     assert_eq!(hotswap::codec::decode::<Point>(&bytes).unwrap().x, 7);
 }
+
+#[test]
+fn describe_renders_messages_for_error_reasons() {
+    #[derive(serde::Serialize)]
+    enum Tick {
+        Increment,
+        By(u64),
+    }
+    assert_eq!(
+        hotswap::codec::describe(&hotswap::codec::encode(&Tick::Increment)),
+        "Increment"
+    );
+    assert_eq!(
+        hotswap::codec::describe(&hotswap::codec::encode(&Tick::By(2))),
+        "{By: 2}"
+    );
+    assert!(hotswap::codec::describe(&[0xc1]).contains("not MessagePack"));
+}
+
+#[test]
+fn decode_compat_prefers_new_form_and_names_both_on_failure() {
+    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    enum New {
+        Increment(u64),
+    }
+    #[derive(serde::Serialize, serde::Deserialize)]
+    enum Old {
+        Increment,
+    }
+    impl From<Old> for New {
+        fn from(_: Old) -> New {
+            New::Increment(2)
+        }
+    }
+    let new = hotswap::codec::encode(&New::Increment(5));
+    assert_eq!(
+        hotswap::codec::decode_compat::<New, Old>(&new).unwrap(),
+        New::Increment(5)
+    );
+    let old = hotswap::codec::encode(&Old::Increment);
+    assert_eq!(
+        hotswap::codec::decode_compat::<New, Old>(&old).unwrap(),
+        New::Increment(2)
+    );
+    let err = hotswap::codec::decode_compat::<New, Old>(&hotswap::codec::encode(&7u8)).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("New") && text.contains("Old"), "{text}");
+}

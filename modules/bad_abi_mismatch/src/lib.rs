@@ -33,4 +33,5 @@ pub static HOTSWAP_MODULE_DESCRIPTOR: abi::ModuleDescriptor = abi::ModuleDescrip
     init,
     poll,
     drop_future,
+    server: core::ptr::null(),
 };

@@ -35,6 +35,7 @@ pub(crate) struct Opened {
     pub(crate) guard_id: u64,
     pub(crate) poll: abi::PollFn,
     pub(crate) drop_future: abi::DropFn,
+    pub(crate) server: Option<abi::ServerVTable>,
     pub(crate) exports: HashMap<Box<str>, abi::StartFn>,
     pub(crate) export_names: Vec<String>,
     pub(crate) functions: HashMap<Box<str>, abi::CallFn>,
@@ -450,6 +451,13 @@ pub(crate) unsafe fn open(
         export_names.push(fname);
     }
     let (poll, drop_future, init) = (d.poll, d.drop_future, d.init);
+    let server = if d.server.is_null() {
+        None
+    } else {
+        // SAFETY: a non-null `server` points at the module's static vtable in the mapped
+        // image; it is copied (function pointers only).
+        Some(unsafe { *d.server })
+    };
 
     // The descriptor is accepted: watch the image's thread-exit hooks, then run module code.
     static GUARD_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -511,6 +519,7 @@ pub(crate) unsafe fn open(
         guard_id,
         poll,
         drop_future,
+        server,
         exports,
         export_names,
         functions,

@@ -52,6 +52,11 @@ pub(crate) struct Version {
     handle: *mut c_void,
     pub(crate) poll: abi::PollFn,
     pub(crate) drop_future: abi::DropFn,
+    /// The module's `gen_server` callbacks, if it has any.
+    pub(crate) server: Option<abi::ServerVTable>,
+    /// The gen_server states this version made that are alive, by pid: a purge turns
+    /// each idle one into bytes (see `server::state`) instead of killing its server.
+    pub(crate) states: Mutex<crate::node::FxMap<u64, std::sync::Weak<crate::server::StateCell>>>,
     pub(crate) exports: HashMap<Box<str>, abi::StartFn>,
     pub(crate) export_names: Vec<String>,
     pub(crate) functions: HashMap<Box<str>, abi::CallFn>,
@@ -131,10 +136,9 @@ impl Version {
     /// Release one binding, consuming the caller's reference first: a purge woken by the
     /// last unbind must find itself the only holder of the version.
     pub(crate) fn unbind(this: Arc<Version>) {
-        let last = this.bound.fetch_sub(1, Ordering::AcqRel) == 1;
-        let unbound = this.unbound.clone();
-        drop(this);
-        if last {
+        if this.bound.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let unbound = this.unbound.clone();
+            drop(this);
             unbound.notify_waiters();
         }
     }
@@ -322,6 +326,16 @@ impl CodeServer {
             .and_then(|s| s.current.clone())
     }
 
+    /// `(module, version)` of the loaded version holding `pid`'s gen_server state.
+    pub(crate) fn server_state_of(&self, pid: u64) -> Option<(String, String)> {
+        let slots = self.slots.read();
+        slots
+            .values()
+            .flat_map(|s| s.current.iter().chain(s.old.iter()))
+            .find(|v| v.server.is_some() && v.states.lock().contains_key(&pid))
+            .map(|v| (v.name.clone(), v.vsn.clone()))
+    }
+
     fn old(&self, module: &str) -> Option<Arc<Version>> {
         self.slots.read().get(module).and_then(|s| s.old.clone())
     }
@@ -372,6 +386,8 @@ impl CodeServer {
             handle: o.handle,
             poll: o.poll,
             drop_future: o.drop_future,
+            server: o.server,
+            states: Mutex::new(Default::default()),
             exports: o.exports,
             export_names: o.export_names,
             functions: o.functions,
@@ -517,7 +533,20 @@ impl CodeServer {
         Ok(())
     }
 
-    fn export_slot(&self, module: &str) -> &'static abi::ExportSlot {
+    /// The current version with the export-table generation it is valid for: a caller
+    /// may keep it until the slot's generation changes.
+    pub(crate) fn current_at(
+        &self,
+        module: &str,
+    ) -> (&'static abi::ExportSlot, u64, Option<Arc<Version>>) {
+        let slots = self.slots.read();
+        let slot = self.export_slot(module);
+        let generation = slot.generation.load(Ordering::SeqCst);
+        let v = slots.get(module).and_then(|s| s.current.clone());
+        (slot, generation, v)
+    }
+
+    pub(crate) fn export_slot(&self, module: &str) -> &'static abi::ExportSlot {
         let mut m = self.export_slots.lock();
         if let Some(s) = m.get(module).copied() {
             return s;
@@ -581,6 +610,9 @@ impl CodeServer {
             }
         }
         let waited = tokio::time::timeout(self.purge_timeout, old.wait_unbound()).await;
+        // Idle gen_servers are not running this code (spec §1.4): they survive, their
+        // states turned into bytes that the current version will read.
+        crate::server::dehydrate_all(&old);
         let pinned = if waited.is_err() {
             let still: Vec<String> = old
                 .bound_pids(&node.table)

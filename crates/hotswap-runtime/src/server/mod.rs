@@ -1,38 +1,123 @@
-//! `gen_server` and `sys` on the host side: the server loop, and the API host code uses.
+//! `gen_server` and `sys` on the host side: the server loop ([`run`]), the states it
+//! keeps ([`state`]), and the API host code uses ([`Node::start_server`], [`Node::call`],
+//! [`Node::sys`]).
+//!
+//! Host code is not a process, so each operation of the API runs in a short-lived native
+//! process that uses the SDK's client functions: one protocol, one implementation.
 
-mod api;
+mod run;
+mod state;
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use hotswap::{ExitReason, Pid};
+use hotswap::gen_server as gs;
+use hotswap::sys as hsys;
+use hotswap::{Ctx, ExitReason, Pid};
+use hotswap_abi as abi;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-pub use api::{
-    CallError, ServerRef, ServerStatus, StartError, StartOpts, Statistics, SysError,
-    DEFAULT_TIMEOUT,
-};
+pub use hotswap::gen_server::{CallError, ServerRef, StartError, StartOpts, DEFAULT_TIMEOUT};
+pub use hotswap::sys::{ServerStatus, Statistics, SysError};
 
+pub(crate) use state::{dehydrate_all, StateCell};
+
+use crate::node::NodeInner;
+use crate::process::{Body, Process};
 use crate::Node;
 
-/// The `sys` operations on a node's processes; see [`Node::sys`].
-#[derive(Debug, Clone, Copy)]
-pub struct Sys<'a> {
-    node: &'a Node,
-    timeout: Duration,
+/// Why `start_server` could not even spawn.
+pub(crate) enum StartFail {
+    /// The name is taken by this pid.
+    Taken(Pid),
+    /// Anything else, said in words.
+    Other(String),
+}
+
+impl NodeInner {
+    /// Spawn the gen_server of `module` for `starter` (who gets the `init` result as a
+    /// reply tagged `tag`), registered as `name`, linked/monitored per `flags`.
+    pub(crate) fn start_server(
+        self: &Arc<Self>,
+        starter: &Process,
+        module: &str,
+        arg: &[u8],
+        name: Option<&str>,
+        flags: u32,
+        tag: u64,
+    ) -> Result<(Pid, u64), StartFail> {
+        if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(StartFail::Other("the node is stopping".into()));
+        }
+        let v = self.code.current(module).ok_or_else(|| {
+            StartFail::Other(format!(
+                "module `{module}` is not loaded: load it first (hotswap load <library>)"
+            ))
+        })?;
+        if v.server.is_none() {
+            return Err(StartFail::Other(format!(
+                "module `{module}` (version {}) is not a gen_server: declare `gen_server: YourType` in its hotswap::module! invocation",
+                v.vsn
+            )));
+        }
+        let proc = Arc::new(Process::new(self.new_pid(), self.clone()));
+        self.table.insert(proc.clone());
+        if let Some(n) = name {
+            if !self.register(n, proc.pid.0) {
+                self.table.remove(proc.pid.0);
+                let holder = self.registry.lock().get(n).unwrap_or(0);
+                return Err(StartFail::Taken(Pid(holder)));
+            }
+        }
+        let start = run::Start {
+            version: v,
+            module: module.to_string(),
+            arg: arg.to_vec(),
+            starter: starter.pid.0,
+            tag,
+            parent: (flags & abi::SPAWN_LINK != 0).then_some(starter.pid.0),
+        };
+        let body = Body::Native(Box::pin(run::serve(proc.clone(), start)));
+        Ok(self.launch(Some(starter), proc, body, flags))
+    }
 }
 
 impl Node {
+    /// Run `f` in a short-lived native process and return what it returns.
+    async fn in_process<T, F, Fut>(&self, f: F) -> Result<T, String>
+    where
+        T: Send + 'static,
+        F: FnOnce(Ctx) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner
+            .spawn_native(None, 0, move |ctx| async move {
+                let _ = tx.send(f(ctx).await);
+            })
+            .map_err(|e| e.to_string())?;
+        rx.await
+            .map_err(|_| "the helper process was killed (is the node stopping?)".to_string())
+    }
+
     /// Start the gen_server of `module` (its current version) with `arg` for `init`, and
-    /// wait until `init` has returned.
+    /// wait until `init` has returned. The server has no parent.
     pub async fn start_server<A: Serialize + ?Sized>(
         &self,
         module: &str,
         arg: &A,
         opts: StartOpts,
     ) -> Result<Pid, StartError> {
-        let _ = (module, hotswap::codec::encode(arg), opts);
-        Err(StartError::Spawn("not implemented yet".into()))
+        let (module, arg) = (module.to_string(), hotswap::codec::encode(arg));
+        self.in_process(move |ctx| async move {
+            gs::start_encoded(&ctx, &module, &arg, &opts, 0)
+                .await
+                .map(|r| r.0)
+        })
+        .await
+        .map_err(StartError::Spawn)?
     }
 
     /// `gen_server:call`: send `req` and wait up to `timeout` for the reply.
@@ -42,13 +127,32 @@ impl Node {
         req: &Q,
         timeout: Duration,
     ) -> Result<R, CallError> {
-        let _ = (to.into(), hotswap::codec::encode(req));
-        Err(CallError::Timeout(timeout))
+        let (to, req) = (to.into(), hotswap::codec::encode(req));
+        let r = self
+            .in_process(
+                move |ctx| async move { gs::call_encoded(&ctx, to, &req, Some(timeout)).await },
+            )
+            .await
+            .map_err(|e| CallError::Exit(ExitReason::User(e)))??;
+        hotswap::codec::decode(&r).map_err(|e| CallError::Decode(e.to_string()))
     }
 
     /// `gen_server:cast`: send `msg` and return at once (even if there is no such server).
     pub fn cast<Q: Serialize + ?Sized>(&self, to: impl Into<ServerRef>, msg: &Q) {
-        let _ = (to.into(), hotswap::codec::encode(msg));
+        let to = to.into();
+        let pid = match &to {
+            ServerRef::Pid(p) => Some(p.0),
+            ServerRef::Name(n) => self.inner.registry.lock().get(n),
+        };
+        if let Some(pid) = pid {
+            self.inner.post(
+                0,
+                pid,
+                abi::MSG_CAST,
+                0,
+                crate::process::Payload::from_vec(hotswap::codec::encode(msg)),
+            );
+        }
     }
 
     /// `gen_server:stop`: the server runs `terminate(reason)` (trapping exits or not) and
@@ -59,8 +163,10 @@ impl Node {
         reason: ExitReason,
         timeout: Duration,
     ) -> Result<(), CallError> {
-        let _ = (to.into(), reason);
-        Err(CallError::Timeout(timeout))
+        let to = to.into();
+        self.in_process(move |ctx| async move { gs::stop(&ctx, to, reason, Some(timeout)).await })
+            .await
+            .map_err(|e| CallError::Exit(ExitReason::User(e)))?
     }
 
     /// The `sys` operations, with the default 5 s timeout.
@@ -72,34 +178,52 @@ impl Node {
     }
 }
 
+/// The `sys` operations on a node's processes; see [`Node::sys`].
+#[derive(Debug, Clone, Copy)]
+pub struct Sys<'a> {
+    node: &'a Node,
+    timeout: Duration,
+}
+
 impl Sys<'_> {
     /// The same operations with another timeout.
     pub fn timeout(self, timeout: Duration) -> Self {
         Sys { timeout, ..self }
     }
 
-    fn todo(&self) -> SysError {
-        let _ = self.node;
-        SysError::Timeout(self.timeout)
+    async fn run<T, F, Fut>(&self, f: F) -> Result<T, SysError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Ctx, Duration) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, SysError>> + Send + 'static,
+    {
+        let t = self.timeout;
+        self.node
+            .in_process(move |ctx| f(ctx, t))
+            .await
+            .map_err(SysError::Failed)?
     }
 
     /// `sys:suspend`: the process handles only system messages until resumed; ordinary
     /// messages (calls and casts too) wait in its mailbox.
     pub async fn suspend(&self, to: impl Into<ServerRef>) -> Result<(), SysError> {
-        let _ = to.into();
-        Err(self.todo())
+        let to = to.into();
+        self.run(move |c, t| async move { hsys::suspend(&c, to, t).await })
+            .await
     }
 
     /// `sys:resume`.
     pub async fn resume(&self, to: impl Into<ServerRef>) -> Result<(), SysError> {
-        let _ = to.into();
-        Err(self.todo())
+        let to = to.into();
+        self.run(move |c, t| async move { hsys::resume(&c, to, t).await })
+            .await
     }
 
     /// `sys:get_state`, as the encoded bytes (MessagePack with named fields).
     pub async fn get_state_raw(&self, to: impl Into<ServerRef>) -> Result<Vec<u8>, SysError> {
-        let _ = to.into();
-        Err(self.todo())
+        let to = to.into();
+        self.run(move |c, t| async move { hsys::get_state_raw(&c, to, t).await })
+            .await
     }
 
     /// `sys:get_state`, decoded as `T`.
@@ -113,13 +237,14 @@ impl Sys<'_> {
 
     /// `sys:replace_state`: the process waits while `f` computes its new state from the
     /// current one; returns the new state. If `f` panics, the state is unchanged.
-    pub async fn replace_state<T: Serialize + DeserializeOwned>(
-        &self,
-        to: impl Into<ServerRef>,
-        f: impl FnOnce(T) -> T,
-    ) -> Result<T, SysError> {
-        let _ = (to.into(), f);
-        Err(self.todo())
+    pub async fn replace_state<T, F>(&self, to: impl Into<ServerRef>, f: F) -> Result<T, SysError>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+        F: FnOnce(T) -> T + Send + 'static,
+    {
+        let to = to.into();
+        self.run(move |c, t| async move { hsys::replace_state(&c, to, f, t).await })
+            .await
     }
 
     /// `sys:change_code(P, Module, OldVsn, Extra)`: only while suspended. The current
@@ -132,14 +257,18 @@ impl Sys<'_> {
         old_vsn: &str,
         extra: Option<Vec<u8>>,
     ) -> Result<(), SysError> {
-        let _ = (to.into(), module, old_vsn, extra);
-        Err(self.todo())
+        let (to, module, old_vsn) = (to.into(), module.to_string(), old_vsn.to_string());
+        self.run(
+            move |c, t| async move { hsys::change_code(&c, to, &module, &old_vsn, extra, t).await },
+        )
+        .await
     }
 
     /// `sys:get_status`.
     pub async fn get_status(&self, to: impl Into<ServerRef>) -> Result<ServerStatus, SysError> {
-        let _ = to.into();
-        Err(self.todo())
+        let to = to.into();
+        self.run(move |c, t| async move { hsys::get_status(&c, to, t).await })
+            .await
     }
 
     /// `sys:statistics`: `Some(true)` switches them on, `Some(false)` off, `None` reads
@@ -149,8 +278,9 @@ impl Sys<'_> {
         to: impl Into<ServerRef>,
         on: Option<bool>,
     ) -> Result<Option<Statistics>, SysError> {
-        let _ = (to.into(), on);
-        Err(self.todo())
+        let to = to.into();
+        self.run(move |c, t| async move { hsys::statistics(&c, to, on, t).await })
+            .await
     }
 
     /// `sys:terminate`: the process runs `terminate(reason)` and exits.
@@ -159,7 +289,8 @@ impl Sys<'_> {
         to: impl Into<ServerRef>,
         reason: ExitReason,
     ) -> Result<(), SysError> {
-        let _ = (to.into(), reason);
-        Err(self.todo())
+        let to = to.into();
+        self.run(move |c, t| async move { hsys::terminate(&c, to, &reason, t).await })
+            .await
     }
 }

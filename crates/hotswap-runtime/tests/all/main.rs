@@ -6,8 +6,14 @@ mod support;
 
 mod bad_module;
 mod code_server;
+mod gen_server;
+mod gs;
 mod process;
 mod seed000;
+mod seed001;
 mod seed002;
+mod seed002_gen_server;
 mod seed004;
 mod soak;
+mod sys;
+mod upgrade_load;

@@ -106,7 +106,7 @@ async fn seed004_incompatible_build_is_refused_with_clear_error() {
             err,
             CodeError::Load(LoadError::AbiMismatch {
                 module_abi: 999,
-                node_abi: 1,
+                node_abi: hotswap_abi::ABI_VERSION,
                 ..
             })
         ),
@@ -114,7 +114,9 @@ async fn seed004_incompatible_build_is_refused_with_clear_error() {
     );
     let text = err.to_string();
     assert!(
-        text.contains("ABI 999") && text.contains("ABI 1") && text.contains("rebuild"),
+        text.contains("ABI 999")
+            && text.contains(&format!("ABI {}", hotswap_abi::ABI_VERSION))
+            && text.contains("rebuild"),
         "{text}"
     );
 

@@ -23,6 +23,17 @@ const FIXTURES: &[&str] = &[
     "soak",
     "bad_no_descriptor",
     "bad_abi_mismatch",
+    "sync_code_reload_v1",
+    "sync_code_reload_v2",
+    "count_server_v1",
+    "count_server_v2",
+    "count_server_v3",
+    "count_server_v4",
+    "count_server_v5",
+    "gs_test_v1",
+    "gs_test_v2",
+    "upgrade_srv_v1",
+    "upgrade_srv_v2",
 ];
 
 fn target_dir() -> PathBuf {

@@ -1,0 +1,781 @@
+//! The gen_server loop (spec §2.3) and the sys protocol (§3), on the node's side.
+//!
+//! A server is a native process running [`serve`]. Each event (call, cast, info, timeout,
+//! continue) is dispatched to the **current** version of the module: if the state was
+//! made by another version, that version encodes it and the current version's
+//! `code_change` builds the new state first. While a callback runs the process is bound to
+//! the version running it (a purge of that version kills it, as in Erlang); between
+//! callbacks it is bound to nothing, so loads and purges never kill an idle server.
+
+use std::future::poll_fn;
+use std::sync::{Arc, Weak};
+use std::task::Poll;
+use std::time::Duration;
+
+use hotswap::gen_server::{wire, Action};
+use hotswap::sys::{Request, ServerStatus, Statistics, E_FAILED, E_REFUSED};
+use hotswap::{codec, ExitReason, Outcome, Pid};
+use hotswap_abi as abi;
+
+use super::state::{Slot, StateCell, StatePtr};
+use crate::code::Version;
+use crate::process::{Envelope, ModuleFuture, Payload, Process, Step};
+
+/// How a server starts.
+pub(crate) struct Start {
+    pub(crate) version: Arc<Version>,
+    pub(crate) module: String,
+    pub(crate) arg: Vec<u8>,
+    /// Who waits for the result of `init`, and the tag to answer with.
+    pub(crate) starter: u64,
+    pub(crate) tag: u64,
+    /// The `start_link` caller.
+    pub(crate) parent: Option<u64>,
+}
+
+/// What a server knows between events. Shared read-only with `sys` status queries.
+pub(crate) struct Server {
+    proc: Arc<Process>,
+    module: String,
+    parent: Option<u64>,
+    cell: Arc<StateCell>,
+    /// The current version as of an export-table generation.
+    cached: Option<(&'static abi::ExportSlot, u64, Weak<Version>)>,
+    suspended: bool,
+    messages_in: u64,
+    messages_out: u64,
+    /// `sys:statistics`: when switched on, and the counters then.
+    stats: Option<(u64, u64, u64)>,
+}
+
+enum Next {
+    Go(Option<Action>),
+    Exit(ExitReason),
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Run a module future to completion.
+async fn drive(mut f: ModuleFuture) -> Step {
+    poll_fn(|_| match f.poll() {
+        Step::Pending => Poll::Pending,
+        s => Poll::Ready(s),
+    })
+    .await
+}
+
+/// The body of a gen_server process.
+pub(crate) async fn serve(proc: Arc<Process>, start: Start) -> Outcome {
+    let mut s = Server {
+        cell: StateCell::new(proc.pid.0),
+        proc,
+        module: start.module.clone(),
+        parent: start.parent,
+        cached: None,
+        suspended: false,
+        messages_in: 0,
+        messages_out: 0,
+        stats: None,
+    };
+    let reason = match s.init(start).await {
+        Ok(action) => s.run(action).await,
+        Err(r) => r,
+    };
+    drop(s);
+    match reason {
+        ExitReason::Normal => Outcome::Value(Vec::new()),
+        r => Outcome::Exit(r),
+    }
+}
+
+impl Server {
+    fn reply(&self, to: u64, tag: u64, payload: Payload) {
+        if tag != 0 {
+            self.proc
+                .node
+                .post(self.proc.pid.0, to, abi::MSG_REPLY, tag, payload);
+        }
+    }
+
+    fn sys_ok(&self, e: &Envelope, value: &[u8]) {
+        let mut d = Vec::with_capacity(value.len() + 1);
+        d.push(wire::R_VALUE);
+        d.extend_from_slice(value);
+        self.reply(e.from, e.reference, Payload::from_vec(d));
+    }
+
+    fn sys_err(&self, e: &Envelope, code: u8, msg: &str) {
+        let mut d = vec![wire::R_SYS_ERROR, code];
+        d.extend_from_slice(msg.as_bytes());
+        self.reply(e.from, e.reference, Payload::from_vec(d));
+    }
+
+    async fn init(&mut self, start: Start) -> Result<Option<Action>, ExitReason> {
+        let v = start.version;
+        let arg = start.arg;
+        self.proc.bind(&v);
+        let fut = {
+            let _in = v.enter();
+            // SAFETY: `init` belongs to `v`, mapped while we hold it; the handle is this
+            // live process; the argument is valid for the call.
+            let f = unsafe { (v.sv().init)(self.proc.as_handle(), arg.as_ptr(), arg.len()) };
+            ModuleFuture::from_raw(&v, f)
+        };
+        let step = drive(fut).await;
+        self.proc.unbind(v.clone());
+        let ack =
+            |payload: Vec<u8>| self.reply(start.starter, start.tag, Payload::from_vec(payload));
+        let fail = |r: ExitReason| {
+            let mut d = vec![wire::R_EXIT];
+            r.encode_into(&mut d);
+            ack(d);
+            Err(r)
+        };
+        match step {
+            Step::Done(Outcome::Value(b)) => match wire::get_inited(&b) {
+                Some(wire::Inited::Ok(ptr, action)) => {
+                    let mut g = self.cell.slot.lock();
+                    self.cell
+                        .set_live(&mut g, &v, StatePtr(ptr as usize as *mut abi::StateObj));
+                    drop(g);
+                    ack(vec![wire::R_VALUE]);
+                    Ok(action)
+                }
+                Some(wire::Inited::Ignore) => {
+                    ack(vec![wire::R_IGNORE]);
+                    Err(ExitReason::Normal)
+                }
+                Some(wire::Inited::Stop(r)) => fail(r),
+                None => fail(ExitReason::BadArg("malformed init result".into())),
+            },
+            Step::Done(Outcome::Exit(r)) => fail(r),
+            Step::Done(Outcome::Continue { .. }) => {
+                fail(ExitReason::BadArg("init returned a tail call".into()))
+            }
+            Step::Panicked(m) => fail(ExitReason::Panic(m)),
+            Step::Pending => unreachable!("drive runs to completion"),
+        }
+    }
+
+    /// The current version of the module, re-resolved only when it changed.
+    fn current(&mut self) -> Result<Arc<Version>, ExitReason> {
+        if let Some((slot, generation, v)) = &self.cached {
+            if slot.generation.load(std::sync::atomic::Ordering::SeqCst) == *generation {
+                if let Some(v) = v.upgrade() {
+                    return Ok(v);
+                }
+            }
+        }
+        let (slot, generation, v) = self.proc.node.code.current_at(&self.module);
+        let v = v.ok_or_else(|| {
+            ExitReason::Undef(format!(
+                "module `{}` is not loaded (it was deleted and purged)",
+                self.module
+            ))
+        })?;
+        if v.server.is_none() {
+            return Err(ExitReason::Undef(format!(
+                "version {} of `{}` is not a gen_server",
+                v.vsn, self.module
+            )));
+        }
+        self.cached = Some((slot, generation, Arc::downgrade(&v)));
+        Ok(v)
+    }
+
+    /// Make the state an object of `v`, migrating it with `v`'s `code_change` if another
+    /// version made it. On failure the old state stays.
+    fn migrate_to(&self, v: &Arc<Version>) -> Result<(), ExitReason> {
+        let mut g = self.cell.slot.lock();
+        let (old_vsn, bytes) = match &*g {
+            Slot::Live { version, .. } if Arc::ptr_eq(version, v) => return Ok(()),
+            Slot::Live { version, obj, .. } => {
+                let b = version.export_state(obj).map_err(|e| {
+                    ExitReason::User(format!(
+                        "version {} of `{}` could not encode its state for the upgrade: {e}",
+                        version.vsn, self.module
+                    ))
+                })?;
+                (version.vsn.clone(), b)
+            }
+            Slot::Bytes { vsn, bytes } => (vsn.clone(), bytes.clone()),
+            Slot::Lost(r) => return Err(ExitReason::User(r.clone())),
+            Slot::Empty => return Err(ExitReason::User("the server has no state".into())),
+        };
+        let new = v
+            .code_change(self.proc.as_handle(), &old_vsn, &bytes, None)
+            .map_err(|e| {
+                ExitReason::User(format!(
+                    "code_change of `{}` from version {old_vsn} to {} failed: {e}",
+                    self.module, v.vsn
+                ))
+            })?;
+        if let Slot::Live { version, obj, .. } = self.cell.take(&mut g) {
+            version.drop_state(obj);
+        }
+        self.cell.set_live(&mut g, v, new);
+        Ok(())
+    }
+
+    /// Borrow the live state for a callback of its version.
+    fn borrow(&self) -> Option<(Arc<Version>, *mut abi::StateObj)> {
+        match &mut *self.cell.slot.lock() {
+            Slot::Live {
+                version, obj, busy, ..
+            } => {
+                *busy = true;
+                Some((version.clone(), obj.0))
+            }
+            _ => None,
+        }
+    }
+
+    fn give_back(&self) {
+        if let Slot::Live { busy, .. } = &mut *self.cell.slot.lock() {
+            *busy = false;
+        }
+    }
+
+    /// Dispatch one event to the current version: the callback's encoded result.
+    async fn dispatch(
+        &mut self,
+        kind: u32,
+        from: u64,
+        reference: u64,
+        data: &[u8],
+    ) -> Result<Vec<u8>, ExitReason> {
+        let v = self.current()?;
+        let fut = {
+            // Fast path: the state is already the current version's (one lock).
+            let fast = match &mut *self.cell.slot.lock() {
+                Slot::Live {
+                    version, obj, busy, ..
+                } if Arc::ptr_eq(version, &v) => {
+                    *busy = true;
+                    Some(obj.0)
+                }
+                _ => None,
+            };
+            let obj = match fast {
+                Some(o) => o,
+                None => {
+                    self.migrate_to(&v)?;
+                    self.borrow()
+                        .map(|(_, o)| o)
+                        .ok_or_else(|| ExitReason::User("the server has no state".into()))?
+                }
+            };
+            self.proc.bind(&v);
+            let _in = v.enter();
+            // SAFETY: `handle` belongs to `v`, which made `obj`; the state is marked busy
+            // so nothing else touches it until the future is dropped; `data` is valid for
+            // the call (the shim decodes it before returning).
+            let f = unsafe {
+                (v.sv().handle)(
+                    self.proc.as_handle(),
+                    obj,
+                    kind,
+                    from,
+                    reference,
+                    data.as_ptr(),
+                    data.len(),
+                )
+            };
+            ModuleFuture::from_raw(&v, f)
+        };
+        let step = drive(fut).await;
+        self.give_back();
+        self.proc.unbind(v);
+        match step {
+            Step::Done(Outcome::Value(b)) => Ok(b),
+            Step::Done(Outcome::Exit(r)) => Err(r),
+            Step::Done(Outcome::Continue { .. }) => {
+                Err(ExitReason::BadArg("a callback returned a tail call".into()))
+            }
+            Step::Panicked(m) => Err(ExitReason::Panic(m)),
+            Step::Pending => unreachable!("drive runs to completion"),
+        }
+    }
+
+    /// `terminate(reason)` on the state's own version; the reason the server exits with
+    /// (a panic in `terminate` replaces it).
+    async fn terminate(&mut self, reason: ExitReason) -> ExitReason {
+        let rb = reason.encode();
+        let Some(fut) = self.borrow().map(|(v, obj)| {
+            self.proc.bind(&v);
+            let _in = v.enter();
+            // SAFETY: as in `dispatch`.
+            let f =
+                unsafe { (v.sv().terminate)(self.proc.as_handle(), obj, rb.as_ptr(), rb.len()) };
+            ModuleFuture::from_raw(&v, f)
+        }) else {
+            return reason;
+        };
+        let v = fut.version.clone();
+        let step = drive(fut).await;
+        self.give_back();
+        self.proc.unbind(v);
+        match step {
+            Step::Panicked(m) => ExitReason::Panic(m),
+            Step::Done(Outcome::Exit(r)) => r,
+            _ => reason,
+        }
+    }
+
+    /// A callback crashed (or returned stop): run `terminate`, then exit.
+    async fn crash(&mut self, reason: ExitReason) -> Next {
+        if !reason.is_normalish() {
+            tracing::error!(pid = %self.proc.pid, module = %self.module, %reason, "gen_server terminating");
+        }
+        Next::Exit(self.terminate(reason).await)
+    }
+
+    async fn after_call(&mut self, from: u64, tag: u64, res: Result<Vec<u8>, ExitReason>) -> Next {
+        let b = match res {
+            Ok(b) => b,
+            Err(r) => {
+                self.wait_for_exit(from, tag);
+                return self.crash(r).await;
+            }
+        };
+        match wire::get_handled(&b) {
+            Some(wire::Handled::Reply(a, r)) => {
+                self.messages_out += 1;
+                // The module wrote [H_REPLY, action, reply]; with no action the tail
+                // [A_NONE = R_VALUE, reply] is already the reply payload.
+                if a.is_none() && b.len() >= 2 && b[1] == wire::R_VALUE {
+                    self.reply(from, tag, Payload::from_slice(&b[1..]));
+                } else {
+                    let mut d = Vec::with_capacity(r.len() + 1);
+                    d.push(wire::R_VALUE);
+                    d.extend_from_slice(r);
+                    self.reply(from, tag, Payload::from_vec(d));
+                }
+                Next::Go(a)
+            }
+            Some(wire::Handled::NoReply(a)) => {
+                self.wait_for_exit(from, tag);
+                Next::Go(a)
+            }
+            Some(wire::Handled::Stop(r)) => {
+                self.wait_for_exit(from, tag);
+                self.crash(r).await
+            }
+            Some(wire::Handled::StopReply(r, reply)) => {
+                let mut d = Vec::with_capacity(reply.len() + 1);
+                d.push(wire::R_VALUE);
+                d.extend_from_slice(reply);
+                let next = self.crash(r).await;
+                self.messages_out += 1;
+                self.reply(from, tag, Payload::from_vec(d));
+                next
+            }
+            None => {
+                self.wait_for_exit(from, tag);
+                self.crash(ExitReason::BadArg("malformed callback result".into()))
+                    .await
+            }
+        }
+    }
+
+    /// A call that is not answered now: if the server exits first, the caller gets the
+    /// exit reason.
+    ///
+    /// A call deferred and then answered by *another* process stays listed (the server
+    /// cannot see that reply); the list is pruned of callers that stopped waiting whenever
+    /// its length reaches a power of two from 64 on, so it stays bounded.
+    fn wait_for_exit(&self, from: u64, tag: u64) {
+        let n = {
+            let mut g = self.proc.inner.lock();
+            let c = &mut g.rel().callers;
+            c.push((from, tag));
+            c.len()
+        };
+        if n >= 64 && n.is_power_of_two() {
+            let listed = self.proc.inner.lock().rel().callers.clone();
+            // One process lock at a time: look at each caller, then prune ours.
+            let gone: crate::node::FxSet<(u64, u64)> = listed
+                .into_iter()
+                .filter(|(pid, tag)| {
+                    !self
+                        .proc
+                        .node
+                        .table
+                        .with(*pid, |p| {
+                            p.inner
+                                .lock()
+                                .rel
+                                .as_ref()
+                                .is_some_and(|r| r.aliases.contains(tag))
+                        })
+                        .unwrap_or(false)
+                })
+                .collect();
+            if !gone.is_empty() {
+                let mut g = self.proc.inner.lock();
+                g.rel().callers.retain(|c| !gone.contains(c));
+            }
+        }
+    }
+
+    async fn after_cast(&mut self, res: Result<Vec<u8>, ExitReason>) -> Next {
+        match res.map(|b| match wire::get_handled(&b) {
+            Some(wire::Handled::NoReply(a)) => Ok(a),
+            Some(wire::Handled::Stop(r)) => Err(r),
+            _ => Err(ExitReason::BadArg("malformed callback result".into())),
+        }) {
+            Ok(Ok(a)) => Next::Go(a),
+            Ok(Err(r)) | Err(r) => self.crash(r).await,
+        }
+    }
+
+    /// Wait for the next event: `None` when `deadline` (node clock) passes first.
+    fn next(
+        &self,
+        deadline: Option<u64>,
+    ) -> impl std::future::Future<Output = Option<Envelope>> + '_ {
+        let parent = self.parent;
+        let suspended = self.suspended;
+        poll_fn(move |_| {
+            let mut g = self.proc.inner.lock();
+            let got = if suspended {
+                self.proc.take_first(&mut g, |e| {
+                    e.kind == abi::MSG_SYSTEM || (e.kind == abi::MSG_EXIT && Some(e.from) == parent)
+                })
+            } else {
+                self.proc.take_first(&mut g, |_| true)
+            };
+            if let Some(e) = got {
+                g.received += 1;
+                return Poll::Ready(Some(e));
+            }
+            if let Some(d) = deadline {
+                if self.proc.node.now_ns() >= d {
+                    return Poll::Ready(None);
+                }
+                g.wake_at = g.wake_at.min(d);
+            }
+            Poll::Pending
+        })
+    }
+
+    async fn run(&mut self, mut action: Option<Action>) -> ExitReason {
+        let mut timeout: Option<Duration> = None;
+        loop {
+            match action.take() {
+                Some(Action::Continue(c)) => {
+                    let r = self.dispatch(abi::HANDLE_CONTINUE, 0, 0, &c).await;
+                    match self.after_cast(r).await {
+                        Next::Go(a) => {
+                            action = a;
+                            continue;
+                        }
+                        Next::Exit(r) => return r,
+                    }
+                }
+                Some(Action::Timeout(d)) => timeout = Some(d),
+                Some(Action::Hibernate) => {
+                    let mut g = self.proc.inner.lock();
+                    g.mailbox.shrink_to_fit();
+                }
+                None => {}
+            }
+            // Restarted from zero after every event, system messages included (§2.3).
+            let deadline = match (timeout, self.suspended) {
+                (Some(d), false) => Some(
+                    self.proc
+                        .node
+                        .now_ns()
+                        .saturating_add(d.as_nanos().min(u64::MAX as u128) as u64),
+                ),
+                _ => None,
+            };
+            let Some(e) = self.next(deadline).await else {
+                timeout = None;
+                let r = self.dispatch(abi::HANDLE_TIMEOUT, 0, 0, &[]).await;
+                match self.after_cast(r).await {
+                    Next::Go(a) => action = a,
+                    Next::Exit(r) => return r,
+                }
+                continue;
+            };
+            let next = match e.kind {
+                abi::MSG_SYSTEM => match self.system(e).await {
+                    Some(r) => return r,
+                    None => continue,
+                },
+                abi::MSG_EXIT if Some(e.from) == self.parent => {
+                    let r = ExitReason::decode(&e.data);
+                    return self.terminate(r).await;
+                }
+                abi::MSG_REPLY => continue,
+                abi::MSG_CALL => {
+                    timeout = None;
+                    self.messages_in += 1;
+                    let r = self
+                        .dispatch(abi::MSG_CALL, e.from, e.reference, &e.data)
+                        .await;
+                    self.after_call(e.from, e.reference, r).await
+                }
+                kind => {
+                    timeout = None;
+                    self.messages_in += 1;
+                    let r = self.dispatch(kind, e.from, e.reference, &e.data).await;
+                    self.after_cast(r).await
+                }
+            };
+            match next {
+                Next::Go(a) => action = a,
+                Next::Exit(r) => return r,
+            }
+        }
+    }
+
+    /// Export the state as bytes (whatever version holds it).
+    fn state_bytes(&self) -> Result<(Option<String>, Vec<u8>), String> {
+        match &*self.cell.slot.lock() {
+            Slot::Live { version, obj, .. } => version
+                .export_state(obj)
+                .map(|b| (Some(version.vsn.clone()), b)),
+            Slot::Bytes { bytes, .. } => Ok((None, bytes.clone())),
+            Slot::Lost(r) => Err(r.clone()),
+            Slot::Empty => Err("the server has no state".into()),
+        }
+    }
+
+    fn status(&self) -> ServerStatus {
+        let (version, state) = {
+            let g = self.cell.slot.lock();
+            match &*g {
+                Slot::Live { version, obj, .. } => {
+                    let text = version.format_status(obj).unwrap_or_else(|| {
+                        match version.export_state(obj) {
+                            Ok(b) => state_json(&b),
+                            Err(e) => format!("<state could not be encoded: {e}>"),
+                        }
+                    });
+                    (Some(version.vsn.clone()), text)
+                }
+                Slot::Bytes { bytes, vsn } => (
+                    None,
+                    format!(
+                        "{} (encoded by version {vsn}, migrated at the next message)",
+                        state_json(bytes)
+                    ),
+                ),
+                Slot::Lost(r) => (None, format!("<lost: {r}>")),
+                Slot::Empty => (None, "<none>".into()),
+            }
+        };
+        let (name, queue) = {
+            let g = self.proc.inner.lock();
+            (g.name().map(str::to_string), self.proc.queue_len(&g))
+        };
+        ServerStatus {
+            pid: self.proc.pid,
+            name,
+            module: self.module.clone(),
+            version,
+            suspended: self.suspended,
+            parent: self.parent.map(Pid),
+            state,
+            message_queue_len: queue,
+            messages_in: self.messages_in,
+            messages_out: self.messages_out,
+        }
+    }
+
+    /// Handle a system request; `Some(reason)` if the server must exit.
+    async fn system(&mut self, e: Envelope) -> Option<ExitReason> {
+        let req = match codec::decode::<Request>(&e.data) {
+            Ok(r) => r,
+            Err(err) => {
+                self.sys_err(&e, E_REFUSED, &format!("unknown_system_msg: {err}"));
+                return None;
+            }
+        };
+        match req {
+            Request::Suspend => {
+                self.suspended = true;
+                self.sys_ok(&e, &[]);
+            }
+            Request::Resume => {
+                self.suspended = false;
+                self.sys_ok(&e, &[]);
+            }
+            Request::GetState => match self.state_bytes() {
+                Ok((_, b)) => self.sys_ok(&e, &b),
+                Err(m) => self.sys_err(&e, E_FAILED, &m),
+            },
+            Request::GetStatus => {
+                let st = codec::encode(&self.status());
+                self.sys_ok(&e, &st);
+            }
+            Request::Statistics(on) => {
+                match on {
+                    Some(true) => {
+                        self.stats = Some((now_ms(), self.messages_in, self.messages_out))
+                    }
+                    Some(false) => self.stats = None,
+                    None => {}
+                }
+                let st = self.stats.map(|(t, i, o)| Statistics {
+                    start_time_ms: t,
+                    current_time_ms: now_ms(),
+                    messages_in: self.messages_in - i,
+                    messages_out: self.messages_out - o,
+                });
+                self.sys_ok(&e, &codec::encode(&st));
+            }
+            Request::ReplaceBegin => self.replace_state(e).await,
+            Request::ReplaceCommit(_) | Request::ReplaceCancel => {
+                self.sys_err(
+                    &e,
+                    E_REFUSED,
+                    "unknown_system_msg: no replace_state in progress",
+                );
+            }
+            Request::ChangeCode {
+                module,
+                old_vsn,
+                extra,
+            } => self.change_code(&e, &module, &old_vsn, extra.as_deref()),
+            Request::Terminate(r) => {
+                self.sys_ok(&e, &[]);
+                let reason = ExitReason::decode(&r);
+                return Some(self.terminate(reason).await);
+            }
+        }
+        None
+    }
+
+    fn change_code(&mut self, e: &Envelope, module: &str, old_vsn: &str, extra: Option<&[u8]>) {
+        if !self.suspended {
+            return self.sys_err(
+                e,
+                E_REFUSED,
+                "unknown_system_msg: change_code is only accepted while the process is suspended (sys suspend it first)",
+            );
+        }
+        if module != self.module {
+            return self.sys_err(
+                e,
+                E_REFUSED,
+                &format!("this process runs module `{}`, not `{module}`", self.module),
+            );
+        }
+        let v = match self.current() {
+            Ok(v) => v,
+            Err(r) => return self.sys_err(e, E_FAILED, &r.to_string()),
+        };
+        let mut g = self.cell.slot.lock();
+        let bytes = match &*g {
+            Slot::Live { version, obj, .. } => version.export_state(obj),
+            Slot::Bytes { bytes, .. } => Ok(bytes.clone()),
+            Slot::Lost(r) => Err(r.clone()),
+            Slot::Empty => Err("the server has no state".into()),
+        };
+        let res = bytes.and_then(|b| v.code_change(self.proc.as_handle(), old_vsn, &b, extra));
+        match res {
+            Ok(new) => {
+                if let Slot::Live { version, obj, .. } = self.cell.take(&mut g) {
+                    version.drop_state(obj);
+                }
+                self.cell.set_live(&mut g, &v, new);
+                drop(g);
+                self.sys_ok(e, &[]);
+            }
+            Err(m) => {
+                drop(g);
+                self.sys_err(
+                    e,
+                    E_FAILED,
+                    &format!(
+                        "code_change of `{module}` version {} failed: {m}; the process keeps its old state and stays suspended",
+                        v.vsn
+                    ),
+                );
+            }
+        }
+    }
+
+    /// `sys:replace_state`: send the state, then wait for the caller's new state (or its
+    /// cancel) before anything else runs.
+    async fn replace_state(&mut self, e: Envelope) {
+        let b = match self.state_bytes() {
+            Ok((_, b)) => b,
+            Err(m) => return self.sys_err(&e, E_FAILED, &m),
+        };
+        self.sys_ok(&e, &b);
+        let caller = e.from;
+        let deadline = self
+            .proc
+            .node
+            .now_ns()
+            .saturating_add(hotswap::gen_server::DEFAULT_TIMEOUT.as_nanos() as u64);
+        let next = poll_fn(|_| {
+            let mut g = self.proc.inner.lock();
+            if let Some(m) = self.proc.take_first(&mut g, |m| {
+                m.kind == abi::MSG_SYSTEM
+                    && m.from == caller
+                    && matches!(
+                        codec::decode::<Request>(&m.data),
+                        Ok(Request::ReplaceCommit(_) | Request::ReplaceCancel)
+                    )
+            }) {
+                return Poll::Ready(Some(m));
+            }
+            if self.proc.node.now_ns() >= deadline {
+                return Poll::Ready(None);
+            }
+            g.wake_at = g.wake_at.min(deadline);
+            Poll::Pending
+        })
+        .await;
+        let Some(m) = next else {
+            tracing::warn!(pid = %self.proc.pid, "replace_state: the caller sent no new state in time; state kept");
+            return;
+        };
+        let Ok(Request::ReplaceCommit(bytes)) = codec::decode::<Request>(&m.data) else {
+            return self.sys_ok(&m, &[]);
+        };
+        let mut g = self.cell.slot.lock();
+        let res = match &*g {
+            Slot::Live { version, .. } => {
+                version.import_state(&bytes).map(|o| (version.clone(), o))
+            }
+            _ => Err("the state is not live (its version was purged); send a message first".into()),
+        };
+        match res {
+            Ok((v, new)) => {
+                if let Slot::Live { version, obj, .. } = self.cell.take(&mut g) {
+                    version.drop_state(obj);
+                }
+                self.cell.set_live(&mut g, &v, new);
+                drop(g);
+                self.sys_ok(&m, &[]);
+            }
+            Err(err) => {
+                drop(g);
+                self.sys_err(
+                    &m,
+                    E_FAILED,
+                    &format!("callback_failed: the new state did not decode: {err}"),
+                );
+            }
+        }
+    }
+}
+
+/// Encoded state rendered as JSON (MessagePack with named fields maps onto it).
+pub(crate) fn state_json(b: &[u8]) -> String {
+    match rmp_serde::from_slice::<serde_json::Value>(b) {
+        Ok(v) => v.to_string(),
+        Err(_) => format!("<{} bytes>", b.len()),
+    }
+}

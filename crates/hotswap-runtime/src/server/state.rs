@@ -1,0 +1,225 @@
+//! A gen_server's state and the version that made it.
+//!
+//! The state is an object of one module version, touched only through that version's
+//! functions (architecture §2.2). It lives in a [`StateCell`] shared by the server's loop
+//! and the version (which lists the cells it made), so that a purge can turn an idle
+//! server's state into bytes with the old version's own `export_state` before unmapping
+//! it: the server survives, and the current version's `code_change` reads the bytes at
+//! its next message.
+
+use std::ffi::c_void;
+use std::sync::{Arc, Weak};
+
+use hotswap_abi as abi;
+use parking_lot::Mutex;
+
+use crate::code::Version;
+use crate::host_api::write_vec;
+
+/// A state object made by a version.
+pub(crate) struct StatePtr(pub(crate) *mut abi::StateObj);
+
+// SAFETY: the object is only touched by one thread at a time (under the cell's lock, or by
+// the server's callback while the cell is marked busy); module state types are `Send`
+// (the SDK's `GenServer` requires it).
+unsafe impl Send for StatePtr {}
+
+/// Where a server's state is.
+pub(crate) enum Slot {
+    /// None yet (before `init`), or gone (after `terminate`).
+    Empty,
+    /// An object of `version`. `busy` while a callback borrows it.
+    Live {
+        version: Arc<Version>,
+        obj: StatePtr,
+        busy: bool,
+    },
+    /// Encoded by version `vsn`, waiting for the current version's `code_change`.
+    Bytes { vsn: String, bytes: Vec<u8> },
+    /// The state could not be kept (its version failed to encode it before a purge).
+    Lost(String),
+}
+
+/// A server's state, shared with the versions that list it.
+pub(crate) struct StateCell {
+    pub(crate) pid: u64,
+    pub(crate) slot: Mutex<Slot>,
+}
+
+impl StateCell {
+    pub(crate) fn new(pid: u64) -> Arc<StateCell> {
+        Arc::new(StateCell {
+            pid,
+            slot: Mutex::new(Slot::Empty),
+        })
+    }
+
+    /// Make `obj` of `version` the state (the slot must not hold a live object).
+    pub(crate) fn set_live(self: &Arc<Self>, g: &mut Slot, version: &Arc<Version>, obj: StatePtr) {
+        version.states.lock().insert(self.pid, Arc::downgrade(self));
+        *g = Slot::Live {
+            version: version.clone(),
+            obj,
+            busy: false,
+        };
+    }
+
+    /// Take the slot's content out, unlisting a live object from its version (the caller
+    /// owns the object then).
+    pub(crate) fn take(&self, g: &mut Slot) -> Slot {
+        let s = std::mem::replace(g, Slot::Empty);
+        if let Slot::Live { version, .. } = &s {
+            version.states.lock().remove(&self.pid);
+        }
+        s
+    }
+
+    /// Turn an idle live state of `v` into bytes (before `v` is unmapped).
+    fn dehydrate(&self, v: &Arc<Version>) {
+        let mut g = self.slot.lock();
+        let ours =
+            matches!(&*g, Slot::Live { version, busy: false, .. } if Arc::ptr_eq(version, v));
+        if !ours {
+            return;
+        }
+        let Slot::Live { version, obj, .. } = self.take(&mut g) else {
+            return;
+        };
+        *g = match version.export_state(&obj) {
+            Ok(bytes) => Slot::Bytes {
+                vsn: version.vsn.clone(),
+                bytes,
+            },
+            Err(e) => Slot::Lost(format!(
+                "version {} of {} could not encode the state before it was purged: {e}",
+                version.vsn, version.name
+            )),
+        };
+        version.drop_state(obj);
+    }
+}
+
+impl Drop for StateCell {
+    fn drop(&mut self) {
+        let s = std::mem::replace(self.slot.get_mut(), Slot::Empty);
+        if let Slot::Live { version, obj, .. } = s {
+            version.states.lock().remove(&self.pid);
+            version.drop_state(obj);
+        }
+    }
+}
+
+/// Before `v` is unmapped: every idle state it made becomes bytes.
+pub(crate) fn dehydrate_all(v: &Arc<Version>) {
+    let cells: Vec<Weak<StateCell>> = v.states.lock().values().cloned().collect();
+    for c in cells.iter().filter_map(Weak::upgrade) {
+        c.dehydrate(v);
+    }
+}
+
+fn status_text(st: u32, out: Vec<u8>) -> Result<Vec<u8>, String> {
+    match st {
+        abi::STATUS_READY => Ok(out),
+        abi::STATUS_PANICKED => Err(format!("panicked: {}", String::from_utf8_lossy(&out))),
+        _ => Err(String::from_utf8_lossy(&out).into_owned()),
+    }
+}
+
+fn out_ptr(v: &mut Vec<u8>) -> *mut c_void {
+    v as *mut Vec<u8> as *mut c_void
+}
+
+impl Version {
+    /// The gen_server callbacks (only versions that have them make states).
+    pub(crate) fn sv(&self) -> &abi::ServerVTable {
+        self.server
+            .as_ref()
+            .expect("only gen_server modules make states")
+    }
+
+    /// Encode a state this version made.
+    pub(crate) fn export_state(&self, obj: &StatePtr) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        let _in = self.enter();
+        // SAFETY: `obj` is a live state of this version, not borrowed by a callback; the
+        // version is mapped while `self` is reachable.
+        let st = unsafe { (self.sv().export_state)(obj.0, out_ptr(&mut out), write_vec) };
+        status_text(st, out)
+    }
+
+    /// The module's `format_status` text, if it has one.
+    pub(crate) fn format_status(&self, obj: &StatePtr) -> Option<String> {
+        let mut out = Vec::new();
+        let _in = self.enter();
+        // SAFETY: as for `export_state`.
+        let st = unsafe { (self.sv().format_status)(obj.0, out_ptr(&mut out), write_vec) };
+        (st == abi::STATUS_READY).then(|| String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// Destroy a state this version made.
+    pub(crate) fn drop_state(&self, obj: StatePtr) {
+        let mut out = Vec::new();
+        let _in = self.enter();
+        // SAFETY: `obj` is a live state of this version and is consumed here.
+        let st = unsafe { (self.sv().drop_state)(obj.0, out_ptr(&mut out), write_vec) };
+        if st != abi::STATUS_READY {
+            tracing::warn!(module = %self.name, "a gen_server state destructor panicked: {}", String::from_utf8_lossy(&out));
+        }
+    }
+
+    /// This version's `code_change(old_vsn, bytes, extra)`.
+    pub(crate) fn code_change(
+        &self,
+        proc: *mut abi::ProcHandle,
+        old_vsn: &str,
+        bytes: &[u8],
+        extra: Option<&[u8]>,
+    ) -> Result<StatePtr, String> {
+        let mut out = Vec::new();
+        let mut obj: *mut abi::StateObj = std::ptr::null_mut();
+        let _in = self.enter();
+        // SAFETY: all byte ranges are valid for the call; `obj` and `out` outlive it.
+        let st = unsafe {
+            (self.sv().code_change)(
+                proc,
+                abi::Bytes::new(old_vsn.as_bytes()),
+                abi::Bytes::new(bytes),
+                abi::Bytes::new(extra.unwrap_or(&[])),
+                extra.is_some() as u32,
+                &mut obj,
+                out_ptr(&mut out),
+                write_vec,
+            )
+        };
+        status_text(st, out).and_then(|_| {
+            if obj.is_null() {
+                Err("code_change returned no state".into())
+            } else {
+                Ok(StatePtr(obj))
+            }
+        })
+    }
+
+    /// Decode a state of this version from bytes it exported.
+    pub(crate) fn import_state(&self, bytes: &[u8]) -> Result<StatePtr, String> {
+        let mut out = Vec::new();
+        let mut obj: *mut abi::StateObj = std::ptr::null_mut();
+        let _in = self.enter();
+        // SAFETY: as for `code_change`.
+        let st = unsafe {
+            (self.sv().import_state)(
+                abi::Bytes::new(bytes),
+                &mut obj,
+                out_ptr(&mut out),
+                write_vec,
+            )
+        };
+        status_text(st, out).and_then(|_| {
+            if obj.is_null() {
+                Err("import returned no state".into())
+            } else {
+                Ok(StatePtr(obj))
+            }
+        })
+    }
+}

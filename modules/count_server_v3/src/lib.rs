@@ -1,0 +1,11 @@
+//! Seed 002 CountServer, version 3. See `modules/common/count_server.rs`.
+const VSN: &str = "3";
+const STEP: u64 = 2;
+const MAKE_EVEN: bool = true;
+/// The tick this version speaks.
+pub type Tick = OldTick;
+fn decode_tick(b: &[u8]) -> Result<Tick, hotswap::codec::DecodeError> {
+    hotswap::codec::decode(b)
+}
+include!("../../common/count_server.rs");
+hotswap::module! { name: "count_server", version: "3", gen_server: CountServer }

@@ -1,0 +1,11 @@
+//! Seed 002 CountServer, version 4. See `modules/common/count_server.rs`.
+const VSN: &str = "4";
+const STEP: u64 = 1;
+const MAKE_EVEN: bool = false;
+/// The tick this version speaks.
+pub type Tick = NewTick;
+fn decode_tick(b: &[u8]) -> Result<Tick, hotswap::codec::DecodeError> {
+    hotswap::codec::decode(b)
+}
+include!("../../common/count_server.rs");
+hotswap::module! { name: "count_server", version: "4", gen_server: CountServer }
