@@ -31,7 +31,7 @@ fn lib_name(krate: &str) -> String {
 
 /// The module crates the tests use, built once per test binary into the binary's
 /// directory (target/<profile>).
-const MODULES: &[&str] = &["demo_v1", "demo_v2"];
+const MODULES: &[&str] = &["demo_v1", "demo_v2", "upgrade_srv_v1", "upgrade_srv_v2"];
 
 fn modules_dir() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
@@ -1103,4 +1103,173 @@ fn cli_background_start_and_stop() {
         log.contains("node running") && log.contains("node stopped"),
         "{log}"
     );
+}
+
+const SERVERS_MANIFEST: &str = r#"
+[release]
+name = "servers"
+version = "1.0.0"
+
+[[module]]
+name = "demo"
+version = "1"
+file = "lib/libdemo_v1.so"
+
+[[module]]
+name = "upgrade_srv"
+version = "1"
+file = "lib/libupgrade_srv_v1.so"
+
+[[application]]
+name = "counters"
+version = "1.0.0"
+start = [
+  { server = "upgrade_srv", name = "counter" },
+  { server = "upgrade_srv" },
+]
+
+[[application]]
+name = "plain"
+version = "1.0.0"
+depends = ["counters"]
+start = [{ spawn = "demo:start", arg = "plain", name = "plain" }]
+"#;
+
+/// suspend → load → change-code → resume on a gen_server started by the release, by name
+/// and by pid, with the state read back at each step; and every refusal on the way.
+#[test]
+fn cli_sys_suspend_change_code_resume() {
+    let rel = Rel::with_manifest("sys", SERVERS_MANIFEST);
+    let mut node = NodeProc::start(&rel);
+    let (_, st) = rel.json(&["status"]);
+    let apps = st["applications"].as_array().expect("applications");
+    assert_eq!(apps[0]["name"], "counters", "{st}");
+    assert_eq!(apps[1]["name"], "plain", "dependencies first: {st}");
+    let other = apps[0]["processes"][1]["pid"]
+        .as_str()
+        .expect("pid")
+        .to_string();
+    assert_eq!(apps[0]["processes"][0]["starts"], "gen_server upgrade_srv");
+
+    // The state v1's init made.
+    let (code, v) = rel.json(&["get-state", "counter"]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(
+        v["state"],
+        json!({ "calls": 0, "migrations": 0, "vsn": "1" }),
+        "{v}"
+    );
+    let r = rel.ctl(&["get-state", &other]);
+    assert_eq!(r.code, Some(0), "by pid: {r}");
+    assert!(r.stdout.contains("\"vsn\": \"1\""), "{r}");
+
+    // change-code is refused unless suspended; the state is unchanged.
+    let (code, e) = rel.json(&["change-code", "counter", "upgrade_srv", "1"]);
+    assert_eq!(code, Some(1), "{e}");
+    assert_eq!(e["error"]["kind"], "refused", "{e}");
+    assert!(
+        e["error"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("hotswap suspend"),
+        "{e}"
+    );
+
+    // suspend, load v2 while suspended, change-code, then the state is v2's.
+    let r = rel.ctl(&["suspend", "counter"]);
+    assert_eq!(r.code, Some(0), "{r}");
+    assert!(r.stdout.contains("suspended"), "{r}");
+    let r = rel.ctl(&["load", rel.lib("upgrade_srv_v2").to_str().unwrap()]);
+    assert_eq!(r.code, Some(0), "{r}");
+    let (_, ps) = rel.json(&["processes"]);
+    let counter = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "counter")
+        .expect("the counter in processes")
+        .clone();
+    assert_eq!(counter["module"], "upgrade_srv", "{counter}");
+    assert_eq!(
+        counter["version"], "1",
+        "its state is still v1's: {counter}"
+    );
+    assert_eq!(counter["old_code"], true, "{counter}");
+    let (code, v) = rel.json(&[
+        "change-code",
+        "counter",
+        "upgrade_srv",
+        "1",
+        "--extra",
+        r#"{"reason": "test"}"#,
+    ]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["changed"], true, "{v}");
+    let (_, v) = rel.json(&["get-state", "counter"]);
+    assert_eq!(
+        v["state"],
+        json!({ "calls": 0, "migrations": 1, "vsn": "2" }),
+        "{v}"
+    );
+    let r = rel.ctl(&["resume", "counter"]);
+    assert_eq!(r.code, Some(0), "{r}");
+    assert!(r.stdout.contains("resumed"), "{r}");
+    let (_, v) = rel.json(&["get-state", "counter"]);
+    assert_eq!(v["state"]["vsn"], "2", "still v2's after resume: {v}");
+
+    // The same by pid, in its printed form.
+    for step in [
+        vec!["suspend", other.as_str()],
+        vec!["change-code", other.as_str(), "upgrade_srv", "1"],
+        vec!["resume", other.as_str()],
+    ] {
+        let r = rel.ctl(&step);
+        assert_eq!(r.code, Some(0), "{step:?}: {r}");
+    }
+    let (_, v) = rel.json(&["get-state", &other]);
+    assert_eq!(
+        v["state"],
+        json!({ "calls": 0, "migrations": 1, "vsn": "2" }),
+        "{v}"
+    );
+    // No process runs v1 any more, so it can go without killing anything.
+    let r = rel.ctl(&["soft-purge", "upgrade_srv"]);
+    assert_eq!(r.code, Some(0), "{r}");
+
+    // Refusals say what was wrong.
+    for target in ["nosuch", "<0.999.0>", "999"] {
+        let (code, e) = rel.json(&["suspend", target]);
+        assert_eq!(code, Some(1), "{target}: {e}");
+        assert_eq!(e["error"]["kind"], "noproc", "{target}: {e}");
+    }
+    let r = rel.ctl(&[
+        "change-code",
+        "counter",
+        "upgrade_srv",
+        "1",
+        "--extra",
+        "{not json",
+    ]);
+    assert_eq!(r.code, Some(2), "{r}");
+    assert!(
+        r.stderr.contains("--extra") && r.stderr.contains("not JSON"),
+        "{r}"
+    );
+    // A plain process does not speak sys: no answer, and the error says why that may be.
+    let (code, e) = rel.json(&["get-state", "plain", "--timeout", "0.5"]);
+    assert_eq!(code, Some(1), "{e}");
+    assert!(
+        e["error"]["hint"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("gen_server"),
+        "{e}"
+    );
+
+    // Stopping runs the servers' terminate and exits cleanly.
+    let r = rel.ctl(&["stop"]);
+    assert_eq!(r.code, Some(0), "{r}");
+    assert_eq!(node.wait_exit(WAIT), Some(0));
+    let err = node.stderr();
+    assert!(err.contains("clean=true"), "{err}");
 }

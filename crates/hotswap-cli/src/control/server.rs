@@ -284,27 +284,46 @@ fn status(state: &NodeState) -> Value {
 
 fn processes(state: &NodeState) -> Value {
     let node = &state.node;
-    // module -> instance of its old version, to mark processes running old code.
-    let old: HashMap<String, u64> = node
-        .code()
-        .modules()
-        .into_iter()
-        .filter_map(|m| m.old.map(|o| (m.name, o.instance)))
+    // module -> its old version (instance, version) and its current version string, to
+    // mark processes running old code (or gen_servers whose state the old version made).
+    let mods = node.code().modules();
+    let old: HashMap<&str, (u64, &str)> = mods
+        .iter()
+        .filter_map(|m| {
+            m.old
+                .as_ref()
+                .map(|o| (m.name.as_str(), (o.instance, o.version.as_str())))
+        })
+        .collect();
+    let current: HashMap<&str, &str> = mods
+        .iter()
+        .filter_map(|m| {
+            m.current
+                .as_ref()
+                .map(|c| (m.name.as_str(), c.version.as_str()))
+        })
         .collect();
     let list: Vec<Value> = node
         .processes()
         .into_iter()
         .filter_map(|pid| node.process_info(pid))
         .map(|i| {
+            // What it runs: its outermost binding, or for an idle gen_server the version
+            // that made its state.
             let (module, version) = i
                 .running
                 .first()
                 .map(|(m, v, _)| (Some(m.clone()), Some(v.clone())))
+                .or_else(|| i.gen_server.clone().map(|(m, v)| (Some(m), Some(v))))
                 .unwrap_or((None, None));
             let old_code = i
                 .running
                 .iter()
-                .any(|(m, _, inst)| old.get(m) == Some(inst));
+                .any(|(m, _, inst)| old.get(m.as_str()).is_some_and(|o| o.0 == *inst))
+                || i.gen_server.as_ref().is_some_and(|(m, v)| {
+                    old.get(m.as_str()).is_some_and(|o| o.1 == v)
+                        && current.get(m.as_str()) != Some(&v.as_str())
+                });
             json!({
                 "pid": i.pid.to_string(),
                 "name": i.name,
@@ -312,6 +331,7 @@ fn processes(state: &NodeState) -> Value {
                 "module": module,
                 "version": version,
                 "old_code": old_code,
+                "gen_server": i.gen_server.as_ref().map(|(m, v)| json!({ "module": m, "version": v })),
                 "running": i.running.iter().map(|(m, v, inst)| json!({ "module": m, "version": v, "instance": inst })).collect::<Vec<_>>(),
                 "message_queue_len": i.message_queue_len,
                 "memory": i.memory,
