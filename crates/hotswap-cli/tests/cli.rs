@@ -831,6 +831,10 @@ fn cli_node_not_running_clear_error() {
             "nosuchmodule:start\", arg = \"tally-1\"",
         ),
         ("[release]", "[release]\nbogus_key = 1"),
+        (
+            "spawn = \"demo:start\", arg = \"tally-2\"",
+            "server = \"demo\", arg = \"tally-2\"",
+        ),
     ];
     let expect = [
         "holds version \"1\", but",
@@ -838,7 +842,9 @@ fn cli_node_not_running_clear_error() {
         "exports no function `nosuch`",
         "module \"nosuchmodule\" is not in the release's [[module]] list",
         "bogus_key",
+        "is not a gen_server",
     ];
+    assert_eq!(cases.len(), expect.len());
     for ((from, to), want) in cases.iter().zip(expect) {
         let manifest = DEFAULT_MANIFEST.replacen(from, to, 1);
         assert_ne!(manifest, DEFAULT_MANIFEST);
