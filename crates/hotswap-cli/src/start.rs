@@ -224,11 +224,17 @@ fn prepare(dir: &ReleaseDir, wanted: Option<&str>) -> Result<Prepared, StartFail
     })
 }
 
-/// The pid of a node of this release that answers on its control socket.
-fn running_node(dir: &ReleaseDir) -> Option<u32> {
+/// The pid (as its pid file says, or "unknown") of a node of this release that accepts
+/// connections on its control socket.
+fn running_node(dir: &ReleaseDir) -> Option<String> {
     std::os::unix::net::UnixStream::connect(dir.socket()).ok()?;
-    let pid = std::fs::read_to_string(dir.pid_file()).ok()?;
-    pid.trim().parse().ok().or(Some(0))
+    let pid = std::fs::read_to_string(dir.pid_file()).unwrap_or_default();
+    let pid = pid.trim();
+    Some(if pid.is_empty() {
+        "unknown".into()
+    } else {
+        pid.to_string()
+    })
 }
 
 /// Read the cookie, creating it (64 random hex digits, mode 0600) if absent. A cookie file
