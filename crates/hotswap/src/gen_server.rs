@@ -337,7 +337,8 @@ impl std::fmt::Display for ServerRef {
 
 impl std::str::FromStr for ServerRef {
     type Err = std::convert::Infallible;
-    /// `<0.12>`, `0.12` or `12` are pids; anything else is a registered name.
+    /// `<0.12.0>` (how pids print), `<0.12>`, `0.12.0`, `0.12` or `12` are pids; anything
+    /// else is a registered name.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let t = s.trim();
         let inner = t
@@ -345,6 +346,7 @@ impl std::str::FromStr for ServerRef {
             .and_then(|x| x.strip_suffix('>'))
             .unwrap_or(t);
         let num = inner.strip_prefix("0.").unwrap_or(inner);
+        let num = num.strip_suffix(".0").unwrap_or(num);
         match num.parse::<u64>() {
             Ok(n) if !num.is_empty() => Ok(ServerRef::Pid(Pid(n))),
             _ => Ok(ServerRef::Name(t.to_string())),

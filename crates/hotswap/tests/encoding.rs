@@ -150,3 +150,26 @@ fn decode_compat_prefers_new_form_and_names_both_on_failure() {
     let text = err.to_string();
     assert!(text.contains("New") && text.contains("Old"), "{text}");
 }
+
+#[test]
+fn server_refs_parse_as_pids_print() {
+    use hotswap::gen_server::ServerRef;
+    use hotswap::Pid;
+    let p = Pid(12);
+    for s in [
+        p.to_string().as_str(),
+        "<0.12>",
+        "0.12.0",
+        "0.12",
+        "12",
+        " 12 ",
+    ] {
+        assert_eq!(s.parse::<ServerRef>().unwrap(), ServerRef::Pid(p), "{s}");
+    }
+    for s in ["counter", "0.x", "<counter>"] {
+        assert!(
+            matches!(s.parse::<ServerRef>().unwrap(), ServerRef::Name(_)),
+            "{s}"
+        );
+    }
+}
