@@ -345,12 +345,15 @@ impl std::str::FromStr for ServerRef {
             .strip_prefix('<')
             .and_then(|x| x.strip_suffix('>'))
             .unwrap_or(t);
-        let num = inner.strip_prefix("0.").unwrap_or(inner);
-        let num = num.strip_suffix(".0").unwrap_or(num);
-        match num.parse::<u64>() {
-            Ok(n) if !num.is_empty() => Ok(ServerRef::Pid(Pid(n))),
-            _ => Ok(ServerRef::Name(t.to_string())),
-        }
+        let parts: Vec<&str> = inner.split('.').collect();
+        let n = match parts.as_slice() {
+            [n] | ["0", n] | ["0", n, "0"] => n.parse::<u64>().ok(),
+            _ => None,
+        };
+        Ok(match n {
+            Some(n) if n > 0 => ServerRef::Pid(Pid(n)),
+            _ => ServerRef::Name(t.to_string()),
+        })
     }
 }
 

@@ -166,7 +166,7 @@ fn server_refs_parse_as_pids_print() {
     ] {
         assert_eq!(s.parse::<ServerRef>().unwrap(), ServerRef::Pid(p), "{s}");
     }
-    for s in ["counter", "0.x", "<counter>"] {
+    for s in ["counter", "0.x", "<counter>", "<0.12.1>", "1.12", "0", "<>"] {
         assert!(
             matches!(s.parse::<ServerRef>().unwrap(), ServerRef::Name(_)),
             "{s}"
