@@ -610,6 +610,9 @@ pub(crate) fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
 
 /// The task that drives a process until it exits.
 pub(crate) async fn run(proc: Arc<Process>, mut body: Body) {
+    // Armed at the earliest deadline seen and kept across waits: a later deadline does not
+    // re-register it (an early expiry only re-polls the body, which re-arms it).
+    let mut timer: Option<(u64, std::pin::Pin<Box<tokio::time::Sleep>>)> = None;
     let reason = loop {
         {
             let mut g = proc.inner.lock();
@@ -641,13 +644,31 @@ pub(crate) async fn run(proc: Arc<Process>, mut body: Body) {
         }
         let wake_at = proc.inner.lock().wake_at;
         if wake_at == u64::MAX {
+            if timer.as_ref().is_some_and(|(_, s)| s.is_elapsed()) {
+                timer = None;
+            }
             proc.notify.notified().await;
         } else {
-            // Boxed: an idle process without a deadline should not carry a timer's size.
-            let sleep = Box::pin(tokio::time::sleep_until(proc.node.instant_at(wake_at)));
+            let sleep = match &mut timer {
+                Some((at, s)) if *at <= wake_at && !s.is_elapsed() => s,
+                Some((at, s)) => {
+                    s.as_mut().reset(proc.node.instant_at(wake_at));
+                    *at = wake_at;
+                    s
+                }
+                None => {
+                    &mut timer
+                        .insert((
+                            wake_at,
+                            Box::pin(tokio::time::sleep_until(proc.node.instant_at(wake_at))),
+                        ))
+                        .1
+                }
+            };
             tokio::select! {
+                biased;
                 _ = proc.notify.notified() => {}
-                _ = sleep => {}
+                _ = sleep.as_mut() => {}
             }
         }
     };

@@ -70,6 +70,8 @@ pub(crate) struct Version {
     /// this is not zero.
     bound: AtomicUsize,
     unbound: Arc<Notify>,
+    /// A purge is waiting on `unbound` (so unbinding only notifies when someone listens).
+    awaited: std::sync::atomic::AtomicBool,
 }
 
 const FLIGHT_SLOTS: usize = 8;
@@ -136,7 +138,9 @@ impl Version {
     /// Release one binding, consuming the caller's reference first: a purge woken by the
     /// last unbind must find itself the only holder of the version.
     pub(crate) fn unbind(this: Arc<Version>) {
-        if this.bound.fetch_sub(1, Ordering::AcqRel) == 1 {
+        // SeqCst pairs with `wait_unbound`: either it sees the count at zero, or we see
+        // that it waits.
+        if this.bound.fetch_sub(1, Ordering::SeqCst) == 1 && this.awaited.load(Ordering::SeqCst) {
             let unbound = this.unbound.clone();
             drop(this);
             unbound.notify_waiters();
@@ -163,11 +167,12 @@ impl Version {
     }
 
     async fn wait_unbound(&self) {
+        self.awaited.store(true, Ordering::SeqCst);
         loop {
             let n = self.unbound.notified();
             tokio::pin!(n);
             n.as_mut().enable();
-            if !self.is_bound() {
+            if self.bound.load(Ordering::SeqCst) == 0 {
                 return;
             }
             n.await;
@@ -395,6 +400,7 @@ impl CodeServer {
             in_flight: Default::default(),
             bound: AtomicUsize::new(0),
             unbound: Arc::new(Notify::new()),
+            awaited: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 

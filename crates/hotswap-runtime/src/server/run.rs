@@ -48,6 +48,13 @@ pub(crate) struct Server {
     stats: Option<(u64, u64, u64)>,
 }
 
+/// What a callback's result asks for.
+enum Flow {
+    Go(Option<Action>),
+    /// Terminate with the reason; then send the reply, if any (`to`, tag, payload).
+    Crash(ExitReason, Option<(u64, u64, Payload)>),
+}
+
 enum Next {
     Go(Option<Action>),
     Exit(ExitReason),
@@ -82,7 +89,7 @@ pub(crate) async fn serve(proc: Arc<Process>, start: Start) -> Outcome {
         messages_out: 0,
         stats: None,
     };
-    let reason = match s.init(start).await {
+    let reason = match Box::pin(s.init(start)).await {
         Ok(action) => s.run(action).await,
         Err(r) => r,
     };
@@ -327,20 +334,32 @@ impl Server {
         }
     }
 
-    /// A callback crashed (or returned stop): run `terminate`, then exit.
-    async fn crash(&mut self, reason: ExitReason) -> Next {
+    /// A callback crashed (or returned stop): run `terminate`, then exit; for a stop with
+    /// a reply, reply after `terminate` (even if it panicked).
+    async fn crash(
+        &mut self,
+        reason: ExitReason,
+        reply: Option<(u64, u64, Payload)>,
+    ) -> ExitReason {
         if !reason.is_normalish() {
             tracing::error!(pid = %self.proc.pid, module = %self.module, %reason, "gen_server terminating");
         }
-        Next::Exit(self.terminate(reason).await)
+        let r = self.terminate(reason).await;
+        if let Some((to, tag, p)) = reply {
+            self.messages_out += 1;
+            self.reply(to, tag, p);
+        }
+        r
     }
 
-    async fn after_call(&mut self, from: u64, tag: u64, res: Result<Vec<u8>, ExitReason>) -> Next {
+    /// What a call's callback result means (no awaiting here: the rare exits are run by
+    /// the caller, boxed, so the loop's future stays small).
+    fn after_call(&mut self, from: u64, tag: u64, res: Result<Vec<u8>, ExitReason>) -> Flow {
         let b = match res {
             Ok(b) => b,
             Err(r) => {
                 self.wait_for_exit(from, tag);
-                return self.crash(r).await;
+                return Flow::Crash(r, None);
             }
         };
         match wire::get_handled(&b) {
@@ -356,29 +375,25 @@ impl Server {
                     d.extend_from_slice(r);
                     self.reply(from, tag, Payload::from_vec(d));
                 }
-                Next::Go(a)
+                Flow::Go(a)
             }
             Some(wire::Handled::NoReply(a)) => {
                 self.wait_for_exit(from, tag);
-                Next::Go(a)
+                Flow::Go(a)
             }
             Some(wire::Handled::Stop(r)) => {
                 self.wait_for_exit(from, tag);
-                self.crash(r).await
+                Flow::Crash(r, None)
             }
             Some(wire::Handled::StopReply(r, reply)) => {
                 let mut d = Vec::with_capacity(reply.len() + 1);
                 d.push(wire::R_VALUE);
                 d.extend_from_slice(reply);
-                let next = self.crash(r).await;
-                self.messages_out += 1;
-                self.reply(from, tag, Payload::from_vec(d));
-                next
+                Flow::Crash(r, Some((from, tag, Payload::from_vec(d))))
             }
             None => {
                 self.wait_for_exit(from, tag);
-                self.crash(ExitReason::BadArg("malformed callback result".into()))
-                    .await
+                Flow::Crash(ExitReason::BadArg("malformed callback result".into()), None)
             }
         }
     }
@@ -423,14 +438,23 @@ impl Server {
         }
     }
 
-    async fn after_cast(&mut self, res: Result<Vec<u8>, ExitReason>) -> Next {
+    fn after_cast(res: Result<Vec<u8>, ExitReason>) -> Flow {
         match res.map(|b| match wire::get_handled(&b) {
             Some(wire::Handled::NoReply(a)) => Ok(a),
             Some(wire::Handled::Stop(r)) => Err(r),
             _ => Err(ExitReason::BadArg("malformed callback result".into())),
         }) {
-            Ok(Ok(a)) => Next::Go(a),
-            Ok(Err(r)) | Err(r) => self.crash(r).await,
+            Ok(Ok(a)) => Flow::Go(a),
+            Ok(Err(r)) | Err(r) => Flow::Crash(r, None),
+        }
+    }
+
+    /// Carry out a flow: `Go` continues, a crash runs `terminate` (boxed: rare, and it
+    /// would otherwise make every idle server's future as large as its deepest path).
+    async fn follow(&mut self, f: Flow) -> Next {
+        match f {
+            Flow::Go(a) => Next::Go(a),
+            Flow::Crash(r, reply) => Next::Exit(Box::pin(self.crash(r, reply)).await),
         }
     }
 
@@ -470,7 +494,7 @@ impl Server {
             match action.take() {
                 Some(Action::Continue(c)) => {
                     let r = self.dispatch(abi::HANDLE_CONTINUE, 0, 0, &c).await;
-                    match self.after_cast(r).await {
+                    match self.follow(Self::after_cast(r)).await {
                         Next::Go(a) => {
                             action = a;
                             continue;
@@ -495,41 +519,37 @@ impl Server {
                 ),
                 _ => None,
             };
-            let Some(e) = self.next(deadline).await else {
-                timeout = None;
-                let r = self.dispatch(abi::HANDLE_TIMEOUT, 0, 0, &[]).await;
-                match self.after_cast(r).await {
-                    Next::Go(a) => action = a,
-                    Next::Exit(r) => return r,
+            let flow = match self.next(deadline).await {
+                None => {
+                    timeout = None;
+                    Self::after_cast(self.dispatch(abi::HANDLE_TIMEOUT, 0, 0, &[]).await)
                 }
-                continue;
-            };
-            let next = match e.kind {
-                abi::MSG_SYSTEM => match self.system(e).await {
-                    Some(r) => return r,
-                    None => continue,
+                Some(e) => match e.kind {
+                    abi::MSG_SYSTEM => match Box::pin(self.system(e)).await {
+                        Some(r) => return r,
+                        None => continue,
+                    },
+                    abi::MSG_EXIT if Some(e.from) == self.parent => {
+                        let r = ExitReason::decode(&e.data);
+                        return Box::pin(self.terminate(r)).await;
+                    }
+                    abi::MSG_REPLY => continue,
+                    abi::MSG_CALL => {
+                        timeout = None;
+                        self.messages_in += 1;
+                        let r = self
+                            .dispatch(abi::MSG_CALL, e.from, e.reference, &e.data)
+                            .await;
+                        self.after_call(e.from, e.reference, r)
+                    }
+                    kind => {
+                        timeout = None;
+                        self.messages_in += 1;
+                        Self::after_cast(self.dispatch(kind, e.from, e.reference, &e.data).await)
+                    }
                 },
-                abi::MSG_EXIT if Some(e.from) == self.parent => {
-                    let r = ExitReason::decode(&e.data);
-                    return self.terminate(r).await;
-                }
-                abi::MSG_REPLY => continue,
-                abi::MSG_CALL => {
-                    timeout = None;
-                    self.messages_in += 1;
-                    let r = self
-                        .dispatch(abi::MSG_CALL, e.from, e.reference, &e.data)
-                        .await;
-                    self.after_call(e.from, e.reference, r).await
-                }
-                kind => {
-                    timeout = None;
-                    self.messages_in += 1;
-                    let r = self.dispatch(kind, e.from, e.reference, &e.data).await;
-                    self.after_cast(r).await
-                }
             };
-            match next {
+            match self.follow(flow).await {
                 Next::Go(a) => action = a,
                 Next::Exit(r) => return r,
             }
@@ -777,5 +797,21 @@ pub(crate) fn state_json(b: &[u8]) -> String {
     match rmp_serde::from_slice::<serde_json::Value>(b) {
         Ok(v) => v.to_string(),
         Err(_) => format!("<{} bytes>", b.len()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    fn output_size<A, B, R, F: Fn(A, B) -> R>(_: &F) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    /// Every idle server carries this future: its rare paths (init, sys, terminate) are
+    /// boxed so that it stays small.
+    #[test]
+    fn server_future_stays_small() {
+        let n = output_size(&super::serve);
+        eprintln!("server future: {n} bytes");
+        assert!(n <= 800, "the server loop's future is {n} bytes");
     }
 }
