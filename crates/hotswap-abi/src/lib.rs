@@ -106,6 +106,17 @@ pub struct ServerVTable {
         data: *const u8,
         len: usize,
     ) -> *mut FutureObj,
+    /// A run of queued casts ([`MSG_CAST`]) and plain messages ([`MSG_USER`]), handled in
+    /// order by one future (the messages are decoded during this call; the views need not
+    /// outlive it). The batch stops after the first event whose result is not a plain
+    /// noreply. The future's value is the number of events handled (`u32 LE`) followed by
+    /// the last one's result, in [`ServerVTable::handle`]'s layout.
+    pub handle_batch: unsafe extern "C" fn(
+        proc: *mut ProcHandle,
+        state: *mut StateObj,
+        msgs: *const MsgView,
+        n: usize,
+    ) -> *mut FutureObj,
     /// `terminate(reason)` (encoded exit reason), the state borrowed until the future is
     /// dropped.
     pub terminate: unsafe extern "C" fn(

@@ -318,6 +318,23 @@ impl Process {
         }
     }
 
+    /// Remove the first message if `pred` accepts it (taking what arrived if the private
+    /// mailbox is empty).
+    pub(crate) fn take_front_if(
+        &self,
+        g: &mut ProcInner,
+        pred: impl FnOnce(&Envelope) -> bool,
+    ) -> Option<Envelope> {
+        if g.mailbox.is_empty() && !self.take_inbox(g) {
+            return None;
+        }
+        if g.mailbox.front().is_some_and(pred) {
+            g.mailbox.pop_front()
+        } else {
+            None
+        }
+    }
+
     /// Deliver an exit signal from `from` (`via_link`: because a linked process exited).
     pub(crate) fn signal_exit(&self, from: u64, reason: &ExitReason, via_link: bool) {
         {

@@ -430,6 +430,81 @@ pub unsafe extern "C" fn server_handle<S: GenServer>(
     })
 }
 
+/// `ServerVTable::handle_batch` for `S`.
+///
+/// # Safety
+/// As [`server_handle`]; `msgs` must point at `n` readable views.
+pub unsafe extern "C" fn server_handle_batch<S: GenServer>(
+    proc: *mut abi::ProcHandle,
+    state: *mut abi::StateObj,
+    msgs: *const abi::MsgView,
+    n: usize,
+) -> *mut abi::FutureObj {
+    // SAFETY: caller contract (see `server_handle`).
+    let s: &'static mut S = unsafe { &mut *(state as *mut S) };
+    // SAFETY: caller contract.
+    let views = unsafe { std::slice::from_raw_parts(msgs, n) };
+    // SAFETY: caller contract: `proc` is the handle of the server process.
+    let ctx = unsafe { Ctx::from_raw(proc) };
+    enum Ev<C, I> {
+        Cast(C),
+        Info(I),
+    }
+    let made = catch_unwind(AssertUnwindSafe(move || -> Task {
+        // Decode everything now: the views are only valid during this call.
+        let events: Vec<Result<Ev<S::Cast, S::Info>, ExitReason>> = views
+            .iter()
+            .map(|v| {
+                // SAFETY: each view's data is readable during this call (caller contract).
+                let bytes = unsafe { std::slice::from_raw_parts(v.data.ptr, v.data.len) };
+                let clause = |what: &str, e| {
+                    ExitReason::FunctionClause(format!(
+                        "{what}: no clause for the message {}: {e}",
+                        codec::describe(bytes)
+                    ))
+                };
+                match v.kind {
+                    abi::MSG_CAST => S::decode_cast(bytes)
+                        .map(Ev::Cast)
+                        .map_err(|e| clause("handle_cast", e)),
+                    _ => S::decode_info(bytes)
+                        .map(Ev::Info)
+                        .map_err(|e| clause("handle_info", e)),
+                }
+            })
+            .collect();
+        Box::pin(async move {
+            let mut done: u32 = 0;
+            let mut last = CastResult::NoReply;
+            for ev in events {
+                done += 1;
+                last = match ev {
+                    Ok(Ev::Cast(m)) => s.handle_cast(ctx, m).await,
+                    Ok(Ev::Info(m)) => s.handle_info(ctx, Info::Msg(m)).await,
+                    Err(r) => CastResult::Stop(r),
+                };
+                if last != CastResult::NoReply {
+                    break;
+                }
+            }
+            let mut out = done.to_le_bytes().to_vec();
+            match last {
+                CastResult::NoReply => noreply_into(&mut out, None),
+                CastResult::NoReplyThen(a) => noreply_into(&mut out, Some(&a)),
+                CastResult::Stop(reason) => stop_into(&mut out, &reason),
+            }
+            Outcome::Value(out)
+        })
+    }));
+    into_obj(match made {
+        Ok(t) => t,
+        Err(p) => {
+            let r = ExitReason::Panic(panic_message(p));
+            Box::pin(async move { Outcome::Exit(r) })
+        }
+    })
+}
+
 /// `ServerVTable::terminate` for `S`.
 ///
 /// # Safety
@@ -576,6 +651,7 @@ pub const fn server_vtable<S: GenServer>() -> abi::ServerVTable {
     abi::ServerVTable {
         init: server_init::<S>,
         handle: server_handle::<S>,
+        handle_batch: server_handle_batch::<S>,
         terminate: server_terminate::<S>,
         code_change: server_code_change::<S>,
         import_state: server_import_state::<S>,

@@ -48,6 +48,11 @@ pub(crate) struct Server {
     stats: Option<(u64, u64, u64)>,
 }
 
+/// At most this many queued casts and plain messages go to the module in one callback.
+/// A batch runs on the version that was current when it started (as a loop of local
+/// calls would): a load in the middle of one takes effect at the next batch.
+const BATCH: usize = 64;
+
 /// What a callback's result asks for.
 enum Flow {
     Go(Option<Action>),
@@ -256,6 +261,58 @@ impl Server {
         reference: u64,
         data: &[u8],
     ) -> Result<Vec<u8>, ExitReason> {
+        self.dispatch_with(|proc, obj, v| {
+            // SAFETY: `handle` belongs to `v`, which made `obj`; the state is marked busy
+            // so nothing else touches it until the future is dropped; `data` is valid for
+            // the call (the shim decodes it before returning).
+            unsafe { (v.sv().handle)(proc, obj, kind, from, reference, data.as_ptr(), data.len()) }
+        })
+        .await
+    }
+
+    /// Dispatch a run of queued casts and plain messages as one callback; the result of
+    /// the last one handled. Those the module did not reach (it stopped after a result
+    /// that was not a plain noreply) go back to the front of the mailbox.
+    async fn dispatch_batch(&mut self, batch: Vec<Envelope>) -> Result<Vec<u8>, ExitReason> {
+        let n = batch.len();
+        let r = self
+            .dispatch_with(|proc, obj, v| {
+                let views: Vec<abi::MsgView> = batch
+                    .iter()
+                    .map(|e| abi::MsgView {
+                        kind: e.kind,
+                        from: e.from,
+                        reference: e.reference,
+                        data: abi::Bytes::new(&e.data),
+                    })
+                    .collect();
+                // SAFETY: as in `dispatch`; the views point into `batch`, alive during
+                // the call (the shim decodes every message before returning).
+                unsafe { (v.sv().handle_batch)(proc, obj, views.as_ptr(), views.len()) }
+            })
+            .await?;
+        let done = r
+            .get(..4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as usize)
+            .filter(|d| (1..=n).contains(d))
+            .ok_or_else(|| ExitReason::BadArg("malformed batch result".into()))?;
+        self.messages_in += done as u64;
+        if done < n {
+            let mut g = self.proc.inner.lock();
+            g.received -= (n - done) as u64;
+            for e in batch.into_iter().skip(done).rev() {
+                g.mailbox.push_front(e);
+            }
+        }
+        Ok(r[4..].to_vec())
+    }
+
+    /// Run a callback of the current version on the state (migrating it first if another
+    /// version made it): `start` makes the module future.
+    async fn dispatch_with(
+        &mut self,
+        start: impl FnOnce(*mut abi::ProcHandle, *mut abi::StateObj, &Version) -> *mut abi::FutureObj,
+    ) -> Result<Vec<u8>, ExitReason> {
         let v = self.current()?;
         let fut = {
             // Fast path: the state is already the current version's (one lock).
@@ -279,20 +336,7 @@ impl Server {
             };
             self.proc.bind(&v);
             let _in = v.enter();
-            // SAFETY: `handle` belongs to `v`, which made `obj`; the state is marked busy
-            // so nothing else touches it until the future is dropped; `data` is valid for
-            // the call (the shim decodes it before returning).
-            let f = unsafe {
-                (v.sv().handle)(
-                    self.proc.as_handle(),
-                    obj,
-                    kind,
-                    from,
-                    reference,
-                    data.as_ptr(),
-                    data.len(),
-                )
-            };
+            let f = start(self.proc.as_handle(), obj, &v);
             ModuleFuture::from_raw(&v, f)
         };
         let step = drive(fut).await;
@@ -458,6 +502,22 @@ impl Server {
         }
     }
 
+    /// The casts and plain messages at the front of the mailbox (at most `BATCH - 1`).
+    fn take_run(&self) -> Vec<Envelope> {
+        let mut out = Vec::new();
+        let mut g = self.proc.inner.lock();
+        while out.len() < BATCH - 1 {
+            match self.proc.take_front_if(&mut g, |e| {
+                e.kind == abi::MSG_CAST || e.kind == abi::MSG_USER
+            }) {
+                Some(e) => out.push(e),
+                None => break,
+            }
+        }
+        g.received += out.len() as u64;
+        out
+    }
+
     /// Wait for the next event: `None` when `deadline` (node clock) passes first.
     fn next(
         &self,
@@ -541,6 +601,23 @@ impl Server {
                             .dispatch(abi::MSG_CALL, e.from, e.reference, &e.data)
                             .await;
                         self.after_call(e.from, e.reference, r)
+                    }
+                    kind @ (abi::MSG_CAST | abi::MSG_USER) => {
+                        timeout = None;
+                        // Casts and plain messages queued right behind this one are handed
+                        // to the module together: one callback for the run.
+                        let more = self.take_run();
+                        if more.is_empty() {
+                            self.messages_in += 1;
+                            Self::after_cast(
+                                self.dispatch(kind, e.from, e.reference, &e.data).await,
+                            )
+                        } else {
+                            let mut batch = Vec::with_capacity(more.len() + 1);
+                            batch.push(e);
+                            batch.extend(more);
+                            Self::after_cast(self.dispatch_batch(batch).await)
+                        }
                     }
                     kind => {
                         timeout = None;

@@ -385,3 +385,56 @@ async fn gen_server_idle_survives_load_and_purge() {
     let st: State = node.sys().get_state(pid).await.unwrap();
     assert_eq!(st.vsn, "2");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gen_server_queued_casts_and_messages_keep_order() {
+    // Queued casts and plain messages are handed to the module in runs: order, counts,
+    // and a stop in the middle of a run must be exactly as one-by-one handling.
+    let node = g::node().await;
+    let me = node.external();
+    let pid = g::start(&node, &g::arg(&me)).await;
+    node.sys().suspend(pid).await.unwrap();
+    for i in 0..150u64 {
+        if i % 3 == 0 {
+            node.send(pid, &format!("m{i}"));
+        } else {
+            node.cast(pid, &Req::Echo(i));
+        }
+    }
+    let n1 = node.clone();
+    let count = tokio::spawn(async move { n1.call::<_, u64>(pid, &Req::Count, WAIT).await });
+    while node.process_info(pid).unwrap().message_queue_len < 151 {
+        tokio::task::yield_now().await;
+    }
+    for i in 0..10u64 {
+        node.cast(pid, &Req::Echo(i));
+    }
+    node.cast(pid, &Req::Stop("mid".into()));
+    node.send(pid, &"never".to_string());
+    let mref = me.monitor(pid);
+    node.sys().resume(pid).await.unwrap();
+    assert_eq!(
+        count.await.unwrap().unwrap(),
+        100 + 1,
+        "100 casts, then the call"
+    );
+    let mut infos = Vec::new();
+    assert_eq!(
+        me.down(mref, WAIT).await,
+        Some(ExitReason::User("mid".into()))
+    );
+    while let Some(m) = me.recv(Duration::ZERO).await {
+        if let Ok(e) = m.decode::<Event>() {
+            infos.push(e);
+        }
+    }
+    let want: Vec<Event> = (0..150u64)
+        .filter(|i| i % 3 == 0)
+        .map(|i| Event::Info(format!("m{i}")))
+        .chain([Event::Terminated {
+            reason: "mid".into(),
+            vsn: "1".into(),
+        }])
+        .collect();
+    assert_eq!(infos, want, "in order; nothing after the stop");
+}
