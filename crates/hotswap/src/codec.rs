@@ -17,6 +17,19 @@ pub fn encode<T: serde::Serialize + ?Sized>(value: &T) -> Vec<u8> {
     }
 }
 
+/// Encode a value into a buffer on the stack when it fits (most messages do), else on the
+/// heap, and hand the bytes to `f`: the send paths use it to avoid an allocation per
+/// message.
+pub fn with_encoded<T: serde::Serialize + ?Sized, R>(value: &T, f: impl FnOnce(&[u8]) -> R) -> R {
+    let mut buf = [0u8; 128];
+    let mut cur = std::io::Cursor::new(&mut buf[..]);
+    if rmp_serde::encode::write_named(&mut cur, value).is_ok() {
+        let n = cur.position() as usize;
+        return f(&buf[..n]);
+    }
+    f(&encode(value))
+}
+
 /// Append the encoding of a value to `out` (no intermediate buffer).
 pub fn encode_into<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
     if let Err(e) = rmp_serde::encode::write_named(out, value) {

@@ -131,7 +131,7 @@ impl Ctx {
     /// Send a value (encoded with the SDK codec) to a process. Sending to a dead process is
     /// not an error, as in Erlang.
     pub fn send<T: Serialize + ?Sized>(&self, to: Pid, msg: &T) {
-        self.send_bytes(to, &codec::encode(msg));
+        codec::with_encoded(msg, |b| self.send_bytes(to, b));
     }
 
     /// Send raw bytes to a process (no encoding: the fast path).

@@ -654,7 +654,7 @@ pub async fn call_encoded(
 pub fn cast<Q: Serialize + ?Sized>(ctx: &Ctx, to: impl Into<ServerRef>, msg: &Q) {
     let to = to.into();
     let (pid, name) = target(&to);
-    ctx.post(pid, name, abi::MSG_CAST, 0, &codec::encode(msg));
+    codec::with_encoded(msg, |b| ctx.post(pid, name, abi::MSG_CAST, 0, b));
 }
 
 /// `gen_server:reply`: answer a call that was answered with [`CallResult::NoReply`],

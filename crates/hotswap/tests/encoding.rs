@@ -173,3 +173,17 @@ fn server_refs_parse_as_pids_print() {
         );
     }
 }
+
+#[test]
+fn with_encoded_matches_encode_small_and_large() {
+    let small = (1u8, "two");
+    let large = vec![7u64; 500];
+    assert_eq!(
+        hotswap::codec::with_encoded(&small, |b| b.to_vec()),
+        hotswap::codec::encode(&small)
+    );
+    assert_eq!(
+        hotswap::codec::with_encoded(&large, |b| b.to_vec()),
+        hotswap::codec::encode(&large)
+    );
+}
