@@ -95,8 +95,11 @@ pub struct ServerVTable {
     /// `init(arg)`: a future whose value carries the new [`StateObj`] pointer.
     pub init: StartFn,
     /// Handle one event (`kind`: [`MSG_CALL`], [`MSG_CAST`], [`MSG_USER`], [`MSG_EXIT`],
-    /// [`MSG_DOWN`], [`HANDLE_TIMEOUT`], [`HANDLE_CONTINUE`]) with the state borrowed until
-    /// the future is dropped.
+    /// [`MSG_DOWN`], [`HANDLE_TIMEOUT`], [`HANDLE_CONTINUE`]). The callback is polled once
+    /// at once: if it finishes, its outcome is written through `write` and
+    /// [`STATUS_READY`] returned; if it waits, the future is stored in `fut_out` (the
+    /// state borrowed until it is dropped) and [`STATUS_PENDING`] returned; a panic writes
+    /// its message and returns [`STATUS_PANICKED`].
     pub handle: unsafe extern "C" fn(
         proc: *mut ProcHandle,
         state: *mut StateObj,
@@ -105,7 +108,10 @@ pub struct ServerVTable {
         reference: u64,
         data: *const u8,
         len: usize,
-    ) -> *mut FutureObj,
+        out: *mut c_void,
+        write: WriteFn,
+        fut_out: *mut *mut FutureObj,
+    ) -> u32,
     /// A run of queued casts ([`MSG_CAST`]) and plain messages ([`MSG_USER`]), handled in
     /// order by one future (the messages are decoded during this call; the views need not
     /// outlive it). The batch stops after the first event whose result is not a plain

@@ -341,11 +341,14 @@ pub unsafe extern "C" fn server_init<S: GenServer>(
     }
 }
 
-/// `ServerVTable::handle` for `S`.
+/// `ServerVTable::handle` for `S`: make the callback's future and poll it once; most
+/// callbacks finish then, which costs one call across the boundary and no future object.
 ///
 /// # Safety
 /// `state` must be a live state made by this library for `S`, not used by anything else
-/// until the returned future is dropped; `data` must point at `len` readable bytes.
+/// until the callback has finished (or its future is dropped); `data` must point at `len`
+/// readable bytes; `out`/`write` are the host's; `fut_out` is writable.
+#[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn server_handle<S: GenServer>(
     proc: *mut abi::ProcHandle,
     state: *mut abi::StateObj,
@@ -354,7 +357,10 @@ pub unsafe extern "C" fn server_handle<S: GenServer>(
     reference: u64,
     data: *const u8,
     len: usize,
-) -> *mut abi::FutureObj {
+    out: *mut c_void,
+    write: abi::WriteFn,
+    fut_out: *mut *mut abi::FutureObj,
+) -> u32 {
     // SAFETY: caller contract: exclusive use of the state until the future is dropped,
     // which the node guarantees by never touching the state while a callback runs.
     let s: &'static mut S = unsafe { &mut *(state as *mut S) };
@@ -421,13 +427,40 @@ pub unsafe extern "C" fn server_handle<S: GenServer>(
             ))),
         }
     }));
-    into_obj(match made {
+    let mut task = match made {
         Ok(t) => t,
         Err(p) => {
-            let r = ExitReason::Panic(panic_message(p));
-            Box::pin(async move { Outcome::Exit(r) })
+            write_str(out, write, panic_message(p).as_bytes());
+            return abi::STATUS_PANICKED;
         }
-    })
+    };
+    let mut cx = Context::from_waker(Waker::noop());
+    match catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(&mut cx))) {
+        Ok(Poll::Pending) => {
+            // SAFETY: caller contract: `fut_out` is writable.
+            unsafe { *fut_out = into_obj(task) };
+            abi::STATUS_PENDING
+        }
+        Ok(Poll::Ready(outcome)) => {
+            let dropped = catch_unwind(AssertUnwindSafe(move || drop(task)));
+            match dropped {
+                Ok(()) => {
+                    write_str(out, write, &outcome.into_encoded());
+                    abi::STATUS_READY
+                }
+                Err(p) => {
+                    write_str(out, write, panic_message(p).as_bytes());
+                    abi::STATUS_PANICKED
+                }
+            }
+        }
+        Err(p) => {
+            let msg = panic_message(p);
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(task)));
+            write_str(out, write, msg.as_bytes());
+            abi::STATUS_PANICKED
+        }
+    }
 }
 
 /// `ServerVTable::handle_batch` for `S`.

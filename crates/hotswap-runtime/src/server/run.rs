@@ -46,12 +46,34 @@ pub(crate) struct Server {
     messages_out: u64,
     /// `sys:statistics`: when switched on, and the counters then.
     stats: Option<(u64, u64, u64)>,
+    /// The call being handled: if the server is killed in the middle of it, its caller
+    /// gets the exit reason (see `Drop`).
+    in_call: Option<(u64, u64)>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(c) = self.in_call.take() {
+            // Dropped mid-callback (killed): the exit notifies everyone listed here.
+            self.proc.inner.lock().rel().callers.push(c);
+        }
+    }
 }
 
 /// At most this many queued casts and plain messages go to the module in one callback.
 /// A batch runs on the version that was current when it started (as a loop of local
 /// calls would): a load in the middle of one takes effect at the next batch.
 const BATCH: usize = 64;
+
+/// What calling into the module for a callback gave.
+enum Started {
+    /// It finished at once: its outcome bytes.
+    Done(Vec<u8>),
+    /// It panicked at once.
+    Panicked(String),
+    /// It waits: its future.
+    Waits(*mut abi::FutureObj),
+}
 
 /// What a callback's result asks for.
 enum Flow {
@@ -93,6 +115,7 @@ pub(crate) async fn serve(proc: Arc<Process>, start: Start) -> Outcome {
         messages_in: 0,
         messages_out: 0,
         stats: None,
+        in_call: None,
     };
     let reason = match Box::pin(s.init(start)).await {
         Ok(action) => s.run(action).await,
@@ -130,6 +153,9 @@ impl Server {
     async fn init(&mut self, start: Start) -> Result<Option<Action>, ExitReason> {
         let v = start.version;
         let arg = start.arg;
+        // The starter waits like a caller: if the server is killed during init, it gets
+        // the reason (see `Drop`).
+        self.in_call = Some((start.starter, start.tag));
         self.proc.bind(&v);
         let fut = {
             let _in = v.enter();
@@ -139,6 +165,7 @@ impl Server {
             ModuleFuture::from_raw(&v, f)
         };
         let step = drive(fut).await;
+        self.in_call = None;
         self.proc.unbind(v.clone());
         let ack =
             |payload: Vec<u8>| self.reply(start.starter, start.tag, Payload::from_vec(payload));
@@ -262,10 +289,30 @@ impl Server {
         data: &[u8],
     ) -> Result<Vec<u8>, ExitReason> {
         self.dispatch_with(|proc, obj, v| {
+            let mut out = Vec::new();
+            let mut fut: *mut abi::FutureObj = std::ptr::null_mut();
             // SAFETY: `handle` belongs to `v`, which made `obj`; the state is marked busy
-            // so nothing else touches it until the future is dropped; `data` is valid for
-            // the call (the shim decodes it before returning).
-            unsafe { (v.sv().handle)(proc, obj, kind, from, reference, data.as_ptr(), data.len()) }
+            // so nothing else touches it until the callback is done; `data` is valid for
+            // the call (the shim decodes it before returning); `out` and `fut` outlive it.
+            let st = unsafe {
+                (v.sv().handle)(
+                    proc,
+                    obj,
+                    kind,
+                    from,
+                    reference,
+                    data.as_ptr(),
+                    data.len(),
+                    &mut out as *mut Vec<u8> as *mut std::ffi::c_void,
+                    crate::host_api::write_vec,
+                    &mut fut,
+                )
+            };
+            match st {
+                abi::STATUS_READY => Started::Done(out),
+                abi::STATUS_PENDING if !fut.is_null() => Started::Waits(fut),
+                _ => Started::Panicked(String::from_utf8_lossy(&out).into_owned()),
+            }
         })
         .await
     }
@@ -288,7 +335,9 @@ impl Server {
                     .collect();
                 // SAFETY: as in `dispatch`; the views point into `batch`, alive during
                 // the call (the shim decodes every message before returning).
-                unsafe { (v.sv().handle_batch)(proc, obj, views.as_ptr(), views.len()) }
+                Started::Waits(unsafe {
+                    (v.sv().handle_batch)(proc, obj, views.as_ptr(), views.len())
+                })
             })
             .await?;
         let done = r
@@ -308,10 +357,12 @@ impl Server {
     }
 
     /// Run a callback of the current version on the state (migrating it first if another
-    /// version made it): `start` makes the module future.
+    /// version made it): `start` calls into the module. A callback that finishes at once
+    /// never binds the process; one that waits binds it to the version until it is done
+    /// (a purge of that version kills it, as in Erlang).
     async fn dispatch_with(
         &mut self,
-        start: impl FnOnce(*mut abi::ProcHandle, *mut abi::StateObj, &Version) -> *mut abi::FutureObj,
+        start: impl FnOnce(*mut abi::ProcHandle, *mut abi::StateObj, &Version) -> Started,
     ) -> Result<Vec<u8>, ExitReason> {
         let v = self.current()?;
         let fut = {
@@ -334,10 +385,27 @@ impl Server {
                         .ok_or_else(|| ExitReason::User("the server has no state".into()))?
                 }
             };
-            self.proc.bind(&v);
             let _in = v.enter();
-            let f = start(self.proc.as_handle(), obj, &v);
-            ModuleFuture::from_raw(&v, f)
+            match start(self.proc.as_handle(), obj, &v) {
+                Started::Done(out) => {
+                    drop(_in);
+                    self.give_back();
+                    return match Outcome::decode_vec(out) {
+                        Some(Outcome::Value(b)) => Ok(b),
+                        Some(Outcome::Exit(r)) => Err(r),
+                        _ => Err(ExitReason::BadArg("malformed callback result".into())),
+                    };
+                }
+                Started::Panicked(m) => {
+                    drop(_in);
+                    self.give_back();
+                    return Err(ExitReason::Panic(m));
+                }
+                Started::Waits(f) => {
+                    self.proc.bind(&v);
+                    ModuleFuture::from_raw(&v, f)
+                }
+            }
         };
         let step = drive(fut).await;
         self.give_back();
@@ -597,9 +665,11 @@ impl Server {
                     abi::MSG_CALL => {
                         timeout = None;
                         self.messages_in += 1;
+                        self.in_call = Some((e.from, e.reference));
                         let r = self
                             .dispatch(abi::MSG_CALL, e.from, e.reference, &e.data)
                             .await;
+                        self.in_call = None;
                         self.after_call(e.from, e.reference, r)
                     }
                     kind @ (abi::MSG_CAST | abi::MSG_USER) => {

@@ -321,6 +321,24 @@ async fn gen_server_init_results_and_names() {
         )
         .await;
     assert_eq!(r, Err(StartError::Timeout(Duration::from_millis(30))));
+    // A server killed during init: the starter learns why at once.
+    let n1 = node.clone();
+    let slow = with(InitMode::Sleep(60_000));
+    let starting = tokio::spawn(async move {
+        n1.start_server("gs_test", &slow, StartOpts::named("slow"))
+            .await
+    });
+    let pid = loop {
+        if let Some(p) = node.whereis("slow") {
+            break p;
+        }
+        tokio::task::yield_now().await;
+    };
+    node.exit(pid, ExitReason::Kill);
+    assert_eq!(
+        starting.await.unwrap(),
+        Err(StartError::Init(ExitReason::Killed))
+    );
 
     // A timeout action: handle_info(timeout) after silence.
     let pid = g::start(&node, &with(InitMode::OkTimeout(20))).await;
@@ -437,4 +455,28 @@ async fn gen_server_queued_casts_and_messages_keep_order() {
         }])
         .collect();
     assert_eq!(infos, want, "in order; nothing after the stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gen_server_busy_in_old_code_is_killed_by_purge() {
+    // A server in the middle of a callback that waits runs that version's code: a purge
+    // of it kills the server (as Erlang's does), and its caller learns why.
+    let node = g::node().await;
+    let me = node.external();
+    let pid = g::start(&node, &g::arg(&me)).await;
+    let n1 = node.clone();
+    let caller =
+        tokio::spawn(async move { n1.call::<_, u64>(pid, &Req::Sleep(60_000), WAIT * 6).await });
+    while node.process_info(pid).unwrap().running.is_empty() {
+        tokio::task::yield_now().await;
+    }
+    node.code().load(module("gs_test_v2")).await.unwrap();
+    assert!(node.code().check_process_code(pid, "gs_test"));
+    let report = node.code().purge("gs_test").await.unwrap();
+    assert_eq!(report.killed, vec![pid]);
+    let r = caller.await.unwrap();
+    assert!(
+        matches!(r, Err(CallError::Exit(ExitReason::Killed))),
+        "{r:?}"
+    );
 }
