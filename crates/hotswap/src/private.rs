@@ -483,9 +483,10 @@ pub unsafe extern "C" fn server_handle_batch<S: GenServer>(
         Cast(C),
         Info(I),
     }
+    type Decoded<S> = Result<Ev<<S as GenServer>::Cast, <S as GenServer>::Info>, ExitReason>;
     let made = catch_unwind(AssertUnwindSafe(move || -> Task {
         // Decode everything now: the views are only valid during this call.
-        let events: Vec<Result<Ev<S::Cast, S::Info>, ExitReason>> = views
+        let events: Vec<Decoded<S>> = views
             .iter()
             .map(|v| {
                 // SAFETY: each view's data is readable during this call (caller contract).
