@@ -225,6 +225,21 @@ async fn gen_server_terminate_rules() {
     );
 }
 
+/// Wait until the server has saved a deferred caller other than `prev`.
+async fn deferred_other_than(
+    node: &hotswap_runtime::Node,
+    pid: Pid,
+    prev: Option<g::Caller>,
+) -> g::Caller {
+    loop {
+        let st: State = node.sys().get_state(pid).await.unwrap();
+        if let Some(c) = st.deferred.filter(|c| Some(*c) != prev) {
+            return c;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gen_server_deferred_reply() {
     let node = g::node().await;
@@ -234,27 +249,14 @@ async fn gen_server_deferred_reply() {
     // The server defers, then answers from itself on a later request.
     let n1 = node.clone();
     let waiting = tokio::spawn(async move { n1.call::<_, u64>(pid, &Req::Defer, WAIT).await });
-    let caller = loop {
-        let st: State = node.sys().get_state(pid).await.unwrap();
-        if let Some(c) = st.deferred {
-            break c;
-        }
-        tokio::task::yield_now().await;
-    };
+    deferred_other_than(&node, pid, None).await;
     let _: u64 = node.call(pid, &Req::Release(42), WAIT).await.unwrap();
     assert_eq!(waiting.await.unwrap().unwrap(), 42);
-    let _ = caller;
 
     // Another process answers with the saved caller.
     let n2 = node.clone();
     let waiting = tokio::spawn(async move { n2.call::<_, u64>(pid, &Req::Defer, WAIT).await });
-    let caller = loop {
-        let st: State = node.sys().get_state(pid).await.unwrap();
-        if let Some(c) = st.deferred {
-            break c;
-        }
-        tokio::task::yield_now().await;
-    };
+    let caller = deferred_other_than(&node, pid, None).await;
     node.spawn_native(move |ctx| async move {
         gs::reply(
             &ctx,
@@ -271,16 +273,8 @@ async fn gen_server_deferred_reply() {
     // A server that exits while a caller waits for a deferred reply: the caller gets why.
     let n3 = node.clone();
     let waiting = tokio::spawn(async move { n3.call::<_, u64>(pid, &Req::Defer, WAIT).await });
-    while node
-        .sys()
-        .get_state::<State>(pid)
-        .await
-        .unwrap()
-        .deferred
-        .is_none()
-    {
-        tokio::task::yield_now().await;
-    }
+    // (The reply from another process left the previous caller in the state.)
+    deferred_other_than(&node, pid, Some(caller)).await;
     node.exit(pid, ExitReason::User("gone".into()));
     let r = waiting.await.unwrap();
     assert!(
