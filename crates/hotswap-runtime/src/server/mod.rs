@@ -79,7 +79,7 @@ impl NodeInner {
             tag,
             parent: (flags & abi::SPAWN_LINK != 0).then_some(starter.pid.0),
         };
-        let body = Body::Native(Box::pin(run::serve(proc.clone(), start)));
+        let body = Body::Native(Box::pin(run::ServerBody::new(proc.clone(), start)));
         Ok(self.launch(Some(starter), proc, body, flags))
     }
 }

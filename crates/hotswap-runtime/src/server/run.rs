@@ -7,7 +7,8 @@
 //! the version running it (a purge of that version kills it, as in Erlang); between
 //! callbacks it is bound to nothing, so loads and purges never kill an idle server.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::task::Poll;
 use std::time::Duration;
@@ -65,6 +66,50 @@ impl Drop for Server {
 /// calls would): a load in the middle of one takes effect at the next batch.
 const BATCH: usize = 64;
 
+/// Call the module's `handle` for one event.
+fn handle_now(
+    proc: *mut abi::ProcHandle,
+    obj: *mut abi::StateObj,
+    v: &Version,
+    kind: u32,
+    from: u64,
+    reference: u64,
+    data: &[u8],
+) -> Started {
+    let mut out = Vec::new();
+    let mut fut: *mut abi::FutureObj = std::ptr::null_mut();
+    // SAFETY: `handle` belongs to `v`, which made `obj`; the state is marked busy so
+    // nothing else touches it until the callback is done; `data` is valid for the call
+    // (the shim decodes it before returning); `out` and `fut` outlive it.
+    let st = unsafe {
+        (v.sv().handle)(
+            proc,
+            obj,
+            kind,
+            from,
+            reference,
+            data.as_ptr(),
+            data.len(),
+            &mut out as *mut Vec<u8> as *mut std::ffi::c_void,
+            crate::host_api::write_vec,
+            &mut fut,
+        )
+    };
+    match st {
+        abi::STATUS_READY => Started::Done(out),
+        abi::STATUS_PENDING if !fut.is_null() => Started::Waits(fut),
+        _ => Started::Panicked(String::from_utf8_lossy(&out).into_owned()),
+    }
+}
+
+/// A callback, begun.
+enum Begun {
+    /// It finished at once.
+    Done(Result<Vec<u8>, ExitReason>),
+    /// It waits.
+    Waits(ModuleFuture),
+}
+
 /// What calling into the module for a callback gave.
 enum Started {
     /// It finished at once: its outcome bytes.
@@ -103,28 +148,280 @@ async fn drive(mut f: ModuleFuture) -> Step {
     .await
 }
 
-/// The body of a gen_server process.
-pub(crate) async fn serve(proc: Arc<Process>, start: Start) -> Outcome {
-    let mut s = Server {
-        cell: StateCell::new(proc.pid.0),
-        proc,
-        module: start.module.clone(),
-        parent: start.parent,
-        cached: None,
-        suspended: false,
-        messages_in: 0,
-        messages_out: 0,
-        stats: None,
-        in_call: None,
-    };
-    let reason = match Box::pin(s.init(start)).await {
-        Ok(action) => s.run(action).await,
-        Err(r) => r,
-    };
-    drop(s);
+fn exit_outcome(reason: ExitReason) -> Outcome {
     match reason {
         ExitReason::Normal => Outcome::Value(Vec::new()),
         r => Outcome::Exit(r),
+    }
+}
+
+type SlowFuture = Pin<Box<dyn Future<Output = (Server, Next)> + Send>>;
+type InitFuture =
+    Pin<Box<dyn Future<Output = (Server, Result<Option<Action>, ExitReason>)> + Send>>;
+
+/// Where the loop is.
+enum Phase {
+    /// Running `init` (boxed, once).
+    Init(InitFuture),
+    /// Deciding what to do next (apply the pending action, compute the deadline).
+    Run,
+    /// Waiting for the next event until `deadline`.
+    Wait,
+    /// A callback that waits; `call` is the caller and tag of a call.
+    Callback {
+        fut: ModuleFuture,
+        call: Option<(u64, u64)>,
+    },
+    /// Anything rare (sys, terminate, continue, timeout, runs of casts), boxed: it owns the
+    /// server until it is done.
+    Slow(SlowFuture),
+}
+
+/// The body of a gen_server process: a hand-written loop (spec §2.3), so that an idle
+/// server costs only its fields (an `async fn` loop kept ~800 B for its deepest paths).
+pub(crate) struct ServerBody {
+    // Declared first: a callback's future borrows the state, so it is dropped before it.
+    phase: Phase,
+    server: Option<Server>,
+    action: Option<Action>,
+    timeout: Option<Duration>,
+    deadline: Option<u64>,
+}
+
+impl ServerBody {
+    /// A new server process's body.
+    pub(crate) fn new(proc: Arc<Process>, start: Start) -> ServerBody {
+        let s = Server {
+            cell: StateCell::new(proc.pid.0),
+            proc,
+            module: start.module.clone(),
+            parent: start.parent,
+            cached: None,
+            suspended: false,
+            messages_in: 0,
+            messages_out: 0,
+            stats: None,
+            in_call: None,
+        };
+        ServerBody {
+            phase: Phase::Init(Box::pin(async move {
+                let mut s = s;
+                let r = s.init(start).await;
+                (s, r)
+            })),
+            server: None,
+            action: None,
+            timeout: None,
+            deadline: None,
+        }
+    }
+
+    fn slow(&mut self, f: impl FnOnce(Server) -> SlowFuture) {
+        let s = self
+            .server
+            .take()
+            .expect("the server is here between phases");
+        self.phase = Phase::Slow(f(s));
+    }
+
+    /// Carry on after a callback: continue with its action, or exit (boxed).
+    fn follow(&mut self, flow: Flow) {
+        match flow {
+            Flow::Go(a) => {
+                self.action = a;
+                self.phase = Phase::Run;
+            }
+            crash => self.slow(|mut s| {
+                Box::pin(async move {
+                    let n = s.follow(crash).await;
+                    (s, n)
+                })
+            }),
+        }
+    }
+
+    /// Handle one event taken from the mailbox.
+    fn event(&mut self, e: Envelope) {
+        let s = self.server.as_mut().expect("server present");
+        match e.kind {
+            abi::MSG_SYSTEM => self.slow(|mut s| {
+                Box::pin(async move {
+                    let n = match s.system(e).await {
+                        Some(r) => Next::Exit(r),
+                        None => Next::Go(None),
+                    };
+                    (s, n)
+                })
+            }),
+            abi::MSG_EXIT if Some(e.from) == s.parent => self.slow(|mut s| {
+                Box::pin(async move {
+                    let r = s.terminate(ExitReason::decode(&e.data)).await;
+                    (s, Next::Exit(r))
+                })
+            }),
+            abi::MSG_REPLY => self.phase = Phase::Run,
+            abi::MSG_CALL => {
+                self.timeout = None;
+                s.messages_in += 1;
+                s.in_call = Some((e.from, e.reference));
+                match s.begin_event(abi::MSG_CALL, e.from, e.reference, &e.data) {
+                    Ok(Begun::Waits(fut)) => {
+                        self.phase = Phase::Callback {
+                            fut,
+                            call: Some((e.from, e.reference)),
+                        }
+                    }
+                    Ok(Begun::Done(r)) => {
+                        s.in_call = None;
+                        let flow = s.after_call(e.from, e.reference, r);
+                        self.follow(flow);
+                    }
+                    Err(r) => {
+                        s.in_call = None;
+                        let flow = s.after_call(e.from, e.reference, Err(r));
+                        self.follow(flow);
+                    }
+                }
+            }
+            kind => {
+                self.timeout = None;
+                let more = if kind == abi::MSG_CAST || kind == abi::MSG_USER {
+                    // Casts and plain messages queued right behind this one go to the
+                    // module together: one callback for the run.
+                    s.take_run()
+                } else {
+                    Vec::new()
+                };
+                if !more.is_empty() {
+                    let mut batch = Vec::with_capacity(more.len() + 1);
+                    batch.push(e);
+                    batch.extend(more);
+                    return self.slow(|mut s| {
+                        Box::pin(async move {
+                            let r = s.dispatch_batch(batch).await;
+                            let n = s.follow(Server::after_cast(r)).await;
+                            (s, n)
+                        })
+                    });
+                }
+                s.messages_in += 1;
+                match s.begin_event(kind, e.from, e.reference, &e.data) {
+                    Ok(Begun::Waits(fut)) => self.phase = Phase::Callback { fut, call: None },
+                    Ok(Begun::Done(r)) => self.follow(Server::after_cast(r)),
+                    Err(r) => self.follow(Flow::Crash(r, None)),
+                }
+            }
+        }
+    }
+
+    /// A callback event that is not a message (continue, timeout): boxed, rare.
+    fn synthetic(&mut self, kind: u32, data: Vec<u8>) {
+        self.slow(|mut s| {
+            Box::pin(async move {
+                let r = s.dispatch(kind, 0, 0, &data).await;
+                let n = s.follow(Server::after_cast(r)).await;
+                (s, n)
+            })
+        });
+    }
+}
+
+impl Future for ServerBody {
+    type Output = Outcome;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Outcome> {
+        let this = self.get_mut();
+        loop {
+            match &mut this.phase {
+                Phase::Init(f) => match f.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready((s, r)) => {
+                        this.server = Some(s);
+                        match r {
+                            Ok(a) => {
+                                this.action = a;
+                                this.phase = Phase::Run;
+                            }
+                            Err(reason) => return Poll::Ready(exit_outcome(reason)),
+                        }
+                    }
+                },
+                Phase::Slow(f) => match f.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready((s, n)) => {
+                        this.server = Some(s);
+                        match n {
+                            Next::Go(a) => {
+                                this.action = a;
+                                this.phase = Phase::Run;
+                            }
+                            Next::Exit(r) => return Poll::Ready(exit_outcome(r)),
+                        }
+                    }
+                },
+                Phase::Callback { fut, .. } => {
+                    let step = fut.poll();
+                    if let Step::Pending = step {
+                        return Poll::Pending;
+                    }
+                    let Phase::Callback { fut, call } =
+                        std::mem::replace(&mut this.phase, Phase::Run)
+                    else {
+                        unreachable!("matched above")
+                    };
+                    let v = fut.version.clone();
+                    drop(fut);
+                    let s = this.server.as_mut().expect("server present");
+                    let r = s.end(v, step);
+                    let flow = match call {
+                        Some((from, tag)) => {
+                            s.in_call = None;
+                            s.after_call(from, tag, r)
+                        }
+                        None => Server::after_cast(r),
+                    };
+                    this.follow(flow);
+                }
+                Phase::Run => {
+                    match this.action.take() {
+                        Some(Action::Continue(c)) => {
+                            this.synthetic(abi::HANDLE_CONTINUE, c);
+                            continue;
+                        }
+                        Some(Action::Timeout(d)) => this.timeout = Some(d),
+                        Some(Action::Hibernate) => {
+                            let s = this.server.as_ref().expect("server present");
+                            s.proc.inner.lock().mailbox.shrink_to_fit();
+                        }
+                        None => {}
+                    }
+                    let s = this.server.as_ref().expect("server present");
+                    // Restarted from zero after every event, system messages included
+                    // (§2.3).
+                    this.deadline = match (this.timeout, s.suspended) {
+                        (Some(d), false) => Some(
+                            s.proc
+                                .node
+                                .now_ns()
+                                .saturating_add(d.as_nanos().min(u64::MAX as u128) as u64),
+                        ),
+                        _ => None,
+                    };
+                    this.phase = Phase::Wait;
+                }
+                Phase::Wait => {
+                    let s = this.server.as_ref().expect("server present");
+                    match s.poll_next(this.deadline) {
+                        None => return Poll::Pending,
+                        Some(None) => {
+                            this.timeout = None;
+                            this.synthetic(abi::HANDLE_TIMEOUT, Vec::new());
+                        }
+                        Some(Some(e)) => this.event(e),
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -288,33 +585,8 @@ impl Server {
         reference: u64,
         data: &[u8],
     ) -> Result<Vec<u8>, ExitReason> {
-        self.dispatch_with(|proc, obj, v| {
-            let mut out = Vec::new();
-            let mut fut: *mut abi::FutureObj = std::ptr::null_mut();
-            // SAFETY: `handle` belongs to `v`, which made `obj`; the state is marked busy
-            // so nothing else touches it until the callback is done; `data` is valid for
-            // the call (the shim decodes it before returning); `out` and `fut` outlive it.
-            let st = unsafe {
-                (v.sv().handle)(
-                    proc,
-                    obj,
-                    kind,
-                    from,
-                    reference,
-                    data.as_ptr(),
-                    data.len(),
-                    &mut out as *mut Vec<u8> as *mut std::ffi::c_void,
-                    crate::host_api::write_vec,
-                    &mut fut,
-                )
-            };
-            match st {
-                abi::STATUS_READY => Started::Done(out),
-                abi::STATUS_PENDING if !fut.is_null() => Started::Waits(fut),
-                _ => Started::Panicked(String::from_utf8_lossy(&out).into_owned()),
-            }
-        })
-        .await
+        self.dispatch_with(|proc, obj, v| handle_now(proc, obj, v, kind, from, reference, data))
+            .await
     }
 
     /// Dispatch a run of queued casts and plain messages as one callback; the result of
@@ -364,50 +636,68 @@ impl Server {
         &mut self,
         start: impl FnOnce(*mut abi::ProcHandle, *mut abi::StateObj, &Version) -> Started,
     ) -> Result<Vec<u8>, ExitReason> {
+        match self.begin(start)? {
+            Begun::Done(r) => r,
+            Begun::Waits(f) => {
+                let v = f.version.clone();
+                let step = drive(f).await;
+                self.end(v, step)
+            }
+        }
+    }
+
+    /// The synchronous part of [`Server::dispatch_with`]: the callback finished at once,
+    /// or here is its future (the process is bound to its version until [`Server::end`]).
+    fn begin(
+        &mut self,
+        start: impl FnOnce(*mut abi::ProcHandle, *mut abi::StateObj, &Version) -> Started,
+    ) -> Result<Begun, ExitReason> {
         let v = self.current()?;
-        let fut = {
-            // Fast path: the state is already the current version's (one lock).
-            let fast = match &mut *self.cell.slot.lock() {
-                Slot::Live {
-                    version, obj, busy, ..
-                } if Arc::ptr_eq(version, &v) => {
-                    *busy = true;
-                    Some(obj.0)
-                }
-                _ => None,
-            };
-            let obj = match fast {
-                Some(o) => o,
-                None => {
-                    self.migrate_to(&v)?;
-                    self.borrow()
-                        .map(|(_, o)| o)
-                        .ok_or_else(|| ExitReason::User("the server has no state".into()))?
-                }
-            };
-            let _in = v.enter();
-            match start(self.proc.as_handle(), obj, &v) {
-                Started::Done(out) => {
-                    drop(_in);
-                    self.give_back();
-                    return match Outcome::decode_vec(out) {
-                        Some(Outcome::Value(b)) => Ok(b),
-                        Some(Outcome::Exit(r)) => Err(r),
-                        _ => Err(ExitReason::BadArg("malformed callback result".into())),
-                    };
-                }
-                Started::Panicked(m) => {
-                    drop(_in);
-                    self.give_back();
-                    return Err(ExitReason::Panic(m));
-                }
-                Started::Waits(f) => {
-                    self.proc.bind(&v);
-                    ModuleFuture::from_raw(&v, f)
-                }
+        // Fast path: the state is already the current version's (one lock).
+        let fast = match &mut *self.cell.slot.lock() {
+            Slot::Live {
+                version, obj, busy, ..
+            } if Arc::ptr_eq(version, &v) => {
+                *busy = true;
+                Some(obj.0)
+            }
+            _ => None,
+        };
+        let obj = match fast {
+            Some(o) => o,
+            None => {
+                self.migrate_to(&v)?;
+                self.borrow()
+                    .map(|(_, o)| o)
+                    .ok_or_else(|| ExitReason::User("the server has no state".into()))?
             }
         };
-        let step = drive(fut).await;
+        let started = {
+            let _in = v.enter();
+            start(self.proc.as_handle(), obj, &v)
+        };
+        Ok(match started {
+            Started::Done(out) => {
+                self.give_back();
+                Begun::Done(match Outcome::decode_vec(out) {
+                    Some(Outcome::Value(b)) => Ok(b),
+                    Some(Outcome::Exit(r)) => Err(r),
+                    _ => Err(ExitReason::BadArg("malformed callback result".into())),
+                })
+            }
+            Started::Panicked(m) => {
+                self.give_back();
+                Begun::Done(Err(ExitReason::Panic(m)))
+            }
+            Started::Waits(f) => {
+                self.proc.bind(&v);
+                Begun::Waits(ModuleFuture::from_raw(&v, f))
+            }
+        })
+    }
+
+    /// A callback that waited has finished (its future is dropped): its result.
+    fn end(&mut self, v: Arc<Version>, step: Step) -> Result<Vec<u8>, ExitReason> {
         self.give_back();
         self.proc.unbind(v);
         match step {
@@ -417,8 +707,19 @@ impl Server {
                 Err(ExitReason::BadArg("a callback returned a tail call".into()))
             }
             Step::Panicked(m) => Err(ExitReason::Panic(m)),
-            Step::Pending => unreachable!("drive runs to completion"),
+            Step::Pending => unreachable!("only finished callbacks end"),
         }
+    }
+
+    /// Start a callback for one event: see [`Server::begin`].
+    fn begin_event(
+        &mut self,
+        kind: u32,
+        from: u64,
+        reference: u64,
+        data: &[u8],
+    ) -> Result<Begun, ExitReason> {
+        self.begin(|proc, obj, v| handle_now(proc, obj, v, kind, from, reference, data))
     }
 
     /// `terminate(reason)` on the state's own version; the reason the server exits with
@@ -566,7 +867,7 @@ impl Server {
     async fn follow(&mut self, f: Flow) -> Next {
         match f {
             Flow::Go(a) => Next::Go(a),
-            Flow::Crash(r, reply) => Next::Exit(Box::pin(self.crash(r, reply)).await),
+            Flow::Crash(r, reply) => Next::Exit(self.crash(r, reply).await),
         }
     }
 
@@ -586,122 +887,29 @@ impl Server {
         out
     }
 
-    /// Wait for the next event: `None` when `deadline` (node clock) passes first.
-    fn next(
-        &self,
-        deadline: Option<u64>,
-    ) -> impl std::future::Future<Output = Option<Envelope>> + '_ {
+    /// Take the next event: `None` if there is none yet (the process is woken when one
+    /// arrives or `deadline` passes), `Some(None)` when `deadline` (node clock) has passed.
+    fn poll_next(&self, deadline: Option<u64>) -> Option<Option<Envelope>> {
         let parent = self.parent;
-        let suspended = self.suspended;
-        poll_fn(move |_| {
-            let mut g = self.proc.inner.lock();
-            let got = if suspended {
-                self.proc.take_first(&mut g, |e| {
-                    e.kind == abi::MSG_SYSTEM || (e.kind == abi::MSG_EXIT && Some(e.from) == parent)
-                })
-            } else {
-                self.proc.take_first(&mut g, |_| true)
-            };
-            if let Some(e) = got {
-                g.received += 1;
-                return Poll::Ready(Some(e));
-            }
-            if let Some(d) = deadline {
-                if self.proc.node.now_ns() >= d {
-                    return Poll::Ready(None);
-                }
-                g.wake_at = g.wake_at.min(d);
-            }
-            Poll::Pending
-        })
-    }
-
-    async fn run(&mut self, mut action: Option<Action>) -> ExitReason {
-        let mut timeout: Option<Duration> = None;
-        loop {
-            match action.take() {
-                Some(Action::Continue(c)) => {
-                    let r = Box::pin(self.dispatch(abi::HANDLE_CONTINUE, 0, 0, &c)).await;
-                    match self.follow(Self::after_cast(r)).await {
-                        Next::Go(a) => {
-                            action = a;
-                            continue;
-                        }
-                        Next::Exit(r) => return r,
-                    }
-                }
-                Some(Action::Timeout(d)) => timeout = Some(d),
-                Some(Action::Hibernate) => {
-                    let mut g = self.proc.inner.lock();
-                    g.mailbox.shrink_to_fit();
-                }
-                None => {}
-            }
-            // Restarted from zero after every event, system messages included (§2.3).
-            let deadline = match (timeout, self.suspended) {
-                (Some(d), false) => Some(
-                    self.proc
-                        .node
-                        .now_ns()
-                        .saturating_add(d.as_nanos().min(u64::MAX as u128) as u64),
-                ),
-                _ => None,
-            };
-            let flow = match self.next(deadline).await {
-                None => {
-                    timeout = None;
-                    Self::after_cast(Box::pin(self.dispatch(abi::HANDLE_TIMEOUT, 0, 0, &[])).await)
-                }
-                Some(e) => match e.kind {
-                    abi::MSG_SYSTEM => match Box::pin(self.system(e)).await {
-                        Some(r) => return r,
-                        None => continue,
-                    },
-                    abi::MSG_EXIT if Some(e.from) == self.parent => {
-                        let r = ExitReason::decode(&e.data);
-                        return Box::pin(self.terminate(r)).await;
-                    }
-                    abi::MSG_REPLY => continue,
-                    abi::MSG_CALL => {
-                        timeout = None;
-                        self.messages_in += 1;
-                        self.in_call = Some((e.from, e.reference));
-                        let r = self
-                            .dispatch(abi::MSG_CALL, e.from, e.reference, &e.data)
-                            .await;
-                        self.in_call = None;
-                        self.after_call(e.from, e.reference, r)
-                    }
-                    kind @ (abi::MSG_CAST | abi::MSG_USER) => {
-                        timeout = None;
-                        // Casts and plain messages queued right behind this one are handed
-                        // to the module together: one callback for the run.
-                        let more = self.take_run();
-                        if more.is_empty() {
-                            self.messages_in += 1;
-                            Self::after_cast(
-                                self.dispatch(kind, e.from, e.reference, &e.data).await,
-                            )
-                        } else {
-                            let mut batch = Vec::with_capacity(more.len() + 1);
-                            batch.push(e);
-                            batch.extend(more);
-                            // Boxed: once per run of messages, and it keeps the loop's future small.
-                            Self::after_cast(Box::pin(self.dispatch_batch(batch)).await)
-                        }
-                    }
-                    kind => {
-                        timeout = None;
-                        self.messages_in += 1;
-                        Self::after_cast(self.dispatch(kind, e.from, e.reference, &e.data).await)
-                    }
-                },
-            };
-            match self.follow(flow).await {
-                Next::Go(a) => action = a,
-                Next::Exit(r) => return r,
-            }
+        let mut g = self.proc.inner.lock();
+        let got = if self.suspended {
+            self.proc.take_first(&mut g, |e| {
+                e.kind == abi::MSG_SYSTEM || (e.kind == abi::MSG_EXIT && Some(e.from) == parent)
+            })
+        } else {
+            self.proc.take_first(&mut g, |_| true)
+        };
+        if let Some(e) = got {
+            g.received += 1;
+            return Some(Some(e));
         }
+        if let Some(d) = deadline {
+            if self.proc.node.now_ns() >= d {
+                return Some(None);
+            }
+            g.wake_at = g.wake_at.min(d);
+        }
+        None
     }
 
     /// Export the state as bytes (whatever version holds it).
@@ -958,13 +1166,12 @@ mod tests {
     /// boxed so that it stays small.
     #[test]
     fn server_future_stays_small() {
-        let n = output_size(&super::serve);
+        let n = std::mem::size_of::<super::ServerBody>();
         eprintln!(
             "server future: {n} bytes; process task future: {} bytes",
             output_size(&crate::process::run)
         );
-        // 768 B (debug) / 816 B (release) today; a hand-written state machine for the
-        // hot path would take it to about 250 B (see BENCHMARKS.md, idle memory).
-        assert!(n <= 896, "the server loop's future is {n} bytes");
+        // The async loop this replaced kept 816 B.
+        assert!(n <= 256, "the server loop is {n} bytes");
     }
 }
