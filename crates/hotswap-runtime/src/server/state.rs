@@ -34,10 +34,17 @@ pub(crate) enum Slot {
         obj: StatePtr,
         busy: bool,
     },
-    /// Encoded by version `vsn`, waiting for the current version's `code_change`.
-    Bytes { vsn: String, bytes: Vec<u8> },
+    /// Encoded, waiting for the current version's `code_change` (boxed: rare, and every
+    /// server carries a `Slot`).
+    Bytes(Box<Encoded>),
     /// The state could not be kept (its version failed to encode it before a purge).
     Lost(String),
+}
+
+/// A state encoded by version `vsn`.
+pub(crate) struct Encoded {
+    pub(crate) vsn: String,
+    pub(crate) bytes: Vec<u8>,
 }
 
 /// A server's state, shared with the versions that list it.
@@ -86,10 +93,10 @@ impl StateCell {
             return;
         };
         *g = match version.export_state(&obj) {
-            Ok(bytes) => Slot::Bytes {
+            Ok(bytes) => Slot::Bytes(Box::new(Encoded {
                 vsn: version.vsn.clone(),
                 bytes,
-            },
+            })),
             Err(e) => Slot::Lost(format!(
                 "version {} of {} could not encode the state before it was purged: {e}",
                 version.vsn, version.name
