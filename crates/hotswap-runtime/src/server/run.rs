@@ -1,11 +1,12 @@
 //! The gen_server loop (spec §2.3) and the sys protocol (§3), on the node's side.
 //!
-//! A server is a native process running [`serve`]. Each event (call, cast, info, timeout,
-//! continue) is dispatched to the **current** version of the module: if the state was
-//! made by another version, that version encodes it and the current version's
-//! `code_change` builds the new state first. While a callback runs the process is bound to
-//! the version running it (a purge of that version kills it, as in Erlang); between
-//! callbacks it is bound to nothing, so loads and purges never kill an idle server.
+//! A server is a native process whose body is a [`ServerBody`]. Each event (call, cast,
+//! info, timeout, continue) is dispatched to the **current** version of the module: if
+//! the state was made by another version, that version encodes it and the current
+//! version's `code_change` builds the new state first. While a callback waits the process
+//! is bound to the version running it (a purge of that version kills it, as in Erlang);
+//! a callback that finishes at once, and an idle server, are bound to nothing, so loads
+//! and purges never kill an idle server.
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
