@@ -149,6 +149,34 @@ unsafe extern "C" fn receive(
     })
 }
 
+/// Hand a spawn's result to the caller: the pid and monitor reference, or the message.
+///
+/// # Safety
+/// The out-parameters must be writable and `err`/`write` the caller's buffer and callback.
+unsafe fn report_spawn(
+    r: Result<(hotswap::Pid, u64), String>,
+    pid_out: *mut u64,
+    ref_out: *mut u64,
+    err: *mut c_void,
+    write: abi::WriteFn,
+) -> u32 {
+    match r {
+        Ok((pid, mref)) => {
+            // SAFETY: caller contract.
+            unsafe {
+                *pid_out = pid.0;
+                *ref_out = mref;
+            }
+            abi::STATUS_READY
+        }
+        Err(m) => {
+            // SAFETY: caller contract.
+            unsafe { write(err, m.as_ptr(), m.len()) };
+            abi::STATUS_ERROR
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 unsafe extern "C" fn spawn(
     p: *mut abi::ProcHandle,
@@ -165,22 +193,12 @@ unsafe extern "C" fn spawn(
         // SAFETY: live handle; readable ranges (ABI contract).
         let (p, module, function, arg) =
             unsafe { (proc_ref(p), text(module), text(function), bytes(arg)) };
-        match p.node.spawn(Some(p), &module, &function, arg, flags) {
-            Ok((pid, r)) => {
-                // SAFETY: the caller's out-parameters.
-                unsafe {
-                    *pid_out = pid.0;
-                    *ref_out = r;
-                }
-                abi::STATUS_READY
-            }
-            Err(e) => {
-                let m = e.to_string();
-                // SAFETY: the caller's copy callback and buffer.
-                unsafe { write(err, m.as_ptr(), m.len()) };
-                abi::STATUS_ERROR
-            }
-        }
+        let r = p
+            .node
+            .spawn(Some(p), &module, &function, arg, flags)
+            .map_err(|e| e.to_string());
+        // SAFETY: the caller's out-parameters, copy callback and buffer.
+        unsafe { report_spawn(r, pid_out, ref_out, err, write) }
     })
 }
 
@@ -492,29 +510,18 @@ unsafe extern "C" fn start_server(
         let (p, module, arg, name) = unsafe { (proc_ref(p), text(module), bytes(arg), text(name)) };
         let name = (!name.is_empty()).then_some(&*name);
         let node = p.node.clone();
-        match node.start_server(p, &module, arg, name, flags, tag) {
-            Ok((pid, r)) => {
-                // SAFETY: the caller's out-parameters.
-                unsafe {
-                    *pid_out = pid.0;
-                    *ref_out = r;
+        let r = node
+            .start_server(p, &module, arg, name, flags, tag)
+            .map_err(|f| match f {
+                crate::server::StartFail::Taken(pid) => {
+                    // SAFETY: the caller's out-parameter (the holder of the name).
+                    unsafe { *pid_out = pid.0 };
+                    format!("already_started: {pid}")
                 }
-                abi::STATUS_READY
-            }
-            Err(f) => {
-                let m = match f {
-                    crate::server::StartFail::Taken(pid) => {
-                        // SAFETY: the caller's out-parameter.
-                        unsafe { *pid_out = pid.0 };
-                        format!("already_started: {pid}")
-                    }
-                    crate::server::StartFail::Other(m) => m,
-                };
-                // SAFETY: the caller's copy callback and buffer.
-                unsafe { write(err, m.as_ptr(), m.len()) };
-                abi::STATUS_ERROR
-            }
-        }
+                crate::server::StartFail::Other(m) => m,
+            });
+        // SAFETY: the caller's out-parameters, copy callback and buffer.
+        unsafe { report_spawn(r, pid_out, ref_out, err, write) }
     })
 }
 
