@@ -310,14 +310,7 @@ impl NodeInner {
     }
 
     fn deliver_user(&self, from: u64, to: u64, data: Payload) {
-        self.table.with(to, |p| {
-            p.deliver(Envelope {
-                kind: abi::MSG_USER,
-                from,
-                reference: 0,
-                data,
-            })
-        });
+        self.post(from, to, abi::MSG_USER, 0, data);
     }
 
     pub(crate) fn send_after(

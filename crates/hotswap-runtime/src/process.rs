@@ -536,10 +536,7 @@ impl ModuleFuture {
         // SAFETY: `start` belongs to `version`, which is mapped while we hold the Arc; the
         // handle is the live process; the argument range is valid for the call.
         let fut = unsafe { start(proc.as_handle(), arg.as_ptr(), arg.len()) };
-        ModuleFuture {
-            version: version.clone(),
-            fut,
-        }
+        ModuleFuture::from_raw(version, fut)
     }
 
     pub(crate) fn poll(&mut self) -> Step {

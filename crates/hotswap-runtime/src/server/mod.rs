@@ -141,13 +141,13 @@ impl Node {
     pub fn cast<Q: Serialize + ?Sized>(&self, to: impl Into<ServerRef>, msg: &Q) {
         let to = to.into();
         let pid = match &to {
-            ServerRef::Pid(p) => Some(p.0),
-            ServerRef::Name(n) => self.inner.registry.lock().get(n),
+            ServerRef::Pid(p) => Some(*p),
+            ServerRef::Name(n) => self.whereis(n),
         };
         if let Some(pid) = pid {
             self.inner.post(
                 0,
-                pid,
+                pid.0,
                 abi::MSG_CAST,
                 0,
                 crate::process::Payload::from_vec(hotswap::codec::encode(msg)),

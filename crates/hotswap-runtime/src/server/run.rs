@@ -35,7 +35,7 @@ pub(crate) struct Start {
     pub(crate) parent: Option<u64>,
 }
 
-/// What a server knows between events. Shared read-only with `sys` status queries.
+/// What a server knows between events.
 pub(crate) struct Server {
     proc: Arc<Process>,
     module: String,
@@ -48,8 +48,9 @@ pub(crate) struct Server {
     messages_out: u64,
     /// `sys:statistics`: when switched on, and the counters then.
     stats: Option<Box<(u64, u64, u64)>>,
-    /// The call being handled: if the server is killed in the middle of it, its caller
-    /// gets the exit reason (see `Drop`).
+    /// The call being handled (the caller and its tag; during `init`, the starter): if
+    /// the server is killed in the middle of it, the caller gets the exit reason (see
+    /// `Drop`); when a waiting callback finishes, it says whether that was a call.
     in_call: Option<(u64, u64)>,
 }
 
@@ -168,11 +169,8 @@ enum Phase {
     Run,
     /// Waiting for the next event until `deadline`.
     Wait,
-    /// A callback that waits; `call` is the caller and tag of a call.
-    Callback {
-        fut: ModuleFuture,
-        call: Option<(u64, u64)>,
-    },
+    /// A callback that waits (for a call, `Server::in_call` names the caller).
+    Callback(ModuleFuture),
     /// Anything rare (sys, terminate, continue, timeout, runs of casts), boxed: it owns the
     /// server until it is done.
     Slow(SlowFuture),
@@ -266,24 +264,17 @@ impl ServerBody {
                 self.timeout = None;
                 s.messages_in += 1;
                 s.in_call = Some((e.from, e.reference));
-                match s.begin_event(abi::MSG_CALL, e.from, e.reference, &e.data) {
+                let r = match s.begin_event(abi::MSG_CALL, e.from, e.reference, &e.data) {
                     Ok(Begun::Waits(fut)) => {
-                        self.phase = Phase::Callback {
-                            fut,
-                            call: Some((e.from, e.reference)),
-                        }
+                        self.phase = Phase::Callback(fut);
+                        return;
                     }
-                    Ok(Begun::Done(r)) => {
-                        s.in_call = None;
-                        let flow = s.after_call(e.from, e.reference, r);
-                        self.follow(flow);
-                    }
-                    Err(r) => {
-                        s.in_call = None;
-                        let flow = s.after_call(e.from, e.reference, Err(r));
-                        self.follow(flow);
-                    }
-                }
+                    Ok(Begun::Done(r)) => r,
+                    Err(r) => Err(r),
+                };
+                s.in_call = None;
+                let flow = s.after_call(e.from, e.reference, r);
+                self.follow(flow);
             }
             kind => {
                 self.timeout = None;
@@ -307,11 +298,15 @@ impl ServerBody {
                     });
                 }
                 s.messages_in += 1;
-                match s.begin_event(kind, e.from, e.reference, &e.data) {
-                    Ok(Begun::Waits(fut)) => self.phase = Phase::Callback { fut, call: None },
-                    Ok(Begun::Done(r)) => self.follow(Server::after_cast(r)),
-                    Err(r) => self.follow(Flow::Crash(r, None)),
-                }
+                let r = match s.begin_event(kind, e.from, e.reference, &e.data) {
+                    Ok(Begun::Waits(fut)) => {
+                        self.phase = Phase::Callback(fut);
+                        return;
+                    }
+                    Ok(Begun::Done(r)) => r,
+                    Err(r) => Err(r),
+                };
+                self.follow(Server::after_cast(r));
             }
         }
     }
@@ -361,13 +356,12 @@ impl Future for ServerBody {
                         }
                     }
                 },
-                Phase::Callback { fut, .. } => {
+                Phase::Callback(fut) => {
                     let step = fut.poll();
                     if let Step::Pending = step {
                         return Poll::Pending;
                     }
-                    let Phase::Callback { fut, call } =
-                        std::mem::replace(&mut this.phase, Phase::Run)
+                    let Phase::Callback(fut) = std::mem::replace(&mut this.phase, Phase::Run)
                     else {
                         unreachable!("matched above")
                     };
@@ -375,11 +369,8 @@ impl Future for ServerBody {
                     drop(fut);
                     let s = this.server.as_mut().expect("server present");
                     let r = s.end(v, step);
-                    let flow = match call {
-                        Some((from, tag)) => {
-                            s.in_call = None;
-                            s.after_call(from, tag, r)
-                        }
+                    let flow = match s.in_call.take() {
+                        Some((from, tag)) => s.after_call(from, tag, r),
                         None => Server::after_cast(r),
                     };
                     this.follow(flow);
@@ -739,12 +730,9 @@ impl Server {
         };
         let v = fut.version.clone();
         let step = drive(fut).await;
-        self.give_back();
-        self.proc.unbind(v);
-        match step {
-            Step::Panicked(m) => ExitReason::Panic(m),
-            Step::Done(Outcome::Exit(r)) => r,
-            _ => reason,
+        match self.end(v, step) {
+            Ok(_) => reason,
+            Err(r) => r,
         }
     }
 
