@@ -131,14 +131,31 @@ where
             }
         }
     }));
-    let task: Task = match made {
+    into_obj(task_or_exit(made))
+}
+
+/// The task a shim made, or one that exits with the panic that making it raised.
+fn task_or_exit(made: std::thread::Result<Task>) -> Task {
+    match made {
         Ok(t) => t,
         Err(p) => {
             let r = ExitReason::Panic(panic_message(p));
             Box::pin(async move { Outcome::Exit(r) })
         }
-    };
-    Box::into_raw(Box::new(task)) as *mut abi::FutureObj
+    }
+}
+
+/// Poll a task once, catching a panic (its message).
+fn poll_task(task: &mut Task) -> Result<Poll<Outcome>, String> {
+    // Every await point of a module future is a host operation; the node re-polls the
+    // process whenever anything it waits for happens, so no waker is needed.
+    let mut cx = Context::from_waker(Waker::noop());
+    catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(&mut cx))).map_err(panic_message)
+}
+
+/// Drop a task, catching a panic in a destructor (its message).
+fn drop_task(task: Task) -> Result<(), String> {
+    catch_unwind(AssertUnwindSafe(move || drop(task))).map_err(panic_message)
 }
 
 /// Synchronous export shim body: decode the argument, call, encode the result.
@@ -204,17 +221,14 @@ pub unsafe extern "C" fn poll(
 ) -> u32 {
     // SAFETY: caller contract: `fut` is a live `Box<Task>` made by `start`.
     let task = unsafe { &mut *(fut as *mut Task) };
-    // Every await point of a module future is a host operation; the node re-polls the
-    // process whenever anything it waits for happens, so no waker is needed.
-    let mut cx = Context::from_waker(Waker::noop());
-    match catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(&mut cx))) {
+    match poll_task(task) {
         Ok(Poll::Pending) => abi::STATUS_PENDING,
         Ok(Poll::Ready(outcome)) => {
             write_str(out, write, &outcome.into_encoded());
             abi::STATUS_READY
         }
-        Err(p) => {
-            write_str(out, write, panic_message(p).as_bytes());
+        Err(m) => {
+            write_str(out, write, m.as_bytes());
             abi::STATUS_PANICKED
         }
     }
@@ -229,10 +243,10 @@ pub unsafe extern "C" fn drop_future(
 ) -> u32 {
     // SAFETY: caller contract: `fut` is a live `Box<Task>` made by `start`, dropped once.
     let task = unsafe { Box::from_raw(fut as *mut Task) };
-    match catch_unwind(AssertUnwindSafe(move || drop(task))) {
+    match drop_task(*task) {
         Ok(()) => abi::STATUS_READY,
-        Err(p) => {
-            write_str(out, write, panic_message(p).as_bytes());
+        Err(m) => {
+            write_str(out, write, m.as_bytes());
             abi::STATUS_PANICKED
         }
     }
@@ -427,39 +441,25 @@ pub unsafe extern "C" fn server_handle<S: GenServer>(
             ))),
         }
     }));
-    let mut task = match made {
-        Ok(t) => t,
-        Err(p) => {
-            write_str(out, write, panic_message(p).as_bytes());
-            return abi::STATUS_PANICKED;
+    let mut task = task_or_exit(made);
+    let polled = poll_task(&mut task);
+    if let Ok(Poll::Pending) = polled {
+        // SAFETY: caller contract: `fut_out` is writable.
+        unsafe { *fut_out = into_obj(task) };
+        return abi::STATUS_PENDING;
+    }
+    // Finished (or panicked): drop it now; a panic in a destructor replaces the result.
+    let dropped = drop_task(task);
+    match (polled, dropped) {
+        (Ok(Poll::Ready(outcome)), Ok(())) => {
+            write_str(out, write, &outcome.into_encoded());
+            abi::STATUS_READY
         }
-    };
-    let mut cx = Context::from_waker(Waker::noop());
-    match catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(&mut cx))) {
-        Ok(Poll::Pending) => {
-            // SAFETY: caller contract: `fut_out` is writable.
-            unsafe { *fut_out = into_obj(task) };
-            abi::STATUS_PENDING
-        }
-        Ok(Poll::Ready(outcome)) => {
-            let dropped = catch_unwind(AssertUnwindSafe(move || drop(task)));
-            match dropped {
-                Ok(()) => {
-                    write_str(out, write, &outcome.into_encoded());
-                    abi::STATUS_READY
-                }
-                Err(p) => {
-                    write_str(out, write, panic_message(p).as_bytes());
-                    abi::STATUS_PANICKED
-                }
-            }
-        }
-        Err(p) => {
-            let msg = panic_message(p);
-            let _ = catch_unwind(AssertUnwindSafe(move || drop(task)));
-            write_str(out, write, msg.as_bytes());
+        (Err(m), _) | (_, Err(m)) => {
+            write_str(out, write, m.as_bytes());
             abi::STATUS_PANICKED
         }
+        (Ok(Poll::Pending), _) => unreachable!("handled above"),
     }
 }
 
@@ -530,13 +530,7 @@ pub unsafe extern "C" fn server_handle_batch<S: GenServer>(
             Outcome::Value(out)
         })
     }));
-    into_obj(match made {
-        Ok(t) => t,
-        Err(p) => {
-            let r = ExitReason::Panic(panic_message(p));
-            Box::pin(async move { Outcome::Exit(r) })
-        }
-    })
+    into_obj(task_or_exit(made))
 }
 
 /// `ServerVTable::terminate` for `S`.
