@@ -457,20 +457,24 @@ impl Ctx {
         tag: u64,
         timeout: Option<Duration>,
     ) -> Option<Vec<u8>> {
+        self.receive_within(ReplyTo(tag), timeout).await
+    }
+
+    /// Wait for the `Down` message of monitor `r` (its reason), or `None` after `timeout`.
+    pub(crate) async fn down(&self, r: Ref, timeout: Option<Duration>) -> Option<ExitReason> {
+        self.receive_within(DownOf(r.0), timeout).await
+    }
+
+    /// A selective receive that gives up after `timeout` (`None`: never).
+    async fn receive_within<M: Matcher + Unpin>(
+        &self,
+        m: M,
+        timeout: Option<Duration>,
+    ) -> Option<M::Output> {
         match timeout {
-            Some(t) => TimedReceive(Receive::new(*self, ReplyTo(tag), Some(t))).await,
-            None => Some(Receive::new(*self, ReplyTo(tag), None).await),
+            Some(t) => TimedReceive(Receive::new(*self, m, Some(t))).await,
+            None => Some(Receive::new(*self, m, None).await),
         }
-    }
-
-    /// Wait for the `Down` message of monitor `r`: its reason.
-    pub(crate) async fn down(&self, r: Ref) -> ExitReason {
-        Receive::new(*self, DownOf(r.0), None).await
-    }
-
-    /// [`Ctx::down`] giving up after `timeout`.
-    pub(crate) async fn down_timeout(&self, r: Ref, timeout: Duration) -> Option<ExitReason> {
-        TimedReceive(Receive::new(*self, DownOf(r.0), Some(timeout))).await
     }
 
     /// Start a gen_server (see the host API's `start_server`). On failure: the pid holding

@@ -745,12 +745,7 @@ pub async fn stop(
     timeout: Option<Duration>,
 ) -> Result<(), CallError> {
     let to = to.into();
-    let pid = match &to {
-        ServerRef::Pid(p) => *p,
-        ServerRef::Name(n) => ctx
-            .whereis(n)
-            .ok_or_else(|| CallError::NoProc(to.clone()))?,
-    };
+    let pid = crate::sys::resolve(ctx, &to).ok_or_else(|| CallError::NoProc(to.clone()))?;
     if pid == ctx.self_pid() {
         return Err(CallError::CallingSelf);
     }
@@ -760,11 +755,7 @@ pub async fn stop(
         ctx.demonitor(mref);
         return Err(CallError::NoProc(to));
     }
-    let down = match timeout {
-        Some(t) => ctx.down_timeout(mref, t).await,
-        None => Some(ctx.down(mref).await),
-    };
-    match down {
+    match ctx.down(mref, timeout).await {
         None => {
             ctx.demonitor(mref);
             Err(CallError::Timeout(timeout.unwrap_or(Duration::MAX)))
