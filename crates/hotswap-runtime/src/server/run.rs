@@ -201,7 +201,9 @@ impl ServerBody {
             messages_in: 0,
             messages_out: 0,
             stats: None,
-            in_call: None,
+            // The starter waits like a caller: if the server is killed before or during
+            // init, it gets the reason (see `Drop`).
+            in_call: Some((start.starter, start.tag)),
         };
         ServerBody {
             phase: Phase::Init(Box::pin(async move {
@@ -442,9 +444,6 @@ impl Server {
     async fn init(&mut self, start: Start) -> Result<Option<Action>, ExitReason> {
         let v = start.version;
         let arg = start.arg;
-        // The starter waits like a caller: if the server is killed during init, it gets
-        // the reason (see `Drop`).
-        self.in_call = Some((start.starter, start.tag));
         self.proc.bind(&v);
         let fut = {
             let _in = v.enter();
