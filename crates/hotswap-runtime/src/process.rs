@@ -395,7 +395,12 @@ impl Process {
             )
         };
         let node = &self.node;
-        // Out of the table first: a sender reaches a process only through the table, so
+        // The name goes first: whoever finds the process gone (a monitor's `noproc`) must
+        // find its name released too.
+        if let Some(n) = rel.as_ref().and_then(|r| r.name.as_deref()) {
+            node.registry.lock().remove_if(n, self.pid.0);
+        }
+        // Out of the table next: a sender reaches a process only through the table, so
         // after this nothing new can arrive and the drain below sees every request.
         node.table.remove(self.pid.0);
         let inbox = std::mem::take(&mut *self.inbox.lock());
@@ -429,15 +434,11 @@ impl Process {
         }
         if let Some(rel) = rel {
             let Relations {
-                name,
                 links,
                 monitored_by,
                 monitoring,
                 ..
             } = *rel;
-            if let Some(n) = name {
-                node.registry.lock().remove_if(&n, self.pid.0);
-            }
             for l in links {
                 if let Some(p) = node.table.get(l) {
                     p.signal_exit(self.pid.0, &reason, true);
