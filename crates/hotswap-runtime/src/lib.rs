@@ -150,10 +150,36 @@ fn default_code_dir() -> PathBuf {
     );
     let shm = Path::new("/dev/shm");
     let writable = std::fs::metadata(shm).is_ok_and(|m| m.is_dir() && !m.permissions().readonly());
-    if writable {
-        shm.join(name)
+    let parent = if writable {
+        shm.to_path_buf()
     } else {
-        std::env::temp_dir().join(name)
+        std::env::temp_dir()
+    };
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(|| sweep_stale_code_dirs(&parent));
+    parent.join(name)
+}
+
+/// Remove the default code directories of processes that are gone: a node that was never
+/// stopped (a crash, a kill, a test process) leaves its library copies behind, and on
+/// tmpfs they hold memory. Directories of live processes are left alone.
+fn sweep_stale_code_dirs(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("hotswap-"))
+            .and_then(|n| n.split_once('-'))
+            .and_then(|(pid, seq)| seq.parse::<u64>().ok().and(pid.parse::<u32>().ok()))
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
     }
 }
 
@@ -662,6 +688,27 @@ impl Drop for ExternalProcess {
         self.proc.finish(ExitReason::Normal);
     }
 }
+#[cfg(test)]
+mod sweep {
+    #[test]
+    fn code_dirs_of_dead_processes_are_swept() {
+        let parent =
+            std::env::temp_dir().join(format!("hotswap-sweep-test-{}", std::process::id()));
+        // Pid numbers never reach 999 999 999, so that process is certainly gone.
+        let stale = parent.join("hotswap-999999999-1");
+        let mine = parent.join(format!("hotswap-{}-7", std::process::id()));
+        let other = parent.join("hotswap-not-a-node");
+        for d in [&stale, &mine, &other] {
+            std::fs::create_dir_all(d.join("lib")).unwrap();
+        }
+        super::sweep_stale_code_dirs(&parent);
+        assert!(!stale.exists(), "a dead process's directory is removed");
+        assert!(mine.exists(), "this process's directories stay");
+        assert!(other.exists(), "other names are not touched");
+        std::fs::remove_dir_all(&parent).unwrap();
+    }
+}
+
 #[cfg(test)]
 mod size_guard {
     /// An idle process must stay well under 1 KB: the process struct (plus the `Arc`
