@@ -45,7 +45,7 @@ fn parse_list(input: ParseStream<'_>) -> syn::Result<Vec<ExportSpec>> {
 impl Parse for ModuleSpec {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
         let (mut name, mut version, mut exports, mut functions) = (None, None, None, None);
-        let mut gen_server = None;
+        let (mut gen_server, mut supervisor) = (None, None);
         while !input.is_empty() {
             let key: Ident = input.parse()?;
             input.parse::<Token![:]>()?;
@@ -55,10 +55,11 @@ impl Parse for ModuleSpec {
                 "exports" => exports = Some(parse_list(input)?),
                 "functions" => functions = Some(parse_list(input)?),
                 "gen_server" => gen_server = Some(input.parse::<syn::Type>()?),
+                "supervisor" => supervisor = Some(input.parse::<syn::Type>()?),
                 other => {
                     return Err(syn::Error::new(
                         key.span(),
-                        format!("unknown key `{other}`: expected `name`, `version`, `exports`, `functions` or `gen_server`"),
+                        format!("unknown key `{other}`: expected `name`, `version`, `exports`, `functions`, `gen_server` or `supervisor`"),
                     ))
                 }
             }
@@ -71,12 +72,21 @@ impl Parse for ModuleSpec {
         Ok(ModuleSpec {
             name: name.ok_or_else(|| missing("name"))?,
             version: version.ok_or_else(|| missing("version"))?,
-            exports: match (exports, &gen_server) {
+            exports: match (exports, gen_server.is_some() || supervisor.is_some()) {
                 (Some(e), _) => e,
-                (None, Some(_)) => Vec::new(),
-                (None, None) => return Err(missing("exports")),
+                (None, true) => Vec::new(),
+                (None, false) => return Err(missing("exports")),
             },
-            functions: functions.unwrap_or_default(),
+            functions: {
+                let mut f = functions.unwrap_or_default();
+                if let Some(t) = &supervisor {
+                    f.push(ExportSpec {
+                        func: syn::parse_quote!(::hotswap::supervisor::__init::<#t>),
+                        name: "supervisor_init".into(),
+                    });
+                }
+                f
+            },
             gen_server,
         })
     }
@@ -124,7 +134,9 @@ impl ModuleSpec {
 /// and `R: IntoOutcome`: it can be spawned as a process, continued into, or awaited with
 /// `Ctx::apply`. An optional `functions: [..]` list names synchronous
 /// `fn(Ctx, A) -> R` (`R: Serialize`) functions, called fully-qualified with
-/// `Ctx::function`. The macro generates the module descriptor (ABI version, name,
+/// `Ctx::function`. `gen_server: T` declares the module's `GenServer`, and
+/// `supervisor: T` its `hotswap::supervisor::Supervisor` (exported as the function
+/// `supervisor_init`); either makes `exports` optional. The macro generates the module descriptor (ABI version, name,
 /// version, a unique build id, the panic strategy the crate was built with) and one
 /// panic-catching `extern "C"` shim per export.
 #[proc_macro]

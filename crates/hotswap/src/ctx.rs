@@ -460,9 +460,32 @@ impl Ctx {
         self.receive_within(ReplyTo(tag), timeout).await
     }
 
-    /// Wait for the `Down` message of monitor `r` (its reason), or `None` after `timeout`.
-    pub(crate) async fn down(&self, r: Ref, timeout: Option<Duration>) -> Option<ExitReason> {
+    /// Wait for the `Down` message of monitor `r` (its reason), or `None` after `timeout`
+    /// (`None`: wait forever). Other messages stay in the mailbox, in order.
+    pub async fn down(&self, r: Ref, timeout: Option<Duration>) -> Option<ExitReason> {
         self.receive_within(DownOf(r.0), timeout).await
+    }
+
+    /// Selective receive on the envelope: the first message (of any kind) for which
+    /// `pred(kind, from, reference)` holds, or `None` after `timeout` (`None`: wait
+    /// forever). Other messages stay in the mailbox, in order. `reference` is the monitor
+    /// reference of a `Down` and the tag of a call or reply (0 otherwise).
+    ///
+    /// ```no_run
+    /// # async fn f(ctx: hotswap::Ctx, child: hotswap::Pid) {
+    /// use hotswap::{Message, MessageKind};
+    /// // flush the trapped exit of `child`, if there is one
+    /// let flushed = ctx
+    ///     .recv_where(|k, from, _| k == MessageKind::Exit && from == child, Some(std::time::Duration::ZERO))
+    ///     .await;
+    /// # }
+    /// ```
+    pub async fn recv_where<F: FnMut(MessageKind, Pid, u64) -> bool + Unpin>(
+        &self,
+        pred: F,
+        timeout: Option<Duration>,
+    ) -> Option<Message> {
+        self.receive_within(Where(pred), timeout).await
     }
 
     /// A selective receive that gives up after `timeout` (`None`: never).
@@ -745,6 +768,54 @@ impl Matcher for DownOf {
     }
     fn finish(&mut self, _: &abi::MsgHeader, data: Vec<u8>) -> ExitReason {
         ExitReason::decode(&data)
+    }
+}
+
+/// The kind of a message, as [`Ctx::recv_where`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MessageKind {
+    /// An ordinary message.
+    User,
+    /// A trapped exit signal.
+    Exit,
+    /// A monitor's `Down`.
+    Down,
+    /// A `gen_server` call.
+    Call,
+    /// A `gen_server` cast.
+    Cast,
+    /// A reply to a call.
+    Reply,
+    /// A `sys` request.
+    System,
+}
+
+impl MessageKind {
+    fn of(kind: u32) -> MessageKind {
+        match kind {
+            abi::MSG_EXIT => MessageKind::Exit,
+            abi::MSG_DOWN => MessageKind::Down,
+            abi::MSG_CALL => MessageKind::Call,
+            abi::MSG_CAST => MessageKind::Cast,
+            abi::MSG_REPLY => MessageKind::Reply,
+            abi::MSG_SYSTEM => MessageKind::System,
+            _ => MessageKind::User,
+        }
+    }
+}
+
+/// Matches on the envelope (kind, sender, reference); yields [`Message`].
+struct Where<F>(F);
+
+impl<F: FnMut(MessageKind, Pid, u64) -> bool> Matcher for Where<F> {
+    type Output = Message;
+    const NEEDS_BYTES: bool = true;
+    fn matches(&mut self, v: &abi::MsgView) -> bool {
+        (self.0)(MessageKind::of(v.kind), Pid(v.from), v.reference)
+    }
+    fn finish(&mut self, h: &abi::MsgHeader, data: Vec<u8>) -> Message {
+        message_from(h, data)
     }
 }
 

@@ -41,11 +41,12 @@ pub mod gen_server;
 mod outcome;
 #[doc(hidden)]
 pub mod private;
+pub mod supervisor;
 pub mod sys;
 mod types;
 
 pub use ctx::{
-    AnyMsg, AnyOf, Apply, ApplyError, Ctx, Level, Matcher, Nothing, RawBytes, Receive, SpawnError,
+    AnyMsg, AnyOf, Apply, ApplyError, Ctx, Level, Matcher, MessageKind, Nothing, RawBytes, Receive, SpawnError,
     TimedReceive, Typed,
 };
 pub use hotswap_macros::module;
