@@ -15,5 +15,6 @@ mod seed002;
 mod seed002_gen_server;
 mod seed004;
 mod soak;
+mod sup_smoke;
 mod sys;
 mod upgrade_load;
