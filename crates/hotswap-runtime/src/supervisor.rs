@@ -14,7 +14,7 @@
 //! first keeps trapped exits of dying children out of the mailbox, so stopping N children
 //! costs O(N), not O(N²) in mailbox scans.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -645,7 +645,7 @@ impl Sup {
 
     async fn terminate_dynamic(&mut self, t: &ChildSpec) {
         let rule = t.shutdown_rule();
-        let kids: Vec<Pid> = self.dynamic.drain().map(|(p, _)| p).collect();
+        let kids: HashSet<Pid> = self.dynamic.drain().map(|(p, _)| p).collect();
         self.dyn_restarting.clear();
         let mut waiting: HashMap<u64, Pid> = HashMap::with_capacity(kids.len());
         for &pid in &kids {
@@ -653,7 +653,9 @@ impl Sup {
             self.ctx.unlink(pid);
             waiting.insert(mref.0, pid);
         }
-        // Exits that arrived before the unlinks: those children are already gone.
+        // Exits that arrived before the unlinks: those children are already gone; their
+        // Downs (maybe `noproc`) follow and are taken below, with these reasons.
+        let mut early: HashMap<Pid, ExitReason> = HashMap::new();
         while let Some(Message::Exit { from, reason }) = self
             .ctx
             .recv_where(
@@ -662,10 +664,7 @@ impl Sup {
             )
             .await
         {
-            if !waiting.values().any(|&p| p == from) {
-                continue;
-            }
-            self.check_shutdown(t, from, &reason);
+            early.insert(from, reason);
         }
         let signal = if rule == Shutdown::BrutalKill {
             ExitReason::Kill
@@ -695,6 +694,7 @@ impl Sup {
                     reference, reason, ..
                 }) => {
                     if let Some(pid) = waiting.remove(&reference.0) {
+                        let reason = early.remove(&pid).unwrap_or(reason);
                         self.check_shutdown(t, pid, &reason);
                     }
                 }

@@ -70,3 +70,23 @@ async fn sup_smoke_restart_and_stop() {
     assert!(node.whereis("smoke_sup").is_none());
     assert_eq!(node.process_count(), 1, "{:?}", node.processes());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn sup_smoke_stop_10k_timing() {
+    let node = g::node().await;
+    let me = node.external();
+    let a = g::arg(&me);
+    let mut spec = Spec::new(Strategy::OneForOne);
+    for i in 0..10_000 {
+        spec = spec.child(ChildSpec::server(format!("w{i}"), "gs_test", &a));
+    }
+    let t = std::time::Instant::now();
+    let sup = node.start_supervisor(spec, None).await.unwrap();
+    eprintln!("start 10k: {:?}", t.elapsed());
+    let smon = me.monitor(sup);
+    let t = std::time::Instant::now();
+    node.exit(sup, ExitReason::Shutdown);
+    assert_eq!(me.down(smon, WAIT).await, Some(ExitReason::Shutdown));
+    eprintln!("stop 10k: {:?}", t.elapsed());
+}
