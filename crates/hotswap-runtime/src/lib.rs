@@ -27,6 +27,7 @@ mod node;
 mod ops;
 mod process;
 mod server;
+pub mod supervisor;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

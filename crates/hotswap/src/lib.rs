@@ -46,8 +46,8 @@ pub mod sys;
 mod types;
 
 pub use ctx::{
-    AnyMsg, AnyOf, Apply, ApplyError, Ctx, Level, Matcher, MessageKind, Nothing, RawBytes, Receive, SpawnError,
-    TimedReceive, Typed,
+    AnyMsg, AnyOf, Apply, ApplyError, Ctx, Level, Matcher, MessageKind, Nothing, RawBytes, Receive,
+    SpawnError, TimedReceive, Typed,
 };
 pub use hotswap_macros::module;
 pub use outcome::{IntoOutcome, Outcome, Value};

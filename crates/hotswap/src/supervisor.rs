@@ -371,7 +371,11 @@ impl ChildSpec {
     /// The modules in force: the given list, or the module of `start`.
     pub fn modules_in_use(&self) -> Vec<String> {
         if self.modules.is_empty() {
-            self.start.module().map(str::to_string).into_iter().collect()
+            self.start
+                .module()
+                .map(str::to_string)
+                .into_iter()
+                .collect()
         } else {
             self.modules.clone()
         }
@@ -394,9 +398,9 @@ impl ChildSpec {
             } if module.is_empty() || function.is_empty() => {
                 bad("spawn needs a module and a function")
             }
-            Start::Supervisor { spec, .. } => spec.check().map_err(|e| {
-                format!("child {:?} (a supervisor): {e}", self.id)
-            }),
+            Start::Supervisor { spec, .. } => spec
+                .check()
+                .map_err(|e| format!("child {:?} (a supervisor): {e}", self.id)),
             _ => Ok(()),
         }
     }
@@ -616,7 +620,16 @@ pub async fn start_simple_child<A: Serialize + ?Sized>(
     sup: impl Into<ServerRef>,
     extra: &A,
 ) -> Result<Option<Pid>, SupError> {
-    request(ctx, sup, &Request::StartSimple(codec::encode(extra))).await
+    start_simple_child_encoded(ctx, sup, codec::encode(extra)).await
+}
+
+/// [`start_simple_child`] with the extra arguments already encoded.
+pub async fn start_simple_child_encoded(
+    ctx: &Ctx,
+    sup: impl Into<ServerRef>,
+    extra: Vec<u8>,
+) -> Result<Option<Pid>, SupError> {
+    request(ctx, sup, &Request::StartSimple(extra)).await
 }
 
 /// `supervisor:terminate_child`: stop the child by its shutdown rule. The spec is kept

@@ -86,7 +86,7 @@ impl NodeInner {
 
 impl Node {
     /// Run `f` in a short-lived native process and return what it returns.
-    async fn in_process<T, F, Fut>(&self, f: F) -> Result<T, String>
+    pub(crate) async fn in_process<T, F, Fut>(&self, f: F) -> Result<T, String>
     where
         T: Send + 'static,
         F: FnOnce(Ctx) -> Fut + Send + 'static,
