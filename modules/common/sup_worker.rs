@@ -7,7 +7,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use hotswap::gen_server::{CallResult, CastResult, Caller, GenServer, Info, Init};
+use hotswap::gen_server::{CallResult, Caller, CastResult, GenServer, Info, Init};
 use hotswap::{Ctx, ExitReason};
 use serde::{Deserialize, Serialize};
 

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use hotswap_runtime::supervisor::{
-    ChildPid, ChildSpec, ChildType, Counts, Restart, Shutdown, Spec, Strategy, SupError,
+    ChildPid, ChildSpec, ChildType, Counts, Restart, Spec, Strategy, SupError,
 };
 use hotswap_runtime::{ExitReason, ExternalProcess, Node, Pid, Ref};
 
@@ -79,9 +79,10 @@ impl Env {
     pub async fn started(&self, id: &str) -> Pid {
         let m = self
             .me
-            .recv_match(WAIT, |m| {
-                matches!(m.decode::<Event>(), Ok(Event::Started { id: i, .. }) if i == id)
-            })
+            .recv_match(
+                WAIT,
+                |m| matches!(m.decode::<Event>(), Ok(Event::Started { id: i, .. }) if i == id),
+            )
             .await
             .unwrap_or_else(|| panic!("worker {id} did not start"));
         match m.decode::<Event>().unwrap() {
@@ -95,9 +96,10 @@ impl Env {
     /// supervisor has answered a later request, any start it made is here.
     pub async fn started_now(&self, id: &str) -> bool {
         self.me
-            .recv_match(Duration::ZERO, |m| {
-                matches!(m.decode::<Event>(), Ok(Event::Started { id: i, .. }) if i == id)
-            })
+            .recv_match(
+                Duration::ZERO,
+                |m| matches!(m.decode::<Event>(), Ok(Event::Started { id: i, .. }) if i == id),
+            )
             .await
             .is_some()
     }
@@ -175,6 +177,16 @@ impl Env {
     }
 }
 
+/// Run a test body, failing it if it has not finished within a minute: supervisor
+/// requests wait as long as the supervisor takes (OTP's `infinity`), so a stuck
+/// supervisor would otherwise hang the test run instead of failing it.
+pub async fn within<F: std::future::Future>(body: F) -> F::Output {
+    const LIMIT: Duration = Duration::from_secs(60);
+    tokio::time::timeout(LIMIT, body).await.unwrap_or_else(|_| {
+        panic!("the test did not finish within {LIMIT:?}: a supervisor or child is stuck")
+    })
+}
+
 /// `(id, Running(pid))` for a which_children comparison.
 pub fn running(id: &str, pid: Pid) -> (Option<String>, ChildPid) {
     (Some(id.to_string()), ChildPid::Running(pid))
@@ -197,7 +209,9 @@ fn is_crash(reason: &ExitReason) -> bool {
 
 /// Start a supervisor with workers `ids` (trapping, default shutdown).
 async fn sup_of(env: &Env, strategy: Strategy, ids: &[&str]) -> (Pid, Vec<Pid>) {
-    let mut spec = Spec::new(strategy).intensity(10).period(Duration::from_secs(60));
+    let mut spec = Spec::new(strategy)
+        .intensity(10)
+        .period(Duration::from_secs(60));
     for id in ids {
         spec = spec.child(env.child(id));
     }
@@ -211,756 +225,836 @@ async fn sup_of(env: &Env, strategy: Strategy, ids: &[&str]) -> (Pid, Vec<Pid>) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervisor_one_for_one_restarts_only_failed() {
-    let env = Env::new("one_for_one").await;
-    let (sup, p) = sup_of(&env, Strategy::OneForOne, &["a", "b", "c"]).await;
-    assert_eq!(env.log(), vec![init("a"), init("b"), init("c")], "start order");
-    assert_eq!(
-        env.children(sup).await,
-        vec![running("c", p[2]), running("b", p[1]), running("a", p[0])]
-    );
-    let mark = env.log().len();
-    let reason = env.crash(p[1]).await;
-    assert!(is_crash(&reason), "{reason}");
-    let b2 = env.started("b").await;
-    assert_ne!(b2, p[1], "b got a new process");
-    assert_eq!(
-        env.children(sup).await,
-        vec![running("c", p[2]), running("b", b2), running("a", p[0])],
-        "only b was restarted; its place in the order is kept"
-    );
-    let after = env.starts_stops_after(mark);
-    assert_eq!(after.len(), 2, "{after:?}");
-    assert!(after[0].starts_with("terminate b {panic"), "{after:?}");
-    assert_eq!(after[1], init("b"));
-    assert!(env.node.is_alive(p[0]) && env.node.is_alive(p[2]));
-    assert!(!env.started_now("a").await && !env.started_now("c").await);
-    assert_eq!(env.stop(sup).await, ExitReason::Shutdown);
+    within(async {
+        let env = Env::new("one_for_one").await;
+        let (sup, p) = sup_of(&env, Strategy::OneForOne, &["a", "b", "c"]).await;
+        assert_eq!(
+            env.log(),
+            vec![init("a"), init("b"), init("c")],
+            "start order"
+        );
+        assert_eq!(
+            env.children(sup).await,
+            vec![running("c", p[2]), running("b", p[1]), running("a", p[0])]
+        );
+        let mark = env.log().len();
+        let reason = env.crash(p[1]).await;
+        assert!(is_crash(&reason), "{reason}");
+        let b2 = env.started("b").await;
+        assert_ne!(b2, p[1], "b got a new process");
+        assert_eq!(
+            env.children(sup).await,
+            vec![running("c", p[2]), running("b", b2), running("a", p[0])],
+            "only b was restarted; its place in the order is kept"
+        );
+        let after = env.starts_stops_after(mark);
+        assert_eq!(after.len(), 2, "{after:?}");
+        assert!(after[0].starts_with("terminate b {panic"), "{after:?}");
+        assert_eq!(after[1], init("b"));
+        assert!(env.node.is_alive(p[0]) && env.node.is_alive(p[2]));
+        assert!(!env.started_now("a").await && !env.started_now("c").await);
+        assert_eq!(env.stop(sup).await, ExitReason::Shutdown);
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervisor_one_for_all_restarts_all() {
-    let env = Env::new("one_for_all").await;
-    let spec = Spec::new(Strategy::OneForAll)
-        .intensity(10)
-        .period(Duration::from_secs(60))
-        .child(env.child("a"))
-        .child(env.child("b"))
-        .child(env.child("c"))
-        .child(env.child("t").restart(Restart::Temporary));
-    let sup = env.start(spec).await;
-    let mut p = Vec::new();
-    for id in ["a", "b", "c", "t"] {
-        p.push(env.started(id).await);
-    }
-    let monitors: Vec<Ref> = p.iter().map(|&x| env.monitor(x)).collect();
-    let mark = env.log().len();
-    let reason = env.crash(p[1]).await;
-    assert!(is_crash(&reason), "{reason}");
-    let a2 = env.started("a").await;
-    let b2 = env.started("b").await;
-    let c2 = env.started("c").await;
-    for (i, r) in monitors.iter().enumerate() {
-        let why = env.down(*r).await;
-        if i != 1 {
-            assert_eq!(why, ExitReason::Shutdown, "sibling {i} was shut down");
+    within(async {
+        let env = Env::new("one_for_all").await;
+        let spec = Spec::new(Strategy::OneForAll)
+            .intensity(10)
+            .period(Duration::from_secs(60))
+            .child(env.child("a"))
+            .child(env.child("b"))
+            .child(env.child("c"))
+            .child(env.child("t").restart(Restart::Temporary));
+        let sup = env.start(spec).await;
+        let mut p = Vec::new();
+        for id in ["a", "b", "c", "t"] {
+            p.push(env.started(id).await);
         }
-    }
-    for (old, new) in [(p[0], a2), (p[1], b2), (p[2], c2)] {
-        assert_ne!(old, new);
-    }
-    let after = env.starts_stops_after(mark);
-    assert!(after[0].starts_with("terminate b {panic"), "{after:?}");
-    assert_eq!(
-        after[1..],
-        [
-            term("t", "shutdown"),
-            term("c", "shutdown"),
-            term("a", "shutdown"),
-            init("a"),
-            init("b"),
-            init("c"),
-        ],
-        "the others stop in reverse start order, then all start in start order"
-    );
-    assert!(!env.started_now("t").await, "a temporary child is not restarted");
-    assert_eq!(
-        env.children(sup).await,
-        vec![running("c", c2), running("b", b2), running("a", a2)],
-        "the temporary child's spec was dropped"
-    );
-    assert_eq!(env.stop(sup).await, ExitReason::Shutdown);
+        let monitors: Vec<Ref> = p.iter().map(|&x| env.monitor(x)).collect();
+        let mark = env.log().len();
+        let reason = env.crash(p[1]).await;
+        assert!(is_crash(&reason), "{reason}");
+        let a2 = env.started("a").await;
+        let b2 = env.started("b").await;
+        let c2 = env.started("c").await;
+        for (i, r) in monitors.iter().enumerate() {
+            let why = env.down(*r).await;
+            if i != 1 {
+                assert_eq!(why, ExitReason::Shutdown, "sibling {i} was shut down");
+            }
+        }
+        for (old, new) in [(p[0], a2), (p[1], b2), (p[2], c2)] {
+            assert_ne!(old, new);
+        }
+        let after = env.starts_stops_after(mark);
+        assert!(after[0].starts_with("terminate b {panic"), "{after:?}");
+        assert_eq!(
+            after[1..],
+            [
+                term("t", "shutdown"),
+                term("c", "shutdown"),
+                term("a", "shutdown"),
+                init("a"),
+                init("b"),
+                init("c"),
+            ],
+            "the others stop in reverse start order, then all start in start order"
+        );
+        assert!(
+            !env.started_now("t").await,
+            "a temporary child is not restarted"
+        );
+        assert_eq!(
+            env.children(sup).await,
+            vec![running("c", c2), running("b", b2), running("a", a2)],
+            "the temporary child's spec was dropped"
+        );
+        assert_eq!(env.stop(sup).await, ExitReason::Shutdown);
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervisor_rest_for_one_restarts_later_siblings() {
-    let env = Env::new("rest_for_one").await;
-    let (sup, p) = sup_of(&env, Strategy::RestForOne, &["a", "b", "c", "d"]).await;
-    let (mc, md) = (env.monitor(p[2]), env.monitor(p[3]));
-    let mark = env.log().len();
-    let reason = env.crash(p[1]).await;
-    assert!(is_crash(&reason), "{reason}");
-    let b2 = env.started("b").await;
-    let c2 = env.started("c").await;
-    let d2 = env.started("d").await;
-    assert_eq!(env.down(mc).await, ExitReason::Shutdown);
-    assert_eq!(env.down(md).await, ExitReason::Shutdown);
-    let after = env.starts_stops_after(mark);
-    assert!(after[0].starts_with("terminate b {panic"), "{after:?}");
-    assert_eq!(
-        after[1..],
-        [
-            term("d", "shutdown"),
-            term("c", "shutdown"),
-            init("b"),
-            init("c"),
-            init("d"),
-        ]
-    );
-    assert_eq!(
-        env.children(sup).await,
-        vec![
-            running("d", d2),
-            running("c", c2),
-            running("b", b2),
-            running("a", p[0]),
-        ],
-        "a, started before b, keeps its process"
-    );
-    assert!(!env.started_now("a").await);
+    within(async {
+        let env = Env::new("rest_for_one").await;
+        let (sup, p) = sup_of(&env, Strategy::RestForOne, &["a", "b", "c", "d"]).await;
+        let (mc, md) = (env.monitor(p[2]), env.monitor(p[3]));
+        let mark = env.log().len();
+        let reason = env.crash(p[1]).await;
+        assert!(is_crash(&reason), "{reason}");
+        let b2 = env.started("b").await;
+        let c2 = env.started("c").await;
+        let d2 = env.started("d").await;
+        assert_eq!(env.down(mc).await, ExitReason::Shutdown);
+        assert_eq!(env.down(md).await, ExitReason::Shutdown);
+        let after = env.starts_stops_after(mark);
+        assert!(after[0].starts_with("terminate b {panic"), "{after:?}");
+        assert_eq!(
+            after[1..],
+            [
+                term("d", "shutdown"),
+                term("c", "shutdown"),
+                init("b"),
+                init("c"),
+                init("d"),
+            ]
+        );
+        assert_eq!(
+            env.children(sup).await,
+            vec![
+                running("d", d2),
+                running("c", c2),
+                running("b", b2),
+                running("a", p[0]),
+            ],
+            "a, started before b, keeps its process"
+        );
+        assert!(!env.started_now("a").await);
 
-    // The last child crashing restarts only itself.
-    let mark = env.log().len();
-    env.crash(d2).await;
-    let d3 = env.started("d").await;
-    let after = env.starts_stops_after(mark);
-    assert_eq!(after.len(), 2, "{after:?}");
-    assert_eq!(
-        env.children(sup).await,
-        vec![
-            running("d", d3),
-            running("c", c2),
-            running("b", b2),
-            running("a", p[0]),
-        ]
-    );
-    assert_eq!(env.stop(sup).await, ExitReason::Shutdown);
+        // The last child crashing restarts only itself.
+        let mark = env.log().len();
+        env.crash(d2).await;
+        let d3 = env.started("d").await;
+        let after = env.starts_stops_after(mark);
+        assert_eq!(after.len(), 2, "{after:?}");
+        assert_eq!(
+            env.children(sup).await,
+            vec![
+                running("d", d3),
+                running("c", c2),
+                running("b", b2),
+                running("a", p[0]),
+            ]
+        );
+        assert_eq!(env.stop(sup).await, ExitReason::Shutdown);
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervisor_intensity_exceeded_shuts_down() {
-    let env = Env::new("intensity").await;
-    let spec = Spec::new(Strategy::OneForOne)
-        .intensity(2)
-        .period(Duration::from_secs(60))
-        .child(env.child("a"))
-        .child(env.child("b"))
-        .child(env.child("c"));
-    let sup = env.start(spec).await;
-    let mut a = env.started("a").await;
-    let b = env.started("b").await;
-    let c = env.started("c").await;
-    let msup = env.monitor(sup);
-    let (mb, mc) = (env.monitor(b), env.monitor(c));
-    // Two crashes are within the intensity: a is restarted each time.
-    for _ in 0..2 {
+    within(async {
+        let env = Env::new("intensity").await;
+        let spec = Spec::new(Strategy::OneForOne)
+            .intensity(2)
+            .period(Duration::from_secs(60))
+            .child(env.child("a"))
+            .child(env.child("b"))
+            .child(env.child("c"));
+        let sup = env.start(spec).await;
+        let mut a = env.started("a").await;
+        let b = env.started("b").await;
+        let c = env.started("c").await;
+        let msup = env.monitor(sup);
+        let (mb, mc) = (env.monitor(b), env.monitor(c));
+        // Two crashes are within the intensity: a is restarted each time.
+        for _ in 0..2 {
+            env.crash(a).await;
+            a = env.started("a").await;
+            assert!(env.node.is_alive(sup));
+        }
+        // The third within the period is one too many.
+        let mark = env.log().len();
         env.crash(a).await;
-        a = env.started("a").await;
-        assert!(env.node.is_alive(sup));
-    }
-    // The third within the period is one too many.
-    let mark = env.log().len();
-    env.crash(a).await;
-    assert_eq!(env.down(msup).await, ExitReason::Shutdown, "the supervisor gives up");
-    assert_eq!(env.down(mc).await, ExitReason::Shutdown);
-    assert_eq!(env.down(mb).await, ExitReason::Shutdown);
-    let after = env.starts_stops_after(mark);
-    assert!(after[0].starts_with("terminate a {panic"), "{after:?}");
-    assert_eq!(
-        after[1..],
-        [term("c", "shutdown"), term("b", "shutdown")],
-        "the others stop in reverse start order; a is not started again"
-    );
-    assert!(!env.started_now("a").await);
-    for p in [a, b, c, sup] {
-        assert!(!env.node.is_alive(p));
-    }
+        assert_eq!(
+            env.down(msup).await,
+            ExitReason::Shutdown,
+            "the supervisor gives up"
+        );
+        assert_eq!(env.down(mc).await, ExitReason::Shutdown);
+        assert_eq!(env.down(mb).await, ExitReason::Shutdown);
+        let after = env.starts_stops_after(mark);
+        assert!(after[0].starts_with("terminate a {panic"), "{after:?}");
+        assert_eq!(
+            after[1..],
+            [term("c", "shutdown"), term("b", "shutdown")],
+            "the others stop in reverse start order; a is not started again"
+        );
+        assert!(!env.started_now("a").await);
+        for p in [a, b, c, sup] {
+            assert!(!env.node.is_alive(p));
+        }
 
-    // intensity 0: the first crash brings the supervisor down.
-    let spec = Spec::new(Strategy::OneForOne)
-        .intensity(0)
-        .child(env.child("z"));
-    let sup = env.start(spec).await;
-    let z = env.started("z").await;
-    let msup = env.monitor(sup);
-    env.crash(z).await;
-    assert_eq!(env.down(msup).await, ExitReason::Shutdown);
-    assert!(!env.started_now("z").await);
+        // intensity 0: the first crash brings the supervisor down.
+        let spec = Spec::new(Strategy::OneForOne)
+            .intensity(0)
+            .child(env.child("z"));
+        let sup = env.start(spec).await;
+        let z = env.started("z").await;
+        let msup = env.monitor(sup);
+        env.crash(z).await;
+        assert_eq!(env.down(msup).await, ExitReason::Shutdown);
+        assert!(!env.started_now("z").await);
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervisor_transient_normal_exit_not_restarted() {
-    let env = Env::new("transient").await;
-    let spec = Spec::new(Strategy::OneForOne)
-        .intensity(10)
-        .period(Duration::from_secs(60))
-        .child(env.child("p"))
-        .child(env.child("t").restart(Restart::Transient))
-        .child(env.child("x").restart(Restart::Temporary));
-    let sup = env.start(spec).await;
-    let p = env.started("p").await;
-    let mut t = env.started("t").await;
-    let x = env.started("x").await;
-    let sv = env.node.supervisor();
+    within(async {
+        let env = Env::new("transient").await;
+        let spec = Spec::new(Strategy::OneForOne)
+            .intensity(10)
+            .period(Duration::from_secs(60))
+            .child(env.child("p"))
+            .child(env.child("t").restart(Restart::Transient))
+            .child(env.child("x").restart(Restart::Temporary));
+        let sup = env.start(spec).await;
+        let p = env.started("p").await;
+        let mut t = env.started("t").await;
+        let x = env.started("x").await;
+        let sv = env.node.supervisor();
 
-    // Transient: normal and shutdown exits are not restarted; the spec is kept.
-    for stop in [Call::StopNormal, Call::StopShutdown] {
-        let r = env.monitor(t);
-        let _: Result<crate::sup_types::Reply, _> = env.node.call(t, &stop, WAIT).await;
-        let why = env.down(r).await;
-        // The supervisor takes the child's exit before this later request.
-        let kids = env.children(sup).await;
+        // Transient: normal and shutdown exits are not restarted; the spec is kept.
+        for stop in [Call::StopNormal, Call::StopShutdown] {
+            let r = env.monitor(t);
+            let _: Result<crate::sup_types::Reply, _> = env.node.call(t, &stop, WAIT).await;
+            let why = env.down(r).await;
+            // The supervisor takes the child's exit before this later request.
+            let kids = env.children(sup).await;
+            assert_eq!(
+                kids[1],
+                (Some("t".into()), ChildPid::Undefined),
+                "{stop:?} ({why}): not restarted, spec kept: {kids:?}"
+            );
+            assert!(!env.started_now("t").await);
+            // restart_child starts it again.
+            let t2 = sv.restart_child(sup, "t").await.unwrap().unwrap();
+            assert_eq!(env.started("t").await, t2);
+            t = t2;
+        }
+        // An abnormal exit is restarted.
+        assert!(is_crash(&env.crash(t).await));
+        let t3 = env.started("t").await;
+        assert_eq!(env.pid_of(sup, "t").await, t3);
+        // A kill too (`killed` is abnormal).
+        let r = env.monitor(t3);
+        env.node.exit(t3, ExitReason::Kill);
+        assert_eq!(env.down(r).await, ExitReason::Killed);
+        let t4 = env.started("t").await;
+        assert_eq!(env.pid_of(sup, "t").await, t4);
+
+        // Temporary: never restarted, and its spec goes, even after a crash.
+        let r = env.monitor(x);
+        let _: Result<crate::sup_types::Reply, _> = env.node.call(x, &Call::StopNormal, WAIT).await;
+        assert_eq!(env.down(r).await, ExitReason::Normal);
         assert_eq!(
-            kids[1],
-            (Some("t".into()), ChildPid::Undefined),
-            "{stop:?} ({why}): not restarted, spec kept: {kids:?}"
+            sv.get_childspec(sup, "x").await,
+            Err(SupError::NotFound),
+            "the temporary child's spec was removed"
         );
-        assert!(!env.started_now("t").await);
-        // restart_child starts it again.
-        let t2 = sv.restart_child(sup, "t").await.unwrap().unwrap();
-        assert_eq!(env.started("t").await, t2);
-        t = t2;
-    }
-    // An abnormal exit is restarted.
-    assert!(is_crash(&env.crash(t).await));
-    let t3 = env.started("t").await;
-    assert_eq!(env.pid_of(sup, "t").await, t3);
-    // A kill too (`killed` is abnormal).
-    let r = env.monitor(t3);
-    env.node.exit(t3, ExitReason::Kill);
-    assert_eq!(env.down(r).await, ExitReason::Killed);
-    let t4 = env.started("t").await;
-    assert_eq!(env.pid_of(sup, "t").await, t4);
-
-    // Temporary: never restarted, and its spec goes, even after a crash.
-    let r = env.monitor(x);
-    let _: Result<crate::sup_types::Reply, _> = env.node.call(x, &Call::StopNormal, WAIT).await;
-    assert_eq!(env.down(r).await, ExitReason::Normal);
-    assert_eq!(
-        sv.get_childspec(sup, "x").await,
-        Err(SupError::NotFound),
-        "the temporary child's spec was removed"
-    );
-    assert_eq!(sv.restart_child(sup, "x").await, Err(SupError::NotFound));
-    assert!(!env.started_now("x").await);
-    let y = sv
-        .start_child(sup, env.child("y").restart(Restart::Temporary))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(env.started("y").await, y);
-    assert!(is_crash(&env.crash(y).await));
-    assert_eq!(
-        env.children(sup).await,
-        vec![running("t", t4), running("p", p)],
-        "a crashed temporary child is not restarted and its spec goes"
-    );
-    assert!(!env.started_now("y").await);
-    assert_eq!(env.stop(sup).await, ExitReason::Shutdown);
+        assert_eq!(sv.restart_child(sup, "x").await, Err(SupError::NotFound));
+        assert!(!env.started_now("x").await);
+        let y = sv
+            .start_child(sup, env.child("y").restart(Restart::Temporary))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(env.started("y").await, y);
+        assert!(is_crash(&env.crash(y).await));
+        assert_eq!(
+            env.children(sup).await,
+            vec![running("t", t4), running("p", p)],
+            "a crashed temporary child is not restarted and its spec goes"
+        );
+        assert!(!env.started_now("y").await);
+        assert_eq!(env.stop(sup).await, ExitReason::Shutdown);
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervisor_api_errors_static() {
-    let env = Env::new("api_static").await;
-    let (sup, p) = sup_of(&env, Strategy::OneForOne, &["a", "b"]).await;
-    let sv = env.node.supervisor();
+    within(async {
+        let env = Env::new("api_static").await;
+        let (sup, p) = sup_of(&env, Strategy::OneForOne, &["a", "b"]).await;
+        let sv = env.node.supervisor();
 
-    // start_child with an id in use: already_started (running) / already_present (stopped).
-    assert_eq!(
-        sv.start_child(sup, env.child("a")).await,
-        Err(SupError::AlreadyStarted(p[0]))
-    );
-    assert!(!env.started_now("a").await, "nothing was started");
-    assert_eq!(sv.restart_child(sup, "a").await, Err(SupError::Running));
-    assert_eq!(sv.delete_child(sup, "a").await, Err(SupError::Running));
-    let r = env.monitor(p[0]);
-    assert_eq!(sv.terminate_child(sup, "a").await, Ok(()));
-    assert_eq!(env.down(r).await, ExitReason::Shutdown);
-    assert!(!env.node.is_alive(p[0]), "terminate_child returns once it is gone");
-    assert_eq!(
-        sv.start_child(sup, env.child("a")).await,
-        Err(SupError::AlreadyPresent)
-    );
-    assert_eq!(
-        sv.terminate_child(sup, "a").await,
-        Ok(()),
-        "terminating a stopped child is fine"
-    );
-    let a2 = sv.restart_child(sup, "a").await.unwrap().unwrap();
-    assert_eq!(env.started("a").await, a2);
-    // By pid too.
-    assert_eq!(sv.terminate_child(sup, a2).await, Ok(()));
-    assert!(!env.node.is_alive(a2));
-    assert_eq!(sv.delete_child(sup, "a").await, Ok(()));
-    assert_eq!(sv.delete_child(sup, "a").await, Err(SupError::NotFound));
-    assert_eq!(sv.restart_child(sup, "a").await, Err(SupError::NotFound));
-    assert_eq!(sv.terminate_child(sup, "a").await, Err(SupError::NotFound));
-    assert_eq!(sv.get_childspec(sup, "a").await, Err(SupError::NotFound));
-    assert_eq!(
-        sv.terminate_child(sup, env.me.pid()).await,
-        Err(SupError::NotFound),
-        "a pid that is not a child"
-    );
-    assert_eq!(sv.get_childspec(sup, "b").await, Ok(env.child("b")));
-    assert_eq!(sv.get_childspec(sup, p[1]).await, Ok(env.child("b")));
+        // start_child with an id in use: already_started (running) / already_present (stopped).
+        assert_eq!(
+            sv.start_child(sup, env.child("a")).await,
+            Err(SupError::AlreadyStarted(p[0]))
+        );
+        assert!(!env.started_now("a").await, "nothing was started");
+        assert_eq!(sv.restart_child(sup, "a").await, Err(SupError::Running));
+        assert_eq!(sv.delete_child(sup, "a").await, Err(SupError::Running));
+        let r = env.monitor(p[0]);
+        assert_eq!(sv.terminate_child(sup, "a").await, Ok(()));
+        assert_eq!(env.down(r).await, ExitReason::Shutdown);
+        assert!(
+            !env.node.is_alive(p[0]),
+            "terminate_child returns once it is gone"
+        );
+        assert_eq!(
+            sv.start_child(sup, env.child("a")).await,
+            Err(SupError::AlreadyPresent)
+        );
+        assert_eq!(
+            sv.terminate_child(sup, "a").await,
+            Ok(()),
+            "terminating a stopped child is fine"
+        );
+        let a2 = sv.restart_child(sup, "a").await.unwrap().unwrap();
+        assert_eq!(env.started("a").await, a2);
+        // By pid too.
+        assert_eq!(sv.terminate_child(sup, a2).await, Ok(()));
+        assert!(!env.node.is_alive(a2));
+        assert_eq!(sv.delete_child(sup, "a").await, Ok(()));
+        assert_eq!(sv.delete_child(sup, "a").await, Err(SupError::NotFound));
+        assert_eq!(sv.restart_child(sup, "a").await, Err(SupError::NotFound));
+        assert_eq!(sv.terminate_child(sup, "a").await, Err(SupError::NotFound));
+        assert_eq!(sv.get_childspec(sup, "a").await, Err(SupError::NotFound));
+        assert_eq!(
+            sv.terminate_child(sup, env.me.pid()).await,
+            Err(SupError::NotFound),
+            "a pid that is not a child"
+        );
+        assert_eq!(sv.get_childspec(sup, "b").await, Ok(env.child("b")));
+        assert_eq!(sv.get_childspec(sup, p[1]).await, Ok(env.child("b")));
 
-    // A child whose start fails: the error says why; nothing is kept.
-    let r = sv.start_child(sup, env.cfg("f").fail_init().spec()).await;
-    match &r {
-        Err(SupError::StartFailed(m)) => assert!(m.contains("init failed f"), "{m}"),
-        other => panic!("{other:?}"),
-    }
-    assert_eq!(sv.get_childspec(sup, "f").await, Err(SupError::NotFound));
-    // A child whose init returns ignore: Ok(None), the spec is kept, not running.
-    assert_eq!(
-        sv.start_child(sup, env.cfg("i").ignore_init().spec()).await,
-        Ok(None)
-    );
-    assert_eq!(
-        env.children(sup).await[0],
-        (Some("i".into()), ChildPid::Undefined)
-    );
-    // An invalid spec is refused with why.
-    match sv.start_child(sup, env.child("")).await {
-        Err(SupError::Invalid(m)) => assert!(m.contains("empty id"), "{m}"),
-        other => panic!("{other:?}"),
-    }
-    match sv.start_simple_child(sup, &(env.cfg("s"),)).await {
-        Err(SupError::Invalid(m)) => assert!(m.contains("simple_one_for_one"), "{m}"),
-        other => panic!("{other:?}"),
-    }
-    // No such supervisor.
-    let r = sv.which_children("no_such_sup").await;
-    assert!(matches!(r, Err(SupError::Call(_))), "{r:?}");
-    assert_eq!(env.stop(sup).await, ExitReason::Shutdown);
-    let r = sv.count_children(sup).await;
-    assert!(matches!(r, Err(SupError::Call(_))), "{r:?}");
+        // A child whose start fails: the error says why; nothing is kept.
+        let r = sv.start_child(sup, env.cfg("f").fail_init().spec()).await;
+        match &r {
+            Err(SupError::StartFailed(m)) => assert!(m.contains("init failed f"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(sv.get_childspec(sup, "f").await, Err(SupError::NotFound));
+        // A child whose init returns ignore: Ok(None), the spec is kept, not running.
+        assert_eq!(
+            sv.start_child(sup, env.cfg("i").ignore_init().spec()).await,
+            Ok(None)
+        );
+        assert_eq!(
+            env.children(sup).await[0],
+            (Some("i".into()), ChildPid::Undefined)
+        );
+        // An invalid spec is refused with why.
+        match sv.start_child(sup, env.child("")).await {
+            Err(SupError::Invalid(m)) => assert!(m.contains("empty id"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        match sv.start_simple_child(sup, &(env.cfg("s"),)).await {
+            Err(SupError::Invalid(m)) => assert!(m.contains("simple_one_for_one"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        // No such supervisor.
+        let r = sv.which_children("no_such_sup").await;
+        assert!(matches!(r, Err(SupError::Call(_))), "{r:?}");
+        assert_eq!(env.stop(sup).await, ExitReason::Shutdown);
+        let r = sv.count_children(sup).await;
+        assert!(matches!(r, Err(SupError::Call(_))), "{r:?}");
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervisor_api_errors_simple_one_for_one() {
-    let env = Env::new("api_simple").await;
-    let template = ChildSpec::server("w", WORKER, &()).restart(Restart::Temporary);
-    let sup = env
-        .start(Spec::new(Strategy::SimpleOneForOne).child(template.clone()))
-        .await;
-    let sv = env.node.supervisor();
-    assert!(!env.started_now("w1").await, "no child starts at init");
-    let w1 = sv
-        .start_simple_child(sup, &(env.cfg("w1"),))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(env.started("w1").await, w1);
-    let w2 = sv
-        .start_simple_child(sup, &(env.cfg("w2"),))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(env.started("w2").await, w2);
-    assert_eq!(
-        sv.start_simple_child(sup, &(env.cfg("w3").ignore_init(),))
-            .await,
-        Ok(None),
-        "ignore: nothing stored"
-    );
+    within(async {
+        let env = Env::new("api_simple").await;
+        let template = ChildSpec::server("w", WORKER, &()).restart(Restart::Temporary);
+        let sup = env
+            .start(Spec::new(Strategy::SimpleOneForOne).child(template.clone()))
+            .await;
+        let sv = env.node.supervisor();
+        assert!(!env.started_now("w1").await, "no child starts at init");
+        let w1 = sv
+            .start_simple_child(sup, &(env.cfg("w1"),))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(env.started("w1").await, w1);
+        let w2 = sv
+            .start_simple_child(sup, &(env.cfg("w2"),))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(env.started("w2").await, w2);
+        assert_eq!(
+            sv.start_simple_child(sup, &(env.cfg("w3").ignore_init(),))
+                .await,
+            Ok(None),
+            "ignore: nothing stored"
+        );
 
-    assert_eq!(
-        sv.terminate_child(sup, "w").await,
-        Err(SupError::SimpleOneForOne)
-    );
-    assert_eq!(
-        sv.restart_child(sup, "w").await,
-        Err(SupError::SimpleOneForOne)
-    );
-    assert_eq!(
-        sv.delete_child(sup, "w").await,
-        Err(SupError::SimpleOneForOne)
-    );
-    assert_eq!(
-        sv.terminate_child(sup, env.me.pid()).await,
-        Err(SupError::NotFound),
-        "a live pid that is not a child"
-    );
-    assert_eq!(sv.terminate_child(sup, Pid(999_999_999)).await, Ok(()), "a dead pid");
-    match sv.start_child(sup, env.child("x")).await {
-        Err(SupError::Invalid(_)) => {}
-        other => panic!("{other:?}"),
-    }
-    match sv.start_simple_child(sup, &7u32).await {
-        Err(SupError::Invalid(m)) => assert!(m.contains("not a tuple"), "{m}"),
-        other => panic!("{other:?}"),
-    }
-    assert_eq!(sv.get_childspec(sup, w1).await, Ok(template.clone()));
-    assert_eq!(
-        env.children(sup).await,
-        vec![(None, ChildPid::Running(w2)), (None, ChildPid::Running(w1))],
-        "latest first, no ids"
-    );
-    assert_eq!(
-        sv.count_children(sup).await,
-        Ok(Counts {
-            specs: 1,
-            active: 2,
-            supervisors: 0,
-            workers: 2
-        })
-    );
-    let r = env.monitor(w1);
-    assert_eq!(sv.terminate_child(sup, w1).await, Ok(()));
-    assert_eq!(env.down(r).await, ExitReason::Shutdown);
-    assert_eq!(
-        env.children(sup).await,
-        vec![(None, ChildPid::Running(w2))]
-    );
-    assert_eq!(sv.terminate_child(sup, w1).await, Ok(()), "now dead");
-    assert_eq!(env.stop(sup).await, ExitReason::Shutdown);
+        assert_eq!(
+            sv.terminate_child(sup, "w").await,
+            Err(SupError::SimpleOneForOne)
+        );
+        assert_eq!(
+            sv.restart_child(sup, "w").await,
+            Err(SupError::SimpleOneForOne)
+        );
+        assert_eq!(
+            sv.delete_child(sup, "w").await,
+            Err(SupError::SimpleOneForOne)
+        );
+        assert_eq!(
+            sv.terminate_child(sup, env.me.pid()).await,
+            Err(SupError::NotFound),
+            "a live pid that is not a child"
+        );
+        assert_eq!(
+            sv.terminate_child(sup, Pid(999_999_999)).await,
+            Ok(()),
+            "a dead pid"
+        );
+        match sv.start_child(sup, env.child("x")).await {
+            Err(SupError::Invalid(_)) => {}
+            other => panic!("{other:?}"),
+        }
+        match sv.start_simple_child(sup, &7u32).await {
+            Err(SupError::Invalid(m)) => assert!(m.contains("not a tuple"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(sv.get_childspec(sup, w1).await, Ok(template.clone()));
+        assert_eq!(
+            env.children(sup).await,
+            vec![(None, ChildPid::Running(w2)), (None, ChildPid::Running(w1))],
+            "latest first, no ids"
+        );
+        assert_eq!(
+            sv.count_children(sup).await,
+            Ok(Counts {
+                specs: 1,
+                active: 2,
+                supervisors: 0,
+                workers: 2
+            })
+        );
+        let r = env.monitor(w1);
+        assert_eq!(sv.terminate_child(sup, w1).await, Ok(()));
+        assert_eq!(env.down(r).await, ExitReason::Shutdown);
+        assert_eq!(env.children(sup).await, vec![(None, ChildPid::Running(w2))]);
+        assert_eq!(sv.terminate_child(sup, w1).await, Ok(()), "now dead");
+        assert_eq!(env.stop(sup).await, ExitReason::Shutdown);
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervisor_invalid_spec_refused() {
-    let env = Env::new("invalid").await;
-    let before = env.node.processes();
-    let spec = Spec::new(Strategy::OneForOne)
-        .child(env.child("a"))
-        .child(env.child("b"))
-        .child(env.child("a"));
-    match env.node.start_supervisor(spec, Some("bad_sup")).await {
-        Err(SupError::Invalid(m)) => {
-            assert!(m.contains("duplicate_child_name") && m.contains("\"a\""), "{m}")
+    within(async {
+        let env = Env::new("invalid").await;
+        let before = env.node.processes();
+        let spec = Spec::new(Strategy::OneForOne)
+            .child(env.child("a"))
+            .child(env.child("b"))
+            .child(env.child("a"));
+        match env.node.start_supervisor(spec, Some("bad_sup")).await {
+            Err(SupError::Invalid(m)) => {
+                assert!(
+                    m.contains("duplicate_child_name") && m.contains("\"a\""),
+                    "{m}"
+                )
+            }
+            other => panic!("{other:?}"),
         }
-        other => panic!("{other:?}"),
-    }
-    // Nothing runs: no child started, and every process the attempt made is gone.
-    assert!(!env.started_now("a").await && !env.started_now("b").await);
-    assert!(env.log().is_empty(), "{:?}", env.log());
-    for pid in env.node.processes() {
-        if !before.contains(&pid) {
-            let r = env.monitor(pid);
-            env.down(r).await;
+        // Nothing runs: no child started, and every process the attempt made is gone.
+        assert!(!env.started_now("a").await && !env.started_now("b").await);
+        assert!(env.log().is_empty(), "{:?}", env.log());
+        for pid in env.node.processes() {
+            if !before.contains(&pid) {
+                let r = env.monitor(pid);
+                env.down(r).await;
+            }
         }
-    }
-    assert_eq!(env.node.whereis("bad_sup"), None);
+        assert_eq!(env.node.whereis("bad_sup"), None);
 
-    let two_templates = Spec::new(Strategy::SimpleOneForOne)
-        .child(ChildSpec::server("w", WORKER, &()))
-        .child(ChildSpec::server("v", WORKER, &()));
-    match env.node.start_supervisor(two_templates, None).await {
-        Err(SupError::Invalid(m)) => assert!(m.contains("exactly one"), "{m}"),
-        other => panic!("{other:?}"),
-    }
-    let nested_bad = Spec::new(Strategy::OneForOne).child(ChildSpec::supervisor(
-        "inner",
-        Spec::new(Strategy::OneForOne)
-            .child(env.child("x"))
-            .child(env.child("x")),
-    ));
-    match env.node.start_supervisor(nested_bad, None).await {
-        Err(SupError::Invalid(m)) => assert!(m.contains("duplicate_child_name"), "{m}"),
-        other => panic!("{other:?}"),
-    }
-    assert!(!env.started_now("x").await);
+        let two_templates = Spec::new(Strategy::SimpleOneForOne)
+            .child(ChildSpec::server("w", WORKER, &()))
+            .child(ChildSpec::server("v", WORKER, &()));
+        match env.node.start_supervisor(two_templates, None).await {
+            Err(SupError::Invalid(m)) => assert!(m.contains("exactly one"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let nested_bad = Spec::new(Strategy::OneForOne).child(ChildSpec::supervisor(
+            "inner",
+            Spec::new(Strategy::OneForOne)
+                .child(env.child("x"))
+                .child(env.child("x")),
+        ));
+        match env.node.start_supervisor(nested_bad, None).await {
+            Err(SupError::Invalid(m)) => assert!(m.contains("duplicate_child_name"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(!env.started_now("x").await);
 
-    // A name in use.
-    let sup = env
-        .node
-        .start_supervisor(Spec::new(Strategy::OneForOne), Some("taken"))
-        .await
-        .unwrap();
-    assert_eq!(
-        env.node
+        // A name in use.
+        let sup = env
+            .node
             .start_supervisor(Spec::new(Strategy::OneForOne), Some("taken"))
-            .await,
-        Err(SupError::AlreadyStarted(sup))
-    );
-    assert_eq!(env.stop(sup).await, ExitReason::Shutdown);
+            .await
+            .unwrap();
+        assert_eq!(
+            env.node
+                .start_supervisor(Spec::new(Strategy::OneForOne), Some("taken"))
+                .await,
+            Err(SupError::AlreadyStarted(sup))
+        );
+        assert_eq!(env.stop(sup).await, ExitReason::Shutdown);
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervisor_count_and_which_children() {
-    let env = Env::new("count").await;
-    let inner = Spec::new(Strategy::OneForOne).child(env.child("x"));
-    let spec = Spec::new(Strategy::OneForOne)
-        .child(env.child("a"))
-        .child(ChildSpec::supervisor("inner", inner))
-        .child(env.cfg("ign").ignore_init().spec())
-        .child(env.child("b").name("named_b"));
-    let sup = env.node.start_supervisor(spec, Some("top")).await.unwrap();
-    let a = env.started("a").await;
-    let x = env.started("x").await;
-    let b = env.started("b").await;
-    assert_eq!(env.node.whereis("named_b"), Some(b));
-    assert_eq!(env.node.whereis("top"), Some(sup));
-    let sv = env.node.supervisor();
-    let kids = sv.which_children("top").await.unwrap();
-    let inner_pid = match kids[2].pid {
-        ChildPid::Running(p) => p,
-        ref o => panic!("{o:?}"),
-    };
-    assert_eq!(
-        kids.iter()
-            .map(|c| (c.id.clone().unwrap(), c.child_type, c.modules.clone()))
-            .collect::<Vec<_>>(),
-        vec![
-            ("b".to_string(), ChildType::Worker, vec![WORKER.to_string()]),
-            ("ign".into(), ChildType::Worker, vec![WORKER.into()]),
-            ("inner".into(), ChildType::Supervisor, vec![]),
-            ("a".into(), ChildType::Worker, vec![WORKER.into()]),
-        ],
-        "latest started first"
-    );
-    assert_eq!(kids[0].pid, ChildPid::Running(b));
-    assert_eq!(kids[1].pid, ChildPid::Undefined, "ignore keeps the spec");
-    assert_eq!(kids[3].pid, ChildPid::Running(a));
-    assert_eq!(env.children(inner_pid).await, vec![running("x", x)]);
-    assert_eq!(
-        sv.count_children("top").await,
-        Ok(Counts {
-            specs: 4,
-            active: 3,
-            supervisors: 1,
-            workers: 3
-        })
-    );
-    // A child added later is last in start order: first in which_children.
-    let c = sv.start_child("top", env.child("c")).await.unwrap().unwrap();
-    assert_eq!(env.started("c").await, c);
-    assert_eq!(env.children(sup).await[0], running("c", c));
-    sv.terminate_child("top", "a").await.unwrap();
-    assert_eq!(
-        sv.count_children("top").await,
-        Ok(Counts {
-            specs: 5,
-            active: 3,
-            supervisors: 1,
-            workers: 4
-        }),
-        "active counts live children only"
-    );
-    // Stopping the tree stops the added child first.
-    let mark = env.log().len();
-    assert_eq!(env.stop(sup).await, ExitReason::Shutdown);
-    assert_eq!(
-        env.starts_stops_after(mark),
-        [term("c", "shutdown"), term("b", "shutdown"), term("x", "shutdown")]
-    );
-    assert_eq!(env.node.whereis("top"), None);
+    within(async {
+        let env = Env::new("count").await;
+        let inner = Spec::new(Strategy::OneForOne).child(env.child("x"));
+        let spec = Spec::new(Strategy::OneForOne)
+            .child(env.child("a"))
+            .child(ChildSpec::supervisor("inner", inner))
+            .child(env.cfg("ign").ignore_init().spec())
+            .child(env.child("b").name("named_b"));
+        let sup = env.node.start_supervisor(spec, Some("top")).await.unwrap();
+        let a = env.started("a").await;
+        let x = env.started("x").await;
+        let b = env.started("b").await;
+        assert_eq!(env.node.whereis("named_b"), Some(b));
+        assert_eq!(env.node.whereis("top"), Some(sup));
+        let sv = env.node.supervisor();
+        let kids = sv.which_children("top").await.unwrap();
+        let inner_pid = match kids[2].pid {
+            ChildPid::Running(p) => p,
+            ref o => panic!("{o:?}"),
+        };
+        assert_eq!(
+            kids.iter()
+                .map(|c| (c.id.clone().unwrap(), c.child_type, c.modules.clone()))
+                .collect::<Vec<_>>(),
+            vec![
+                ("b".to_string(), ChildType::Worker, vec![WORKER.to_string()]),
+                ("ign".into(), ChildType::Worker, vec![WORKER.into()]),
+                ("inner".into(), ChildType::Supervisor, vec![]),
+                ("a".into(), ChildType::Worker, vec![WORKER.into()]),
+            ],
+            "latest started first"
+        );
+        assert_eq!(kids[0].pid, ChildPid::Running(b));
+        assert_eq!(kids[1].pid, ChildPid::Undefined, "ignore keeps the spec");
+        assert_eq!(kids[3].pid, ChildPid::Running(a));
+        assert_eq!(env.children(inner_pid).await, vec![running("x", x)]);
+        assert_eq!(
+            sv.count_children("top").await,
+            Ok(Counts {
+                specs: 4,
+                active: 3,
+                supervisors: 1,
+                workers: 3
+            })
+        );
+        // A child added later is last in start order: first in which_children.
+        let c = sv
+            .start_child("top", env.child("c"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(env.started("c").await, c);
+        assert_eq!(env.children(sup).await[0], running("c", c));
+        sv.terminate_child("top", "a").await.unwrap();
+        assert_eq!(
+            sv.count_children("top").await,
+            Ok(Counts {
+                specs: 5,
+                active: 3,
+                supervisors: 1,
+                workers: 4
+            }),
+            "active counts live children only"
+        );
+        // Stopping the tree stops the added child first.
+        let mark = env.log().len();
+        assert_eq!(env.stop(sup).await, ExitReason::Shutdown);
+        assert_eq!(
+            env.starts_stops_after(mark),
+            [
+                term("c", "shutdown"),
+                term("b", "shutdown"),
+                term("x", "shutdown")
+            ]
+        );
+        assert_eq!(env.node.whereis("top"), None);
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervisor_child_start_failure_fails_start() {
-    let env = Env::new("start_failure").await;
-    let spec = Spec::new(Strategy::OneForOne)
-        .child(env.child("a"))
-        .child(env.child("b"))
-        .child(env.cfg("c").fail_init().spec())
-        .child(env.child("d"));
-    let r = env.node.start_supervisor(spec, Some("failing")).await;
-    let a = env.started("a").await;
-    let b = env.started("b").await;
-    match &r {
-        Err(SupError::StartFailed(m)) => assert!(
-            m.contains("failed_to_start_child") && m.contains("\"c\"") && m.contains("init failed c"),
-            "{m}"
-        ),
-        other => panic!("{other:?}"),
-    }
-    // The children already started were stopped, in reverse order, before the start
-    // returned; d never started.
-    assert!(!env.node.is_alive(a) && !env.node.is_alive(b));
-    assert_eq!(
-        env.starts_stops_after(0),
-        [init("a"), init("b"), term("b", "shutdown"), term("a", "shutdown")]
-    );
-    assert!(!env.started_now("d").await);
-    assert_eq!(env.node.whereis("failing"), None);
+    within(async {
+        let env = Env::new("start_failure").await;
+        let spec = Spec::new(Strategy::OneForOne)
+            .child(env.child("a"))
+            .child(env.child("b"))
+            .child(env.cfg("c").fail_init().spec())
+            .child(env.child("d"));
+        let r = env.node.start_supervisor(spec, Some("failing")).await;
+        let a = env.started("a").await;
+        let b = env.started("b").await;
+        match &r {
+            Err(SupError::StartFailed(m)) => assert!(
+                m.contains("failed_to_start_child")
+                    && m.contains("\"c\"")
+                    && m.contains("init failed c"),
+                "{m}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // The children already started were stopped, in reverse order, before the start
+        // returned; d never started.
+        assert!(!env.node.is_alive(a) && !env.node.is_alive(b));
+        assert_eq!(
+            env.starts_stops_after(0),
+            [
+                init("a"),
+                init("b"),
+                term("b", "shutdown"),
+                term("a", "shutdown")
+            ]
+        );
+        assert!(!env.started_now("d").await);
+        assert_eq!(env.node.whereis("failing"), None);
 
-    // The same through a nested supervisor: the outer start fails too, naming the inner.
-    let mark = env.log().len();
-    let inner = Spec::new(Strategy::OneForOne)
-        .child(env.child("x"))
-        .child(env.cfg("y").fail_init().spec());
-    let spec = Spec::new(Strategy::OneForOne)
-        .child(env.child("a"))
-        .child(ChildSpec::supervisor("inner", inner));
-    match env.node.start_supervisor(spec, None).await {
-        Err(SupError::StartFailed(m)) => assert!(m.contains("\"inner\""), "{m}"),
-        other => panic!("{other:?}"),
-    }
-    assert_eq!(
-        env.starts_stops_after(mark),
-        [init("a"), init("x"), term("x", "shutdown"), term("a", "shutdown")]
-    );
+        // The same through a nested supervisor: the outer start fails too, naming the inner.
+        let mark = env.log().len();
+        let inner = Spec::new(Strategy::OneForOne)
+            .child(env.child("x"))
+            .child(env.cfg("y").fail_init().spec());
+        let spec = Spec::new(Strategy::OneForOne)
+            .child(env.child("a"))
+            .child(ChildSpec::supervisor("inner", inner));
+        match env.node.start_supervisor(spec, None).await {
+            Err(SupError::StartFailed(m)) => assert!(m.contains("\"inner\""), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            env.starts_stops_after(mark),
+            [
+                init("a"),
+                init("x"),
+                term("x", "shutdown"),
+                term("a", "shutdown")
+            ]
+        );
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervisor_spec_from_module_callback() {
-    let env = Env::new("module").await;
-    let child = |id: &str, restart| TreeChild {
-        config: env.cfg(id),
-        restart,
-        shutdown: None,
-    };
-    let arg = TreeArg {
-        ignore: false,
-        strategy: Strategy::RestForOne,
-        intensity: 3,
-        period_secs: 10,
-        children: vec![
-            child("m1", Restart::Permanent),
-            child("m2", Restart::Transient),
-        ],
-    };
-    let sup = env
-        .node
-        .start_supervisor_module("sup_tree", &arg, Some("tree"))
-        .await
-        .unwrap()
-        .expect("init returned a tree");
-    let m1 = env.started("m1").await;
-    let m2 = env.started("m2").await;
-    assert_eq!(env.node.whereis("tree"), Some(sup));
-    assert_eq!(
-        env.children(sup).await,
-        vec![running("m2", m2), running("m1", m1)]
-    );
-    let sv = env.node.supervisor();
-    assert_eq!(
-        sv.get_childspec(sup, "m2").await.map(|s| s.restart),
-        Ok(Restart::Transient)
-    );
-    // Its strategy is the one the callback chose: rest_for_one.
-    env.crash(m1).await;
-    let m1b = env.started("m1").await;
-    let m2b = env.started("m2").await;
-    assert_ne!(m1, m1b);
-    assert_ne!(m2, m2b, "rest_for_one: m2, started after m1, was restarted too");
+    within(async {
+        let env = Env::new("module").await;
+        let child = |id: &str, restart| TreeChild {
+            config: env.cfg(id),
+            restart,
+            shutdown: None,
+        };
+        let arg = TreeArg {
+            ignore: false,
+            strategy: Strategy::RestForOne,
+            intensity: 3,
+            period_secs: 10,
+            children: vec![
+                child("m1", Restart::Permanent),
+                child("m2", Restart::Transient),
+            ],
+        };
+        let sup = env
+            .node
+            .start_supervisor_module("sup_tree", &arg, Some("tree"))
+            .await
+            .unwrap()
+            .expect("init returned a tree");
+        let m1 = env.started("m1").await;
+        let m2 = env.started("m2").await;
+        assert_eq!(env.node.whereis("tree"), Some(sup));
+        assert_eq!(
+            env.children(sup).await,
+            vec![running("m2", m2), running("m1", m1)]
+        );
+        let sv = env.node.supervisor();
+        assert_eq!(
+            sv.get_childspec(sup, "m2").await.map(|s| s.restart),
+            Ok(Restart::Transient)
+        );
+        // Its strategy is the one the callback chose: rest_for_one.
+        env.crash(m1).await;
+        let m1b = env.started("m1").await;
+        let m2b = env.started("m2").await;
+        assert_ne!(m1, m1b);
+        assert_ne!(
+            m2, m2b,
+            "rest_for_one: m2, started after m1, was restarted too"
+        );
 
-    // init returning ignore: no supervisor.
-    let before = env.node.processes();
-    let ignored = TreeArg {
-        ignore: true,
-        ..arg.clone()
-    };
-    assert_eq!(
-        env.node
-            .start_supervisor_module("sup_tree", &ignored, Some("ignored"))
-            .await,
-        Ok(None)
-    );
-    assert_eq!(env.node.whereis("ignored"), None);
-    for pid in env.node.processes() {
-        if !before.contains(&pid) {
-            let r = env.monitor(pid);
-            env.down(r).await;
+        // init returning ignore: no supervisor.
+        let before = env.node.processes();
+        let ignored = TreeArg {
+            ignore: true,
+            ..arg.clone()
+        };
+        assert_eq!(
+            env.node
+                .start_supervisor_module("sup_tree", &ignored, Some("ignored"))
+                .await,
+            Ok(None)
+        );
+        assert_eq!(env.node.whereis("ignored"), None);
+        for pid in env.node.processes() {
+            if !before.contains(&pid) {
+                let r = env.monitor(pid);
+                env.down(r).await;
+            }
         }
-    }
-    // Not a supervisor module: refused with why.
-    match env
-        .node
-        .start_supervisor_module("sup_worker", &arg, None)
-        .await
-    {
-        Err(e) => assert!(e.to_string().contains("supervisor_init"), "{e}"),
-        Ok(p) => panic!("{p:?}"),
-    }
+        // Not a supervisor module: refused with why.
+        match env
+            .node
+            .start_supervisor_module("sup_worker", &arg, None)
+            .await
+        {
+            Err(e) => assert!(e.to_string().contains("supervisor_init"), "{e}"),
+            Ok(p) => panic!("{p:?}"),
+        }
 
-    // As children of another supervisor: one tree, one ignore (kept, not running).
-    let inner = TreeArg {
-        strategy: Strategy::OneForOne,
-        children: vec![child("k", Restart::Permanent)],
-        ..arg.clone()
-    };
-    let spec = Spec::new(Strategy::OneForOne)
-        .child(ChildSpec::supervisor_module("inner", "sup_tree", &inner))
-        .child(ChildSpec::supervisor_module("none", "sup_tree", &ignored));
-    let top = env.start(spec).await;
-    let k = env.started("k").await;
-    let kids = env.children(top).await;
-    assert_eq!(kids[0], (Some("none".into()), ChildPid::Undefined));
-    let ChildPid::Running(inner_pid) = kids[1].1 else {
-        panic!("{kids:?}")
-    };
-    assert_eq!(env.children(inner_pid).await, vec![running("k", k)]);
-    let info = sv.which_children(top).await.unwrap();
-    assert_eq!(info[1].child_type, ChildType::Supervisor);
-    assert_eq!(info[1].modules, vec!["sup_tree".to_string()]);
-    assert_eq!(env.stop(top).await, ExitReason::Shutdown);
-    assert!(!env.node.is_alive(k));
-    assert_eq!(env.stop(sup).await, ExitReason::Shutdown);
+        // As children of another supervisor: one tree, one ignore (kept, not running).
+        let inner = TreeArg {
+            strategy: Strategy::OneForOne,
+            children: vec![child("k", Restart::Permanent)],
+            ..arg.clone()
+        };
+        let spec = Spec::new(Strategy::OneForOne)
+            .child(ChildSpec::supervisor_module("inner", "sup_tree", &inner))
+            .child(ChildSpec::supervisor_module("none", "sup_tree", &ignored));
+        let top = env.start(spec).await;
+        let k = env.started("k").await;
+        let kids = env.children(top).await;
+        assert_eq!(kids[0], (Some("none".into()), ChildPid::Undefined));
+        let ChildPid::Running(inner_pid) = kids[1].1 else {
+            panic!("{kids:?}")
+        };
+        assert_eq!(env.children(inner_pid).await, vec![running("k", k)]);
+        let info = sv.which_children(top).await.unwrap();
+        assert_eq!(info[1].child_type, ChildType::Supervisor);
+        assert_eq!(info[1].modules, vec!["sup_tree".to_string()]);
+        assert_eq!(env.stop(top).await, ExitReason::Shutdown);
+        assert!(!env.node.is_alive(k));
+        assert_eq!(env.stop(sup).await, ExitReason::Shutdown);
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervisor_nested_shutdown_order() {
-    let env = Env::new("nested").await;
-    let inner = Spec::new(Strategy::OneForOne)
-        .child(env.child("x"))
-        .child(env.child("y"));
-    let spec = Spec::new(Strategy::OneForOne)
-        .child(env.child("a"))
-        .child(ChildSpec::supervisor("inner", inner))
-        .child(env.child("b"));
-    let top = env.start(spec).await;
-    for id in ["a", "x", "y", "b"] {
-        env.started(id).await;
-    }
-    assert_eq!(
-        env.log(),
-        [init("a"), init("x"), init("y"), init("b")],
-        "depth-first start order"
-    );
-    let inner_pid = env.pid_of(top, "inner").await;
-    let minner = env.monitor(inner_pid);
-    assert_eq!(env.stop(top).await, ExitReason::Shutdown);
-    assert_eq!(env.down(minner).await, ExitReason::Shutdown);
-    assert_eq!(
-        env.starts_stops_after(4),
-        [
-            term("b", "shutdown"),
-            term("y", "shutdown"),
-            term("x", "shutdown"),
-            term("a", "shutdown"),
-        ],
-        "reverse order; the inner supervisor stops its own children before a stops"
-    );
+    within(async {
+        let env = Env::new("nested").await;
+        let inner = Spec::new(Strategy::OneForOne)
+            .child(env.child("x"))
+            .child(env.child("y"));
+        let spec = Spec::new(Strategy::OneForOne)
+            .child(env.child("a"))
+            .child(ChildSpec::supervisor("inner", inner))
+            .child(env.child("b"));
+        let top = env.start(spec).await;
+        for id in ["a", "x", "y", "b"] {
+            env.started(id).await;
+        }
+        assert_eq!(
+            env.log(),
+            [init("a"), init("x"), init("y"), init("b")],
+            "depth-first start order"
+        );
+        let inner_pid = env.pid_of(top, "inner").await;
+        let minner = env.monitor(inner_pid);
+        assert_eq!(env.stop(top).await, ExitReason::Shutdown);
+        assert_eq!(env.down(minner).await, ExitReason::Shutdown);
+        assert_eq!(
+            env.starts_stops_after(4),
+            [
+                term("b", "shutdown"),
+                term("y", "shutdown"),
+                term("x", "shutdown"),
+                term("a", "shutdown"),
+            ],
+            "reverse order; the inner supervisor stops its own children before a stops"
+        );
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervisor_nested_child_gives_up_and_is_restarted() {
-    let env = Env::new("nested_restart").await;
-    let inner = Spec::new(Strategy::OneForOne)
-        .intensity(0)
-        .child(env.child("x"))
-        .child(env.child("y"));
-    let spec = Spec::new(Strategy::OneForOne)
-        .intensity(5)
-        .period(Duration::from_secs(60))
-        .child(env.child("a"))
-        .child(ChildSpec::supervisor("inner", inner));
-    let top = env.start(spec).await;
-    let a = env.started("a").await;
-    let x = env.started("x").await;
-    env.started("y").await;
-    let inner1 = env.pid_of(top, "inner").await;
-    let minner = env.monitor(inner1);
-    // x crashes; the inner supervisor (intensity 0) gives up with `shutdown`; the top one
-    // restarts it (permanent), which starts x and y again.
-    env.crash(x).await;
-    assert_eq!(env.down(minner).await, ExitReason::Shutdown);
-    let x2 = env.started("x").await;
-    env.started("y").await;
-    assert_ne!(x, x2);
-    let inner2 = env.pid_of(top, "inner").await;
-    assert_ne!(inner1, inner2);
-    assert_eq!(env.pid_of(top, "a").await, a, "a is not touched");
-    assert_eq!(env.stop(top).await, ExitReason::Shutdown);
+    within(async {
+        let env = Env::new("nested_restart").await;
+        let inner = Spec::new(Strategy::OneForOne)
+            .intensity(0)
+            .child(env.child("x"))
+            .child(env.child("y"));
+        let spec = Spec::new(Strategy::OneForOne)
+            .intensity(5)
+            .period(Duration::from_secs(60))
+            .child(env.child("a"))
+            .child(ChildSpec::supervisor("inner", inner));
+        let top = env.start(spec).await;
+        let a = env.started("a").await;
+        let x = env.started("x").await;
+        env.started("y").await;
+        let inner1 = env.pid_of(top, "inner").await;
+        let minner = env.monitor(inner1);
+        // x crashes; the inner supervisor (intensity 0) gives up with `shutdown`; the top one
+        // restarts it (permanent), which starts x and y again.
+        env.crash(x).await;
+        assert_eq!(env.down(minner).await, ExitReason::Shutdown);
+        let x2 = env.started("x").await;
+        env.started("y").await;
+        assert_ne!(x, x2);
+        let inner2 = env.pid_of(top, "inner").await;
+        assert_ne!(inner1, inner2);
+        assert_eq!(env.pid_of(top, "a").await, a, "a is not touched");
+        assert_eq!(env.stop(top).await, ExitReason::Shutdown);
+    })
+    .await
 }
