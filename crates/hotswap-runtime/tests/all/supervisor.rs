@@ -134,7 +134,23 @@ impl Env {
 
     /// Start a supervisor of `spec`.
     pub async fn start(&self, spec: Spec) -> Pid {
-        self.node.start_supervisor(spec, None).await.unwrap()
+        self.start_as(spec, None).await
+    }
+
+    /// Start a supervisor of `spec`, registered as `name`. Fails the test if the start has
+    /// not returned within [`WAIT`] (a child that never finishes starting, or a
+    /// supervisor that is not told its child supervisor has started).
+    pub async fn start_as(&self, spec: Spec, name: Option<&str>) -> Pid {
+        let nested = spec
+            .children
+            .iter()
+            .any(|c| c.child_type == ChildType::Supervisor);
+        tokio::time::timeout(WAIT, self.node.start_supervisor(spec, name))
+            .await
+            .unwrap_or_else(|_| {
+                panic!("start_supervisor did not return within {WAIT:?} (supervisor children: {nested})")
+            })
+            .unwrap()
     }
 
     /// Stop a supervisor as its parent would (exit signal `shutdown`); its exit reason.
@@ -751,7 +767,7 @@ async fn supervisor_count_and_which_children() {
             .child(ChildSpec::supervisor("inner", inner))
             .child(env.cfg("ign").ignore_init().spec())
             .child(env.child("b").name("named_b"));
-        let sup = env.node.start_supervisor(spec, Some("top")).await.unwrap();
+        let sup = env.start_as(spec, Some("top")).await;
         let a = env.started("a").await;
         let x = env.started("x").await;
         let b = env.started("b").await;
