@@ -22,8 +22,8 @@ pub struct Config {
     /// Trap exits (set in `init`), so that its parent's `shutdown` signal runs
     /// `terminate`.
     pub trap_exit: bool,
-    /// A file to append `init <id>`, `terminate <id> <reason>` and
-    /// `terminate_done <id>` lines to; empty: no log.
+    /// A file to append `init <id>` (or `init_failed <id>`), `terminate <id> <reason>`
+    /// and `terminate_done <id>` lines to; empty: no log.
     pub log: String,
     /// How long `terminate` sleeps (after logging its first line, before its last).
     pub terminate_ms: u64,
@@ -33,6 +33,9 @@ pub struct Config {
     pub fail_init: bool,
     /// `init` returns `ignore`.
     pub ignore_init: bool,
+    /// A file: while it exists, `init` stops with the reason `init failed <id>` (so that
+    /// a test can make restarts fail, then succeed again); empty: never.
+    pub fail_init_if: String,
 }
 
 impl Config {
@@ -62,6 +65,12 @@ impl Config {
     /// The same, failing its `init`.
     pub fn fail_init(mut self) -> Config {
         self.fail_init = true;
+        self
+    }
+
+    /// The same, failing its `init` while the file `path` exists.
+    pub fn fail_init_if(mut self, path: &str) -> Config {
+        self.fail_init_if = path.into();
         self
     }
 

@@ -1,8 +1,8 @@
 // The supervisor tests' worker (included by modules/sup_worker): a gen_server whose init
-// argument is `(Config,)` (see `sup_types.rs`). It appends `init <id>`,
-// `terminate <id> <reason>` and `terminate_done <id>` lines to its log file, tells its
-// `notify` process when it starts and when `terminate` begins, and crashes or stops when
-// asked.
+// argument is `(Config,)` (see `sup_types.rs`). It appends `init <id>` (or
+// `init_failed <id>`), `terminate <id> <reason>` and `terminate_done <id>` lines to its
+// log file, tells its `notify` process when it starts and when `terminate` begins, and
+// crashes or stops when asked.
 
 use std::io::Write;
 use std::time::Duration;
@@ -56,7 +56,9 @@ impl GenServer for Worker {
 
     async fn init(ctx: Ctx, (config,): WorkerArg) -> Init<Self> {
         ctx.trap_exit(config.trap_exit);
-        if config.fail_init {
+        let fail_if = &config.fail_init_if;
+        if config.fail_init || (!fail_if.is_empty() && std::path::Path::new(fail_if).exists()) {
+            log_line(&config.log, &format!("init_failed {}", config.id));
             return Init::Stop(ExitReason::User(format!("init failed {}", config.id)));
         }
         if config.ignore_init {

@@ -269,6 +269,25 @@ async fn supervisor_one_for_one_restarts_only_failed() {
         assert_eq!(after[1], init("b"));
         assert!(env.node.is_alive(p[0]) && env.node.is_alive(p[2]));
         assert!(!env.started_now("a").await && !env.started_now("c").await);
+
+        // The exit of a linked process that is not a child is ignored.
+        let stranger = env
+            .node
+            .spawn_native(move |ctx| async move {
+                let _ = ctx.receive::<String>().await;
+                ctx.link(sup);
+                Err::<(), _>(ExitReason::User("stranger died".into()))
+            })
+            .unwrap();
+        let r = env.monitor(stranger);
+        env.me.send(stranger, &"go".to_string());
+        assert_eq!(env.down(r).await, ExitReason::User("stranger died".into()));
+        assert!(env.node.is_alive(sup));
+        assert_eq!(
+            env.children(sup).await,
+            vec![running("c", p[2]), running("b", b2), running("a", p[0])]
+        );
+        assert!(!env.started_now("a").await && !env.started_now("b").await);
         assert_eq!(env.stop(sup).await, ExitReason::Shutdown);
     })
     .await
@@ -589,6 +608,19 @@ async fn supervisor_api_errors_static() {
             env.children(sup).await[0],
             (Some("i".into()), ChildPid::Undefined)
         );
+        // ... unless it is temporary: then nothing is kept.
+        assert_eq!(
+            sv.start_child(
+                sup,
+                env.cfg("ti")
+                    .ignore_init()
+                    .spec()
+                    .restart(Restart::Temporary)
+            )
+            .await,
+            Ok(None)
+        );
+        assert_eq!(sv.get_childspec(sup, "ti").await, Err(SupError::NotFound));
         // An invalid spec is refused with why.
         match sv.start_child(sup, env.child("")).await {
             Err(SupError::Invalid(m)) => assert!(m.contains("empty id"), "{m}"),
@@ -687,7 +719,14 @@ async fn supervisor_api_errors_simple_one_for_one() {
         assert_eq!(env.down(r).await, ExitReason::Shutdown);
         assert_eq!(env.children(sup).await, vec![(None, ChildPid::Running(w2))]);
         assert_eq!(sv.terminate_child(sup, w1).await, Ok(()), "now dead");
-        assert_eq!(env.stop(sup).await, ExitReason::Shutdown);
+        // gen_server:stop (sys terminate) stops a supervisor and its children too.
+        let r = env.monitor(w2);
+        env.node
+            .stop_server(sup, ExitReason::Shutdown, WAIT)
+            .await
+            .unwrap();
+        assert_eq!(env.down(r).await, ExitReason::Shutdown);
+        assert_eq!(env.terminating_now(w2).await.as_deref(), Some("shutdown"));
     })
     .await
 }
@@ -1007,13 +1046,15 @@ async fn supervisor_spec_from_module_callback() {
 async fn supervisor_nested_shutdown_order() {
     within(async {
         let env = Env::new("nested").await;
+        // Slow terminates: each child is stopped completely before the next one.
+        let slow = |id: &str| env.cfg(id).terminate_ms(20).spec();
         let inner = Spec::new(Strategy::OneForOne)
-            .child(env.child("x"))
-            .child(env.child("y"));
+            .child(slow("x"))
+            .child(slow("y"));
         let spec = Spec::new(Strategy::OneForOne)
-            .child(env.child("a"))
+            .child(slow("a"))
             .child(ChildSpec::supervisor("inner", inner))
-            .child(env.child("b"));
+            .child(slow("b"));
         let top = env.start(spec).await;
         for id in ["a", "x", "y", "b"] {
             env.started(id).await;
@@ -1027,15 +1068,20 @@ async fn supervisor_nested_shutdown_order() {
         let minner = env.monitor(inner_pid);
         assert_eq!(env.stop(top).await, ExitReason::Shutdown);
         assert_eq!(env.down(minner).await, ExitReason::Shutdown);
+        let done = |id: &str| format!("terminate_done {id}");
         assert_eq!(
-            env.starts_stops_after(4),
+            env.log_after(4),
             [
                 term("b", "shutdown"),
+                done("b"),
                 term("y", "shutdown"),
+                done("y"),
                 term("x", "shutdown"),
+                done("x"),
                 term("a", "shutdown"),
+                done("a"),
             ],
-            "reverse order; the inner supervisor stops its own children before a stops"
+            "reverse order, one at a time; the inner supervisor stops its own children before a stops"
         );
     })
     .await
@@ -1071,6 +1117,81 @@ async fn supervisor_nested_child_gives_up_and_is_restarted() {
         assert_ne!(inner1, inner2);
         assert_eq!(env.pid_of(top, "a").await, a, "a is not touched");
         assert_eq!(env.stop(top).await, ExitReason::Shutdown);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervisor_failed_restart_retries_as_restarting() {
+    within(async {
+        let env = Env::new("restarting").await;
+        let flag = env.log.with_file_name("fail");
+        let cfg = env.cfg("a").fail_init_if(flag.to_str().unwrap());
+        let spec = Spec::new(Strategy::OneForOne)
+            .intensity(1_000_000)
+            .period(Duration::from_secs(60))
+            .child(env.child("b"))
+            .child(cfg.spec());
+        let sup = env.start(spec).await;
+        let b = env.started("b").await;
+        let a = env.started("a").await;
+        let sv = env.node.supervisor();
+        std::fs::write(&flag, "").unwrap();
+        assert!(is_crash(&env.crash(a).await));
+        // Its restart fails; the supervisor marks it restarting and tries again by a
+        // message to itself, serving requests in between.
+        assert_eq!(
+            env.children(sup).await,
+            vec![(Some("a".into()), ChildPid::Restarting), running("b", b)]
+        );
+        assert_eq!(sv.restart_child(sup, "a").await, Err(SupError::Restarting));
+        assert_eq!(sv.delete_child(sup, "a").await, Err(SupError::Restarting));
+        assert_eq!(sv.count_children(sup).await.map(|c| c.active), Ok(1));
+        assert!(env.log().contains(&"init_failed a".to_string()));
+        // Once its init can succeed, a retry starts it.
+        std::fs::remove_file(&flag).unwrap();
+        let a2 = env.started("a").await;
+        assert_eq!(env.pid_of(sup, "a").await, a2);
+        assert_eq!(env.pid_of(sup, "b").await, b);
+        assert_eq!(env.stop(sup).await, ExitReason::Shutdown);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervisor_failed_restarts_count_towards_intensity() {
+    within(async {
+        let env = Env::new("restart_intensity").await;
+        let flag = env.log.with_file_name("fail");
+        let cfg = env.cfg("a").fail_init_if(flag.to_str().unwrap());
+        let spec = Spec::new(Strategy::OneForOne)
+            .intensity(3)
+            .period(Duration::from_secs(60))
+            .child(env.child("b"))
+            .child(cfg.spec());
+        let sup = env.start(spec).await;
+        let b = env.started("b").await;
+        let a = env.started("a").await;
+        let (msup, mb) = (env.monitor(sup), env.monitor(b));
+        std::fs::write(&flag, "").unwrap();
+        let mark = env.log().len();
+        assert!(is_crash(&env.crash(a).await));
+        assert_eq!(env.down(msup).await, ExitReason::Shutdown);
+        assert_eq!(env.down(mb).await, ExitReason::Shutdown);
+        let after = env.log_after(mark);
+        assert!(after[0].starts_with("terminate a {panic"), "{after:?}");
+        assert_eq!(
+            after[1..],
+            [
+                "terminate_done a".to_string(),
+                "init_failed a".to_string(),
+                "init_failed a".to_string(),
+                "init_failed a".to_string(),
+                term("b", "shutdown"),
+                "terminate_done b".to_string(),
+            ],
+            "the crash and each failed attempt count: the 4th restart within the period is one too many"
+        );
     })
     .await
 }
