@@ -608,7 +608,17 @@ async fn supervisor_api_errors_static() {
             env.children(sup).await[0],
             (Some("i".into()), ChildPid::Undefined)
         );
-        // ... unless it is temporary: then nothing is kept.
+        // terminate_child removes a temporary child's spec.
+        let tmp = sv
+            .start_child(sup, env.child("tmp").restart(Restart::Temporary))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(env.started("tmp").await, tmp);
+        assert_eq!(sv.terminate_child(sup, "tmp").await, Ok(()));
+        assert!(!env.node.is_alive(tmp));
+        assert_eq!(sv.get_childspec(sup, "tmp").await, Err(SupError::NotFound));
+        // A temporary child whose init returns ignore is not kept.
         assert_eq!(
             sv.start_child(
                 sup,
