@@ -34,6 +34,8 @@ const FIXTURES: &[&str] = &[
     "gs_test_v2",
     "upgrade_srv_v1",
     "upgrade_srv_v2",
+    "sup_worker",
+    "sup_tree",
 ];
 
 fn target_dir() -> PathBuf {
