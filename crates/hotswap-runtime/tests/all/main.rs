@@ -16,7 +16,6 @@ mod seed002_gen_server;
 mod seed003;
 mod seed004;
 mod soak;
-mod sup_smoke;
 #[allow(dead_code)]
 #[path = "../../../../modules/common/sup_types.rs"]
 mod sup_types;
