@@ -13,7 +13,7 @@ use hotswap_runtime::supervisor::{
 use hotswap_runtime::{ExitReason, ExternalProcess, Node, Pid, Ref};
 
 use crate::sup_types::{Call, Config, Event, TreeArg, TreeChild, WORKER};
-use crate::support::{module, TempDir, WAIT};
+use crate::support::{module, TempDir, QUIET, WAIT};
 
 /// A node with `sup_worker` (and `sup_tree`) loaded, a host process that gets the workers'
 /// events, and a log file for them.
@@ -1202,6 +1202,119 @@ async fn supervisor_failed_restarts_count_towards_intensity() {
             ],
             "the crash and each failed attempt count: the 4th restart within the period is one too many"
         );
+    })
+    .await
+}
+
+/// `sys` on a supervisor, as a release upgrade uses it (spec §4.8): a suspended supervisor
+/// answers only system requests; `change_code` (only while suspended) calls the new
+/// version's `init` with the original argument, takes its flags, adds new ids without
+/// starting them and keeps the running children.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervisor_sys_suspend_change_code_resume() {
+    use hotswap_runtime::supervisor::SupState;
+    use hotswap_runtime::SysError;
+    within(async {
+        let env = Env::new("sys").await;
+        let child = |id: &str| TreeChild {
+            config: env.cfg(id),
+            restart: Restart::Permanent,
+            shutdown: None,
+        };
+        let arg = TreeArg {
+            ignore: false,
+            strategy: Strategy::OneForOne,
+            intensity: 2,
+            period_secs: 10,
+            children: vec![child("s1"), child("s2")],
+        };
+        let sup = env
+            .node
+            .start_supervisor_module("sup_tree", &arg, None)
+            .await
+            .unwrap()
+            .expect("a tree");
+        let (s1, s2) = (env.started("s1").await, env.started("s2").await);
+        let sys = env.node.sys();
+        let st: SupState = sys.get_state(sup).await.unwrap();
+        assert_eq!((st.strategy, st.intensity), (Strategy::OneForOne, 2));
+        assert_eq!(st.module.as_deref(), Some("sup_tree"));
+        let status = sys.get_status(sup).await.unwrap();
+        assert_eq!(
+            (status.module.as_str(), status.suspended),
+            ("sup_tree", false)
+        );
+
+        // change_code needs a suspended supervisor.
+        assert!(matches!(
+            sys.change_code(sup, "sup_tree", "1", None).await,
+            Err(SysError::Refused(m)) if m.contains("suspend")
+        ));
+        sys.suspend(sup).await.unwrap();
+        // While suspended, supervisor requests wait in its mailbox.
+        let node = env.node.clone();
+        let waiting = tokio::spawn(async move { node.supervisor().count_children(sup).await });
+        tokio::time::sleep(QUIET).await;
+        assert!(
+            !waiting.is_finished(),
+            "a suspended supervisor answered a request"
+        );
+        env.node.code().load(module("sup_tree_v2")).await.unwrap();
+        // Another module's name is refused, the right one runs v2's init.
+        assert!(matches!(
+            sys.change_code(sup, "sup_worker", "1", None).await,
+            Err(SysError::Refused(_))
+        ));
+        sys.change_code(sup, "sup_tree", "1", None).await.unwrap();
+        sys.resume(sup).await.unwrap();
+        let counts = waiting.await.unwrap().unwrap();
+        assert_eq!((counts.specs, counts.active), (3, 2), "{counts:?}");
+
+        // New flags; the new id is known but not started; running children kept.
+        let st: SupState = sys.get_state(sup).await.unwrap();
+        assert_eq!(st.intensity, 12);
+        assert_eq!(
+            env.children(sup).await,
+            vec![
+                (Some("added_in_v2".to_string()), ChildPid::Undefined),
+                running("s2", s2),
+                running("s1", s1)
+            ]
+        );
+        // Starting it is an explicit request, as in OTP.
+        let added = env
+            .node
+            .supervisor()
+            .restart_child(sup, "added_in_v2")
+            .await
+            .unwrap()
+            .expect("a pid");
+        assert_eq!(env.started("added_in_v2").await, added);
+        assert_eq!(env.stop(sup).await, ExitReason::Shutdown);
+    })
+    .await
+}
+
+/// A supervisor whose tree was built in Rust has no `init` to call again: its code change
+/// is refused with the reason, and it keeps running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervisor_change_code_of_a_rust_tree_is_refused() {
+    use hotswap_runtime::SysError;
+    within(async {
+        let env = Env::new("sys-rust").await;
+        let sup = env
+            .start(Spec::new(Strategy::OneForOne).child(env.child("r1")))
+            .await;
+        let r1 = env.started("r1").await;
+        let sys = env.node.sys();
+        sys.suspend(sup).await.unwrap();
+        match sys.change_code(sup, "sup_tree", "1", None).await {
+            Err(SysError::Refused(m)) => assert!(m.contains("built in Rust"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        sys.resume(sup).await.unwrap();
+        assert_eq!(env.children(sup).await, vec![running("r1", r1)]);
+        assert_eq!(env.stop(sup).await, ExitReason::Shutdown);
     })
     .await
 }

@@ -36,6 +36,7 @@ const FIXTURES: &[&str] = &[
     "upgrade_srv_v2",
     "sup_worker",
     "sup_tree",
+    "sup_tree_v2",
 ];
 
 fn target_dir() -> PathBuf {
