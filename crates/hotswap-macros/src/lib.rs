@@ -327,4 +327,14 @@ mod tests {
         assert!(error(r#"name: "m", version: "1""#).contains("needs `exports: ...`"));
         assert!(error(r#"name: "m", version: "1", gen_sever: S"#).contains("gen_server"));
     }
+
+    #[test]
+    fn supervisor_key_exports_its_init_function() {
+        let s = parse(r#"name: "m", version: "1", supervisor: Tree"#).unwrap();
+        assert!(s.exports.is_empty());
+        assert_eq!(s.functions.len(), 1);
+        assert_eq!(s.functions[0].name, "supervisor_init");
+        let e = error(r#"name: "m", version: "1", functions: [supervisor_init], supervisor: T"#);
+        assert!(e.contains("listed twice"), "{e}");
+    }
 }

@@ -81,14 +81,40 @@ fn module_init(ctx: &Ctx, module: &str, arg: &[u8]) -> Result<Option<Spec>, Stri
 
 /// Start a supervisor linked to the calling native process (its parent), and wait until
 /// its children have started. `None`: its `init` returned ignore.
+///
+/// The supervisor tells its parent through the parent's mailbox (a process is woken only
+/// by its mailbox and its timer), and the wait also ends on the supervisor's exit, so a
+/// supervisor killed while it starts cannot hang its parent.
 pub(crate) async fn start_link(
     ctx: &Ctx,
     source: Source,
     name: Option<String>,
 ) -> Result<Option<Pid>, SupError> {
     let parent = proc_of(ctx);
-    let node = parent.node.clone();
-    spawn(&node, Some(parent), source, name).await
+    let me = parent.pid;
+    let (sup, _) = parent
+        .node
+        .spawn_native(Some(parent), abi::SPAWN_LINK, move |c| {
+            run(c, source, name, Some(me), Started::Process(me))
+        })
+        .map_err(|e| SupError::StartFailed(e.to_string()))?;
+    let reply = ctx
+        .recv_where(
+            |k, from, _| from == sup && (k == MessageKind::User || k == MessageKind::Exit),
+            None,
+        )
+        .await;
+    match reply {
+        Some(Message::User { data, .. }) => codec::decode(&data).unwrap_or_else(|e| {
+            Err(SupError::StartFailed(format!(
+                "malformed start result from the supervisor: {e}"
+            )))
+        }),
+        Some(Message::Exit { reason, .. }) => Err(SupError::StartFailed(format!(
+            "the supervisor exited while it started its children: {reason}"
+        ))),
+        _ => Err(SupError::StartFailed("no start result".into())),
+    }
 }
 
 /// A supervisor child of the supervisor `ctx` (boxed: supervisors start supervisors).
@@ -100,17 +126,15 @@ fn nested(
     Box::pin(async move { start_link(&ctx, source, name).await })
 }
 
-async fn spawn(
+/// Start a supervisor without a parent, for host code.
+async fn start_unlinked(
     node: &Arc<NodeInner>,
-    parent: Option<&Process>,
     source: Source,
     name: Option<String>,
 ) -> Result<Option<Pid>, SupError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let parent_pid = parent.map(|p| p.pid);
-    let flags = if parent.is_some() { abi::SPAWN_LINK } else { 0 };
-    node.spawn_native(parent, flags, move |ctx| {
-        run(ctx, source, name, parent_pid, tx)
+    node.spawn_native(None, 0, move |ctx| {
+        run(ctx, source, name, None, Started::Host(tx))
     })
     .map_err(|e| SupError::StartFailed(e.to_string()))?;
     rx.await.unwrap_or_else(|_| {
@@ -120,7 +144,24 @@ async fn spawn(
     })
 }
 
-type Started = tokio::sync::oneshot::Sender<Result<Option<Pid>, SupError>>;
+/// Who waits for a supervisor's start result.
+enum Started {
+    /// Host code, on a channel.
+    Host(tokio::sync::oneshot::Sender<Result<Option<Pid>, SupError>>),
+    /// The parent process, by a message.
+    Process(Pid),
+}
+
+impl Started {
+    fn send(self, ctx: &Ctx, r: Result<Option<Pid>, SupError>) {
+        match self {
+            Started::Host(tx) => {
+                let _ = tx.send(r);
+            }
+            Started::Process(p) => ctx.send(p, &r),
+        }
+    }
+}
 
 /// A static child.
 #[derive(Debug)]
@@ -180,7 +221,7 @@ async fn run(
     if let Some(n) = &name {
         if let Err(_e) = ctx.register(n, me) {
             let holder = ctx.whereis(n).unwrap_or(Pid(0));
-            let _ = started.send(Err(SupError::AlreadyStarted(holder)));
+            started.send(&ctx, Err(SupError::AlreadyStarted(holder)));
             return ExitReason::Normal;
         }
     }
@@ -191,16 +232,16 @@ async fn run(
     let spec = match spec {
         Ok(Some(s)) => s,
         Ok(None) => {
-            let _ = started.send(Ok(None));
+            started.send(&ctx, Ok(None));
             return ExitReason::Normal;
         }
         Err(e) => {
-            let _ = started.send(Err(SupError::Invalid(e.clone())));
+            started.send(&ctx, Err(SupError::Invalid(e.clone())));
             return ExitReason::ShutdownWith(format!("bad supervisor init: {e}"));
         }
     };
     if let Err(e) = spec.check() {
-        let _ = started.send(Err(SupError::Invalid(e.clone())));
+        started.send(&ctx, Err(SupError::Invalid(e.clone())));
         return ExitReason::ShutdownWith(format!("bad supervisor spec: {e}"));
     }
     let mut sup = Sup {
@@ -242,14 +283,14 @@ async fn run(
                     let why = format!("failed_to_start_child {:?}: {e}", c.id);
                     error!(supervisor = %sup.who(), child = %c.id, "{why}");
                     sup.terminate_all().await;
-                    let _ = started.send(Err(SupError::StartFailed(why.clone())));
+                    started.send(&sup.ctx, Err(SupError::StartFailed(why.clone())));
                     return ExitReason::ShutdownWith(why);
                 }
             }
         }
     }
     info!(supervisor = %sup.who(), strategy = ?sup.spec_flags.strategy, children = sup.children.len(), "supervisor started");
-    let _ = started.send(Ok(Some(me)));
+    started.send(&sup.ctx, Ok(Some(me)));
     let reason = sup.serve().await;
     info!(supervisor = %sup.who(), %reason, "supervisor exited");
     reason
@@ -1142,14 +1183,9 @@ impl Node {
     /// children have started. It has no parent: stop it with an exit signal from host code
     /// (`node.exit(pid, ExitReason::Shutdown)`) or `stop_server`.
     pub async fn start_supervisor(&self, spec: Spec, name: Option<&str>) -> Result<Pid, SupError> {
-        spawn(
-            &self.inner,
-            None,
-            Source::Spec(spec),
-            name.map(str::to_string),
-        )
-        .await
-        .map(|p| p.expect("a spec built in Rust is never ignored"))
+        start_unlinked(&self.inner, Source::Spec(spec), name.map(str::to_string))
+            .await
+            .map(|p| p.expect("a spec built in Rust is never ignored"))
     }
 
     /// Start a supervisor whose tree `module`'s `Supervisor::init(arg)` describes. `None`
@@ -1164,7 +1200,7 @@ impl Node {
             module: module.into(),
             arg: codec::encode(arg),
         };
-        spawn(&self.inner, None, source, name.map(str::to_string)).await
+        start_unlinked(&self.inner, source, name.map(str::to_string)).await
     }
 
     /// The supervisor client operations (`supervisor:start_child` and the others).

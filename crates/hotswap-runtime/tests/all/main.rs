@@ -13,8 +13,12 @@ mod seed000;
 mod seed001;
 mod seed002;
 mod seed002_gen_server;
+mod seed003;
 mod seed004;
 mod soak;
-mod sup_smoke;
+#[allow(dead_code)]
+#[path = "../../../../modules/common/sup_types.rs"]
+mod sup_types;
+mod supervisor;
 mod sys;
 mod upgrade_load;

@@ -34,6 +34,9 @@ const FIXTURES: &[&str] = &[
     "gs_test_v2",
     "upgrade_srv_v1",
     "upgrade_srv_v2",
+    "sup_worker",
+    "sup_tree",
+    "sup_tree_v2",
 ];
 
 fn target_dir() -> PathBuf {
