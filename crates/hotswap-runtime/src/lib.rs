@@ -372,8 +372,17 @@ impl Node {
         for p in &external {
             p.finish(ExitReason::Killed);
         }
+        // Every process is marked killed before any is woken, so that none runs code in
+        // this phase (spec §6.1: nothing runs terminate here): woken one by one, a
+        // supervisor could see its killed parent's exit and shut its children down first.
         for p in &procs {
-            p.signal_exit(0, &ExitReason::Kill, false);
+            let mut g = p.inner.lock();
+            if !g.exited {
+                g.pending_exit = Some(Box::new(ExitReason::Killed));
+            }
+        }
+        for p in &procs {
+            p.notify.notify_one();
         }
         let killed = procs.len();
         let mut stuck = Vec::new();
