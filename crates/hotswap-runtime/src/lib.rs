@@ -20,6 +20,7 @@
 //! Executables that embed the runtime must export the thread-local guard (see
 //! [`guard_link_args`]); otherwise the code server keeps purged versions mapped.
 
+pub mod application;
 mod code;
 mod error;
 mod host_api;
@@ -34,6 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use application::{AppError, AppInfo, Application, ShutdownReport, StartType};
 pub use code::{ModuleInfo, PinnedInfo, PurgeReport, VersionInfo};
 pub use error::{CodeError, LoadError, SpawnError};
 pub use hotswap::{ExitReason, Message, Pid, Ref};

@@ -130,6 +130,8 @@ pub(crate) struct NodeInner {
     pub(crate) exit_notify: tokio::sync::Notify,
     pub(crate) stopping: AtomicBool,
     pub(crate) owns_code_dir: bool,
+    /// The application controller.
+    pub(crate) apps: crate::application::Apps,
 }
 
 impl NodeInner {
@@ -153,6 +155,7 @@ impl NodeInner {
             exit_notify: tokio::sync::Notify::new(),
             stopping: AtomicBool::new(false),
             owns_code_dir,
+            apps: crate::application::Apps::new(),
         }
     }
 

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod application;
 mod bad_module;
 mod code_server;
 mod gen_server;

@@ -37,6 +37,7 @@ const FIXTURES: &[&str] = &[
     "sup_worker",
     "sup_tree",
     "sup_tree_v2",
+    "app_worker",
 ];
 
 fn target_dir() -> PathBuf {
