@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 
 use crate::release::{Release, ReleaseDir};
 use crate::report::Reporter;
-use crate::start::{self, AppProc, NodeState};
+use crate::start::{self, NodeState};
 
 /// Options of `hotswap demo`.
 #[derive(Debug)]
@@ -538,7 +538,7 @@ async fn run_release(rep: &Reporter, files: &Files, dir: &ReleaseDir) -> Result<
     .map_err(|e| setup(format!("cannot start a node: {e}")))?;
     let (state, _stop_requests) = NodeState::new(node.clone(), release, String::new(), 0);
     let outcome = scenario(&state, &next, rep, files).await;
-    let stop = node.stop(WAIT).await;
+    let stop = node.shutdown(WAIT).await.stop;
     let mut checks = outcome?;
     let pinned_at_stop: Vec<String> = stop
         .purges
@@ -650,15 +650,18 @@ async fn scenario(
     let obs = node.external();
     let mut servers = Vec::new();
     let mut monitors = Vec::new();
-    let started: Vec<AppProc> = state
-        .apps
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .flat_map(|a| a.procs.clone())
-        .collect();
+    let mut started = Vec::new();
+    for a in node.applications() {
+        started.extend(state.app_children(&a).await);
+    }
     for p in started {
-        let pid = p.pid;
+        let Some(pid) = p.pid else {
+            return Err(broken(format!(
+                "the tally application's child {:?} is not running",
+                p.id
+            )));
+        };
+        let name = node.process_info(pid).and_then(|i| i.name);
         monitors.push(obs.monitor(pid));
         let s = snapshot(&obs, pid).await?;
         let running = running(node, pid);
@@ -671,7 +674,7 @@ async fn scenario(
                 s.name,
                 s.total
             ),
-            json!({ "pid": pid.to_string(), "name": p.name, "running": running }),
+            json!({ "pid": pid.to_string(), "name": name, "running": running }),
         );
         servers.push(pid);
     }

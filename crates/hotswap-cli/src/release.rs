@@ -40,18 +40,52 @@
 //! ]
 //! ```
 //!
-//! An application is, for now, the list of things it starts, in order: `spawn =
-//! "module:function"` (a process) or `server = "module"` (a gen_server), each with an
-//! optional `arg` (any TOML value, given to the function or to `init`, encoded as the SDK
-//! encodes messages) and an optional registered `name`. Applications start in manifest
-//! order, after the ones they depend on, and stop in reverse. A later issue makes an
-//! application a supervision tree; that adds keys, it does not change these.
+//! An application is a supervision tree (spec §4-§5). By default its top supervisor is
+//! one_for_one (intensity 1 in 5 seconds, as OTP) and its children are the `start`
+//! entries, started in order and stopped in reverse: `spawn = "module:function"` (a
+//! process) or `server = "module"` (a gen_server), each with an optional `arg` (any TOML
+//! value, given to the function or to `init`, encoded as the SDK encodes messages) and an
+//! optional registered `name`. Every key of the tree is optional:
+//!
+//! ```toml
+//! [[application]]
+//! name = "shop"
+//! version = "2.1.0"
+//! depends = ["tally"]
+//! type = "permanent"          # or "transient", "temporary": what its termination means
+//! strategy = "one_for_one"    # or "one_for_all", "rest_for_one", "simple_one_for_one"
+//! intensity = 1               # at most this many restarts ...
+//! period_secs = 5             # ... in this many seconds, or the tree gives up
+//! start = [
+//!   # id: unique in the tree (default: the name, else "<module>#<position>");
+//!   # restart: "permanent" (default), "transient" or "temporary";
+//!   # shutdown: "brutal_kill", milliseconds (default 5000) or "infinity";
+//!   # type: "worker" (default) or "supervisor".
+//!   { server = "cart", id = "cart", restart = "transient", shutdown = 2000 },
+//!   { spawn = "audit:start", arg = { level = 2 }, shutdown = "brutal_kill" },
+//! ]
+//!
+//! [[application]]             # or a tree that a module's Supervisor callback describes
+//! name = "pool"
+//! version = "1.0.0"
+//! supervisor = "pool_sup"     # module whose hotswap::module! declares `supervisor: T`
+//! arg = { size = 8 }          # the argument of its init
+//! ```
+//!
+//! `type` defaults to `permanent`, as in OTP releases: when a permanent application's top
+//! supervisor exits (for example after too many restarts) the node stops the other
+//! applications and exits with status 1; a transient one does so unless the exit is
+//! `normal`; a temporary one is only logged. Applications start in manifest order, after
+//! the ones they depend on, and stop in reverse.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use hotswap::supervisor::{ChildSpec, ChildType, Restart, Shutdown, Spec, Start, Strategy};
+use hotswap_runtime::supervisor::Source;
+use hotswap_runtime::{Application, StartType};
 use serde::{Deserialize, Serialize};
 
 /// Name of the manifest file in `releases/<version>/`.
@@ -251,12 +285,30 @@ pub struct AppSpec {
     /// Applications that must be started before it.
     #[serde(default)]
     pub depends: Vec<String>,
-    /// What it starts, in order.
+    /// What its termination means for the node (default `permanent`).
+    #[serde(default, rename = "type")]
+    pub start_type: StartType,
+    /// The top supervisor's strategy (default `one_for_one`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<Strategy>,
+    /// The top supervisor's restart intensity (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intensity: Option<u32>,
+    /// Its intensity period in seconds (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period_secs: Option<u64>,
+    /// A module whose `Supervisor` callback describes the whole tree (instead of `start`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supervisor: Option<String>,
+    /// The argument of that callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arg: Option<toml::Value>,
+    /// The top supervisor's children, in start order.
     #[serde(default)]
     pub start: Vec<StartSpec>,
 }
 
-/// One thing an application starts.
+/// One child of an application's top supervisor.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StartSpec {
@@ -272,6 +324,19 @@ pub struct StartSpec {
     /// Register the process under this name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Its id in the tree (default: `name`, else `<module>#<position>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// When it is restarted (default `permanent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<Restart>,
+    /// How it is stopped: `"brutal_kill"`, milliseconds, or `"infinity"` (default 5000 for
+    /// a worker, `"infinity"` for a supervisor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shutdown: Option<toml::Value>,
+    /// `"worker"` (default) or `"supervisor"`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub child_type: Option<ChildType>,
 }
 
 /// What a start entry starts, checked.
@@ -335,6 +400,135 @@ impl StartSpec {
                 "starts nothing: give spawn = \"module:function\" or server = \"module\"".into(),
             ),
         }
+    }
+}
+
+/// A TOML value as a manifest shows it, for messages.
+fn toml_text(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => format!("{s:?}"),
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(f) => f.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        toml::Value::Datetime(d) => d.to_string(),
+        toml::Value::Array(_) => "[...]".into(),
+        toml::Value::Table(_) => "{...}".into(),
+    }
+}
+
+/// A `shutdown` value: `"brutal_kill"`, a number of milliseconds, or `"infinity"`.
+pub fn parse_shutdown(v: &toml::Value) -> Result<Shutdown, String> {
+    match v {
+        toml::Value::Integer(ms) if *ms >= 0 => Ok(Shutdown::Timeout(Duration::from_millis(*ms as u64))),
+        toml::Value::String(s) if s == "brutal_kill" => Ok(Shutdown::BrutalKill),
+        toml::Value::String(s) if s == "infinity" => Ok(Shutdown::Infinity),
+        other => Err(format!(
+            "shutdown = {} is not a shutdown rule: give \"brutal_kill\", a number of milliseconds (e.g. shutdown = 5000) or \"infinity\"",
+            toml_text(other)
+        )),
+    }
+}
+
+impl StartSpec {
+    /// The child spec of the entry at `index` (0-based) of its application.
+    pub fn child_spec(&self, index: usize) -> Result<ChildSpec, String> {
+        let starts = self.starts()?;
+        let arg = hotswap::codec::encode(&ArgValue(self.arg.as_ref()));
+        let name = self.name.clone();
+        let start = match &starts {
+            Starts::Spawn { module, function } => Start::Spawn {
+                module: module.clone(),
+                function: function.clone(),
+                arg,
+                name,
+            },
+            Starts::Server { module } => Start::Server {
+                module: module.clone(),
+                arg,
+                name,
+            },
+        };
+        let id = match (&self.id, &self.name) {
+            (Some(id), _) if id.is_empty() => return Err("id is empty".into()),
+            (Some(id), _) => id.clone(),
+            (None, Some(n)) => n.clone(),
+            (None, None) => format!("{}#{}", starts.module(), index + 1),
+        };
+        let mut c = ChildSpec::new(id, start).restart(self.restart.unwrap_or_default());
+        if let Some(t) = self.child_type {
+            c.child_type = t;
+        }
+        if let Some(v) = &self.shutdown {
+            c = c.shutdown(parse_shutdown(v)?);
+        }
+        Ok(c)
+    }
+}
+
+impl AppSpec {
+    /// The top supervisor's tree, or what is wrong with it.
+    pub fn source(&self) -> Result<Source, String> {
+        if let Some(m) = &self.supervisor {
+            let mut extra: Vec<&str> = Vec::new();
+            if !self.start.is_empty() {
+                extra.push("start");
+            }
+            if self.strategy.is_some() {
+                extra.push("strategy");
+            }
+            if self.intensity.is_some() {
+                extra.push("intensity");
+            }
+            if self.period_secs.is_some() {
+                extra.push("period_secs");
+            }
+            if !extra.is_empty() {
+                return Err(format!(
+                    "supervisor = {m:?} takes the whole tree from that module's Supervisor callback, so {} cannot be given too: remove {}, or remove supervisor",
+                    extra.join(", "),
+                    if extra.len() == 1 { "it" } else { "them" }
+                ));
+            }
+            if m.is_empty() || m.contains(':') {
+                return Err(format!(
+                    "supervisor = {m:?} must name a module (e.g. supervisor = \"pool_sup\")"
+                ));
+            }
+            return Ok(Source::Module {
+                module: m.clone(),
+                arg: hotswap::codec::encode(&ArgValue(self.arg.as_ref())),
+            });
+        }
+        if self.arg.is_some() {
+            return Err("arg is the argument of a supervisor module's init: give supervisor = \"module\" too (each start entry takes its own arg)".into());
+        }
+        let mut spec = Spec::new(self.strategy.unwrap_or_default());
+        if let Some(i) = self.intensity {
+            spec.intensity = i;
+        }
+        if let Some(p) = self.period_secs {
+            spec.period_secs = p;
+        }
+        for (i, s) in self.start.iter().enumerate() {
+            let c = s
+                .child_spec(i)
+                .map_err(|e| format!("start entry #{}: {e}", i + 1))?;
+            spec = spec.child(c);
+        }
+        spec.check()
+            .map_err(|e| format!("its supervision tree is invalid: {e}"))?;
+        Ok(Source::Spec(spec))
+    }
+
+    /// The application to start (the manifest must have been checked).
+    pub fn application(&self) -> Result<Application, String> {
+        Ok(Application {
+            name: self.name.clone(),
+            version: self.version.clone(),
+            depends: self.depends.clone(),
+            start_type: self.start_type,
+            supervisor: self.source()?,
+        })
     }
 }
 
@@ -440,6 +634,14 @@ impl Release {
                     ));
                 }
             }
+            let before = problems.len();
+            if let Some(m) = &a.supervisor {
+                if !m.is_empty() && !modules.contains(m) {
+                    problems.push(format!(
+                        "{at}: supervisor module {m:?} is not in the release's [[module]] list"
+                    ));
+                }
+            }
             for (i, s) in a.start.iter().enumerate() {
                 match s.starts() {
                     Err(e) => problems.push(format!("{at}, start entry #{}: {e}", i + 1)),
@@ -452,6 +654,12 @@ impl Release {
                 }
                 if s.name.as_deref() == Some("") {
                     problems.push(format!("{at}, start entry #{}: name is empty", i + 1));
+                }
+            }
+            // The tree as a whole (ids, shutdown rules, flags), once its entries are sound.
+            if problems.len() == before {
+                if let Err(e) = a.source() {
+                    problems.push(format!("{at}: {e}"));
                 }
             }
         }

@@ -4,14 +4,20 @@
 //! 0700) and `log/`; refuse if a node of this release already answers; create the cookie
 //! (mode 0600) on first start; start logging (`log/node.log`, and stderr in the
 //! foreground); start the node; load every module, checking its name and version against
-//! the manifest; start the applications (dependencies first); bind the control socket
+//! the manifest; start the applications (dependencies first), each a supervision tree
+//! under its application master ([`Node::start_application`]); bind the control socket
 //! (mode 0600) and write the pid file; print the ready line.
 //!
-//! Stop (on `hotswap stop`, SIGTERM or SIGINT): remove the control socket, stop the
-//! applications in reverse start order (gen_servers through `terminate`, processes with
-//! the exit signal `shutdown`, then `kill` for whatever is left when the stop timeout
-//! runs out), stop the node (kill what remains, purge every module), remove the pid file,
-//! exit 0.
+//! Stop (on `hotswap stop`, SIGTERM or SIGINT): remove the control socket, then
+//! [`Node::shutdown`] with the manifest's `stop_timeout_ms` as its time limit: the
+//! applications stop in reverse start order, each through its tree (children in reverse
+//! order, each by its shutdown rule: gen_servers that trap exits run `terminate`); what is
+//! left when the time limit runs out is named in the log and killed; every module is
+//! purged. Then remove the pid file and exit 0.
+//!
+//! When an application terminates the node (a permanent one whose top supervisor exited,
+//! or a transient one that exited abnormally: spec §5.2), the node logs why, stops the
+//! other applications the same way, and exits 1.
 
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
@@ -22,7 +28,8 @@ use std::process::{ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use hotswap_runtime::{ExitReason, Node, NodeConfig, Pid, StartOpts};
+use hotswap_runtime::supervisor::{ChildPid, ChildType};
+use hotswap_runtime::{AppInfo, Node, NodeConfig, Pid};
 use tracing::{error, info, warn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -30,7 +37,7 @@ use tracing_subscriber::Layer;
 
 use crate::control::server;
 use crate::os;
-use crate::release::{ArgValue, Release, ReleaseDir, Starts};
+use crate::release::{Release, ReleaseDir};
 
 /// The line a node prints on stdout once it is ready (what `--background` and the tests
 /// wait for).
@@ -49,26 +56,43 @@ pub struct Options {
     pub detached: bool,
 }
 
-/// A process an application started.
+/// How long the control server waits for a supervisor to list its children (a
+/// supervisor busy stopping its tree answers only once it is done).
+const WHICH_CHILDREN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A child of an application's top supervisor, as `status` shows it.
 #[derive(Debug, Clone)]
-pub struct AppProc {
-    /// Its pid.
-    pub pid: Pid,
-    /// Its registered name.
-    pub name: Option<String>,
-    /// What it runs.
-    pub starts: Starts,
+pub struct AppChild {
+    /// Its id in the tree.
+    pub id: Option<String>,
+    /// Its pid, if it runs.
+    pub pid: Option<Pid>,
+    /// Worker or supervisor.
+    pub child_type: ChildType,
+    /// What it runs, in words (`spawn demo:start`, `gen_server counter`, ...).
+    pub starts: String,
 }
 
-/// A running application.
-#[derive(Debug, Clone)]
-pub struct RunningApp {
-    /// Its name.
-    pub name: String,
-    /// Its version.
-    pub version: String,
-    /// What it started, in order.
-    pub procs: Vec<AppProc>,
+/// What a process is to its application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The application master.
+    Master,
+    /// A supervisor of the tree.
+    Supervisor,
+    /// A worker of the tree.
+    Worker,
+}
+
+impl Role {
+    /// The word `processes` shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Master => "application_master",
+            Role::Supervisor => "supervisor",
+            Role::Worker => "worker",
+        }
+    }
 }
 
 /// Everything the control server needs to know about the running node.
@@ -82,8 +106,6 @@ pub struct NodeState {
     pub started: Instant,
     /// When it started, wall clock.
     pub started_at: SystemTime,
-    /// The applications, in start order.
-    pub apps: Mutex<Vec<RunningApp>>,
     /// The cookie every request must carry.
     pub cookie: String,
     /// The uid allowed to connect (besides root): the owner of the run directory.
@@ -106,7 +128,6 @@ impl NodeState {
             release,
             started: Instant::now(),
             started_at: SystemTime::now(),
-            apps: Mutex::new(Vec::new()),
             cookie,
             uid,
             stop,
@@ -114,12 +135,83 @@ impl NodeState {
         (Arc::new(state), rx)
     }
 
-    /// Which application started `pid`, if any.
-    pub fn app_of(&self, pid: Pid) -> Option<String> {
-        let apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
-        apps.iter()
-            .find(|a| a.procs.iter().any(|p| p.pid == pid))
-            .map(|a| a.name.clone())
+    /// The children of an application's top supervisor, in start order (empty if the
+    /// supervisor does not answer in time, e.g. while it stops its tree).
+    pub async fn app_children(&self, app: &AppInfo) -> Vec<AppChild> {
+        let spec = self
+            .release
+            .manifest
+            .applications
+            .iter()
+            .find(|a| a.name == app.name);
+        let kids = which_children(&self.node, app.supervisor).await;
+        kids.into_iter()
+            .rev()
+            .map(|c| {
+                // What it runs: its start entry in the manifest, else its modules.
+                let entry = spec.and_then(|a| {
+                    a.start
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, s)| s.child_spec(i).ok())
+                        .find(|cs| Some(&cs.id) == c.id.as_ref())
+                });
+                let starts = match entry {
+                    Some(cs) => cs.start.to_string(),
+                    None => match c.child_type {
+                        ChildType::Supervisor => format!("supervisor {}", c.modules.join(" ")),
+                        ChildType::Worker => c.modules.join(" "),
+                    },
+                };
+                AppChild {
+                    id: c.id,
+                    pid: match c.pid {
+                        ChildPid::Running(p) => Some(p),
+                        _ => None,
+                    },
+                    child_type: c.child_type,
+                    starts,
+                }
+            })
+            .collect()
+    }
+
+    /// Every process of every application's tree: its application and its role. The tree
+    /// is walked with `which_children` (a supervisor that does not answer in time is left
+    /// out, with its subtree).
+    pub async fn app_processes(&self) -> std::collections::HashMap<Pid, (String, Role)> {
+        let mut out = std::collections::HashMap::new();
+        for app in self.node.applications() {
+            out.insert(app.master, (app.name.clone(), Role::Master));
+            let mut sups = vec![app.supervisor];
+            while let Some(sup) = sups.pop() {
+                out.insert(sup, (app.name.clone(), Role::Supervisor));
+                for c in which_children(&self.node, sup).await {
+                    if let ChildPid::Running(p) = c.pid {
+                        match c.child_type {
+                            ChildType::Supervisor => sups.push(p),
+                            ChildType::Worker => {
+                                out.insert(p, (app.name.clone(), Role::Worker));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// `which_children`, or nothing if the supervisor does not answer in time.
+async fn which_children(node: &Node, sup: Pid) -> Vec<hotswap_runtime::supervisor::ChildInfo> {
+    match tokio::time::timeout(
+        WHICH_CHILDREN_TIMEOUT,
+        node.supervisor().which_children(sup),
+    )
+    .await
+    {
+        Ok(Ok(v)) => v,
+        _ => Vec::new(),
     }
 }
 
@@ -473,13 +565,18 @@ async fn serve(p: Prepared) -> ExitCode {
         let _ = out.flush();
     }
 
-    let why = tokio::select! {
-        _ = sigterm.recv() => "SIGTERM received".to_string(),
-        _ = sigint.recv() => "SIGINT received".to_string(),
-        w = stop_rx.recv() => w.unwrap_or_else(|| "stop requested".into()),
+    let (why, code) = tokio::select! {
+        _ = sigterm.recv() => ("SIGTERM received".to_string(), ExitCode::SUCCESS),
+        _ = sigint.recv() => ("SIGINT received".to_string(), ExitCode::SUCCESS),
+        w = stop_rx.recv() => (w.unwrap_or_else(|| "stop requested".into()), ExitCode::SUCCESS),
+        h = node.halted() => (format!("the node terminates: {h}"), ExitCode::FAILURE),
     };
     let t = Instant::now();
-    info!("{why}: stopping the node");
+    if code == ExitCode::SUCCESS {
+        info!("{why}: stopping the node");
+    } else {
+        error!("{why}: stopping the other applications; the node exits with status 1");
+    }
     // No new connections from here on: the socket goes first, so clients see "not running".
     accept.abort();
     let _ = std::fs::remove_file(dir.socket());
@@ -489,12 +586,12 @@ async fn serve(p: Prepared) -> ExitCode {
         elapsed_ms = t.elapsed().as_millis() as u64,
         clean, "node stopped"
     );
-    ExitCode::SUCCESS
+    code
 }
 
 /// Load the release's modules (checking each one's name and version) and start its
-/// applications, dependencies first. What did start is recorded in `state.apps` even when
-/// a later step fails, so that [`shutdown`] stops it.
+/// applications, dependencies first. Stops at the first failure, or when an application
+/// already started has terminated the node; [`shutdown`] then stops what did start.
 pub async fn boot(state: &NodeState) -> Result<(), String> {
     let release = &state.release;
     let node = &state.node;
@@ -518,132 +615,33 @@ pub async fn boot(state: &NodeState) -> Result<(), String> {
         info!(module = %m.name, version = %m.version, file = %file.display(), "module of the release loaded");
     }
     for app in &release.manifest.applications {
-        let mut procs = Vec::new();
-        let mut failed = None;
-        for (i, s) in app.start.iter().enumerate() {
-            let starts = s.starts().expect("checked when the manifest was read");
-            match start_one(node, &starts, ArgValue(s.arg.as_ref()), s.name.as_deref()).await {
-                Ok(pid) => {
-                    info!(application = %app.name, %pid, what = %starts, name = ?s.name, "started");
-                    procs.push(AppProc {
-                        pid,
-                        name: s.name.clone(),
-                        starts,
-                    });
-                }
-                Err(e) => {
-                    failed = Some(format!(
-                        "application {:?}, start entry #{} ({starts}): {e}",
-                        app.name,
-                        i + 1
-                    ));
-                    break;
-                }
-            }
+        if let Some(h) = node.halt_reason() {
+            return Err(format!("the node terminates during boot: {h}"));
         }
-        // Record what did start, so that a failed boot stops it too.
-        state
-            .apps
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(RunningApp {
-                name: app.name.clone(),
-                version: app.version.clone(),
-                procs,
-            });
-        if let Some(f) = failed {
-            return Err(f);
-        }
-        info!(application = %app.name, version = %app.version, "application started");
+        let a = app.application().map_err(|e| {
+            format!(
+                "application {:?} ({}): {e}",
+                app.name,
+                release.path.display()
+            )
+        })?;
+        node.start_application(a).await.map_err(|e| e.to_string())?;
     }
     Ok(())
 }
 
-async fn start_one(
-    node: &Node,
-    starts: &Starts,
-    arg: ArgValue<'_>,
-    name: Option<&str>,
-) -> Result<Pid, String> {
-    match starts {
-        Starts::Spawn { module, function } => {
-            let pid = node
-                .spawn(module, function, &arg)
-                .map_err(|e| e.to_string())?;
-            if let Some(n) = name {
-                if let Err(e) = node.register(n, pid) {
-                    node.exit(pid, ExitReason::Kill);
-                    return Err(format!("cannot register it as {n:?}: {e}"));
-                }
-            }
-            Ok(pid)
-        }
-        Starts::Server { module } => {
-            let opts = StartOpts {
-                name: name.map(str::to_string),
-                timeout: None,
-            };
-            node.start_server(module, &arg, opts)
-                .await
-                .map_err(|e| e.to_string())
-        }
-    }
-}
-
-/// Stop the applications in reverse start order, then the node. `true` if everything
-/// exited in time and every module version was unmapped.
+/// Stop the node gracefully ([`Node::shutdown`] with `timeout` as its time limit). `true`
+/// if every application stopped in time, nothing was stuck and every module version was
+/// unmapped.
 async fn shutdown(state: &NodeState, timeout: Duration) -> bool {
-    let node = &state.node;
-    let deadline = tokio::time::Instant::now() + timeout;
-    let apps: Vec<RunningApp> =
-        std::mem::take(&mut *state.apps.lock().unwrap_or_else(|e| e.into_inner()));
-    let mut clean = true;
-    for app in apps.iter().rev() {
-        let obs = node.external();
-        let mut waiting = Vec::new();
-        for p in app.procs.iter().rev() {
-            if !node.is_alive(p.pid) {
-                continue;
-            }
-            let mon = obs.monitor(p.pid);
-            match p.starts {
-                Starts::Server { .. } => {
-                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                    if node
-                        .stop_server(p.pid, ExitReason::Shutdown, left)
-                        .await
-                        .is_err()
-                    {
-                        node.exit(p.pid, ExitReason::Shutdown);
-                    }
-                }
-                Starts::Spawn { .. } => node.exit(p.pid, ExitReason::Shutdown),
-            }
-            waiting.push((p.pid, mon));
-        }
-        for (pid, mon) in waiting {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if obs.down(mon, left).await.is_none() {
-                warn!(application = %app.name, %pid, "did not exit on shutdown in time: killing it");
-                node.exit(pid, ExitReason::Kill);
-                clean = false;
-            }
-        }
-        info!(application = %app.name, "application stopped");
+    let report = state.node.shutdown(timeout).await;
+    if !report.stop.stuck.is_empty() {
+        warn!(stuck = ?report.stop.stuck, "processes did not exit when killed");
     }
-    let left = deadline
-        .saturating_duration_since(tokio::time::Instant::now())
-        .max(Duration::from_millis(100));
-    let report = node.stop(left).await;
-    if !report.stuck.is_empty() {
-        warn!(stuck = ?report.stuck, "processes did not exit when killed");
-        clean = false;
-    }
-    for p in &report.purges {
+    for p in &report.stop.purges {
         if let Some(why) = &p.pinned {
             warn!(module = %p.module, version = ?p.version, "kept mapped at stop: {why}");
-            clean = false;
         }
     }
-    clean
+    report.clean()
 }

@@ -413,7 +413,7 @@ fn cli_ping_pid_stop() {
     );
     let log = std::fs::read_to_string(rel.root.join("log/node.log")).expect("log file");
     assert!(log.contains("node stopped"), "{log}");
-    assert!(log.contains("application stopped"), "{log}");
+    assert!(log.contains("application tally exited: stopped"), "{log}");
 
     let r = rel.ctl(&["ping"]);
     assert_eq!(r.code, Some(3), "{r}");
@@ -422,7 +422,12 @@ fn cli_ping_pid_stop() {
 
 #[test]
 fn cli_load_purge_and_which() {
-    let rel = Rel::new("load");
+    // The purges below kill the tally processes: as temporary children they are not
+    // restarted (permanent ones would be, and killing them twice within the intensity
+    // period would terminate the node, as in OTP).
+    let manifest = DEFAULT_MANIFEST.replace("\" },", "\", restart = \"temporary\" },");
+    assert_eq!(manifest.matches("restart = \"temporary\"").count(), 2);
+    let rel = Rel::with_manifest("load", &manifest);
     let _node = NodeProc::start(&rel);
     let servers = tally_pids(&rel);
     assert_eq!(servers.len(), 2);
@@ -593,7 +598,8 @@ fn cli_status_and_processes_json_is_valid() {
         st["started_at_ms"].as_u64().unwrap() > 1_600_000_000_000,
         "{st}"
     );
-    assert_eq!(st["processes"], 2, "{st}");
+    // The two tally processes, their supervisor and the application master.
+    assert_eq!(st["processes"], 4, "{st}");
     assert_eq!(st["modules"], 1, "{st}");
     assert_eq!(st["pinned"], 0, "{st}");
     assert!(
@@ -609,14 +615,31 @@ fn cli_status_and_processes_json_is_valid() {
         (&app["name"], &app["version"]),
         (&json!("tally"), &json!("1.0.0"))
     );
+    assert_eq!(app["type"], "permanent", "{st}");
     assert_eq!(app["processes"][0]["name"], "tally-1");
+    assert_eq!(
+        app["processes"][0]["id"], "tally-1",
+        "the id defaults to the name"
+    );
+    assert_eq!(app["processes"][1]["id"], "demo#2", "{st}");
     assert_eq!(app["processes"][0]["starts"], "spawn demo:start");
 
     let (code, ps) = rel.json(&["processes"]);
     assert_eq!(code, Some(0), "{ps}");
     let ps = ps.as_array().expect("an array");
+    assert_eq!(ps.len(), 4);
+    let role = |r: &str| -> Vec<&Value> { ps.iter().filter(|p| p["role"] == r).collect() };
+    let (master, sup) = (role("application_master"), role("supervisor"));
+    assert_eq!((master.len(), sup.len()), (1, 1), "{ps:?}");
+    assert_eq!(master[0]["pid"], app["master"], "{ps:?}");
+    assert_eq!(sup[0]["pid"], app["supervisor"], "{ps:?}");
+    for p in master.iter().chain(&sup) {
+        assert_eq!(p["application"], "tally", "{p}");
+        assert_eq!(p["module"], Value::Null, "runs no module code: {p}");
+    }
+    let ps = role("worker");
     assert_eq!(ps.len(), 2);
-    for p in ps {
+    for p in &ps {
         assert!(p["pid"].as_str().unwrap().starts_with('<'), "{p}");
         assert_eq!(p["application"], "tally", "{p}");
         assert_eq!(
@@ -649,8 +672,17 @@ fn cli_status_and_processes_json_is_valid() {
     let r = rel.ctl(&["status"]);
     assert!(r.stdout.contains("release      test 1.0.0"), "{r}");
     assert!(r.stdout.contains("application  tally 1.0.0"), "{r}");
+    assert!(
+        r.stdout
+            .contains("application  tally 1.0.0 (permanent, supervisor <"),
+        "{r}"
+    );
     let r = rel.ctl(&["processes"]);
     assert!(r.stdout.starts_with("PID"), "{r}");
+    assert!(
+        r.stdout.contains("application master") && r.stdout.contains("supervisor"),
+        "{r}"
+    );
     assert!(
         r.stdout.contains("tally-1") && r.stdout.contains("demo 1"),
         "{r}"
@@ -872,7 +904,7 @@ fn cli_sigterm_stops_gracefully() {
     assert_eq!(code, Some(0), "{}", node.stderr());
     let err = node.stderr();
     assert!(err.contains("SIGTERM received: stopping the node"), "{err}");
-    assert!(err.contains("application stopped"), "{err}");
+    assert!(err.contains("application tally exited: stopped"), "{err}");
     assert!(
         err.contains("node stopped") && err.contains("clean=true"),
         "{err}"
@@ -1057,7 +1089,7 @@ fn cli_malformed_requests_never_crash_node() {
     let (_, v) = rel.json(&["pid"]);
     assert_eq!(v["pid"], node.pid);
     let (_, st) = rel.json(&["status"]);
-    assert_eq!(st["processes"], 2, "{st}");
+    assert_eq!(st["processes"], 4, "{st}");
     let err = node.stderr();
     assert!(!err.contains("panicked"), "{err}");
 }

@@ -401,7 +401,13 @@ fn demo_release_dir_is_kept_and_starts() {
     let status = hotswap(&["status", "--json", "-d", rel.to_str().unwrap()]);
     assert_eq!(status.code, Some(0), "{}", status.stderr);
     let v: Value = serde_json::from_str(&status.stdout).expect("status JSON");
-    assert_eq!(v["processes"], 3, "{v}");
+    // The three tally servers, their supervisor and the application master.
+    assert_eq!(v["processes"], 5, "{v}");
+    assert_eq!(
+        v["applications"][0]["processes"].as_array().map(Vec::len),
+        Some(3),
+        "{v}"
+    );
     let stop = hotswap(&["stop", "-d", rel.to_str().unwrap()]);
     assert_eq!(stop.code, Some(0), "{}", stop.stderr);
     assert!(node.wait().expect("wait").success());

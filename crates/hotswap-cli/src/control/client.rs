@@ -392,26 +392,35 @@ fn human(cmd: &Cmd, v: &Value) -> String {
                     .into_iter()
                     .flatten()
                     .map(|p| {
-                        let mut t = s(&p["pid"]);
+                        let mut t = if p["pid"].is_null() {
+                            format!("{} (not running)", s(&p["id"]))
+                        } else {
+                            s(&p["pid"])
+                        };
                         if !p["name"].is_null() {
                             t.push_str(&format!(" {}", s(&p["name"])));
                         }
-                        if p["alive"] == false {
+                        if p["alive"] == false && !p["pid"].is_null() {
                             t.push_str(" (exited)");
                         }
                         t
                     })
                     .collect();
                 out.push_str(&format!(
-                    "application  {} {}: {}\n",
+                    "application  {} {} ({}, supervisor {}): {}\n",
                     s(&a["name"]),
                     s(&a["version"]),
+                    s(&a["type"]),
+                    s(&a["supervisor"]),
                     if procs.is_empty() {
-                        "no processes".into()
+                        "no children".into()
                     } else {
                         procs.join(", ")
                     }
                 ));
+            }
+            if let Some(h) = v["halt_reason"].as_str() {
+                out.push_str(&format!("terminating  {h}\n"));
             }
             out
         }
@@ -422,7 +431,10 @@ fn human(cmd: &Cmd, v: &Value) -> String {
                 .flatten()
                 .map(|p| {
                     let code = if p["module"].is_null() {
-                        "-".to_string()
+                        match p["role"].as_str() {
+                            Some(r @ ("supervisor" | "application_master")) => r.replace('_', " "),
+                            _ => "-".to_string(),
+                        }
                     } else {
                         format!(
                             "{} {}{}",

@@ -180,8 +180,8 @@ async fn handle(body: &[u8], state: &NodeState) -> (Reply, After) {
                 After::Stop("stop requested through the control socket".into()),
             );
         }
-        "status" => Ok(status(state)),
-        "processes" => Ok(processes(state)),
+        "status" => Ok(status(state).await),
+        "processes" => Ok(processes(state).await),
         "modules" => Ok(modules(state)),
         "load" => load(state, args).await,
         "purge" => purge(state, args).await,
@@ -248,7 +248,7 @@ fn ms_since_epoch(t: std::time::SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-fn status(state: &NodeState) -> Value {
+async fn status(state: &NodeState) -> Value {
     let node = &state.node;
     let code = node.code();
     let (rss, peak) = crate::os::memory();
@@ -258,7 +258,29 @@ fn status(state: &NodeState) -> Value {
         .filter_map(|p| node.process_info(p))
         .map(|i| i.memory)
         .sum();
-    let apps = state.apps.lock().unwrap_or_else(|e| e.into_inner());
+    let mut apps = Vec::new();
+    for a in node.applications() {
+        let children = state.app_children(&a).await;
+        apps.push(json!({
+            "name": a.name,
+            "version": a.version,
+            "type": a.start_type.to_string(),
+            "depends": a.depends,
+            "master": a.master.to_string(),
+            "supervisor": a.supervisor.to_string(),
+            "processes": children.iter().map(|c| json!({
+                "id": c.id,
+                "pid": c.pid.map(|p| p.to_string()),
+                "name": c.pid.and_then(|p| node.process_info(p)).and_then(|i| i.name),
+                "starts": c.starts,
+                "type": match c.child_type {
+                    hotswap_runtime::supervisor::ChildType::Worker => "worker",
+                    hotswap_runtime::supervisor::ChildType::Supervisor => "supervisor",
+                },
+                "alive": c.pid.is_some_and(|p| node.is_alive(p)),
+            })).collect::<Vec<_>>(),
+        }));
+    }
     let id = &state.release.manifest.release;
     json!({
         "release": { "name": id.name, "version": id.version },
@@ -272,18 +294,14 @@ fn status(state: &NodeState) -> Value {
         "modules": code.modules().len(),
         "pinned": code.pinned().len(),
         "memory": { "rss_bytes": rss, "peak_rss_bytes": peak, "processes_bytes": process_bytes },
-        "applications": apps.iter().map(|a| json!({
-            "name": a.name,
-            "version": a.version,
-            "processes": a.procs.iter().map(|p| json!({
-                "pid": p.pid.to_string(), "name": p.name, "starts": p.starts.to_string(), "alive": node.is_alive(p.pid),
-            })).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
+        "applications": apps,
+        "halt_reason": node.halt_reason(),
     })
 }
 
-fn processes(state: &NodeState) -> Value {
+async fn processes(state: &NodeState) -> Value {
     let node = &state.node;
+    let roles = state.app_processes().await;
     // module -> its old version (instance, version) and its current version string, to
     // mark processes running old code (or gen_servers whose state the old version made).
     let mods = node.code().modules();
@@ -327,7 +345,8 @@ fn processes(state: &NodeState) -> Value {
             json!({
                 "pid": i.pid.to_string(),
                 "name": i.name,
-                "application": state.app_of(i.pid),
+                "application": roles.get(&i.pid).map(|r| &r.0),
+                "role": roles.get(&i.pid).map(|r| r.1.as_str()),
                 "module": module,
                 "version": version,
                 "old_code": old_code,
