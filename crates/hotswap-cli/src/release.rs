@@ -797,4 +797,179 @@ mod tests {
         let e = Release::parse(&d, Path::new("x.toml"), &format!("{GOOD}\nbogus = 1")).unwrap_err();
         assert!(e.contains("bogus"), "{e}");
     }
+
+    #[test]
+    fn start_entries_become_the_top_supervisors_children() {
+        let (d, _root) = dir();
+        let m = Release::parse(&d, Path::new("x.toml"), GOOD).expect("parses");
+        let b = &m.applications[1];
+        assert_eq!(
+            b.start_type,
+            StartType::Permanent,
+            "the default in releases"
+        );
+        let app = b.application().unwrap();
+        let Source::Spec(spec) = &app.supervisor else {
+            panic!("{app:?}")
+        };
+        assert_eq!(
+            (spec.strategy, spec.intensity, spec.period_secs),
+            (Strategy::OneForOne, 1, 5),
+            "OTP's defaults"
+        );
+        assert_eq!(spec.children.len(), 1);
+        let c = &spec.children[0];
+        assert_eq!(c.id, "srv", "the id defaults to the name");
+        assert_eq!(c.restart, Restart::Permanent);
+        assert_eq!(c.shutdown_rule(), Shutdown::Timeout(Duration::from_secs(5)));
+        assert_eq!(c.start.to_string(), "gen_server m");
+        assert_eq!(c.start.name(), Some("srv"));
+        let a = m.applications[0].application().unwrap();
+        let Source::Spec(spec) = &a.supervisor else {
+            panic!()
+        };
+        assert_eq!(spec.children[0].id, "m#1", "no name: module and position");
+
+        let full = GOOD.replace(
+            "start = [{ server = \"m\", name = \"srv\" }]",
+            r#"type = "transient"
+            strategy = "rest_for_one"
+            intensity = 3
+            period_secs = 10
+            start = [
+              { server = "m", id = "one", restart = "temporary", shutdown = "brutal_kill" },
+              { spawn = "m:run", restart = "transient", shutdown = 250 },
+              { server = "m", id = "three", shutdown = "infinity", type = "supervisor" },
+            ]"#,
+        );
+        let m = Release::parse(&d, Path::new("x.toml"), &full).expect("parses");
+        let b = m.applications[1].application().unwrap();
+        assert_eq!(b.start_type, StartType::Transient);
+        let Source::Spec(spec) = &b.supervisor else {
+            panic!()
+        };
+        assert_eq!(
+            (spec.strategy, spec.intensity, spec.period_secs),
+            (Strategy::RestForOne, 3, 10)
+        );
+        let ids: Vec<&str> = spec.children.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["one", "m#2", "three"]);
+        assert_eq!(spec.children[0].restart, Restart::Temporary);
+        assert_eq!(spec.children[0].shutdown_rule(), Shutdown::BrutalKill);
+        assert_eq!(spec.children[1].restart, Restart::Transient);
+        assert_eq!(
+            spec.children[1].shutdown_rule(),
+            Shutdown::Timeout(Duration::from_millis(250))
+        );
+        assert_eq!(spec.children[2].shutdown_rule(), Shutdown::Infinity);
+        assert_eq!(spec.children[2].child_type, ChildType::Supervisor);
+
+        // A tree from a module's Supervisor callback.
+        let module = GOOD.replace(
+            "start = [{ server = \"m\", name = \"srv\" }]",
+            "supervisor = \"m\"\narg = { children = 4 }",
+        );
+        let m = Release::parse(&d, Path::new("x.toml"), &module).expect("parses");
+        let b = m.applications[1].application().unwrap();
+        let Source::Module { module, arg } = &b.supervisor else {
+            panic!("{b:?}")
+        };
+        assert_eq!(module, "m");
+        #[derive(serde::Deserialize)]
+        struct A {
+            children: u32,
+        }
+        assert_eq!(hotswap::codec::decode::<A>(arg).unwrap().children, 4);
+    }
+
+    #[test]
+    fn bad_trees_are_named_with_the_fix() {
+        let (d, _root) = dir();
+        let with = |tree: &str| {
+            let text = GOOD.replace("start = [{ server = \"m\", name = \"srv\" }]", tree);
+            assert_ne!(text, GOOD);
+            Release::parse(&d, Path::new("x.toml"), &text).unwrap_err()
+        };
+        let cases: &[(&str, &[&str])] = &[
+            (
+                r#"start = [{ server = "m", shutdown = "soon" }]"#,
+                &[
+                    "x.toml",
+                    "\"b\": start entry #1",
+                    "shutdown = \"soon\" is not a shutdown rule",
+                    "\"brutal_kill\", a number of milliseconds",
+                ],
+            ),
+            (
+                r#"start = [{ server = "m", shutdown = -1 }]"#,
+                &["shutdown = -1 is not a shutdown rule"],
+            ),
+            (
+                r#"strategy = "one_for_none""#,
+                &[
+                    "x.toml is not a valid release manifest",
+                    "one_for_none",
+                    "one_for_one",
+                ],
+            ),
+            (
+                r#"type = "forever""#,
+                &["forever", "permanent", "transient", "temporary"],
+            ),
+            (
+                r#"start = [{ server = "m", restart = "sometimes" }]"#,
+                &["sometimes", "transient"],
+            ),
+            (
+                r#"start = [{ server = "m", type = "boss" }]"#,
+                &["boss", "worker"],
+            ),
+            (
+                r#"start = [{ server = "m", colour = "red" }]"#,
+                &["x.toml", "colour"],
+            ),
+            (
+                r#"start = [{ server = "m", id = "x" }, { spawn = "m:f", id = "x" }]"#,
+                &[
+                    "\"b\": its supervision tree is invalid",
+                    "duplicate_child_name",
+                    "\"x\"",
+                ],
+            ),
+            (
+                r#"start = [{ server = "m", id = "" }]"#,
+                &["start entry #1: id is empty"],
+            ),
+            ("period_secs = 0", &["the period must be at least 1 second"]),
+            (
+                "strategy = \"simple_one_for_one\"\nstart = []",
+                &["simple_one_for_one", "exactly one child spec"],
+            ),
+            (
+                "supervisor = \"m\"\nstart = [{ server = \"m\" }]\nintensity = 2",
+                &[
+                    "supervisor = \"m\" takes the whole tree",
+                    "start, intensity",
+                    "remove them, or remove supervisor",
+                ],
+            ),
+            (
+                "supervisor = \"nosuch\"",
+                &["supervisor module \"nosuch\" is not in the release's [[module]] list"],
+            ),
+            (
+                "arg = 3",
+                &[
+                    "arg is the argument of a supervisor module's init",
+                    "supervisor = \"module\"",
+                ],
+            ),
+        ];
+        for (tree, want) in cases {
+            let e = with(tree);
+            for w in *want {
+                assert!(e.contains(w), "{tree}: want {w:?} in:\n{e}");
+            }
+        }
+    }
 }
