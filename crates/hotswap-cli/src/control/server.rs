@@ -250,6 +250,8 @@ fn ms_since_epoch(t: std::time::SystemTime) -> u64 {
 
 async fn status(state: &NodeState) -> Value {
     let node = &state.node;
+    // Counted before asking the supervisors, whose answers come through helper processes.
+    let process_count = node.process_count();
     let code = node.code();
     let (rss, peak) = crate::os::memory();
     let process_bytes: usize = node
@@ -290,7 +292,7 @@ async fn status(state: &NodeState) -> Value {
         "hotswap_version": env!("CARGO_PKG_VERSION"),
         "started_at_ms": ms_since_epoch(state.started_at),
         "uptime_ms": state.started.elapsed().as_millis() as u64,
-        "processes": node.process_count(),
+        "processes": process_count,
         "modules": code.modules().len(),
         "pinned": code.pinned().len(),
         "memory": { "rss_bytes": rss, "peak_rss_bytes": peak, "processes_bytes": process_bytes },
@@ -301,6 +303,12 @@ async fn status(state: &NodeState) -> Value {
 
 async fn processes(state: &NodeState) -> Value {
     let node = &state.node;
+    // Listed before asking the supervisors, whose answers come through helper processes.
+    let infos: Vec<_> = node
+        .processes()
+        .into_iter()
+        .filter_map(|pid| node.process_info(pid))
+        .collect();
     let roles = state.app_processes().await;
     // module -> its old version (instance, version) and its current version string, to
     // mark processes running old code (or gen_servers whose state the old version made).
@@ -321,10 +329,8 @@ async fn processes(state: &NodeState) -> Value {
                 .map(|c| (m.name.as_str(), c.version.as_str()))
         })
         .collect();
-    let list: Vec<Value> = node
-        .processes()
+    let list: Vec<Value> = infos
         .into_iter()
-        .filter_map(|pid| node.process_info(pid))
         .map(|i| {
             // What it runs: its outermost binding, or for an idle gen_server the version
             // that made its state.
