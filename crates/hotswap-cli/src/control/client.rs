@@ -143,19 +143,22 @@ pub fn run(t: &Target, cmd: &Cmd) -> ExitCode {
     match result {
         Ok(v) => {
             if t.json {
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                out(&format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&v).unwrap_or_default()
+                ));
             } else {
-                print!("{}", human(cmd, &v));
+                out(&human(cmd, &v));
             }
             ExitCode::SUCCESS
         }
         Err(Failure::Refused(e)) => {
             if t.json {
-                println!(
-                    "{}",
+                out(&format!(
+                    "{}\n",
                     serde_json::to_string_pretty(&json!({ "ok": false, "error": e }))
                         .unwrap_or_default()
-                );
+                ));
             }
             eprintln!("error: {}", e.message);
             if let Some(h) = &e.hint {
@@ -165,18 +168,26 @@ pub fn run(t: &Target, cmd: &Cmd) -> ExitCode {
         }
         Err(Failure::Unreachable(msg)) => {
             if t.json {
-                println!(
-                    "{}",
+                out(&format!(
+                    "{}\n",
                     serde_json::to_string_pretty(
                         &json!({ "ok": false, "error": { "kind": "unreachable", "message": msg } })
                     )
                     .unwrap_or_default()
-                );
+                ));
             }
             eprintln!("error: {msg}");
             ExitCode::from(EXIT_UNREACHABLE)
         }
     }
+}
+
+/// Print the answer on stdout. A reader that went away (`hotswap processes | head`) is
+/// not an error of the command: the rest is dropped, as other Unix tools do.
+fn out(text: &str) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    let _ = o.write_all(text.as_bytes()).and_then(|()| o.flush());
 }
 
 /// After the node accepted `stop`: wait until its OS process is gone.
