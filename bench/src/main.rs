@@ -6,9 +6,11 @@
 //!
 //! Groups name several measures of one workload, as the escript's do: `gen_server_call`,
 //! `gen_server_calls`, `gen_server_upgrade`, `gen_server_upgrade_client_latency`, and
-//! `gen_server` for all of issue 3's (their workloads are in `gen_server.rs`).
+//! `gen_server` for all of issue 3's (their workloads are in `gen_server.rs`). Issue 4's
+//! supervision measures, `node_stop_10k` and `child_restart`, are in `apps.rs`.
 //!
-//! Runs each workload in-process on a two-worker tokio runtime (several rounds, medians),
+//! Runs each workload in-process on a two-worker tokio runtime (several rounds, medians;
+//! `node_stop_10k` starts real `hotswap start` nodes),
 //! then runs `bench/erlang/compare.escript` for the same measures, and prints one line per
 //! measure on stdout:
 //!
@@ -47,6 +49,8 @@ const MEASURES: &[&str] = &[
     "gen_server_upgrade_client_latency",
     "gen_server_upgrade_client_latency_p99",
     "gen_server_upgrade_client_latency_max",
+    "node_stop_10k",
+    "child_restart",
 ];
 
 /// Names on the command line that select several measures (one workload), as the
@@ -147,6 +151,7 @@ macro_rules! info {
     ($($t:tt)*) => { eprintln!("# {}", format!($($t)*)) };
 }
 
+mod apps;
 mod gen_server;
 
 // ---------------------------------------------------------------------------------------
@@ -271,12 +276,17 @@ async fn ensure_loaded(node: &Node, module: &str, path: &Path) {
 // ---------------------------------------------------------------------------------------
 // locating and building the modules
 
+#[derive(Clone)]
 struct Libs {
     bench: PathBuf,
     seed000: PathBuf,
     /// `upgrade_srv` version 1 and 2 (the gen_server measures).
     upsrv1: PathBuf,
     upsrv2: PathBuf,
+    /// The `app_worker` fixture (the supervision measures).
+    app_worker: PathBuf,
+    /// The `hotswap` binary (node_stop_10k starts real nodes).
+    hotswap: PathBuf,
 }
 
 fn repo_root() -> PathBuf {
@@ -310,9 +320,11 @@ fn build_modules() -> Libs {
         seed000: rel.join("libseed000_v1.so"),
         upsrv1: rel.join("libupgrade_srv_v1.so"),
         upsrv2: rel.join("libupgrade_srv_v2.so"),
+        app_worker: rel.join("libapp_worker.so"),
+        hotswap: rel.join("hotswap"),
     };
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    info!("building the modules: cargo build --release -p bench_mod -p seed000_v1 -p upgrade_srv_v1 -p upgrade_srv_v2");
+    info!("building the modules and the node: cargo build --release -p bench_mod -p seed000_v1 -p upgrade_srv_v1 -p upgrade_srv_v2 -p app_worker -p hotswap-cli");
     let out = Command::new(cargo)
         .current_dir(repo_root())
         .args([
@@ -326,6 +338,10 @@ fn build_modules() -> Libs {
             "upgrade_srv_v1",
             "-p",
             "upgrade_srv_v2",
+            "-p",
+            "app_worker",
+            "-p",
+            "hotswap-cli",
             "--target-dir",
         ])
         .arg(&target)
@@ -345,7 +361,14 @@ fn build_modules() -> Libs {
             false
         }
     };
-    for p in [&libs.bench, &libs.seed000, &libs.upsrv1, &libs.upsrv2] {
+    for p in [
+        &libs.bench,
+        &libs.seed000,
+        &libs.upsrv1,
+        &libs.upsrv2,
+        &libs.app_worker,
+        &libs.hotswap,
+    ] {
         if !p.exists() {
             eprintln!("compare: {} is missing and could not be built", p.display());
             std::process::exit(1);
@@ -929,6 +952,18 @@ async fn run_ours(node: Node, libs: Libs, wanted: Vec<String>) -> Vec<Res> {
     ]) {
         out.extend(gen_server::m_upgrade_latency(&node, &libs).await);
     }
+    if want("child_restart") {
+        out.push(apps::m_child_restart(&node, &libs).await);
+    }
+    if want("node_stop_10k") {
+        // Real node processes: waiting for them blocks, so not on a runtime worker.
+        let l = libs.clone();
+        out.push(
+            tokio::task::spawn_blocking(move || apps::m_node_stop(&l))
+                .await
+                .expect("node_stop_10k panicked"),
+        );
+    }
     out.retain(|r| want(r.name));
     let stop = node.stop(Duration::from_secs(10)).await;
     if !stop.stuck.is_empty() || !node.code().pinned().is_empty() {
@@ -1096,6 +1131,9 @@ fn target(name: &str) -> (Target, &'static str) {
         "gen_server_upgrade_client_latency_max" => {
             (Target::Report, "reported [Erlang max 68-80 ms]")
         }
+        // issue 4
+        "node_stop_10k" => (Target::AtMost(100.0), "<= 100 ms [Erlang 1 048 ms]"),
+        "child_restart" => (Target::Report, "reported [Erlang ~10 us]"),
         _ => (Target::AtMost(f64::INFINITY), "?"),
     }
 }

@@ -143,7 +143,9 @@ pub struct Pool;
 impl Supervisor for Pool {
     type Arg = PoolArg;
     fn init(a: PoolArg) -> Option<Spec> {
-        let mut spec = Spec::new(Strategy::OneForOne).intensity(10);
+        let mut spec = Spec::new(Strategy::OneForOne)
+            .intensity(10)
+            .period(std::time::Duration::from_secs(1));
         for i in 1..=a.children {
             let c = Config {
                 id: format!("{}{i}", a.worker.id),
