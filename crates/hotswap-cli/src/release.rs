@@ -22,7 +22,7 @@
 //! version = "1.0.0"
 //!
 //! [node]                      # optional; these are the defaults
-//! stop_timeout_ms = 5000      # how long stopping may wait for processes to exit
+//! stop_timeout_ms = 5000      # how long a stop may take to stop the applications
 //! purge_timeout_ms = 5000     # how long a purge waits before pinning a version
 //! log_level = "info"          # RUST_LOG overrides it
 //!
@@ -237,7 +237,8 @@ pub struct ReleaseId {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NodeSettings {
-    /// How long stopping the node waits for processes to exit.
+    /// The time limit of a graceful stop: how long stopping the applications may take
+    /// before the rest is killed.
     pub stop_timeout_ms: u64,
     /// How long a purge waits for processes to leave old code before it pins the version.
     pub purge_timeout_ms: u64,
