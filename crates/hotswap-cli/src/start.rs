@@ -138,26 +138,24 @@ impl NodeState {
     /// The children of an application's top supervisor, in start order (empty if the
     /// supervisor does not answer in time, e.g. while it stops its tree).
     pub async fn app_children(&self, app: &AppInfo) -> Vec<AppChild> {
-        let spec = self
+        // What each child runs, by id: its start entry in the manifest, else its modules.
+        let entries: std::collections::HashMap<String, String> = self
             .release
             .manifest
             .applications
             .iter()
-            .find(|a| a.name == app.name);
+            .filter(|a| a.name == app.name)
+            .flat_map(|a| a.start.iter().enumerate())
+            .filter_map(|(i, s)| s.child_spec(i).ok())
+            .map(|cs| (cs.id, cs.start.to_string()))
+            .collect();
         let kids = which_children(&self.node, app.supervisor).await;
         kids.into_iter()
             .rev()
             .map(|c| {
-                // What it runs: its start entry in the manifest, else its modules.
-                let entry = spec.and_then(|a| {
-                    a.start
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(i, s)| s.child_spec(i).ok())
-                        .find(|cs| Some(&cs.id) == c.id.as_ref())
-                });
+                let entry = c.id.as_ref().and_then(|id| entries.get(id));
                 let starts = match entry {
-                    Some(cs) => cs.start.to_string(),
+                    Some(s) => s.clone(),
                     None => match c.child_type {
                         ChildType::Supervisor => format!("supervisor {}", c.modules.join(" ")),
                         ChildType::Worker => c.modules.join(" "),

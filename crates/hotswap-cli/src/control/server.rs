@@ -275,10 +275,7 @@ async fn status(state: &NodeState) -> Value {
                 "pid": c.pid.map(|p| p.to_string()),
                 "name": c.pid.and_then(|p| node.process_info(p)).and_then(|i| i.name),
                 "starts": c.starts,
-                "type": match c.child_type {
-                    hotswap_runtime::supervisor::ChildType::Worker => "worker",
-                    hotswap_runtime::supervisor::ChildType::Supervisor => "supervisor",
-                },
+                "type": c.child_type,
                 "alive": c.pid.is_some_and(|p| node.is_alive(p)),
             })).collect::<Vec<_>>(),
         }));
