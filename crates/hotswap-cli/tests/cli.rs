@@ -455,7 +455,12 @@ fn cli_socket_is_owner_only() {
         std::fs::create_dir_all(&copy).unwrap();
         std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
         let exe = copy.join("hotswap");
-        std::fs::copy(bin(), &exe).unwrap();
+        // A hard link, not a copy: a copy's file is open for writing for a moment, and a
+        // child that another test forks meanwhile inherits that descriptor until it execs,
+        // which makes executing the copy fail with ETXTBSY ("text file busy").
+        if std::fs::hard_link(bin(), &exe).is_err() {
+            std::fs::copy(bin(), &exe).unwrap();
+        }
         let as_other = |extra: &[&str]| {
             let mut c = Command::new(&exe);
             c.args(["ping", "-d"])
