@@ -26,7 +26,7 @@ use hotswap::sys::{Request as SysRequest, ServerStatus, E_FAILED, E_REFUSED};
 use hotswap::{codec, Ctx, ExitReason, Message, MessageKind, Pid};
 use hotswap_abi as abi;
 use serde::{Deserialize, Serialize};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 pub use hotswap::supervisor::{
     ChildInfo, ChildPid, ChildRef, ChildSpec, ChildType, Counts, Restart, Shutdown, Spec, Start,
@@ -313,8 +313,8 @@ impl Sup {
 
     fn report_started(&self, id: &str, pid: Option<Pid>) {
         match pid {
-            Some(p) => info!(supervisor = %self.who(), child = %id, pid = %p, "child started"),
-            None => info!(supervisor = %self.who(), child = %id, "child start returned ignore"),
+            Some(p) => debug!(supervisor = %self.who(), child = %id, pid = %p, "child started"),
+            None => debug!(supervisor = %self.who(), child = %id, "child start returned ignore"),
         }
     }
 
@@ -504,7 +504,7 @@ impl Sup {
         if !reason.is_normalish() || spec.restart == Restart::Permanent {
             error!(supervisor = %self.who(), child = %spec.id, %pid, %reason, restart = ?spec.restart, "child_terminated");
         } else {
-            info!(supervisor = %self.who(), child = %spec.id, %pid, %reason, "child exited");
+            debug!(supervisor = %self.who(), child = %spec.id, %pid, %reason, "child exited");
         }
     }
 
@@ -664,7 +664,7 @@ impl Sup {
             _ => false,
         };
         if fine {
-            info!(supervisor = %self.who(), child = %spec.id, %pid, %reason, "child stopped");
+            debug!(supervisor = %self.who(), child = %spec.id, %pid, %reason, "child stopped");
         } else {
             error!(supervisor = %self.who(), child = %spec.id, %pid, %reason, shutdown = ?rule, "shutdown_error");
         }
