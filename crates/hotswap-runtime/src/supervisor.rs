@@ -153,6 +153,15 @@ enum Started {
 }
 
 impl Started {
+    /// Report a start that did not produce a running supervisor: its name is released
+    /// first, so whoever gets the result finds the name free (as OTP's `gen` does).
+    fn fail(self, ctx: &Ctx, name: Option<&str>, r: Result<Option<Pid>, SupError>) {
+        if let Some(n) = name {
+            ctx.unregister(n);
+        }
+        self.send(ctx, r);
+    }
+
     fn send(self, ctx: &Ctx, r: Result<Option<Pid>, SupError>) {
         match self {
             Started::Host(tx) => {
@@ -232,16 +241,16 @@ async fn run(
     let spec = match spec {
         Ok(Some(s)) => s,
         Ok(None) => {
-            started.send(&ctx, Ok(None));
+            started.fail(&ctx, name.as_deref(), Ok(None));
             return ExitReason::Normal;
         }
         Err(e) => {
-            started.send(&ctx, Err(SupError::Invalid(e.clone())));
+            started.fail(&ctx, name.as_deref(), Err(SupError::Invalid(e.clone())));
             return ExitReason::ShutdownWith(format!("bad supervisor init: {e}"));
         }
     };
     if let Err(e) = spec.check() {
-        started.send(&ctx, Err(SupError::Invalid(e.clone())));
+        started.fail(&ctx, name.as_deref(), Err(SupError::Invalid(e.clone())));
         return ExitReason::ShutdownWith(format!("bad supervisor spec: {e}"));
     }
     let mut sup = Sup {
@@ -283,7 +292,8 @@ async fn run(
                     let why = format!("failed_to_start_child {:?}: {e}", c.id);
                     error!(supervisor = %sup.who(), child = %c.id, "{why}");
                     sup.terminate_all().await;
-                    started.send(&sup.ctx, Err(SupError::StartFailed(why.clone())));
+                    let r = Err(SupError::StartFailed(why.clone()));
+                    started.fail(&sup.ctx, sup.name.as_deref(), r);
                     return ExitReason::ShutdownWith(why);
                 }
             }

@@ -457,7 +457,16 @@ impl Server {
         self.proc.unbind(v.clone());
         let ack =
             |payload: Vec<u8>| self.reply(start.starter, start.tag, Payload::from_vec(payload));
+        // A start that leaves no server releases the name before the starter hears of it,
+        // so the starter finds the name free (as OTP's `gen` does).
+        let release_name = || {
+            let name = self.proc.inner.lock().name().map(str::to_string);
+            if let Some(n) = name {
+                self.proc.node.unregister(&n);
+            }
+        };
         let fail = |r: ExitReason| {
+            release_name();
             let mut d = vec![wire::R_EXIT];
             r.encode_into(&mut d);
             ack(d);
@@ -474,6 +483,7 @@ impl Server {
                     Ok(action)
                 }
                 Some(wire::Inited::Ignore) => {
+                    release_name();
                     ack(vec![wire::R_IGNORE]);
                     Err(ExitReason::Normal)
                 }
