@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use control::client::{self, Cmd, Target};
+use control::client::{self, Cmd, Sup, Target};
 
 /// The node's allocator. Modules keep their own (glibc's): no allocation ever changes owner
 /// across the module boundary, so each side may choose.
@@ -202,6 +202,58 @@ enum Command {
         #[command(flatten)]
         ctl: Ctl,
     },
+    /// supervisor:which_children and count_children: a supervisor's children (latest
+    /// started first) with their ids, pids (or restarting/undefined), types and modules.
+    Children {
+        /// The supervisor: a pid (<0.12>, 0.12 or 12) or a registered name.
+        #[arg(required_unless_present = "app", conflicts_with = "app")]
+        sup: Option<String>,
+        /// The top supervisor of this application instead.
+        #[arg(long, value_name = "NAME")]
+        app: Option<String>,
+        #[command(flatten)]
+        ctl: Ctl,
+    },
+    /// supervisor:terminate_child: stop a child by its shutdown rule; its spec is kept
+    /// (unless it is temporary), so restart-child starts it again.
+    TerminateChild(ChildArgs),
+    /// supervisor:restart_child: start a terminated child again from its spec.
+    RestartChild(ChildArgs),
+    /// supervisor:delete_child: remove a terminated child's spec.
+    DeleteChild(ChildArgs),
+}
+
+/// A supervisor and one of its children.
+#[derive(Debug, Args)]
+struct ChildArgs {
+    /// The supervisor: a pid (<0.12>, 0.12 or 12) or a registered name. With --app, give
+    /// only CHILD.
+    #[arg(value_name = "SUP")]
+    sup: String,
+    /// The child's id (terminate-child also takes the child's pid).
+    #[arg(value_name = "CHILD")]
+    child: Option<String>,
+    /// The supervisor is this application's top supervisor.
+    #[arg(long, value_name = "NAME")]
+    app: Option<String>,
+    #[command(flatten)]
+    ctl: Ctl,
+}
+
+impl ChildArgs {
+    /// The supervisor and the child, or what is wrong with the arguments.
+    fn split(self, cmd: &str) -> Result<(Ctl, Sup, String), String> {
+        match (self.app, self.child) {
+            (Some(app), None) => Ok((self.ctl, Sup::App(app), self.sup)),
+            (None, Some(child)) => Ok((self.ctl, Sup::Target(self.sup), child)),
+            (Some(_), Some(_)) => Err(format!(
+                "{cmd} --app NAME takes only the child (the supervisor is the application's top supervisor)"
+            )),
+            (None, None) => Err(format!(
+                "{cmd} needs the supervisor and the child: `hotswap {cmd} <SUP> <CHILD>` or `hotswap {cmd} --app <NAME> <CHILD>`"
+            )),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -281,6 +333,26 @@ fn main() -> ExitCode {
                 },
             )
         }
+        Command::Children { sup, app, ctl } => {
+            let sup = match (sup, app) {
+                (_, Some(a)) => Sup::App(a),
+                (Some(t), None) => Sup::Target(t),
+                (None, None) => unreachable!("clap requires the supervisor or --app"),
+            };
+            (ctl, Cmd::Children(sup))
+        }
+        Command::TerminateChild(a) => match a.split("terminate-child") {
+            Ok((ctl, sup, child)) => (ctl, Cmd::TerminateChild { sup, child }),
+            Err(e) => return usage(&e),
+        },
+        Command::RestartChild(a) => match a.split("restart-child") {
+            Ok((ctl, sup, child)) => (ctl, Cmd::RestartChild { sup, child }),
+            Err(e) => return usage(&e),
+        },
+        Command::DeleteChild(a) => match a.split("delete-child") {
+            Ok((ctl, sup, child)) => (ctl, Cmd::DeleteChild { sup, child }),
+            Err(e) => return usage(&e),
+        },
     };
     match ctl.target() {
         Ok(t) => client::run(&t, &cmd),
@@ -289,6 +361,12 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// A usage error that clap cannot see: said on stderr, exit status 2 (as clap's own).
+fn usage(e: &str) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(2)
 }
 
 /// Runtime logs go to stderr; `RUST_LOG` selects them (default: warnings and errors).

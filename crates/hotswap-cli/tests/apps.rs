@@ -417,3 +417,327 @@ start = [{ server = "app_worker" }]"#,
         assert!(!rel.socket().exists(), "{tree}: no socket left behind");
     }
 }
+
+/// `children`, `terminate-child`, `restart-child` and `delete-child` on a live node: the
+/// tree of an application's top supervisor, named by `--app` or by its pid.
+#[test]
+fn cli_children_and_child_commands() {
+    let (rel, log) = release(
+        "children",
+        r#"
+[[application]]
+name = "shop"
+version = "1.0.0"
+start = [
+  { server = "app_worker", id = "cart", name = "cart", arg = { id = "shop/cart", trap_exit = true, log = "@LOG@" } },
+  { server = "app_worker", id = "audit", arg = { id = "shop/audit", trap_exit = true, log = "@LOG@" } },
+]
+"#,
+    );
+    let node = NodeProc::start(&rel);
+    let (_, st) = rel.json(&["status"]);
+    let sup = st["applications"][0]["supervisor"]
+        .as_str()
+        .expect("the top supervisor")
+        .to_string();
+
+    // The children, latest started first, with the counts.
+    let (code, v) = rel.json(&["children", "--app", "shop"]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["supervisor"]["pid"], sup.as_str(), "{v}");
+    assert_eq!(v["supervisor"]["application"], "shop", "{v}");
+    let kids = v["children"].as_array().expect("children");
+    let ids: Vec<&str> = kids.iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["audit", "cart"], "{v}");
+    for k in kids {
+        assert!(k["pid"].as_str().unwrap().starts_with("<0."), "{v}");
+        assert_eq!(k["type"], "worker", "{v}");
+        assert_eq!(k["modules"], serde_json::json!(["app_worker"]), "{v}");
+    }
+    assert_eq!(kids[1]["name"], "cart", "{v}");
+    assert_eq!(
+        v["counts"],
+        serde_json::json!({ "specs": 2, "active": 2, "supervisors": 0, "workers": 2 }),
+        "{v}"
+    );
+    let cart = kids[1]["pid"].as_str().unwrap().to_string();
+    let audit = kids[0]["pid"].as_str().unwrap().to_string();
+    // The same supervisor by its pid in every form, for people.
+    let n = sup
+        .trim_start_matches("<0.")
+        .trim_end_matches(".0>")
+        .to_string();
+    for form in [sup.clone(), format!("0.{n}"), n.clone()] {
+        let r = rel.ctl(&["children", &form]);
+        assert_eq!(r.code, Some(0), "{form}: {r}");
+        assert!(
+            r.stdout.starts_with(&format!(
+                "supervisor {sup} (application shop): 2 specs, 2 active (0 supervisors, 2 workers)\n"
+            )),
+            "{form}: {r}"
+        );
+        let row = |id: &str| {
+            r.stdout
+                .lines()
+                .find(|l| l.starts_with(id))
+                .unwrap_or_else(|| panic!("no row {id}: {r}"))
+                .split_whitespace()
+                .collect::<Vec<_>>()
+        };
+        assert!(r.stdout.contains("ID "), "{r}");
+        assert_eq!(
+            row("cart"),
+            ["cart", &cart, "(cart)", "worker", "app_worker"]
+        );
+        assert_eq!(row("audit"), ["audit", &audit, "worker", "app_worker"]);
+    }
+
+    // terminate-child: the child runs terminate, its spec stays, its pid is undefined.
+    let r = rel.ctl(&["terminate-child", &sup, "cart"]);
+    assert_eq!(r.code, Some(0), "{r}");
+    assert!(
+        r.stdout
+            .contains(&format!("terminated cart ({cart}) of supervisor {sup}"))
+            && r.stdout
+                .contains(&format!("hotswap restart-child {sup} cart")),
+        "{r}"
+    );
+    let (_, v) = rel.json(&["children", "--app", "shop"]);
+    assert_eq!(v["children"][1]["id"], "cart", "{v}");
+    assert_eq!(v["children"][1]["pid"], "undefined", "{v}");
+    assert_eq!(v["counts"]["specs"], 2, "{v}");
+    assert_eq!(v["counts"]["active"], 1, "{v}");
+    let r = rel.ctl(&["children", &sup]);
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.starts_with("cart") && l.contains("undefined")),
+        "{r}"
+    );
+
+    // restart-child: a new process.
+    let (code, v) = rel.json(&["restart-child", &sup, "cart"]);
+    assert_eq!(code, Some(0), "{v}");
+    let cart2 = v["pid"].as_str().expect("the new pid").to_string();
+    assert_ne!(cart2, cart, "{v}");
+    let (_, v) = rel.json(&["children", &sup]);
+    assert_eq!(v["children"][1]["pid"], cart2.as_str(), "{v}");
+    assert_eq!(v["children"][1]["name"], "cart", "registered again: {v}");
+    let r = rel.ctl(&["restart-child", &sup, "cart"]);
+    assert_eq!(r.code, Some(1), "running: {r}");
+
+    // delete-child of a running child is refused, with what to do.
+    let r = rel.ctl(&["delete-child", &sup, "cart"]);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(
+        r.stderr.contains("child \"cart\" is running")
+            && r.stderr.contains(&format!(
+                "terminate-child it first: `hotswap terminate-child {sup} cart`"
+            )),
+        "{r}"
+    );
+    let (code, e) = rel.json(&["delete-child", "--app", "shop", "cart"]);
+    assert_eq!(code, Some(1), "{e}");
+    assert_eq!(e["error"]["kind"], "running", "{e}");
+    assert!(
+        e["error"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("hotswap terminate-child --app shop cart"),
+        "{e}"
+    );
+    // Unknown ids are named, with where to look.
+    let (code, e) = rel.json(&["restart-child", &sup, "nosuch"]);
+    assert_eq!(code, Some(1), "{e}");
+    assert_eq!(e["error"]["kind"], "not_found", "{e}");
+    assert!(
+        e["error"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("hotswap children"),
+        "{e}"
+    );
+
+    // After terminate-child, delete-child works and the spec is gone.
+    let r = rel.ctl(&["terminate-child", "--app", "shop", "cart"]);
+    assert_eq!(r.code, Some(0), "{r}");
+    let (code, v) = rel.json(&["delete-child", "--app", "shop", "cart"]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["deleted"], true, "{v}");
+    let (_, v) = rel.json(&["children", "--app", "shop"]);
+    assert_eq!(v["children"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["children"][0]["id"], "audit", "{v}");
+    assert_eq!(v["counts"]["specs"], 1, "{v}");
+
+    // A child named by its pid.
+    let (code, v) = rel.json(&["terminate-child", &sup, &audit]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["id"], "audit", "{v}");
+    assert_eq!(v["pid"], audit.as_str(), "{v}");
+    assert_eq!(v["spec_kept"], true, "{v}");
+    let (_, v) = rel.json(&["children", "--app", "shop"]);
+    assert_eq!(v["children"][0]["pid"], "undefined", "{v}");
+    assert_eq!(v["counts"]["active"], 0, "{v}");
+
+    // Usage errors are 2.
+    let r = rel.ctl(&["terminate-child", &sup]);
+    assert_eq!(r.code, Some(2), "{r}");
+    let r = rel.ctl(&["delete-child", "--app", "shop", &sup, "cart"]);
+    assert_eq!(r.code, Some(2), "{r}");
+
+    let r = rel.ctl(&["stop"]);
+    assert_eq!(r.code, Some(0), "{r}");
+    let mut node = node;
+    assert_eq!(node.wait_exit(WAIT), Some(0), "{}", node.stderr());
+    assert_eq!(
+        lines(&log, "init"),
+        ["shop/cart", "shop/audit", "shop/cart"],
+        "restart-child ran init again"
+    );
+    assert_eq!(
+        lines(&log, "terminate"),
+        [
+            "shop/cart shutdown",
+            "shop/cart shutdown",
+            "shop/audit shutdown"
+        ],
+        "each terminate-child ran terminate; the stop had nothing left to stop"
+    );
+}
+
+/// Supervisor commands aimed at what is not a supervisor are refused at once, and a
+/// supervisor that does not answer is waited for only as long as the client waits.
+#[test]
+fn cli_children_bad_targets() {
+    let (rel, _) = release(
+        "children-bad",
+        r#"
+[[module]]
+name = "demo"
+version = "1"
+file = "lib/libdemo_v1.so"
+
+[[application]]
+name = "busy"
+version = "1.0.0"
+start = [
+  { server = "app_worker", id = "srv", name = "srv", arg = { id = "busy/srv" } },
+  { spawn = "demo:start", arg = "plain", name = "plain" },
+  # its terminate never returns, and its supervisor waits as long as it takes
+  { server = "app_worker", id = "hang", name = "hanger", shutdown = "infinity", arg = { id = "busy/hang", trap_exit = true, terminate_hang = true } },
+]
+"#,
+    );
+    let _node = NodeProc::start(&rel);
+    let (_, st) = rel.json(&["status"]);
+    let master = st["applications"][0]["master"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sup = st["applications"][0]["supervisor"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    for (args, kind, says) in [
+        (
+            vec!["children", "nosuch"],
+            "noproc",
+            "no process is registered as \"nosuch\"".to_string(),
+        ),
+        (
+            vec!["children", "999"],
+            "noproc",
+            "no process <0.999.0>".into(),
+        ),
+        (
+            vec!["children", "--app", "nosuch"],
+            "noproc",
+            "no application \"nosuch\" is running".into(),
+        ),
+        (
+            vec!["restart-child", "nosuch", "srv"],
+            "noproc",
+            "no process is registered as \"nosuch\"".into(),
+        ),
+        (
+            vec!["children", "srv"],
+            "not_a_supervisor",
+            "(srv) is a gen_server of module app_worker 1, not a supervisor".into(),
+        ),
+        (
+            vec!["terminate-child", "srv", "x"],
+            "not_a_supervisor",
+            "is a gen_server".into(),
+        ),
+        (
+            vec!["children", "plain"],
+            "not_a_supervisor",
+            "(plain) is a process running module demo 1, not a supervisor".into(),
+        ),
+        (
+            vec!["delete-child", "plain", "x"],
+            "not_a_supervisor",
+            "running module demo".into(),
+        ),
+        (
+            vec!["children", master.as_str()],
+            "not_a_supervisor",
+            format!("{master} is the application master of busy, not a supervisor"),
+        ),
+    ] {
+        let (code, e) = rel.json(&args);
+        assert_eq!(code, Some(1), "{args:?}: {e}");
+        assert_eq!(e["error"]["kind"], kind, "{args:?}: {e}");
+        let msg = e["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(&says), "{args:?}: want {says:?} in {e}");
+        assert!(e["error"]["hint"].is_string(), "{args:?}: {e}");
+    }
+    let (_, e) = rel.json(&["children", &master]);
+    assert!(
+        e["error"]["hint"].as_str().unwrap().contains(&format!(
+            "its top supervisor is {sup}: `hotswap children --app busy`"
+        )),
+        "{e}"
+    );
+    let r = rel.ctl(&["children", "srv"]);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(
+        r.stderr.starts_with("error: ") && r.stderr.contains("not a supervisor"),
+        "{r}"
+    );
+    // The gen_server was not sent anything it could take for one of its own calls.
+    let (code, v) = rel.json(&["get-state", "srv"]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["state"]["id"], "busy/srv", "{v}");
+
+    // A supervisor busy with a shutdown that never ends: the node answers when the
+    // client's time is nearly up (exit 1, its own error), not the client's timeout (3).
+    let (code, e) = rel.json(&[
+        "terminate-child",
+        "--app",
+        "busy",
+        "hang",
+        "--timeout",
+        "1.5",
+    ]);
+    assert_eq!(code, Some(1), "{e}");
+    assert_eq!(e["error"]["kind"], "timeout", "{e}");
+    let msg = e["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains(&format!(
+            "supervisor {sup} (application busy) did not answer within"
+        )) && msg.contains("may still be carried out"),
+        "{e}"
+    );
+    let (code, e) = rel.json(&["children", &sup, "--timeout", "1"]);
+    assert_eq!(code, Some(1), "{e}");
+    assert_eq!(e["error"]["kind"], "timeout", "{e}");
+    assert!(
+        !e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("may still be carried out"),
+        "children changes nothing: {e}"
+    );
+}

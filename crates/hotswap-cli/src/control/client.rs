@@ -83,6 +83,47 @@ pub enum Cmd {
         /// `extra` for `code_change`, as JSON.
         extra: Option<Value>,
     },
+    /// `children`.
+    Children(Sup),
+    /// `terminate-child`.
+    TerminateChild {
+        /// The supervisor.
+        sup: Sup,
+        /// The child's id, or its pid.
+        child: String,
+    },
+    /// `restart-child`.
+    RestartChild {
+        /// The supervisor.
+        sup: Sup,
+        /// The child's id.
+        child: String,
+    },
+    /// `delete-child`.
+    DeleteChild {
+        /// The supervisor.
+        sup: Sup,
+        /// The child's id.
+        child: String,
+    },
+}
+
+/// A supervisor, as a control command names it.
+#[derive(Debug, Clone)]
+pub enum Sup {
+    /// A pid (`<0.12.0>`, `0.12`, `12`) or a registered name.
+    Target(String),
+    /// An application: its top supervisor.
+    App(String),
+}
+
+impl Sup {
+    fn wire(&self) -> Value {
+        match self {
+            Sup::Target(t) => json!({ "sup": t }),
+            Sup::App(a) => json!({ "app": a }),
+        }
+    }
 }
 
 /// Why a command failed.
@@ -128,8 +169,25 @@ impl Cmd {
                 "change_code",
                 json!({ "target": target, "module": module, "old_vsn": old_vsn, "extra": extra, "timeout_ms": ms * 9 / 10 }),
             ),
+            Cmd::Children(sup) => ("children", sup_args(sup, None, ms)),
+            Cmd::TerminateChild { sup, child } => {
+                ("terminate_child", sup_args(sup, Some(child), ms))
+            }
+            Cmd::RestartChild { sup, child } => ("restart_child", sup_args(sup, Some(child), ms)),
+            Cmd::DeleteChild { sup, child } => ("delete_child", sup_args(sup, Some(child), ms)),
         }
     }
+}
+
+/// A supervisor command's arguments; the node's wait for the supervisor is a little
+/// shorter than ours, so its answer arrives.
+fn sup_args(sup: &Sup, child: Option<&String>, ms: u64) -> Value {
+    let mut v = sup.wire();
+    if let Some(c) = child {
+        v["child"] = json!(c);
+    }
+    v["timeout_ms"] = json!(ms * 9 / 10);
+    v
 }
 
 /// Run a control command; the process exit code.
@@ -561,5 +619,97 @@ fn human(cmd: &Cmd, v: &Value) -> String {
             "{target} ({}): state changed from {module} {old_vsn} to the current version's\n",
             s(&v["pid"])
         ),
+        Cmd::Children(_) => {
+            let c = &v["counts"];
+            let mut out = format!(
+                "{}: {} specs, {} active ({} supervisors, {} workers)\n",
+                sup_text(&v["supervisor"]),
+                s(&c["specs"]),
+                s(&c["active"]),
+                s(&c["supervisors"]),
+                s(&c["workers"]),
+            );
+            let rows: Vec<Vec<String>> = v["children"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|k| {
+                    let mut pid = s(&k["pid"]);
+                    if let Some(n) = k["name"].as_str() {
+                        pid.push_str(&format!(" ({n})"));
+                    }
+                    let modules = list(&k["modules"]);
+                    vec![
+                        s(&k["id"]),
+                        pid,
+                        s(&k["type"]),
+                        if modules == "none" { "-".into() } else { modules },
+                    ]
+                })
+                .collect();
+            if rows.is_empty() {
+                out.push_str("no children\n");
+            } else {
+                out.push_str(&table(&["ID", "PID", "TYPE", "MODULES"], rows));
+            }
+            out
+        }
+        Cmd::TerminateChild { sup, child } => {
+            let sup_t = sup_text(&v["supervisor"]);
+            let what = match (v["id"].as_str(), v["pid"].as_str()) {
+                (Some(id), Some(p)) if p.starts_with('<') => {
+                    format!("terminated {id} ({p}) of {sup_t}")
+                }
+                (Some(id), Some(p)) => {
+                    format!("{id} of {sup_t} was not running ({p}): nothing to terminate")
+                }
+                (Some(id), None) => format!("terminated {id} of {sup_t}"),
+                (None, _) => format!("terminated {child} of {sup_t}"),
+            };
+            let after = match v["id"].as_str() {
+                Some(id) if v["spec_kept"] == true => format!(
+                    "its spec is kept: `hotswap restart-child {} {id}` starts it again, `hotswap delete-child {} {id}` removes it",
+                    sup_arg(sup),
+                    sup_arg(sup)
+                ),
+                Some(_) => "its spec is gone (a temporary child)".into(),
+                None => "a simple_one_for_one child: it is gone".into(),
+            };
+            format!("{what}; {after}\n")
+        }
+        Cmd::RestartChild { child, .. } => match v["pid"].as_str() {
+            Some(p) => format!(
+                "restarted {child} of {}: it runs as {p}\n",
+                sup_text(&v["supervisor"])
+            ),
+            None => format!(
+                "restarted {child} of {}: its start returned ignore, it is not running (its spec is kept)\n",
+                sup_text(&v["supervisor"])
+            ),
+        },
+        Cmd::DeleteChild { child, .. } => format!(
+            "deleted the spec of {child} from {}\n",
+            sup_text(&v["supervisor"])
+        ),
+    }
+}
+
+/// `supervisor <0.2.0>`, `supervisor game_sup (<0.2.0>)`, `... (application shop)`.
+fn sup_text(v: &Value) -> String {
+    let mut out = match v["name"].as_str() {
+        Some(n) => format!("supervisor {n} ({})", s(&v["pid"])),
+        None => format!("supervisor {}", s(&v["pid"])),
+    };
+    if let Some(a) = v["application"].as_str() {
+        out.push_str(&format!(" (application {a})"));
+    }
+    out
+}
+
+/// The supervisor as the command line named it, for the next command to type.
+fn sup_arg(sup: &Sup) -> String {
+    match sup {
+        Sup::Target(t) => t.clone(),
+        Sup::App(a) => format!("--app {a}"),
     }
 }
