@@ -886,17 +886,8 @@ impl Sup {
         if self.template.is_some() {
             return Err(SupError::SimpleOneForOne);
         }
-        let j = self
-            .find(&ChildRef::Id(id.into()))
-            .ok_or(SupError::NotFound)?;
-        let c = &self.children[j];
-        if c.restarting {
-            return Err(SupError::Restarting);
-        }
-        if c.pid.is_some() {
-            return Err(SupError::Running);
-        }
-        let start = c.spec.start.clone();
+        let j = self.stopped_child(id)?;
+        let start = self.children[j].spec.start.clone();
         let pid = self.start(&start).await.map_err(SupError::StartFailed)?;
         self.report_started(id, pid);
         self.children[j].pid = pid;
@@ -907,18 +898,25 @@ impl Sup {
         if self.template.is_some() {
             return Err(SupError::SimpleOneForOne);
         }
+        let j = self.stopped_child(id)?;
+        self.children.remove(j);
+        Ok(())
+    }
+
+    /// The index of the static child `id`, which must be neither running nor restarting
+    /// (what `restart_child` and `delete_child` need).
+    fn stopped_child(&self, id: &str) -> Result<usize, SupError> {
         let j = self
             .find(&ChildRef::Id(id.into()))
             .ok_or(SupError::NotFound)?;
         let c = &self.children[j];
         if c.restarting {
-            return Err(SupError::Restarting);
+            Err(SupError::Restarting)
+        } else if c.pid.is_some() {
+            Err(SupError::Running)
+        } else {
+            Ok(j)
         }
-        if c.pid.is_some() {
-            return Err(SupError::Running);
-        }
-        self.children.remove(j);
-        Ok(())
     }
 
     fn find(&self, c: &ChildRef) -> Option<usize> {

@@ -1131,20 +1131,27 @@ async fn supervisor_nested_child_gives_up_and_is_restarted() {
     .await
 }
 
+/// A one_for_one supervisor (this intensity in 60 s) of `b` and then `a`, whose `init`
+/// fails while the returned file exists: the env, that file, the supervisor, `a`, `b`.
+async fn failing_restarts(tag: &str, intensity: u32) -> (Env, PathBuf, Pid, Pid, Pid) {
+    let env = Env::new(tag).await;
+    let flag = env.log.with_file_name("fail");
+    let cfg = env.cfg("a").fail_init_if(flag.to_str().unwrap());
+    let spec = Spec::new(Strategy::OneForOne)
+        .intensity(intensity)
+        .period(Duration::from_secs(60))
+        .child(env.child("b"))
+        .child(cfg.spec());
+    let sup = env.start(spec).await;
+    let b = env.started("b").await;
+    let a = env.started("a").await;
+    (env, flag, sup, a, b)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervisor_failed_restart_retries_as_restarting() {
     within(async {
-        let env = Env::new("restarting").await;
-        let flag = env.log.with_file_name("fail");
-        let cfg = env.cfg("a").fail_init_if(flag.to_str().unwrap());
-        let spec = Spec::new(Strategy::OneForOne)
-            .intensity(1_000_000)
-            .period(Duration::from_secs(60))
-            .child(env.child("b"))
-            .child(cfg.spec());
-        let sup = env.start(spec).await;
-        let b = env.started("b").await;
-        let a = env.started("a").await;
+        let (env, flag, sup, a, b) = failing_restarts("restarting", 1_000_000).await;
         let sv = env.node.supervisor();
         std::fs::write(&flag, "").unwrap();
         assert!(is_crash(&env.crash(a).await));
@@ -1171,17 +1178,7 @@ async fn supervisor_failed_restart_retries_as_restarting() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervisor_failed_restarts_count_towards_intensity() {
     within(async {
-        let env = Env::new("restart_intensity").await;
-        let flag = env.log.with_file_name("fail");
-        let cfg = env.cfg("a").fail_init_if(flag.to_str().unwrap());
-        let spec = Spec::new(Strategy::OneForOne)
-            .intensity(3)
-            .period(Duration::from_secs(60))
-            .child(env.child("b"))
-            .child(cfg.spec());
-        let sup = env.start(spec).await;
-        let b = env.started("b").await;
-        let a = env.started("a").await;
+        let (env, flag, sup, a, b) = failing_restarts("restart_intensity", 3).await;
         let (msup, mb) = (env.monitor(sup), env.monitor(b));
         std::fs::write(&flag, "").unwrap();
         let mark = env.log().len();
