@@ -84,6 +84,23 @@ impl NodeInner {
     }
 }
 
+/// Kills a helper process when dropped, unless defused.
+struct KillOnDrop<'a>(&'a Node, Option<Pid>);
+
+impl KillOnDrop<'_> {
+    fn defuse(mut self) {
+        self.1 = None;
+    }
+}
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(pid) = self.1 {
+            self.0.exit(pid, ExitReason::Kill);
+        }
+    }
+}
+
 impl Node {
     /// Run `f` in a short-lived native process and return what it returns.
     pub(crate) async fn in_process<T, F, Fut>(&self, f: F) -> Result<T, String>
@@ -93,13 +110,18 @@ impl Node {
         Fut: Future<Output = T> + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.inner
+        let (pid, _) = self
+            .inner
             .spawn_native(None, 0, move |ctx| async move {
                 let _ = tx.send(f(ctx).await);
             })
             .map_err(|e| e.to_string())?;
-        rx.await
-            .map_err(|_| "the helper process was killed (is the node stopping?)".to_string())
+        // Host code that stops waiting (a timeout around this future) also ends the
+        // helper, which would otherwise wait on for an answer nobody reads.
+        let helper = KillOnDrop(self, Some(pid));
+        let r = rx.await;
+        helper.defuse();
+        r.map_err(|_| "the helper process was killed (is the node stopping?)".to_string())
     }
 
     /// Start the gen_server of `module` (its current version) with `arg` for `init`, and

@@ -1315,3 +1315,32 @@ async fn supervisor_change_code_of_a_rust_tree_is_refused() {
     })
     .await
 }
+
+/// Host code that stops waiting for a supervisor (a timeout around the request) leaves no
+/// process behind: the helper that made the call is ended with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervisor_request_abandoned_by_host_leaves_no_process() {
+    within(async {
+        let env = Env::new("abandoned").await;
+        let sup = env
+            .start(Spec::new(Strategy::OneForOne).child(env.child("x")))
+            .await;
+        env.started("x").await;
+        env.node.sys().suspend(sup).await.unwrap();
+        let before = env.node.processes();
+        let r = tokio::time::timeout(QUIET, env.node.supervisor().which_children(sup)).await;
+        assert!(r.is_err(), "a suspended supervisor answered: {r:?}");
+        let deadline = std::time::Instant::now() + WAIT;
+        while env.node.processes() != before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the helper is still there: {:?} (before: {before:?})",
+                env.node.processes()
+            );
+            tokio::task::yield_now().await;
+        }
+        env.node.sys().resume(sup).await.unwrap();
+        assert_eq!(env.stop(sup).await, ExitReason::Shutdown);
+    })
+    .await
+}
