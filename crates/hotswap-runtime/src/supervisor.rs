@@ -306,13 +306,6 @@ async fn run(
     reason
 }
 
-fn sup_err_start(e: StartError) -> Result<Option<Pid>, String> {
-    match e {
-        StartError::Ignore => Ok(None),
-        e => Err(e.to_string()),
-    }
-}
-
 impl Sup {
     fn who(&self) -> String {
         match &self.name {
@@ -330,7 +323,6 @@ impl Sup {
 
     /// Start one child, linked; `None` if its start returned ignore.
     async fn start(&self, start: &Start) -> Result<Option<Pid>, String> {
-        let me = proc_of(&self.ctx);
         match start {
             Start::Server { module, arg, name } => {
                 let opts = StartOpts {
@@ -339,7 +331,8 @@ impl Sup {
                 };
                 match gs::start_encoded(&self.ctx, module, arg, &opts, abi::SPAWN_LINK).await {
                     Ok((pid, _)) => Ok(Some(pid)),
-                    Err(e) => sup_err_start(e),
+                    Err(StartError::Ignore) => Ok(None),
+                    Err(e) => Err(e.to_string()),
                 }
             }
             Start::Spawn {
@@ -350,18 +343,24 @@ impl Sup {
             } => {
                 let (pid, _) = self
                     .node
-                    .spawn(Some(me), module, function, arg, abi::SPAWN_LINK)
+                    .spawn(
+                        Some(proc_of(&self.ctx)),
+                        module,
+                        function,
+                        arg,
+                        abi::SPAWN_LINK,
+                    )
                     .map_err(|e| e.to_string())?;
                 if let Some(n) = name {
-                    if !self.node.register(n, pid.0) {
-                        crate::ops::unlink(me, pid.0);
-                        me.node
-                            .table
-                            .with(pid.0, |p| p.signal_exit(0, &ExitReason::Kill, false));
-                        let holder = self.node.registry.lock().get(n).unwrap_or(0);
-                        return Err(format!(
-                            "already_started: {n:?} is registered by <0.{holder}.0>"
-                        ));
+                    if let Err(e) = self.ctx.register(n, pid) {
+                        self.ctx.unlink(pid);
+                        self.ctx.exit(pid, &ExitReason::Kill);
+                        return Err(match self.ctx.whereis(n) {
+                            Some(holder) => {
+                                format!("already_started: {n:?} is registered by {holder}")
+                            }
+                            None => e.to_string(),
+                        });
                     }
                 }
                 Ok(Some(pid))
