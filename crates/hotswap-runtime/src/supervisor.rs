@@ -492,7 +492,7 @@ impl Sup {
             self.restart_dyn(d.seq, d.args).await;
             return Ok(());
         }
-        let Some(i) = self.children.iter().position(|c| c.pid == Some(pid)) else {
+        let Some(i) = self.find(&ChildRef::Pid(pid)) else {
             return Ok(());
         };
         self.children[i].pid = None;
@@ -905,9 +905,7 @@ impl Sup {
     /// The index of the static child `id`, which must be neither running nor restarting
     /// (what `restart_child` and `delete_child` need).
     fn stopped_child(&self, id: &str) -> Result<usize, SupError> {
-        let j = self
-            .find(&ChildRef::Id(id.into()))
-            .ok_or(SupError::NotFound)?;
+        let j = self.position(id).ok_or(SupError::NotFound)?;
         let c = &self.children[j];
         if c.restarting {
             Err(SupError::Restarting)
@@ -919,10 +917,10 @@ impl Sup {
     }
 
     fn find(&self, c: &ChildRef) -> Option<usize> {
-        self.children.iter().position(|x| match c {
-            ChildRef::Id(id) => x.spec.id == *id,
-            ChildRef::Pid(p) => x.pid == Some(*p),
-        })
+        match c {
+            ChildRef::Id(id) => self.position(id),
+            ChildRef::Pid(p) => self.children.iter().position(|x| x.pid == Some(*p)),
+        }
     }
 
     fn which_children(&self) -> Vec<ChildInfo> {
