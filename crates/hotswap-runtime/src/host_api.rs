@@ -432,6 +432,32 @@ unsafe extern "C" fn resolve(
     })
 }
 
+/// A synchronous fully-qualified call (`Ctx::function`): counted in the version's
+/// quiescence while it runs, refused as stale if the version is no longer current. Not
+/// `guarded`: nothing here panics, and module code catches its own panics.
+unsafe extern "C" fn call(
+    p: *mut abi::ProcHandle,
+    slot: *const abi::ExportSlot,
+    res: *const abi::Resolved,
+    arg: *const u8,
+    arg_len: usize,
+    out: *mut c_void,
+    write: abi::WriteFn,
+) -> u32 {
+    // SAFETY: live handle; `slot` is a node-owned export slot (it lives forever) and `res`
+    // the caller's resolution, both readable for the call (ABI contract).
+    let (proc, slot, res) = unsafe { (proc_ref(p), &*slot, &*res) };
+    let Some(f) = res.call else {
+        return abi::STATUS_STALE;
+    };
+    crate::code::Version::call_resolved(proc.node.code.node_id(), slot, res, || {
+        // SAFETY: `f` belongs to the version `call_resolved` entered, which stays mapped
+        // while it is counted; the argument range and the caller's buffer are valid.
+        unsafe { f(p, arg, arg_len, out, write) }
+    })
+    .unwrap_or(abi::STATUS_STALE)
+}
+
 unsafe extern "C" fn new_ref(p: *mut abi::ProcHandle) -> u64 {
     // SAFETY: live handle (module docs).
     guarded(0, || unsafe { proc_ref(p) }.node.new_ref())
@@ -554,6 +580,7 @@ static TABLE: abi::HostApi = abi::HostApi {
     post,
     alias,
     start_server,
+    call,
 };
 
 /// The node's host API table.

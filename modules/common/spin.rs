@@ -1,0 +1,138 @@
+// Module code that spins without awaiting (included by modules/spin_v*/src/lib.rs, which
+// define `VSN`): a synchronous function, an `apply` target, a future whose destructor
+// spins, and a gen_server whose callbacks, `terminate` and `code_change` spin. The tests
+// purge the version while a node thread is inside one of them: the version must be pinned,
+// never unmapped under the running code.
+//
+// What spins first tells the process registered as `spin_watch` (if there is one) which
+// part started, so the tests wait for that instead of sleeping. `code_change` has no `Ctx`:
+// it creates the marker file its old state names instead.
+
+use hotswap::gen_server::{CallResult, CastResult, Caller, Extra, GenServer, Info, Init, OldState};
+use hotswap::{Ctx, ExitReason, Value};
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant};
+
+/// Spin for `ms` milliseconds without returning to the node.
+fn spin(ms: u64) {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_millis(ms) {
+        std::hint::spin_loop();
+    }
+}
+
+/// Tell the watcher (the process registered as `spin_watch`) what started.
+fn tell(ctx: &Ctx, what: &str) {
+    let _ = ctx.send_named("spin_watch", &format!("{what} v{VSN}"));
+}
+
+/// `busy(ms)`, a synchronous function: spins for `ms` milliseconds, then says which version
+/// ran it.
+fn busy(ctx: Ctx, ms: u64) -> String {
+    tell(&ctx, "busy");
+    spin(ms);
+    format!("v{VSN} spun {ms} ms")
+}
+
+/// `apply_busy(ms)`, a target for `Ctx::apply`: spins in its first poll, then returns which
+/// version ran it.
+async fn apply_busy(ctx: Ctx, ms: u64) -> Value<String> {
+    tell(&ctx, "apply_busy");
+    spin(ms);
+    Value(format!("v{VSN} spun {ms} ms"))
+}
+
+/// Spins for its milliseconds when dropped (as a process's future is when it is killed).
+struct SpinOnDrop(Ctx, u64);
+
+impl Drop for SpinOnDrop {
+    fn drop(&mut self) {
+        tell(&self.0, "drop");
+        spin(self.1);
+    }
+}
+
+/// `drop_spin(ms)`: waits for a message forever; its future's destructor spins `ms` ms.
+async fn drop_spin(ctx: Ctx, ms: u64) {
+    let _guard = SpinOnDrop(ctx, ms);
+    tell(&ctx, "waiting");
+    let _ = ctx.recv().await;
+}
+
+/// Calls of the gen_server.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub enum Req {
+    /// Spin this many ms inside `handle_call`, then reply with the version.
+    Spin(u64),
+    /// Reply with the version that handles the call.
+    Vsn,
+    /// Make `terminate` spin this many ms.
+    SpinInTerminate(u64),
+    /// Make the next `code_change` create the file at this path, then spin this many ms.
+    SpinInCodeChange(String, u64),
+}
+
+/// The gen_server's state.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct State {
+    /// The version that made it.
+    pub vsn: String,
+    /// How long `terminate` spins.
+    pub terminate_ms: u64,
+    /// The marker file and spin time of the next `code_change`.
+    pub code_change: Option<(String, u64)>,
+}
+
+impl GenServer for State {
+    type Arg = ();
+    type Call = Req;
+    type Reply = String;
+    type Cast = ();
+    type Info = String;
+
+    async fn init(_ctx: Ctx, _arg: ()) -> Init<Self> {
+        Init::Ok(State {
+            vsn: VSN.into(),
+            terminate_ms: 0,
+            code_change: None,
+        })
+    }
+
+    async fn handle_call(&mut self, ctx: Ctx, req: Req, _from: Caller) -> CallResult<String> {
+        match req {
+            Req::Spin(ms) => {
+                tell(&ctx, "handle_call");
+                spin(ms);
+            }
+            Req::Vsn => {}
+            Req::SpinInTerminate(ms) => self.terminate_ms = ms,
+            Req::SpinInCodeChange(path, ms) => self.code_change = Some((path, ms)),
+        }
+        CallResult::Reply(format!("v{VSN}"))
+    }
+
+    async fn handle_cast(&mut self, _ctx: Ctx, _req: ()) -> CastResult {
+        CastResult::NoReply
+    }
+
+    async fn handle_info(&mut self, _ctx: Ctx, _msg: Info<String>) -> CastResult {
+        CastResult::NoReply
+    }
+
+    async fn terminate(&mut self, ctx: Ctx, _reason: ExitReason) {
+        if self.terminate_ms > 0 {
+            tell(&ctx, "terminate");
+            spin(self.terminate_ms);
+        }
+    }
+
+    fn code_change(old: OldState<'_>, _extra: Option<Extra<'_>>) -> Result<Self, String> {
+        let mut s: State = old.decode().map_err(|e| e.to_string())?;
+        if let Some((path, ms)) = s.code_change.take() {
+            std::fs::write(&path, VSN).map_err(|e| format!("cannot write {path}: {e}"))?;
+            spin(ms);
+        }
+        s.vsn = VSN.into();
+        Ok(s)
+    }
+}
