@@ -369,7 +369,9 @@ unsafe extern "C" fn apply_poll(
             let Some(body) = cs.body.as_mut() else {
                 return abi::STATUS_PANICKED;
             };
-            let (status, bytes) = match body.poll() {
+            // A callee's body is a module's (started by `start_body`): woken by the
+            // caller's mailbox, like the caller.
+            let (status, bytes) = match body.poll(std::task::Waker::noop()) {
                 Step::Pending => return abi::STATUS_PENDING,
                 Step::Done(Outcome::Continue {
                     module,

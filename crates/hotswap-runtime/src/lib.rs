@@ -233,6 +233,9 @@ impl Node {
     }
 
     /// Spawn a native process running `f` (the node's own code, not a module's).
+    ///
+    /// The future may await anything: `Ctx` receives, and also tokio timers, channels and
+    /// other futures (a wake of its waker makes the process runnable, as a message does).
     pub fn spawn_native<F, Fut>(&self, f: F) -> Result<Pid, SpawnError>
     where
         F: FnOnce(hotswap::Ctx) -> Fut,
