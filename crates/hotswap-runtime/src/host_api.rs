@@ -340,7 +340,8 @@ unsafe extern "C" fn apply_start(
                 Box::into_raw(Box::new(CallState { body: Some(body) })) as *mut abi::CallHandle
             }
             Err(e) => {
-                let m = e.to_string();
+                // `ApplyError::Undef` on the caller's side says "undef" itself.
+                let m = e.caller_text();
                 // SAFETY: the caller's copy callback and buffer.
                 unsafe { write(err, m.as_ptr(), m.len()) };
                 std::ptr::null_mut()
@@ -383,10 +384,7 @@ unsafe extern "C" fn apply_poll(
                         drop_body(p, old);
                         continue;
                     }
-                    Err(e) => (
-                        abi::STATUS_READY,
-                        Outcome::Exit(ExitReason::User(e.to_string())).encode(),
-                    ),
+                    Err(e) => (abi::STATUS_READY, Outcome::Exit(e.exit_reason()).encode()),
                 },
                 Step::Done(o) => (abi::STATUS_READY, o.encode()),
                 Step::Panicked(m) => (abi::STATUS_PANICKED, m.into_bytes()),

@@ -697,7 +697,7 @@ pub(crate) async fn run(proc: Arc<Process>, mut body: Body) {
                     }
                     continue;
                 }
-                Err(e) => break ExitReason::User(format!("{e}")),
+                Err(e) => break e.exit_reason(),
             },
         }
         let wake_at = proc.inner.lock().wake_at;

@@ -1080,6 +1080,9 @@ impl<R: DeserializeOwned> Future for Apply<R> {
             abi::STATUS_PENDING => return Poll::Pending,
             abi::STATUS_READY => match Outcome::decode(&out) {
                 Some(Outcome::Value(v)) => codec::decode(&v).map_err(ApplyError::Decode),
+                // A missing module or function further on (a tail call of the callee)
+                // is the same `undef` as one at the start.
+                Some(Outcome::Exit(ExitReason::Undef(m))) => Err(ApplyError::Undef(m)),
                 Some(Outcome::Exit(r)) => Err(ApplyError::Exit(r)),
                 _ => Err(ApplyError::Undef("malformed call result".into())),
             },

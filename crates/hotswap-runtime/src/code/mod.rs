@@ -655,7 +655,7 @@ impl CodeServer {
         let slot = self.export_slot(module);
         let generation = slot.generation.load(Ordering::SeqCst);
         let Some(v) = slots.get(module).and_then(|s| s.current.as_ref()) else {
-            return Err(format!("undef: module `{module}` is not loaded"));
+            return Err(crate::error::undef_not_loaded(module));
         };
         match v.functions.get(function) {
             Some(&call) => Ok((
@@ -666,10 +666,11 @@ impl CodeServer {
                     version: Arc::as_ptr(v) as *const c_void,
                 },
             )),
-            None => Err(format!(
-                "undef: module `{module}` (version {}) has no function `{function}`; it exports: {}",
-                v.vsn,
-                v.export_names.join(", ")
+            None => Err(crate::error::undef_no_function(
+                module,
+                &v.vsn,
+                function,
+                &v.export_names.join(", "),
             )),
         }
     }

@@ -389,3 +389,49 @@ async fn native_process_wakes_on_oneshot_fed_from_outside() {
         .unwrap();
     assert_eq!(v, 42);
 }
+
+/// A missing module is one reason, `undef`, with the same words, whichever way it is
+/// reached: a process's tail call (`continue_with`) into a deleted module exits with
+/// `ExitReason::Undef`, and a call (`Ctx::apply`, `Ctx::function`) into it fails with
+/// `ApplyError::Undef` (issue 10, part 6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undef_is_one_reason_on_every_path() {
+    let node = support::node();
+    let me = node.external();
+    let me_pid = me.pid();
+    node.code().load(module("seed000_v1")).await.unwrap();
+    let (looper, mon) = me.spawn_monitor("seed000", "loop", &()).unwrap();
+    assert_eq!(support::ping(&me, looper).await.version, "1");
+    node.code().delete("seed000").await.unwrap();
+    let expected = "module `seed000` is not loaded".to_string();
+
+    // The tail call `seed000:loop()` finds no current version.
+    me.send(looper, &support::Req::CodeSwitch);
+    assert_eq!(
+        me.down(mon, WAIT).await,
+        Some(ExitReason::Undef(expected.clone()))
+    );
+
+    // Calls into it, from a process.
+    node.spawn_native(move |ctx: Ctx| async move {
+        let applied = ctx
+            .apply::<(), (String, u64)>("seed000", "version", &())
+            .await;
+        let called = ctx
+            .function::<u64, (String, u64)>("seed000", "whoami")
+            .call(&1);
+        ctx.send(
+            me_pid,
+            &[applied.map(|_| ()), called.map(|_| ())].map(|r| match r {
+                Err(hotswap::ApplyError::Undef(m)) => Ok(m),
+                other => Err(format!("{other:?}")),
+            }),
+        );
+    })
+    .unwrap();
+    let got = me
+        .receive::<[Result<String, String>; 2]>(WAIT)
+        .await
+        .unwrap();
+    assert_eq!(got, [Ok(expected.clone()), Ok(expected)]);
+}
