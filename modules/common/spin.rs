@@ -84,13 +84,18 @@ pub struct State {
 }
 
 impl GenServer for State {
-    type Arg = ();
+    type Arg = u64;
     type Call = Req;
     type Reply = String;
     type Cast = ();
     type Info = String;
 
-    async fn init(_ctx: Ctx, _arg: ()) -> Init<Self> {
+    /// `init(ms)`: spins `ms` milliseconds first (when not 0).
+    async fn init(ctx: Ctx, ms: u64) -> Init<Self> {
+        if ms > 0 {
+            tell(&ctx, "init");
+            spin(ms);
+        }
         Init::Ok(State {
             vsn: VSN.into(),
             terminate_ms: 0,

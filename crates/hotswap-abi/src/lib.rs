@@ -500,8 +500,9 @@ pub struct HostApi {
     /// Start the `gen_server` of `module` (current version) with `arg`, registered as
     /// `name` when it is not empty, with [`SPAWN_LINK`]/[`SPAWN_MONITOR`] `flags`. The
     /// server posts the result of `init` as a [`MSG_REPLY`] tagged `tag` to the caller.
-    /// Writes the pid (and monitor reference) and returns [`STATUS_READY`], or writes an
-    /// error and returns [`STATUS_ERROR`].
+    /// Writes the pid (and monitor reference), writes the version string of the module
+    /// version whose `init` runs through `write`, and returns [`STATUS_READY`]; or writes
+    /// an error and returns [`STATUS_ERROR`].
     pub start_server: unsafe extern "C" fn(
         proc: *mut ProcHandle,
         module: Bytes,

@@ -538,6 +538,11 @@ unsafe extern "C" fn start_server(
         let node = p.node.clone();
         let r = node
             .start_server(p, &module, arg, name, flags, tag)
+            .map(|(pid, mref, vsn)| {
+                // SAFETY: the caller's copy callback and buffer (the version, on success).
+                unsafe { write(err, vsn.as_ptr(), vsn.len()) };
+                (pid, mref)
+            })
             .map_err(|f| match f {
                 crate::server::StartFail::Taken(pid) => {
                     // SAFETY: the caller's out-parameter (the holder of the name).

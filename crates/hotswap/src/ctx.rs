@@ -501,8 +501,9 @@ impl Ctx {
         }
     }
 
-    /// Start a gen_server (see the host API's `start_server`). On failure: the pid holding
-    /// the name if it was taken, and the message.
+    /// Start a gen_server (see the host API's `start_server`): its pid, the monitor
+    /// reference and the version whose `init` runs. On failure: the pid holding the name
+    /// if it was taken, and the message.
     pub(crate) fn start_server(
         &self,
         module: &str,
@@ -510,7 +511,7 @@ impl Ctx {
         name: Option<&str>,
         flags: u32,
         tag: u64,
-    ) -> Result<(Pid, Ref), (Option<Pid>, String)> {
+    ) -> Result<(Pid, Ref, String), (Option<Pid>, String)> {
         let (mut pid, mut reference) = (0u64, 0u64);
         let mut err = Vec::new();
         // SAFETY: live handle; all pointers are valid for the duration of the call.
@@ -529,7 +530,11 @@ impl Ctx {
             )
         };
         if st == abi::STATUS_READY {
-            Ok((Pid(pid), Ref(reference)))
+            Ok((
+                Pid(pid),
+                Ref(reference),
+                String::from_utf8_lossy(&err).into_owned(),
+            ))
         } else if pid != 0 {
             Err((Some(Pid(pid)), String::from_utf8_lossy(&err).into_owned()))
         } else {

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use hotswap_runtime::{ExitReason, ExternalProcess, Node, Pid, StartOpts};
+use hotswap_runtime::{ExitReason, ExternalProcess, Node, Pid, StartError, StartOpts};
 use serde::{Deserialize, Serialize};
 
 use crate::support::{self, module, TempDir, WAIT};
@@ -106,7 +106,7 @@ async fn purge_pins_while_native_process_runs_module_code() {
 async fn purge_pins_while_gen_server_callback_spins() {
     let (node, me) = setup().await;
     let pid = node
-        .start_server("spin", &(), StartOpts::default())
+        .start_server("spin", &0u64, StartOpts::default())
         .await
         .unwrap();
     let n = node.clone();
@@ -131,7 +131,7 @@ async fn purge_pins_while_gen_server_callback_spins() {
 async fn purge_pins_while_terminate_spins() {
     let (node, me) = setup().await;
     let pid = node
-        .start_server("spin", &(), StartOpts::default())
+        .start_server("spin", &0u64, StartOpts::default())
         .await
         .unwrap();
     let r: Result<String, _> = node.call(pid, &Req::SpinInTerminate(1500), WAIT).await;
@@ -156,7 +156,7 @@ async fn purge_pins_while_code_change_spins() {
     let dir = TempDir::new("spin-code-change");
     let marker = dir.0.join("code_change_started");
     let pid = node
-        .start_server("spin", &(), StartOpts::default())
+        .start_server("spin", &0u64, StartOpts::default())
         .await
         .unwrap();
     let req = Req::SpinInCodeChange(marker.display().to_string(), 1500);
@@ -234,4 +234,52 @@ async fn purge_pins_while_apply_runs_module_code() {
     assert_eq!(rx.await.unwrap(), Ok("v1 spun 1500 ms".to_string()));
     assert_eq!(me.down(mon, WAIT).await, Some(ExitReason::Killed));
     retry_frees(&node).await;
+}
+
+/// A start whose `init` is still busy in native code when its time limit passes says so
+/// (the server is alive, holds its name, runs v1, and what to do), instead of claiming the
+/// server was killed (issue 10, part 6). The plain killed case is in `gen_server.rs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_timeout_says_the_server_still_runs_native_code() {
+    let (node, me) = setup().await;
+    let opts = StartOpts {
+        name: Some("spinner".into()),
+        timeout: Some(Duration::from_millis(50)),
+    };
+    let err = node.start_server("spin", &1500u64, opts).await.unwrap_err();
+    let StartError::Timeout {
+        after,
+        running: Some(r),
+    } = &err
+    else {
+        panic!("expected a timeout with the server still running, got {err:?}");
+    };
+    assert_eq!(*after, Duration::from_millis(50));
+    assert_eq!(
+        (r.name.as_deref(), r.module.as_str(), r.version.as_str()),
+        (Some("spinner"), "spin", "1")
+    );
+    let pid = r.pid;
+    // What it says is true: alive, still named, on v1.
+    assert!(node.is_alive(pid));
+    assert_eq!(node.whereis("spinner"), Some(pid));
+    let text = err.to_string();
+    for part in [
+        "still running",
+        &pid.to_string(),
+        "\"spinner\"",
+        "`spin` version 1",
+        "await point",
+        "pins it",
+        "What to do",
+    ] {
+        assert!(text.contains(part), "{part:?} missing from: {text}");
+    }
+    assert!(!text.contains("was killed"), "{text}");
+    heard(&me, "init v1").await;
+
+    // When init returns, the kill takes effect and the name is free again.
+    let mon = me.monitor(pid);
+    assert_eq!(me.down(mon, WAIT).await, Some(ExitReason::Killed));
+    assert_eq!(node.whereis("spinner"), None);
 }
