@@ -48,14 +48,15 @@
 //! | `import_state` (`sys:replace_state`), `export_state` (`sys:get_state`, a migration, and turning idle states into bytes during a purge or `retry_pinned`), `format_status` (`sys:get_status`), `drop_state` (a state replaced or its server gone) | `server::state`: `Version::enter` in each |
 //! | the module's `init` at load | `loader::open`: `guard::InModule`; the version is not published yet, and loads and purges hold the code server's `ops` lock |
 //! | a module's receive matcher and its copy callback, called back by the host | inside the module's own poll or call (already entered) |
-//! | a thread-local destructor of module code at thread exit | `guard::tls_trampoline`: runs under the guard's read lock, which `guard::retire` (before `dlclose`) takes for writing; skipped once the version is retired |
+//! | a thread-local destructor of module code at thread exit (`thread_local!` values with a destructor) | `guard::tls_trampoline`: registered with glibc instead of the module's; runs under the guard's read lock, which `guard::retire` (before `dlclose`) takes for writing, inside the thread's epoch; skipped once the version is retired |
+//! | a pthread-key destructor of module code at thread exit (std's keys, e.g. for `std::thread::current`) | `guard::key_trampoline`: the same, through one of 64 host trampolines given to glibc instead of the module's destructor; the keys are deleted by `guard::retire` |
 //! | `atexit` handlers and ELF destructors of the library | run by `dlclose` itself, on the purging thread, after everything above is quiet |
 //!
-//! Not counted (known gap): a pthread-key destructor of module code (e.g. from
-//! `std::thread::current`) is called by glibc directly when a thread exits; `guard::retire`
-//! deletes those keys before `dlclose`, but a thread that is exiting at that very moment
-//! may already have read the destructor. Node worker threads do not exit while the node
-//! runs; tokio's blocking-pool threads can.
+//! Limits: with all 64 key trampolines taken (64 live keys with module destructors), a
+//! further key's destructor is given to glibc directly and counted in
+//! `guard::unguarded_key_destructors`; a purge of that module can then race with a thread
+//! that is exiting at that moment. A trampoline slot freed by a purge is reused last
+//! (round-robin), since a thread that read it just before the purge may still call it.
 
 pub(crate) mod guard;
 pub(crate) mod loader;
@@ -745,8 +746,15 @@ impl CodeServer {
 
     /// [`CodeServer::release`] once no thread can still hold a resolution of the version
     /// taken while it was current (see `guard::quiesce`).
+    /// Calls still in flight inside it (synchronous code: a function, a callback) are
+    /// waited for first, within the same purge timeout.
     async fn release_quiesced(&self, v: Arc<Version>, why: &str) -> Option<String> {
-        if v.in_flight() == 0 && guard::quiesce(self.node, self.purge_timeout).await {
+        let deadline = std::time::Instant::now() + self.purge_timeout;
+        while v.in_flight() != 0 && std::time::Instant::now() < deadline {
+            tokio::task::yield_now().await;
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if v.in_flight() == 0 && guard::quiesce(self.node, left).await {
             self.release(v, why)
         } else {
             let reason = busy_reason(&v, self.purge_timeout);
