@@ -450,6 +450,19 @@ unsafe extern "C" fn call(
     let Some(f) = res.call else {
         return abi::STATUS_STALE;
     };
+    if crate::code::guard::in_module() {
+        // Called from module code (the fast path): this thread has been inside module code
+        // since before its poll began, and stays inside until after this call returns, so
+        // a resolution that is still current here cannot be freed under it: a purge (and
+        // `retry_pinned`) waits for every thread inside module code to leave first.
+        if slot.generation.load(std::sync::atomic::Ordering::SeqCst) != res.generation {
+            return abi::STATUS_STALE;
+        }
+        // SAFETY: `f` belongs to the module's current version (checked just above, with
+        // this thread inside module code); the argument range and buffer are valid.
+        return unsafe { f(p, arg, arg_len, out, write) };
+    }
+    // From host code (a native process): enter module code here, and count the call.
     crate::code::Version::call_resolved(proc.node.code.node_id(), slot, res, || {
         // SAFETY: `f` belongs to the version `call_resolved` entered, which stays mapped
         // while it is counted; the argument range and the caller's buffer are valid.

@@ -140,7 +140,9 @@ pub(crate) async fn quiesce(node: u64, timeout: std::time::Duration) -> bool {
     true
 }
 
-fn in_module() -> bool {
+/// Whether this thread is running module code now (an [`InModule`] is held).
+#[inline]
+pub(crate) fn in_module() -> bool {
     IN_MODULE.try_with(|c| c.get() > 0).unwrap_or(false)
 }
 

@@ -27,7 +27,7 @@
 //!   waits for it to unbind;
 //! * **in flight**: `Version::enter` (or `Version::call_resolved`) counts a call inside
 //!   the version; a version with a call in flight is pinned, never closed;
-//! * **epoch**: the same guard marks the thread as inside module code
+//! * **epoch**: the same guards mark the thread as inside module code
 //!   (`guard::InModule`); after a version stops being current, a purge (and
 //!   `retry_pinned`) waits until every thread that was inside module code has left it
 //!   once, so no thread still holds a resolution of the version taken before.
@@ -39,7 +39,8 @@
 //! |---|---|
 //! | a module process's body: start, each poll (`spawn`, `continue_with`) | `ModuleFuture::start`/`poll`: `Version::enter`; the process is bound to the version (`NodeInner::start_body`) |
 //! | dropping a module future (a process killed or exiting, an `apply` dropped, a callback future dropped) | `ModuleFuture::drop`: `Version::enter`; the owner stays bound until after the drop (`process::run`, `host_api::drop_body`, `Server::end`) |
-//! | a synchronous function, `Ctx::function(..).call` from any process (module or native), and a supervisor module's `init` (called that way) | `host_api::call` → `Version::call_resolved`: epoch entered *before* the resolution's generation is checked, then in flight; a stale resolution runs nothing and is re-resolved |
+//! | a synchronous function, `Ctx::function(..).call`, from host code: a native process, a supervisor module's `init` (called that way) | `host_api::call` → `Version::call_resolved`: epoch entered *before* the resolution's generation is checked, then in flight; a stale resolution runs nothing and is re-resolved |
+//! | the same call from module code (a module process, a callback) | `host_api::call`, fast path: the generation is checked while the thread is inside module code (its epoch has been odd since before its poll began, and stays so until after the call), so a purge or `retry_pinned` waits for the thread before it can free the version; a stale resolution runs nothing |
 //! | `Ctx::apply` (start, polls, drop of the callee's future) | `host_api::apply_start`/`apply_poll`/`apply_drop`: the caller is bound to the callee's version, and each call into it is `ModuleFuture`'s `Version::enter` |
 //! | gen_server `init` | `Server::init`: bound, `Version::enter` at start, polls as a `ModuleFuture` |
 //! | gen_server `handle_call`/`handle_cast`/`handle_info`/timeout/continue, batches of casts | `Server::begin`: `Version::enter` around the first call; a callback that waits binds the process (`Begun::Waits`) until `Server::end` |

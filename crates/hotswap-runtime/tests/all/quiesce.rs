@@ -102,6 +102,27 @@ async fn purge_pins_while_native_process_runs_module_code() {
     retry_frees(&node).await;
 }
 
+/// The same call from module code (a process of another module, `misbehave`): the
+/// caller's own poll keeps the thread inside module code, which the purge waits for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_pins_while_module_process_runs_a_function() {
+    let (node, me) = setup().await;
+    node.code().load(module("misbehave")).await.unwrap();
+    let arg = ("spin".to_string(), "busy".to_string(), 1500u64);
+    node.spawn("misbehave", "call_function", &arg).unwrap();
+    heard(&me, "busy v1").await;
+
+    let (killed, reason) = purge_v1_pinned(&node).await;
+    assert!(
+        killed.is_empty(),
+        "the caller runs misbehave, not spin: {killed:?}"
+    );
+    assert!(reason.contains("inside module code"), "{reason}");
+
+    heard(&me, "Ok(\"v1 spun 1500 ms\")").await;
+    retry_frees(&node).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purge_pins_while_gen_server_callback_spins() {
     let (node, me) = setup().await;
