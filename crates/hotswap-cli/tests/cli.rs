@@ -1012,3 +1012,84 @@ fn cli_sys_suspend_change_code_resume() {
     let err = node.stderr();
     assert!(err.contains("clean=true"), "{err}");
 }
+
+/// `get-state` of a real gen_server whose state holds maps keyed by integers, tuples and
+/// enums (nested), a binary and an extension value: every value renders, for scripts
+/// (`--json`, keys as strings, labelled binaries and extensions) and for people (keys as
+/// they are, in the state's order).
+#[test]
+fn cli_get_state_renders_non_string_keys() {
+    let rel = Rel::with_manifest(
+        "keys",
+        r#"
+[release]
+name = "keys"
+version = "1.0.0"
+
+[[module]]
+name = "keyed_state"
+version = "1"
+file = "lib/libkeyed_state.so"
+
+[[application]]
+name = "keys"
+version = "1.0.0"
+start = [{ server = "keyed_state", name = "keyed" }]
+"#,
+    );
+    let _node = NodeProc::start(&rel);
+
+    let (code, v) = rel.json(&["get-state", "keyed"]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(
+        v["state"],
+        json!({
+            "counts": { "0": 10, "2": 30, "10": 100 },
+            "pairs": { "[1,\"a\"]": true, "[2,\"b\"]": false },
+            "slots": {
+                "Free": "free",
+                "{\"Taken\":7}": "seven",
+                "{\"Pair\":[1,2]}": "pair",
+            },
+            "nested": { "5": { "[0,-1]": [1, 2], "[3,4]": [] } },
+            "blob": { "$binary": "deadbeef" },
+            "ext": { "$ext": { "type": 7, "data": "010203" } },
+        }),
+        "{v}"
+    );
+    let pid = v["pid"].as_str().expect("pid").to_string();
+
+    // For people: the same state, keys as they are, in the state's order.
+    for target in ["keyed", pid.as_str()] {
+        let r = rel.ctl(&["get-state", target]);
+        assert_eq!(r.code, Some(0), "{target}: {r}");
+        assert_eq!(
+            r.stdout,
+            r#"{
+  "counts": {0: 10, 2: 30, 10: 100},
+  "pairs": {[1, "a"]: true, [2, "b"]: false},
+  "slots": {"Free": "free", {"Taken": 7}: "seven", {"Pair": [1, 2]}: "pair"},
+  "nested": {5: {[0, -1]: [1, 2], [3, 4]: []}},
+  "blob": <binary 4 bytes: deadbeef>,
+  "ext": <ext 7, 3 bytes: 010203>
+}
+"#,
+            "{target}: {r}"
+        );
+    }
+
+    // A client that asks for a rendering the node does not know is told which there are.
+    let cookie = rel.cookie();
+    let req = json!({ "cookie": cookie, "cmd": "get_state", "args": { "target": "keyed", "render": "yaml" } });
+    let reply = raw(&rel.socket(), &frame(req.to_string().as_bytes()))
+        .expect("connect")
+        .expect("a reply");
+    assert_eq!(reply["ok"], false, "{reply}");
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("\"json\" or \"text\""),
+        "{reply}"
+    );
+}

@@ -193,7 +193,12 @@ fn sup_args(sup: &Sup, child: Option<&String>, ms: u64) -> Value {
 /// Run a control command; the process exit code.
 pub fn run(t: &Target, cmd: &Cmd) -> ExitCode {
     let started = Instant::now();
-    let (name, args) = cmd.wire(t.timeout);
+    let (name, mut args) = cmd.wire(t.timeout);
+    if matches!(cmd, Cmd::GetState(_)) && !t.json {
+        // The state for people: the node renders it from its MessagePack (map keys of any
+        // type, in the state's order), see `crate::msgpack`.
+        args["render"] = json!("text");
+    }
     let result = request(t, name, args).and_then(|v| match cmd {
         Cmd::Stop => wait_stopped(t, v, started),
         _ => Ok(v),
@@ -606,10 +611,13 @@ fn human(cmd: &Cmd, v: &Value) -> String {
         ),
         Cmd::Suspend(t) => format!("{t} ({}) suspended\n", s(&v["pid"])),
         Cmd::Resume(t) => format!("{t} ({}) resumed\n", s(&v["pid"])),
-        Cmd::GetState(_) => format!(
-            "{}\n",
-            serde_json::to_string_pretty(&v["state"]).unwrap_or_default()
-        ),
+        Cmd::GetState(_) => match v["text"].as_str() {
+            Some(t) => format!("{t}\n"),
+            None => format!(
+                "{}\n",
+                serde_json::to_string_pretty(&v["state"]).unwrap_or_default()
+            ),
+        },
         Cmd::ChangeCode {
             target,
             module,

@@ -580,16 +580,26 @@ async fn sys(state: &NodeState, cmd: &str, args: Args<'_>) -> Result<Value, Erro
             .await
             .map(|()| json!({ "suspended": true })),
         "resume" => sys.resume(pid).await.map(|()| json!({ "resumed": true })),
-        "get_state" => match sys.get_state_raw(pid).await {
-            Ok(bytes) => match rmp_serde::from_slice::<Value>(&bytes) {
-                Ok(v) => Ok(json!({ "state": v })),
-                Err(e) => Err(SysError::Decode(format!(
-                    "the state ({} bytes) is not readable as data: {e}",
-                    bytes.len()
-                ))),
-            },
-            Err(e) => Err(e),
-        },
+        "get_state" => {
+            // JSON for scripts (the default), or text for people: see `crate::msgpack`.
+            let text = match args.0.get("render") {
+                None | Some(Value::Null) => false,
+                Some(Value::String(r)) if r == "json" => false,
+                Some(Value::String(r)) if r == "text" => true,
+                Some(_) => return Err(bad("argument \"render\" must be \"json\" or \"text\"")),
+            };
+            match sys.get_state_raw(pid).await {
+                Ok(bytes) => match crate::msgpack::decode(&bytes) {
+                    Ok(v) if text => Ok(json!({ "text": crate::msgpack::to_text(&v) })),
+                    Ok(v) => Ok(json!({ "state": crate::msgpack::to_json(&v) })),
+                    Err(e) => Err(SysError::Decode(format!(
+                        "the state ({} bytes) is not readable as data: {e}",
+                        bytes.len()
+                    ))),
+                },
+                Err(e) => Err(e),
+            }
+        }
         "change_code" => {
             let module = args.str("module")?;
             let old_vsn = args.str("old_vsn")?;
