@@ -548,7 +548,11 @@ async fn serve(p: Prepared) -> ExitCode {
         shutdown(&state, stop_timeout).await;
         return ExitCode::FAILURE;
     }
-    let accept = tokio::spawn(server::run(listener, state.clone()));
+    let accept = tokio::spawn(server::run(
+        listener,
+        state.clone(),
+        control_limits(&state.release.manifest.node),
+    ));
     info!(pid, socket = %dir.socket().display(), processes = node.process_count(), "node running");
     {
         let mut out = std::io::stdout().lock();
@@ -585,6 +589,37 @@ async fn serve(p: Prepared) -> ExitCode {
         clean, "node stopped"
     );
     code
+}
+
+/// File descriptors kept for the node's own use (its log, its runtime, module files)
+/// beside the control connections.
+const FD_RESERVE: libc::rlim_t = 256;
+
+/// The control server's limits from the manifest, with the open-file limit raised to fit
+/// `control_max_connections` (as far as the hard limit allows; fewer connections, and a
+/// warning, if it does not).
+fn control_limits(n: &crate::release::NodeSettings) -> server::Limits {
+    let want = n.control_max_connections as libc::rlim_t + FD_RESERVE;
+    let max_connections = match os::raise_open_files(want) {
+        Ok(got) if got >= want => n.control_max_connections,
+        Ok(got) => {
+            let fit = got.saturating_sub(FD_RESERVE).max(16) as usize;
+            warn!(
+                open_files = got,
+                control_max_connections = n.control_max_connections,
+                "the open-file limit (its hard limit: ulimit -Hn) leaves room for {fit} control connections, not control_max_connections"
+            );
+            fit.min(n.control_max_connections)
+        }
+        Err(e) => {
+            warn!("cannot read or raise the open-file limit: {e}");
+            n.control_max_connections
+        }
+    };
+    server::Limits {
+        read_timeout: n.control_read_timeout(),
+        max_connections,
+    }
 }
 
 /// Load the release's modules (checking each one's name and version) and start its

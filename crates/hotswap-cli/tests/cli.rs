@@ -8,6 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -1092,4 +1093,136 @@ start = [{ server = "keyed_state", name = "keyed" }]
             .contains("\"json\" or \"text\""),
         "{reply}"
     );
+}
+
+/// Raise this test process's open-file limit to at least `n` (the idle-connection tests
+/// hold a thousand sockets).
+fn raise_open_files(n: libc::rlim_t) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct we pass.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    if lim.rlim_cur < n {
+        assert!(
+            lim.rlim_max >= n,
+            "the hard open-file limit {} is below the {n} this test needs",
+            lim.rlim_max
+        );
+        lim.rlim_cur = n;
+        // SAFETY: setrlimit reads one rlimit from the struct we pass.
+        let r = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+        assert_eq!(r, 0, "setrlimit: {}", std::io::Error::last_os_error());
+    }
+}
+
+/// Whether `s` has been neither answered nor closed by the node (a read would block).
+fn still_waiting(s: &UnixStream) -> bool {
+    s.set_nonblocking(true).expect("nonblocking");
+    let mut b = [0u8; 1];
+    let open = matches!((&*s).read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+    s.set_nonblocking(false).expect("blocking");
+    open
+}
+
+/// A thousand clients connected to the control socket that send nothing (a stuck script,
+/// crashed clients) cost only themselves: `ping` answers while they are all connected,
+/// and each is closed by the node after its own read deadline, with an answer saying why.
+#[test]
+fn control_socket_answers_with_idle_clients_connected() {
+    const IDLE: usize = 1000;
+    const LIMIT: Duration = Duration::from_secs(8);
+    raise_open_files(4096);
+    let manifest = DEFAULT_MANIFEST.replace(
+        "[node]\n",
+        &format!("[node]\ncontrol_read_timeout_ms = {}\n", LIMIT.as_millis()),
+    );
+    assert_ne!(manifest, DEFAULT_MANIFEST);
+    let rel = Rel::with_manifest("idle", &manifest);
+    let _node = NodeProc::start(&rel);
+
+    let opened = Instant::now();
+    let idle: Vec<UnixStream> = (0..IDLE)
+        .map(|i| {
+            UnixStream::connect(rel.socket()).unwrap_or_else(|e| panic!("connection {i}: {e}"))
+        })
+        .collect();
+    let t = Instant::now();
+    let r = rel.ctl(&["ping"]);
+    let took = t.elapsed();
+    assert_eq!(r.code, Some(0), "{r}");
+    assert_eq!(r.stdout, "pong\n", "{r}");
+    eprintln!("ping with {IDLE} idle connections: {took:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "ping took {took:?} with {IDLE} idle connections"
+    );
+    // They were all still connected while ping was answered (the node accepts in order,
+    // so it had taken every one of them before the ping).
+    let waiting = idle.iter().filter(|s| still_waiting(s)).count();
+    assert_eq!(
+        waiting,
+        IDLE,
+        "{} idle connections were answered or closed before the read deadline ({:?} after they opened)",
+        IDLE - waiting,
+        opened.elapsed()
+    );
+
+    // Each is closed after its own deadline, not before, with an answer saying why.
+    for (i, mut s) in idle.into_iter().enumerate() {
+        s.set_read_timeout(Some(WAIT)).expect("read timeout");
+        let mut out = Vec::new();
+        s.read_to_end(&mut out)
+            .unwrap_or_else(|e| panic!("connection {i} was not closed within {WAIT:?}: {e}"));
+        assert!(
+            opened.elapsed() >= LIMIT,
+            "connection {i} closed after {:?}, before its deadline",
+            opened.elapsed()
+        );
+        assert!(out.len() > 4, "connection {i}: no answer before the close");
+        let v: Value = serde_json::from_slice(&out[4..]).expect("an answer frame");
+        assert_eq!(v["ok"], false, "{v}");
+        let msg = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains("not complete within 8s") && msg.contains("control_read_timeout_ms"),
+            "{v}"
+        );
+    }
+    assert!(
+        opened.elapsed() < LIMIT + WAIT,
+        "closing the idle connections took {:?}",
+        opened.elapsed()
+    );
+    let r = rel.ctl(&["ping"]);
+    assert_eq!(r.code, Some(0), "{r}");
+}
+
+/// With `control_max_connections` open and idle, one more connection closes the one that
+/// has waited longest for its request (which is told why), and is served.
+#[test]
+fn control_socket_closes_the_oldest_idle_connection_when_full() {
+    let manifest = DEFAULT_MANIFEST.replace("[node]\n", "[node]\ncontrol_max_connections = 4\n");
+    assert_ne!(manifest, DEFAULT_MANIFEST);
+    let rel = Rel::with_manifest("full", &manifest);
+    let _node = NodeProc::start(&rel);
+    let mut idle: Vec<UnixStream> = (0..4)
+        .map(|_| UnixStream::connect(rel.socket()).expect("connect"))
+        .collect();
+    let r = rel.ctl(&["ping"]);
+    assert_eq!(r.code, Some(0), "{r}");
+    let mut oldest = idle.remove(0);
+    oldest.set_read_timeout(Some(WAIT)).expect("read timeout");
+    let mut out = Vec::new();
+    oldest.read_to_end(&mut out).expect("closed");
+    let v: Value = serde_json::from_slice(&out[4..]).expect("an answer frame");
+    assert_eq!(v["error"]["kind"], "busy", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("control_max_connections"),
+        "{v}"
+    );
+    assert!(idle.iter().all(still_waiting), "the newer ones are kept");
 }

@@ -15,11 +15,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{debug, info, warn};
 
-use super::{cookie_eq, ErrorReply, Reply, Request, MAX_REQUEST, READ_TIMEOUT};
+use super::{cookie_eq, ErrorReply, Reply, Request, MAX_REQUEST};
 use crate::start::NodeState;
 
-/// How many requests are served at once; further connections wait in the listen backlog.
-const CONCURRENT: usize = 64;
 /// How long a client has to take its reply.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -42,28 +40,100 @@ pub fn bind(path: &Path) -> Result<UnixListener, String> {
     Ok(l)
 }
 
+/// The limits of the control server (the manifest's `[node]` settings).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// How long a connection may take to send its whole request (`control_read_timeout_ms`).
+    pub read_timeout: Duration,
+    /// How many connections may be open at once (`control_max_connections`).
+    pub max_connections: usize,
+}
+
+/// The connections still reading their request, oldest first: dropping one's sender
+/// closes it (when the node has `max_connections` open and another arrives).
+#[derive(Default)]
+struct Reading {
+    next: u64,
+    open: std::collections::BTreeMap<u64, tokio::sync::oneshot::Sender<()>>,
+}
+
 /// Accept connections until the task is aborted.
-pub async fn run(listener: UnixListener, state: Arc<NodeState>) {
-    let permits = Arc::new(tokio::sync::Semaphore::new(CONCURRENT));
+///
+/// Every connection is served by a task of its own, so a client that sends nothing, or
+/// sends slowly, costs only itself: a file descriptor and a small task until its read
+/// deadline ([`Limits::read_timeout`]), when it gets an error answer and is closed. The
+/// accept loop never waits for a connection. At most [`Limits::max_connections`] are open
+/// at once; when one more arrives, the connection that has been reading its request the
+/// longest is closed (with an error answer saying why) to make room, and when every open
+/// connection is running a command the newcomer gets a `busy` answer instead.
+pub async fn run(listener: UnixListener, state: Arc<NodeState>, limits: Limits) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let reading = Arc::new(std::sync::Mutex::new(Reading::default()));
     loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let state = state.clone();
-                tokio::spawn(async move {
-                    connection(stream, state).await;
-                    drop(permit);
-                });
-            }
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
             Err(e) => {
                 // Out of file descriptors and the like: keep serving, do not spin.
                 warn!("control socket accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
             }
-        }
+        };
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                // Full: make room by closing the connection that has waited longest for
+                // its request, if any is still reading.
+                let evicted = lock(&reading).open.pop_first();
+                if evicted.is_none() {
+                    let state = state.clone();
+                    tokio::spawn(async move {
+                        let reply = Reply::err(
+                            ErrorReply::new(
+                                "busy",
+                                format!(
+                                    "the node is running {} control commands at once (control_max_connections); this connection was refused",
+                                    limits.max_connections
+                                ),
+                            )
+                            .hint("try again when they are done"),
+                        );
+                        write_reply(stream, &reply, After::Nothing, &state).await;
+                    });
+                    continue;
+                }
+                debug!("control connections at their limit: the oldest idle one is closed");
+                // Its task ends at once and returns its permit, which this one waits for.
+                None
+            }
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let id = {
+            let mut r = lock(&reading);
+            let id = r.next;
+            r.next += 1;
+            r.open.insert(id, tx);
+            id
+        };
+        let (state, permits, reading) = (state.clone(), permits.clone(), reading.clone());
+        tokio::spawn(async move {
+            let _permit = match permit {
+                Some(p) => p,
+                None => match permits.acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+            };
+            connection(stream, state, limits, rx, || {
+                lock(&reading).open.remove(&id);
+            })
+            .await;
+        });
     }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What to do once the reply is written.
@@ -72,35 +142,56 @@ enum After {
     Stop(String),
 }
 
-async fn connection(mut stream: UnixStream, state: Arc<NodeState>) {
-    let (reply, after) = match stream.peer_cred() {
-        Ok(c) if c.uid() != state.uid && c.uid() != 0 => (
-            Reply::err(
-                ErrorReply::new(
-                    "permission_denied",
-                    format!(
-                        "permission denied: the node runs as uid {}, this request came from uid {}",
-                        state.uid,
-                        c.uid()
-                    ),
-                )
-                .hint("run the control command as the node's user"),
+/// Serve one connection: check the peer, read its request (until the read deadline, or
+/// until `evicted` fires), run it, answer. `read_done` is called once the request is read
+/// (or reading failed), from when the connection can no longer be evicted.
+async fn connection(
+    mut stream: UnixStream,
+    state: Arc<NodeState>,
+    limits: Limits,
+    evicted: tokio::sync::oneshot::Receiver<()>,
+    read_done: impl FnOnce(),
+) {
+    let read_timeout = limits.read_timeout;
+    let read = match stream.peer_cred() {
+        Ok(c) if c.uid() != state.uid && c.uid() != 0 => Err(ErrorReply::new(
+            "permission_denied",
+            format!(
+                "permission denied: the node runs as uid {}, this request came from uid {}",
+                state.uid,
+                c.uid()
             ),
-            After::Nothing,
-        ),
-        _ => match tokio::time::timeout(READ_TIMEOUT, read_request(&mut stream)).await {
-            Err(_) => (
-                Reply::err(ErrorReply::new(
+        )
+        .hint("run the control command as the node's user")),
+        _ => tokio::select! {
+            r = tokio::time::timeout(read_timeout, read_request(&mut stream)) => match r {
+                Err(_) => Err(ErrorReply::new(
                     "bad_request",
-                    format!("the request was not complete within {READ_TIMEOUT:?}"),
+                    format!("the request was not complete within {read_timeout:?} (control_read_timeout_ms); the connection is closed"),
                 )),
-                After::Nothing,
-            ),
-            Ok(Err(e)) => (Reply::err(e), After::Nothing),
-            Ok(Ok(body)) => handle(&body, &state).await,
+                Ok(r) => r,
+            },
+            _ = evicted => Err(ErrorReply::new(
+                "busy",
+                format!(
+                    "closed: the node had {} control connections open (control_max_connections) and this one had waited longest for its request",
+                    limits.max_connections
+                ),
+            )
+            .hint("send the request as soon as the connection is open")),
         },
     };
-    let body = serde_json::to_vec(&reply).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
+    read_done();
+    let (reply, after) = match read {
+        Err(e) => (Reply::err(e), After::Nothing),
+        Ok(body) => handle(&body, &state).await,
+    };
+    write_reply(stream, &reply, after, &state).await;
+}
+
+/// Write the reply (within [`WRITE_TIMEOUT`]), close, then do what comes after.
+async fn write_reply(mut stream: UnixStream, reply: &Reply, after: After, state: &NodeState) {
+    let body = serde_json::to_vec(reply).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
     let mut frame = Vec::with_capacity(4 + body.len());
     frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
     frame.extend_from_slice(&body);
