@@ -178,26 +178,60 @@ impl NodeState {
     /// is walked with `which_children` (a supervisor that does not answer in time is left
     /// out, with its subtree).
     pub async fn app_processes(&self) -> std::collections::HashMap<Pid, (String, Role)> {
+        self.app_tree()
+            .await
+            .into_iter()
+            .map(|(p, e)| (p, (e.app, e.role)))
+            .collect()
+    }
+
+    /// Every process of every application's tree, with its place in it (its supervisor
+    /// and its id there); walked as [`NodeState::app_processes`].
+    pub async fn app_tree(&self) -> std::collections::HashMap<Pid, TreeEntry> {
         let mut out = std::collections::HashMap::new();
         for app in self.node.applications() {
-            out.insert(app.master, (app.name.clone(), Role::Master));
+            let entry = |role, parent, id| TreeEntry {
+                app: app.name.clone(),
+                role,
+                parent,
+                id,
+            };
+            out.insert(app.master, entry(Role::Master, None, None));
+            out.insert(
+                app.supervisor,
+                entry(Role::Supervisor, Some(app.master), None),
+            );
             let mut sups = vec![app.supervisor];
             while let Some(sup) = sups.pop() {
-                out.insert(sup, (app.name.clone(), Role::Supervisor));
                 for c in which_children(&self.node, sup).await {
                     if let ChildPid::Running(p) = c.pid {
-                        match c.child_type {
-                            ChildType::Supervisor => sups.push(p),
-                            ChildType::Worker => {
-                                out.insert(p, (app.name.clone(), Role::Worker));
+                        let role = match c.child_type {
+                            ChildType::Supervisor => {
+                                sups.push(p);
+                                Role::Supervisor
                             }
-                        }
+                            ChildType::Worker => Role::Worker,
+                        };
+                        out.insert(p, entry(role, Some(sup), c.id));
                     }
                 }
             }
         }
         out
     }
+}
+
+/// A process's place in its application's tree.
+#[derive(Debug, Clone)]
+pub struct TreeEntry {
+    /// The application.
+    pub app: String,
+    /// What it is to the application.
+    pub role: Role,
+    /// Its supervisor (the application master, for the top supervisor).
+    pub parent: Option<Pid>,
+    /// Its id in its supervisor (`None` for a simple_one_for_one child, or the top).
+    pub id: Option<String>,
 }
 
 /// `which_children`, or nothing if the supervisor does not answer in time.

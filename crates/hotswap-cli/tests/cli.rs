@@ -1226,3 +1226,152 @@ fn control_socket_closes_the_oldest_idle_connection_when_full() {
     );
     assert!(idle.iter().all(still_waiting), "the newer ones are kept");
 }
+
+/// Wait until the application's top supervisor runs `n` children, none of them in
+/// `gone`: their pids.
+fn wait_restarted(rel: &Rel, app: &str, n: usize, gone: &[String]) -> Vec<String> {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (code, c) = rel.json(&["children", "--app", app]);
+        assert_eq!(code, Some(0), "{c}");
+        let pids: Vec<String> = c["children"]
+            .as_array()
+            .expect("children")
+            .iter()
+            .filter_map(|k| k["pid"].as_str())
+            .filter(|p| p.starts_with('<') && !gone.iter().any(|g| g == p))
+            .map(str::to_string)
+            .collect();
+        if pids.len() == n {
+            return pids;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the children of {app} were not restarted within {WAIT:?}: {c}"
+        );
+    }
+}
+
+/// `hotswap purge demo` on the release `hotswap demo --release-dir` writes kills the three
+/// tally servers, and its answer names them and the supervisor that restarts them; the
+/// demo release's intensity keeps the node up through two purges in a row. On a release
+/// with OTP's intensity (1 in 5 s) the same answer says that the supervisor gives up, and
+/// it does: the node exits 1.
+#[test]
+fn cli_purge_names_the_killed_and_their_supervisors() {
+    let root = std::env::temp_dir().join(format!("hs-demo-purge-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let rel = Rel { root: root.clone() };
+    let r = hotswap(
+        &[
+            "demo".into(),
+            "--modules-dir".into(),
+            modules_dir().display().to_string(),
+            "--release-dir".into(),
+            root.display().to_string(),
+        ],
+        &[],
+    );
+    assert_eq!(r.code, Some(0), "{r}");
+    let mut node = NodeProc::start(&rel);
+    let (_, st) = rel.json(&["status"]);
+    let sup = st["applications"][0]["supervisor"]
+        .as_str()
+        .expect("the top supervisor")
+        .to_string();
+    let servers = tally_pids(&rel);
+    assert_eq!(servers.len(), 3, "{st}");
+    let v2 = root.join("lib/libdemo_v2.so");
+
+    // For people: the killed, and the supervisor that restarts them, within its intensity.
+    let r = rel.ctl(&["load", v2.to_str().unwrap()]);
+    assert_eq!(r.code, Some(0), "{r}");
+    let r = rel.ctl(&["purge", "demo"]);
+    assert_eq!(r.code, Some(0), "{r}");
+    let ids: Vec<String> = (1..=3)
+        .map(|i| format!("tally-{i} ({})", servers[i - 1]))
+        .collect();
+    assert_eq!(
+        r.stdout,
+        format!(
+            "purged demo 1: killed {}; unmapped\nrestarted by supervisor {sup} (application tally): {}; 3 of at most 10 restarts in 5 s (its intensity)\n",
+            servers.join(", "),
+            ids.join(", ")
+        ),
+        "{r}"
+    );
+    let again = wait_restarted(&rel, "tally", 3, &servers);
+
+    // For scripts, a second purge in a row: the same facts, field by field.
+    let r = rel.ctl(&["load", v2.to_str().unwrap()]);
+    assert_eq!(r.code, Some(0), "{r}");
+    let (code, p) = rel.json(&["purge", "demo"]);
+    assert_eq!(code, Some(0), "{p}");
+    let mut killed = strs(&p["killed"]);
+    killed.sort();
+    let mut want = again.clone();
+    want.sort();
+    assert_eq!(killed, want, "{p}");
+    for k in p["killed_processes"].as_array().expect("killed_processes") {
+        let pid = k["pid"].as_str().expect("pid");
+        assert!(again.iter().any(|a| a == pid), "{k}");
+        assert_eq!(k["supervisor"]["pid"], sup.as_str(), "{k}");
+        assert_eq!(k["supervisor"]["application"], "tally", "{k}");
+        assert_eq!(k["application"], "tally", "{k}");
+        assert_eq!(
+            k["id"], k["name"],
+            "the demo names each server by its id: {k}"
+        );
+        assert!(k["id"].as_str().unwrap().starts_with("tally-"), "{k}");
+        assert_eq!(k["restart"], "transient", "{k}");
+        assert_eq!(k["will_restart"], true, "{k}");
+    }
+    assert_eq!(
+        p["supervisors"],
+        json!([{
+            "pid": sup, "name": null, "application": "tally", "restarts": 3,
+            "strategy": "one_for_one", "intensity": 10, "period_secs": 5,
+            "exceeds_intensity": false,
+        }]),
+        "{p}"
+    );
+    wait_restarted(&rel, "tally", 3, &[servers.clone(), again].concat());
+    let r = rel.ctl(&["ping"]);
+    assert_eq!(r.code, Some(0), "the node is up after two purges: {r}");
+    assert!(
+        !node.stderr().contains("reached_max_restart_intensity"),
+        "{}",
+        node.stderr()
+    );
+    let r = rel.ctl(&["stop"]);
+    assert_eq!(r.code, Some(0), "{r}");
+    assert_eq!(node.wait_exit(WAIT), Some(0));
+
+    // OTP's default intensity: two permanent servers killed are one restart too many, and
+    // the answer says what follows.
+    let rel = Rel::new("purge-gives-up");
+    let mut node = NodeProc::start(&rel);
+    let (_, st) = rel.json(&["status"]);
+    let sup = st["applications"][0]["supervisor"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = rel.ctl(&["load", rel.lib("demo_v2").to_str().unwrap()]);
+    assert_eq!(r.code, Some(0), "{r}");
+    let r = rel.ctl(&["purge", "demo"]);
+    assert_eq!(r.code, Some(0), "{r}");
+    assert!(
+        r.stdout.contains(&format!(
+            "restarted by supervisor {sup} (application tally): tally-1 ("
+        )) && r.stdout.contains(
+            "; 2 restarts are more than its intensity (1 in 5 s) allows: it will give up, stopping its children, and its application terminates (a permanent application takes the node down)\n"
+        ),
+        "{r}"
+    );
+    assert_eq!(node.wait_exit(WAIT), Some(1), "{}", node.stderr());
+    assert!(
+        node.stderr().contains("reached_max_restart_intensity"),
+        "{}",
+        node.stderr()
+    );
+}

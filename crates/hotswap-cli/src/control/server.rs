@@ -6,7 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use hotswap_runtime::supervisor::{ChildInfo, ChildPid, ChildRef, SupError};
+use hotswap_runtime::supervisor::{
+    ChildInfo, ChildPid, ChildRef, Restart, Strategy, SupError, SupState,
+};
 use hotswap_runtime::{
     CodeError, LoadError, ModuleInfo, Node, Pid, ServerRef, SysError, VersionInfo,
 };
@@ -561,14 +563,147 @@ async fn load(state: &NodeState, args: Args<'_>) -> Result<Value, ErrorReply> {
     Ok(module_json(&m, &[]))
 }
 
+/// What a purge's answer says about one process it kills: who restarts it, found before
+/// the purge (a killed process has no links left to look at).
+struct Victim {
+    name: Option<String>,
+    app: Option<String>,
+    /// Its supervisor, its id there and its restart type, if it is a child in an
+    /// application's tree.
+    sup: Option<(Pid, Option<String>, Option<Restart>)>,
+}
+
+/// A supervisor of killed processes: its flags, as its `sys` state says.
+struct SupFlags {
+    strategy: Strategy,
+    intensity: u32,
+    period_secs: u64,
+}
+
 async fn purge(state: &NodeState, args: Args<'_>) -> Result<Value, ErrorReply> {
     let module = args.str("module")?;
-    let r = state.node.code().purge(module).await.map_err(code_error)?;
+    let node = &state.node;
+    // The processes on the old code, and for each its supervisor in the application tree
+    // (the supervisor that will restart it), taken before the purge kills them.
+    let (_, old) = node.code().which_processes(module);
+    let mut victims: HashMap<Pid, Victim> = HashMap::new();
+    let mut flags: HashMap<Pid, SupFlags> = HashMap::new();
+    // Each supervisor as the answer names it, taken before the purge too: one that gives
+    // up may be gone with its application by the time the purge returns.
+    let mut sups: HashMap<Pid, Value> = HashMap::new();
+    if !old.is_empty() {
+        let tree = state.app_tree().await;
+        let mut specs: HashMap<(Pid, Option<String>), Option<Restart>> = HashMap::new();
+        for &p in &old {
+            let entry = tree.get(&p);
+            let sup = match entry.and_then(|e| e.parent.map(|s| (s, e.id.clone()))) {
+                Some((sup, id)) => {
+                    let restart = match specs.get(&(sup, id.clone())) {
+                        Some(r) => *r,
+                        None => {
+                            let r = tokio::time::timeout(
+                                SUP_TIMEOUT,
+                                node.supervisor().get_childspec(sup, ChildRef::Pid(p)),
+                            )
+                            .await
+                            .ok()
+                            .and_then(Result::ok)
+                            .map(|c| c.restart);
+                            specs.insert((sup, id.clone()), r);
+                            r
+                        }
+                    };
+                    sups.entry(sup).or_insert_with(|| {
+                        json!({
+                            "pid": sup.to_string(),
+                            "name": node.process_info(sup).and_then(|i| i.name),
+                            "application": node.applications().into_iter().find(|a| a.supervisor == sup).map(|a| a.name),
+                        })
+                    });
+                    if let std::collections::hash_map::Entry::Vacant(v) = flags.entry(sup) {
+                        let got = node
+                            .sys()
+                            .timeout(SUP_TIMEOUT)
+                            .get_state::<SupState>(sup)
+                            .await;
+                        if let Ok(st) = got {
+                            v.insert(SupFlags {
+                                strategy: st.strategy,
+                                intensity: st.intensity,
+                                period_secs: st.period_secs,
+                            });
+                        }
+                    }
+                    Some((sup, id, restart))
+                }
+                None => None,
+            };
+            victims.insert(
+                p,
+                Victim {
+                    name: node.process_info(p).and_then(|i| i.name),
+                    app: entry.map(|e| e.app.clone()),
+                    sup,
+                },
+            );
+        }
+    }
+    let r = node.code().purge(module).await.map_err(code_error)?;
     info!(module, version = ?r.version, killed = r.killed.len(), pinned = ?r.pinned, "purged");
+
+    let sup_info = |sup: Pid| {
+        sups.get(&sup)
+            .cloned()
+            .unwrap_or_else(|| json!({ "pid": sup.to_string() }))
+    };
+    let mut restarts: Vec<(Pid, usize)> = Vec::new();
+    let killed: Vec<Value> = r
+        .killed
+        .iter()
+        .map(|p| {
+            let v = victims.get(p);
+            let sup = v.and_then(|v| v.sup.as_ref());
+            // Killed is an abnormal exit: permanent and transient children are restarted.
+            let will_restart = sup.is_some_and(|(_, _, r)| {
+                matches!(r, Some(Restart::Permanent | Restart::Transient))
+            });
+            if let (true, Some((s, _, _))) = (will_restart, sup) {
+                match restarts.iter_mut().find(|(x, _)| x == s) {
+                    Some((_, n)) => *n += 1,
+                    None => restarts.push((*s, 1)),
+                }
+            }
+            json!({
+                "pid": p.to_string(),
+                "name": v.and_then(|v| v.name.clone()),
+                "application": v.and_then(|v| v.app.clone()),
+                "supervisor": sup.map(|(s, _, _)| sup_info(*s)),
+                "id": sup.and_then(|(_, id, _)| id.clone()),
+                "restart": sup.and_then(|(_, _, r)| *r),
+                "will_restart": will_restart,
+            })
+        })
+        .collect();
+    let supervisors: Vec<Value> = restarts
+        .iter()
+        .map(|(s, n)| {
+            let mut v = sup_info(*s);
+            v["restarts"] = json!(n);
+            if let Some(f) = flags.get(s) {
+                v["strategy"] = json!(f.strategy);
+                v["intensity"] = json!(f.intensity);
+                v["period_secs"] = json!(f.period_secs);
+                v["exceeds_intensity"] = json!(*n > f.intensity as usize);
+            }
+            v
+        })
+        .collect();
     Ok(json!({
         "module": r.module,
         "version": r.version,
         "killed": pids_json(&r.killed),
+        "killed_processes": killed,
+        "supervisors": supervisors,
         "pinned": r.pinned,
         "freed": r.version.is_some() && r.pinned.is_none(),
     }))
