@@ -1254,7 +1254,8 @@ fn wait_restarted(rel: &Rel, app: &str, n: usize, gone: &[String]) -> Vec<String
 
 /// `hotswap purge demo` on the release `hotswap demo --release-dir` writes kills the three
 /// tally servers, and its answer names them and the supervisor that restarts them; the
-/// demo release's intensity keeps the node up through two purges in a row. On a release
+/// demo release's intensity keeps the node up through two purges and a purging load in a
+/// row. On a release
 /// with OTP's intensity (1 in 5 s) the same answer says that the supervisor gives up, and
 /// it does: the node exits 1.
 #[test]
@@ -1335,9 +1336,36 @@ fn cli_purge_names_the_killed_and_their_supervisors() {
         }]),
         "{p}"
     );
-    wait_restarted(&rel, "tally", 3, &[servers.clone(), again].concat());
+    let third = wait_restarted(&rel, "tally", 3, &[servers.clone(), again.clone()].concat());
+
+    // A purging load kills too, and says so the same way.
+    let r = rel.ctl(&["load", v2.to_str().unwrap()]);
+    assert_eq!(r.code, Some(0), "{r}");
+    let r = rel.ctl(&["load", "--purging", v2.to_str().unwrap()]);
+    assert_eq!(r.code, Some(0), "{r}");
+    let first = r.stdout.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("purged the old code of demo first: killed <"),
+        "{r}"
+    );
+    for p in &third {
+        assert!(first.contains(p.as_str()), "{p}: {r}");
+    }
+    assert!(
+        r.stdout.contains(&format!(
+            "\nrestarted by supervisor {sup} (application tally): tally-"
+        )) && r
+            .stdout
+            .contains("; 3 of at most 10 restarts in 5 s (its intensity)\nloaded demo 2"),
+        "{r}"
+    );
+    wait_restarted(&rel, "tally", 3, &[servers.clone(), again, third].concat());
     let r = rel.ctl(&["ping"]);
-    assert_eq!(r.code, Some(0), "the node is up after two purges: {r}");
+    assert_eq!(
+        r.code,
+        Some(0),
+        "the node is up after two purges and a purging load: {r}"
+    );
     assert!(
         !node.stderr().contains("reached_max_restart_intensity"),
         "{}",

@@ -568,12 +568,21 @@ fn human(cmd: &Cmd, v: &Value) -> String {
             ) + &pinned_lines
         }
         Cmd::Load { .. } => {
-            let mut out = format!(
+            let mut out = String::new();
+            if v["killed"].as_array().is_some_and(|k| !k.is_empty()) {
+                out.push_str(&format!(
+                    "purged the old code of {} first: killed {}\n",
+                    s(&v["name"]),
+                    list(&v["killed"])
+                ));
+                out.push_str(&purge_restarts(v));
+            }
+            out.push_str(&format!(
                 "loaded {} {} from {}\n",
                 s(&v["name"]),
                 version_text(&v["current"]),
                 s(&v["current"]["source"])
-            );
+            ));
             if !v["old"].is_null() {
                 out.push_str(&format!(
                     "old code: {} {}, run by {}\n",

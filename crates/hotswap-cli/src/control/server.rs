@@ -548,6 +548,25 @@ async fn load(state: &NodeState, args: Args<'_>) -> Result<Value, ErrorReply> {
     }
     let purging = args.bool("purging")?;
     let code = state.node.code();
+    // A purging load kills what runs the module's old code. Which module the file holds
+    // is known only once it is loaded, so the processes on any module's old code, and
+    // their supervisors, are taken first.
+    let old: Vec<(String, Pid)> = if purging {
+        code.modules()
+            .into_iter()
+            .flat_map(|m| {
+                let name = m.name;
+                m.old
+                    .map(|o| o.processes)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(move |p| (name.clone(), p))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let victims = Victims::find(state, &old.iter().map(|(_, p)| *p).collect::<Vec<_>>()).await;
     let r = if purging {
         code.load_purging(path).await
     } else {
@@ -560,7 +579,20 @@ async fn load(state: &NodeState, args: Args<'_>) -> Result<Value, ErrorReply> {
     if let Some(c) = &m.current {
         info!(module = %m.name, version = %c.version, instance = c.instance, file = %path.display(), purging, "loaded");
     }
-    Ok(module_json(&m, &[]))
+    let mut v = module_json(&m, &[]);
+    if purging {
+        // The ones on this module's old code that are gone now: the purge killed them.
+        let killed: Vec<Pid> = old
+            .iter()
+            .filter(|(name, p)| *name == m.name && !state.node.is_alive(*p))
+            .map(|(_, p)| *p)
+            .collect();
+        let (procs, sups) = victims.answer(&killed);
+        v["killed"] = pids_json(&killed);
+        v["killed_processes"] = procs;
+        v["supervisors"] = sups;
+    }
+    Ok(v)
 }
 
 /// What a purge's answer says about one process it kills: who restarts it, found before
@@ -580,21 +612,28 @@ struct SupFlags {
     period_secs: u64,
 }
 
-async fn purge(state: &NodeState, args: Args<'_>) -> Result<Value, ErrorReply> {
-    let module = args.str("module")?;
-    let node = &state.node;
-    // The processes on the old code, and for each its supervisor in the application tree
-    // (the supervisor that will restart it), taken before the purge kills them.
-    let (_, old) = node.code().which_processes(module);
-    let mut victims: HashMap<Pid, Victim> = HashMap::new();
-    let mut flags: HashMap<Pid, SupFlags> = HashMap::new();
-    // Each supervisor as the answer names it, taken before the purge too: one that gives
-    // up may be gone with its application by the time the purge returns.
-    let mut sups: HashMap<Pid, Value> = HashMap::new();
-    if !old.is_empty() {
+/// The processes a purge may kill and their supervisors, as they were before it.
+#[derive(Default)]
+struct Victims {
+    of: HashMap<Pid, Victim>,
+    flags: HashMap<Pid, SupFlags>,
+    /// Each supervisor as the answer names it, taken before the purge too: one that gives
+    /// up may be gone with its application by the time the purge returns.
+    sups: HashMap<Pid, Value>,
+}
+
+impl Victims {
+    /// Find each of `pids` in the application tree: its supervisor, its id and restart
+    /// type there, and the supervisor's flags.
+    async fn find(state: &NodeState, pids: &[Pid]) -> Victims {
+        let mut v = Victims::default();
+        if pids.is_empty() {
+            return v;
+        }
+        let node = &state.node;
         let tree = state.app_tree().await;
         let mut specs: HashMap<(Pid, Option<String>), Option<Restart>> = HashMap::new();
-        for &p in &old {
+        for &p in pids {
             let entry = tree.get(&p);
             let sup = match entry.and_then(|e| e.parent.map(|s| (s, e.id.clone()))) {
                 Some((sup, id)) => {
@@ -613,21 +652,21 @@ async fn purge(state: &NodeState, args: Args<'_>) -> Result<Value, ErrorReply> {
                             r
                         }
                     };
-                    sups.entry(sup).or_insert_with(|| {
+                    v.sups.entry(sup).or_insert_with(|| {
                         json!({
                             "pid": sup.to_string(),
                             "name": node.process_info(sup).and_then(|i| i.name),
                             "application": node.applications().into_iter().find(|a| a.supervisor == sup).map(|a| a.name),
                         })
                     });
-                    if let std::collections::hash_map::Entry::Vacant(v) = flags.entry(sup) {
+                    if let std::collections::hash_map::Entry::Vacant(e) = v.flags.entry(sup) {
                         let got = node
                             .sys()
                             .timeout(SUP_TIMEOUT)
                             .get_state::<SupState>(sup)
                             .await;
                         if let Ok(st) = got {
-                            v.insert(SupFlags {
+                            e.insert(SupFlags {
                                 strategy: st.strategy,
                                 intensity: st.intensity,
                                 period_secs: st.period_secs,
@@ -638,7 +677,7 @@ async fn purge(state: &NodeState, args: Args<'_>) -> Result<Value, ErrorReply> {
                 }
                 None => None,
             };
-            victims.insert(
+            v.of.insert(
                 p,
                 Victim {
                     name: node.process_info(p).and_then(|i| i.name),
@@ -647,57 +686,72 @@ async fn purge(state: &NodeState, args: Args<'_>) -> Result<Value, ErrorReply> {
                 },
             );
         }
+        v
     }
+
+    /// The answer's `killed_processes` and `supervisors` for the processes `killed`.
+    fn answer(&self, killed: &[Pid]) -> (Value, Value) {
+        let sup_info = |sup: Pid| {
+            self.sups
+                .get(&sup)
+                .cloned()
+                .unwrap_or_else(|| json!({ "pid": sup.to_string() }))
+        };
+        let mut restarts: Vec<(Pid, usize)> = Vec::new();
+        let procs: Vec<Value> = killed
+            .iter()
+            .map(|p| {
+                let v = self.of.get(p);
+                let sup = v.and_then(|v| v.sup.as_ref());
+                // Killed is an abnormal exit: permanent and transient children are restarted.
+                let will_restart = sup.is_some_and(|(_, _, r)| {
+                    matches!(r, Some(Restart::Permanent | Restart::Transient))
+                });
+                if let (true, Some((s, _, _))) = (will_restart, sup) {
+                    match restarts.iter_mut().find(|(x, _)| x == s) {
+                        Some((_, n)) => *n += 1,
+                        None => restarts.push((*s, 1)),
+                    }
+                }
+                json!({
+                    "pid": p.to_string(),
+                    "name": v.and_then(|v| v.name.clone()),
+                    "application": v.and_then(|v| v.app.clone()),
+                    "supervisor": sup.map(|(s, _, _)| sup_info(*s)),
+                    "id": sup.and_then(|(_, id, _)| id.clone()),
+                    "restart": sup.and_then(|(_, _, r)| *r),
+                    "will_restart": will_restart,
+                })
+            })
+            .collect();
+        let sups: Vec<Value> = restarts
+            .iter()
+            .map(|(s, n)| {
+                let mut v = sup_info(*s);
+                v["restarts"] = json!(n);
+                if let Some(f) = self.flags.get(s) {
+                    v["strategy"] = json!(f.strategy);
+                    v["intensity"] = json!(f.intensity);
+                    v["period_secs"] = json!(f.period_secs);
+                    v["exceeds_intensity"] = json!(*n > f.intensity as usize);
+                }
+                v
+            })
+            .collect();
+        (Value::Array(procs), Value::Array(sups))
+    }
+}
+
+async fn purge(state: &NodeState, args: Args<'_>) -> Result<Value, ErrorReply> {
+    let module = args.str("module")?;
+    let node = &state.node;
+    // The processes on the old code, and for each its supervisor in the application tree
+    // (the supervisor that will restart it), taken before the purge kills them.
+    let (_, old) = node.code().which_processes(module);
+    let victims = Victims::find(state, &old).await;
     let r = node.code().purge(module).await.map_err(code_error)?;
     info!(module, version = ?r.version, killed = r.killed.len(), pinned = ?r.pinned, "purged");
-
-    let sup_info = |sup: Pid| {
-        sups.get(&sup)
-            .cloned()
-            .unwrap_or_else(|| json!({ "pid": sup.to_string() }))
-    };
-    let mut restarts: Vec<(Pid, usize)> = Vec::new();
-    let killed: Vec<Value> = r
-        .killed
-        .iter()
-        .map(|p| {
-            let v = victims.get(p);
-            let sup = v.and_then(|v| v.sup.as_ref());
-            // Killed is an abnormal exit: permanent and transient children are restarted.
-            let will_restart = sup.is_some_and(|(_, _, r)| {
-                matches!(r, Some(Restart::Permanent | Restart::Transient))
-            });
-            if let (true, Some((s, _, _))) = (will_restart, sup) {
-                match restarts.iter_mut().find(|(x, _)| x == s) {
-                    Some((_, n)) => *n += 1,
-                    None => restarts.push((*s, 1)),
-                }
-            }
-            json!({
-                "pid": p.to_string(),
-                "name": v.and_then(|v| v.name.clone()),
-                "application": v.and_then(|v| v.app.clone()),
-                "supervisor": sup.map(|(s, _, _)| sup_info(*s)),
-                "id": sup.and_then(|(_, id, _)| id.clone()),
-                "restart": sup.and_then(|(_, _, r)| *r),
-                "will_restart": will_restart,
-            })
-        })
-        .collect();
-    let supervisors: Vec<Value> = restarts
-        .iter()
-        .map(|(s, n)| {
-            let mut v = sup_info(*s);
-            v["restarts"] = json!(n);
-            if let Some(f) = flags.get(s) {
-                v["strategy"] = json!(f.strategy);
-                v["intensity"] = json!(f.intensity);
-                v["period_secs"] = json!(f.period_secs);
-                v["exceeds_intensity"] = json!(*n > f.intensity as usize);
-            }
-            v
-        })
-        .collect();
+    let (killed, supervisors) = victims.answer(&r.killed);
     Ok(json!({
         "module": r.module,
         "version": r.version,
