@@ -51,7 +51,14 @@ const LINE: usize = 72;
 /// Decode exactly one MessagePack value from `bytes` (bytes left over are an error).
 pub fn decode(bytes: &[u8]) -> Result<Value, String> {
     let mut rd = bytes;
-    let v = rmpv::decode::read_value(&mut rd).map_err(|e| format!("it is not MessagePack: {e}"))?;
+    let v = rmpv::decode::read_value_with_max_depth(&mut rd, MAX_DECODE_DEPTH).map_err(|e| {
+        match e {
+            rmpv::decode::Error::DepthLimitExceeded => format!(
+                "it nests deeper than MessagePack decoding allows here ({MAX_DECODE_DEPTH} levels of the decoder)"
+            ),
+            e => format!("it is not MessagePack: {e}"),
+        }
+    })?;
     if !rd.is_empty() {
         return Err(format!(
             "it is not one MessagePack value: {} more bytes follow the first value (of {} bytes)",
@@ -60,6 +67,35 @@ pub fn decode(bytes: &[u8]) -> Result<Value, String> {
         ));
     }
     Ok(v)
+}
+
+/// How deep the decoder may recurse (rmpv counts about two of its levels per level of
+/// nesting): states nest far less; deeper input is refused with an error.
+const MAX_DECODE_DEPTH: usize = 4096;
+
+/// The stack of the thread that decodes and renders a state: each level of nesting takes
+/// a few frames of the decoder and of the renderers, more in debug builds than a runtime
+/// worker's 2 MiB stack holds at [`MAX_DECODE_DEPTH`].
+const RENDER_STACK: usize = 64 << 20;
+
+/// Decode `bytes` (one MessagePack value) and render it, as text for people (a JSON
+/// string) or as JSON; on a thread of its own with a stack deep enough for any value
+/// that decodes. Blocks until done.
+pub fn render(bytes: Vec<u8>, text: bool) -> Result<Json, String> {
+    std::thread::Builder::new()
+        .name("hotswap-render".into())
+        .stack_size(RENDER_STACK)
+        .spawn(move || {
+            let v = decode(&bytes)?;
+            Ok(if text {
+                Json::String(to_text(&v))
+            } else {
+                to_json(&v)
+            })
+        })
+        .map_err(|e| format!("cannot start a thread to render it: {e}"))?
+        .join()
+        .unwrap_or_else(|_| Err("rendering it failed".into()))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -171,8 +207,15 @@ pub fn to_text(v: &Value) -> String {
 /// The text rendering on one line.
 fn compact(v: &Value) -> String {
     let mut out = String::new();
-    one_line(v, &mut out);
+    one_line(v, &mut out, usize::MAX);
     out
+}
+
+/// The text rendering on one line if it is at most `max` bytes long. Rendering stops as
+/// soon as it is longer, so that deciding how to lay out a large state costs little.
+fn compact_within(v: &Value, max: usize) -> Option<String> {
+    let mut out = String::new();
+    one_line(v, &mut out, max).then_some(out)
 }
 
 fn scalar_text(v: &Value, out: &mut String) -> bool {
@@ -215,9 +258,20 @@ fn scalar_text(v: &Value, out: &mut String) -> bool {
     true
 }
 
-fn one_line(v: &Value, out: &mut String) {
+/// Render `v` on one line into `out`; `false` (with `out` cut short) once `out` is longer
+/// than `max` bytes.
+fn one_line(v: &Value, out: &mut String, max: usize) -> bool {
+    // Long strings and binaries are not rendered only to be found too long.
+    let least = match v {
+        Value::String(s) => s.as_bytes().len(),
+        Value::Binary(b) | Value::Ext(_, b) => 2 * b.len(),
+        _ => 0,
+    };
+    if out.len().saturating_add(least) > max {
+        return false;
+    }
     if scalar_text(v, out) {
-        return;
+        return out.len() <= max;
     }
     match v {
         Value::Array(a) => {
@@ -226,7 +280,9 @@ fn one_line(v: &Value, out: &mut String) {
                 if i > 0 {
                     out.push_str(", ");
                 }
-                one_line(x, out);
+                if !one_line(x, out, max) {
+                    return false;
+                }
             }
             out.push(']');
         }
@@ -236,14 +292,19 @@ fn one_line(v: &Value, out: &mut String) {
                 if i > 0 {
                     out.push_str(", ");
                 }
-                one_line(k, out);
+                if !one_line(k, out, max) {
+                    return false;
+                }
                 out.push_str(": ");
-                one_line(x, out);
+                if !one_line(x, out, max) {
+                    return false;
+                }
             }
             out.push('}');
         }
         _ => {}
     }
+    out.len() <= max
 }
 
 fn indent(out: &mut String, level: usize) {
@@ -256,8 +317,7 @@ fn text(v: &Value, level: usize, out: &mut String) {
     if scalar_text(v, out) {
         return;
     }
-    let flat = compact(v);
-    if flat.len() + level * 2 <= LINE {
+    if let Some(flat) = compact_within(v, LINE.saturating_sub(level * 2)) {
         out.push_str(&flat);
         return;
     }
@@ -276,7 +336,7 @@ fn text(v: &Value, level: usize, out: &mut String) {
             out.push_str("{\n");
             for (i, (k, x)) in m.iter().enumerate() {
                 indent(out, level + 1);
-                one_line(k, out);
+                one_line(k, out, usize::MAX);
                 out.push_str(": ");
                 text(x, level + 1, out);
                 out.push_str(if i + 1 < m.len() { ",\n" } else { "\n" });
@@ -499,6 +559,35 @@ mod tests {
         let back: Json = serde_json::from_str(&text).expect("a JSON reader takes it");
         assert!(text.contains("$deep"), "{text}");
         assert_eq!(back, j);
+
+        // Large states render whole, one entry a line, without rendering each level twice.
+        let big: BTreeMap<u32, Bin> = (0..20_000).map(|i| (i, Bin(vec![7; 64]))).collect();
+        let t = to_text(&enc(&big));
+        assert_eq!(t.lines().count(), 20_002);
+        assert!(
+            t.contains("\n  19999: <binary 64 bytes: 0707"),
+            "{}",
+            &t[t.len() - 200..]
+        );
+        let t = to_text(&deep);
+        assert_eq!(t.lines().count(), 301, "one bracket a line past the width");
+        assert_eq!(t.lines().nth(150).map(str::trim), Some("1"));
+
+        // Deep values render on a thread with a stack for them; deeper ones than the decoder
+        // allows are an error.
+        let mut bytes = vec![0x91; 1000];
+        bytes.push(0x01);
+        let j = render(bytes.clone(), false).expect("1000 levels render");
+        assert!(j.to_string().contains("$deep"));
+        let t = render(bytes, true).expect("1000 levels render");
+        assert_eq!(t.as_str().unwrap_or_default().lines().count(), 2001);
+        let mut bytes = vec![0x91; 20_000];
+        bytes.push(0x01);
+        let e = render(bytes, true).unwrap_err();
+        assert!(
+            e.contains("nests deeper"),
+            "too deep: an error, not a crash: {e}"
+        );
 
         let e = decode(&[0x93, 0x01]).unwrap_err();
         assert!(e.contains("not MessagePack"), "{e}");

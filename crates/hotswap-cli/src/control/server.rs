@@ -869,14 +869,20 @@ async fn sys(state: &NodeState, cmd: &str, args: Args<'_>) -> Result<Value, Erro
                 Some(_) => return Err(bad("argument \"render\" must be \"json\" or \"text\"")),
             };
             match sys.get_state_raw(pid).await {
-                Ok(bytes) => match crate::msgpack::decode(&bytes) {
-                    Ok(v) if text => Ok(json!({ "text": crate::msgpack::to_text(&v) })),
-                    Ok(v) => Ok(json!({ "state": crate::msgpack::to_json(&v) })),
-                    Err(e) => Err(SysError::Decode(format!(
-                        "the state ({} bytes) is not readable as data: {e}",
-                        bytes.len()
-                    ))),
-                },
+                Ok(bytes) => {
+                    let len = bytes.len();
+                    let rendered =
+                        tokio::task::spawn_blocking(move || crate::msgpack::render(bytes, text))
+                            .await
+                            .unwrap_or_else(|e| Err(format!("rendering it failed: {e}")));
+                    match rendered {
+                        Ok(v) if text => Ok(json!({ "text": v })),
+                        Ok(v) => Ok(json!({ "state": v })),
+                        Err(e) => Err(SysError::Decode(format!(
+                            "the state ({len} bytes) is not readable as data: {e}"
+                        ))),
+                    }
+                }
                 Err(e) => Err(e),
             }
         }
