@@ -38,6 +38,17 @@ pub enum LoadError {
         /// What was missing.
         why: String,
     },
+    /// The library was built for another platform: another machine, word size or byte
+    /// order than the node's (`badfile`). Found in the ELF header, before it is mapped.
+    #[error("{path} was built for {found}, but this node runs on {node}: build the module for the node's platform (the same target as the node binary)")]
+    WrongPlatform {
+        /// The path.
+        path: PathBuf,
+        /// The platform the file was built for (word size, byte order, machine).
+        found: String,
+        /// The node's platform, in the same terms.
+        node: String,
+    },
     /// The dynamic linker refused the file.
     #[error("the dynamic linker refused {path}: {message}")]
     DlOpen {
@@ -47,7 +58,8 @@ pub enum LoadError {
         message: String,
     },
     /// The library has no module descriptor: it was not built with `hotswap::module!`.
-    #[error("{path} is a shared library but not a hotswap module: it has no `HOTSWAP_MODULE_DESCRIPTOR` (declare the module with `hotswap::module!`)")]
+    /// Found in its dynamic symbol table before it is mapped, so none of its code ran.
+    #[error("{path} is a shared library but not a hotswap module: its dynamic symbol table does not define `HOTSWAP_MODULE_DESCRIPTOR`, so it was refused before any of its code ran (declare the module with `hotswap::module!`)")]
     NoDescriptor {
         /// The path.
         path: PathBuf,

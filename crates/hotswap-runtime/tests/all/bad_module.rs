@@ -108,7 +108,8 @@ async fn bad_module_no_descriptor() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_module_abi_version_mismatch() {
-    // The fixture's init/poll/drop call abort(): reaching this assertion proves none ran.
+    // The fixture's ELF constructor and its init/poll/drop call abort(): reaching this
+    // assertion proves none ran (the ABI version is read from the file, before dlopen).
     let (e, text) = refused(module("bad_abi_mismatch")).await;
     assert!(
         matches!(
