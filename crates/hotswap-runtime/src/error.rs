@@ -30,8 +30,8 @@ pub enum LoadError {
         /// What was wrong.
         why: String,
     },
-    /// The ELF file is cut short (`badfile`).
-    #[error("{path} is truncated: {why} (rebuild the module; the file was not fully written)")]
+    /// The ELF file is cut short, or its headers point past its end (`badfile`).
+    #[error("{path} is truncated or damaged: {why} (rebuild the module: the file was not fully written, or was changed after the build)")]
     Truncated {
         /// The path.
         path: PathBuf,
