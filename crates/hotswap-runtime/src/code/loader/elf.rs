@@ -321,10 +321,9 @@ pub(crate) fn inspect(path: &Path, b: &[u8]) -> Result<(), LoadError> {
             "`{what}` is {size} bytes, smaller than the {FIXED}-byte descriptor header"
         )));
     }
-    if sym.st_shndx(e).is_reserved() {
+    if matches!(sym.st_shndx(e), elf::SHN_ABS | elf::SHN_COMMON) {
         return Err(bad(format!(
-            "`{what}` is not in a section of the file (section index {})",
-            sym.st_shndx(e).0
+            "`{what}` is an absolute or common symbol, not data in the library's image"
         )));
     }
 
