@@ -480,10 +480,8 @@ mod tests {
         register(id, vec![(addr, addr + 1)]);
         let mut key: libc::pthread_key_t = 0;
         // SAFETY: a valid out-parameter and destructor.
-        assert_eq!(
-            unsafe { pthread_key_create(&mut key, Some(fake_module_dtor)) },
-            0
-        );
+        let r = unsafe { pthread_key_create(&mut key, Some(fake_module_dtor)) };
+        assert_eq!(r, 0);
         let slot = KEYS
             .lock()
             .unwrap()
@@ -497,7 +495,7 @@ mod tests {
         std::thread::spawn(move || {
             // SAFETY: `key` is a live key; any non-null value makes glibc call its
             // destructor at thread exit.
-            unsafe { libc::pthread_setspecific(key, 1 as *const c_void) };
+            unsafe { libc::pthread_setspecific(key, std::ptr::dangling::<c_void>()) };
         })
         .join()
         .unwrap();
@@ -509,7 +507,7 @@ mod tests {
         assert_eq!(retire(id), 1);
         assert_eq!(KEY_DTORS[slot].load(Ordering::SeqCst), 0);
         // SAFETY: the trampoline accepts any value; it must not call the destructor.
-        unsafe { KEY_TRAMPOLINES[slot](1 as *mut c_void) };
+        unsafe { KEY_TRAMPOLINES[slot](std::ptr::dangling_mut::<c_void>()) };
         assert_eq!(RAN.load(Ordering::SeqCst), 1);
     }
 }
