@@ -5,10 +5,11 @@
 // never unmapped under the running code.
 //
 // What spins first tells the process registered as `spin_watch` (if there is one) which
-// part started, so the tests wait for that instead of sleeping. `code_change` has no `Ctx`:
-// it creates the marker file its old state names instead.
+// part started, so the tests wait for that instead of sleeping. `code_change` and the
+// supervisor's `init` have no `Ctx`: they create a marker file instead.
 
 use hotswap::gen_server::{CallResult, CastResult, Caller, Extra, GenServer, Info, Init, OldState};
+use hotswap::supervisor::{Spec, Strategy, Supervisor};
 use hotswap::{Ctx, ExitReason, Value};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
@@ -139,5 +140,19 @@ impl GenServer for State {
         }
         s.vsn = VSN.into();
         Ok(s)
+    }
+}
+
+/// The supervisor: `init((marker, ms))` creates the marker file, spins `ms` milliseconds,
+/// then describes an empty one_for_one tree.
+pub struct SpinSup;
+
+impl Supervisor for SpinSup {
+    type Arg = (String, u64);
+
+    fn init((path, ms): (String, u64)) -> Option<Spec> {
+        let _ = std::fs::write(&path, VSN);
+        spin(ms);
+        Some(Spec::new(Strategy::OneForOne))
     }
 }

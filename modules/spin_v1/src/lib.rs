@@ -7,4 +7,5 @@ hotswap::module! {
     exports: [apply_busy, drop_spin],
     functions: [busy],
     gen_server: State,
+    supervisor: SpinSup,
 }

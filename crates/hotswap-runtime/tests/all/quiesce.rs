@@ -191,14 +191,7 @@ async fn purge_pins_while_code_change_spins() {
     // The next call migrates the state: v2's `code_change` spins.
     let n = node.clone();
     let call = tokio::spawn(async move { n.call::<_, String>(pid, &Req::Vsn, WAIT).await });
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !marker.exists() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "code_change never started"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_for_file(&marker).await;
 
     // v1 loaded again makes v2 old; purging v2 finds a thread in its `code_change`.
     node.code().load(module("spin_v1")).await.unwrap();
@@ -255,6 +248,43 @@ async fn purge_pins_while_apply_runs_module_code() {
     assert_eq!(rx.await.unwrap(), Ok("v1 spun 1500 ms".to_string()));
     assert_eq!(me.down(mon, WAIT).await, Some(ExitReason::Killed));
     retry_frees(&node).await;
+}
+
+/// A supervisor's tree from a module comes from its `init`, a synchronous function the
+/// supervisor (a native process) calls: counted like any call from host code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_pins_while_supervisor_init_spins() {
+    let (node, _me) = setup().await;
+    let dir = TempDir::new("spin-sup-init");
+    let marker = dir.0.join("init_started");
+    let n = node.clone();
+    let arg = (marker.display().to_string(), 1500u64);
+    let start = tokio::spawn(async move { n.start_supervisor_module("spin", &arg, None).await });
+    wait_for_file(&marker).await;
+
+    let (killed, reason) = purge_v1_pinned(&node).await;
+    assert!(killed.is_empty(), "{killed:?}");
+    assert!(
+        reason.contains("1 call(s) still running inside it"),
+        "{reason}"
+    );
+
+    let sup = start.await.unwrap().unwrap().expect("a tree, not ignore");
+    assert!(node.is_alive(sup));
+    retry_frees(&node).await;
+}
+
+/// Wait until a fixture has created `path`.
+async fn wait_for_file(path: &std::path::Path) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !path.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} was never created",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// A start whose `init` is still busy in native code when its time limit passes says so
