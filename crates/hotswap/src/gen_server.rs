@@ -445,7 +445,7 @@ fn timeout_text(after: &Duration, running: &Option<StillRunning>) -> String {
 
 /// How long a start that timed out waits for the killed server to exit before it reports
 /// the server as still running.
-const KILL_GRACE: Duration = Duration::from_millis(200);
+const KILL_GRACE: Duration = Duration::from_millis(500);
 
 /// Why a call failed (OTP: the caller exits with `{Reason, {gen_server, call, ..}}`).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
