@@ -1,8 +1,9 @@
-// Module code that spins without awaiting (included by modules/spin_v*/src/lib.rs, which
-// define `VSN`): a synchronous function, an `apply` target, a future whose destructor
-// spins, and a gen_server whose callbacks, `terminate` and `code_change` spin. The tests
-// purge the version while a node thread is inside one of them: the version must be pinned,
-// never unmapped under the running code.
+// Module code that keeps a node thread inside it without awaiting ("spins"; included by
+// modules/spin_v*/src/lib.rs, which define `VSN`): a synchronous function, an `apply`
+// target, a future whose destructor spins, a gen_server whose `init`, callbacks,
+// `terminate` and `code_change` spin, and a supervisor whose `init` spins. The tests purge
+// the version while a node thread is inside one of them: the version must be pinned, never
+// unmapped under the running code.
 //
 // What spins first tells the process registered as `spin_watch` (if there is one) which
 // part started, so the tests wait for that instead of sleeping. `code_change` and the
@@ -14,11 +15,13 @@ use hotswap::{Ctx, ExitReason, Value};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
-/// Spin for `ms` milliseconds without returning to the node.
+/// Stay `ms` milliseconds inside this version's code without returning to the node. The
+/// thread blocks (for the node, the same as a spin loop: a worker thread inside module
+/// code, not at an await point) instead of burning a CPU the other tests share.
 fn spin(ms: u64) {
     let t = Instant::now();
     while t.elapsed() < Duration::from_millis(ms) {
-        std::hint::spin_loop();
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
