@@ -20,15 +20,14 @@
 //! Executables that embed the runtime must export the thread-local guard (see
 //! [`guard_link_args`]); otherwise the code server keeps purged versions mapped.
 
-pub mod application;
+mod behaviour;
 mod code;
 mod error;
 mod host_api;
 mod node;
-mod ops;
 mod process;
-mod server;
-pub mod supervisor;
+
+pub use behaviour::{application, supervisor};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,18 +35,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use application::{AppError, AppInfo, Application, ShutdownReport, StartType};
-pub use code::{ModuleInfo, PinnedInfo, PurgeReport, VersionInfo};
-pub use error::{CodeError, LoadError, SpawnError};
-pub use hotswap::{ExitReason, Message, Pid, Ref};
-pub use server::{
+pub use behaviour::server::{
     CallError, ServerRef, ServerStatus, StartError, StartOpts, Statistics, Sys, SysError,
     DEFAULT_TIMEOUT,
 };
+pub use code::{ModuleInfo, PinnedInfo, PurgeReport, VersionInfo};
+pub use error::{CodeError, LoadError, SpawnError};
+pub use hotswap::{ExitReason, Message, Pid, Ref};
 
 use code::LoadMode;
 use hotswap_abi as abi;
 use node::NodeInner;
-use process::{Envelope, Process};
+use process::{ops, Envelope, Process};
 
 /// The linker arguments an executable embedding the runtime needs, one per line, for a
 /// build script: `for a in hotswap_runtime::guard_link_args() { println!("cargo:rustc-link-arg-bins={a}") }`.

@@ -131,7 +131,7 @@ pub(crate) struct NodeInner {
     pub(crate) stopping: AtomicBool,
     pub(crate) owns_code_dir: bool,
     /// The application controller.
-    pub(crate) apps: crate::application::Apps,
+    pub(crate) apps: crate::behaviour::application::Apps,
 }
 
 impl NodeInner {
@@ -155,7 +155,7 @@ impl NodeInner {
             exit_notify: tokio::sync::Notify::new(),
             stopping: AtomicBool::new(false),
             owns_code_dir,
-            apps: crate::application::Apps::new(),
+            apps: crate::behaviour::application::Apps::new(),
         }
     }
 

@@ -97,7 +97,8 @@ pub(crate) struct Version {
     pub(crate) server: Option<abi::ServerVTable>,
     /// The gen_server states this version made that are alive, by pid: a purge turns
     /// each idle one into bytes (see `server::state`) instead of killing its server.
-    pub(crate) states: Mutex<crate::node::FxMap<u64, std::sync::Weak<crate::server::StateCell>>>,
+    pub(crate) states:
+        Mutex<crate::node::FxMap<u64, std::sync::Weak<crate::behaviour::server::StateCell>>>,
     pub(crate) exports: HashMap<Box<str>, abi::StartFn>,
     pub(crate) export_names: Vec<String>,
     pub(crate) functions: HashMap<Box<str>, abi::CallFn>,
@@ -701,7 +702,7 @@ impl CodeServer {
         let waited = tokio::time::timeout(self.purge_timeout, old.wait_unbound()).await;
         // Idle gen_servers are not running this code (spec §1.4): they survive, their
         // states turned into bytes that the current version will read.
-        crate::server::dehydrate_all(&old);
+        crate::behaviour::server::dehydrate_all(&old);
         let pinned = if waited.is_err() {
             let still: Vec<String> = old
                 .bound_pids(&node.table)
@@ -822,7 +823,7 @@ impl CodeServer {
             return 0;
         }
         for c in &candidates {
-            crate::server::dehydrate_all(&c.version);
+            crate::behaviour::server::dehydrate_all(&c.version);
         }
         if !guard::quiesce(self.node, self.purge_timeout).await {
             for c in candidates {

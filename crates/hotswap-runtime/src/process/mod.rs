@@ -34,6 +34,8 @@
 //!
 //! Locking: each process has one mutex; code never holds two process locks at once.
 
+pub(crate) mod ops;
+
 use std::collections::VecDeque;
 use std::ffi::c_void;
 use std::future::Future;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use hotswap::{ExitReason, Outcome};
 use hotswap_abi as abi;
 
-use crate::process::{Body, Payload, Process, Step};
+use crate::process::{ops, Body, Payload, Process, Step};
 
 /// The host's copy callback (append to the `Vec<u8>` behind `out`): the SDK's, which the
 /// node links as well.
@@ -204,24 +204,24 @@ unsafe extern "C" fn spawn(
 
 unsafe extern "C" fn link(p: *mut abi::ProcHandle, pid: u64) -> i32 {
     // SAFETY: live handle (module docs).
-    guarded(0, || crate::ops::link(unsafe { proc_ref(p) }, pid))
+    guarded(0, || ops::link(unsafe { proc_ref(p) }, pid))
 }
 
 unsafe extern "C" fn unlink(p: *mut abi::ProcHandle, pid: u64) -> i32 {
     // SAFETY: live handle (module docs).
-    guarded(0, || crate::ops::unlink(unsafe { proc_ref(p) }, pid))
+    guarded(0, || ops::unlink(unsafe { proc_ref(p) }, pid))
 }
 
 unsafe extern "C" fn monitor(p: *mut abi::ProcHandle, pid: u64) -> u64 {
     // SAFETY: live handle (module docs).
-    guarded(0, || crate::ops::monitor(unsafe { proc_ref(p) }, pid))
+    guarded(0, || ops::monitor(unsafe { proc_ref(p) }, pid))
 }
 
 unsafe extern "C" fn demonitor(p: *mut abi::ProcHandle, r: u64) -> i32 {
     guarded(0, || {
         // SAFETY: live handle (module docs).
         let p = unsafe { proc_ref(p) };
-        crate::ops::demonitor(p, r) as i32
+        ops::demonitor(p, r) as i32
     })
 }
 
@@ -557,12 +557,12 @@ unsafe extern "C" fn start_server(
                 (pid, mref)
             })
             .map_err(|f| match f {
-                crate::server::StartFail::Taken(pid) => {
+                crate::behaviour::server::StartFail::Taken(pid) => {
                     // SAFETY: the caller's out-parameter (the holder of the name).
                     unsafe { *pid_out = pid.0 };
                     format!("already_started: {pid}")
                 }
-                crate::server::StartFail::Other(m) => m,
+                crate::behaviour::server::StartFail::Other(m) => m,
             });
         // SAFETY: the caller's out-parameters, copy callback and buffer.
         unsafe { report_spawn(r, pid_out, ref_out, err, write) }

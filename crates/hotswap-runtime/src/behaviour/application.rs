@@ -47,7 +47,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 use tracing::{error, info, warn};
 
-pub use crate::supervisor::Source;
+pub use crate::behaviour::supervisor::Source;
 
 use crate::node::NodeInner;
 use crate::{Node, StopReport};
@@ -287,7 +287,7 @@ async fn master(
 ) -> ExitReason {
     ctx.trap_exit(true);
     let name = app.name.clone();
-    let top = match crate::supervisor::start_link(&ctx, app.supervisor, None).await {
+    let top = match crate::behaviour::supervisor::start_link(&ctx, app.supervisor, None).await {
         Ok(Some(top)) => top,
         Ok(None) => {
             let _ = started.send(Err(AppError::StartFailed {
