@@ -26,6 +26,7 @@ mod error;
 mod host_api;
 mod node;
 mod process;
+mod util;
 
 pub use behaviour::{application, supervisor};
 

@@ -66,7 +66,7 @@ use std::collections::HashMap;
 use std::ffi::c_void;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use hotswap::{ExitReason, Pid};
@@ -76,6 +76,16 @@ use tokio::sync::Notify;
 
 use crate::error::{CodeError, LoadError};
 use crate::node::{NodeInner, ProcessTable};
+use crate::util::FxMap;
+
+/// A gen_server state that a version made and that outlives a purge of it, as the code
+/// server sees it. The behaviour layer implements it (`server::state`); the code server
+/// only asks it, before unmapping the version, to turn itself into bytes.
+pub(crate) trait LiveState: Send + Sync {
+    /// If `v` made this state and no callback borrows it, encode it with `v`'s own
+    /// `export_state` and drop the object (`v` is about to be unmapped).
+    fn dehydrate(&self, v: &Arc<Version>);
+}
 
 /// One loaded instance of a module.
 pub(crate) struct Version {
@@ -97,8 +107,7 @@ pub(crate) struct Version {
     pub(crate) server: Option<abi::ServerVTable>,
     /// The gen_server states this version made that are alive, by pid: a purge turns
     /// each idle one into bytes (see `server::state`) instead of killing its server.
-    pub(crate) states:
-        Mutex<crate::node::FxMap<u64, std::sync::Weak<crate::behaviour::server::StateCell>>>,
+    pub(crate) states: Mutex<FxMap<u64, Weak<dyn LiveState>>>,
     pub(crate) exports: HashMap<Box<str>, abi::StartFn>,
     pub(crate) export_names: Vec<String>,
     pub(crate) functions: HashMap<Box<str>, abi::CallFn>,
@@ -220,6 +229,15 @@ impl Version {
 
     fn is_bound(&self) -> bool {
         self.bound.load(Ordering::Acquire) != 0
+    }
+
+    /// Before this version is unmapped: every idle gen_server state it made becomes
+    /// bytes (see [`LiveState`]).
+    pub(crate) fn dehydrate_states(self: &Arc<Self>) {
+        let cells: Vec<Weak<dyn LiveState>> = self.states.lock().values().cloned().collect();
+        for c in cells.iter().filter_map(Weak::upgrade) {
+            c.dehydrate(self);
+        }
     }
 
     /// The processes bound to this version (a scan of the table, only when any is).
@@ -368,6 +386,8 @@ pub(crate) struct CodeServer {
     /// The export table: one slot per module name ever loaded, never freed (handles in
     /// module code point at them). Generations change under the `slots` write lock.
     export_slots: Mutex<HashMap<String, &'static abi::ExportSlot>>,
+    /// The host API table handed to each module's `init` (the node passes it in).
+    host: &'static abi::HostApi,
     /// Copies of purged versions, verified unmapped, by content hash: a later load of the
     /// same bytes opens one instead of writing a new copy.
     spares: Mutex<Vec<(u64, PathBuf)>>,
@@ -377,7 +397,12 @@ pub(crate) struct CodeServer {
 const SPARES: usize = 16;
 
 impl CodeServer {
-    pub(crate) fn new(code_dir: PathBuf, purge_timeout: Duration) -> CodeServer {
+    /// A code server that hands `host` (the node's host API table) to every module it loads.
+    pub(crate) fn new(
+        code_dir: PathBuf,
+        purge_timeout: Duration,
+        host: &'static abi::HostApi,
+    ) -> CodeServer {
         static NODES: AtomicU64 = AtomicU64::new(1);
         CodeServer {
             slots: RwLock::new(HashMap::new()),
@@ -391,6 +416,7 @@ impl CodeServer {
             spares: Mutex::new(Vec::new()),
             node: NODES.fetch_add(1, Ordering::Relaxed),
             export_slots: Mutex::new(HashMap::new()),
+            host,
         }
     }
 
@@ -433,7 +459,7 @@ impl CodeServer {
                     code_dir: &self.code_dir,
                     seq,
                     node: self.node,
-                    host: crate::host_api::table(),
+                    host: self.host,
                 },
                 &mut self.buf.lock(),
                 &mut |hash| {
@@ -702,7 +728,7 @@ impl CodeServer {
         let waited = tokio::time::timeout(self.purge_timeout, old.wait_unbound()).await;
         // Idle gen_servers are not running this code (spec §1.4): they survive, their
         // states turned into bytes that the current version will read.
-        crate::behaviour::server::dehydrate_all(&old);
+        old.dehydrate_states();
         let pinned = if waited.is_err() {
             let still: Vec<String> = old
                 .bound_pids(&node.table)
@@ -823,7 +849,7 @@ impl CodeServer {
             return 0;
         }
         for c in &candidates {
-            crate::behaviour::server::dehydrate_all(&c.version);
+            c.version.dehydrate_states();
         }
         if !guard::quiesce(self.node, self.purge_timeout).await {
             for c in candidates {

@@ -14,10 +14,6 @@ use hotswap_abi as abi;
 
 use crate::process::{ops, Body, Payload, Process, Step};
 
-/// The host's copy callback (append to the `Vec<u8>` behind `out`): the SDK's, which the
-/// node links as well.
-pub(crate) use hotswap::private::write_vec;
-
 /// # Safety
 /// `h` must be a live process handle (see the module docs).
 unsafe fn proc_ref<'a>(h: *mut abi::ProcHandle) -> &'a Process {

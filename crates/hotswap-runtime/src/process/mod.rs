@@ -49,7 +49,8 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::code::Version;
-use crate::node::{FxMap, FxSet, NodeInner};
+use crate::node::NodeInner;
+use crate::util::{FxMap, FxSet};
 
 /// A mailbox entry.
 #[derive(Debug)]
@@ -553,7 +554,7 @@ impl ModuleFuture {
                 (self.version.poll)(
                     self.fut,
                     &mut out as *mut Vec<u8> as *mut c_void,
-                    crate::host_api::write_vec,
+                    hotswap::private::write_vec,
                 )
             }
         };
@@ -581,7 +582,7 @@ impl Drop for ModuleFuture {
                 (self.version.drop_future)(
                     self.fut,
                     &mut out as *mut Vec<u8> as *mut c_void,
-                    crate::host_api::write_vec,
+                    hotswap::private::write_vec,
                 )
             }
         };

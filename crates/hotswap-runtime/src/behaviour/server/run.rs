@@ -93,7 +93,7 @@ fn handle_now(
             data.as_ptr(),
             data.len(),
             &mut out as *mut Vec<u8> as *mut std::ffi::c_void,
-            crate::host_api::write_vec,
+            hotswap::private::write_vec,
             &mut fut,
         )
     };
@@ -825,7 +825,7 @@ impl Server {
         if n >= 64 && n.is_power_of_two() {
             let listed = self.proc.inner.lock().rel().callers.clone();
             // One process lock at a time: look at each caller, then prune ours.
-            let gone: crate::node::FxSet<(u64, u64)> = listed
+            let gone: crate::util::FxSet<(u64, u64)> = listed
                 .into_iter()
                 .filter(|(pid, tag)| {
                     !self

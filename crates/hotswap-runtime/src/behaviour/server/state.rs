@@ -13,8 +13,8 @@ use std::sync::{Arc, Weak};
 use hotswap_abi as abi;
 use parking_lot::Mutex;
 
-use crate::code::Version;
-use crate::host_api::write_vec;
+use crate::code::{LiveState, Version};
+use hotswap::private::write_vec;
 
 /// A state object made by a version.
 pub(crate) struct StatePtr(pub(crate) *mut abi::StateObj);
@@ -63,7 +63,8 @@ impl StateCell {
 
     /// Make `obj` of `version` the state (the slot must not hold a live object).
     pub(crate) fn set_live(self: &Arc<Self>, g: &mut Slot, version: &Arc<Version>, obj: StatePtr) {
-        version.states.lock().insert(self.pid, Arc::downgrade(self));
+        let listed: Weak<dyn LiveState> = Arc::downgrade(self) as Weak<dyn LiveState>;
+        version.states.lock().insert(self.pid, listed);
         *g = Slot::Live {
             version: version.clone(),
             obj,
@@ -80,7 +81,9 @@ impl StateCell {
         }
         s
     }
+}
 
+impl LiveState for StateCell {
     /// Turn an idle live state of `v` into bytes (before `v` is unmapped).
     fn dehydrate(&self, v: &Arc<Version>) {
         let mut g = self.slot.lock();
@@ -113,14 +116,6 @@ impl Drop for StateCell {
             version.states.lock().remove(&self.pid);
             version.drop_state(obj);
         }
-    }
-}
-
-/// Before `v` is unmapped: every idle state it made becomes bytes.
-pub(crate) fn dehydrate_all(v: &Arc<Version>) {
-    let cells: Vec<Weak<StateCell>> = v.states.lock().values().cloned().collect();
-    for c in cells.iter().filter_map(Weak::upgrade) {
-        c.dehydrate(v);
     }
 }
 

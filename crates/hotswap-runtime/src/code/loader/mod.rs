@@ -407,7 +407,7 @@ pub(crate) unsafe fn open(
             init(
                 host,
                 &mut msg as *mut Vec<u8> as *mut c_void,
-                crate::host_api::write_vec,
+                hotswap::private::write_vec,
             )
         }
     };
