@@ -1,12 +1,12 @@
 //! Applications (spec §5) and the graceful node stop (spec §6.1).
 //!
 //! An application is a named, versioned supervision tree with a start type. Starting one
-//! ([`Node::start_application`]) checks that its dependencies run, then spawns its
+//! ([`Node::start_application`](crate::Node::start_application)) checks that its dependencies run, then spawns its
 //! **application master**: a native process that traps exits and starts the top
 //! supervisor linked to itself (`supervisor::start_link`), waiting until the whole tree
 //! has started. The master then waits for one of two things:
 //!
-//! - a stop request ([`Node::stop_application`], or [`Node::shutdown`]): it sends
+//! - a stop request ([`Node::stop_application`](crate::Node::stop_application), or [`Node::shutdown`](crate::Node::shutdown)): it sends
 //!   `exit(Top, shutdown)` and waits, **without a time limit**, for the top supervisor to
 //!   exit (the supervisor stops its children in reverse start order, each by its shutdown
 //!   rule, subtrees first), logs `application X exited: stopped`, and exits `normal`. An
@@ -21,22 +21,21 @@
 //! `{application_terminated, App, Reason}` (or `{application_start_failure, App, Reason}`
 //! when a permanent or transient application's tree fails to start), after one error line
 //! naming the application, its type and the reason. The embedding program awaits it
-//! ([`Node::halted`]), stops the other applications ([`Node::shutdown`]) and exits with
+//! ([`Node::halted`](crate::Node::halted)), stops the other applications ([`Node::shutdown`](crate::Node::shutdown)) and exits with
 //! status 1, as `hotswap start` does. The node itself keeps running until then.
 //!
-//! [`Node::shutdown`] is `init:stop()`: a second request joins the first; applications are
+//! [`Node::shutdown`](crate::Node::shutdown) is `init:stop()`: a second request joins the first; applications are
 //! stopped one at a time in reverse start order, each completely before the next; if the
 //! time limit runs out first, the graceful phase is abandoned with a log line naming what it
 //! was waiting for (the application, the supervisor, the children still alive); then every
-//! remaining process is killed and every module purged ([`Node::stop`]).
+//! remaining process is killed and every module purged ([`Node::stop`](crate::Node::stop)).
 //!
 //! Differences from OTP: there is no application callback module (`Mod:start/2`,
 //! `prep_stop`, `stop`): an application *is* its top supervisor's tree (built in Rust or by
 //! a module's `Supervisor::init`). Processes have no group leader, so a stop does not kill
-//! stray processes that the application spawned outside its tree; [`Node::shutdown`]'s kill
+//! stray processes that the application spawned outside its tree; [`Node::shutdown`](crate::Node::shutdown)'s kill
 //! phase does.
 
-use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,16 +44,15 @@ use hotswap::{codec, Ctx, ExitReason, Message, MessageKind, Pid};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 pub use crate::behaviour::supervisor::Source;
 
-use crate::node::NodeInner;
-use crate::{Node, StopReport};
+use crate::code::PurgeReport;
 
-/// How long the kill phase of [`Node::shutdown`] may wait for killed processes, at least,
+/// How long the kill phase of [`Node::shutdown`](crate::Node::shutdown) may wait for killed processes, at least,
 /// when the graceful phase used up the time limit.
-const KILL_PHASE: Duration = Duration::from_millis(500);
+pub(crate) const KILL_PHASE: Duration = Duration::from_millis(500);
 
 /// What happens when an application's top supervisor exits on its own (spec §5.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -150,7 +148,7 @@ pub enum AppError {
     },
 }
 
-/// A running application, as [`Node::applications`] reports it.
+/// A running application, as [`Node::applications`](crate::Node::applications) reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppInfo {
     /// Its name.
@@ -167,7 +165,18 @@ pub struct AppInfo {
     pub supervisor: Pid,
 }
 
-/// What [`Node::shutdown`] did.
+/// What [`Node::stop`](crate::Node::stop) did.
+#[derive(Debug, Clone)]
+pub struct StopReport {
+    /// Processes killed.
+    pub killed: usize,
+    /// Processes that did not exit in time.
+    pub stuck: Vec<Pid>,
+    /// Per-module purges.
+    pub purges: Vec<PurgeReport>,
+}
+
+/// What [`Node::shutdown`](crate::Node::shutdown) did.
 #[derive(Debug, Clone)]
 pub struct ShutdownReport {
     /// The applications stopped gracefully, in the order they were stopped.
@@ -192,34 +201,34 @@ impl ShutdownReport {
 
 /// The message a host sends an application master to stop its application.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-enum MasterRequest {
+pub(crate) enum MasterRequest {
     StopApplication,
 }
 
 /// A running application and how to learn that its master has finished.
-struct Running {
-    info: AppInfo,
+pub(crate) struct Running {
+    pub(crate) info: AppInfo,
     /// A stop was requested: the top supervisor's exit is the stop, not a termination.
-    stopping: bool,
+    pub(crate) stopping: bool,
     /// `Some(reason)` once the master has finished; closed if it was killed.
-    done: watch::Receiver<Option<ExitReason>>,
+    pub(crate) done: watch::Receiver<Option<ExitReason>>,
 }
 
 #[derive(Default)]
-struct State {
+pub(crate) struct State {
     /// In start order.
-    running: Vec<Running>,
+    pub(crate) running: Vec<Running>,
     /// Names of applications whose trees are starting.
-    starting: Vec<String>,
-    /// [`Node::shutdown`] has begun.
-    shutting_down: bool,
+    pub(crate) starting: Vec<String>,
+    /// [`Node::shutdown`](crate::Node::shutdown) has begun.
+    pub(crate) shutting_down: bool,
 }
 
 /// The node's application controller.
 pub(crate) struct Apps {
-    state: Mutex<State>,
-    halt: watch::Sender<Option<String>>,
-    shutdown: tokio::sync::OnceCell<ShutdownReport>,
+    pub(crate) state: Mutex<State>,
+    pub(crate) halt: watch::Sender<Option<String>>,
+    pub(crate) shutdown: tokio::sync::OnceCell<ShutdownReport>,
 }
 
 impl Apps {
@@ -232,7 +241,7 @@ impl Apps {
     }
 
     /// Record the node's halt reason (the first one stays).
-    fn halt(&self, reason: String) {
+    pub(crate) fn halt(&self, reason: String) {
         self.halt.send_if_modified(|h| {
             if h.is_none() {
                 *h = Some(reason);
@@ -243,13 +252,13 @@ impl Apps {
         });
     }
 
-    fn remove(&self, name: &str) {
+    pub(crate) fn remove(&self, name: &str) {
         self.state.lock().running.retain(|r| r.info.name != name);
     }
 
     /// The top supervisor of `info` exited on its own with `reason`: spec §5.2. `false` if
     /// a stop had been requested meanwhile (then it is the stop).
-    fn terminated(&self, info: &AppInfo, reason: &ExitReason) -> bool {
+    pub(crate) fn terminated(&self, info: &AppInfo, reason: &ExitReason) -> bool {
         let stopping = {
             let mut st = self.state.lock();
             let stopping = st
@@ -278,9 +287,9 @@ impl Apps {
 }
 
 /// The application master's body.
-async fn master(
+pub(crate) async fn master(
     ctx: Ctx,
-    node: Arc<NodeInner>,
+    apps: Arc<Apps>,
     app: Application,
     started: oneshot::Sender<Result<Pid, AppError>>,
     done: watch::Sender<Option<ExitReason>>,
@@ -314,7 +323,7 @@ async fn master(
         supervisor: top,
     };
     {
-        let mut st = node.apps.state.lock();
+        let mut st = apps.state.lock();
         st.starting.retain(|n| *n != name);
         st.running.push(Running {
             info: info.clone(),
@@ -327,7 +336,7 @@ async fn master(
     let t0 = loop {
         match ctx.recv().await {
             Message::Exit { from, reason } if from == top => {
-                if node.apps.terminated(&info, &reason) {
+                if apps.terminated(&info, &reason) {
                     let _ = done.send(Some(reason.clone()));
                     return reason;
                 }
@@ -348,291 +357,13 @@ async fn master(
             _ => {}
         }
     };
-    node.apps.remove(&name);
+    apps.remove(&name);
     info!(application = %name, elapsed_ms = t0.elapsed().as_millis() as u64, "application {name} exited: stopped");
     let _ = done.send(Some(ExitReason::Normal));
     ExitReason::Normal
 }
 
 /// Wait until an application master has finished (or was killed).
-async fn finished(mut done: watch::Receiver<Option<ExitReason>>) {
+pub(crate) async fn finished(mut done: watch::Receiver<Option<ExitReason>>) {
     let _ = done.wait_for(Option::is_some).await;
-}
-
-impl Node {
-    /// Start an application (`application:start/2`): its dependencies must be running; its
-    /// master starts the top supervisor and waits until the whole tree has started. Returns
-    /// the top supervisor's pid.
-    ///
-    /// If the tree does not start, the error says why; for a permanent or transient
-    /// application the node also records the halt reason
-    /// `{application_start_failure, App, Reason}` ([`Node::halted`]), as OTP terminates
-    /// the node then.
-    pub async fn start_application(&self, app: Application) -> Result<Pid, AppError> {
-        let apps = &self.inner.apps;
-        let name = app.name.clone();
-        {
-            let mut st = apps.state.lock();
-            if st.shutting_down {
-                return Err(AppError::Stopping(name));
-            }
-            if st.starting.contains(&name) || st.running.iter().any(|r| r.info.name == name) {
-                return Err(AppError::AlreadyStarted(name));
-            }
-            if let Some(dep) = app
-                .depends
-                .iter()
-                .find(|d| !st.running.iter().any(|r| r.info.name == **d))
-            {
-                return Err(AppError::NotStarted {
-                    app: name,
-                    dep: dep.clone(),
-                });
-            }
-            st.starting.push(name.clone());
-        }
-        let start_type = app.start_type;
-        let (tx, rx) = oneshot::channel();
-        let (done, _) = watch::channel(None);
-        let node = self.inner.clone();
-        let spawned = self
-            .inner
-            .spawn_native(None, 0, move |ctx| master(ctx, node, app, tx, done));
-        let result = match spawned {
-            Err(_) => Err(AppError::Stopping(name.clone())),
-            Ok(_) => rx.await.unwrap_or_else(|_| {
-                Err(AppError::StartFailed {
-                    app: name.clone(),
-                    reason: "its application master was killed while the tree started".into(),
-                })
-            }),
-        };
-        if let Err(e) = &result {
-            apps.state.lock().starting.retain(|n| *n != name);
-            if start_type != StartType::Temporary && !matches!(e, AppError::Stopping(_)) {
-                let reason = match e {
-                    AppError::StartFailed { reason, .. } => reason.clone(),
-                    other => other.to_string(),
-                };
-                let why = format!("{{application_start_failure, {name}, {reason}}}");
-                error!(application = %name, r#type = %start_type, "application {name} failed to start, type: {start_type}: the node terminates: {why}");
-                apps.halt(why);
-            }
-        }
-        result
-    }
-
-    /// Stop a running application (`application:stop/1`): its master sends
-    /// `exit(Top, shutdown)` and waits, without a time limit, until the whole tree is down.
-    /// This never takes the node down, whatever the start type; applications that depend
-    /// on it keep running. A second request for the same application waits for the first.
-    pub async fn stop_application(&self, name: &str) -> Result<(), AppError> {
-        let (master, send, done) = {
-            let mut st = self.inner.apps.state.lock();
-            let r = st
-                .running
-                .iter_mut()
-                .find(|r| r.info.name == name)
-                .ok_or_else(|| AppError::NotRunning(name.to_string()))?;
-            let send = !r.stopping;
-            r.stopping = true;
-            (r.info.master, send, r.done.clone())
-        };
-        if send {
-            self.send(master, &MasterRequest::StopApplication);
-        }
-        finished(done).await;
-        self.inner.apps.remove(name);
-        Ok(())
-    }
-
-    /// The running applications, in start order.
-    pub fn applications(&self) -> Vec<AppInfo> {
-        let st = self.inner.apps.state.lock();
-        st.running.iter().map(|r| r.info.clone()).collect()
-    }
-
-    /// Wait until the node must terminate because an application did (spec §5.2): the
-    /// halt reason, e.g. `{application_terminated, db, shutdown}`. The embedding program
-    /// should then [`Node::shutdown`] (stopping the other applications) and exit with
-    /// status 1.
-    pub async fn halted(&self) -> String {
-        let mut rx = self.inner.apps.halt.subscribe();
-        let got = rx.wait_for(Option::is_some).await.map(|h| h.clone());
-        match got {
-            Ok(Some(reason)) => reason,
-            // The sender lives as long as the node, which `self` keeps alive.
-            _ => std::future::pending().await,
-        }
-    }
-
-    /// The halt reason, if an application has terminated the node ([`Node::halted`]).
-    pub fn halt_reason(&self) -> Option<String> {
-        self.inner.apps.halt.borrow().clone()
-    }
-
-    /// Stop the node gracefully (`init:stop()`): refuse new applications, stop the running
-    /// ones in reverse start order, one at a time and each completely, through their trees;
-    /// then kill every remaining process and purge every module ([`Node::stop`]).
-    ///
-    /// `time_limit` bounds the graceful phase: when it runs out, the phase is abandoned
-    /// with a log line naming what it was waiting for (application, supervisor, children
-    /// still alive), and the node proceeds to kill. A second call (from anywhere) does not
-    /// start another shutdown: it waits for the first and gets the same report.
-    pub async fn shutdown(&self, time_limit: Duration) -> ShutdownReport {
-        let node = self.clone();
-        self.inner
-            .apps
-            .shutdown
-            .get_or_init(|| async move { node.shutdown_now(time_limit).await })
-            .await
-            .clone()
-    }
-
-    async fn shutdown_now(&self, limit: Duration) -> ShutdownReport {
-        let t0 = tokio::time::Instant::now();
-        let deadline = t0 + limit;
-        let apps = &self.inner.apps;
-        let count = {
-            let mut st = apps.state.lock();
-            st.shutting_down = true;
-            st.running.len()
-        };
-        info!(
-            applications = count,
-            time_limit_ms = limit.as_millis() as u64,
-            "node shutdown: stopping the applications in reverse start order"
-        );
-        let mut stopped = Vec::new();
-        let mut abandoned = None;
-        loop {
-            // The latest-started application still running (one that started while the
-            // shutdown began is stopped too).
-            let next = {
-                let mut st = apps.state.lock();
-                st.running.last_mut().map(|r| {
-                    let send = !r.stopping;
-                    r.stopping = true;
-                    (r.info.clone(), send, r.done.clone())
-                })
-            };
-            let Some((info, send, done)) = next else {
-                break;
-            };
-            if send {
-                self.send(info.master, &MasterRequest::StopApplication);
-            }
-            if tokio::time::timeout_at(deadline, finished(done))
-                .await
-                .is_err()
-            {
-                let what = self.waiting_for(&info);
-                let left: Vec<String> = self.applications().into_iter().map(|a| a.name).collect();
-                warn!(
-                    "graceful shutdown abandoned: the time limit of {} ms ran out while waiting for {what}; applications not stopped: {}; killing every process",
-                    limit.as_millis(),
-                    left.join(", ")
-                );
-                abandoned = Some(what);
-                break;
-            }
-            apps.remove(&info.name);
-            stopped.push(info.name);
-        }
-        let left = deadline
-            .saturating_duration_since(tokio::time::Instant::now())
-            .max(KILL_PHASE);
-        let stop = self.stop(left).await;
-        apps.state.lock().running.clear();
-        ShutdownReport {
-            stopped,
-            abandoned,
-            stop,
-            elapsed: t0.elapsed(),
-        }
-    }
-
-    /// What stopping `app` waits for: its tree's processes that are still alive, and which
-    /// supervisor is waiting for which child.
-    fn waiting_for(&self, app: &AppInfo) -> String {
-        let head = format!(
-            "application {:?} ({}; master {}, top supervisor {})",
-            app.name, app.start_type, app.master, app.supervisor
-        );
-        if !self.is_alive(app.supervisor) {
-            return format!("{head}: its tree is down, the master has not finished");
-        }
-        // Walk the tree from the top: children are linked to their supervisor, and the
-        // child a supervisor is stopping is unlinked and monitored instead.
-        let mut seen: HashSet<u64> = HashSet::from([app.master.0, app.supervisor.0]);
-        let mut queue = VecDeque::from([app.supervisor]);
-        let mut waited: Vec<(Pid, Pid)> = Vec::new();
-        let mut alive = 0usize;
-        while let Some(p) = queue.pop_front() {
-            let Some(proc) = self.inner.table.get(p.0) else {
-                continue;
-            };
-            let (links, monitoring) = {
-                let g = proc.inner.lock();
-                if g.exited || g.external {
-                    continue;
-                }
-                match g.rel.as_deref() {
-                    Some(r) => (
-                        r.links.iter().copied().collect::<Vec<u64>>(),
-                        r.monitoring.values().copied().collect::<Vec<u64>>(),
-                    ),
-                    None => (Vec::new(), Vec::new()),
-                }
-            };
-            for m in monitoring {
-                if self.is_alive(Pid(m)) && seen.insert(m) {
-                    waited.push((p, Pid(m)));
-                    queue.push_back(Pid(m));
-                    alive += 1;
-                }
-            }
-            for l in links {
-                if seen.insert(l) && self.is_alive(Pid(l)) {
-                    queue.push_back(Pid(l));
-                    alive += 1;
-                }
-            }
-            if seen.len() > 100_000 {
-                break;
-            }
-        }
-        let mut out = head;
-        for (sup, child) in waited.iter().take(5) {
-            out.push_str(&format!(
-                "; supervisor {sup} is waiting for {} to exit",
-                self.describe(*child)
-            ));
-        }
-        if waited.len() > 5 {
-            out.push_str(&format!("; and {} more", waited.len() - 5));
-        }
-        out.push_str(&format!(
-            "; {alive} process{} of its tree still alive",
-            if alive == 1 { "" } else { "es" }
-        ));
-        out
-    }
-
-    /// A process in a few words: pid, registered name, what it runs.
-    fn describe(&self, pid: Pid) -> String {
-        let Some(i) = self.process_info(pid) else {
-            return pid.to_string();
-        };
-        let mut s = pid.to_string();
-        if let Some(n) = &i.name {
-            s.push_str(&format!(" {n:?}"));
-        }
-        if let Some((m, v)) = &i.gen_server {
-            s.push_str(&format!(" (gen_server {m} {v})"));
-        } else if let Some((m, v, _)) = i.running.first() {
-            s.push_str(&format!(" (running {m} {v})"));
-        }
-        s
-    }
 }

@@ -33,9 +33,8 @@ pub use hotswap::supervisor::{
     Strategy, SupError,
 };
 
-use crate::node::NodeInner;
+use crate::process::NodeInner;
 use crate::process::{Payload, Process};
-use crate::Node;
 
 /// Where a supervisor's tree comes from.
 #[derive(Debug, Clone, PartialEq)]
@@ -127,7 +126,7 @@ fn nested(
 }
 
 /// Start a supervisor without a parent, for host code.
-async fn start_unlinked(
+pub(crate) async fn start_unlinked(
     node: &Arc<NodeInner>,
     source: Source,
     name: Option<String>,
@@ -1183,49 +1182,23 @@ pub struct SupState {
     pub children: Vec<ChildInfo>,
 }
 
-impl Node {
-    /// Start a supervisor of the tree `spec` (registered as `name`) and wait until its
-    /// children have started. It has no parent: stop it with an exit signal from host code
-    /// (`node.exit(pid, ExitReason::Shutdown)`) or `stop_server`.
-    pub async fn start_supervisor(&self, spec: Spec, name: Option<&str>) -> Result<Pid, SupError> {
-        start_unlinked(&self.inner, Source::Spec(spec), name.map(str::to_string))
-            .await
-            .map(|p| p.expect("a spec built in Rust is never ignored"))
-    }
-
-    /// Start a supervisor whose tree `module`'s `Supervisor::init(arg)` describes. `None`
-    /// when `init` returned ignore.
-    pub async fn start_supervisor_module<A: Serialize + ?Sized>(
-        &self,
-        module: &str,
-        arg: &A,
-        name: Option<&str>,
-    ) -> Result<Option<Pid>, SupError> {
-        let source = Source::Module {
-            module: module.into(),
-            arg: codec::encode(arg),
-        };
-        start_unlinked(&self.inner, source, name.map(str::to_string)).await
-    }
-
-    /// The supervisor client operations (`supervisor:start_child` and the others).
-    pub fn supervisor(&self) -> Supervisors<'_> {
-        Supervisors { node: self }
-    }
-}
-
-/// The supervisor client operations on a node's supervisors; see [`Node::supervisor`].
+/// The supervisor client operations on a node's supervisors; see [`Node::supervisor`](crate::Node::supervisor).
 /// Every operation waits as long as the supervisor takes (OTP: `infinity`).
 #[derive(Debug, Clone, Copy)]
 pub struct Supervisors<'a> {
-    node: &'a Node,
+    node: &'a Arc<NodeInner>,
+}
+
+impl<'a> Supervisors<'a> {
+    /// The client operations on `node`'s supervisors.
+    pub(crate) fn new(node: &'a Arc<NodeInner>) -> Self {
+        Supervisors { node }
+    }
 }
 
 macro_rules! via_process {
     ($self:ident, |$ctx:ident| $body:expr) => {
-        $self
-            .node
-            .in_process(move |$ctx| async move { $body.await })
+        crate::behaviour::in_process($self.node, move |$ctx| async move { $body.await })
             .await
             .map_err(SupError::Call)?
     };

@@ -69,14 +69,25 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
-use hotswap::{ExitReason, Pid};
+use hotswap::Pid;
 use hotswap_abi as abi;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
 
 use crate::error::{CodeError, LoadError};
-use crate::node::{NodeInner, ProcessTable};
 use crate::util::FxMap;
+
+/// The processes as the code server sees them: which are bound to a version (running its
+/// code), and how to kill one. The process layer implements it on its process table, so
+/// the code server needs nothing else of processes.
+pub(crate) trait Processes: Sync {
+    /// The processes bound to `v`, sorted.
+    fn bound_to(&self, v: &Arc<Version>) -> Vec<Pid>;
+    /// Whether `pid` is bound to `v`.
+    fn is_bound_to(&self, pid: Pid, v: &Arc<Version>) -> bool;
+    /// Send `pid` the untrappable exit signal `kill`.
+    fn kill(&self, pid: Pid);
+}
 
 /// A gen_server state that a version made and that outlives a purge of it, as the code
 /// server sees it. The behaviour layer implements it (`server::state`); the code server
@@ -241,18 +252,11 @@ impl Version {
     }
 
     /// The processes bound to this version (a scan of the table, only when any is).
-    pub(crate) fn bound_pids(self: &Arc<Self>, table: &ProcessTable) -> Vec<Pid> {
+    pub(crate) fn bound_pids(self: &Arc<Self>, table: &dyn Processes) -> Vec<Pid> {
         if !self.is_bound() {
             return Vec::new();
         }
-        let mut v: Vec<Pid> = table
-            .all()
-            .into_iter()
-            .filter(|p| p.inner.lock().bindings.contains(self))
-            .map(|p| p.pid)
-            .collect();
-        v.sort();
-        v
+        table.bound_to(self)
     }
 
     async fn wait_unbound(&self) {
@@ -268,7 +272,7 @@ impl Version {
         }
     }
 
-    pub(crate) fn info(self: &Arc<Self>, table: &ProcessTable) -> VersionInfo {
+    pub(crate) fn info(self: &Arc<Self>, table: &dyn Processes) -> VersionInfo {
         VersionInfo {
             version: self.vsn.clone(),
             build_id: self.build_id.clone(),
@@ -508,7 +512,7 @@ impl CodeServer {
 
     pub(crate) async fn load(
         &self,
-        node: &NodeInner,
+        node: &dyn Processes,
         path: &Path,
         expect: Option<&str>,
         mode: LoadMode,
@@ -516,7 +520,7 @@ impl CodeServer {
         let _op = self.ops.lock().await;
         if let (Some(name), LoadMode::Plain) = (expect, mode) {
             if let Some(old) = self.old(name) {
-                return Err(not_purged(&old, &node.table));
+                return Err(not_purged(&old, node));
             }
         }
         let v = self.open(path, expect)?;
@@ -524,7 +528,7 @@ impl CodeServer {
         if let Some(old) = self.old(&name) {
             match mode {
                 LoadMode::Plain => {
-                    let err = not_purged(&old, &node.table);
+                    let err = not_purged(&old, node);
                     self.release(v, "refused load (not_purged)");
                     return Err(err);
                 }
@@ -541,10 +545,10 @@ impl CodeServer {
             self.bump(&name);
         }
         tracing::info!(module = %name, version = %v.vsn, file = %v.file.display(), "loaded");
-        Ok(self.info(&name, &node.table).expect("just loaded"))
+        Ok(self.info(&name, node).expect("just loaded"))
     }
 
-    pub(crate) fn info(&self, module: &str, table: &ProcessTable) -> Option<ModuleInfo> {
+    pub(crate) fn info(&self, module: &str, table: &dyn Processes) -> Option<ModuleInfo> {
         let slots = self.slots.read();
         let s = slots.get(module)?;
         if s.current.is_none() && s.old.is_none() {
@@ -557,13 +561,13 @@ impl CodeServer {
         })
     }
 
-    pub(crate) fn all(&self, table: &ProcessTable) -> Vec<ModuleInfo> {
+    pub(crate) fn all(&self, table: &dyn Processes) -> Vec<ModuleInfo> {
         let mut names: Vec<String> = self.slots.read().keys().cloned().collect();
         names.sort();
         names.iter().filter_map(|n| self.info(n, table)).collect()
     }
 
-    pub(crate) fn pinned(&self, table: &ProcessTable) -> Vec<PinnedInfo> {
+    pub(crate) fn pinned(&self, table: &dyn Processes) -> Vec<PinnedInfo> {
         self.pinned
             .lock()
             .iter()
@@ -575,18 +579,16 @@ impl CodeServer {
             .collect()
     }
 
-    pub(crate) fn check_process_code(&self, pid: Pid, module: &str, table: &ProcessTable) -> bool {
+    pub(crate) fn check_process_code(&self, pid: Pid, module: &str, table: &dyn Processes) -> bool {
         let Some(old) = self.old(module).filter(|v| v.is_bound()) else {
             return false;
         };
-        table
-            .get(pid.0)
-            .is_some_and(|p| p.inner.lock().bindings.contains(&old))
+        table.is_bound_to(pid, &old)
     }
 
     pub(crate) async fn purge(
         &self,
-        node: &NodeInner,
+        node: &dyn Processes,
         module: &str,
     ) -> Result<PurgeReport, CodeError> {
         let _op = self.ops.lock().await;
@@ -705,7 +707,7 @@ impl CodeServer {
     }
 
     /// Kill what runs the old version of `module`, then free it. The `ops` lock is held.
-    async fn purge_locked(&self, node: &NodeInner, module: &str) -> PurgeReport {
+    async fn purge_locked(&self, node: &dyn Processes, module: &str) -> PurgeReport {
         let old = {
             let mut slots = self.slots.write();
             slots.get_mut(module).and_then(|s| s.old.take())
@@ -719,22 +721,16 @@ impl CodeServer {
             };
         };
         let version = old.vsn.clone();
-        let killed = old.bound_pids(&node.table);
+        let killed = old.bound_pids(node);
         for pid in &killed {
-            if let Some(p) = node.table.get(pid.0) {
-                p.signal_exit(0, &ExitReason::Kill, false);
-            }
+            node.kill(*pid);
         }
         let waited = tokio::time::timeout(self.purge_timeout, old.wait_unbound()).await;
         // Idle gen_servers are not running this code (spec §1.4): they survive, their
         // states turned into bytes that the current version will read.
         old.dehydrate_states();
         let pinned = if waited.is_err() {
-            let still: Vec<String> = old
-                .bound_pids(&node.table)
-                .iter()
-                .map(|p| p.to_string())
-                .collect();
+            let still: Vec<String> = old.bound_pids(node).iter().map(|p| p.to_string()).collect();
             let reason = format!(
                 "process(es) {} still running its code {:?} after the kill (busy inside a call, not at an await point)",
                 still.join(", "),
@@ -878,7 +874,7 @@ impl CodeServer {
     }
 
     /// Purge every module completely (node stop): delete, then purge twice.
-    pub(crate) async fn purge_all(&self, node: &NodeInner) -> Vec<PurgeReport> {
+    pub(crate) async fn purge_all(&self, node: &dyn Processes) -> Vec<PurgeReport> {
         let names: Vec<String> = self.slots.read().keys().cloned().collect();
         let mut out = Vec::new();
         for n in names {
@@ -909,7 +905,7 @@ fn busy_reason(v: &Version, waited: Duration) -> String {
     }
 }
 
-fn not_purged(old: &Arc<Version>, table: &ProcessTable) -> CodeError {
+fn not_purged(old: &Arc<Version>, table: &dyn Processes) -> CodeError {
     CodeError::NotPurged {
         module: old.name.clone(),
         old_version: old.vsn.clone(),

@@ -34,7 +34,10 @@
 //!
 //! Locking: each process has one mutex; code never holds two process locks at once.
 
+mod node;
 pub(crate) mod ops;
+
+pub(crate) use node::NodeInner;
 
 use std::collections::VecDeque;
 use std::ffi::c_void;
@@ -49,7 +52,6 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::code::Version;
-use crate::node::NodeInner;
 use crate::util::{FxMap, FxSet};
 
 /// A mailbox entry.
@@ -767,5 +769,16 @@ impl Process {
                 + (r.monitored_by.capacity() + r.monitoring.capacity()) * pair;
         }
         bytes
+    }
+}
+
+#[cfg(test)]
+mod size_guard {
+    /// An idle process must stay well under 1 KB: the process struct (plus the `Arc`
+    /// header) fits the allocator's 192-byte class.
+    #[test]
+    fn process_struct_stays_small() {
+        let p = std::mem::size_of::<super::Process>();
+        assert!(p + 16 <= 192, "Process is {p} bytes");
     }
 }

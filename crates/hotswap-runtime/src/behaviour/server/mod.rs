@@ -1,6 +1,6 @@
 //! `gen_server` and `sys` on the host side: the server loop ([`run`]), the states it
-//! keeps ([`state`]), and the API host code uses ([`Node::start_server`], [`Node::call`],
-//! [`Node::sys`]).
+//! keeps ([`state`]), and the API host code uses ([`Node::start_server`](crate::Node::start_server), [`Node::call`](crate::Node::call),
+//! [`Node::sys`](crate::Node::sys)).
 //!
 //! Host code is not a process, so each operation of the API runs in a short-lived native
 //! process that uses the SDK's client functions: one protocol, one implementation.
@@ -12,7 +12,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hotswap::gen_server as gs;
 use hotswap::sys as hsys;
 use hotswap::{Ctx, ExitReason, Pid};
 use hotswap_abi as abi;
@@ -22,9 +21,9 @@ use serde::Serialize;
 pub use hotswap::gen_server::{CallError, ServerRef, StartError, StartOpts, DEFAULT_TIMEOUT};
 pub use hotswap::sys::{ServerStatus, Statistics, SysError};
 
-use crate::node::NodeInner;
+use crate::behaviour::in_process;
+use crate::process::NodeInner;
 use crate::process::{Body, Process};
-use crate::Node;
 
 /// Why `start_server` could not even spawn.
 pub(crate) enum StartFail {
@@ -85,130 +84,19 @@ impl NodeInner {
     }
 }
 
-/// Kills a helper process when dropped, unless defused.
-struct KillOnDrop<'a>(&'a Node, Option<Pid>);
-
-impl KillOnDrop<'_> {
-    fn defuse(mut self) {
-        self.1 = None;
-    }
-}
-
-impl Drop for KillOnDrop<'_> {
-    fn drop(&mut self) {
-        if let Some(pid) = self.1 {
-            self.0.exit(pid, ExitReason::Kill);
-        }
-    }
-}
-
-impl Node {
-    /// Run `f` in a short-lived native process and return what it returns.
-    pub(crate) async fn in_process<T, F, Fut>(&self, f: F) -> Result<T, String>
-    where
-        T: Send + 'static,
-        F: FnOnce(Ctx) -> Fut + Send + 'static,
-        Fut: Future<Output = T> + Send + 'static,
-    {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let (pid, _) = self
-            .inner
-            .spawn_native(None, 0, move |ctx| async move {
-                let _ = tx.send(f(ctx).await);
-            })
-            .map_err(|e| e.to_string())?;
-        // Host code that stops waiting (a timeout around this future) also ends the
-        // helper, which would otherwise wait on for an answer nobody reads.
-        let helper = KillOnDrop(self, Some(pid));
-        let r = rx.await;
-        helper.defuse();
-        r.map_err(|_| "the helper process was killed (is the node stopping?)".to_string())
-    }
-
-    /// Start the gen_server of `module` (its current version) with `arg` for `init`, and
-    /// wait until `init` has returned. The server has no parent.
-    pub async fn start_server<A: Serialize + ?Sized>(
-        &self,
-        module: &str,
-        arg: &A,
-        opts: StartOpts,
-    ) -> Result<Pid, StartError> {
-        let (module, arg) = (module.to_string(), hotswap::codec::encode(arg));
-        self.in_process(move |ctx| async move {
-            gs::start_encoded(&ctx, &module, &arg, &opts, 0)
-                .await
-                .map(|r| r.0)
-        })
-        .await
-        .map_err(StartError::Spawn)?
-    }
-
-    /// `gen_server:call`: send `req` and wait up to `timeout` for the reply.
-    pub async fn call<Q: Serialize + ?Sized, R: DeserializeOwned>(
-        &self,
-        to: impl Into<ServerRef>,
-        req: &Q,
-        timeout: Duration,
-    ) -> Result<R, CallError> {
-        let (to, req) = (to.into(), hotswap::codec::encode(req));
-        let r = self
-            .in_process(
-                move |ctx| async move { gs::call_encoded(&ctx, to, &req, Some(timeout)).await },
-            )
-            .await
-            .map_err(|e| CallError::Exit(ExitReason::User(e)))??;
-        hotswap::codec::decode(&r).map_err(|e| CallError::Decode(e.to_string()))
-    }
-
-    /// `gen_server:cast`: send `msg` and return at once (even if there is no such server).
-    pub fn cast<Q: Serialize + ?Sized>(&self, to: impl Into<ServerRef>, msg: &Q) {
-        let to = to.into();
-        let pid = match &to {
-            ServerRef::Pid(p) => Some(*p),
-            ServerRef::Name(n) => self.whereis(n),
-        };
-        if let Some(pid) = pid {
-            self.inner.post(
-                0,
-                pid.0,
-                abi::MSG_CAST,
-                0,
-                crate::process::Payload::from_vec(hotswap::codec::encode(msg)),
-            );
-        }
-    }
-
-    /// `gen_server:stop`: the server runs `terminate(reason)` (trapping exits or not) and
-    /// exits; returns once it is gone with that reason.
-    pub async fn stop_server(
-        &self,
-        to: impl Into<ServerRef>,
-        reason: ExitReason,
-        timeout: Duration,
-    ) -> Result<(), CallError> {
-        let to = to.into();
-        self.in_process(move |ctx| async move { gs::stop(&ctx, to, reason, Some(timeout)).await })
-            .await
-            .map_err(|e| CallError::Exit(ExitReason::User(e)))?
-    }
-
-    /// The `sys` operations, with the default 5 s timeout.
-    pub fn sys(&self) -> Sys<'_> {
-        Sys {
-            node: self,
-            timeout: DEFAULT_TIMEOUT,
-        }
-    }
-}
-
-/// The `sys` operations on a node's processes; see [`Node::sys`].
+/// The `sys` operations on a node's processes; see [`Node::sys`](crate::Node::sys).
 #[derive(Debug, Clone, Copy)]
 pub struct Sys<'a> {
-    node: &'a Node,
+    node: &'a Arc<NodeInner>,
     timeout: Duration,
 }
 
-impl Sys<'_> {
+impl<'a> Sys<'a> {
+    /// The `sys` operations on `node`'s processes, waiting up to `timeout` for each.
+    pub(crate) fn new(node: &'a Arc<NodeInner>, timeout: Duration) -> Self {
+        Sys { node, timeout }
+    }
+
     /// The same operations with another timeout.
     pub fn timeout(self, timeout: Duration) -> Self {
         Sys { timeout, ..self }
@@ -221,8 +109,7 @@ impl Sys<'_> {
         Fut: Future<Output = Result<T, SysError>> + Send + 'static,
     {
         let t = self.timeout;
-        self.node
-            .in_process(move |ctx| f(ctx, t))
+        in_process(self.node, move |ctx| f(ctx, t))
             .await
             .map_err(SysError::Failed)?
     }

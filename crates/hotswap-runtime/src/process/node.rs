@@ -1,4 +1,5 @@
-//! The node: process table, registry, timers, clock, and the code server.
+//! The node's shared state, as every process sees it: the process table, registry, timers,
+//! clock, and the code server, with spawning (start `module:function` on current code).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -6,11 +7,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hotswap::{Ctx, IntoOutcome, Pid};
+use hotswap::{Ctx, ExitReason, IntoOutcome, Pid};
 use hotswap_abi as abi;
 use parking_lot::Mutex;
 
-use crate::code::CodeServer;
+use crate::code::{CodeServer, Version};
 use crate::error::SpawnError;
 use crate::process::{self, Body, Envelope, ModuleFuture, Payload, Process};
 use crate::util::FxMap;
@@ -65,6 +66,30 @@ impl ProcessTable {
     }
 }
 
+impl crate::code::Processes for ProcessTable {
+    fn bound_to(&self, v: &Arc<Version>) -> Vec<Pid> {
+        let mut pids: Vec<Pid> = self
+            .all()
+            .into_iter()
+            .filter(|p| p.inner.lock().bindings.contains(v))
+            .map(|p| p.pid)
+            .collect();
+        pids.sort();
+        pids
+    }
+
+    fn is_bound_to(&self, pid: Pid, v: &Arc<Version>) -> bool {
+        self.get(pid.0)
+            .is_some_and(|p| p.inner.lock().bindings.contains(v))
+    }
+
+    fn kill(&self, pid: Pid) {
+        if let Some(p) = self.get(pid.0) {
+            p.signal_exit(0, &ExitReason::Kill, false);
+        }
+    }
+}
+
 /// Registered names.
 #[derive(Default)]
 pub(crate) struct Registry {
@@ -91,6 +116,7 @@ impl Registry {
     }
 }
 
+/// The state shared by every process of a node and by its facade ([`crate::Node`]).
 pub(crate) struct NodeInner {
     pub(crate) table: ProcessTable,
     pub(crate) registry: Mutex<Registry>,
@@ -106,21 +132,33 @@ pub(crate) struct NodeInner {
     pub(crate) exit_notify: tokio::sync::Notify,
     pub(crate) stopping: AtomicBool,
     pub(crate) owns_code_dir: bool,
-    /// The application controller.
-    pub(crate) apps: crate::behaviour::application::Apps,
+    /// The host API table (see [`NodeInner::new`]).
+    host: &'static abi::HostApi,
+}
+
+impl std::fmt::Debug for NodeInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("processes", &self.table.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl NodeInner {
+    /// `host` is the host API table module code calls (the layer above builds it): the
+    /// code server hands it to every module it loads, and native processes use it too.
     pub(crate) fn new(
         code_dir: PathBuf,
         owns_code_dir: bool,
         purge_timeout: Duration,
         rt: tokio::runtime::Handle,
+        host: &'static abi::HostApi,
     ) -> NodeInner {
         NodeInner {
             table: ProcessTable::new(),
             registry: Mutex::new(Registry::default()),
-            code: CodeServer::new(code_dir, purge_timeout, crate::host_api::table()),
+            code: CodeServer::new(code_dir, purge_timeout, host),
+            host,
             timers: Mutex::new(HashMap::new()),
             rt,
             epoch: Instant::now(),
@@ -131,7 +169,6 @@ impl NodeInner {
             exit_notify: tokio::sync::Notify::new(),
             stopping: AtomicBool::new(false),
             owns_code_dir,
-            apps: crate::behaviour::application::Apps::new(),
         }
     }
 
@@ -250,7 +287,7 @@ impl NodeInner {
         if self.stopping.load(Ordering::Relaxed) {
             return Err(SpawnError::NodeStopping);
         }
-        crate::host_api::install();
+        hotswap::private::set_host(self.host);
         let proc = Arc::new(Process::new(self.new_pid(), self.clone()));
         // SAFETY: the handle is this new process's, and the host table is installed.
         let ctx = unsafe { Ctx::from_raw(proc.as_handle()) };

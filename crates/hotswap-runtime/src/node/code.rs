@@ -1,0 +1,133 @@
+//! [`Code`]: the code server as embedders see it.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use hotswap::Pid;
+
+use super::Node;
+use crate::code::{LoadMode, ModuleInfo, PinnedInfo, PurgeReport};
+use crate::error::CodeError;
+use crate::process::NodeInner;
+
+/// The code server of a node; see [`Node::code`].
+#[derive(Debug)]
+pub struct Code<'a> {
+    pub(super) node: &'a Node,
+}
+
+impl Code<'_> {
+    fn n(&self) -> &NodeInner {
+        &self.node.inner
+    }
+
+    /// Load a module library without purging (`code:load_file`): refused with
+    /// [`CodeError::NotPurged`] if the module has old code. The current version becomes old.
+    pub async fn load(&self, path: impl AsRef<Path>) -> Result<ModuleInfo, CodeError> {
+        self.n()
+            .code
+            .load(&self.n().table, path.as_ref(), None, LoadMode::Plain)
+            .await
+    }
+
+    /// Like [`Code::load`], but refuse a file that holds another module than `name`.
+    pub async fn load_as(
+        &self,
+        name: &str,
+        path: impl AsRef<Path>,
+    ) -> Result<ModuleInfo, CodeError> {
+        self.n()
+            .code
+            .load(&self.n().table, path.as_ref(), Some(name), LoadMode::Plain)
+            .await
+    }
+
+    /// Purging load (`code:load_binary`, `c:l/1`): purge old code first (killing processes
+    /// still running it), then load.
+    pub async fn load_purging(&self, path: impl AsRef<Path>) -> Result<ModuleInfo, CodeError> {
+        self.n()
+            .code
+            .load(&self.n().table, path.as_ref(), None, LoadMode::Purging)
+            .await
+    }
+
+    /// Purge the old version: kill the processes running it, wait for them, free it.
+    pub async fn purge(&self, module: &str) -> Result<PurgeReport, CodeError> {
+        self.n().code.purge(&self.n().table, module).await
+    }
+
+    /// Purge the old version only if no process runs it (`true`), else change nothing
+    /// (`false`).
+    pub async fn soft_purge(&self, module: &str) -> Result<bool, CodeError> {
+        self.n().code.soft_purge(module).await
+    }
+
+    /// Make the current version old and remove the exports (`code:delete`).
+    pub async fn delete(&self, module: &str) -> Result<(), CodeError> {
+        self.n().code.delete(module).await
+    }
+
+    /// Whether `pid` runs old code of `module`.
+    pub fn check_process_code(&self, pid: Pid, module: &str) -> bool {
+        self.n()
+            .code
+            .check_process_code(pid, module, &self.n().table)
+    }
+
+    /// The file of the current version, if the module has one (`code:is_loaded`).
+    pub fn is_loaded(&self, module: &str) -> Option<PathBuf> {
+        self.n().code.current(module).map(|v| v.source.clone())
+    }
+
+    /// Every module with a current version and its file (`code:all_loaded`).
+    pub fn all_loaded(&self) -> Vec<(String, PathBuf)> {
+        self.n()
+            .code
+            .all(&self.n().table)
+            .into_iter()
+            .filter_map(|m| m.current.map(|c| (m.name, c.source)))
+            .collect()
+    }
+
+    /// Both slots of one module.
+    pub fn module(&self, module: &str) -> Option<ModuleInfo> {
+        self.n().code.info(module, &self.n().table)
+    }
+
+    /// Both slots of every module.
+    pub fn modules(&self) -> Vec<ModuleInfo> {
+        self.n().code.all(&self.n().table)
+    }
+
+    /// Processes running the current and the old version of `module`.
+    pub fn which_processes(&self, module: &str) -> (Vec<Pid>, Vec<Pid>) {
+        match self.n().code.info(module, &self.n().table) {
+            Some(m) => (
+                m.current.map(|v| v.processes).unwrap_or_default(),
+                m.old.map(|v| v.processes).unwrap_or_default(),
+            ),
+            None => (Vec::new(), Vec::new()),
+        }
+    }
+
+    /// Versions kept mapped because they could not be freed safely, with the reason.
+    pub fn pinned(&self) -> Vec<PinnedInfo> {
+        self.n().code.pinned(&self.n().table)
+    }
+
+    /// Try again to free pinned versions whose processes have since exited (for example a
+    /// process that was busy in old code during a purge). Returns how many were unmapped.
+    pub async fn retry_pinned(&self) -> usize {
+        self.n().code.retry_pinned().await
+    }
+
+    /// Versions unmapped since the node started.
+    pub fn freed_count(&self) -> u64 {
+        self.n().code.freed.load(Ordering::Relaxed)
+    }
+
+    /// The node's code directory.
+    pub fn code_dir(&self) -> &Path {
+        &self.n().code.code_dir
+    }
+}
