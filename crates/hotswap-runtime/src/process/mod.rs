@@ -34,17 +34,22 @@
 //!
 //! Locking: each process has one mutex; code never holds two process locks at once.
 
+mod body;
+mod mailbox;
 mod node;
 pub(crate) mod ops;
+mod table;
+mod waker;
 
+pub(crate) use body::{panic_text, Bindings, Body, ModuleFuture, Step};
+pub(crate) use mailbox::{Envelope, Payload};
 pub(crate) use node::NodeInner;
+pub(crate) use table::{ProcessTable, Registry};
+
+use waker::process_waker;
 
 use std::collections::VecDeque;
-use std::ffi::c_void;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
 use hotswap::{ExitReason, Outcome, Pid};
 use hotswap_abi as abi;
@@ -53,63 +58,6 @@ use tokio::sync::Notify;
 
 use crate::code::Version;
 use crate::util::{FxMap, FxSet};
-
-/// A mailbox entry.
-#[derive(Debug)]
-pub(crate) struct Envelope {
-    pub(crate) kind: u32,
-    pub(crate) from: u64,
-    pub(crate) reference: u64,
-    pub(crate) data: Payload,
-}
-
-/// A message payload. Small ones (most messages) are stored inline in the envelope, so
-/// sending them allocates nothing beyond the mailbox slot.
-pub(crate) enum Payload {
-    Inline { len: u8, buf: [u8; INLINE] },
-    Heap(Box<[u8]>),
-}
-
-const INLINE: usize = 22;
-
-impl Payload {
-    pub(crate) fn from_slice(b: &[u8]) -> Payload {
-        if b.len() <= INLINE {
-            let mut buf = [0u8; INLINE];
-            buf[..b.len()].copy_from_slice(b);
-            Payload::Inline {
-                len: b.len() as u8,
-                buf,
-            }
-        } else {
-            Payload::Heap(b.into())
-        }
-    }
-
-    pub(crate) fn from_vec(v: Vec<u8>) -> Payload {
-        if v.len() <= INLINE {
-            Payload::from_slice(&v)
-        } else {
-            Payload::Heap(v.into_boxed_slice())
-        }
-    }
-}
-
-impl std::ops::Deref for Payload {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            Payload::Inline { len, buf } => &buf[..*len as usize],
-            Payload::Heap(b) => b,
-        }
-    }
-}
-
-impl std::fmt::Debug for Payload {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Payload({} bytes)", self.len())
-    }
-}
 
 /// Links, monitors and the registered name: most processes have none, so they live in a
 /// box allocated on first use. Maps are keyed by monitor reference, so a process watching
@@ -127,70 +75,6 @@ pub(crate) struct Relations {
     /// A gen_server's calls answered with `noreply`: `(caller, tag)`. If the server exits
     /// before replying, each caller gets the exit reason (as an OTP caller's monitor would).
     pub(crate) callers: Vec<(u64, u64)>,
-}
-
-/// The versions whose code a process runs: its body's version, then any version it is
-/// awaiting through a fully-qualified call (a stack). The first one is stored inline.
-#[derive(Default)]
-pub(crate) struct Bindings {
-    first: Option<Arc<Version>>,
-    #[expect(
-        clippy::box_collection,
-        reason = "8 bytes instead of 24 in every process; nested calls are rare"
-    )]
-    more: Option<Box<Vec<Arc<Version>>>>,
-}
-
-impl Bindings {
-    fn push(&mut self, v: Arc<Version>) {
-        if self.first.is_none() {
-            self.first = Some(v);
-        } else {
-            self.more.get_or_insert_with(Default::default).push(v);
-        }
-    }
-
-    /// Remove the innermost binding of `v`.
-    fn remove(&mut self, v: &Arc<Version>) -> Option<Arc<Version>> {
-        if let Some(more) = self.more.as_mut() {
-            if let Some(pos) = more.iter().rposition(|b| Arc::ptr_eq(b, v)) {
-                let b = more.remove(pos);
-                if more.is_empty() {
-                    self.more = None;
-                }
-                return Some(b);
-            }
-        }
-        if self.first.as_ref().is_some_and(|b| Arc::ptr_eq(b, v)) {
-            let f = self.first.take();
-            if let Some(more) = self.more.as_mut() {
-                self.first = Some(more.remove(0));
-                if more.is_empty() {
-                    self.more = None;
-                }
-            }
-            return f;
-        }
-        None
-    }
-
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<Version>> {
-        self.first
-            .iter()
-            .chain(self.more.iter().flat_map(|m| m.iter()))
-    }
-
-    pub(crate) fn contains(&self, v: &Arc<Version>) -> bool {
-        self.iter().any(|b| Arc::ptr_eq(b, v))
-    }
-
-    fn take_all(&mut self) -> Vec<Arc<Version>> {
-        let mut out: Vec<Arc<Version>> = self.first.take().into_iter().collect();
-        if let Some(more) = self.more.take() {
-            out.extend(*more);
-        }
-        out
-    }
 }
 
 #[derive(Default)]
@@ -233,7 +117,7 @@ pub(crate) struct Process {
     pub(crate) pid: Pid,
     pub(crate) node: Arc<NodeInner>,
     pub(crate) inner: Mutex<ProcInner>,
-    inbox: Mutex<Vec<Envelope>>,
+    pub(super) inbox: Mutex<Vec<Envelope>>,
     /// Woken when anything happens to the process.
     pub(crate) notify: Notify,
 }
@@ -262,83 +146,6 @@ impl Process {
 
     pub(crate) fn as_handle(&self) -> *mut abi::ProcHandle {
         self as *const Process as *mut abi::ProcHandle
-    }
-
-    /// Deliver a message. (Messages that reach a process after it exited are dropped with
-    /// it.)
-    ///
-    /// Only the message that makes the inbox non-empty wakes the process: while the inbox
-    /// is non-empty a wake-up is already owed, and the process has not drained since.
-    pub(crate) fn deliver(&self, env: Envelope) {
-        let was_empty = {
-            let mut ib = self.inbox.lock();
-            let e = ib.is_empty();
-            ib.push(env);
-            e
-        };
-        if was_empty {
-            self.notify.notify_one();
-        }
-    }
-
-    /// Move everything that arrived into the private mailbox; `false` if nothing had.
-    /// Lock order: `inner`, then `inbox` (senders only ever take `inbox`).
-    pub(crate) fn take_inbox(&self, g: &mut ProcInner) -> bool {
-        let mut ib = self.inbox.lock();
-        if ib.is_empty() {
-            return false;
-        }
-        let aliases = g.rel.as_ref().map(|r| &r.aliases[..]).unwrap_or(&[]);
-        for e in ib.drain(..) {
-            // A reply nobody waits for any more (its call timed out) is dropped here, so it
-            // never reaches the mailbox (OTP 24's aliases).
-            if e.kind == abi::MSG_REPLY && !aliases.contains(&e.reference) {
-                continue;
-            }
-            g.mailbox.push_back(e);
-        }
-        true
-    }
-
-    /// Messages waiting, in both parts of the mailbox.
-    pub(crate) fn queue_len(&self, g: &ProcInner) -> usize {
-        g.mailbox.len() + self.inbox.lock().len()
-    }
-
-    /// Find the first message `pred` accepts, scanning the private mailbox and then each
-    /// batch taken from the inbox (every message is looked at once per call), and remove it.
-    pub(crate) fn take_first(
-        &self,
-        g: &mut ProcInner,
-        mut pred: impl FnMut(&Envelope) -> bool,
-    ) -> Option<Envelope> {
-        let mut from = 0;
-        loop {
-            if let Some(i) = g.mailbox.range(from..).position(&mut pred) {
-                return g.mailbox.remove(from + i);
-            }
-            from = g.mailbox.len();
-            if !self.take_inbox(g) {
-                return None;
-            }
-        }
-    }
-
-    /// Remove the first message if `pred` accepts it (taking what arrived if the private
-    /// mailbox is empty).
-    pub(crate) fn take_front_if(
-        &self,
-        g: &mut ProcInner,
-        pred: impl FnOnce(&Envelope) -> bool,
-    ) -> Option<Envelope> {
-        if g.mailbox.is_empty() && !self.take_inbox(g) {
-            return None;
-        }
-        if g.mailbox.front().is_some_and(pred) {
-            g.mailbox.pop_front()
-        } else {
-            None
-        }
     }
 
     /// Deliver an exit signal from `from` (`via_link`: because a linked process exited).
@@ -495,180 +302,6 @@ impl Process {
             n.await;
         }
     }
-}
-
-/// The code of a process (or of a fully-qualified call in progress).
-pub(crate) enum Body {
-    /// A future created by a module version.
-    Module(ModuleFuture),
-    /// A native future of the host (used for the node's own processes).
-    Native(Pin<Box<dyn Future<Output = Outcome> + Send>>),
-}
-
-/// What one poll of a body produced.
-pub(crate) enum Step {
-    Pending,
-    Done(Outcome),
-    Panicked(String),
-}
-
-/// A future owned by a module version; dropped through that version's drop function.
-pub(crate) struct ModuleFuture {
-    pub(crate) version: Arc<Version>,
-    fut: *mut abi::FutureObj,
-}
-
-// SAFETY: the future is only touched by the one task (or call handle) that owns this value,
-// through the version's poll/drop functions; the module side makes no thread-affinity
-// assumptions (its futures are polled with a no-op waker and hold no thread-local state).
-unsafe impl Send for ModuleFuture {}
-
-impl ModuleFuture {
-    /// Own a future that `version` created.
-    pub(crate) fn from_raw(version: &Arc<Version>, fut: *mut abi::FutureObj) -> ModuleFuture {
-        ModuleFuture {
-            version: version.clone(),
-            fut,
-        }
-    }
-
-    /// Start `export` of `version` for process `proc`.
-    pub(crate) fn start(
-        version: &Arc<Version>,
-        start: abi::StartFn,
-        proc: &Process,
-        arg: &[u8],
-    ) -> ModuleFuture {
-        let _in = version.enter();
-        // SAFETY: `start` belongs to `version`, which is mapped while we hold the Arc; the
-        // handle is the live process; the argument range is valid for the call.
-        let fut = unsafe { start(proc.as_handle(), arg.as_ptr(), arg.len()) };
-        ModuleFuture::from_raw(version, fut)
-    }
-
-    pub(crate) fn poll(&mut self) -> Step {
-        let mut out: Vec<u8> = Vec::new();
-        let st = {
-            let _in = self.version.enter();
-            // SAFETY: `fut` was created by this version and not yet dropped; the version
-            // is mapped while we hold its Arc; `out` outlives the call.
-            unsafe {
-                (self.version.poll)(
-                    self.fut,
-                    &mut out as *mut Vec<u8> as *mut c_void,
-                    hotswap::private::write_vec,
-                )
-            }
-        };
-        match st {
-            abi::STATUS_PENDING => Step::Pending,
-            abi::STATUS_READY => match Outcome::decode_vec(out) {
-                Some(o) => Step::Done(o),
-                None => Step::Done(Outcome::Exit(ExitReason::User(
-                    "malformed outcome from module".into(),
-                ))),
-            },
-            _ => Step::Panicked(String::from_utf8_lossy(&out).into_owned()),
-        }
-    }
-}
-
-impl Drop for ModuleFuture {
-    fn drop(&mut self) {
-        let mut out: Vec<u8> = Vec::new();
-        let st = {
-            let _in = self.version.enter();
-            // SAFETY: `fut` was created by this version and is dropped exactly once, here,
-            // while the version is mapped (we hold its Arc).
-            unsafe {
-                (self.version.drop_future)(
-                    self.fut,
-                    &mut out as *mut Vec<u8> as *mut c_void,
-                    hotswap::private::write_vec,
-                )
-            }
-        };
-        if st != abi::STATUS_READY {
-            tracing::warn!(module = %self.version.name, "a destructor in module code panicked: {}", String::from_utf8_lossy(&out));
-        }
-    }
-}
-
-impl Body {
-    /// Poll once. A native body is polled with `waker` (see [`process_waker`]); a module
-    /// body is woken by its mailbox and its receive deadline only.
-    pub(crate) fn poll(&mut self, waker: &Waker) -> Step {
-        match self {
-            Body::Module(m) => m.poll(),
-            Body::Native(f) => {
-                let mut cx = Context::from_waker(waker);
-                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    f.as_mut().poll(&mut cx)
-                })) {
-                    Ok(Poll::Pending) => Step::Pending,
-                    Ok(Poll::Ready(o)) => Step::Done(o),
-                    Err(p) => Step::Panicked(panic_text(p)),
-                }
-            }
-        }
-    }
-
-    pub(crate) fn version(&self) -> Option<&Arc<Version>> {
-        match self {
-            Body::Module(m) => Some(&m.version),
-            Body::Native(_) => None,
-        }
-    }
-}
-
-pub(crate) fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".into()
-    }
-}
-
-/// The waker of a process's native body: a wake makes the process runnable, as a message
-/// does (it notifies the process, whose task then polls the body again). So a native
-/// process can await any future, a tokio timer or channel included. Clones hold a
-/// reference on the process.
-static PROCESS_WAKER: RawWakerVTable =
-    RawWakerVTable::new(waker_clone, waker_wake, waker_wake_by_ref, waker_drop);
-
-unsafe fn waker_clone(p: *const ()) -> RawWaker {
-    // SAFETY: `p` is `Arc::as_ptr` of a live process (the borrowed waker's process is alive
-    // while it is borrowed; a clone holds its own reference).
-    unsafe { Arc::increment_strong_count(p as *const Process) };
-    RawWaker::new(p, &PROCESS_WAKER)
-}
-
-unsafe fn waker_wake(p: *const ()) {
-    // SAFETY: an owned waker (a clone) carries one reference, consumed here.
-    let proc = unsafe { Arc::from_raw(p as *const Process) };
-    proc.notify.notify_one();
-}
-
-unsafe fn waker_wake_by_ref(p: *const ()) {
-    // SAFETY: the waker keeps the process alive (borrowed, or holding a reference).
-    unsafe { &*(p as *const Process) }.notify.notify_one();
-}
-
-unsafe fn waker_drop(p: *const ()) {
-    // SAFETY: an owned waker carries one reference, released here.
-    drop(unsafe { Arc::from_raw(p as *const Process) });
-}
-
-/// A borrowed waker for `proc` (see [`PROCESS_WAKER`]); never dropped, so it takes no
-/// reference: it is only lent to a poll while `proc` is alive.
-fn process_waker(proc: &Arc<Process>) -> std::mem::ManuallyDrop<Waker> {
-    let raw = RawWaker::new(Arc::as_ptr(proc) as *const (), &PROCESS_WAKER);
-    // SAFETY: the vtable's functions uphold the `RawWaker` contract for a pointer made by
-    // `Arc::as_ptr`; `ManuallyDrop` keeps the borrowed waker from releasing a reference
-    // it never took.
-    std::mem::ManuallyDrop::new(unsafe { Waker::from_raw(raw) })
 }
 
 /// The task that drives a process until it exits.

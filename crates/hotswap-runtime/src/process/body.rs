@@ -1,0 +1,212 @@
+//! What a process runs: its body (a future of a module version, or a native future) and
+//! the versions it is bound to.
+
+use std::ffi::c_void;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use hotswap::{ExitReason, Outcome};
+use hotswap_abi as abi;
+
+use super::Process;
+use crate::code::Version;
+
+/// The versions whose code a process runs: its body's version, then any version it is
+/// awaiting through a fully-qualified call (a stack). The first one is stored inline.
+#[derive(Default)]
+pub(crate) struct Bindings {
+    first: Option<Arc<Version>>,
+    #[expect(
+        clippy::box_collection,
+        reason = "8 bytes instead of 24 in every process; nested calls are rare"
+    )]
+    more: Option<Box<Vec<Arc<Version>>>>,
+}
+
+impl Bindings {
+    pub(super) fn push(&mut self, v: Arc<Version>) {
+        if self.first.is_none() {
+            self.first = Some(v);
+        } else {
+            self.more.get_or_insert_with(Default::default).push(v);
+        }
+    }
+
+    /// Remove the innermost binding of `v`.
+    pub(super) fn remove(&mut self, v: &Arc<Version>) -> Option<Arc<Version>> {
+        if let Some(more) = self.more.as_mut() {
+            if let Some(pos) = more.iter().rposition(|b| Arc::ptr_eq(b, v)) {
+                let b = more.remove(pos);
+                if more.is_empty() {
+                    self.more = None;
+                }
+                return Some(b);
+            }
+        }
+        if self.first.as_ref().is_some_and(|b| Arc::ptr_eq(b, v)) {
+            let f = self.first.take();
+            if let Some(more) = self.more.as_mut() {
+                self.first = Some(more.remove(0));
+                if more.is_empty() {
+                    self.more = None;
+                }
+            }
+            return f;
+        }
+        None
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<Version>> {
+        self.first
+            .iter()
+            .chain(self.more.iter().flat_map(|m| m.iter()))
+    }
+
+    pub(crate) fn contains(&self, v: &Arc<Version>) -> bool {
+        self.iter().any(|b| Arc::ptr_eq(b, v))
+    }
+
+    pub(super) fn take_all(&mut self) -> Vec<Arc<Version>> {
+        let mut out: Vec<Arc<Version>> = self.first.take().into_iter().collect();
+        if let Some(more) = self.more.take() {
+            out.extend(*more);
+        }
+        out
+    }
+}
+
+/// The code of a process (or of a fully-qualified call in progress).
+pub(crate) enum Body {
+    /// A future created by a module version.
+    Module(ModuleFuture),
+    /// A native future of the host (used for the node's own processes).
+    Native(Pin<Box<dyn Future<Output = Outcome> + Send>>),
+}
+
+/// What one poll of a body produced.
+pub(crate) enum Step {
+    Pending,
+    Done(Outcome),
+    Panicked(String),
+}
+
+/// A future owned by a module version; dropped through that version's drop function.
+pub(crate) struct ModuleFuture {
+    pub(crate) version: Arc<Version>,
+    fut: *mut abi::FutureObj,
+}
+
+// SAFETY: the future is only touched by the one task (or call handle) that owns this value,
+// through the version's poll/drop functions; the module side makes no thread-affinity
+// assumptions (its futures are polled with a no-op waker and hold no thread-local state).
+unsafe impl Send for ModuleFuture {}
+
+impl ModuleFuture {
+    /// Own a future that `version` created.
+    pub(crate) fn from_raw(version: &Arc<Version>, fut: *mut abi::FutureObj) -> ModuleFuture {
+        ModuleFuture {
+            version: version.clone(),
+            fut,
+        }
+    }
+
+    /// Start `export` of `version` for process `proc`.
+    pub(crate) fn start(
+        version: &Arc<Version>,
+        start: abi::StartFn,
+        proc: &Process,
+        arg: &[u8],
+    ) -> ModuleFuture {
+        let _in = version.enter();
+        // SAFETY: `start` belongs to `version`, which is mapped while we hold the Arc; the
+        // handle is the live process; the argument range is valid for the call.
+        let fut = unsafe { start(proc.as_handle(), arg.as_ptr(), arg.len()) };
+        ModuleFuture::from_raw(version, fut)
+    }
+
+    pub(crate) fn poll(&mut self) -> Step {
+        let mut out: Vec<u8> = Vec::new();
+        let st = {
+            let _in = self.version.enter();
+            // SAFETY: `fut` was created by this version and not yet dropped; the version
+            // is mapped while we hold its Arc; `out` outlives the call.
+            unsafe {
+                (self.version.poll)(
+                    self.fut,
+                    &mut out as *mut Vec<u8> as *mut c_void,
+                    hotswap::private::write_vec,
+                )
+            }
+        };
+        match st {
+            abi::STATUS_PENDING => Step::Pending,
+            abi::STATUS_READY => match Outcome::decode_vec(out) {
+                Some(o) => Step::Done(o),
+                None => Step::Done(Outcome::Exit(ExitReason::User(
+                    "malformed outcome from module".into(),
+                ))),
+            },
+            _ => Step::Panicked(String::from_utf8_lossy(&out).into_owned()),
+        }
+    }
+}
+
+impl Drop for ModuleFuture {
+    fn drop(&mut self) {
+        let mut out: Vec<u8> = Vec::new();
+        let st = {
+            let _in = self.version.enter();
+            // SAFETY: `fut` was created by this version and is dropped exactly once, here,
+            // while the version is mapped (we hold its Arc).
+            unsafe {
+                (self.version.drop_future)(
+                    self.fut,
+                    &mut out as *mut Vec<u8> as *mut c_void,
+                    hotswap::private::write_vec,
+                )
+            }
+        };
+        if st != abi::STATUS_READY {
+            tracing::warn!(module = %self.version.name, "a destructor in module code panicked: {}", String::from_utf8_lossy(&out));
+        }
+    }
+}
+
+impl Body {
+    /// Poll once. A native body is polled with `waker` (see [`process_waker`](super::waker::process_waker)); a module
+    /// body is woken by its mailbox and its receive deadline only.
+    pub(crate) fn poll(&mut self, waker: &Waker) -> Step {
+        match self {
+            Body::Module(m) => m.poll(),
+            Body::Native(f) => {
+                let mut cx = Context::from_waker(waker);
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    f.as_mut().poll(&mut cx)
+                })) {
+                    Ok(Poll::Pending) => Step::Pending,
+                    Ok(Poll::Ready(o)) => Step::Done(o),
+                    Err(p) => Step::Panicked(panic_text(p)),
+                }
+            }
+        }
+    }
+
+    pub(crate) fn version(&self) -> Option<&Arc<Version>> {
+        match self {
+            Body::Module(m) => Some(&m.version),
+            Body::Native(_) => None,
+        }
+    }
+}
+
+pub(crate) fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".into()
+    }
+}
