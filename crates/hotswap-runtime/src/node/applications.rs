@@ -8,7 +8,10 @@ use tokio::sync::{oneshot, watch};
 use tracing::{error, info, warn};
 
 use super::Node;
-use crate::behaviour::application::*;
+use crate::behaviour::application::{
+    finished, master, AppError, AppInfo, Application, MasterRequest, ShutdownReport, StartType,
+    KILL_PHASE,
+};
 
 impl Node {
     /// Start an application (`application:start/2`): its dependencies must be running; its
