@@ -554,6 +554,10 @@ static TABLE: abi::HostApi = abi::HostApi {
     post,
     alias,
     start_server,
+    heap_alloc: crate::code::heap::heap_alloc,
+    heap_alloc_zeroed: crate::code::heap::heap_alloc_zeroed,
+    heap_realloc: crate::code::heap::heap_realloc,
+    heap_free: crate::code::heap::heap_free,
 };
 
 /// The node's host API table.

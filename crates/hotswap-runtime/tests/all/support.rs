@@ -38,6 +38,7 @@ const FIXTURES: &[&str] = &[
     "sup_tree",
     "sup_tree_v2",
     "app_worker",
+    "heap_hold",
 ];
 
 fn target_dir() -> PathBuf {
@@ -123,6 +124,7 @@ pub fn node_with(purge_timeout: Duration) -> Node {
     Node::start(NodeConfig {
         code_dir: None,
         purge_timeout,
+        ..Default::default()
     })
     .expect("node starts")
 }
