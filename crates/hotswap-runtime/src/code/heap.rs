@@ -31,11 +31,15 @@
 //! * **No block changes allocator.** Each side's `WriteFn` is its own code, so a buffer is
 //!   always grown by the allocator that made it: the node passes its `write_vec` with a node
 //!   `Vec`, a module passes its own copy with a module `Vec`.
-//! * **A block freed by another version** (which §2.2 forbids) is still returned to the
-//!   arena that made it: jemalloc finds a block's arena from its address when a cache is
-//!   flushed or an uncached block is freed, whatever arena the caller names. What cannot be
-//!   made safe is using such a block after its owner was purged, which is a use after free
-//!   of the module's own making.
+//! * **A block freed by another version than the one that allocated it** (which §2.2
+//!   forbids; nothing in the SDK does it) is not detected. jemalloc routes it to its own
+//!   arena when it leaves a thread cache (a flush looks each block's arena up by address),
+//!   but until then the freeing version may hand it out again from its cache, and if the
+//!   owner is purged first, that memory is gone under it: the same use after free as
+//!   keeping a pointer into a purged version. Detecting it on every free needs the owner
+//!   of an address in O(1): e.g. giving each arena its own aligned address window through
+//!   extent hooks, so that the owner is a table entry indexed by `address >> 36`, and
+//!   sending foreign blocks to their owner uncached. Not done.
 //! * **Only unmapped versions lose their heap.** A pinned version keeps it; a version whose
 //!   `init` failed loses it only if its image is verified gone.
 
