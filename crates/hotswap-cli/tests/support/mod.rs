@@ -35,6 +35,7 @@ pub const MODULES: &[&str] = &[
     "upgrade_srv_v1",
     "upgrade_srv_v2",
     "app_worker",
+    "keyed_state",
 ];
 
 pub fn modules_dir() -> PathBuf {
