@@ -86,6 +86,12 @@ pub fn guard_active() -> bool {
     code::guard::active()
 }
 
+/// `(created, destroyed)`: how many per-version heaps were made and how many were freed by
+/// purges in this OS process (see [`NodeConfig::module_heaps`]).
+pub fn module_heap_counts() -> (usize, usize) {
+    code::heap::heap_counts()
+}
+
 /// How many thread creations by module code the guard refused in this OS process.
 pub fn refused_module_threads() -> u64 {
     code::guard::refused_threads()

@@ -32,6 +32,11 @@ pub struct NodeConfig {
     /// How long a purge waits for killed processes to leave the old code before it pins the
     /// version instead of unmapping it. Default 5 s.
     pub purge_timeout: Duration,
+    /// Give every loaded version a heap of its own, which a purge frees as a whole once the
+    /// version is unmapped (memory held by its statics included). Default `true`; `false`
+    /// makes modules allocate with the system allocator (a purge then returns only what the
+    /// module freed itself), which is there to measure the heaps' cost.
+    pub module_heaps: bool,
 }
 
 impl Default for NodeConfig {
@@ -39,6 +44,7 @@ impl Default for NodeConfig {
         NodeConfig {
             code_dir: None,
             purge_timeout: Duration::from_secs(5),
+            module_heaps: true,
         }
     }
 }
@@ -155,6 +161,7 @@ impl Node {
                 dir,
                 owned,
                 config.purge_timeout,
+                config.module_heaps,
                 rt,
                 crate::host_api::table(),
             )),

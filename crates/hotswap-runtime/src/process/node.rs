@@ -52,13 +52,14 @@ impl NodeInner {
         code_dir: PathBuf,
         owns_code_dir: bool,
         purge_timeout: Duration,
+        module_heaps: bool,
         rt: tokio::runtime::Handle,
         host: &'static abi::HostApi,
     ) -> NodeInner {
         NodeInner {
             table: ProcessTable::new(),
             registry: Mutex::new(Registry::default()),
-            code: CodeServer::new(code_dir, purge_timeout, host),
+            code: CodeServer::new(code_dir, purge_timeout, module_heaps, host),
             host,
             timers: Mutex::new(HashMap::new()),
             rt,

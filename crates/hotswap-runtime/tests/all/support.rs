@@ -40,6 +40,7 @@ const FIXTURES: &[&str] = &[
     "app_worker",
     "spin_v1",
     "spin_v2",
+    "heap_hold",
 ];
 
 fn target_dir() -> PathBuf {
@@ -125,6 +126,7 @@ pub fn node_with(purge_timeout: Duration) -> Node {
     Node::start(NodeConfig {
         code_dir: None,
         purge_timeout,
+        ..Default::default()
     })
     .expect("node starts")
 }
