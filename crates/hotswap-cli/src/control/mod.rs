@@ -15,6 +15,7 @@
 //! except a well-formed `stop` with the right cookie.
 
 pub mod client;
+pub mod releases;
 pub mod server;
 
 use std::io::{Read, Write};
