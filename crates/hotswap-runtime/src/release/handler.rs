@@ -122,6 +122,9 @@ pub struct UpgradeReport {
     pub total_ms: f64,
     /// Each phase and how long it took, in milliseconds.
     pub phases: Vec<(String, f64)>,
+    /// What the switch did, in the order it did it (`suspend rel_a (12)`, `commit ...`,
+    /// `resume rel_b (3)`, ...).
+    pub log: Vec<String>,
     /// What went wrong after the switch without undoing it (a child that did not
     /// restart, ...).
     pub warnings: Vec<String>,
@@ -278,6 +281,7 @@ pub(crate) async fn run(
     )
     .await
     {
+        drop(migs);
         cx.discard(prepared);
         return Err(ReleaseError::Refused {
             to,
@@ -292,6 +296,7 @@ pub(crate) async fn run(
     for m in &plan.modules {
         if matches!(m.change, ModuleChange::Changed | ModuleChange::Removed) {
             if let Err(p) = inner.code.soft_purge_held(&m.name, &inner.table).await {
+                drop(migs);
                 cx.discard(prepared);
                 return Err(ReleaseError::Refused {
                     to,
@@ -320,6 +325,8 @@ pub(crate) async fn run(
     let pause_start = Instant::now();
     let done = cx.phase("suspend", targets.len());
     let mut suspended: Vec<Vec<Pid>> = vec![Vec::new(); migs.len()];
+    let mut late: Vec<Pid> = Vec::new();
+    let mut log: Vec<String> = Vec::new();
     let mut failure: Option<(String, String)> = None;
     for (i, m) in migs.iter().enumerate() {
         let mine: Vec<(Pid, Duration)> = targets
@@ -328,13 +335,14 @@ pub(crate) async fn run(
             .map(|t| (t.pid, m.timeout))
             .collect();
         let answers = sys_batch::send_all(&inner, &mine, &Request::Suspend, &done).await;
+        log.push(format!("suspend {} ({})", m.name, mine.len()));
         for ((pid, t), a) in mine.iter().zip(answers) {
             match a {
                 Answer::Ok => suspended[i].push(*pid),
                 Answer::NoProc => {}
                 Answer::Timeout => {
-                    // A late suspend is still obeyed: it is resumed with the others.
-                    suspended[i].push(*pid);
+                    // A late suspend is still obeyed: a resume follows it.
+                    late.push(*pid);
                     failure.get_or_insert((
                         "suspend".into(),
                         format!(
@@ -370,6 +378,14 @@ pub(crate) async fn run(
             .flat_map(|(i, v)| v.iter().map(move |&pid| Target { pid, module: i }))
             .collect();
         let done = cx.phase("code_change", live.len());
+        log.push(format!(
+            "code_change {} ({} states)",
+            match direction {
+                Direction::Up => "up",
+                Direction::Down => "down",
+            },
+            live.len()
+        ));
         match run_chunks(
             &inner,
             &migs,
@@ -409,6 +425,14 @@ pub(crate) async fn run(
             .into_iter()
             .filter_map(|n| prepared.get(&n).map(|v| (n, Some(v.clone()))))
             .collect();
+        log.push(format!(
+            "commit {}",
+            loads
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
         undo = Some(inner.code.commit(&loads));
         inner.releases.gate.open();
         cx.phase("applications", 0);
@@ -439,11 +463,18 @@ pub(crate) async fn run(
         }
         rollback(migrations).await;
         inner.releases.gate.open();
-        let all: Vec<Pid> = suspended.iter().rev().flatten().copied().collect();
-        let resumed = resume(&inner, &migs, &suspended, &Arc::new(AtomicUsize::new(0))).await;
+        sys_batch::post_all(&inner, &late, &Request::Resume);
+        let resumed = resume(
+            &inner,
+            &migs,
+            &suspended,
+            &Arc::new(AtomicUsize::new(0)),
+            &mut Vec::new(),
+        )
+        .await;
+        drop(migs);
         cx.discard(prepared);
         tracing::warn!(%to, %phase, %failed, resumed, gated, "upgrade rolled back");
-        let _ = all;
         return Err(ReleaseError::RolledBack {
             to,
             phase,
@@ -453,8 +484,11 @@ pub(crate) async fn run(
     }
     let spawns_gated = 0;
     let done = cx.phase("resume", suspended.iter().map(Vec::len).sum());
-    resume(&inner, &migs, &suspended, &done).await;
+    resume(&inner, &migs, &suspended, &done, &mut log).await;
     let pause_ms = ms(pause_start.elapsed());
+    // The versions these name are freed below (a purge needs the only reference).
+    drop(migs);
+    drop(undo);
 
     // ---- after: nothing here undoes the switch ---------------------------------------------
     cx.phase("finish", migrations.len());
@@ -561,6 +595,7 @@ pub(crate) async fn run(
         check_ms,
         total_ms: ms(started.elapsed()),
         phases: cx.phases.clone(),
+        log,
         warnings,
         plan,
     };
@@ -725,12 +760,14 @@ async fn resume(
     migs: &[Mig],
     suspended: &[Vec<Pid>],
     done: &Arc<AtomicUsize>,
+    log: &mut Vec<String>,
 ) -> usize {
     let mut n = 0;
     for (i, pids) in suspended.iter().enumerate().rev() {
         let t = migs[i].timeout.max(Duration::from_secs(5));
         let targets: Vec<(Pid, Duration)> = pids.iter().map(|p| (*p, t)).collect();
         let answers = sys_batch::send_all(inner, &targets, &Request::Resume, done).await;
+        log.push(format!("resume {} ({})", migs[i].name, targets.len()));
         for ((pid, _), a) in targets.iter().zip(answers) {
             match a {
                 Answer::Ok => n += 1,

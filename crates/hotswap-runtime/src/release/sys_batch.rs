@@ -158,3 +158,12 @@ async fn send_chunk(
     me.finish(ExitReason::Normal);
     answers
 }
+
+/// Send `req` to every pid without waiting for answers (a late suspend's resume: the
+/// process obeys it after the suspend, whenever it gets to its mailbox).
+pub(crate) fn post_all(node: &NodeInner, pids: &[Pid], req: &Request) {
+    let payload = codec::encode(req);
+    for p in pids {
+        node.post(0, p.0, abi::MSG_SYSTEM, 0, Payload::from_slice(&payload));
+    }
+}
