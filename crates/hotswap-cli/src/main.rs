@@ -226,7 +226,7 @@ enum Command {
     /// permanent, old); the one running is marked.
     Releases(Ctl),
     /// Add a release to the node's directory from a package (a directory holding
-    /// releases/<vsn>/release.toml and the libraries it names, or a .tar.gz of one), after
+    /// `releases/<vsn>/release.toml` and the libraries it names, or a .tar.gz of one), after
     /// checking it: manifest valid, every library a hotswap module with the declared name
     /// and version, no file of another release overwritten.
     Unpack {
@@ -248,7 +248,7 @@ enum Command {
         #[arg(long)]
         permanent: bool,
         /// The suspend time limit of every process, in milliseconds (default: each
-        /// module's [upgrade] timeout_ms, else 5000).
+        /// module's `[upgrade]` timeout_ms, else 5000).
         #[arg(long, value_name = "MS")]
         suspend_timeout_ms: Option<u64>,
         #[command(flatten)]

@@ -143,7 +143,8 @@ struct Target {
     module: usize,
 }
 
-/// The modules being migrated: (name, current version, prepared version, extra).
+/// A module being migrated.
+#[derive(Clone)]
 struct Mig {
     name: String,
     from: Arc<Version>,
@@ -646,18 +647,7 @@ where
         + 'static,
 {
     let stop = Arc::new(AtomicBool::new(false));
-    let migs: Arc<Vec<(String, Arc<Version>, Arc<Version>, Option<Vec<u8>>)>> = Arc::new(
-        migs.iter()
-            .map(|m| {
-                (
-                    m.name.clone(),
-                    m.from.clone(),
-                    m.to.clone(),
-                    m.extra.clone(),
-                )
-            })
-            .collect(),
-    );
+    let migs: Arc<Vec<Mig>> = Arc::new(migs.to_vec());
     let mut tasks = Vec::new();
     for chunk in targets.chunks(CHUNK) {
         let chunk: Vec<Target> = chunk.to_vec();
@@ -668,14 +658,8 @@ where
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                let (name, from, to, extra) = &migs[t.module];
-                let m = Mig {
-                    name: name.clone(),
-                    from: from.clone(),
-                    to: to.clone(),
-                    extra: extra.clone(),
-                    timeout: Duration::ZERO,
-                };
+                let m = &migs[t.module];
+                let (name, from, to) = (&m.name, &m.from, &m.to);
                 let Some(proc) = inner.table.get(t.pid.0) else {
                     continue; // exited since: nothing to migrate
                 };
@@ -693,7 +677,7 @@ where
                         made,
                     ));
                 };
-                match f(&cell, &m, dir, proc.as_handle()) {
+                match f(&cell, m, dir, proc.as_handle()) {
                     Ok(Some(mg)) => made.push(mg),
                     Ok(None) => {}
                     Err(e) => {

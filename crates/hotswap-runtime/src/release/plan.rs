@@ -596,13 +596,10 @@ fn suspend_order(modules: &[ModulePlan]) -> (Vec<String>, Vec<String>) {
     }
     let mut order = Vec::new();
     let mut done: BTreeSet<&str> = BTreeSet::new();
-    loop {
-        let Some(next) = changed
-            .iter()
-            .find(|m| !done.contains(m.name.as_str()) && indegree[m.name.as_str()] == 0)
-        else {
-            break;
-        };
+    while let Some(next) = changed
+        .iter()
+        .find(|m| !done.contains(m.name.as_str()) && indegree[m.name.as_str()] == 0)
+    {
         done.insert(&next.name);
         order.push(next.name.clone());
         for d in &next.depends {
