@@ -9,10 +9,21 @@
 //!    `{"ok": false, "error": {"kind": "...", "message": "...", "hint": "..."}}`, and closes.
 //!
 //! The node checks the peer's uid (it must be the node's own, or root), then reads the
-//! request with a time limit ([`READ_TIMEOUT`]), checks the cookie (in constant time)
-//! before looking at anything else, and only then runs the command. Anything malformed
-//! gets an error reply naming what was wrong; nothing a client sends can stop the node
-//! except a well-formed `stop` with the right cookie.
+//! request with a time limit (the manifest's `control_read_timeout_ms`, default
+//! [`DEFAULT_CONTROL_READ_TIMEOUT_MS`]), checks the cookie (in constant time) before looking at anything
+//! else, and only then runs the command. Anything malformed gets an error reply naming
+//! what was wrong; nothing a client sends can stop the node except a well-formed `stop`
+//! with the right cookie.
+//!
+//! Each connection is served concurrently, by a task of its own: a client that connects
+//! and sends nothing (a stuck script, a crashed client) holds only its own connection
+//! until its read deadline, and never delays the others. At most
+//! `control_max_connections` (default [`DEFAULT_CONTROL_MAX_CONNECTIONS`]) are open at once; past that
+//! the one that has waited longest for its request is closed to make room (see
+//! [`server::run`]).
+//!
+//! [`DEFAULT_CONTROL_READ_TIMEOUT_MS`]: hotswap_runtime::release::manifest::DEFAULT_CONTROL_READ_TIMEOUT_MS
+//! [`DEFAULT_CONTROL_MAX_CONNECTIONS`]: hotswap_runtime::release::manifest::DEFAULT_CONTROL_MAX_CONNECTIONS
 
 pub mod client;
 pub mod releases;
@@ -20,7 +31,6 @@ pub mod server;
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -29,8 +39,6 @@ use serde_json::Value;
 pub const MAX_REQUEST: u32 = 1 << 20;
 /// The largest reply a client accepts.
 pub const MAX_REPLY: u32 = 64 << 20;
-/// How long the node waits for a client to send its whole request.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A request, as the client sends it.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -39,7 +39,7 @@ use std::time::Duration;
 
 pub use dir::{ReleaseDir, MANIFEST};
 pub use handler::{Progress, UpgradeOptions, UpgradeReport};
-pub use manifest::{Release, UpgradeSpec};
+pub use manifest::{AppSpec, Manifest, ModuleSpec, NodeSettings, Release, StartSpec, UpgradeSpec};
 pub use plan::Plan;
 pub use store::{ReleaseEntry, ReleaseStatus, Store};
 
