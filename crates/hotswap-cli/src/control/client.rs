@@ -956,8 +956,8 @@ fn upgrade_text(v: &Value) -> String {
     for w in r["warnings"].as_array().into_iter().flatten() {
         out.push_str(&format!("  warning: {}\n", s(w)));
     }
-    out.push_str(&if v["permanent"] == true {
-        format!("release {} is current and permanent\n", s(&r["to"]))
+    out.push_str(&if v["status"] == "permanent" {
+        format!("release {} is permanent: a restart boots it\n", s(&r["to"]))
     } else {
         format!(
             "release {} is current, not permanent: a restart boots the permanent release; keep it with `hotswap make-permanent`\n",

@@ -101,7 +101,13 @@ pub async fn upgrade(node: &Node, args: &Value) -> Result<Value, ErrorReply> {
         .upgrade(&vsn, opts.clone())
         .await
         .map_err(error)?;
-    Ok(json!({ "report": report, "permanent": opts.permanent }))
+    let status = node
+        .releases()
+        .list()
+        .ok()
+        .and_then(|l| l.into_iter().find(|e| e.version == vsn))
+        .map(|e| e.status);
+    Ok(json!({ "report": report, "status": status }))
 }
 
 /// `upgrade_progress`.

@@ -419,7 +419,7 @@ pub(crate) async fn run(
             .steps
             .iter()
             .find_map(|s| match s {
-                plan::Step::Commit { load, .. } => Some(load.clone()),
+                plan::Step::Commit { load } => Some(load.clone()),
                 _ => None,
             })
             .unwrap_or_default()

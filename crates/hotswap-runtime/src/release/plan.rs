@@ -141,8 +141,6 @@ pub enum Step {
     Commit {
         /// Modules made current.
         load: Vec<String>,
-        /// Modules deleted.
-        delete: Vec<String>,
     },
     /// Start an application.
     StartApplication {
@@ -235,26 +233,24 @@ impl fmt::Display for Step {
                 },
                 p.len()
             ),
-            Step::Commit { load, delete } => {
-                write!(f, "commit: make current {}", list(load))?;
-                if !delete.is_empty() {
-                    write!(f, "; delete {}", list(delete))?;
-                }
-                Ok(())
-            }
+            Step::Commit { load } => write!(f, "commit: make current {}", list(load)),
             Step::StartApplication { name } => write!(f, "start application {name}"),
             Step::Supervisor {
                 application,
                 start,
                 stop,
                 restart,
-            } => write!(
-                f,
-                "supervisor of {application}: start {}, stop {}, restart {}",
-                list(start),
-                list(stop),
-                list(restart)
-            ),
+            } => {
+                write!(f, "supervisor of {application}:")?;
+                let mut sep = " ";
+                for (what, ids) in [("start", start), ("stop", stop), ("restart", restart)] {
+                    if !ids.is_empty() {
+                        write!(f, "{sep}{what} {}", list(ids))?;
+                        sep = ", ";
+                    }
+                }
+                Ok(())
+            }
             Step::Resume { module, pids: p } => {
                 write!(f, "resume {module}: {} process(es): {}", p.len(), pids(p))
             }
@@ -740,10 +736,7 @@ fn steps(
         .filter(|m| m.change == ModuleChange::Removed)
         .map(|m| m.name.clone())
         .collect();
-    steps.push(Step::Commit {
-        load,
-        delete: Vec::new(),
-    });
+    steps.push(Step::Commit { load });
     for a in target_apps {
         if apps
             .iter()
@@ -755,18 +748,15 @@ fn steps(
         }
     }
     for a in apps {
-        if let AppChange::Children {
-            start,
-            stop,
-            restart,
-        } = &a.change
-        {
-            steps.push(Step::Supervisor {
-                application: a.name.clone(),
-                start: start.clone(),
-                stop: stop.clone(),
-                restart: restart.clone(),
-            });
+        if let AppChange::Children { start, .. } = &a.change {
+            if !start.is_empty() {
+                steps.push(Step::Supervisor {
+                    application: a.name.clone(),
+                    start: start.clone(),
+                    stop: Vec::new(),
+                    restart: Vec::new(),
+                });
+            }
         }
     }
     for m in migrating.iter().rev() {
@@ -774,6 +764,19 @@ fn steps(
             module: m.name.clone(),
             pids: m.servers.clone(),
         });
+    }
+    // What cannot be undone comes once nothing can fail any more.
+    for a in apps {
+        if let AppChange::Children { stop, restart, .. } = &a.change {
+            if !(stop.is_empty() && restart.is_empty()) {
+                steps.push(Step::Supervisor {
+                    application: a.name.clone(),
+                    start: Vec::new(),
+                    stop: stop.clone(),
+                    restart: restart.clone(),
+                });
+            }
+        }
     }
     for n in order {
         let m = by[n.as_str()];
