@@ -534,8 +534,7 @@ start = [
     call(&node, a, Req::Bump).await;
     let plan = node.releases().plan("2.0.0").await.unwrap();
     assert!(
-        plan.to_string()
-            .contains("supervisor of pool: start c\n"),
+        plan.to_string().contains("supervisor of pool: start c\n"),
         "{plan}"
     );
     assert!(
@@ -938,5 +937,59 @@ async fn release_unpack_rejects_bad_release() {
     assert_eq!(node.releases().unpack(&tgz).await.unwrap(), "2.0.0");
     assert!(d.0.join("lib/rel_srv_v2/librel_srv_v2.so").is_file());
     assert_eq!(status(&d.0)["2.0.0"], ReleaseStatus::Unpacked);
+    node.stop(WAIT).await;
+}
+
+/// Servers started while upgrades switch the module: each one ends on the version current
+/// after the switch (the gate holds their `init` until it is decided), whether the switch
+/// succeeds or rolls back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_upgrade_spawns_during_the_switch_start_on_the_version_after_it() {
+    let d = TempDir::new("rel-gate");
+    write_release(&d.0, "1.0.0", V1_MODS, "");
+    write_release(&d.0, "2.0.0", V2_MODS, "");
+    write_release(
+        &d.0,
+        "3.0.0",
+        V2_MODS,
+        "[upgrade.rel_srv]\nextra = { fail_id = 150, fail_on = 2 }\n",
+    );
+    let node = boot(&d.0, "1.0.0").await;
+    servers(&node, 1, 300).await;
+    for (target, want) in [("3.0.0", "1"), ("2.0.0", "2")] {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let s2 = stop.clone();
+        node.spawn_native(move |ctx| async move {
+            let mut started = Vec::new();
+            let mut id = 10_000;
+            while !s2.load(Ordering::Relaxed) {
+                id += 1;
+                started.push(
+                    gs::start(&ctx, "rel_srv", &id, StartOpts::default())
+                        .await
+                        .expect("a server starts during the switch"),
+                );
+            }
+            let _ = tx.send(started);
+        })
+        .unwrap();
+        let r = node
+            .releases()
+            .upgrade(target, UpgradeOptions::default())
+            .await;
+        stop.store(true, Ordering::Relaxed);
+        assert_eq!(r.is_ok(), target == "2.0.0", "{:?}", r.err());
+        let started = rx.await.unwrap();
+        assert!(!started.is_empty());
+        for p in started {
+            let v = node.process_info(p).and_then(|i| i.gen_server);
+            assert_eq!(
+                v,
+                Some(("rel_srv".to_string(), want.to_string())),
+                "server {p} started during the switch to {target}"
+            );
+        }
+    }
     node.stop(WAIT).await;
 }
