@@ -1192,6 +1192,23 @@ fn target(name: &str) -> (Target, &'static str) {
         // issue 4
         "node_stop_10k" => (Target::AtMost(100.0), "<= 100 ms [Erlang 1 048 ms]"),
         "child_restart" => (Target::Report, "reported [Erlang ~10 us]"),
+        // issue 11
+        "release_upgrade_1000" | "release_upgrade_10000" | "release_upgrade_100000" => (
+            Target::RatioAtMost(0.5),
+            "<= 0.5x Erlang (release_handler relup)",
+        ),
+        "release_upgrade_client_latency" | "release_upgrade_client_latency_p99" => {
+            (Target::Report, "reported")
+        }
+        // 0.5x of Erlang's 68-80 ms, in us.
+        "release_upgrade_client_latency_max" => (
+            Target::AtMost(34_000.0),
+            "<= 34 ms (0.5x Erlang's 68-80 ms)",
+        ),
+        "release_rollback_10000" => (
+            Target::Report,
+            "reported [Erlang: a node restart, states lost]",
+        ),
         _ => (Target::AtMost(f64::INFINITY), "?"),
     }
 }

@@ -135,12 +135,20 @@ impl NodeState {
         (Arc::new(state), rx)
     }
 
+    /// The release the node runs: the booted one until an upgrade moves it.
+    pub fn running(&self) -> Release {
+        self.node
+            .releases()
+            .running()
+            .unwrap_or_else(|| self.release.clone())
+    }
+
     /// The children of an application's top supervisor, in start order (empty if the
     /// supervisor does not answer in time, e.g. while it stops its tree).
     pub async fn app_children(&self, app: &AppInfo) -> Vec<AppChild> {
         // What each child runs, by id: its start entry in the manifest, else its modules.
         let entries: std::collections::HashMap<String, String> = self
-            .release
+            .running()
             .manifest
             .applications
             .iter()

@@ -86,6 +86,11 @@ fn release_not_permanent_boots_previous_after_kill() {
         "the new shape: {}",
         state(&rel)
     );
+    let (_, st) = rel.json(&["status"]);
+    assert_eq!(
+        st["release"]["version"], "2.0.0",
+        "status names the running release: {st}"
+    );
     assert_eq!(
         statuses(&rel),
         (

@@ -386,11 +386,13 @@ async fn status(state: &NodeState) -> Value {
             })).collect::<Vec<_>>(),
         }));
     }
-    let id = &state.release.manifest.release;
+    // The release the node runs now (an upgrade changes it).
+    let running = state.running();
+    let id = &running.manifest.release;
     json!({
         "release": { "name": id.name, "version": id.version },
-        "release_dir": state.release.dir.root(),
-        "manifest": state.release.path,
+        "release_dir": running.dir.root(),
+        "manifest": running.path,
         "node_pid": std::process::id(),
         "hotswap_version": env!("CARGO_PKG_VERSION"),
         "started_at_ms": ms_since_epoch(state.started_at),
