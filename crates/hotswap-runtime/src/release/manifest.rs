@@ -74,6 +74,9 @@
 //! timeout_ms = 2000           # how long each of its processes may take to suspend
 //! ```
 //!
+//! A downgrade uses the target's table, or, for a module it does not name, the running
+//! (newer) release's.
+//!
 //! `type` defaults to `permanent`, as in OTP releases: when a permanent application's top
 //! supervisor exits (for example after too many restarts) the node stops the other
 //! applications and exits with status 1; a transient one does so unless the exit is
