@@ -189,6 +189,12 @@ async fn round(libs: &Libs, n: usize, fail: bool, with_clients: bool) -> Round {
     let pause_ms = match (r, fail) {
         (Ok(rep), false) => {
             assert_eq!(rep.servers_migrated, n, "every server migrated");
+            let phases: Vec<String> = rep
+                .phases
+                .iter()
+                .map(|(p, ms)| format!("{p} {ms:.1}"))
+                .collect();
+            info!("  upgrade of {n}: phases (ms): {}", phases.join(", "));
             rep.pause_ms
         }
         (Err(ReleaseError::RolledBack { phase, .. }), true) => {

@@ -147,6 +147,8 @@ struct Target {
 #[derive(Clone)]
 struct Mig {
     name: String,
+    /// The modules it depends on.
+    depends: Vec<String>,
     from: Arc<Version>,
     to: Arc<Version>,
     extra: Option<Vec<u8>>,
@@ -260,6 +262,7 @@ pub(crate) async fn run(
             .or_else(|| running.manifest.upgrade.get(name));
         migs.push(Mig {
             name: name.clone(),
+            depends: m.depends.clone(),
             from,
             to: to_v.clone(),
             extra: spec.and_then(|u| u.extra_bytes()),
@@ -738,7 +741,11 @@ async fn each_chunk(mut v: Vec<Migration>, f: fn(Migration)) {
 }
 
 /// Resume the suspended servers, dependencies first (the reverse of the suspend order).
-/// How many answered.
+/// A module that a module resumed after it depends on is resumed and its answers awaited
+/// before the next one; the others' resumes are only sent: a server takes its resume
+/// before any other message waiting for it, so nothing can see it suspended once the
+/// resume is in its mailbox. How many servers were sent (and, if awaited, answered) a
+/// resume.
 async fn resume(
     inner: &Arc<NodeInner>,
     migs: &[Mig],
@@ -748,10 +755,17 @@ async fn resume(
 ) -> usize {
     let mut n = 0;
     for (i, pids) in suspended.iter().enumerate().rev() {
+        let awaited = (0..i).any(|j| migs[j].depends.contains(&migs[i].name));
+        log.push(format!("resume {} ({})", migs[i].name, pids.len()));
+        if !awaited {
+            let sent = sys_batch::post_all(inner, pids, &Request::Resume);
+            done.fetch_add(pids.len(), Ordering::Relaxed);
+            n += sent;
+            continue;
+        }
         let t = migs[i].timeout.max(Duration::from_secs(5));
         let targets: Vec<(Pid, Duration)> = pids.iter().map(|p| (*p, t)).collect();
         let answers = sys_batch::send_all(inner, &targets, &Request::Resume, done).await;
-        log.push(format!("resume {} ({})", migs[i].name, targets.len()));
         for ((pid, _), a) in targets.iter().zip(answers) {
             match a {
                 Answer::Ok => n += 1,

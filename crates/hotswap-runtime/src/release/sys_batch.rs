@@ -159,11 +159,11 @@ async fn send_chunk(
     answers
 }
 
-/// Send `req` to every pid without waiting for answers (a late suspend's resume: the
-/// process obeys it after the suspend, whenever it gets to its mailbox).
-pub(crate) fn post_all(node: &NodeInner, pids: &[Pid], req: &Request) {
+/// Send `req` to every pid without waiting for answers (a resume: the process obeys it
+/// before any other message, whenever it gets to its mailbox). How many were delivered.
+pub(crate) fn post_all(node: &NodeInner, pids: &[Pid], req: &Request) -> usize {
     let payload = codec::encode(req);
-    for p in pids {
-        node.post(0, p.0, abi::MSG_SYSTEM, 0, Payload::from_slice(&payload));
-    }
+    pids.iter()
+        .filter(|p| node.post(0, p.0, abi::MSG_SYSTEM, 0, Payload::from_slice(&payload)))
+        .count()
 }
