@@ -40,6 +40,8 @@ const FIXTURES: &[&str] = &[
     "app_worker",
     "rel_srv_v1",
     "rel_srv_v2",
+    "spin_v1",
+    "spin_v2",
 ];
 
 fn target_dir() -> PathBuf {
