@@ -142,7 +142,8 @@ pub(crate) fn check(
     let bytes = {
         let g = cell.slot.lock();
         match &*g {
-            Slot::Live { busy: true, .. } => return Ok(false),
+            // Busy in a callback, or still in init: converted once suspended.
+            Slot::Live { busy: true, .. } | Slot::Empty => return Ok(false),
             Slot::Live { version, .. } if !Arc::ptr_eq(version, from) => return Ok(false),
             other => encode_idle(other, from)?,
         }

@@ -993,3 +993,50 @@ async fn release_upgrade_spawns_during_the_switch_start_on_the_version_after_it(
     }
     node.stop(WAIT).await;
 }
+
+/// `[upgrade.<module>] restart = true`: the module's supervised processes are restarted by
+/// their supervisors on the new version instead of being migrated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_upgrade_restart_override_restarts_through_supervisors() {
+    let d = TempDir::new("rel-restart");
+    let app = "[[application]]\nname = \"pool\"\nversion = \"1\"\nstart = [{ server = \"rel_srv\", name = \"r\", arg = 5 }]\n";
+    write_release(&d.0, "1.0.0", V1_MODS, app);
+    write_release(
+        &d.0,
+        "2.0.0",
+        V2_MODS,
+        &format!("{app}[upgrade.rel_srv]\nrestart = true\n"),
+    );
+    let node = boot(&d.0, "1.0.0").await;
+    let r = node.whereis("r").unwrap();
+    call(&node, r, Req::Bump).await;
+    let plan = node.releases().plan("2.0.0").await.unwrap();
+    assert!(
+        plan.to_string()
+            .contains("restart rel_srv through its supervisors"),
+        "{plan}"
+    );
+    let rep = node
+        .releases()
+        .upgrade("2.0.0", UpgradeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        (rep.servers_migrated, rep.processes_restarted),
+        (0, 1),
+        "{rep:?}"
+    );
+    let r2 = node.whereis("r").expect("restarted");
+    assert_ne!(r2, r);
+    let s: V2 = node.sys().get_state(r2).await.unwrap();
+    assert_eq!(
+        s,
+        V2 {
+            id: 5,
+            total: 0,
+            upgraded_from: "init".into()
+        },
+        "a fresh state of the new version"
+    );
+    node.stop(WAIT).await;
+}
