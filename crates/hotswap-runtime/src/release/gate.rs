@@ -27,10 +27,23 @@ impl Gate {
         self.closed.load(Ordering::Acquire) && self.modules.read().contains(module)
     }
 
-    /// Make spawns on `modules` wait.
+    /// Make spawns on `modules` wait. Once this returns, every [`Gate::admit`] that was
+    /// let through has finished.
     pub(crate) fn close(&self, modules: BTreeSet<String>) {
+        let _w = self.waiting.lock();
         *self.modules.write() = modules;
         self.closed.store(true, Ordering::Release);
+    }
+
+    /// Run `f` if a start on `module` need not wait (`None` if it must), atomically with
+    /// respect to [`Gate::close`]: what `f` registers is visible to whoever closed the gate.
+    pub(crate) fn admit<R>(&self, module: &str, f: impl FnOnce() -> R) -> Option<R> {
+        let _w = self.waiting.lock();
+        if self.closes(module) {
+            None
+        } else {
+            Some(f())
+        }
     }
 
     /// Let every waiting spawn go on.
