@@ -375,6 +375,7 @@ pub(crate) async fn run(
     let mut undo = None;
     let mut started_apps: Vec<String> = Vec::new();
     let mut started_children: Vec<(Pid, String)> = Vec::new();
+    let mut spawns_gated = 0;
     if failure.is_none() {
         let live: Vec<Target> = suspended
             .iter()
@@ -438,6 +439,7 @@ pub(crate) async fn run(
                 .join(" ")
         ));
         undo = Some(inner.code.commit(&loads));
+        spawns_gated = inner.releases.gate.waiting();
         inner.releases.gate.open();
         cx.phase("applications", 0);
         if let Err(e) = start_apps(
@@ -486,7 +488,6 @@ pub(crate) async fn run(
             resumed,
         });
     }
-    let spawns_gated = 0;
     let done = cx.phase("resume", suspended.iter().map(Vec::len).sum());
     resume(&inner, &migs, &suspended, &done, &mut log).await;
     let pause_ms = ms(pause_start.elapsed());

@@ -979,7 +979,10 @@ async fn release_upgrade_spawns_during_the_switch_start_on_the_version_after_it(
             .upgrade(target, UpgradeOptions::default())
             .await;
         stop.store(true, Ordering::Relaxed);
-        assert_eq!(r.is_ok(), target == "2.0.0", "{:?}", r.err());
+        assert_eq!(r.is_ok(), target == "2.0.0", "{:?}", r.as_ref().err());
+        if let Ok(rep) = &r {
+            eprintln!("spawns held at the gate: {}", rep.spawns_gated);
+        }
         let started = rx.await.unwrap();
         assert!(!started.is_empty());
         for p in started {
