@@ -26,13 +26,15 @@
 //!
 //! ```text
 //!   lib.rs      re-exports, and the guard's link arguments
+//!   release/    release handling: release directories, manifests, the store, upgrade
+//!               plans run as transactions; it drives the node through the facade's API
 //!   node/       the facade: Node, Code, ExternalProcess, and the host-side APIs of the
 //!               behaviours (start_server, call, sys; supervisors; applications, shutdown)
 //!   host_api/   the table module code calls: it exposes the layers below it
 //!   behaviour/  gen_server and sys (server/), supervisor, application
 //!   process/    pids, the process table, mailboxes, links and monitors (ops), the
-//!               registry, timers, the waker, spawning; NodeInner, what every process
-//!               shares (it holds the code server)
+//!               registry, timers, the waker, the spawn gate, spawning; NodeInner, what
+//!               every process shares (it holds the code server)
 //!   code/       the code server: versions, the loader (dlopen, ELF checks), the
 //!               thread-local guard
 //!   error, util leaves: error types, the hash maps keyed by pids
@@ -44,7 +46,9 @@
 //! - the process table implements `code::Processes` (which processes run a version, kill
 //!   one), all a purge needs of processes;
 //! - a gen_server state registers with the version that made it as a `code::LiveState`,
-//!   which a purge asks to turn itself into bytes before the version is unmapped.
+//!   which a purge asks to turn itself into bytes before the version is unmapped;
+//! - the release handler keeps its per-node state in a slot of `NodeInner` whose type only
+//!   it knows (`NodeInner::upper`); the spawn gate it closes is the process core's.
 //!
 //! The code server sits under the process core rather than over it: a process is bound to
 //! the versions it runs (it holds them, and its body is a future of one), so processes
@@ -56,6 +60,7 @@ mod error;
 mod host_api;
 mod node;
 mod process;
+pub mod release;
 mod util;
 
 pub use behaviour::application::{

@@ -68,6 +68,7 @@
 pub(crate) mod guard;
 pub(crate) mod heap;
 pub(crate) mod loader;
+pub(crate) mod prepared;
 
 use std::collections::HashMap;
 use std::ffi::c_void;
@@ -103,6 +104,9 @@ pub(crate) trait LiveState: Send + Sync {
     /// If `v` made this state and no callback borrows it, encode it with `v`'s own
     /// `export_state` and drop the object (`v` is about to be unmapped).
     fn dehydrate(&self, v: &Arc<Version>);
+    /// The state as its own type, for the layer that made it (the release handler
+    /// migrates states it finds through their versions).
+    fn into_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync>;
 }
 
 /// One loaded instance of a module.

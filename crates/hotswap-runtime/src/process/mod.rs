@@ -35,6 +35,7 @@
 //! Locking: each process has one mutex; code never holds two process locks at once.
 
 mod body;
+mod gate;
 mod mailbox;
 mod node;
 pub(crate) mod ops;
@@ -42,6 +43,7 @@ mod table;
 mod waker;
 
 pub(crate) use body::{panic_text, Bindings, Body, ModuleFuture, Step};
+pub(crate) use gate::Gate;
 pub(crate) use mailbox::{Envelope, Payload};
 pub(crate) use node::NodeInner;
 pub(crate) use table::{ProcessTable, Registry};

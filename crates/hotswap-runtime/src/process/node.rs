@@ -1,10 +1,11 @@
 //! The node's shared state, as every process sees it: the process table, registry, timers,
 //! clock, and the code server, with spawning (start `module:function` on current code).
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use hotswap::{Ctx, IntoOutcome, Pid};
@@ -14,7 +15,7 @@ use parking_lot::Mutex;
 use crate::code::CodeServer;
 use crate::error::SpawnError;
 use crate::process::{
-    self, Body, Envelope, ModuleFuture, Payload, Process, ProcessTable, Registry,
+    self, Body, Envelope, Gate, ModuleFuture, Payload, Process, ProcessTable, Registry,
 };
 
 /// The state shared by every process of a node and by its facade ([`crate::Node`]).
@@ -35,6 +36,11 @@ pub(crate) struct NodeInner {
     pub(crate) owns_code_dir: bool,
     /// The host API table (see [`NodeInner::new`]).
     host: &'static abi::HostApi,
+    /// Spawns of the modules an upgrade switches wait here.
+    pub(crate) gate: Gate,
+    /// State that a layer above keeps per node (the release handler's), owned here so that
+    /// it lives as long as the node; only that layer knows its type.
+    pub(crate) upper: OnceLock<Box<dyn Any + Send + Sync>>,
 }
 
 impl std::fmt::Debug for NodeInner {
@@ -71,6 +77,8 @@ impl NodeInner {
             exit_notify: tokio::sync::Notify::new(),
             stopping: AtomicBool::new(false),
             owns_code_dir,
+            gate: Gate::default(),
+            upper: OnceLock::new(),
         }
     }
 
@@ -156,7 +164,53 @@ impl NodeInner {
             return Err(SpawnError::NodeStopping);
         }
         let proc = Arc::new(Process::new(self.new_pid(), self.clone()));
+        if self.gate.closes(module) {
+            return self.launch_gated(parent, proc, module, function, arg, flags);
+        }
         let body = self.start_body(&proc, module, function, arg)?;
+        Ok(self.launch(parent, proc, body, flags))
+    }
+
+    /// A spawn on a module an upgrade is switching: checked against the current version
+    /// now, started at the gate's opening on the version current then.
+    fn launch_gated(
+        self: &Arc<Self>,
+        parent: Option<&Process>,
+        proc: Arc<Process>,
+        module: &str,
+        function: &str,
+        arg: &[u8],
+        flags: u32,
+    ) -> Result<(Pid, u64), SpawnError> {
+        let v = self
+            .code
+            .current(module)
+            .ok_or_else(|| SpawnError::ModuleNotLoaded {
+                module: module.into(),
+            })?;
+        if !v.exports.contains_key(function) {
+            return Err(SpawnError::NoSuchFunction {
+                module: module.into(),
+                version: v.vsn.clone(),
+                function: function.into(),
+                exports: v.export_names.join(", "),
+            });
+        }
+        drop(v);
+        let (p, module, function, arg) = (
+            proc.clone(),
+            module.to_string(),
+            function.to_string(),
+            arg.to_vec(),
+        );
+        let body = Body::Native(Box::pin(async move {
+            p.node.gate.pass(&p).await;
+            hotswap::Outcome::Continue {
+                module,
+                function,
+                arg,
+            }
+        }));
         Ok(self.launch(parent, proc, body, flags))
     }
 

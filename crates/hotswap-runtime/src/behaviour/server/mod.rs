@@ -24,6 +24,7 @@ pub use hotswap::sys::{ServerStatus, Statistics, SysError};
 use crate::behaviour::in_process;
 use crate::process::NodeInner;
 use crate::process::{Body, Process};
+pub(crate) use state::{Slot, StateCell, StatePtr};
 
 /// Why `start_server` could not even spawn.
 pub(crate) enum StartFail {
@@ -78,7 +79,28 @@ impl NodeInner {
             tag,
             parent: (flags & abi::SPAWN_LINK != 0).then_some(starter.pid.0),
         };
-        let body = Body::Native(Box::pin(run::ServerBody::new(proc.clone(), start)));
+        // Made (and listed by its version) atomically with the gate's closing: an upgrade
+        // that closes it after this finds the server, one that closed it before holds
+        // its init until the switch is decided, then runs it on the version current then.
+        let p = proc.clone();
+        let mut start = Some(start);
+        let body = match self.gate.admit(module, || {
+            run::ServerBody::new(p, start.take().expect("not taken yet"))
+        }) {
+            Some(b) => Body::Native(Box::pin(b)),
+            None => {
+                let p = proc.clone();
+                let mut start = start.expect("not taken: the gate did not admit it");
+                Body::Native(Box::pin(async move {
+                    p.node.gate.pass(&p).await;
+                    match p.node.code.current(&start.module) {
+                        Some(v) if v.server.is_some() => start.version = v,
+                        _ => {}
+                    }
+                    run::ServerBody::new(p, start).await
+                }))
+            }
+        };
         let (pid, mref) = self.launch(Some(starter), proc, body, flags);
         Ok((pid, mref, vsn))
     }

@@ -20,6 +20,7 @@ use hotswap::{codec, ExitReason, Outcome, Pid};
 use hotswap_abi as abi;
 
 use super::state::{Slot, StateCell, StatePtr};
+use crate::code::LiveState;
 use crate::code::Version;
 use crate::process::{Envelope, ModuleFuture, Payload, Process, Step};
 
@@ -191,8 +192,17 @@ pub(crate) struct ServerBody {
 impl ServerBody {
     /// A new server process's body.
     pub(crate) fn new(proc: Arc<Process>, start: Start) -> ServerBody {
+        let cell = StateCell::new(proc.pid.0);
+        // Listed by its version from the start (empty until init returns), so that a
+        // release upgrade closing its spawn gate sees the servers still in init and
+        // suspends them once init is done.
+        start
+            .version
+            .states
+            .lock()
+            .insert(proc.pid.0, Arc::downgrade(&cell) as Weak<dyn LiveState>);
         let s = Server {
-            cell: StateCell::new(proc.pid.0),
+            cell,
             proc,
             module: start.module.clone(),
             parent: start.parent,
@@ -465,7 +475,12 @@ impl Server {
                 self.proc.node.unregister(&n);
             }
         };
+        // A start that leaves no server leaves no entry in its version's list.
+        let unlist = || {
+            v.states.lock().remove(&self.proc.pid.0);
+        };
         let fail = |r: ExitReason| {
+            unlist();
             release_name();
             let mut d = vec![wire::R_EXIT];
             r.encode_into(&mut d);
@@ -483,6 +498,7 @@ impl Server {
                     Ok(action)
                 }
                 Some(wire::Inited::Ignore) => {
+                    unlist();
                     release_name();
                     ack(vec![wire::R_IGNORE]);
                     Err(ExitReason::Normal)

@@ -84,6 +84,10 @@ impl StateCell {
 }
 
 impl LiveState for StateCell {
+    fn into_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync> {
+        self
+    }
+
     /// Turn an idle live state of `v` into bytes (before `v` is unmapped).
     fn dehydrate(&self, v: &Arc<Version>) {
         let mut g = self.slot.lock();
