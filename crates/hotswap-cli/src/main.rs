@@ -5,6 +5,7 @@
 mod control;
 mod demo;
 mod msgpack;
+mod node_state;
 mod os;
 mod report;
 mod start;

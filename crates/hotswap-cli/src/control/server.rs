@@ -18,7 +18,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tracing::{debug, info, warn};
 
 use super::{cookie_eq, ErrorReply, Reply, Request, MAX_REQUEST};
-use crate::start::NodeState;
+use crate::node_state::NodeState;
 
 /// How long a client has to take its reply.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
