@@ -12,8 +12,12 @@ use hotswap_runtime::{ExitReason, Pid, Ref};
 use crate::sup_types::WORKER;
 use crate::supervisor::{term, within, Env};
 
-/// How far past its shutdown timeout a child may still be alive (the bound).
-const KILL_SLACK: Duration = Duration::from_millis(20);
+/// How far past its shutdown timeout a child may still be alive before the test calls it a
+/// failure. The children's `terminate` runs for 10 s, so a kill within a second of the
+/// timeout can only come from the timeout, not from `terminate` returning. The delay itself
+/// (typically well under a millisecond on a quiet machine) is printed, not asserted: a
+/// scheduling delay on a loaded machine is not a behaviour (seen: 49 ms at load 12 on 2 cores).
+const KILL_SLACK: Duration = Duration::from_secs(1);
 
 /// A one_for_one supervisor of one worker with this config and shutdown rule; the
 /// supervisor and the worker's pid.
