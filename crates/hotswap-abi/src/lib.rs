@@ -59,6 +59,18 @@ pub const MSG_REPLY: u32 = 5;
 /// Message kind: a system request `{system, {From, Tag}, Req}` (the `sys` protocol).
 pub const MSG_SYSTEM: u32 = 6;
 
+/// Message kind: an event of a port (socket) the receiver owns (`hotswap::net`):
+/// `reference` is the port id, the data an encoded `hotswap::net::PortMsg` event.
+pub const MSG_PORT: u32 = 7;
+
+/// [`HostApi::net`] operation: a request encoded by `hotswap::net` (MessagePack).
+pub const NET_REQUEST: u32 = 0;
+/// [`HostApi::net`] operation: send the argument bytes on a connected port (the fast path).
+pub const NET_SEND: u32 = 1;
+/// [`HostApi::net`] operation: set the active mode; the argument is one mode byte (0
+/// passive, 1 once, 2 N, 3 true) and, for N, an `i32 LE` count.
+pub const NET_ACTIVE: u32 = 2;
+
 /// [`ServerVTable::handle`] kind: no message arrived within the callback's timeout.
 pub const HANDLE_TIMEOUT: u32 = 100;
 /// [`ServerVTable::handle`] kind: `handle_continue` with the data of a continue action.
@@ -505,6 +517,20 @@ pub struct HostApi {
         pid_out: *mut u64,
         ref_out: *mut u64,
         err: *mut c_void,
+        write: WriteFn,
+    ) -> u32,
+    /// Sockets as ports (`hotswap::net`): operation `op` ([`NET_REQUEST`], [`NET_SEND`],
+    /// [`NET_ACTIVE`]) on `port` with `arg`. Returns [`STATUS_READY`] with the result
+    /// written, [`STATUS_ERROR`] with an encoded error written, or [`STATUS_PENDING`]: the
+    /// result will arrive later as a [`MSG_REPLY`] tagged `tag` (the caller must accept
+    /// that tag with [`HostApi::alias`] before it next receives).
+    pub net: unsafe extern "C" fn(
+        proc: *mut ProcHandle,
+        op: u32,
+        port: u64,
+        arg: Bytes,
+        tag: u64,
+        out: *mut c_void,
         write: WriteFn,
     ) -> u32,
 }

@@ -554,6 +554,7 @@ static TABLE: abi::HostApi = abi::HostApi {
     post,
     alias,
     start_server,
+    net: crate::net::host::net,
 };
 
 /// The node's host API table.

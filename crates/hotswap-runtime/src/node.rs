@@ -132,6 +132,8 @@ pub(crate) struct NodeInner {
     pub(crate) owns_code_dir: bool,
     /// The application controller.
     pub(crate) apps: crate::application::Apps,
+    /// The port table (sockets).
+    pub(crate) ports: crate::net::Ports,
 }
 
 impl NodeInner {
@@ -156,6 +158,7 @@ impl NodeInner {
             stopping: AtomicBool::new(false),
             owns_code_dir,
             apps: crate::application::Apps::new(),
+            ports: crate::net::Ports::default(),
         }
     }
 

@@ -38,6 +38,7 @@
 pub mod codec;
 mod ctx;
 pub mod gen_server;
+pub mod net;
 mod outcome;
 #[doc(hidden)]
 pub mod private;
