@@ -30,13 +30,24 @@ pub enum LoadError {
         /// What was wrong.
         why: String,
     },
-    /// The ELF file is cut short (`badfile`).
-    #[error("{path} is truncated: {why} (rebuild the module; the file was not fully written)")]
+    /// The ELF file is cut short, or its headers point past its end (`badfile`).
+    #[error("{path} is truncated or damaged: {why} (rebuild the module: the file was not fully written, or was changed after the build)")]
     Truncated {
         /// The path.
         path: PathBuf,
         /// What was missing.
         why: String,
+    },
+    /// The library was built for another platform: another machine, word size or byte
+    /// order than the node's (`badfile`). Found in the ELF header, before it is mapped.
+    #[error("{path} was built for {found}, but this node runs on {node}: build the module for the node's platform (the same target as the node binary)")]
+    WrongPlatform {
+        /// The path.
+        path: PathBuf,
+        /// The platform the file was built for (word size, byte order, machine).
+        found: String,
+        /// The node's platform, in the same terms.
+        node: String,
     },
     /// The dynamic linker refused the file.
     #[error("the dynamic linker refused {path}: {message}")]
@@ -47,7 +58,8 @@ pub enum LoadError {
         message: String,
     },
     /// The library has no module descriptor: it was not built with `hotswap::module!`.
-    #[error("{path} is a shared library but not a hotswap module: it has no `HOTSWAP_MODULE_DESCRIPTOR` (declare the module with `hotswap::module!`)")]
+    /// Found in its dynamic symbol table before it is mapped, so none of its code ran.
+    #[error("{path} is a shared library but not a hotswap module: its dynamic symbol table does not define `HOTSWAP_MODULE_DESCRIPTOR`, so it was refused before any of its code ran (declare the module with `hotswap::module!`)")]
     NoDescriptor {
         /// The path.
         path: PathBuf,
