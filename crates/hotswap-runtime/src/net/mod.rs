@@ -828,3 +828,31 @@ async fn watch_loop(node: Arc<NodeInner>, w: Arc<Process>) {
         n.await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// EMFILE cannot be provoked in a shared test process without starving the other
+    /// tests of descriptors (the limit is per process), so the mapping is checked here.
+    #[test]
+    fn os_errors_map_to_clear_net_errors() {
+        let emfile = std::io::Error::from_raw_os_error(libc::EMFILE);
+        assert_eq!(io_error(&emfile, "x"), NetError::TooManyOpenFiles);
+        assert!(NetError::TooManyOpenFiles.to_string().contains("ulimit -n"));
+        let inuse = std::io::Error::from_raw_os_error(libc::EADDRINUSE);
+        assert_eq!(
+            io_error(&inuse, "127.0.0.1:1"),
+            NetError::AddrInUse("127.0.0.1:1".into())
+        );
+        let refused = std::io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        assert!(matches!(
+            io_error(&refused, "a"),
+            NetError::ConnectionRefused(_)
+        ));
+        assert!(matches!(
+            parse_addr("localhost"),
+            Err(NetError::InvalidArgument(_))
+        ));
+    }
+}
