@@ -15,6 +15,7 @@
 //! except a well-formed `stop` with the right cookie.
 
 pub mod client;
+mod ports;
 pub mod server;
 
 use std::io::{Read, Write};

@@ -198,8 +198,9 @@ async fn handle(body: &[u8], state: &NodeState) -> (Reply, After) {
         "terminate_child" => terminate_child(state, args).await,
         "restart_child" => restart_child(state, args).await,
         "delete_child" => delete_child(state, args).await,
+        "ports" => Ok(super::ports::ports(&state.node)),
         other => Err(bad(format!("unknown command {:?}", truncate(other))).hint(
-            "the commands are ping, pid, stop, status, processes, modules, load, purge, soft_purge, delete, which, suspend, resume, get_state, change_code, children, terminate_child, restart_child, delete_child",
+            "the commands are ping, pid, stop, status, processes, modules, load, purge, soft_purge, delete, which, suspend, resume, get_state, change_code, children, terminate_child, restart_child, delete_child, ports",
         )),
     };
     match result {

@@ -35,6 +35,7 @@ pub const MODULES: &[&str] = &[
     "upgrade_srv_v1",
     "upgrade_srv_v2",
     "app_worker",
+    "port_echo_v1",
 ];
 
 pub fn modules_dir() -> PathBuf {
