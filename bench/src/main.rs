@@ -51,11 +51,34 @@ const MEASURES: &[&str] = &[
     "gen_server_upgrade_client_latency_max",
     "node_stop_10k",
     "child_restart",
+    "tcp_echo_rtt",
+    "tcp_echo_p99",
+    "tcp_echo_throughput",
+    "tcp_upgrade_pause",
+    "tcp_upgrade_lost_bytes",
 ];
 
 /// Names on the command line that select several measures (one workload), as the
 /// escript's group names do.
 const GROUPS: &[(&str, &[&str])] = &[
+    (
+        "tcp_echo",
+        &["tcp_echo_rtt", "tcp_echo_p99", "tcp_echo_throughput"],
+    ),
+    (
+        "tcp_upgrade",
+        &["tcp_upgrade_pause", "tcp_upgrade_lost_bytes"],
+    ),
+    (
+        "tcp",
+        &[
+            "tcp_echo_rtt",
+            "tcp_echo_p99",
+            "tcp_echo_throughput",
+            "tcp_upgrade_pause",
+            "tcp_upgrade_lost_bytes",
+        ],
+    ),
     (
         "gen_server_call",
         &["gen_server_call_rtt", "gen_server_call_p99"],
@@ -107,6 +130,12 @@ const NO_ERLANG: &[&str] = &[
     "gen_server_upgrade_client_latency",
     "gen_server_upgrade_client_latency_p99",
     "gen_server_upgrade_client_latency_max",
+    // Issue 13: the Erlang echo server is run by `net.rs` itself (same client for all).
+    "tcp_echo_rtt",
+    "tcp_echo_p99",
+    "tcp_echo_throughput",
+    "tcp_upgrade_pause",
+    "tcp_upgrade_lost_bytes",
 ];
 
 /// How long any single wait may take before the run is declared broken.
@@ -153,6 +182,8 @@ macro_rules! info {
 
 mod apps;
 mod gen_server;
+mod net;
+mod netload;
 
 // ---------------------------------------------------------------------------------------
 // small utilities
@@ -287,6 +318,10 @@ struct Libs {
     app_worker: PathBuf,
     /// The `hotswap` binary (node_stop_10k starts real nodes).
     hotswap: PathBuf,
+    /// The `port_echo` fixture (version 1; the TCP echo measures).
+    port_echo: PathBuf,
+    /// The chat example, versions 1 and 2 (tcp_upgrade_pause).
+    chat: [PathBuf; 2],
 }
 
 fn repo_root() -> PathBuf {
@@ -322,9 +357,11 @@ fn build_modules() -> Libs {
         upsrv2: rel.join("libupgrade_srv_v2.so"),
         app_worker: rel.join("libapp_worker.so"),
         hotswap: rel.join("hotswap"),
+        port_echo: rel.join("libport_echo_v1.so"),
+        chat: [rel.join("libchat_v1.so"), rel.join("libchat_v2.so")],
     };
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    info!("building the modules and the node: cargo build --release -p bench_mod -p seed000_v1 -p upgrade_srv_v1 -p upgrade_srv_v2 -p app_worker -p hotswap-cli");
+    info!("building the modules and the node: cargo build --release -p bench_mod -p seed000_v1 -p upgrade_srv_v1 -p upgrade_srv_v2 -p app_worker -p hotswap-cli -p port_echo_v1 -p chat_v1 -p chat_v2");
     let out = Command::new(cargo)
         .current_dir(repo_root())
         .args([
@@ -342,6 +379,12 @@ fn build_modules() -> Libs {
             "app_worker",
             "-p",
             "hotswap-cli",
+            "-p",
+            "port_echo_v1",
+            "-p",
+            "chat_v1",
+            "-p",
+            "chat_v2",
             "--target-dir",
         ])
         .arg(&target)
@@ -368,6 +411,9 @@ fn build_modules() -> Libs {
         &libs.upsrv2,
         &libs.app_worker,
         &libs.hotswap,
+        &libs.port_echo,
+        &libs.chat[0],
+        &libs.chat[1],
     ] {
         if !p.exists() {
             eprintln!("compare: {} is missing and could not be built", p.display());
@@ -955,6 +1001,12 @@ async fn run_ours(node: Node, libs: Libs, wanted: Vec<String>) -> Vec<Res> {
     if want("child_restart") {
         out.push(apps::m_child_restart(&node, &libs).await);
     }
+    if want_any(&["tcp_echo_rtt", "tcp_echo_p99", "tcp_echo_throughput"]) {
+        out.extend(net::m_echo(&node, &libs).await);
+    }
+    if want_any(&["tcp_upgrade_pause", "tcp_upgrade_lost_bytes"]) {
+        out.extend(net::m_upgrade_pause(&node, &libs).await);
+    }
     if want("node_stop_10k") {
         // Real node processes: waiting for them blocks, so not on a runtime worker.
         let l = libs.clone();
@@ -1134,6 +1186,13 @@ fn target(name: &str) -> (Target, &'static str) {
         // issue 4
         "node_stop_10k" => (Target::AtMost(100.0), "<= 100 ms [Erlang 1 048 ms]"),
         "child_restart" => (Target::Report, "reported [Erlang ~10 us]"),
+        // issue 13 (Erlang: gen_tcp {active, once} {packet, 4}, same client)
+        "tcp_echo_rtt" | "tcp_echo_p99" => {
+            (Target::RatioAtMost(1.0), "<= 1x Erlang, <= 1.3x tokio")
+        }
+        "tcp_echo_throughput" => (Target::RatioAtLeast(1.0), ">= 1x Erlang, >= 1/1.3 tokio"),
+        "tcp_upgrade_pause" => (Target::Report, "reported (includes the 100 ms send period)"),
+        "tcp_upgrade_lost_bytes" => (Target::AtMost(0.0), "= 0"),
         _ => (Target::AtMost(f64::INFINITY), "?"),
     }
 }
@@ -1190,10 +1249,21 @@ fn main() {
     if not_installed {
         eprintln!("compare: Erlang/OTP is not installed (escript not on PATH): apt-get install -y erlang-nox");
     }
-    let (erl, erl_extra) = match erl {
+    let (mut erl, erl_extra) = match erl {
         Erlang::Ran(r) => (r.values, r.extra),
         Erlang::NotInstalled => (HashMap::new(), HashMap::new()),
     };
+    let net_compared = net::COMPARED.lock().unwrap().clone();
+    let mut tokio_vals = HashMap::new();
+    for (name, e, t) in net_compared {
+        let unit = ours.iter().find(|r| r.name == name).map_or("", |r| r.unit);
+        if let Some(e) = e {
+            erl.insert(name.to_string(), (e, unit.to_string()));
+        }
+        if let Some(t) = t {
+            tokio_vals.insert(name, t);
+        }
+    }
 
     let mut summary = Vec::new();
     let mut extras = Vec::new();
@@ -1223,8 +1293,19 @@ fn main() {
         let rstr = ratio
             .map(|x| format!("{x:.3}"))
             .unwrap_or_else(|| "n/a".into());
+        let tokio_part = tokio_vals
+            .get(r.name)
+            .map(|t| {
+                format!(
+                    " tokio={}{} ratio_tokio={:.3}",
+                    fmt_value(*t, r.unit),
+                    r.unit,
+                    r.value / t
+                )
+            })
+            .unwrap_or_default();
         println!(
-            "{} hotswap={}{} erlang={} ratio={}",
+            "{} hotswap={}{} erlang={} ratio={}{tokio_part}",
             r.name,
             fmt_value(r.value, r.unit),
             r.unit,

@@ -115,6 +115,9 @@ pub(crate) struct State {
     write_error: Option<String>,
     /// No more sends (`shutdown(write)`): the writer ends after draining.
     write_shut: bool,
+    /// The writer holds bytes taken from the queue that are not written yet (a send may
+    /// then not write directly: it would overtake them).
+    writing: bool,
     /// Listener state (listeners only).
     listen: Option<Listen>,
 }
@@ -146,6 +149,7 @@ impl State {
             send_timeout_close: false,
             write_error: None,
             write_shut: false,
+            writing: false,
             listen: None,
         }
     }
@@ -171,6 +175,8 @@ pub(crate) struct Port {
     listener: Option<Weak<Port>>,
     /// A UDP port's socket (sends go straight to it).
     udp: Option<Arc<tokio::net::UdpSocket>>,
+    /// A connection's socket, shared by its reader, its writer and the send fast path.
+    tcp: Option<Arc<tokio::net::TcpStream>>,
 }
 
 /// The node's port table.
@@ -336,6 +342,7 @@ impl Ports {
         st: State,
         listener: Option<Weak<Port>>,
         udp: Option<Arc<tokio::net::UdpSocket>>,
+        tcp: Option<Arc<tokio::net::TcpStream>>,
     ) -> Arc<Port> {
         let owner = st.owner;
         let id = self.next.fetch_add(1, Ordering::Relaxed);
@@ -347,6 +354,7 @@ impl Ports {
             tx: Notify::new(),
             listener,
             udp,
+            tcp,
         });
         self.table.lock().insert(id, p.clone());
         if let Some(o) = owner {
@@ -537,7 +545,27 @@ impl Ports {
         if st.write_error.is_some() || st.write_shut {
             return Err(NetError::Closed(PortId(id)));
         }
-        let framed = frame::encode(st.framing, st.max_frame, data)?;
+        let mut framed = frame::encode(st.framing, st.max_frame, data)?;
+        // Fast path: nothing queued or in flight, so write straight to the socket from
+        // this thread (no wake-up of the writer task); what the kernel does not take now
+        // is queued for the writer.
+        if st.txq.is_empty() && !st.writing && st.waiters.is_empty() {
+            if let Some(s) = p.tcp.as_ref() {
+                match s.try_write(&framed) {
+                    Ok(n) if n == framed.len() => {
+                        st.bytes_out += n as u64;
+                        st.msgs_out += 1;
+                        return Ok(Now::Value(Vec::new()));
+                    }
+                    Ok(n) => {
+                        st.bytes_out += n as u64;
+                        framed.drain(..n);
+                    }
+                    // Would block, or an error the writer will meet and report.
+                    Err(_) => {}
+                }
+            }
+        }
         if st.waiters.is_empty() && st.tx_bytes < st.high {
             st.tx_bytes += framed.len();
             st.txq.push_back(framed);

@@ -5,8 +5,6 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use hotswap::net::{wire, AcceptMode, ListenOptions, NetError, TcpOptions};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use super::frame::{self, Next};
@@ -84,7 +82,7 @@ pub(super) fn listen(
         paused: false,
         acceptors: Default::default(),
     });
-    let p = node.ports.insert(node, Kind::Listen, st, None, None);
+    let p = node.ports.insert(node, Kind::Listen, st, None, None, None);
     node.rt.spawn(acceptor(node.clone(), p.clone(), l));
     Ok(p.id)
 }
@@ -145,15 +143,17 @@ fn start_conn(
     st.low = opts.send_low_watermark;
     st.send_timeout = opts.send_timeout_ms.map(Duration::from_millis);
     st.send_timeout_close = opts.send_timeout_close;
-    let (rd, wr) = stream.into_split();
-    let p = node.ports.insert(node, Kind::Tcp, st, listener, None);
-    node.rt.spawn(reader(node.clone(), p.clone(), rd));
-    node.rt.spawn(writer(node.clone(), p.clone(), wr));
+    let s = Arc::new(stream);
+    let p = node
+        .ports
+        .insert(node, Kind::Tcp, st, listener, None, Some(s.clone()));
+    node.rt.spawn(reader(node.clone(), p.clone(), s.clone()));
+    node.rt.spawn(writer(node.clone(), p.clone(), s));
     p.id
 }
 
 /// The reader: reads only while someone wants data, frames, delivers.
-async fn reader(node: Arc<NodeInner>, p: Arc<Port>, mut rd: OwnedReadHalf) {
+async fn reader(node: Arc<NodeInner>, p: Arc<Port>, rd: Arc<TcpStream>) {
     let mut buf: Vec<u8> = Vec::new();
     let mut start = 0usize;
     // `Some(None)`: the peer closed; `Some(Some(reason))`: an error ended the stream.
@@ -215,7 +215,7 @@ async fn reader(node: Arc<NodeInner>, p: Arc<Port>, mut rd: OwnedReadHalf) {
         }
         buf.reserve(16 << 10);
         tokio::select! {
-            r = rd.read_buf(&mut buf) => match r {
+            r = read_some(&rd, &mut buf) => match r {
                 Ok(0) => end = Some(None),
                 Ok(k) => {
                     let mut st = p.st.lock();
@@ -227,6 +227,30 @@ async fn reader(node: Arc<NodeInner>, p: Arc<Port>, mut rd: OwnedReadHalf) {
             _ = &mut n => {}
         }
     }
+}
+
+/// Read what is there (at least one byte, or end of stream / an error) into `buf`.
+async fn read_some(s: &TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    loop {
+        s.readable().await?;
+        match s.try_read_buf(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            r => return r,
+        }
+    }
+}
+
+/// Write all of `b`.
+async fn write_all(s: &TcpStream, mut b: &[u8]) -> std::io::Result<()> {
+    while !b.is_empty() {
+        s.writable().await?;
+        match s.try_write(b) {
+            Ok(n) => b = &b[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Resolves a grace period after the port closed.
@@ -244,7 +268,7 @@ async fn closed_then(p: &Port, grace: Duration) {
 }
 
 /// The writer: writes what is queued, admits waiting sends below the low watermark.
-async fn writer(node: Arc<NodeInner>, p: Arc<Port>, mut wr: OwnedWriteHalf) {
+async fn writer(node: Arc<NodeInner>, p: Arc<Port>, wr: Arc<TcpStream>) {
     loop {
         let n = p.tx.notified();
         tokio::pin!(n);
@@ -257,8 +281,10 @@ async fn writer(node: Arc<NodeInner>, p: Arc<Port>, mut wr: OwnedWriteHalf) {
                 }
                 None
             } else if st.txq.len() == 1 {
+                st.writing = true;
                 Some(st.txq.pop_front().expect("one queued"))
             } else {
+                st.writing = true;
                 let mut v = Vec::with_capacity(st.tx_bytes);
                 for c in st.txq.drain(..) {
                     v.extend_from_slice(&c);
@@ -272,11 +298,12 @@ async fn writer(node: Arc<NodeInner>, p: Arc<Port>, mut wr: OwnedWriteHalf) {
         };
         let len = chunk.len();
         let r = tokio::select! {
-            r = wr.write_all(&chunk) => r,
+            r = write_all(&wr, &chunk) => r,
             _ = closed_then(&p, CLOSE_GRACE) => Err(std::io::Error::other("closed before the queue drained")),
         };
         let failed = {
             let mut st = p.st.lock();
+            st.writing = false;
             match r {
                 Ok(()) => {
                     st.tx_bytes -= len;
@@ -311,7 +338,15 @@ async fn writer(node: Arc<NodeInner>, p: Arc<Port>, mut wr: OwnedWriteHalf) {
             return;
         }
     }
-    let _ = wr.shutdown().await;
+    shutdown_write(&wr);
+}
+
+/// Send FIN (`shutdown(SHUT_WR)`): the peer reads end-of-file once the queue is out.
+fn shutdown_write(s: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor is owned by `s`, which is alive for the call; `shutdown`
+    // only changes the socket's state and cannot invalidate the descriptor.
+    unsafe { libc::shutdown(s.as_raw_fd(), libc::SHUT_WR) };
 }
 
 /// The acceptor of a listener: accepts while a process waits in `accept` (or, in

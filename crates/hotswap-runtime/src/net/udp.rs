@@ -32,7 +32,7 @@ pub(super) fn open(
     st.max_frame = opts.max_datagram;
     let p = node
         .ports
-        .insert(node, Kind::Udp, st, None, Some(s.clone()));
+        .insert(node, Kind::Udp, st, None, Some(s.clone()), None);
     node.rt
         .spawn(reader(node.clone(), p.clone(), s, opts.max_datagram));
     Ok(p.id)
