@@ -4,6 +4,7 @@
 
 mod control;
 mod demo;
+mod msgpack;
 mod os;
 mod release;
 mod report;

@@ -36,6 +36,7 @@ pub const MODULES: &[&str] = &[
     "upgrade_srv_v2",
     "app_worker",
     "port_echo_v1",
+    "keyed_state",
 ];
 
 pub fn modules_dir() -> PathBuf {
