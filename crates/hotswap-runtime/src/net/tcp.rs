@@ -110,7 +110,7 @@ pub(super) fn connect(
         };
         match r {
             Ok(stream) => {
-                let id = start_conn(&n, stream, &opts, caller, None);
+                let id = start_conn(&n, stream, &opts, caller, None, |_| {});
                 reply(&n, caller, tag, Ok(&id.to_le_bytes()));
             }
             Err(e) => reply(&n, caller, tag, Err(&io_error(&e, &addr))),
@@ -126,6 +126,7 @@ fn start_conn(
     opts: &TcpOptions,
     owner: u64,
     listener: Option<Weak<Port>>,
+    announce: impl FnOnce(u64),
 ) -> u64 {
     let _ = stream.set_nodelay(opts.nodelay);
     let mut st = State::new(owner);
@@ -147,6 +148,9 @@ fn start_conn(
     let p = node
         .ports
         .insert(node, Kind::Tcp, st, listener, None, Some(s.clone()));
+    // Announced before the reader runs, so that the owner hears of the connection
+    // before any of its data.
+    announce(p.id);
     node.rt.spawn(reader(node.clone(), p.clone(), s.clone()));
     node.rt.spawn(writer(node.clone(), p.clone(), s));
     p.id
@@ -405,16 +409,23 @@ async fn acceptor(node: Arc<NodeInner>, p: Arc<Port>, l: TcpListener) {
                 };
                 ls.conns += 1;
                 let conn = ls.conn.clone();
-                let id = start_conn(&node, stream, &conn, owner, Some(Arc::downgrade(&p)));
                 st.msgs_in += 1;
-                match waiter {
-                    Some((pid, tag)) => reply(&node, pid, tag, Ok(&id.to_le_bytes())),
-                    None => {
-                        let mut body = id.to_le_bytes().to_vec();
-                        body.extend_from_slice(peer.to_string().as_bytes());
-                        emit(&node, &st, p.id, wire::ACCEPTED, &body);
-                    }
-                }
+                let st = &st;
+                start_conn(
+                    &node,
+                    stream,
+                    &conn,
+                    owner,
+                    Some(Arc::downgrade(&p)),
+                    |id| match waiter {
+                        Some((pid, tag)) => reply(&node, pid, tag, Ok(&id.to_le_bytes())),
+                        None => {
+                            let mut body = id.to_le_bytes().to_vec();
+                            body.extend_from_slice(peer.to_string().as_bytes());
+                            emit(&node, st, p.id, wire::ACCEPTED, &body);
+                        }
+                    },
+                );
             }
             Err(e) => {
                 let err = io_error(&e, &local);

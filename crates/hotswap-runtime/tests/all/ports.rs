@@ -1047,3 +1047,39 @@ async fn port_bad_inputs_clear_errors() {
         b"\x01still here"
     );
 }
+
+/// Regression (found with the chat example): in `AcceptMode::ToOwner`, the owner hears of
+/// a connection before any of its data, even when the peer writes at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_accepted_arrives_before_data() {
+    let node = support::node();
+    let (atx, arx) = tokio::sync::oneshot::channel::<String>();
+    let (_, server) = spawn_proc(&node, move |ctx| async move {
+        let mut opts = len4_opts(Active::True);
+        opts.accept = hotswap::net::AcceptMode::ToOwner;
+        let (l, addr) = listen(&ctx, &opts).await;
+        atx.send(addr).unwrap();
+        let mut firsts = Vec::new();
+        for _ in 0..20 {
+            let m = ctx.port_event(None, Some(WAIT)).await.expect("an event");
+            let PortMsg::Accepted { listener, port, .. } = m else {
+                panic!("data before its connection was announced: {m:?}")
+            };
+            assert_eq!(listener, l);
+            firsts.push(event(&ctx, port).await);
+        }
+        firsts
+    });
+    let addr = arx.await.unwrap();
+    let mut conns = Vec::new();
+    for i in 0..20u8 {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        s.write_all(&len4(&[i])).await.unwrap();
+        conns.push(s);
+    }
+    let firsts = done(server).await;
+    assert!(
+        firsts.iter().all(|m| matches!(m, PortMsg::Tcp { .. })),
+        "{firsts:?}"
+    );
+}
