@@ -11,6 +11,7 @@ mod gen_server;
 mod gs;
 mod ports;
 mod process;
+mod quiesce;
 mod seed000;
 mod seed001;
 mod seed002;
