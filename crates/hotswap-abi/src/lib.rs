@@ -19,7 +19,7 @@ use core::ffi::c_void;
 use core::sync::atomic::AtomicU64;
 
 /// The ABI version this crate describes. Bumped on any layout change of the types below.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// The first eight bytes of every [`ModuleDescriptor`].
 pub const MAGIC: [u8; 8] = *b"HOTSWAP\0";
