@@ -15,6 +15,9 @@
 //! [`TcpOptions::park`]: then it stays open with reads paused until a process
 //! [`Ctx::port_adopt`]s it (a supervisor's restarted child finds it with
 //! [`Ctx::parked_ports`]).
+//! Events already delivered to the exited owner's mailbox (at most one frame in
+//! `Active::Once`) went with it; everything the node had not delivered yet waits for the
+//! adopter. Listeners never park: they close with their owner.
 //!
 //! # Receiving
 //! A connected port is passive ([`Active::False`]: [`Ctx::tcp_recv`]) or active: the
