@@ -1083,3 +1083,98 @@ async fn port_accepted_arrives_before_data() {
         "{firsts:?}"
     );
 }
+
+#[derive(serde::Serialize)]
+struct ChatArg {
+    addr: String,
+}
+
+#[derive(serde::Serialize)]
+enum ChatCall {
+    Info,
+}
+
+/// Publish `text` from `s` (chat protocol: `[1] payload`).
+async fn publish(s: &mut TcpStream, text: &[u8]) {
+    let mut f = vec![1u8];
+    f.extend_from_slice(text);
+    s.write_all(&len4(&f)).await.unwrap();
+}
+
+/// The next publication `s` receives: `(server version, payload)`.
+async fn heard(s: &mut TcpStream) -> (u8, Vec<u8>) {
+    let f = read_len4_within(s, WAIT).await.expect("a publication");
+    assert_eq!(f[0], 1, "{f:?}");
+    (f[1], f[10..].to_vec())
+}
+
+/// The chat example (`modules/chat_v*`): rooms survive an upgrade that changes the state
+/// type (version 2 keeps sets and per-member records), and every member keeps hearing
+/// every publication of its room, from the new code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_chat_example_rooms_survive_state_type_change() {
+    let node = support::node();
+    node.code().load(module("chat_v1")).await.unwrap();
+    let pid = node
+        .start_server(
+            "chat",
+            &ChatArg {
+                addr: "127.0.0.1:0".into(),
+            },
+            StartOpts::default(),
+        )
+        .await
+        .unwrap();
+    let (addr, ..): (String, usize, u64, u8) = node.call(pid, &ChatCall::Info, WAIT).await.unwrap();
+    // Three rooms of two members.
+    let mut members = Vec::new();
+    for i in 0..6u32 {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        let mut join = vec![0u8];
+        join.extend_from_slice(&(100 + i / 2).to_le_bytes());
+        s.write_all(&len4(&join)).await.unwrap();
+        members.push(s);
+    }
+    // Every join frame delivered to the server; a call posted after them is answered
+    // after they were handled.
+    let t = Instant::now();
+    while node
+        .ports()
+        .iter()
+        .filter(|p| p.kind == "tcp" && p.msgs_in >= 1)
+        .count()
+        < 6
+    {
+        assert!(t.elapsed() < WAIT, "members did not join");
+        tokio::task::yield_now().await;
+    }
+    let (_, n, ..): (String, usize, u64, u8) = node.call(pid, &ChatCall::Info, WAIT).await.unwrap();
+    assert_eq!(n, 6);
+    for round in 0..2u8 {
+        for (i, s) in members.iter_mut().enumerate() {
+            publish(s, &[round, i as u8]).await;
+        }
+        let want_vsn = round + 1;
+        for (i, s) in members.iter_mut().enumerate() {
+            let mate = i ^ 1;
+            let mut got = vec![heard(s).await, heard(s).await];
+            got.sort();
+            let mut want = vec![
+                (want_vsn, vec![round, i as u8]),
+                (want_vsn, vec![round, mate as u8]),
+            ];
+            want.sort();
+            assert_eq!(got, want, "member {i}, round {round}");
+        }
+        if round == 0 {
+            let sys = node.sys();
+            sys.suspend(pid).await.unwrap();
+            node.code().load(module("chat_v2")).await.unwrap();
+            sys.change_code(pid, "chat", "1", None).await.unwrap();
+            sys.resume(pid).await.unwrap();
+        }
+    }
+    let (_, conns, published, vsn): (String, usize, u64, u8) =
+        node.call(pid, &ChatCall::Info, WAIT).await.unwrap();
+    assert_eq!((conns, published, vsn), (6, 12, 2));
+}

@@ -42,6 +42,8 @@ const FIXTURES: &[&str] = &[
     "spin_v2",
     "port_echo_v1",
     "port_echo_v2",
+    "chat_v1",
+    "chat_v2",
 ];
 
 fn target_dir() -> PathBuf {
