@@ -40,6 +40,7 @@ const FIXTURES: &[&str] = &[
     "app_worker",
     "spin_v1",
     "spin_v2",
+    "heap_hold",
     "port_echo_v1",
     "port_echo_v2",
     "chat_v1",
@@ -129,6 +130,7 @@ pub fn node_with(purge_timeout: Duration) -> Node {
     Node::start(NodeConfig {
         code_dir: None,
         purge_timeout,
+        ..Default::default()
     })
     .expect("node starts")
 }
