@@ -134,6 +134,8 @@ pub(crate) struct NodeInner {
     pub(crate) apps: crate::application::Apps,
     /// The release it runs, the upgrade in progress and its spawn gate.
     pub(crate) releases: crate::release::NodeReleases,
+    /// The port table (sockets).
+    pub(crate) ports: crate::net::Ports,
 }
 
 impl NodeInner {
@@ -160,6 +162,7 @@ impl NodeInner {
             owns_code_dir,
             apps: crate::application::Apps::new(),
             releases: Default::default(),
+            ports: crate::net::Ports::default(),
         }
     }
 

@@ -27,6 +27,7 @@
 
 pub mod client;
 pub mod releases;
+mod ports;
 pub mod server;
 
 use std::io::{Read, Write};
