@@ -61,6 +61,11 @@ const MEASURES: &[&str] = &[
     "release_upgrade_client_latency_p99",
     "release_upgrade_client_latency_max",
     "release_rollback_10000",
+    "tcp_echo_rtt",
+    "tcp_echo_p99",
+    "tcp_echo_throughput",
+    "tcp_upgrade_pause",
+    "tcp_upgrade_lost_bytes",
 ];
 
 /// Names on the command line that select several measures (one workload), as the
@@ -72,6 +77,24 @@ const GROUPS: &[(&str, &[&str])] = &[
             "module_heap_alloc_calls",
             "module_heap_alloc_calls_system",
             "module_heap_alloc_ratio",
+        ],
+    ),
+    (
+        "tcp_echo",
+        &["tcp_echo_rtt", "tcp_echo_p99", "tcp_echo_throughput"],
+    ),
+    (
+        "tcp_upgrade",
+        &["tcp_upgrade_pause", "tcp_upgrade_lost_bytes"],
+    ),
+    (
+        "tcp",
+        &[
+            "tcp_echo_rtt",
+            "tcp_echo_p99",
+            "tcp_echo_throughput",
+            "tcp_upgrade_pause",
+            "tcp_upgrade_lost_bytes",
         ],
     ),
     (
@@ -152,6 +175,12 @@ const NO_ERLANG: &[&str] = &[
     "release_upgrade_client_latency_p99",
     "release_upgrade_client_latency_max",
     "release_rollback_10000",
+    // Issue 13: the Erlang echo server is run by `net.rs` itself (same client for all).
+    "tcp_echo_rtt",
+    "tcp_echo_p99",
+    "tcp_echo_throughput",
+    "tcp_upgrade_pause",
+    "tcp_upgrade_lost_bytes",
 ];
 
 /// How long any single wait may take before the run is declared broken.
@@ -201,6 +230,8 @@ mod apps;
 mod gen_server;
 mod heap;
 mod release;
+mod net;
+mod netload;
 
 // ---------------------------------------------------------------------------------------
 // small utilities
@@ -340,6 +371,10 @@ struct Libs {
     rel: [PathBuf; 4],
     /// The `hotswap` binary (node_stop_10k starts real nodes).
     hotswap: PathBuf,
+    /// The `port_echo` fixture (version 1; the TCP echo measures).
+    port_echo: PathBuf,
+    /// The chat example, versions 1 and 2 (tcp_upgrade_pause).
+    chat: [PathBuf; 2],
 }
 
 fn repo_root() -> PathBuf {
@@ -382,9 +417,11 @@ fn build_modules() -> Libs {
             rel.join("librel_aux_v2.so"),
         ],
         hotswap: rel.join("hotswap"),
+        port_echo: rel.join("libport_echo_v1.so"),
+        chat: [rel.join("libchat_v1.so"), rel.join("libchat_v2.so")],
     };
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    info!("building the modules and the node: cargo build --release -p bench_mod -p seed000_v1 -p upgrade_srv_v1 -p upgrade_srv_v2 -p app_worker -p alloc_srv -p rel_srv_v1 -p rel_srv_v2 -p rel_aux_v1 -p rel_aux_v2 -p hotswap-cli");
+    info!("building the modules and the node: cargo build --release -p bench_mod -p seed000_v1 -p upgrade_srv_v1 -p upgrade_srv_v2 -p app_worker -p alloc_srv -p rel_srv_v1 -p rel_srv_v2 -p rel_aux_v1 -p rel_aux_v2 -p hotswap-cli -p port_echo_v1 -p chat_v1 -p chat_v2");
     let out = Command::new(cargo)
         .current_dir(repo_root())
         .args([
@@ -412,6 +449,12 @@ fn build_modules() -> Libs {
             "rel_aux_v2",
             "-p",
             "hotswap-cli",
+            "-p",
+            "port_echo_v1",
+            "-p",
+            "chat_v1",
+            "-p",
+            "chat_v2",
             "--target-dir",
         ])
         .arg(&target)
@@ -443,6 +486,9 @@ fn build_modules() -> Libs {
         &libs.rel[1],
         &libs.rel[2],
         &libs.rel[3],
+        &libs.port_echo,
+        &libs.chat[0],
+        &libs.chat[1],
     ] {
         if !p.exists() {
             eprintln!("compare: {} is missing and could not be built", p.display());
@@ -1037,6 +1083,12 @@ async fn run_ours(node: Node, libs: Libs, wanted: Vec<String>) -> Vec<Res> {
     if want("child_restart") {
         out.push(apps::m_child_restart(&node, &libs).await);
     }
+    if want_any(&["tcp_echo_rtt", "tcp_echo_p99", "tcp_echo_throughput"]) {
+        out.extend(net::m_echo(&node, &libs).await);
+    }
+    if want_any(&["tcp_upgrade_pause", "tcp_upgrade_lost_bytes"]) {
+        out.extend(net::m_upgrade_pause(&node, &libs).await);
+    }
     if want("node_stop_10k") {
         // Real node processes: waiting for them blocks, so not on a runtime worker.
         let l = libs.clone();
@@ -1246,6 +1298,13 @@ fn target(name: &str) -> (Target, &'static str) {
             Target::Report,
             "reported [Erlang: a node restart, states lost]",
         ),
+        // issue 13 (Erlang: gen_tcp {active, once} {packet, 4}, same client)
+        "tcp_echo_rtt" | "tcp_echo_p99" => {
+            (Target::RatioAtMost(1.0), "<= 1x Erlang, <= 1.3x tokio")
+        }
+        "tcp_echo_throughput" => (Target::RatioAtLeast(1.0), ">= 1x Erlang, >= 1/1.3 tokio"),
+        "tcp_upgrade_pause" => (Target::Report, "reported (includes the 100 ms send period)"),
+        "tcp_upgrade_lost_bytes" => (Target::AtMost(0.0), "= 0"),
         _ => (Target::AtMost(f64::INFINITY), "?"),
     }
 }
@@ -1302,10 +1361,21 @@ fn main() {
     if not_installed {
         eprintln!("compare: Erlang/OTP is not installed (escript not on PATH): apt-get install -y erlang-nox");
     }
-    let (erl, erl_extra) = match erl {
+    let (mut erl, erl_extra) = match erl {
         Erlang::Ran(r) => (r.values, r.extra),
         Erlang::NotInstalled => (HashMap::new(), HashMap::new()),
     };
+    let net_compared = net::COMPARED.lock().unwrap().clone();
+    let mut tokio_vals = HashMap::new();
+    for (name, e, t) in net_compared {
+        let unit = ours.iter().find(|r| r.name == name).map_or("", |r| r.unit);
+        if let Some(e) = e {
+            erl.insert(name.to_string(), (e, unit.to_string()));
+        }
+        if let Some(t) = t {
+            tokio_vals.insert(name, t);
+        }
+    }
 
     let mut summary = Vec::new();
     let mut extras = Vec::new();
@@ -1335,8 +1405,19 @@ fn main() {
         let rstr = ratio
             .map(|x| format!("{x:.3}"))
             .unwrap_or_else(|| "n/a".into());
+        let tokio_part = tokio_vals
+            .get(r.name)
+            .map(|t| {
+                format!(
+                    " tokio={}{} ratio_tokio={:.3}",
+                    fmt_value(*t, r.unit),
+                    r.unit,
+                    r.value / t
+                )
+            })
+            .unwrap_or_default();
         println!(
-            "{} hotswap={}{} erlang={} ratio={}",
+            "{} hotswap={}{} erlang={} ratio={}{tokio_part}",
             r.name,
             fmt_value(r.value, r.unit),
             r.unit,

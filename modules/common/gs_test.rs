@@ -152,6 +152,7 @@ impl GenServer for State {
             Info::Exit { from, reason } => format!("EXIT {from} {reason}"),
             Info::Down { pid, reason, .. } => format!("DOWN {pid} {reason}"),
             Info::Timeout => "timeout".into(),
+            Info::Port(m) => format!("PORT {m:?}"),
         };
         ctx.send(self.listener, &Event::Info(text));
         CastResult::NoReply

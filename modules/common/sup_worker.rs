@@ -97,6 +97,7 @@ impl GenServer for Worker {
             Info::Exit { from, reason } => format!("EXIT {from} {reason}"),
             Info::Down { pid, reason, .. } => format!("DOWN {pid} {reason}"),
             Info::Timeout => "timeout".into(),
+            Info::Port(m) => format!("PORT {m:?}"),
         };
         log_line(&self.config.log, &format!("info {} {text}", self.config.id));
         CastResult::NoReply

@@ -20,8 +20,8 @@ use core::sync::atomic::AtomicU64;
 
 /// The ABI version this crate describes. Bumped on any layout change of the types below.
 /// (3: [`HostApi::call`]; 4: [`InitFn`] receives the version's heap, and [`HostApi`]
-/// gained the heap functions.)
-pub const ABI_VERSION: u32 = 4;
+/// gained the heap functions; 5: [`HostApi::net`] at the end.)
+pub const ABI_VERSION: u32 = 5;
 
 /// The first eight bytes of every [`ModuleDescriptor`].
 pub const MAGIC: [u8; 8] = *b"HOTSWAP\0";
@@ -63,6 +63,18 @@ pub const MSG_CAST: u32 = 4;
 pub const MSG_REPLY: u32 = 5;
 /// Message kind: a system request `{system, {From, Tag}, Req}` (the `sys` protocol).
 pub const MSG_SYSTEM: u32 = 6;
+
+/// Message kind: an event of a port (socket) the receiver owns (`hotswap::net`):
+/// `reference` is the port id, the data an encoded `hotswap::net::PortMsg` event.
+pub const MSG_PORT: u32 = 7;
+
+/// [`HostApi::net`] operation: a request encoded by `hotswap::net` (MessagePack).
+pub const NET_REQUEST: u32 = 0;
+/// [`HostApi::net`] operation: send the argument bytes on a connected port (the fast path).
+pub const NET_SEND: u32 = 1;
+/// [`HostApi::net`] operation: set the active mode; the argument is one mode byte (0
+/// passive, 1 once, 2 N, 3 true) and, for N, an `i32 LE` count.
+pub const NET_ACTIVE: u32 = 2;
 
 /// [`ServerVTable::handle`] kind: no message arrived within the callback's timeout.
 pub const HANDLE_TIMEOUT: u32 = 100;
@@ -571,4 +583,18 @@ pub struct HostApi {
     ) -> *mut u8,
     /// Free a block of `heap` allocated with `size` and `align`.
     pub heap_free: unsafe extern "C" fn(heap: u64, ptr: *mut u8, size: usize, align: usize),
+    /// Sockets as ports (`hotswap::net`): operation `op` ([`NET_REQUEST`], [`NET_SEND`],
+    /// [`NET_ACTIVE`]) on `port` with `arg`. Returns [`STATUS_READY`] with the result
+    /// written, [`STATUS_ERROR`] with an encoded error written, or [`STATUS_PENDING`]: the
+    /// result will arrive later as a [`MSG_REPLY`] tagged `tag` (the caller must accept
+    /// that tag with [`HostApi::alias`] before it next receives).
+    pub net: unsafe extern "C" fn(
+        proc: *mut ProcHandle,
+        op: u32,
+        port: u64,
+        arg: Bytes,
+        tag: u64,
+        out: *mut c_void,
+        write: WriteFn,
+    ) -> u32,
 }

@@ -129,6 +129,9 @@ enum Command {
     Processes(Ctl),
     /// Every module: current and old version, the processes on each, pinned versions and why.
     Modules(Ctl),
+    /// Every port (socket) of the node: type, owner, addresses, bytes and messages in/out,
+    /// queue sizes, active mode.
+    Ports(Ctl),
     /// Load a module library; its current version becomes old. Refused (not_purged) while
     /// old code exists, unless --purging.
     Load {
@@ -343,6 +346,7 @@ fn main() -> ExitCode {
         Command::Status(c) => (c, Cmd::Status),
         Command::Processes(c) => (c, Cmd::Processes),
         Command::Modules(c) => (c, Cmd::Modules),
+        Command::Ports(c) => (c, Cmd::Ports),
         Command::Load {
             library,
             purging,

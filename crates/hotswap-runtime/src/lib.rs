@@ -31,6 +31,7 @@
 //!   node/       the facade: Node, Code, ExternalProcess, and the host-side APIs of the
 //!               behaviours (start_server, call, sys; supervisors; applications, shutdown)
 //!   host_api/   the table module code calls: it exposes the layers below it
+//!   net/        ports: TCP and UDP sockets owned by processes
 //!   behaviour/  gen_server and sys (server/), supervisor, application
 //!   process/    pids, the process table, mailboxes, links and monitors (ops), the
 //!               registry, timers, the waker, the spawn gate, spawning; NodeInner, what
@@ -50,6 +51,9 @@
 //! - the release handler keeps its per-node state in a slot of `NodeInner` whose type only
 //!   it knows (`NodeInner::upper`); the spawn gate it closes is the process core's.
 //!
+//! One tie still runs both ways: `NodeInner` holds the port table (`net::Ports`), which
+//! the host API reaches from a process, while `net/` builds on the process core.
+//!
 //! The code server sits under the process core rather than over it: a process is bound to
 //! the versions it runs (it holds them, and its body is a future of one), so processes
 //! name `code::Version`, while the code server reaches processes only through that trait.
@@ -58,6 +62,7 @@ mod behaviour;
 mod code;
 mod error;
 mod host_api;
+mod net;
 mod node;
 mod process;
 pub mod release;

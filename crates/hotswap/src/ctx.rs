@@ -765,6 +765,7 @@ pub(crate) fn message_from(h: &abi::MsgHeader, data: Vec<u8>) -> Message {
             pid: Pid(h.from),
             reason: ExitReason::decode(&data),
         },
+        abi::MSG_PORT => Message::Port(crate::net::PortMsg::decode(h.reference, &data)),
         abi::MSG_CALL | abi::MSG_CAST | abi::MSG_SYSTEM => Message::Request {
             kind: h.kind,
             from: Pid(h.from),
@@ -826,6 +827,8 @@ pub enum MessageKind {
     Reply,
     /// A `sys` request.
     System,
+    /// A port event ([`crate::net::PortMsg`]); the reference is the port id.
+    Port,
 }
 
 impl MessageKind {
@@ -837,6 +840,7 @@ impl MessageKind {
             abi::MSG_CAST => MessageKind::Cast,
             abi::MSG_REPLY => MessageKind::Reply,
             abi::MSG_SYSTEM => MessageKind::System,
+            abi::MSG_PORT => MessageKind::Port,
             _ => MessageKind::User,
         }
     }

@@ -111,6 +111,7 @@ pub trait GenServer: Serialize + DeserializeOwned + Send + Sized + 'static {
             Info::Exit { .. } => "an exit signal",
             Info::Down { .. } => "a monitor notification",
             Info::Timeout => "a timeout",
+            Info::Port(_) => "a port event",
         };
         ctx.log(
             crate::Level::Warn,
@@ -269,6 +270,9 @@ pub enum Info<T> {
     },
     /// A [`Action::Timeout`] expired with no message.
     Timeout,
+    /// An event of a port (socket) the server owns: a frame, a close, an error, a
+    /// `passive` notice, an accepted connection ([`crate::net`]).
+    Port(crate::net::PortMsg),
 }
 
 /// Who made a call: keep it (it is serializable, so it survives in the state) to reply

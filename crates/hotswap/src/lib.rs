@@ -43,6 +43,7 @@ pub mod codec;
 mod ctx;
 pub mod gen_server;
 mod heap;
+pub mod net;
 mod outcome;
 #[doc(hidden)]
 pub mod private;

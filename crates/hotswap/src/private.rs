@@ -440,6 +440,11 @@ pub unsafe extern "C" fn server_handle<S: GenServer>(
                 },
             ),
             abi::HANDLE_TIMEOUT => info(s, ctx, Info::Timeout),
+            abi::MSG_PORT => info(
+                s,
+                ctx,
+                Info::Port(crate::net::PortMsg::decode(reference, bytes)),
+            ),
             abi::HANDLE_CONTINUE => {
                 let c = bytes.to_vec();
                 Box::pin(async move { cast_value(s.handle_continue(ctx, c).await) })

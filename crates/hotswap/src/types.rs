@@ -193,6 +193,8 @@ pub enum Message {
         /// The encoded request.
         data: Vec<u8>,
     },
+    /// An event of a port (socket) this process owns; see [`crate::net`].
+    Port(crate::net::PortMsg),
 }
 
 impl Message {

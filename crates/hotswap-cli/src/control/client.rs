@@ -99,6 +99,8 @@ pub enum Cmd {
         /// The child's id.
         child: String,
     },
+    /// `ports`.
+    Ports,
     /// `delete-child`.
     DeleteChild {
         /// The supervisor.
@@ -165,6 +167,7 @@ impl Cmd {
             Cmd::Stop => ("stop", Value::Null),
             Cmd::Status => ("status", Value::Null),
             Cmd::Processes => ("processes", Value::Null),
+            Cmd::Ports => ("ports", Value::Null),
             Cmd::Modules => ("modules", Value::Null),
             Cmd::Load { path, purging } => {
                 let abs = std::path::absolute(path).unwrap_or_else(|_| path.clone());
@@ -580,6 +583,7 @@ fn human(cmd: &Cmd, v: &Value) -> String {
             }
             out
         }
+        Cmd::Ports => super::ports::render(v),
         Cmd::Processes => {
             let rows = v
                 .as_array()

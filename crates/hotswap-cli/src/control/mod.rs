@@ -26,6 +26,7 @@
 //! [`DEFAULT_CONTROL_MAX_CONNECTIONS`]: hotswap_runtime::release::manifest::DEFAULT_CONTROL_MAX_CONNECTIONS
 
 pub mod client;
+mod ports;
 pub mod releases;
 pub mod server;
 

@@ -37,6 +37,7 @@ pub const MODULES: &[&str] = &[
     "app_worker",
     "rel_srv_v1",
     "rel_srv_v2",
+    "port_echo_v1",
     "keyed_state",
 ];
 

@@ -599,6 +599,7 @@ static TABLE: abi::HostApi = abi::HostApi {
     heap_alloc_zeroed: crate::code::heap::heap_alloc_zeroed,
     heap_realloc: crate::code::heap::heap_realloc,
     heap_free: crate::code::heap::heap_free,
+    net: crate::net::host::net,
 };
 
 /// The node's host API table.

@@ -277,6 +277,12 @@ impl Node {
         self.inner.table.len()
     }
 
+    /// Every open port (socket) of the node, by id: type, owner, addresses, counters,
+    /// queues and mode (what `hotswap ports` shows).
+    pub fn ports(&self) -> Vec<hotswap::net::PortInfo> {
+        self.inner.ports.list()
+    }
+
     /// Number of processes that have exited since the node started.
     pub fn exited_count(&self) -> u64 {
         self.inner.exited.load(Ordering::Relaxed)
@@ -359,6 +365,7 @@ impl Node {
                 stuck.push(p.pid);
             }
         }
+        n.ports.close_all(n);
         for (_, (h, _)) in n.timers.lock().drain() {
             h.abort();
         }

@@ -41,6 +41,8 @@ pub(crate) struct NodeInner {
     /// State that a layer above keeps per node (the release handler's), owned here so that
     /// it lives as long as the node; only that layer knows its type.
     pub(crate) upper: OnceLock<Box<dyn Any + Send + Sync>>,
+    /// The port table (sockets).
+    pub(crate) ports: crate::net::Ports,
 }
 
 impl std::fmt::Debug for NodeInner {
@@ -79,6 +81,7 @@ impl NodeInner {
             owns_code_dir,
             gate: Gate::default(),
             upper: OnceLock::new(),
+            ports: crate::net::Ports::default(),
         }
     }
 

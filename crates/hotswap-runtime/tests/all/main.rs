@@ -9,6 +9,7 @@ mod bad_module;
 mod code_server;
 mod gen_server;
 mod gs;
+mod ports;
 mod process;
 mod quiesce;
 mod release;

@@ -43,6 +43,10 @@ const FIXTURES: &[&str] = &[
     "spin_v1",
     "spin_v2",
     "heap_hold",
+    "port_echo_v1",
+    "port_echo_v2",
+    "chat_v1",
+    "chat_v2",
 ];
 
 fn target_dir() -> PathBuf {

@@ -1,0 +1,454 @@
+//! TCP ports: listeners with the node's acceptor, and connections with a reader and a
+//! writer task each.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use hotswap::net::{wire, AcceptMode, ListenOptions, NetError, TcpOptions};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+use super::frame::{self, Next};
+use super::{deliver, emit, io_error, parse_addr, reply, Kind, Listen, Port, State};
+use crate::process::NodeInner;
+
+/// How long a closed connection's writer may still take to flush what was queued.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+fn check(opts: &TcpOptions) -> Result<(), NetError> {
+    if opts.max_frame == 0 {
+        return Err(NetError::InvalidArgument(
+            "max_frame must be at least 1".into(),
+        ));
+    }
+    if opts.send_low_watermark > opts.send_high_watermark {
+        return Err(NetError::InvalidArgument(format!(
+            "send_low_watermark ({}) is above send_high_watermark ({})",
+            opts.send_low_watermark, opts.send_high_watermark
+        )));
+    }
+    Ok(())
+}
+
+fn socket_for(
+    a: std::net::SocketAddr,
+    opts: &TcpOptions,
+    addr: &str,
+) -> Result<TcpSocket, NetError> {
+    let s = if a.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(|e| io_error(&e, addr))?;
+    let e = |e: std::io::Error| io_error(&e, addr);
+    if let Some(n) = opts.recv_buffer {
+        s.set_recv_buffer_size(n).map_err(e)?;
+    }
+    if let Some(n) = opts.send_buffer {
+        s.set_send_buffer_size(n).map_err(e)?;
+    }
+    s.set_keepalive(opts.keepalive).map_err(e)?;
+    Ok(s)
+}
+
+/// Bind and listen; the listener's id. Options of accepted connections that the kernel
+/// inherits from the listening socket (buffer sizes, keepalive) are set on it.
+pub(super) fn listen(
+    node: &Arc<NodeInner>,
+    owner: u64,
+    addr: &str,
+    opts: ListenOptions,
+) -> Result<u64, NetError> {
+    let a = parse_addr(addr)?;
+    check(&opts.conn)?;
+    if opts.max_connections == 0 {
+        return Err(NetError::InvalidArgument(
+            "max_connections must be at least 1".into(),
+        ));
+    }
+    let s = socket_for(a, &opts.conn, addr)?;
+    s.set_reuseaddr(opts.reuseaddr)
+        .map_err(|e| io_error(&e, addr))?;
+    s.bind(a).map_err(|e| io_error(&e, addr))?;
+    let l = s.listen(opts.backlog).map_err(|e| io_error(&e, addr))?;
+    let mut st = State::new(owner);
+    st.local = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    st.label = opts.label.clone();
+    st.listen = Some(Listen {
+        mode: opts.accept,
+        conn: opts.conn,
+        max: opts.max_connections,
+        conns: 0,
+        paused: false,
+        acceptors: Default::default(),
+    });
+    let p = node.ports.insert(node, Kind::Listen, st, None, None, None);
+    node.rt.spawn(acceptor(node.clone(), p.clone(), l));
+    Ok(p.id)
+}
+
+/// Connect in a node task; the caller gets the connection's id (or the error) as the
+/// reply tagged `tag`.
+pub(super) fn connect(
+    node: &Arc<NodeInner>,
+    caller: u64,
+    tag: u64,
+    addr: String,
+    opts: TcpOptions,
+    timeout_ms: Option<u64>,
+) -> Result<(), NetError> {
+    let a = parse_addr(&addr)?;
+    check(&opts)?;
+    let s = socket_for(a, &opts, &addr)?;
+    let n = node.clone();
+    node.rt.spawn(async move {
+        let r = match timeout_ms {
+            Some(ms) => tokio::time::timeout(Duration::from_millis(ms), s.connect(a))
+                .await
+                .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())),
+            None => s.connect(a).await,
+        };
+        match r {
+            Ok(stream) => {
+                let id = start_conn(&n, stream, &opts, caller, None, |_| {});
+                reply(&n, caller, tag, Ok(&id.to_le_bytes()));
+            }
+            Err(e) => reply(&n, caller, tag, Err(&io_error(&e, &addr))),
+        }
+    });
+    Ok(())
+}
+
+/// Make a connection port of `stream` owned by `owner`, with its reader and writer.
+fn start_conn(
+    node: &Arc<NodeInner>,
+    stream: TcpStream,
+    opts: &TcpOptions,
+    owner: u64,
+    listener: Option<Weak<Port>>,
+    announce: impl FnOnce(u64),
+) -> u64 {
+    let _ = stream.set_nodelay(opts.nodelay);
+    let mut st = State::new(owner);
+    st.local = stream
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    st.peer = stream.peer_addr().ok().map(|a| a.to_string());
+    st.park = opts.park;
+    st.label = opts.label.clone();
+    st.active = opts.active;
+    st.framing = opts.framing;
+    st.max_frame = opts.max_frame;
+    st.high = opts.send_high_watermark;
+    st.low = opts.send_low_watermark;
+    st.send_timeout = opts.send_timeout_ms.map(Duration::from_millis);
+    st.send_timeout_close = opts.send_timeout_close;
+    let s = Arc::new(stream);
+    let p = node
+        .ports
+        .insert(node, Kind::Tcp, st, listener, None, Some(s.clone()));
+    // Announced before the reader runs, so that the owner hears of the connection
+    // before any of its data.
+    announce(p.id);
+    node.rt.spawn(reader(node.clone(), p.clone(), s.clone()));
+    node.rt.spawn(writer(node.clone(), p.clone(), s));
+    p.id
+}
+
+/// The reader: reads only while someone wants data, frames, delivers.
+async fn reader(node: Arc<NodeInner>, p: Arc<Port>, rd: Arc<TcpStream>) {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut start = 0usize;
+    // `Some(None)`: the peer closed; `Some(Some(reason))`: an error ended the stream.
+    let mut end: Option<Option<String>> = None;
+    loop {
+        let n = p.rx.notified();
+        tokio::pin!(n);
+        n.as_mut().enable();
+        let wait = {
+            let mut st = p.st.lock();
+            if st.closed {
+                return;
+            }
+            if end.is_none() {
+                if let Some(e) = st.write_error.clone() {
+                    end = Some(Some(e));
+                }
+            }
+            if !st.wants() {
+                true
+            } else {
+                match frame::next(st.framing, st.max_frame, &buf[start..]) {
+                    Next::Frame { skip, len } => {
+                        deliver(&node, &p, &mut st, &buf[start + skip..start + skip + len]);
+                        start += skip + len;
+                        st.rx_buffered = buf.len() - start;
+                        continue;
+                    }
+                    Next::TooLarge(len) => {
+                        let e = format!(
+                            "{}; the connection was closed",
+                            NetError::FrameTooLarge {
+                                len,
+                                max: st.max_frame
+                            }
+                        );
+                        node.ports.close(&node, &p, &mut st, Some((Some(e), true)));
+                        return;
+                    }
+                    Next::Need => {
+                        if let Some(reason) = end.take() {
+                            let left = buf.len() - start;
+                            let reason = reason.or_else(|| frame::leftover_error(st.framing, left));
+                            node.ports.close(&node, &p, &mut st, Some((reason, true)));
+                            return;
+                        }
+                        false
+                    }
+                }
+            }
+        };
+        if wait {
+            n.await;
+            continue;
+        }
+        if start > 0 {
+            buf.drain(..start);
+            start = 0;
+        }
+        buf.reserve(16 << 10);
+        tokio::select! {
+            r = read_some(&rd, &mut buf) => match r {
+                Ok(0) => end = Some(None),
+                Ok(k) => {
+                    let mut st = p.st.lock();
+                    st.bytes_in += k as u64;
+                    st.rx_buffered = buf.len();
+                }
+                Err(e) => end = Some(Some(format!("receive failed: {e}"))),
+            },
+            _ = &mut n => {}
+        }
+    }
+}
+
+/// Read what is there (at least one byte, or end of stream / an error) into `buf`.
+async fn read_some(s: &TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    loop {
+        s.readable().await?;
+        match s.try_read_buf(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            r => return r,
+        }
+    }
+}
+
+/// Write all of `b`.
+async fn write_all(s: &TcpStream, mut b: &[u8]) -> std::io::Result<()> {
+    while !b.is_empty() {
+        s.writable().await?;
+        match s.try_write(b) {
+            Ok(n) => b = &b[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Resolves a grace period after the port closed.
+async fn closed_then(p: &Port, grace: Duration) {
+    loop {
+        let n = p.tx.notified();
+        tokio::pin!(n);
+        n.as_mut().enable();
+        if p.st.lock().closed {
+            break;
+        }
+        n.await;
+    }
+    tokio::time::sleep(grace).await;
+}
+
+/// The writer: writes what is queued, admits waiting sends below the low watermark.
+async fn writer(node: Arc<NodeInner>, p: Arc<Port>, wr: Arc<TcpStream>) {
+    loop {
+        let n = p.tx.notified();
+        tokio::pin!(n);
+        n.as_mut().enable();
+        let chunk: Option<Vec<u8>> = {
+            let mut st = p.st.lock();
+            if st.txq.is_empty() {
+                if st.closed || st.write_shut {
+                    break;
+                }
+                None
+            } else if st.txq.len() == 1 {
+                st.writing = true;
+                Some(st.txq.pop_front().expect("one queued"))
+            } else {
+                st.writing = true;
+                let mut v = Vec::with_capacity(st.tx_bytes);
+                for c in st.txq.drain(..) {
+                    v.extend_from_slice(&c);
+                }
+                Some(v)
+            }
+        };
+        let Some(chunk) = chunk else {
+            n.await;
+            continue;
+        };
+        let len = chunk.len();
+        let r = tokio::select! {
+            r = write_all(&wr, &chunk) => r,
+            _ = closed_then(&p, CLOSE_GRACE) => Err(std::io::Error::other("closed before the queue drained")),
+        };
+        let failed = {
+            let mut st = p.st.lock();
+            st.writing = false;
+            match r {
+                Ok(()) => {
+                    st.tx_bytes -= len;
+                    st.bytes_out += len as u64;
+                    if st.tx_bytes <= st.low {
+                        while st.tx_bytes < st.high {
+                            let Some(w) = st.waiters.pop_front() else {
+                                break;
+                            };
+                            st.tx_bytes += w.data.len();
+                            st.msgs_out += 1;
+                            st.txq.push_back(w.data);
+                            reply(&node, w.pid, w.tag, Ok(&[]));
+                        }
+                    }
+                    false
+                }
+                Err(e) => {
+                    st.write_error = Some(format!("send failed: {e}"));
+                    st.txq.clear();
+                    st.tx_bytes = 0;
+                    let closed = NetError::Closed(hotswap::net::PortId(p.id));
+                    for w in st.waiters.drain(..) {
+                        reply(&node, w.pid, w.tag, Err(&closed));
+                    }
+                    true
+                }
+            }
+        };
+        if failed {
+            p.rx.notify_one();
+            return;
+        }
+    }
+    shutdown_write(&wr);
+}
+
+/// Send FIN (`shutdown(SHUT_WR)`): the peer reads end-of-file once the queue is out.
+fn shutdown_write(s: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor is owned by `s`, which is alive for the call; `shutdown`
+    // only changes the socket's state and cannot invalidate the descriptor.
+    unsafe { libc::shutdown(s.as_raw_fd(), libc::SHUT_WR) };
+}
+
+/// The acceptor of a listener: accepts while a process waits in `accept` (or, in
+/// `ToOwner` mode, while the owner lives), below `max_connections`, unless paused.
+async fn acceptor(node: Arc<NodeInner>, p: Arc<Port>, l: TcpListener) {
+    let local = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let mut spare: Option<(TcpStream, std::net::SocketAddr)> = None;
+    loop {
+        let n = p.rx.notified();
+        tokio::pin!(n);
+        n.as_mut().enable();
+        let ready = {
+            let st = p.st.lock();
+            if st.closed {
+                return;
+            }
+            let ls = st.listen.as_ref().expect("listener state");
+            !ls.paused
+                && ls.conns < ls.max
+                && match ls.mode {
+                    AcceptMode::ToOwner => st.owner.is_some(),
+                    AcceptMode::Manual => !ls.acceptors.is_empty(),
+                }
+        };
+        if !ready {
+            n.await;
+            continue;
+        }
+        let r = match spare.take() {
+            Some(s) => Ok(s),
+            None => tokio::select! {
+                r = l.accept() => r,
+                _ = &mut n => continue,
+            },
+        };
+        match r {
+            Ok((stream, peer)) => {
+                let mut st = p.st.lock();
+                if st.closed {
+                    return;
+                }
+                let owner = st.owner;
+                let ls = st.listen.as_mut().expect("listener state");
+                let target = match ls.mode {
+                    AcceptMode::Manual => ls
+                        .acceptors
+                        .pop_front()
+                        .map(|a| (Some((a.pid, a.tag)), a.owner)),
+                    AcceptMode::ToOwner => owner.map(|o| (None, o)),
+                };
+                let Some((waiter, owner)) = target else {
+                    // The waiting acceptor gave up meanwhile: keep the connection for the
+                    // next one.
+                    spare = Some((stream, peer));
+                    continue;
+                };
+                ls.conns += 1;
+                let conn = ls.conn.clone();
+                st.msgs_in += 1;
+                let st = &st;
+                start_conn(
+                    &node,
+                    stream,
+                    &conn,
+                    owner,
+                    Some(Arc::downgrade(&p)),
+                    |id| match waiter {
+                        Some((pid, tag)) => reply(&node, pid, tag, Ok(&id.to_le_bytes())),
+                        None => {
+                            let mut body = id.to_le_bytes().to_vec();
+                            body.extend_from_slice(peer.to_string().as_bytes());
+                            emit(&node, st, p.id, wire::ACCEPTED, &body);
+                        }
+                    },
+                );
+            }
+            Err(e) => {
+                let err = io_error(&e, &local);
+                {
+                    let mut st = p.st.lock();
+                    let manual = st.listen.as_ref().map(|l| l.mode) == Some(AcceptMode::Manual);
+                    if manual {
+                        if let Some(a) = st.listen.as_mut().and_then(|l| l.acceptors.pop_front()) {
+                            reply(&node, a.pid, a.tag, Err(&err));
+                        }
+                    } else {
+                        emit(
+                            &node,
+                            &st,
+                            p.id,
+                            wire::TCP_ERROR,
+                            format!("accept failed: {err}").as_bytes(),
+                        );
+                    }
+                }
+                // Out of descriptors: give the node time to close some (ranch does the same).
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
