@@ -19,7 +19,7 @@ use core::ffi::c_void;
 use core::sync::atomic::AtomicU64;
 
 /// The ABI version this crate describes. Bumped on any layout change of the types below.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// The first eight bytes of every [`ModuleDescriptor`].
 pub const MAGIC: [u8; 8] = *b"HOTSWAP\0";
@@ -245,6 +245,12 @@ pub type DropFn =
 pub type InitFn =
     unsafe extern "C" fn(host: *const HostApi, out: *mut c_void, write: WriteFn) -> u32;
 
+/// Module function: write the module's description of its types (the SDK's
+/// `hotswap::schema::ModuleSchema`, MessagePack with named fields) through `write`. Runs no
+/// other module code and needs no host API (it may be called before [`InitFn`]). Returns
+/// [`STATUS_READY`], or [`STATUS_PANICKED`]/[`STATUS_ERROR`] with a message written.
+pub type DescribeFn = unsafe extern "C" fn(out: *mut c_void, write: WriteFn) -> u32;
+
 /// One exported function of a module.
 #[repr(C)]
 #[derive(Debug)]
@@ -324,6 +330,9 @@ pub struct ModuleDescriptor {
     pub drop_future: DropFn,
     /// The module's `gen_server` callbacks, or null.
     pub server: *const ServerVTable,
+    /// Describes the module's state and message types (see [`DescribeFn`]); `None` for a
+    /// module that describes nothing (its loads are not checked for compatibility).
+    pub describe: Option<DescribeFn>,
 }
 
 // SAFETY: the descriptor is immutable static data: its raw pointers point at other immutable

@@ -41,6 +41,7 @@ pub mod gen_server;
 mod outcome;
 #[doc(hidden)]
 pub mod private;
+pub mod schema;
 pub mod supervisor;
 pub mod sys;
 mod types;

@@ -34,4 +34,5 @@ pub static HOTSWAP_MODULE_DESCRIPTOR: abi::ModuleDescriptor = abi::ModuleDescrip
     poll,
     drop_future,
     server: core::ptr::null(),
+    describe: None,
 };
