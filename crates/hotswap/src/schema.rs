@@ -484,8 +484,7 @@ const UNKNOWN_PROBE: &str = "__hotswap_unknown_field_probe";
 fn trace<T: DeserializeOwned>() -> Format {
     let mut plan = Plan::default();
     // Struct path → (the choices of a run that reached it, its fields).
-    let mut reached: HashMap<String, (HashMap<String, usize>, Vec<&'static str>)> =
-        HashMap::new();
+    let mut reached: HashMap<String, (HashMap<String, usize>, Vec<&'static str>)> = HashMap::new();
     let mut runs = 0;
     // Explore: one run per enum variant until nothing is left untraced.
     loop {
@@ -499,7 +498,9 @@ fn trace<T: DeserializeOwned>() -> Format {
         match r {
             Ok(f) => {
                 for (p, fields) in structs {
-                    reached.entry(p).or_insert_with(|| (choices.clone(), fields));
+                    reached
+                        .entry(p)
+                        .or_insert_with(|| (choices.clone(), fields));
                 }
                 let before = plan.acc.clone();
                 let merged = match plan.acc.take() {
@@ -549,15 +550,19 @@ fn trace<T: DeserializeOwned>() -> Format {
     acc
 }
 
+/// What one run yields: the format (or why not), the enum choices it made, the struct
+/// paths it reached with their fields.
+type RunResult = (
+    Result<Format, TraceError>,
+    HashMap<String, usize>,
+    Vec<(String, Vec<&'static str>)>,
+);
+
 fn run_once<T: DeserializeOwned>(
     plan: &mut Plan,
     forced: Option<&HashMap<String, usize>>,
     omit: Option<(&str, &str)>,
-) -> (
-    Result<Format, TraceError>,
-    HashMap<String, usize>,
-    Vec<(String, Vec<&'static str>)>,
-) {
+) -> RunResult {
     let run = RefCell::new(Run {
         plan,
         forced,
@@ -572,7 +577,11 @@ fn run_once<T: DeserializeOwned>(
         depth: 0,
     });
     let mut run = run.into_inner();
-    let r = r.map(|_| run.result.take().unwrap_or(Format::Unknown("nothing traced".into())));
+    let r = r.map(|_| {
+        run.result
+            .take()
+            .unwrap_or(Format::Unknown("nothing traced".into()))
+    });
     (r, run.choices, run.structs)
 }
 
@@ -595,7 +604,9 @@ fn has_unseen(f: &Format) -> bool {
 
 /// Merge two traces of one type (they differ only in the enum variants traced).
 fn merge(a: Format, b: Format) -> Result<Format, String> {
-    let differ = || "the type's description differs between two traces (a custom Deserialize that is not deterministic)".to_string();
+    let differ = || {
+        "the type's description differs between two traces (a custom Deserialize that is not deterministic)".to_string()
+    };
     Ok(match (a, b) {
         (Format::Option(x), Format::Option(y)) => Format::Option(Box::new(merge(*x, *y)?)),
         (Format::Seq(x), Format::Seq(y)) => Format::Seq(Box::new(merge(*x, *y)?)),
@@ -868,11 +879,7 @@ impl<'a, 'p> Tracer<'a, 'p> {
                                 .or_default()
                                 .insert(key, primary);
                         }
-                        run.plan
-                            .primaries
-                            .entry(path)
-                            .or_default()
-                            .insert(primary);
+                        run.plan.primaries.entry(path).or_default().insert(primary);
                         Err(TraceError::Rerun)
                     }
                     (Some(Reported::Unknown(k)), _) if k == UNKNOWN_PROBE => {
@@ -1012,15 +1019,20 @@ impl<'de> de::VariantAccess<'de> for &mut EnumTrace<'_, '_, '_> {
         self,
         seed: S,
     ) -> Result<S::Value, TraceError> {
-        let (v, f) = self
-            .tracer
-            .value(&format!("::{}.0", self.name), seed)?;
+        let (v, f) = self.tracer.value(&format!("::{}.0", self.name), seed)?;
         self.body = Some(VariantBody::Newtype(f));
         Ok(v)
     }
-    fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, TraceError> {
+    fn tuple_variant<V: Visitor<'de>>(
+        self,
+        len: usize,
+        visitor: V,
+    ) -> Result<V::Value, TraceError> {
         let t = self.tracer.child(&format!("::{}", self.name))?;
-        let t = Tracer { depth: t.depth - 1, ..t };
+        let t = Tracer {
+            depth: t.depth - 1,
+            ..t
+        };
         let (v, xs) = t.tuple(len, visitor)?;
         self.body = Some(VariantBody::Tuple(xs));
         Ok(v)
@@ -1306,10 +1318,7 @@ fn at_path<'f>(f: &'f Format, path: &str) -> Option<&'f Format> {
         (Format::Enum(_, vs), Step::Variant(n)) => {
             let v = vs.iter().find(|v| v.name == n)?;
             // The variant's inside: `.0` / `.i` / `.field` follow.
-            let (step2, rest2) = match split_step(rest) {
-                Some(x) => x,
-                None => return None,
-            };
+            let (step2, rest2) = split_step(rest)?;
             let inner = match (&v.body, step2) {
                 (VariantBody::Newtype(x), Step::Field("0")) => x,
                 (VariantBody::Tuple(xs), Step::Field(i)) => xs.get(i.parse::<usize>().ok()?)?,
@@ -1335,10 +1344,7 @@ enum Step<'s> {
 }
 
 fn split_step(p: &str) -> Option<(Step<'_>, &str)> {
-    let end = |s: &str| {
-        s.find(['.', '?', '[', '{', ':'])
-            .unwrap_or(s.len())
-    };
+    let end = |s: &str| s.find(['.', '?', '[', '{', ':']).unwrap_or(s.len());
     if let Some(r) = p.strip_prefix('?') {
         Some((Step::Opt, r))
     } else if let Some(r) = p.strip_prefix("[]") {

@@ -22,7 +22,7 @@ use serde::Serialize;
 pub use hotswap::gen_server::{CallError, ServerRef, StartError, StartOpts, DEFAULT_TIMEOUT};
 pub use hotswap::sys::{ServerStatus, Statistics, SysError};
 
-pub(crate) use state::{dehydrate_all, StateCell};
+pub(crate) use state::{dehydrate_all, Slot, StateCell};
 
 use crate::node::NodeInner;
 use crate::process::{Body, Process};
