@@ -454,9 +454,10 @@ fn pair(
     out: &mut CompatReport,
 ) {
     let label = format!("{callback} ({level})");
-    if readers
-        .iter()
-        .any(|r| r.hash == writer.hash && r.format == writer.format)
+    if !has_unknown(&writer.format)
+        && readers
+            .iter()
+            .any(|r| r.hash == writer.hash && r.format == writer.format)
     {
         out.compatible.push(label);
         return;
@@ -499,6 +500,24 @@ fn pair(
         out.incompatible.push(finding);
     } else {
         out.warnings.push(finding);
+    }
+}
+
+/// Whether a description has a part the tracer could not describe.
+fn has_unknown(f: &Format) -> bool {
+    match f {
+        Format::Unknown(_) => true,
+        Format::Option(x) | Format::Seq(x) | Format::Newtype(_, x) => has_unknown(x),
+        Format::Map(k, v) => has_unknown(k) || has_unknown(v),
+        Format::Tuple(xs) | Format::TupleStruct(_, xs) => xs.iter().any(has_unknown),
+        Format::Struct(_, s) => s.fields.iter().any(|x| has_unknown(&x.format)),
+        Format::Enum(_, vs) => vs.iter().any(|v| match &v.body {
+            VariantBody::Newtype(x) => has_unknown(x),
+            VariantBody::Tuple(xs) => xs.iter().any(has_unknown),
+            VariantBody::Struct(s) => s.fields.iter().any(|x| has_unknown(&x.format)),
+            VariantBody::Unit | VariantBody::Unseen => false,
+        }),
+        _ => false,
     }
 }
 
