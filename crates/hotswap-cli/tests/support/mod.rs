@@ -35,6 +35,10 @@ pub const MODULES: &[&str] = &[
     "upgrade_srv_v1",
     "upgrade_srv_v2",
     "app_worker",
+    "count_server_v1",
+    "count_server_v4",
+    "count_server_v5",
+    "uncovered_state",
 ];
 
 pub fn modules_dir() -> PathBuf {
