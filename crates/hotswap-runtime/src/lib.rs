@@ -419,8 +419,12 @@ impl Node {
 pub struct LoadOptions {
     /// Purge old code first, killing the processes still running it.
     pub purging: bool,
-    /// Load even if the compatibility check refuses the version.
+    /// Load even if the compatibility check refuses the version (it still runs, and what
+    /// it found is logged).
     pub force: bool,
+    /// Do not run the compatibility check at all (nothing is described or compared): for
+    /// measuring what the check costs.
+    pub unchecked: bool,
 }
 
 /// The code server of a node; see [`Node::code`].
@@ -439,7 +443,7 @@ impl Code<'_> {
     pub async fn load(&self, path: impl AsRef<Path>) -> Result<ModuleInfo, CodeError> {
         self.n()
             .code
-            .load(self.n(), path.as_ref(), None, LoadMode::Plain, false)
+            .load(self.n(), path.as_ref(), None, LoadMode::Plain, false, true)
             .await
     }
 
@@ -451,7 +455,14 @@ impl Code<'_> {
     ) -> Result<ModuleInfo, CodeError> {
         self.n()
             .code
-            .load(self.n(), path.as_ref(), Some(name), LoadMode::Plain, false)
+            .load(
+                self.n(),
+                path.as_ref(),
+                Some(name),
+                LoadMode::Plain,
+                false,
+                true,
+            )
             .await
     }
 
@@ -460,7 +471,14 @@ impl Code<'_> {
     pub async fn load_purging(&self, path: impl AsRef<Path>) -> Result<ModuleInfo, CodeError> {
         self.n()
             .code
-            .load(self.n(), path.as_ref(), None, LoadMode::Purging, false)
+            .load(
+                self.n(),
+                path.as_ref(),
+                None,
+                LoadMode::Purging,
+                false,
+                true,
+            )
             .await
     }
 
@@ -480,7 +498,14 @@ impl Code<'_> {
         };
         self.n()
             .code
-            .load(self.n(), path.as_ref(), None, mode, opts.force)
+            .load(
+                self.n(),
+                path.as_ref(),
+                None,
+                mode,
+                opts.force,
+                !opts.unchecked,
+            )
             .await
     }
 

@@ -462,7 +462,14 @@ async fn load(state: &NodeState, args: Args<'_>) -> Result<Value, ErrorReply> {
     let r = state
         .node
         .code()
-        .load_with(path, hotswap_runtime::LoadOptions { purging, force })
+        .load_with(
+            path,
+            hotswap_runtime::LoadOptions {
+                purging,
+                force,
+                unchecked: false,
+            },
+        )
         .await;
     let m = r.map_err(|e| {
         warn!(file = %path.display(), "load refused: {e}");

@@ -434,6 +434,7 @@ impl CodeServer {
         expect: Option<&str>,
         mode: LoadMode,
         force: bool,
+        check: bool,
     ) -> Result<ModuleInfo, CodeError> {
         let _op = self.ops.lock().await;
         if let (Some(name), LoadMode::Plain) = (expect, mode) {
@@ -443,7 +444,8 @@ impl CodeServer {
         }
         let v = self.open(path, expect)?;
         let name = v.name.clone();
-        if let Some(report) = self.current(&name).and_then(|cur| compare(&cur, &v)) {
+        let cur = self.current(&name).filter(|_| check);
+        if let Some(report) = cur.and_then(|cur| compare(&cur, &v)) {
             if report.refuses() && !force {
                 self.release(v, "refused load (incompatible)");
                 return Err(CodeError::Incompatible {
