@@ -458,35 +458,126 @@ struct Plan {
     primaries: HashMap<String, HashSet<&'static str>>,
     /// Struct paths that deny unknown fields.
     deny: HashSet<String>,
+    /// Per enum path: which variants have been traced.
+    seen: HashMap<String, Vec<bool>>,
     /// Enum paths: how often each was rotated past its fully traced variants.
     rotation: HashMap<String, usize>,
-    /// The merged description so far.
-    acc: Option<Format>,
 }
 
-/// One run.
+/// An exploring run that succeeded, for the field probes that replay it: its enum
+/// choices and its structs' keys, in the order they were met.
+struct Replay {
+    choices: Vec<usize>,
+    keys: Vec<Vec<&'static str>>,
+}
+
+/// One run. An exploring run (`probe` is `None`) records formats and paths; a probe run
+/// replays an exploring run's choices and keys with one field left out, recording nothing.
 struct Run<'p> {
     plan: &'p mut Plan,
-    /// Replay these enum choices (for the field probes).
-    forced: Option<&'p HashMap<String, usize>>,
-    /// Leave this field out of this struct path.
-    omit: Option<(&'p str, &'p str)>,
-    /// Enum choices made in this run.
-    choices: HashMap<String, usize>,
-    /// Struct paths reached, with their primary field names.
-    structs: Vec<(String, Vec<&'static str>)>,
+    /// Probe: (enum choices, struct keys, struct occurrence, field left out).
+    probe: Option<(&'p [usize], &'p [Vec<&'static str>], usize, &'static str)>,
+    /// Enum choices made, in order (and by path when exploring).
+    choices: Vec<usize>,
+    by_path: Vec<(String, usize, usize)>,
+    /// Keys presented to each struct, in order.
+    keys: Vec<Vec<&'static str>>,
+    /// Struct paths reached (exploring), with their occurrence and primary fields.
+    structs: Vec<(String, usize, Vec<&'static str>)>,
+    /// The path of the value being traced (exploring only).
+    path: String,
     /// The format of the value just traced.
     result: Option<Format>,
 }
 
+impl Run<'_> {
+    fn recording(&self) -> bool {
+        self.probe.is_none()
+    }
+}
+
 const UNKNOWN_PROBE: &str = "__hotswap_unknown_field_probe";
+
+/// What one exploring run yields: the format (or why not), and the run itself.
+type Explored = (
+    Result<Format, TraceError>,
+    Vec<usize>,
+    Vec<Vec<&'static str>>,
+    Vec<(String, usize, Vec<&'static str>)>,
+);
+
+fn explore<T: DeserializeOwned>(plan: &mut Plan) -> Explored {
+    let run = RefCell::new(Run {
+        plan,
+        probe: None,
+        choices: Vec::new(),
+        by_path: Vec::new(),
+        keys: Vec::new(),
+        structs: Vec::new(),
+        path: String::new(),
+        result: None,
+    });
+    let r = T::deserialize(Tracer {
+        run: &run,
+        len: 0,
+        depth: 0,
+    });
+    let run = run.into_inner();
+    let r = match r {
+        Ok(_) => {
+            for (p, i, n) in &run.by_path {
+                let s = run
+                    .plan
+                    .seen
+                    .entry(p.clone())
+                    .or_insert_with(|| vec![false; *n]);
+                if let Some(x) = s.get_mut(*i) {
+                    *x = true;
+                }
+            }
+            Ok(run
+                .result
+                .unwrap_or(Format::Unknown("nothing traced".into())))
+        }
+        Err(e) => Err(e),
+    };
+    (r, run.choices, run.keys, run.structs)
+}
+
+/// Whether the type succeeds with `field` of struct `occurrence` of a replayed run left out.
+fn probe<T: DeserializeOwned>(
+    plan: &mut Plan,
+    r: &Replay,
+    occurrence: usize,
+    field: &'static str,
+) -> Result<(), TraceError> {
+    let run = RefCell::new(Run {
+        plan,
+        probe: Some((&r.choices, &r.keys, occurrence, field)),
+        choices: Vec::new(),
+        by_path: Vec::new(),
+        keys: Vec::new(),
+        structs: Vec::new(),
+        path: String::new(),
+        result: None,
+    });
+    T::deserialize(Tracer {
+        run: &run,
+        len: 0,
+        depth: 0,
+    })
+    .map(|_| ())
+}
 
 fn trace<T: DeserializeOwned>() -> Format {
     let mut plan = Plan::default();
-    // Struct path → (the choices of a run that reached it, its fields).
-    let mut reached: HashMap<String, (HashMap<String, usize>, Vec<&'static str>)> = HashMap::new();
+    // Struct path → (its fields, the replay that reaches it, its occurrence there).
+    let mut reached: Vec<(String, Vec<&'static str>, usize, usize)> = Vec::new();
+    let mut known: HashSet<String> = HashSet::new();
+    let mut replays: Vec<Replay> = Vec::new();
+    let mut acc: Option<Format> = None;
     let mut runs = 0;
-    // Explore: one run per enum variant until nothing is left untraced.
+    // Explore: one run per enum variant until every variant met has been traced.
     loop {
         runs += 1;
         if runs > MAX_RUNS {
@@ -494,24 +585,28 @@ fn trace<T: DeserializeOwned>() -> Format {
                 "more than {MAX_RUNS} traces needed (too many variants)"
             ));
         }
-        let (r, choices, structs) = run_once::<T>(&mut plan, None, None);
+        let (r, choices, keys, structs) = explore::<T>(&mut plan);
         match r {
             Ok(f) => {
-                for (p, fields) in structs {
-                    reached
-                        .entry(p)
-                        .or_insert_with(|| (choices.clone(), fields));
+                let replay = replays.len();
+                let mut used = false;
+                for (p, occurrence, fields) in structs {
+                    if known.insert(p.clone()) {
+                        reached.push((p, fields, replay, occurrence));
+                        used = true;
+                    }
                 }
-                let before = plan.acc.clone();
-                let merged = match plan.acc.take() {
-                    None => Ok(f),
-                    Some(a) => merge(a, f),
+                if used {
+                    replays.push(Replay { choices, keys });
+                }
+                acc = match acc.take() {
+                    None => Some(f),
+                    Some(a) => match merge(a, f) {
+                        Ok(m) => Some(m),
+                        Err(why) => return Format::Unknown(why),
+                    },
                 };
-                match merged {
-                    Ok(m) => plan.acc = Some(m),
-                    Err(why) => return Format::Unknown(why),
-                }
-                if !has_unseen(plan.acc.as_ref().expect("set")) && before == plan.acc {
+                if plan.seen.values().all(|s| s.iter().all(|x| *x)) {
                     break;
                 }
             }
@@ -524,82 +619,22 @@ fn trace<T: DeserializeOwned>() -> Format {
             Err(e) => return Format::Unknown(e.to_string()),
         }
     }
-    // Probe: which fields may be absent.
+    // Probe: which fields may be absent (a replay of a run that reached the struct).
     let mut required: HashMap<(String, &'static str), bool> = HashMap::new();
-    let mut paths: Vec<_> = reached.into_iter().collect();
-    paths.sort_by(|a, b| a.0.cmp(&b.0));
-    for (path, (choices, fields)) in &paths {
+    for (path, fields, replay, occurrence) in &reached {
         for f in fields {
-            let mut attempts = 0;
-            let req = loop {
-                attempts += 1;
-                let (r, _, _) = run_once::<T>(&mut plan, Some(choices), Some((path, f)));
-                match r {
-                    Ok(_) => break false,
-                    Err(TraceError::MissingField(m)) if m == *f => break true,
-                    Err(TraceError::Rerun) if attempts < 8 => continue,
-                    // Anything else: assume the reader needs it (the safe side).
-                    Err(_) => break true,
-                }
+            let req = match probe::<T>(&mut plan, &replays[*replay], *occurrence, f) {
+                Ok(()) => false,
+                Err(TraceError::MissingField(m)) if m == *f => true,
+                // Anything else: assume the reader needs it (the safe side).
+                Err(_) => true,
             };
             required.insert((path.clone(), f), req);
         }
     }
-    let mut acc = plan.acc.take().expect("at least one run succeeded");
+    let mut acc = acc.expect("at least one run succeeded");
     apply_required(&mut acc, "", &required, &plan.aliases);
     acc
-}
-
-/// What one run yields: the format (or why not), the enum choices it made, the struct
-/// paths it reached with their fields.
-type RunResult = (
-    Result<Format, TraceError>,
-    HashMap<String, usize>,
-    Vec<(String, Vec<&'static str>)>,
-);
-
-fn run_once<T: DeserializeOwned>(
-    plan: &mut Plan,
-    forced: Option<&HashMap<String, usize>>,
-    omit: Option<(&str, &str)>,
-) -> RunResult {
-    let run = RefCell::new(Run {
-        plan,
-        forced,
-        omit,
-        choices: HashMap::new(),
-        structs: Vec::new(),
-        result: None,
-    });
-    let r = T::deserialize(Tracer {
-        run: &run,
-        path: String::new(),
-        depth: 0,
-    });
-    let mut run = run.into_inner();
-    let r = r.map(|_| {
-        run.result
-            .take()
-            .unwrap_or(Format::Unknown("nothing traced".into()))
-    });
-    (r, run.choices, run.structs)
-}
-
-fn has_unseen(f: &Format) -> bool {
-    match f {
-        Format::Option(x) | Format::Seq(x) | Format::Newtype(_, x) => has_unseen(x),
-        Format::Map(k, v) => has_unseen(k) || has_unseen(v),
-        Format::Tuple(xs) | Format::TupleStruct(_, xs) => xs.iter().any(has_unseen),
-        Format::Struct(_, s) => s.fields.iter().any(|x| has_unseen(&x.format)),
-        Format::Enum(_, vs) => vs.iter().any(|v| match &v.body {
-            VariantBody::Unseen => true,
-            VariantBody::Unit => false,
-            VariantBody::Newtype(x) => has_unseen(x),
-            VariantBody::Tuple(xs) => xs.iter().any(has_unseen),
-            VariantBody::Struct(s) => s.fields.iter().any(|x| has_unseen(&x.format)),
-        }),
-        _ => false,
-    }
 }
 
 /// Merge two traces of one type (they differ only in the enum variants traced).
@@ -748,53 +783,67 @@ fn apply_fields(
     }
 }
 
-/// The deserializer that records what a type asks for.
+/// The deserializer that records what a type asks for. `len` is the length of its path
+/// in the run's path buffer (exploring runs only).
 struct Tracer<'a, 'p> {
     run: &'a RefCell<Run<'p>>,
-    path: String,
+    len: usize,
     depth: usize,
 }
 
 impl<'a, 'p> Tracer<'a, 'p> {
-    fn child(&self, suffix: &str) -> Result<Tracer<'a, 'p>, TraceError> {
+    /// A tracer for a part of this value at `suffix` (the caller restores the path with
+    /// [`Tracer::back`] once the part is traced).
+    fn child(&self, suffix: fmt::Arguments<'_>) -> Result<Tracer<'a, 'p>, TraceError> {
         if self.depth >= MAX_DEPTH {
             return Err(TraceError::Uncovered(format!(
                 "nests deeper than {MAX_DEPTH} levels (recursive types are not covered)"
             )));
         }
+        let mut run = self.run.borrow_mut();
+        if run.recording() {
+            run.path.truncate(self.len);
+            let _ = fmt::Write::write_fmt(&mut run.path, suffix);
+        }
         Ok(Tracer {
             run: self.run,
-            path: format!("{}{suffix}", self.path),
+            len: run.path.len(),
             depth: self.depth + 1,
         })
     }
-    fn set(&self, f: Format) {
-        self.run.borrow_mut().result = Some(f);
+    fn back(&self) {
+        self.run.borrow_mut().path.truncate(self.len);
+    }
+    fn path(&self) -> String {
+        self.run.borrow().path[..self.len].to_string()
+    }
+    fn set(&self, f: impl FnOnce() -> Format) {
+        let mut run = self.run.borrow_mut();
+        if run.recording() {
+            run.result = Some(f());
+        }
     }
     fn take(&self) -> Format {
-        self.run
-            .borrow_mut()
-            .result
-            .take()
-            .unwrap_or(Format::Unknown("nothing traced".into()))
+        self.run.borrow_mut().result.take().unwrap_or(Format::Unit)
     }
     /// Trace one value with `seed` at `suffix`; its format.
     fn value<'de, S: DeserializeSeed<'de>>(
         &self,
-        suffix: &str,
+        suffix: fmt::Arguments<'_>,
         seed: S,
     ) -> Result<(S::Value, Format), TraceError> {
-        let v = seed.deserialize(self.child(suffix)?)?;
-        Ok((v, self.take()))
+        let v = seed.deserialize(self.child(suffix)?);
+        self.back();
+        Ok((v?, self.take()))
     }
 
     fn tuple<'de, V: Visitor<'de>>(
-        self,
+        &self,
         len: usize,
         visitor: V,
     ) -> Result<(V::Value, Vec<Format>), TraceError> {
         let mut acc = SeqTrace {
-            tracer: &self,
+            tracer: self,
             left: len,
             i: 0,
             out: Vec::new(),
@@ -809,9 +858,33 @@ impl<'a, 'p> Tracer<'a, 'p> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<(V::Value, Fields), TraceError> {
-        let path = self.path.clone();
-        let (keys, primaries, deny, probe_unknown) = {
-            let run = self.run.borrow();
+        let mut run = self.run.borrow_mut();
+        let occurrence = run.keys.len();
+        if let Some((_, keys, at, omit)) = run.probe {
+            // A replay: the keys that run presented, one left out.
+            let keys: &[&'static str] = keys.get(occurrence).map_or(&[], |k| k.as_slice());
+            run.keys.push(Vec::new());
+            drop(run);
+            let mut access = MapTrace {
+                tracer: self,
+                keys,
+                skip: (at == occurrence).then_some(omit),
+                next: 0,
+                probe_unknown: false,
+                current: None,
+                out: Vec::new(),
+            };
+            let v = visitor.visit_map(&mut access)?;
+            return Ok((
+                v,
+                Fields {
+                    fields: Vec::new(),
+                    deny_unknown: false,
+                },
+            ));
+        }
+        let path = run.path[..self.len].to_string();
+        let (keys, primaries, deny) = {
             let al = run.plan.aliases.get(&path);
             let pr = run.plan.primaries.get(&path);
             let mut keys: Vec<&'static str> = fields
@@ -822,19 +895,17 @@ impl<'a, 'p> Tracer<'a, 'p> {
             let primaries = keys.clone();
             // Known primary names first, so that a later alias shows itself as a duplicate.
             keys.sort_by_key(|k| !pr.is_some_and(|p| p.contains(k)));
-            if let Some((p, f)) = run.omit {
-                if p == path {
-                    keys.retain(|k| *k != f);
-                }
-            }
-            let deny = run.plan.deny.contains(&path);
-            (keys, primaries, deny, !deny && run.omit.is_none())
+            (keys, primaries, run.plan.deny.contains(&path))
         };
+        run.keys.push(keys.clone());
+        drop(run);
+        let keys = keys;
         let mut access = MapTrace {
             tracer: self,
-            keys: keys.clone(),
+            keys: &keys,
+            skip: None,
             next: 0,
-            probe_unknown,
+            probe_unknown: !deny,
             current: None,
             out: Vec::new(),
         };
@@ -842,10 +913,10 @@ impl<'a, 'p> Tracer<'a, 'p> {
         let r = visitor.visit_map(&mut access);
         let current = access.current;
         let out = std::mem::take(&mut access.out);
+        let mut run = self.run.borrow_mut();
         match r {
             Ok(v) => {
-                let mut run = self.run.borrow_mut();
-                run.structs.push((path.clone(), primaries.clone()));
+                run.structs.push((path, occurrence, primaries.clone()));
                 let fields = primaries
                     .iter()
                     .map(|k| Field {
@@ -869,7 +940,6 @@ impl<'a, 'p> Tracer<'a, 'p> {
             }
             Err(e) => {
                 let reported = REPORTED.with(|r| r.borrow_mut().take());
-                let mut run = self.run.borrow_mut();
                 match (reported, current) {
                     (Some(Reported::Duplicate(primary)), Some(key)) => {
                         if key != primary {
@@ -910,7 +980,7 @@ impl<'de> de::SeqAccess<'de> for &mut SeqTrace<'_, '_, '_> {
             return Ok(None);
         }
         self.left -= 1;
-        let (v, f) = self.tracer.value(&format!(".{}", self.i), seed)?;
+        let (v, f) = self.tracer.value(format_args!(".{}", self.i), seed)?;
         self.i += 1;
         self.out.push(f);
         Ok(Some(v))
@@ -920,21 +990,26 @@ impl<'de> de::SeqAccess<'de> for &mut SeqTrace<'_, '_, '_> {
     }
 }
 
-struct MapTrace<'t, 'a, 'p> {
+struct MapTrace<'t, 'k, 'a, 'p> {
     tracer: &'t Tracer<'a, 'p>,
-    keys: Vec<&'static str>,
+    keys: &'k [&'static str],
+    /// A key left out (a probe).
+    skip: Option<&'static str>,
     next: usize,
     probe_unknown: bool,
     current: Option<&'static str>,
-    out: Vec<(String, Format)>,
+    out: Vec<(&'static str, Format)>,
 }
 
-impl<'de> de::MapAccess<'de> for &mut MapTrace<'_, '_, '_> {
+impl<'de> de::MapAccess<'de> for &mut MapTrace<'_, '_, '_, '_> {
     type Error = TraceError;
     fn next_key_seed<K: DeserializeSeed<'de>>(
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, TraceError> {
+        if self.skip.is_some() && self.keys.get(self.next).copied() == self.skip {
+            self.next += 1;
+        }
         let key = if let Some(k) = self.keys.get(self.next) {
             *k
         } else if self.probe_unknown && self.next == self.keys.len() {
@@ -951,9 +1026,9 @@ impl<'de> de::MapAccess<'de> for &mut MapTrace<'_, '_, '_> {
         seed: S,
     ) -> Result<S::Value, TraceError> {
         let key = self.current.unwrap_or("?");
-        let (v, f) = self.tracer.value(&format!(".{key}"), seed)?;
+        let (v, f) = self.tracer.value(format_args!(".{key}"), seed)?;
         if key != UNKNOWN_PROBE {
-            self.out.push((key.to_string(), f));
+            self.out.push((key, f));
         }
         Ok(v)
     }
@@ -977,7 +1052,7 @@ impl<'de> de::MapAccess<'de> for &mut OneEntry<'_, '_, '_> {
             return Ok(None);
         }
         self.done = true;
-        let (v, f) = self.tracer.value("{k}", seed)?;
+        let (v, f) = self.tracer.value(format_args!("{{k}}"), seed)?;
         self.key = Some(f);
         Ok(Some(v))
     }
@@ -985,7 +1060,7 @@ impl<'de> de::MapAccess<'de> for &mut OneEntry<'_, '_, '_> {
         &mut self,
         seed: S,
     ) -> Result<S::Value, TraceError> {
-        let (v, f) = self.tracer.value("{v}", seed)?;
+        let (v, f) = self.tracer.value(format_args!("{{v}}"), seed)?;
         self.value = Some(f);
         Ok(v)
     }
@@ -1019,7 +1094,7 @@ impl<'de> de::VariantAccess<'de> for &mut EnumTrace<'_, '_, '_> {
         self,
         seed: S,
     ) -> Result<S::Value, TraceError> {
-        let (v, f) = self.tracer.value(&format!("::{}.0", self.name), seed)?;
+        let (v, f) = self.tracer.value(format_args!("::{}.0", self.name), seed)?;
         self.body = Some(VariantBody::Newtype(f));
         Ok(v)
     }
@@ -1028,12 +1103,10 @@ impl<'de> de::VariantAccess<'de> for &mut EnumTrace<'_, '_, '_> {
         len: usize,
         visitor: V,
     ) -> Result<V::Value, TraceError> {
-        let t = self.tracer.child(&format!("::{}", self.name))?;
-        let t = Tracer {
-            depth: t.depth - 1,
-            ..t
-        };
-        let (v, xs) = t.tuple(len, visitor)?;
+        let t = self.tracer.child(format_args!("::{}", self.name))?;
+        let r = t.tuple(len, visitor);
+        self.tracer.back();
+        let (v, xs) = r?;
         self.body = Some(VariantBody::Tuple(xs));
         Ok(v)
     }
@@ -1042,8 +1115,10 @@ impl<'de> de::VariantAccess<'de> for &mut EnumTrace<'_, '_, '_> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, TraceError> {
-        let t = self.tracer.child(&format!("::{}", self.name))?;
-        let (v, s) = t.fields(fields, visitor)?;
+        let t = self.tracer.child(format_args!("::{}", self.name))?;
+        let r = t.fields(fields, visitor);
+        self.tracer.back();
+        let (v, s) = r?;
         self.body = Some(VariantBody::Struct(s));
         Ok(v)
     }
@@ -1054,7 +1129,7 @@ macro_rules! primitive {
         $(
             fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, TraceError> {
                 let v = visitor.$visit($($val)?)?;
-                self.set($fmt);
+                self.set(|| $fmt);
                 Ok(v)
             }
         )*
@@ -1065,9 +1140,10 @@ impl<'de> de::Deserializer<'de> for Tracer<'_, '_> {
     type Error = TraceError;
 
     fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, TraceError> {
+        let path = self.path();
         Err(TraceError::Uncovered(format!(
             "at `{}` the type accepts any value (deserialize_any: an untagged, internally or adjacently tagged enum, #[serde(flatten)], or a self-describing value such as serde_json::Value)",
-            if self.path.is_empty() { "the top" } else { &self.path }
+            if path.is_empty() { "the top" } else { &path }
         )))
     }
 
@@ -1092,19 +1168,16 @@ impl<'de> de::Deserializer<'de> for Tracer<'_, '_> {
         deserialize_byte_buf => visit_byte_buf(Vec::new()), Format::Bytes;
         deserialize_unit => visit_unit(), Format::Unit;
         deserialize_identifier => visit_str(""), Format::Str;
-    }
-
-    fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, TraceError> {
-        let v = visitor.visit_unit()?;
-        self.set(Format::Unit);
-        Ok(v)
+        deserialize_ignored_any => visit_unit(), Format::Unit;
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, TraceError> {
-        let c = self.child("?")?;
-        let v = visitor.visit_some(c)?;
+        let c = self.child(format_args!("?"))?;
+        let v = visitor.visit_some(c);
+        self.back();
+        let v = v?;
         let inner = self.take();
-        self.set(Format::Option(Box::new(inner)));
+        self.set(|| Format::Option(Box::new(inner)));
         Ok(v)
     }
 
@@ -1114,7 +1187,7 @@ impl<'de> de::Deserializer<'de> for Tracer<'_, '_> {
         visitor: V,
     ) -> Result<V::Value, TraceError> {
         let v = visitor.visit_unit()?;
-        self.set(Format::UnitStruct(name.into()));
+        self.set(|| Format::UnitStruct(name.into()));
         Ok(v)
     }
 
@@ -1123,32 +1196,26 @@ impl<'de> de::Deserializer<'de> for Tracer<'_, '_> {
         name: &'static str,
         visitor: V,
     ) -> Result<V::Value, TraceError> {
-        let c = self.child(".0")?;
-        let v = visitor.visit_newtype_struct(c)?;
+        let c = self.child(format_args!(".0"))?;
+        let v = visitor.visit_newtype_struct(c);
+        self.back();
+        let v = v?;
         let inner = self.take();
-        self.set(Format::Newtype(name.into(), Box::new(inner)));
+        self.set(|| Format::Newtype(name.into(), Box::new(inner)));
         Ok(v)
     }
 
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, TraceError> {
-        let mut acc = SeqTrace {
+        let mut acc = SeqOne {
             tracer: &self,
             left: 1,
-            i: 0,
-            out: Vec::new(),
+            out: None,
         };
-        // The element is traced under `[]`, not `.0`.
-        let t = Tracer {
-            run: self.run,
-            path: format!("{}[]", self.path),
-            depth: self.depth,
-        };
-        acc.tracer = &t;
-        let v = visitor.visit_seq(SeqOne(&mut acc))?;
-        let inner = acc.out.pop().unwrap_or(Format::Unknown(
+        let v = visitor.visit_seq(&mut acc)?;
+        let inner = acc.out.take().unwrap_or(Format::Unknown(
             "a sequence whose elements were not read".into(),
         ));
-        self.set(Format::Seq(Box::new(inner)));
+        self.set(|| Format::Seq(Box::new(inner)));
         Ok(v)
     }
 
@@ -1157,9 +1224,8 @@ impl<'de> de::Deserializer<'de> for Tracer<'_, '_> {
         len: usize,
         visitor: V,
     ) -> Result<V::Value, TraceError> {
-        let run = self.run;
         let (v, xs) = self.tuple(len, visitor)?;
-        run.borrow_mut().result = Some(Format::Tuple(xs));
+        self.set(|| Format::Tuple(xs));
         Ok(v)
     }
 
@@ -1169,9 +1235,8 @@ impl<'de> de::Deserializer<'de> for Tracer<'_, '_> {
         len: usize,
         visitor: V,
     ) -> Result<V::Value, TraceError> {
-        let run = self.run;
         let (v, xs) = self.tuple(len, visitor)?;
-        run.borrow_mut().result = Some(Format::TupleStruct(name.into(), xs));
+        self.set(|| Format::TupleStruct(name.into(), xs));
         Ok(v)
     }
 
@@ -1185,10 +1250,12 @@ impl<'de> de::Deserializer<'de> for Tracer<'_, '_> {
         let v = visitor.visit_map(&mut acc)?;
         let unread = || Format::Unknown("a map whose entries were not read".into());
         let (k, val) = (acc.key.take(), acc.value.take());
-        self.set(Format::Map(
-            Box::new(k.unwrap_or_else(unread)),
-            Box::new(val.unwrap_or_else(unread)),
-        ));
+        self.set(|| {
+            Format::Map(
+                Box::new(k.unwrap_or_else(unread)),
+                Box::new(val.unwrap_or_else(unread)),
+            )
+        });
         Ok(v)
     }
 
@@ -1199,7 +1266,7 @@ impl<'de> de::Deserializer<'de> for Tracer<'_, '_> {
         visitor: V,
     ) -> Result<V::Value, TraceError> {
         let (v, s) = self.fields(fields, visitor)?;
-        self.set(Format::Struct(name.into(), s));
+        self.set(|| Format::Struct(name.into(), s));
         Ok(v)
     }
 
@@ -1214,25 +1281,31 @@ impl<'de> de::Deserializer<'de> for Tracer<'_, '_> {
                 "enum {name} has no variants"
             )));
         }
-        let path = self.path.clone();
         let i = {
             let mut run = self.run.borrow_mut();
-            let i = if let Some(&i) = run.forced.and_then(|f| f.get(&path)) {
-                i
-            } else {
-                // The first variant not traced yet at this place; when all are, rotate
-                // (their insides may still hold untraced variants).
-                let seen = seen_variants(run.plan.acc.as_ref(), &path);
-                match (0..variants.len()).find(|i| !seen.get(*i).copied().unwrap_or(false)) {
-                    Some(i) => i,
-                    None => {
-                        let r = run.plan.rotation.entry(path.clone()).or_insert(0);
-                        *r += 1;
-                        *r % variants.len()
-                    }
+            let n = run.choices.len();
+            let i = match run.probe {
+                Some((choices, ..)) => choices.get(n).copied().unwrap_or(0),
+                None => {
+                    // The first variant not traced yet at this place; when all are,
+                    // rotate (their insides may still hold untraced variants).
+                    let path = run.path[..self.len].to_string();
+                    let seen = run.plan.seen.get(&path);
+                    let first = (0..variants.len())
+                        .find(|i| !seen.is_some_and(|s| s.get(*i).copied().unwrap_or(false)));
+                    let i = match first {
+                        Some(i) => i,
+                        None => {
+                            let r = run.plan.rotation.entry(path.clone()).or_insert(0);
+                            *r += 1;
+                            *r % variants.len()
+                        }
+                    };
+                    run.by_path.push((path, i, variants.len()));
+                    i
                 }
             };
-            run.choices.insert(path.clone(), i);
+            run.choices.push(i);
             i
         };
         let mut access = EnumTrace {
@@ -1242,19 +1315,21 @@ impl<'de> de::Deserializer<'de> for Tracer<'_, '_> {
         };
         let v = visitor.visit_enum(&mut access)?;
         let body = access.body.take().unwrap_or(VariantBody::Unit);
-        let vs = variants
-            .iter()
-            .enumerate()
-            .map(|(j, n)| Variant {
-                name: n.to_string(),
-                body: if j == i {
-                    body.clone()
-                } else {
-                    VariantBody::Unseen
-                },
-            })
-            .collect();
-        self.set(Format::Enum(name.into(), vs));
+        self.set(|| {
+            let vs = variants
+                .iter()
+                .enumerate()
+                .map(|(j, n)| Variant {
+                    name: n.to_string(),
+                    body: if j == i {
+                        body.clone()
+                    } else {
+                        VariantBody::Unseen
+                    },
+                })
+                .collect();
+            Format::Enum(name.into(), vs)
+        });
         Ok(v)
     }
 
@@ -1264,103 +1339,28 @@ impl<'de> de::Deserializer<'de> for Tracer<'_, '_> {
 }
 
 /// A sequence of one element (to trace `Vec<T>`'s element type).
-struct SeqOne<'s, 't, 'a, 'p>(&'s mut SeqTrace<'t, 'a, 'p>);
+struct SeqOne<'t, 'a, 'p> {
+    tracer: &'t Tracer<'a, 'p>,
+    left: usize,
+    out: Option<Format>,
+}
 
-impl<'de> de::SeqAccess<'de> for SeqOne<'_, '_, '_, '_> {
+impl<'de> de::SeqAccess<'de> for &mut SeqOne<'_, '_, '_> {
     type Error = TraceError;
     fn next_element_seed<S: DeserializeSeed<'de>>(
         &mut self,
         seed: S,
     ) -> Result<Option<S::Value>, TraceError> {
-        if self.0.left == 0 {
+        if self.left == 0 {
             return Ok(None);
         }
-        self.0.left -= 1;
-        let v = seed.deserialize(self.0.tracer.child("")?)?;
-        let f = self.0.tracer.take();
-        self.0.out.push(f);
+        self.left -= 1;
+        let (v, f) = self.tracer.value(format_args!("[]"), seed)?;
+        self.out = Some(f);
         Ok(Some(v))
     }
     fn size_hint(&self) -> Option<usize> {
-        Some(self.0.left)
-    }
-}
-
-/// Which variants of the enum at `path` the merged description has traced.
-fn seen_variants(acc: Option<&Format>, path: &str) -> Vec<bool> {
-    let Some(f) = acc.and_then(|a| at_path(a, path)) else {
-        return Vec::new();
-    };
-    match f {
-        Format::Enum(_, vs) => vs
-            .iter()
-            .map(|v| !matches!(v.body, VariantBody::Unseen))
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-/// The node of a description at a tracer path.
-fn at_path<'f>(f: &'f Format, path: &str) -> Option<&'f Format> {
-    if path.is_empty() {
-        return Some(f);
-    }
-    let (step, rest) = split_step(path)?;
-    let next: &Format = match (f, step) {
-        (Format::Option(x), Step::Opt) | (Format::Seq(x), Step::Elem) => x,
-        (Format::Newtype(_, x), Step::Field("0")) => x,
-        (Format::Map(k, _), Step::Key) => k,
-        (Format::Map(_, v), Step::Val) => v,
-        (Format::Tuple(xs) | Format::TupleStruct(_, xs), Step::Field(i)) => {
-            xs.get(i.parse::<usize>().ok()?)?
-        }
-        (Format::Struct(_, s), Step::Field(n)) => &s.fields.iter().find(|x| x.name == n)?.format,
-        (Format::Enum(_, vs), Step::Variant(n)) => {
-            let v = vs.iter().find(|v| v.name == n)?;
-            // The variant's inside: `.0` / `.i` / `.field` follow.
-            let (step2, rest2) = split_step(rest)?;
-            let inner = match (&v.body, step2) {
-                (VariantBody::Newtype(x), Step::Field("0")) => x,
-                (VariantBody::Tuple(xs), Step::Field(i)) => xs.get(i.parse::<usize>().ok()?)?,
-                (VariantBody::Struct(s), Step::Field(n)) => {
-                    &s.fields.iter().find(|x| x.name == n)?.format
-                }
-                _ => return None,
-            };
-            return at_path(inner, rest2);
-        }
-        _ => return None,
-    };
-    at_path(next, rest)
-}
-
-enum Step<'s> {
-    Opt,
-    Elem,
-    Key,
-    Val,
-    Field(&'s str),
-    Variant(&'s str),
-}
-
-fn split_step(p: &str) -> Option<(Step<'_>, &str)> {
-    let end = |s: &str| s.find(['.', '?', '[', '{', ':']).unwrap_or(s.len());
-    if let Some(r) = p.strip_prefix('?') {
-        Some((Step::Opt, r))
-    } else if let Some(r) = p.strip_prefix("[]") {
-        Some((Step::Elem, r))
-    } else if let Some(r) = p.strip_prefix("{k}") {
-        Some((Step::Key, r))
-    } else if let Some(r) = p.strip_prefix("{v}") {
-        Some((Step::Val, r))
-    } else if let Some(r) = p.strip_prefix("::") {
-        let n = end(r);
-        Some((Step::Variant(&r[..n]), &r[n..]))
-    } else if let Some(r) = p.strip_prefix('.') {
-        let n = end(r);
-        Some((Step::Field(&r[..n]), &r[n..]))
-    } else {
-        None
+        Some(self.left)
     }
 }
 
