@@ -471,12 +471,15 @@ struct Replay {
     keys: Vec<Vec<&'static str>>,
 }
 
+/// A probe: (enum choices, struct keys, struct occurrence, field left out).
+type Probe<'p> = (&'p [usize], &'p [Vec<&'static str>], usize, &'static str);
+
 /// One run. An exploring run (`probe` is `None`) records formats and paths; a probe run
 /// replays an exploring run's choices and keys with one field left out, recording nothing.
 struct Run<'p> {
     plan: &'p mut Plan,
     /// Probe: (enum choices, struct keys, struct occurrence, field left out).
-    probe: Option<(&'p [usize], &'p [Vec<&'static str>], usize, &'static str)>,
+    probe: Option<Probe<'p>>,
     /// Enum choices made, in order (and by path when exploring).
     choices: Vec<usize>,
     by_path: Vec<(String, usize, usize)>,
@@ -899,7 +902,6 @@ impl<'a, 'p> Tracer<'a, 'p> {
         };
         run.keys.push(keys.clone());
         drop(run);
-        let keys = keys;
         let mut access = MapTrace {
             tracer: self,
             keys: &keys,
