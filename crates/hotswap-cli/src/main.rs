@@ -5,6 +5,7 @@
 mod check;
 mod control;
 mod demo;
+mod msgpack;
 mod os;
 mod release;
 mod report;

@@ -92,6 +92,33 @@ pub fn memory() -> (Option<u64>, Option<u64>) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// Raise this process's soft limit of open files to at least `want` if it is lower, as far
+/// as the hard limit allows; the soft limit in force afterwards.
+pub fn raise_open_files(want: libc::rlim_t) -> std::io::Result<libc::rlim_t> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct we pass, which lives across the
+    // call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if lim.rlim_cur >= want {
+        return Ok(lim.rlim_cur);
+    }
+    let raised = libc::rlimit {
+        rlim_cur: want.min(lim.rlim_max),
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: setrlimit reads one rlimit from the struct we pass, which lives across the
+    // call.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(raised.rlim_cur)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +139,15 @@ mod tests {
             std::process::id(),
             Duration::from_millis(20)
         ));
+    }
+
+    #[test]
+    fn the_open_file_limit_is_raised_never_lowered() {
+        let now = raise_open_files(0).expect("getrlimit");
+        assert!(now > 0);
+        assert_eq!(raise_open_files(now).expect("same"), now, "never lowered");
+        let raised = raise_open_files(now + 1).expect("setrlimit");
+        assert!(raised >= now, "{raised} < {now}");
     }
 
     #[test]

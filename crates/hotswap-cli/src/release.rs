@@ -25,6 +25,8 @@
 //! stop_timeout_ms = 5000      # how long a stop may take to stop the applications
 //! purge_timeout_ms = 5000     # how long a purge waits before pinning a version
 //! log_level = "info"          # RUST_LOG overrides it
+//! control_read_timeout_ms = 5000  # a control connection's time to send its request
+//! control_max_connections = 4096  # control connections open at once
 //!
 //! [[module]]
 //! name = "demo"
@@ -244,6 +246,14 @@ pub struct NodeSettings {
     pub purge_timeout_ms: u64,
     /// The log filter (`RUST_LOG` syntax); `RUST_LOG` overrides it.
     pub log_level: String,
+    /// How long a connection to the control socket may take to send its whole request;
+    /// then it gets an error answer and is closed. Each connection has its own deadline:
+    /// an idle one delays no other.
+    pub control_read_timeout_ms: u64,
+    /// How many control connections may be open at once (at least 1). When one more
+    /// arrives, the one that has waited longest for its request is closed. The node
+    /// raises its open-file limit to fit them, as far as the hard limit allows.
+    pub control_max_connections: usize,
 }
 
 impl Default for NodeSettings {
@@ -252,6 +262,8 @@ impl Default for NodeSettings {
             stop_timeout_ms: 5000,
             purge_timeout_ms: 5000,
             log_level: "info".into(),
+            control_read_timeout_ms: crate::control::READ_TIMEOUT.as_millis() as u64,
+            control_max_connections: crate::control::MAX_CONNECTIONS,
         }
     }
 }
@@ -260,6 +272,11 @@ impl NodeSettings {
     /// `stop_timeout_ms` as a duration.
     pub fn stop_timeout(&self) -> Duration {
         Duration::from_millis(self.stop_timeout_ms)
+    }
+
+    /// `control_read_timeout_ms` as a duration.
+    pub fn control_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.control_read_timeout_ms)
     }
 }
 
@@ -595,6 +612,18 @@ impl Release {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&m.node.log_level) {
             problems.push(format!("[node] log_level {:?}: {e}", m.node.log_level));
         }
+        if m.node.control_read_timeout_ms == 0 || m.node.control_read_timeout_ms > 3_600_000 {
+            problems.push(format!(
+                "[node] control_read_timeout_ms = {}: give a number of milliseconds from 1 to 3600000 (one hour)",
+                m.node.control_read_timeout_ms
+            ));
+        }
+        if m.node.control_max_connections == 0 || m.node.control_max_connections > 1 << 20 {
+            problems.push(format!(
+                "[node] control_max_connections = {}: give a number from 1 to 1048576",
+                m.node.control_max_connections
+            ));
+        }
         let mut modules = BTreeSet::new();
         for (i, md) in m.modules.iter().enumerate() {
             let at = format!("[[module]] #{} ({:?})", i + 1, md.name);
@@ -767,6 +796,13 @@ mod tests {
         assert_eq!(names, ["a", "b"]);
         assert_eq!(m.node.stop_timeout_ms, 5000);
         assert_eq!(
+            (
+                m.node.control_read_timeout_ms,
+                m.node.control_max_connections
+            ),
+            (5000, 4096)
+        );
+        assert_eq!(
             m.applications[0].start[0].starts(),
             Ok(Starts::Spawn {
                 module: "m".into(),
@@ -797,6 +833,32 @@ mod tests {
         assert!(e.contains("cycle: b -> b"), "{e}");
         let e = Release::parse(&d, Path::new("x.toml"), &format!("{GOOD}\nbogus = 1")).unwrap_err();
         assert!(e.contains("bogus"), "{e}");
+        let node = |settings: &str| {
+            Release::parse(
+                &d,
+                Path::new("x.toml"),
+                &GOOD.replace("[[module]]", &format!("[node]\n{settings}\n[[module]]")),
+            )
+        };
+        let m = node("control_read_timeout_ms = 250\ncontrol_max_connections = 10").unwrap();
+        assert_eq!(
+            (
+                m.node.control_read_timeout(),
+                m.node.control_max_connections
+            ),
+            (Duration::from_millis(250), 10)
+        );
+        let e = node("control_read_timeout_ms = 0\ncontrol_max_connections = 0").unwrap_err();
+        assert!(
+            e.contains("control_read_timeout_ms = 0: give a number of milliseconds"),
+            "{e}"
+        );
+        assert!(
+            e.contains("control_max_connections = 0: give a number from 1"),
+            "{e}"
+        );
+        let e = node("control_max_connections = -1").unwrap_err();
+        assert!(e.contains("control_max_connections"), "{e}");
     }
 
     #[test]

@@ -178,26 +178,60 @@ impl NodeState {
     /// is walked with `which_children` (a supervisor that does not answer in time is left
     /// out, with its subtree).
     pub async fn app_processes(&self) -> std::collections::HashMap<Pid, (String, Role)> {
+        self.app_tree()
+            .await
+            .into_iter()
+            .map(|(p, e)| (p, (e.app, e.role)))
+            .collect()
+    }
+
+    /// Every process of every application's tree, with its place in it (its supervisor
+    /// and its id there); walked as [`NodeState::app_processes`].
+    pub async fn app_tree(&self) -> std::collections::HashMap<Pid, TreeEntry> {
         let mut out = std::collections::HashMap::new();
         for app in self.node.applications() {
-            out.insert(app.master, (app.name.clone(), Role::Master));
+            let entry = |role, parent, id| TreeEntry {
+                app: app.name.clone(),
+                role,
+                parent,
+                id,
+            };
+            out.insert(app.master, entry(Role::Master, None, None));
+            out.insert(
+                app.supervisor,
+                entry(Role::Supervisor, Some(app.master), None),
+            );
             let mut sups = vec![app.supervisor];
             while let Some(sup) = sups.pop() {
-                out.insert(sup, (app.name.clone(), Role::Supervisor));
                 for c in which_children(&self.node, sup).await {
                     if let ChildPid::Running(p) = c.pid {
-                        match c.child_type {
-                            ChildType::Supervisor => sups.push(p),
-                            ChildType::Worker => {
-                                out.insert(p, (app.name.clone(), Role::Worker));
+                        let role = match c.child_type {
+                            ChildType::Supervisor => {
+                                sups.push(p);
+                                Role::Supervisor
                             }
-                        }
+                            ChildType::Worker => Role::Worker,
+                        };
+                        out.insert(p, entry(role, Some(sup), c.id));
                     }
                 }
             }
         }
         out
     }
+}
+
+/// A process's place in its application's tree.
+#[derive(Debug, Clone)]
+pub struct TreeEntry {
+    /// The application.
+    pub app: String,
+    /// What it is to the application.
+    pub role: Role,
+    /// Its supervisor (the application master, for the top supervisor).
+    pub parent: Option<Pid>,
+    /// Its id in its supervisor (`None` for a simple_one_for_one child, or the top).
+    pub id: Option<String>,
 }
 
 /// `which_children`, or nothing if the supervisor does not answer in time.
@@ -548,7 +582,11 @@ async fn serve(p: Prepared) -> ExitCode {
         shutdown(&state, stop_timeout).await;
         return ExitCode::FAILURE;
     }
-    let accept = tokio::spawn(server::run(listener, state.clone()));
+    let accept = tokio::spawn(server::run(
+        listener,
+        state.clone(),
+        control_limits(&state.release.manifest.node),
+    ));
     info!(pid, socket = %dir.socket().display(), processes = node.process_count(), "node running");
     {
         let mut out = std::io::stdout().lock();
@@ -585,6 +623,37 @@ async fn serve(p: Prepared) -> ExitCode {
         clean, "node stopped"
     );
     code
+}
+
+/// File descriptors kept for the node's own use (its log, its runtime, module files)
+/// beside the control connections.
+const FD_RESERVE: libc::rlim_t = 256;
+
+/// The control server's limits from the manifest, with the open-file limit raised to fit
+/// `control_max_connections` (as far as the hard limit allows; fewer connections, and a
+/// warning, if it does not).
+fn control_limits(n: &crate::release::NodeSettings) -> server::Limits {
+    let want = n.control_max_connections as libc::rlim_t + FD_RESERVE;
+    let max_connections = match os::raise_open_files(want) {
+        Ok(got) if got >= want => n.control_max_connections,
+        Ok(got) => {
+            let fit = got.saturating_sub(FD_RESERVE).max(16) as usize;
+            warn!(
+                open_files = got,
+                control_max_connections = n.control_max_connections,
+                "the open-file limit (its hard limit: ulimit -Hn) leaves room for {fit} control connections, not control_max_connections"
+            );
+            fit.min(n.control_max_connections)
+        }
+        Err(e) => {
+            warn!("cannot read or raise the open-file limit: {e}");
+            n.control_max_connections
+        }
+    };
+    server::Limits {
+        read_timeout: n.control_read_timeout(),
+        max_connections,
+    }
 }
 
 /// Load the release's modules (checking each one's name and version) and start its

@@ -8,6 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -1011,4 +1012,394 @@ fn cli_sys_suspend_change_code_resume() {
     assert_eq!(node.wait_exit(WAIT), Some(0));
     let err = node.stderr();
     assert!(err.contains("clean=true"), "{err}");
+}
+
+/// `get-state` of a real gen_server whose state holds maps keyed by integers, tuples and
+/// enums (nested), a binary and an extension value: every value renders, for scripts
+/// (`--json`, keys as strings, labelled binaries and extensions) and for people (keys as
+/// they are, in the state's order).
+#[test]
+fn cli_get_state_renders_non_string_keys() {
+    let rel = Rel::with_manifest(
+        "keys",
+        r#"
+[release]
+name = "keys"
+version = "1.0.0"
+
+[[module]]
+name = "keyed_state"
+version = "1"
+file = "lib/libkeyed_state.so"
+
+[[application]]
+name = "keys"
+version = "1.0.0"
+start = [{ server = "keyed_state", name = "keyed" }]
+"#,
+    );
+    let _node = NodeProc::start(&rel);
+
+    let (code, v) = rel.json(&["get-state", "keyed"]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(
+        v["state"],
+        json!({
+            "counts": { "0": 10, "2": 30, "10": 100 },
+            "pairs": { "[1,\"a\"]": true, "[2,\"b\"]": false },
+            "slots": {
+                "Free": "free",
+                "{\"Taken\":7}": "seven",
+                "{\"Pair\":[1,2]}": "pair",
+            },
+            "nested": { "5": { "[0,-1]": [1, 2], "[3,4]": [] } },
+            "blob": { "$binary": "deadbeef" },
+            "ext": { "$ext": { "type": 7, "data": "010203" } },
+        }),
+        "{v}"
+    );
+    let pid = v["pid"].as_str().expect("pid").to_string();
+
+    // For people: the same state, keys as they are, in the state's order.
+    for target in ["keyed", pid.as_str()] {
+        let r = rel.ctl(&["get-state", target]);
+        assert_eq!(r.code, Some(0), "{target}: {r}");
+        assert_eq!(
+            r.stdout,
+            r#"{
+  "counts": {0: 10, 2: 30, 10: 100},
+  "pairs": {[1, "a"]: true, [2, "b"]: false},
+  "slots": {"Free": "free", {"Taken": 7}: "seven", {"Pair": [1, 2]}: "pair"},
+  "nested": {5: {[0, -1]: [1, 2], [3, 4]: []}},
+  "blob": <binary 4 bytes: deadbeef>,
+  "ext": <ext 7, 3 bytes: 010203>
+}
+"#,
+            "{target}: {r}"
+        );
+    }
+
+    // A client that asks for a rendering the node does not know is told which there are.
+    let cookie = rel.cookie();
+    let req = json!({ "cookie": cookie, "cmd": "get_state", "args": { "target": "keyed", "render": "yaml" } });
+    let reply = raw(&rel.socket(), &frame(req.to_string().as_bytes()))
+        .expect("connect")
+        .expect("a reply");
+    assert_eq!(reply["ok"], false, "{reply}");
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("\"json\" or \"text\""),
+        "{reply}"
+    );
+}
+
+/// Raise this test process's open-file limit to at least `n` (the idle-connection tests
+/// hold a thousand sockets).
+fn raise_open_files(n: libc::rlim_t) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct we pass.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    if lim.rlim_cur < n {
+        assert!(
+            lim.rlim_max >= n,
+            "the hard open-file limit {} is below the {n} this test needs",
+            lim.rlim_max
+        );
+        lim.rlim_cur = n;
+        // SAFETY: setrlimit reads one rlimit from the struct we pass.
+        let r = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+        assert_eq!(r, 0, "setrlimit: {}", std::io::Error::last_os_error());
+    }
+}
+
+/// Whether `s` has been neither answered nor closed by the node (a read would block).
+fn still_waiting(s: &UnixStream) -> bool {
+    s.set_nonblocking(true).expect("nonblocking");
+    let mut b = [0u8; 1];
+    let open = matches!((&*s).read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+    s.set_nonblocking(false).expect("blocking");
+    open
+}
+
+/// A thousand clients connected to the control socket that send nothing (a stuck script,
+/// crashed clients) cost only themselves: `ping` answers while they are all connected,
+/// and each is closed by the node after its own read deadline, with an answer saying why.
+#[test]
+fn control_socket_answers_with_idle_clients_connected() {
+    const IDLE: usize = 1000;
+    const LIMIT: Duration = Duration::from_secs(8);
+    raise_open_files(4096);
+    let manifest = DEFAULT_MANIFEST.replace(
+        "[node]\n",
+        &format!("[node]\ncontrol_read_timeout_ms = {}\n", LIMIT.as_millis()),
+    );
+    assert_ne!(manifest, DEFAULT_MANIFEST);
+    let rel = Rel::with_manifest("idle", &manifest);
+    let _node = NodeProc::start(&rel);
+
+    let opened = Instant::now();
+    let idle: Vec<UnixStream> = (0..IDLE)
+        .map(|i| {
+            UnixStream::connect(rel.socket()).unwrap_or_else(|e| panic!("connection {i}: {e}"))
+        })
+        .collect();
+    let t = Instant::now();
+    let r = rel.ctl(&["ping"]);
+    let took = t.elapsed();
+    assert_eq!(r.code, Some(0), "{r}");
+    assert_eq!(r.stdout, "pong\n", "{r}");
+    eprintln!("ping with {IDLE} idle connections: {took:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "ping took {took:?} with {IDLE} idle connections"
+    );
+    // They were all still connected while ping was answered (the node accepts in order,
+    // so it had taken every one of them before the ping).
+    let waiting = idle.iter().filter(|s| still_waiting(s)).count();
+    assert_eq!(
+        waiting,
+        IDLE,
+        "{} idle connections were answered or closed before the read deadline ({:?} after they opened)",
+        IDLE - waiting,
+        opened.elapsed()
+    );
+
+    // Each is closed after its own deadline, not before, with an answer saying why.
+    for (i, mut s) in idle.into_iter().enumerate() {
+        s.set_read_timeout(Some(WAIT)).expect("read timeout");
+        let mut out = Vec::new();
+        s.read_to_end(&mut out)
+            .unwrap_or_else(|e| panic!("connection {i} was not closed within {WAIT:?}: {e}"));
+        assert!(
+            opened.elapsed() >= LIMIT,
+            "connection {i} closed after {:?}, before its deadline",
+            opened.elapsed()
+        );
+        assert!(out.len() > 4, "connection {i}: no answer before the close");
+        let v: Value = serde_json::from_slice(&out[4..]).expect("an answer frame");
+        assert_eq!(v["ok"], false, "{v}");
+        let msg = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains("not complete within 8s") && msg.contains("control_read_timeout_ms"),
+            "{v}"
+        );
+    }
+    assert!(
+        opened.elapsed() < LIMIT + WAIT,
+        "closing the idle connections took {:?}",
+        opened.elapsed()
+    );
+    let r = rel.ctl(&["ping"]);
+    assert_eq!(r.code, Some(0), "{r}");
+}
+
+/// With `control_max_connections` open and idle, one more connection closes the one that
+/// has waited longest for its request (which is told why), and is served.
+#[test]
+fn control_socket_closes_the_oldest_idle_connection_when_full() {
+    let manifest = DEFAULT_MANIFEST.replace("[node]\n", "[node]\ncontrol_max_connections = 4\n");
+    assert_ne!(manifest, DEFAULT_MANIFEST);
+    let rel = Rel::with_manifest("full", &manifest);
+    let _node = NodeProc::start(&rel);
+    let mut idle: Vec<UnixStream> = (0..4)
+        .map(|_| UnixStream::connect(rel.socket()).expect("connect"))
+        .collect();
+    let r = rel.ctl(&["ping"]);
+    assert_eq!(r.code, Some(0), "{r}");
+    let mut oldest = idle.remove(0);
+    oldest.set_read_timeout(Some(WAIT)).expect("read timeout");
+    let mut out = Vec::new();
+    oldest.read_to_end(&mut out).expect("closed");
+    let v: Value = serde_json::from_slice(&out[4..]).expect("an answer frame");
+    assert_eq!(v["error"]["kind"], "busy", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("control_max_connections"),
+        "{v}"
+    );
+    assert!(idle.iter().all(still_waiting), "the newer ones are kept");
+}
+
+/// Wait until the application's top supervisor runs `n` children, none of them in
+/// `gone`: their pids.
+fn wait_restarted(rel: &Rel, app: &str, n: usize, gone: &[String]) -> Vec<String> {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (code, c) = rel.json(&["children", "--app", app]);
+        assert_eq!(code, Some(0), "{c}");
+        let pids: Vec<String> = c["children"]
+            .as_array()
+            .expect("children")
+            .iter()
+            .filter_map(|k| k["pid"].as_str())
+            .filter(|p| p.starts_with('<') && !gone.iter().any(|g| g == p))
+            .map(str::to_string)
+            .collect();
+        if pids.len() == n {
+            return pids;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the children of {app} were not restarted within {WAIT:?}: {c}"
+        );
+    }
+}
+
+/// `hotswap purge demo` on the release `hotswap demo --release-dir` writes kills the three
+/// tally servers, and its answer names them and the supervisor that restarts them; the
+/// demo release's intensity keeps the node up through two purges and a purging load in a
+/// row. On a release
+/// with OTP's intensity (1 in 5 s) the same answer says that the supervisor gives up, and
+/// it does: the node exits 1.
+#[test]
+fn cli_purge_names_the_killed_and_their_supervisors() {
+    let root = std::env::temp_dir().join(format!("hs-demo-purge-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let rel = Rel { root: root.clone() };
+    let r = hotswap(
+        &[
+            "demo".into(),
+            "--modules-dir".into(),
+            modules_dir().display().to_string(),
+            "--release-dir".into(),
+            root.display().to_string(),
+        ],
+        &[],
+    );
+    assert_eq!(r.code, Some(0), "{r}");
+    let mut node = NodeProc::start(&rel);
+    let (_, st) = rel.json(&["status"]);
+    let sup = st["applications"][0]["supervisor"]
+        .as_str()
+        .expect("the top supervisor")
+        .to_string();
+    let servers = tally_pids(&rel);
+    assert_eq!(servers.len(), 3, "{st}");
+    let v2 = root.join("lib/libdemo_v2.so");
+
+    // For people: the killed, and the supervisor that restarts them, within its intensity.
+    let r = rel.ctl(&["load", v2.to_str().unwrap()]);
+    assert_eq!(r.code, Some(0), "{r}");
+    let r = rel.ctl(&["purge", "demo"]);
+    assert_eq!(r.code, Some(0), "{r}");
+    let ids: Vec<String> = (1..=3)
+        .map(|i| format!("tally-{i} ({})", servers[i - 1]))
+        .collect();
+    assert_eq!(
+        r.stdout,
+        format!(
+            "purged demo 1: killed {}; unmapped\nrestarted by supervisor {sup} (application tally): {}; 3 of at most 10 restarts in 5 s (its intensity)\n",
+            servers.join(", "),
+            ids.join(", ")
+        ),
+        "{r}"
+    );
+    let again = wait_restarted(&rel, "tally", 3, &servers);
+
+    // For scripts, a second purge in a row: the same facts, field by field.
+    let r = rel.ctl(&["load", v2.to_str().unwrap()]);
+    assert_eq!(r.code, Some(0), "{r}");
+    let (code, p) = rel.json(&["purge", "demo"]);
+    assert_eq!(code, Some(0), "{p}");
+    let mut killed = strs(&p["killed"]);
+    killed.sort();
+    let mut want = again.clone();
+    want.sort();
+    assert_eq!(killed, want, "{p}");
+    for k in p["killed_processes"].as_array().expect("killed_processes") {
+        let pid = k["pid"].as_str().expect("pid");
+        assert!(again.iter().any(|a| a == pid), "{k}");
+        assert_eq!(k["supervisor"]["pid"], sup.as_str(), "{k}");
+        assert_eq!(k["supervisor"]["application"], "tally", "{k}");
+        assert_eq!(k["application"], "tally", "{k}");
+        assert_eq!(
+            k["id"], k["name"],
+            "the demo names each server by its id: {k}"
+        );
+        assert!(k["id"].as_str().unwrap().starts_with("tally-"), "{k}");
+        assert_eq!(k["restart"], "transient", "{k}");
+        assert_eq!(k["will_restart"], true, "{k}");
+    }
+    assert_eq!(
+        p["supervisors"],
+        json!([{
+            "pid": sup, "name": null, "application": "tally", "restarts": 3,
+            "strategy": "one_for_one", "intensity": 10, "period_secs": 5,
+            "exceeds_intensity": false,
+        }]),
+        "{p}"
+    );
+    let third = wait_restarted(&rel, "tally", 3, &[servers.clone(), again.clone()].concat());
+
+    // A purging load kills too, and says so the same way.
+    let r = rel.ctl(&["load", v2.to_str().unwrap()]);
+    assert_eq!(r.code, Some(0), "{r}");
+    let r = rel.ctl(&["load", "--purging", v2.to_str().unwrap()]);
+    assert_eq!(r.code, Some(0), "{r}");
+    let first = r.stdout.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("purged the old code of demo first: killed <"),
+        "{r}"
+    );
+    for p in &third {
+        assert!(first.contains(p.as_str()), "{p}: {r}");
+    }
+    assert!(
+        r.stdout.contains(&format!(
+            "\nrestarted by supervisor {sup} (application tally): tally-"
+        )) && r
+            .stdout
+            .contains("; 3 of at most 10 restarts in 5 s (its intensity)\nloaded demo 2"),
+        "{r}"
+    );
+    wait_restarted(&rel, "tally", 3, &[servers.clone(), again, third].concat());
+    let r = rel.ctl(&["ping"]);
+    assert_eq!(
+        r.code,
+        Some(0),
+        "the node is up after two purges and a purging load: {r}"
+    );
+    assert!(
+        !node.stderr().contains("reached_max_restart_intensity"),
+        "{}",
+        node.stderr()
+    );
+    let r = rel.ctl(&["stop"]);
+    assert_eq!(r.code, Some(0), "{r}");
+    assert_eq!(node.wait_exit(WAIT), Some(0));
+
+    // OTP's default intensity: two permanent servers killed are one restart too many, and
+    // the answer says what follows.
+    let rel = Rel::new("purge-gives-up");
+    let mut node = NodeProc::start(&rel);
+    let (_, st) = rel.json(&["status"]);
+    let sup = st["applications"][0]["supervisor"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = rel.ctl(&["load", rel.lib("demo_v2").to_str().unwrap()]);
+    assert_eq!(r.code, Some(0), "{r}");
+    let r = rel.ctl(&["purge", "demo"]);
+    assert_eq!(r.code, Some(0), "{r}");
+    assert!(
+        r.stdout.contains(&format!(
+            "restarted by supervisor {sup} (application tally): tally-1 ("
+        )) && r.stdout.contains(
+            "; 2 restarts are more than its intensity (1 in 5 s) allows: it will give up, stopping its children, and its application terminates (a permanent application takes the node down)\n"
+        ),
+        "{r}"
+    );
+    assert_eq!(node.wait_exit(WAIT), Some(1), "{}", node.stderr());
+    assert!(
+        node.stderr().contains("reached_max_restart_intensity"),
+        "{}",
+        node.stderr()
+    );
 }

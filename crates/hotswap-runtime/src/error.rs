@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use hotswap::Pid;
+use hotswap::{ExitReason, Pid};
 
 /// Why a module file could not be loaded. Nothing already loaded or running is affected.
 #[derive(Debug, thiserror::Error)]
@@ -30,13 +30,24 @@ pub enum LoadError {
         /// What was wrong.
         why: String,
     },
-    /// The ELF file is cut short (`badfile`).
-    #[error("{path} is truncated: {why} (rebuild the module; the file was not fully written)")]
+    /// The ELF file is cut short, or its headers point past its end (`badfile`).
+    #[error("{path} is truncated or damaged: {why} (rebuild the module: the file was not fully written, or was changed after the build)")]
     Truncated {
         /// The path.
         path: PathBuf,
         /// What was missing.
         why: String,
+    },
+    /// The library was built for another platform: another machine, word size or byte
+    /// order than the node's (`badfile`). Found in the ELF header, before it is mapped.
+    #[error("{path} was built for {found}, but this node runs on {node}: build the module for the node's platform (the same target as the node binary)")]
+    WrongPlatform {
+        /// The path.
+        path: PathBuf,
+        /// The platform the file was built for (word size, byte order, machine).
+        found: String,
+        /// The node's platform, in the same terms.
+        node: String,
     },
     /// The dynamic linker refused the file.
     #[error("the dynamic linker refused {path}: {message}")]
@@ -47,7 +58,8 @@ pub enum LoadError {
         message: String,
     },
     /// The library has no module descriptor: it was not built with `hotswap::module!`.
-    #[error("{path} is a shared library but not a hotswap module: it has no `HOTSWAP_MODULE_DESCRIPTOR` (declare the module with `hotswap::module!`)")]
+    /// Found in its dynamic symbol table before it is mapped, so none of its code ran.
+    #[error("{path} is a shared library but not a hotswap module: its dynamic symbol table does not define `HOTSWAP_MODULE_DESCRIPTOR`, so it was refused before any of its code ran (declare the module with `hotswap::module!`)")]
     NoDescriptor {
         /// The path.
         path: PathBuf,
@@ -183,4 +195,51 @@ pub enum SpawnError {
     /// The node is stopping.
     #[error("the node is stopping")]
     NodeStopping,
+}
+
+impl SpawnError {
+    /// What an `undef` says (no such module or function), or `None` for other errors.
+    pub(crate) fn undef_detail(&self) -> Option<String> {
+        match self {
+            SpawnError::ModuleNotLoaded { module } => Some(undef_not_loaded(module)),
+            SpawnError::NoSuchFunction {
+                module,
+                version,
+                function,
+                exports,
+            } => Some(undef_no_function(module, version, function, exports)),
+            SpawnError::NodeStopping => None,
+        }
+    }
+
+    /// The exit reason of a process whose fully-qualified call failed this way: `undef`
+    /// for a missing module or function, the same reason on every path (a tail call with
+    /// `continue_with`, a call through `Ctx::apply`, a gen_server's next message).
+    pub(crate) fn exit_reason(&self) -> ExitReason {
+        match self.undef_detail() {
+            Some(d) => ExitReason::Undef(d),
+            None => ExitReason::User(self.to_string()),
+        }
+    }
+
+    /// The text a caller gets for this error: the `undef` detail (its error type says
+    /// `undef`), or the whole message.
+    pub(crate) fn caller_text(&self) -> String {
+        self.undef_detail().unwrap_or_else(|| self.to_string())
+    }
+}
+
+/// The `undef` detail for a module that has no current version.
+pub(crate) fn undef_not_loaded(module: &str) -> String {
+    format!("module `{module}` is not loaded")
+}
+
+/// The `undef` detail for a function the current version does not export.
+pub(crate) fn undef_no_function(
+    module: &str,
+    version: &str,
+    function: &str,
+    exports: &str,
+) -> String {
+    format!("module `{module}` (version {version}) exports no function `{function}`; it exports: {exports}")
 }

@@ -1,5 +1,6 @@
 //! Fixture: a module `counter` built for a future hotswap ABI (999), as a module built with
-//! another SDK would be. The node must refuse it before running any of its code.
+//! another SDK would be. The node must refuse it before running any of its code: not even its
+//! ELF constructor, which aborts the process if the library is ever opened.
 
 use core::ffi::c_void;
 use hotswap_abi as abi;
@@ -36,3 +37,15 @@ pub static HOTSWAP_MODULE_DESCRIPTOR: abi::ModuleDescriptor = abi::ModuleDescrip
     server: core::ptr::null(),
     describe: None,
 };
+
+#[cfg(not(test))]
+extern "C" fn abort_if_opened() {
+    std::process::abort() // must never run: the node reads the ABI version from the file
+}
+
+/// An ELF constructor: `dlopen` runs it before returning. (Not in `cargo test`'s harness
+/// for this crate, which is an executable that would run it at start.)
+#[cfg(not(test))]
+#[used]
+#[link_section = ".init_array"]
+static ABORT_IF_OPENED: extern "C" fn() = abort_if_opened;

@@ -213,7 +213,12 @@ fn sup_args(sup: &Sup, child: Option<&String>, ms: u64) -> Value {
 /// Run a control command; the process exit code.
 pub fn run(t: &Target, cmd: &Cmd) -> ExitCode {
     let started = Instant::now();
-    let (name, args) = cmd.wire(t.timeout);
+    let (name, mut args) = cmd.wire(t.timeout);
+    if matches!(cmd, Cmd::GetState(_)) && !t.json {
+        // The state for people: the node renders it from its MessagePack (map keys of any
+        // type, in the state's order), see `crate::msgpack`.
+        args["render"] = json!("text");
+    }
     let result = request(t, name, args).and_then(|v| match cmd {
         Cmd::Stop => wait_stopped(t, v, started),
         _ => Ok(v),
@@ -583,12 +588,21 @@ fn human(cmd: &Cmd, v: &Value) -> String {
             ) + &pinned_lines
         }
         Cmd::Load { .. } => {
-            let mut out = format!(
+            let mut out = String::new();
+            if v["killed"].as_array().is_some_and(|k| !k.is_empty()) {
+                out.push_str(&format!(
+                    "purged the old code of {} first: killed {}\n",
+                    s(&v["name"]),
+                    list(&v["killed"])
+                ));
+                out.push_str(&purge_restarts(v));
+            }
+            out.push_str(&format!(
                 "loaded {} {} from {}\n",
                 s(&v["name"]),
                 version_text(&v["current"]),
                 s(&v["current"]["source"])
-            );
+            ));
             if !v["old"].is_null() {
                 out.push_str(&format!(
                     "old code: {} {}, run by {}\n",
@@ -602,14 +616,16 @@ fn human(cmd: &Cmd, v: &Value) -> String {
         Cmd::Check { .. } => v["text"].as_str().unwrap_or_default().to_string(),
         Cmd::Purge(m) => match v["version"].as_str() {
             None => format!("{m}: no old code to purge\n"),
-            Some(vsn) => format!(
-                "purged {m} {vsn}: killed {}; {}\n",
-                list(&v["killed"]),
-                match v["pinned"].as_str() {
-                    Some(why) => format!("kept mapped (pinned): {why}"),
-                    None => "unmapped".into(),
-                }
-            ),
+            Some(vsn) => {
+                format!(
+                    "purged {m} {vsn}: killed {}; {}\n",
+                    list(&v["killed"]),
+                    match v["pinned"].as_str() {
+                        Some(why) => format!("kept mapped (pinned): {why}"),
+                        None => "unmapped".into(),
+                    }
+                ) + &purge_restarts(v)
+            }
         },
         Cmd::SoftPurge(m) => match v["version"].as_str() {
             None => format!("{m}: no old code to purge\n"),
@@ -627,10 +643,13 @@ fn human(cmd: &Cmd, v: &Value) -> String {
         ),
         Cmd::Suspend(t) => format!("{t} ({}) suspended\n", s(&v["pid"])),
         Cmd::Resume(t) => format!("{t} ({}) resumed\n", s(&v["pid"])),
-        Cmd::GetState(_) => format!(
-            "{}\n",
-            serde_json::to_string_pretty(&v["state"]).unwrap_or_default()
-        ),
+        Cmd::GetState(_) => match v["text"].as_str() {
+            Some(t) => format!("{t}\n"),
+            None => format!(
+                "{}\n",
+                serde_json::to_string_pretty(&v["state"]).unwrap_or_default()
+            ),
+        },
         Cmd::ChangeCode {
             target,
             module,
@@ -715,6 +734,62 @@ fn human(cmd: &Cmd, v: &Value) -> String {
     }
 }
 
+/// `tally-1 (<0.3.0>)`: a killed process by its id (or name) and pid.
+fn victim_text(k: &Value) -> String {
+    match k["id"].as_str().or(k["name"].as_str()) {
+        Some(n) => format!("{n} ({})", s(&k["pid"])),
+        None => s(&k["pid"]),
+    }
+}
+
+/// The lines of a purge's answer that say who restarts the processes it killed.
+fn purge_restarts(v: &Value) -> String {
+    let killed = v["killed_processes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut out = String::new();
+    for sup in v["supervisors"].as_array().into_iter().flatten() {
+        let theirs: Vec<String> = killed
+            .iter()
+            .filter(|k| k["will_restart"] == true && k["supervisor"]["pid"] == sup["pid"])
+            .map(victim_text)
+            .collect();
+        let n = sup["restarts"].as_u64().unwrap_or(0);
+        let flags = match (sup["intensity"].as_u64(), sup["period_secs"].as_u64()) {
+            (Some(i), Some(p)) if sup["exceeds_intensity"] == true => format!(
+                "; {n} restarts are more than its intensity ({i} in {p} s) allows: it will give up, stopping its children{}",
+                if sup["application"].is_string() {
+                    ", and its application terminates (a permanent application takes the node down)"
+                } else {
+                    ""
+                }
+            ),
+            (Some(i), Some(p)) => {
+                format!("; {n} of at most {i} restarts in {p} s (its intensity)")
+            }
+            _ => String::new(),
+        };
+        out.push_str(&format!(
+            "restarted by {}: {}{flags}\n",
+            sup_text(sup),
+            theirs.join(", ")
+        ));
+    }
+    for k in killed.iter().filter(|k| k["will_restart"] != true) {
+        let why = match (k["supervisor"].is_null(), k["restart"].as_str()) {
+            (true, _) => "it has no supervisor in an application's tree".to_string(),
+            (false, Some(r)) => format!("a {r} child of {}", sup_text(&k["supervisor"])),
+            (false, None) => format!(
+                "a child of {}, which did not give its child spec in time: whether it restarts it is not known",
+                sup_text(&k["supervisor"])
+            ),
+        };
+        out.push_str(&format!("not restarted: {} ({why})\n", victim_text(k)));
+    }
+    out
+}
+
 /// `supervisor <0.2.0>`, `supervisor game_sup (<0.2.0>)`, `... (application shop)`.
 fn sup_text(v: &Value) -> String {
     let mut out = match v["name"].as_str() {
@@ -732,5 +807,42 @@ fn sup_arg(sup: &Sup) -> String {
     match sup {
         Sup::Target(t) => t.clone(),
         Sup::App(a) => format!("--app {a}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_purge_says_who_restarts_what_it_killed_and_what_is_not_restarted() {
+        let sup = json!({ "pid": "<0.2.0>", "name": "top", "application": "shop" });
+        let v = json!({
+            "module": "m", "version": "1", "pinned": null,
+            "killed": ["<0.3.0>", "<0.4.0>", "<0.5.0>", "<0.6.0>", "<0.7.0>"],
+            "killed_processes": [
+                { "pid": "<0.3.0>", "id": "cart", "supervisor": sup, "restart": "permanent", "will_restart": true },
+                { "pid": "<0.4.0>", "id": null, "name": "audit", "supervisor": sup, "restart": "transient", "will_restart": true },
+                { "pid": "<0.5.0>", "id": "tmp", "supervisor": sup, "restart": "temporary", "will_restart": false },
+                { "pid": "<0.6.0>", "supervisor": null, "restart": null, "will_restart": false },
+                { "pid": "<0.7.0>", "id": "x", "supervisor": sup, "restart": null, "will_restart": false },
+            ],
+            "supervisors": [{
+                "pid": "<0.2.0>", "name": "top", "application": "shop", "restarts": 2,
+                "intensity": 1, "period_secs": 5, "exceeds_intensity": true,
+            }],
+        });
+        let t = human(&Cmd::Purge("m".into()), &v);
+        assert_eq!(
+            t,
+            "purged m 1: killed <0.3.0>, <0.4.0>, <0.5.0>, <0.6.0>, <0.7.0>; unmapped\n\
+             restarted by supervisor top (<0.2.0>) (application shop): cart (<0.3.0>), audit (<0.4.0>); 2 restarts are more than its intensity (1 in 5 s) allows: it will give up, stopping its children, and its application terminates (a permanent application takes the node down)\n\
+             not restarted: tmp (<0.5.0>) (a temporary child of supervisor top (<0.2.0>) (application shop))\n\
+             not restarted: <0.6.0> (it has no supervisor in an application's tree)\n\
+             not restarted: x (<0.7.0>) (a child of supervisor top (<0.2.0>) (application shop), which did not give its child spec in time: whether it restarts it is not known)\n"
+        );
+        // Nothing old: nothing killed.
+        let t = human(&Cmd::Purge("m".into()), &json!({ "version": null }));
+        assert_eq!(t, "m: no old code to purge\n");
     }
 }

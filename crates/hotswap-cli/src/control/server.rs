@@ -6,7 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use hotswap_runtime::supervisor::{ChildInfo, ChildPid, ChildRef, SupError};
+use hotswap_runtime::supervisor::{
+    ChildInfo, ChildPid, ChildRef, Restart, Strategy, SupError, SupState,
+};
 use hotswap_runtime::{
     CodeError, LoadError, ModuleInfo, Node, Pid, ServerRef, SysError, VersionInfo,
 };
@@ -15,11 +17,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{debug, info, warn};
 
-use super::{cookie_eq, ErrorReply, Reply, Request, MAX_REQUEST, READ_TIMEOUT};
+use super::{cookie_eq, ErrorReply, Reply, Request, MAX_REQUEST};
 use crate::start::NodeState;
 
-/// How many requests are served at once; further connections wait in the listen backlog.
-const CONCURRENT: usize = 64;
 /// How long a client has to take its reply.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -42,28 +42,100 @@ pub fn bind(path: &Path) -> Result<UnixListener, String> {
     Ok(l)
 }
 
+/// The limits of the control server (the manifest's `[node]` settings).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// How long a connection may take to send its whole request (`control_read_timeout_ms`).
+    pub read_timeout: Duration,
+    /// How many connections may be open at once (`control_max_connections`).
+    pub max_connections: usize,
+}
+
+/// The connections still reading their request, oldest first: dropping one's sender
+/// closes it (when the node has `max_connections` open and another arrives).
+#[derive(Default)]
+struct Reading {
+    next: u64,
+    open: std::collections::BTreeMap<u64, tokio::sync::oneshot::Sender<()>>,
+}
+
 /// Accept connections until the task is aborted.
-pub async fn run(listener: UnixListener, state: Arc<NodeState>) {
-    let permits = Arc::new(tokio::sync::Semaphore::new(CONCURRENT));
+///
+/// Every connection is served by a task of its own, so a client that sends nothing, or
+/// sends slowly, costs only itself: a file descriptor and a small task until its read
+/// deadline ([`Limits::read_timeout`]), when it gets an error answer and is closed. The
+/// accept loop never waits for a connection. At most [`Limits::max_connections`] are open
+/// at once; when one more arrives, the connection that has been reading its request the
+/// longest is closed (with an error answer saying why) to make room, and when every open
+/// connection is running a command the newcomer gets a `busy` answer instead.
+pub async fn run(listener: UnixListener, state: Arc<NodeState>, limits: Limits) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let reading = Arc::new(std::sync::Mutex::new(Reading::default()));
     loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let state = state.clone();
-                tokio::spawn(async move {
-                    connection(stream, state).await;
-                    drop(permit);
-                });
-            }
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
             Err(e) => {
                 // Out of file descriptors and the like: keep serving, do not spin.
                 warn!("control socket accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
             }
-        }
+        };
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                // Full: make room by closing the connection that has waited longest for
+                // its request, if any is still reading.
+                let evicted = lock(&reading).open.pop_first();
+                if evicted.is_none() {
+                    let state = state.clone();
+                    tokio::spawn(async move {
+                        let reply = Reply::err(
+                            ErrorReply::new(
+                                "busy",
+                                format!(
+                                    "the node is running {} control commands at once (control_max_connections); this connection was refused",
+                                    limits.max_connections
+                                ),
+                            )
+                            .hint("try again when they are done"),
+                        );
+                        write_reply(stream, &reply, After::Nothing, &state).await;
+                    });
+                    continue;
+                }
+                debug!("control connections at their limit: the oldest idle one is closed");
+                // Its task ends at once and returns its permit, which this one waits for.
+                None
+            }
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let id = {
+            let mut r = lock(&reading);
+            let id = r.next;
+            r.next += 1;
+            r.open.insert(id, tx);
+            id
+        };
+        let (state, permits, reading) = (state.clone(), permits.clone(), reading.clone());
+        tokio::spawn(async move {
+            let _permit = match permit {
+                Some(p) => p,
+                None => match permits.acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+            };
+            connection(stream, state, limits, rx, || {
+                lock(&reading).open.remove(&id);
+            })
+            .await;
+        });
     }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What to do once the reply is written.
@@ -72,35 +144,56 @@ enum After {
     Stop(String),
 }
 
-async fn connection(mut stream: UnixStream, state: Arc<NodeState>) {
-    let (reply, after) = match stream.peer_cred() {
-        Ok(c) if c.uid() != state.uid && c.uid() != 0 => (
-            Reply::err(
-                ErrorReply::new(
-                    "permission_denied",
-                    format!(
-                        "permission denied: the node runs as uid {}, this request came from uid {}",
-                        state.uid,
-                        c.uid()
-                    ),
-                )
-                .hint("run the control command as the node's user"),
+/// Serve one connection: check the peer, read its request (until the read deadline, or
+/// until `evicted` fires), run it, answer. `read_done` is called once the request is read
+/// (or reading failed), from when the connection can no longer be evicted.
+async fn connection(
+    mut stream: UnixStream,
+    state: Arc<NodeState>,
+    limits: Limits,
+    evicted: tokio::sync::oneshot::Receiver<()>,
+    read_done: impl FnOnce(),
+) {
+    let read_timeout = limits.read_timeout;
+    let read = match stream.peer_cred() {
+        Ok(c) if c.uid() != state.uid && c.uid() != 0 => Err(ErrorReply::new(
+            "permission_denied",
+            format!(
+                "permission denied: the node runs as uid {}, this request came from uid {}",
+                state.uid,
+                c.uid()
             ),
-            After::Nothing,
-        ),
-        _ => match tokio::time::timeout(READ_TIMEOUT, read_request(&mut stream)).await {
-            Err(_) => (
-                Reply::err(ErrorReply::new(
+        )
+        .hint("run the control command as the node's user")),
+        _ => tokio::select! {
+            r = tokio::time::timeout(read_timeout, read_request(&mut stream)) => match r {
+                Err(_) => Err(ErrorReply::new(
                     "bad_request",
-                    format!("the request was not complete within {READ_TIMEOUT:?}"),
+                    format!("the request was not complete within {read_timeout:?} (control_read_timeout_ms); the connection is closed"),
                 )),
-                After::Nothing,
-            ),
-            Ok(Err(e)) => (Reply::err(e), After::Nothing),
-            Ok(Ok(body)) => handle(&body, &state).await,
+                Ok(r) => r,
+            },
+            _ = evicted => Err(ErrorReply::new(
+                "busy",
+                format!(
+                    "closed: the node had {} control connections open (control_max_connections) and this one had waited longest for its request",
+                    limits.max_connections
+                ),
+            )
+            .hint("send the request as soon as the connection is open")),
         },
     };
-    let body = serde_json::to_vec(&reply).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
+    read_done();
+    let (reply, after) = match read {
+        Err(e) => (Reply::err(e), After::Nothing),
+        Ok(body) => handle(&body, &state).await,
+    };
+    write_reply(stream, &reply, after, &state).await;
+}
+
+/// Write the reply (within [`WRITE_TIMEOUT`]), close, then do what comes after.
+async fn write_reply(mut stream: UnixStream, reply: &Reply, after: After, state: &NodeState) {
+    let body = serde_json::to_vec(reply).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
     let mut frame = Vec::with_capacity(4 + body.len());
     frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
     frame.extend_from_slice(&body);
@@ -459,9 +552,27 @@ async fn load(state: &NodeState, args: Args<'_>) -> Result<Value, ErrorReply> {
     }
     let purging = args.bool("purging")?;
     let force = args.bool("force")?;
-    let r = state
-        .node
-        .code()
+    let code = state.node.code();
+    // A purging load kills what runs the module's old code. Which module the file holds
+    // is known only once it is loaded, so the processes on any module's old code, and
+    // their supervisors, are taken first.
+    let old: Vec<(String, Pid)> = if purging {
+        code.modules()
+            .into_iter()
+            .flat_map(|m| {
+                let name = m.name;
+                m.old
+                    .map(|o| o.processes)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(move |p| (name.clone(), p))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let victims = Victims::find(state, &old.iter().map(|(_, p)| *p).collect::<Vec<_>>()).await;
+    let r = code
         .load_with(
             path,
             hotswap_runtime::LoadOptions {
@@ -478,7 +589,167 @@ async fn load(state: &NodeState, args: Args<'_>) -> Result<Value, ErrorReply> {
     if let Some(c) = &m.current {
         info!(module = %m.name, version = %c.version, instance = c.instance, file = %path.display(), purging, "loaded");
     }
-    Ok(module_json(&m, &[]))
+    let mut v = module_json(&m, &[]);
+    if purging {
+        // The ones on this module's old code that are gone now: the purge killed them.
+        let killed: Vec<Pid> = old
+            .iter()
+            .filter(|(name, p)| *name == m.name && !state.node.is_alive(*p))
+            .map(|(_, p)| *p)
+            .collect();
+        let (procs, sups) = victims.answer(&killed);
+        v["killed"] = pids_json(&killed);
+        v["killed_processes"] = procs;
+        v["supervisors"] = sups;
+    }
+    Ok(v)
+}
+
+/// What a purge's answer says about one process it kills: who restarts it, found before
+/// the purge (a killed process has no links left to look at).
+struct Victim {
+    name: Option<String>,
+    app: Option<String>,
+    /// Its supervisor, its id there and its restart type, if it is a child in an
+    /// application's tree.
+    sup: Option<(Pid, Option<String>, Option<Restart>)>,
+}
+
+/// A supervisor of killed processes: its flags, as its `sys` state says.
+struct SupFlags {
+    strategy: Strategy,
+    intensity: u32,
+    period_secs: u64,
+}
+
+/// The processes a purge may kill and their supervisors, as they were before it.
+#[derive(Default)]
+struct Victims {
+    of: HashMap<Pid, Victim>,
+    flags: HashMap<Pid, SupFlags>,
+    /// Each supervisor as the answer names it, taken before the purge too: one that gives
+    /// up may be gone with its application by the time the purge returns.
+    sups: HashMap<Pid, Value>,
+}
+
+impl Victims {
+    /// Find each of `pids` in the application tree: its supervisor, its id and restart
+    /// type there, and the supervisor's flags.
+    async fn find(state: &NodeState, pids: &[Pid]) -> Victims {
+        let mut v = Victims::default();
+        if pids.is_empty() {
+            return v;
+        }
+        let node = &state.node;
+        let tree = state.app_tree().await;
+        let mut specs: HashMap<(Pid, Option<String>), Option<Restart>> = HashMap::new();
+        for &p in pids {
+            let entry = tree.get(&p);
+            let sup = match entry.and_then(|e| e.parent.map(|s| (s, e.id.clone()))) {
+                Some((sup, id)) => {
+                    let restart = match specs.get(&(sup, id.clone())) {
+                        Some(r) => *r,
+                        None => {
+                            let r = tokio::time::timeout(
+                                SUP_TIMEOUT,
+                                node.supervisor().get_childspec(sup, ChildRef::Pid(p)),
+                            )
+                            .await
+                            .ok()
+                            .and_then(Result::ok)
+                            .map(|c| c.restart);
+                            specs.insert((sup, id.clone()), r);
+                            r
+                        }
+                    };
+                    v.sups.entry(sup).or_insert_with(|| {
+                        json!({
+                            "pid": sup.to_string(),
+                            "name": node.process_info(sup).and_then(|i| i.name),
+                            "application": node.applications().into_iter().find(|a| a.supervisor == sup).map(|a| a.name),
+                        })
+                    });
+                    if let std::collections::hash_map::Entry::Vacant(e) = v.flags.entry(sup) {
+                        let got = node
+                            .sys()
+                            .timeout(SUP_TIMEOUT)
+                            .get_state::<SupState>(sup)
+                            .await;
+                        if let Ok(st) = got {
+                            e.insert(SupFlags {
+                                strategy: st.strategy,
+                                intensity: st.intensity,
+                                period_secs: st.period_secs,
+                            });
+                        }
+                    }
+                    Some((sup, id, restart))
+                }
+                None => None,
+            };
+            v.of.insert(
+                p,
+                Victim {
+                    name: node.process_info(p).and_then(|i| i.name),
+                    app: entry.map(|e| e.app.clone()),
+                    sup,
+                },
+            );
+        }
+        v
+    }
+
+    /// The answer's `killed_processes` and `supervisors` for the processes `killed`.
+    fn answer(&self, killed: &[Pid]) -> (Value, Value) {
+        let sup_info = |sup: Pid| {
+            self.sups
+                .get(&sup)
+                .cloned()
+                .unwrap_or_else(|| json!({ "pid": sup.to_string() }))
+        };
+        let mut restarts: Vec<(Pid, usize)> = Vec::new();
+        let procs: Vec<Value> = killed
+            .iter()
+            .map(|p| {
+                let v = self.of.get(p);
+                let sup = v.and_then(|v| v.sup.as_ref());
+                // Killed is an abnormal exit: permanent and transient children are restarted.
+                let will_restart = sup.is_some_and(|(_, _, r)| {
+                    matches!(r, Some(Restart::Permanent | Restart::Transient))
+                });
+                if let (true, Some((s, _, _))) = (will_restart, sup) {
+                    match restarts.iter_mut().find(|(x, _)| x == s) {
+                        Some((_, n)) => *n += 1,
+                        None => restarts.push((*s, 1)),
+                    }
+                }
+                json!({
+                    "pid": p.to_string(),
+                    "name": v.and_then(|v| v.name.clone()),
+                    "application": v.and_then(|v| v.app.clone()),
+                    "supervisor": sup.map(|(s, _, _)| sup_info(*s)),
+                    "id": sup.and_then(|(_, id, _)| id.clone()),
+                    "restart": sup.and_then(|(_, _, r)| *r),
+                    "will_restart": will_restart,
+                })
+            })
+            .collect();
+        let sups: Vec<Value> = restarts
+            .iter()
+            .map(|(s, n)| {
+                let mut v = sup_info(*s);
+                v["restarts"] = json!(n);
+                if let Some(f) = self.flags.get(s) {
+                    v["strategy"] = json!(f.strategy);
+                    v["intensity"] = json!(f.intensity);
+                    v["period_secs"] = json!(f.period_secs);
+                    v["exceeds_intensity"] = json!(*n > f.intensity as usize);
+                }
+                v
+            })
+            .collect();
+        (Value::Array(procs), Value::Array(sups))
+    }
 }
 
 /// `check`: the compatibility check and the dry run on live states; refused (kind
@@ -533,12 +804,20 @@ async fn check(state: &NodeState, args: Args<'_>) -> Result<Value, ErrorReply> {
 
 async fn purge(state: &NodeState, args: Args<'_>) -> Result<Value, ErrorReply> {
     let module = args.str("module")?;
-    let r = state.node.code().purge(module).await.map_err(code_error)?;
+    let node = &state.node;
+    // The processes on the old code, and for each its supervisor in the application tree
+    // (the supervisor that will restart it), taken before the purge kills them.
+    let (_, old) = node.code().which_processes(module);
+    let victims = Victims::find(state, &old).await;
+    let r = node.code().purge(module).await.map_err(code_error)?;
     info!(module, version = ?r.version, killed = r.killed.len(), pinned = ?r.pinned, "purged");
+    let (killed, supervisors) = victims.answer(&r.killed);
     Ok(json!({
         "module": r.module,
         "version": r.version,
         "killed": pids_json(&r.killed),
+        "killed_processes": killed,
+        "supervisors": supervisors,
         "pinned": r.pinned,
         "freed": r.version.is_some() && r.pinned.is_none(),
     }))
@@ -641,16 +920,32 @@ async fn sys(state: &NodeState, cmd: &str, args: Args<'_>) -> Result<Value, Erro
             .await
             .map(|()| json!({ "suspended": true })),
         "resume" => sys.resume(pid).await.map(|()| json!({ "resumed": true })),
-        "get_state" => match sys.get_state_raw(pid).await {
-            Ok(bytes) => match rmp_serde::from_slice::<Value>(&bytes) {
-                Ok(v) => Ok(json!({ "state": v })),
-                Err(e) => Err(SysError::Decode(format!(
-                    "the state ({} bytes) is not readable as data: {e}",
-                    bytes.len()
-                ))),
-            },
-            Err(e) => Err(e),
-        },
+        "get_state" => {
+            // JSON for scripts (the default), or text for people: see `crate::msgpack`.
+            let text = match args.0.get("render") {
+                None | Some(Value::Null) => false,
+                Some(Value::String(r)) if r == "json" => false,
+                Some(Value::String(r)) if r == "text" => true,
+                Some(_) => return Err(bad("argument \"render\" must be \"json\" or \"text\"")),
+            };
+            match sys.get_state_raw(pid).await {
+                Ok(bytes) => {
+                    let len = bytes.len();
+                    let rendered =
+                        tokio::task::spawn_blocking(move || crate::msgpack::render(bytes, text))
+                            .await
+                            .unwrap_or_else(|e| Err(format!("rendering it failed: {e}")));
+                    match rendered {
+                        Ok(v) if text => Ok(json!({ "text": v })),
+                        Ok(v) => Ok(json!({ "state": v })),
+                        Err(e) => Err(SysError::Decode(format!(
+                            "the state ({len} bytes) is not readable as data: {e}"
+                        ))),
+                    }
+                }
+                Err(e) => Err(e),
+            }
+        }
         "change_code" => {
             let module = args.str("module")?;
             let old_vsn = args.str("old_vsn")?;

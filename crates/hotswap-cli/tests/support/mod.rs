@@ -39,6 +39,7 @@ pub const MODULES: &[&str] = &[
     "count_server_v4",
     "count_server_v5",
     "uncovered_state",
+    "keyed_state",
 ];
 
 pub fn modules_dir() -> PathBuf {

@@ -1,12 +1,22 @@
 //! Opening and closing module libraries: the only place that calls `dlopen`, `dlsym` and
 //! `dlclose` (`architecture.md` §4).
 //!
-//! A load (1) validates the file as an ELF shared library without mapping it, (2) copies it
-//! to a unique write-once path in the node's code directory (content hash + load sequence
-//! number in the name: glibc matches already-loaded objects by path and by inode, so a
-//! version must never be opened from a path or inode used before), (3) opens the copy with
-//! `RTLD_NOW | RTLD_LOCAL`, (4) reads the `static` descriptor and checks it **before any
-//! module function runs**, and (5) only then calls the module's `init`.
+//! A load (1) reads the file into memory once and inspects those bytes without mapping or
+//! running anything ([`elf::inspect`]: ELF class, byte order, machine, type, that nothing is
+//! cut short, the descriptor symbol in the dynamic symbol table and the descriptor's fixed
+//! header), (2) writes the same bytes to a unique write-once copy in the node's code directory
+//! (content hash + load sequence number in the name: glibc matches already-loaded objects by
+//! path and by inode, so a version must never be opened from a path or inode used before),
+//! (3) opens the copy with `RTLD_NOW | RTLD_LOCAL`, which maps it and runs its ELF
+//! constructors (for a module built by the SDK: Rust std's), (4) reads the mapped `static`
+//! descriptor and checks all of it **before any module function runs**, and (5) only then
+//! calls the module's `init`.
+//!
+//! The file `dlopen` maps is the file that was inspected: the inspected buffer is what is
+//! written to the copy, which is created with `O_EXCL`, mode 0444, in the node's own code
+//! directory and never written again, so a source rewritten meanwhile (a build finishing)
+//! cannot reach it. A spare copy reused for the same content hash holds bytes that passed the
+//! same inspection when it was written.
 //!
 //! A close retires the module's thread-exit hooks (see [`super::guard`]), calls `dlclose`,
 //! and verifies in `/proc/self/maps` that the image is really gone.
@@ -21,6 +31,8 @@ use hotswap_abi as abi;
 
 use super::guard;
 use crate::error::LoadError;
+
+mod elf;
 
 /// What a successful open yields. Function pointers are valid while the library is open.
 pub(crate) struct Opened {
@@ -40,89 +52,6 @@ pub(crate) struct Opened {
     pub(crate) exports: HashMap<Box<str>, abi::StartFn>,
     pub(crate) export_names: Vec<String>,
     pub(crate) functions: HashMap<Box<str>, abi::CallFn>,
-}
-
-const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
-
-/// Check the ELF header and that every loadable segment lies inside the file, so that a
-/// truncated file is refused here instead of faulting when mapped.
-fn check_elf(path: &Path, b: &[u8]) -> Result<(), LoadError> {
-    let not_elf = |why: &str| LoadError::NotElf {
-        path: path.into(),
-        why: why.into(),
-    };
-    let trunc = |why: String| LoadError::Truncated {
-        path: path.into(),
-        why,
-    };
-    if b.len() < 4 || &b[..4] != ELF_MAGIC {
-        return Err(not_elf("no ELF magic number at the start of the file"));
-    }
-    if b.len() < 64 {
-        return Err(trunc(format!(
-            "{} bytes is shorter than an ELF header",
-            b.len()
-        )));
-    }
-    if b[4] != 2 || b[5] != 1 {
-        return Err(not_elf("not a 64-bit little-endian ELF file"));
-    }
-    let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as usize;
-    let u64_at =
-        |o: usize| -> Option<u64> { Some(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?)) };
-    let e_type = u16_at(16);
-    if e_type != 3 {
-        return Err(not_elf(&format!(
-            "ELF type {e_type} is not a shared object (ET_DYN)"
-        )));
-    }
-    let machine = u16_at(18);
-    let ours = if cfg!(target_arch = "x86_64") {
-        62
-    } else if cfg!(target_arch = "aarch64") {
-        183
-    } else {
-        machine
-    };
-    if machine != ours {
-        return Err(not_elf(&format!(
-            "built for ELF machine {machine}, this node runs on {ours}"
-        )));
-    }
-    let phoff = u64_at(32).unwrap_or(0) as usize;
-    let shoff = u64_at(40).unwrap_or(0) as usize;
-    let (phentsize, phnum) = (u16_at(54), u16_at(56));
-    let (shentsize, shnum) = (u16_at(58), u16_at(60));
-    let ph_end = phoff.saturating_add(phentsize.saturating_mul(phnum));
-    if ph_end > b.len() {
-        return Err(trunc(format!(
-            "program headers end at byte {ph_end}, file has {}",
-            b.len()
-        )));
-    }
-    for i in 0..phnum {
-        let o = phoff + i * phentsize;
-        let p_type = u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"));
-        if p_type == 1 {
-            let off = u64_at(o + 8).unwrap_or(u64::MAX) as usize;
-            let filesz = u64_at(o + 32).unwrap_or(u64::MAX) as usize;
-            let end = off.saturating_add(filesz);
-            if end > b.len() {
-                return Err(trunc(format!(
-                    "loadable segment {i} ends at byte {end}, file has {}",
-                    b.len()
-                )));
-            }
-        }
-    }
-    let sh_end = shoff.saturating_add(shentsize.saturating_mul(shnum));
-    if sh_end > b.len() {
-        return Err(trunc(format!(
-            "section headers end at byte {sh_end}, file has {}",
-            b.len()
-        )));
-    }
-    Ok(())
 }
 
 fn dlerror_text() -> String {
@@ -260,7 +189,8 @@ pub(crate) struct Target<'a> {
 /// # Safety
 /// Opening a library runs its ELF initialisers, and `init` runs module code: both are as
 /// unsafe as calling any foreign function. The node vouches for this by only loading files
-/// an operator named; the descriptor checks above refuse libraries not built with the SDK.
+/// an operator named; [`elf::inspect`] refuses, before `dlopen`, a library without the SDK's
+/// descriptor, and the checks after `dlopen` refuse one whose descriptor does not match.
 pub(crate) unsafe fn open(
     src: &Path,
     expect: Option<&str>,
@@ -284,7 +214,8 @@ pub(crate) unsafe fn open(
             source: e,
         },
     })?;
-    check_elf(src, bytes)?;
+    // Nothing of the library is mapped or run before this passes.
+    elf::inspect(src, bytes)?;
     let hash = xxhash_rust::xxh3::xxh3_64(bytes);
     let incoming = code_dir.join(".incoming");
     let io = |path: &Path, e: std::io::Error| LoadError::Io {
@@ -333,13 +264,18 @@ pub(crate) unsafe fn open(
     cleanup.handle = handle;
     // SAFETY: symbol lookup in an open handle.
     let sym = unsafe { libc::dlsym(handle, abi::DESCRIPTOR_SYMBOL_C.as_ptr()) };
-    if sym.is_null() {
-        return Err(LoadError::NoDescriptor { path: src.into() });
-    }
     let bad = |why: String| LoadError::BadDescriptor {
         path: src.into(),
         why,
     };
+    if sym.is_null() {
+        // `elf::inspect` found the symbol defined and exported in the dynamic symbol table.
+        return Err(bad(format!(
+            "`{}` is in the dynamic symbol table but the dynamic linker does not find it ({})",
+            abi::DESCRIPTOR_SYMBOL,
+            dlerror_text()
+        )));
+    }
     // Read the fixed prefix first: magic, ABI version and size never change layout.
     let d = sym as *const abi::ModuleDescriptor;
     // SAFETY: the symbol is at least as large as the fixed prefix of every ABI version

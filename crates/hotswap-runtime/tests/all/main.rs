@@ -11,6 +11,7 @@ mod compat;
 mod gen_server;
 mod gs;
 mod process;
+mod quiesce;
 mod seed000;
 mod seed001;
 mod seed002;
