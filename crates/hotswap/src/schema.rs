@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 pub const MAX_DEPTH: usize = 48;
 
 /// How many traces of one type the tracer runs at most (variants and field probes).
-pub const MAX_RUNS: usize = 4096;
+pub const MAX_RUNS: usize = 256;
 
 /// A type as serde's data model sees it when the type is read.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -486,7 +486,7 @@ struct Run<'p> {
     /// Keys presented to each struct, in order.
     keys: Vec<Vec<&'static str>>,
     /// Struct paths reached (exploring), with their occurrence and primary fields.
-    structs: Vec<(String, usize, Vec<&'static str>)>,
+    structs: Vec<(String, usize, Vec<&'static str>, usize)>,
     /// The path of the value being traced (exploring only).
     path: String,
     /// The format of the value just traced.
@@ -506,7 +506,7 @@ type Explored = (
     Result<Format, TraceError>,
     Vec<usize>,
     Vec<Vec<&'static str>>,
-    Vec<(String, usize, Vec<&'static str>)>,
+    Vec<(String, usize, Vec<&'static str>, usize)>,
 );
 
 fn explore<T: DeserializeOwned>(plan: &mut Plan) -> Explored {
@@ -575,7 +575,7 @@ fn probe<T: DeserializeOwned>(
 fn trace<T: DeserializeOwned>() -> Format {
     let mut plan = Plan::default();
     // Struct path → (its fields, the replay that reaches it, its occurrence there).
-    let mut reached: Vec<(String, Vec<&'static str>, usize, usize)> = Vec::new();
+    let mut reached: Vec<(String, Vec<&'static str>, usize, usize, usize)> = Vec::new();
     let mut known: HashSet<String> = HashSet::new();
     let mut replays: Vec<Replay> = Vec::new();
     let mut acc: Option<Format> = None;
@@ -593,9 +593,9 @@ fn trace<T: DeserializeOwned>() -> Format {
             Ok(f) => {
                 let replay = replays.len();
                 let mut used = false;
-                for (p, occurrence, fields) in structs {
+                for (p, occurrence, fields, impl_id) in structs {
                     if known.insert(p.clone()) {
-                        reached.push((p, fields, replay, occurrence));
+                        reached.push((p, fields, replay, occurrence, impl_id));
                         used = true;
                     }
                 }
@@ -623,14 +623,24 @@ fn trace<T: DeserializeOwned>() -> Format {
         }
     }
     // Probe: which fields may be absent (a replay of a run that reached the struct).
+    // A struct met at several places is one `Deserialize` impl (its field list is one
+    // static): probed once.
     let mut required: HashMap<(String, &'static str), bool> = HashMap::new();
-    for (path, fields, replay, occurrence) in &reached {
+    let mut by_impl: HashMap<(usize, &'static str), bool> = HashMap::new();
+    for (path, fields, replay, occurrence, impl_id) in &reached {
         for f in fields {
-            let req = match probe::<T>(&mut plan, &replays[*replay], *occurrence, f) {
-                Ok(()) => false,
-                Err(TraceError::MissingField(m)) if m == *f => true,
-                // Anything else: assume the reader needs it (the safe side).
-                Err(_) => true,
+            let req = match by_impl.get(&(*impl_id, *f)) {
+                Some(&r) => r,
+                None => {
+                    let r = match probe::<T>(&mut plan, &replays[*replay], *occurrence, f) {
+                        Ok(()) => false,
+                        Err(TraceError::MissingField(m)) if m == *f => true,
+                        // Anything else: assume the reader needs it (the safe side).
+                        Err(_) => true,
+                    };
+                    by_impl.insert((*impl_id, f), r);
+                    r
+                }
             };
             required.insert((path.clone(), f), req);
         }
@@ -918,7 +928,10 @@ impl<'a, 'p> Tracer<'a, 'p> {
         let mut run = self.run.borrow_mut();
         match r {
             Ok(v) => {
-                run.structs.push((path, occurrence, primaries.clone()));
+                // The field list's address identifies the `Deserialize` impl.
+                let impl_id = fields.as_ptr() as usize;
+                run.structs
+                    .push((path, occurrence, primaries.clone(), impl_id));
                 let fields = primaries
                     .iter()
                     .map(|k| Field {
