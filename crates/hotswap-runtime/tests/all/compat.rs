@@ -476,3 +476,46 @@ fn compat_uncovered_type_reported_not_checked() {
     assert!(u.reason.contains("deserialize_any"), "{}", u.reason);
     assert!(r.to_text().contains("not checked (upgrade): code_change"));
 }
+
+/// What the static rules cannot see, the dry run catches: v2 validates its state in a
+/// custom `Deserialize`; the description is the same as v1's, but one of the two live
+/// states is above v2's limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compat_dry_run_catches_custom_deserialize() {
+    use crate::support::{self, module};
+    use hotswap_runtime::StartOpts;
+    let node = support::node();
+    node.code().load(module("dry_run_v1")).await.unwrap();
+    let small = node
+        .start_server("dry_run", &7u64, StartOpts::default())
+        .await
+        .unwrap();
+    let big = node
+        .start_server("dry_run", &1000u64, StartOpts::default())
+        .await
+        .unwrap();
+    let c = node.code().check(module("dry_run_v2")).await.unwrap();
+    let r = c.report.as_ref().expect("both describe themselves");
+    assert_eq!(r.verdict(), Verdict::Compatible, "{}", r.to_text());
+    assert!(c.refuses(), "{c:?}");
+    let by_pid = |p| {
+        c.dry_run
+            .iter()
+            .find(|d| d.pid == p)
+            .expect("each live server")
+    };
+    assert_eq!(by_pid(small).error, None);
+    let e = by_pid(big).error.as_deref().expect("the big state fails");
+    assert!(e.contains("above this version's limit 100"), "{e}");
+    // Nothing changed: v1 is still current, both servers alive.
+    assert_eq!(
+        node.code()
+            .module("dry_run")
+            .unwrap()
+            .current
+            .unwrap()
+            .version,
+        "1"
+    );
+    assert!(node.is_alive(small) && node.is_alive(big));
+}

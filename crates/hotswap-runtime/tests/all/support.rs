@@ -40,6 +40,8 @@ const FIXTURES: &[&str] = &[
     "app_worker",
     "spin_v1",
     "spin_v2",
+    "dry_run_v1",
+    "dry_run_v2",
 ];
 
 fn target_dir() -> PathBuf {
