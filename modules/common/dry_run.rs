@@ -2,7 +2,7 @@
 // (`#[serde(try_from)]`): the traced format is the same as version 1's (a struct with a
 // `u64`), so the static check says compatible, but a live state above `LIMIT` does not
 // decode. Only the dry run on live states (`Code::check`) catches it. Included by
-// modules/dry_run_v1 and _v2, which define `VSN` and `LIMIT`.
+// modules/dry_run_v1 and _v2, which define `LIMIT` (`None`: no limit).
 
 use hotswap::gen_server::{GenServer, Init};
 use hotswap::Ctx;
@@ -19,17 +19,16 @@ pub struct Raw {
 #[derive(Serialize, Deserialize, Debug, Clone)]
 #[serde(try_from = "Raw")]
 pub struct Bounded {
-    /// A count, at most `LIMIT`.
+    /// A count, at most `LIMIT` when there is one.
     pub n: u64,
 }
 
 impl TryFrom<Raw> for Bounded {
     type Error = String;
     fn try_from(r: Raw) -> Result<Bounded, String> {
-        if r.n > LIMIT {
-            Err(format!("n = {} is above this version's limit {LIMIT}", r.n))
-        } else {
-            Ok(Bounded { n: r.n })
+        match LIMIT {
+            Some(l) if r.n > l => Err(format!("n = {} is above this version's limit {l}", r.n)),
+            _ => Ok(Bounded { n: r.n }),
         }
     }
 }
