@@ -52,11 +52,22 @@ const MEASURES: &[&str] = &[
     "node_stop_10k",
     "child_restart",
     "load_compat_check",
+    "module_heap_alloc_calls",
+    "module_heap_alloc_calls_system",
+    "module_heap_alloc_ratio",
 ];
 
 /// Names on the command line that select several measures (one workload), as the
 /// escript's group names do.
 const GROUPS: &[(&str, &[&str])] = &[
+    (
+        "module_heap",
+        &[
+            "module_heap_alloc_calls",
+            "module_heap_alloc_calls_system",
+            "module_heap_alloc_ratio",
+        ],
+    ),
     (
         "gen_server_call",
         &["gen_server_call_rtt", "gen_server_call_p99"],
@@ -106,6 +117,9 @@ const GROUPS: &[(&str, &[&str])] = &[
 const NO_ERLANG: &[&str] = &[
     "purged_version_memory",
     "load_compat_check",
+    "module_heap_alloc_calls",
+    "module_heap_alloc_calls_system",
+    "module_heap_alloc_ratio",
     "gen_server_upgrade_client_latency",
     "gen_server_upgrade_client_latency_p99",
     "gen_server_upgrade_client_latency_max",
@@ -144,8 +158,9 @@ impl Res {
     }
 }
 
-/// The node's allocator. Modules keep their own (glibc's): no allocation ever changes owner
-/// across the module boundary, so each side may choose.
+/// The node's allocator. Modules allocate from their version's heap (a jemalloc arena the
+/// node keeps per loaded version): no allocation ever changes owner across the module
+/// boundary, so each side may choose.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -155,6 +170,7 @@ macro_rules! info {
 
 mod apps;
 mod gen_server;
+mod heap;
 
 // ---------------------------------------------------------------------------------------
 // small utilities
@@ -182,6 +198,7 @@ fn fmt_value(v: f64, unit: &str) -> String {
         "ns" if v.abs() >= 100.0 => format!("{v:.0}"),
         "ns" | "us_per_process" => format!("{v:.3}"),
         "us" | "ms" => format!("{v:.1}"),
+        "x" => format!("{v:.3}"),
         _ => format!("{v:.0}"),
     }
 }
@@ -287,6 +304,8 @@ struct Libs {
     upsrv2: PathBuf,
     /// The `app_worker` fixture (the supervision measures).
     app_worker: PathBuf,
+    /// The `alloc_srv` module (the per-version heap's cost).
+    alloc_srv: PathBuf,
     /// The `hotswap` binary (node_stop_10k starts real nodes).
     hotswap: PathBuf,
     /// `compat_bench` version 1 and 2 (five message types; load_compat_check).
@@ -326,12 +345,13 @@ fn build_modules() -> Libs {
         upsrv1: rel.join("libupgrade_srv_v1.so"),
         upsrv2: rel.join("libupgrade_srv_v2.so"),
         app_worker: rel.join("libapp_worker.so"),
+        alloc_srv: rel.join("liballoc_srv.so"),
         hotswap: rel.join("hotswap"),
         compat1: rel.join("libcompat_bench_v1.so"),
         compat2: rel.join("libcompat_bench_v2.so"),
     };
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    info!("building the modules and the node: cargo build --release -p bench_mod -p seed000_v1 -p upgrade_srv_v1 -p upgrade_srv_v2 -p app_worker -p hotswap-cli -p compat_bench_v1 -p compat_bench_v2");
+    info!("building the modules and the node: cargo build --release -p bench_mod -p seed000_v1 -p upgrade_srv_v1 -p upgrade_srv_v2 -p app_worker -p alloc_srv -p hotswap-cli -p compat_bench_v1 -p compat_bench_v2");
     let out = Command::new(cargo)
         .current_dir(repo_root())
         .args([
@@ -347,6 +367,8 @@ fn build_modules() -> Libs {
             "upgrade_srv_v2",
             "-p",
             "app_worker",
+            "-p",
+            "alloc_srv",
             "-p",
             "hotswap-cli",
             "-p",
@@ -378,6 +400,7 @@ fn build_modules() -> Libs {
         &libs.upsrv1,
         &libs.upsrv2,
         &libs.app_worker,
+        &libs.alloc_srv,
         &libs.hotswap,
         &libs.compat1,
         &libs.compat2,
@@ -1040,6 +1063,13 @@ async fn run_ours(node: Node, libs: Libs, wanted: Vec<String>) -> Vec<Res> {
     ]) {
         out.extend(gen_server::m_upgrade_latency(&node, &libs).await);
     }
+    if want_any(&[
+        "module_heap_alloc_calls",
+        "module_heap_alloc_calls_system",
+        "module_heap_alloc_ratio",
+    ]) {
+        out.extend(heap::m_alloc_calls(&libs).await);
+    }
     if want("child_restart") {
         out.push(apps::m_child_restart(&node, &libs).await);
     }
@@ -1190,6 +1220,8 @@ enum Target {
     RatioAtMost(f64),
     /// hotswap value at most this (absolute, in the measure's unit).
     AtMost(f64),
+    /// hotswap value at least this (absolute, in the measure's unit).
+    AtLeast(f64),
     /// No target: the value is reported.
     Report,
 }
@@ -1227,6 +1259,11 @@ fn target(name: &str) -> (Target, &'static str) {
         "child_restart" => (Target::Report, "reported [Erlang ~10 us]"),
         // issue 12
         "load_compat_check" => (Target::AtMost(10.0), "<= 10 % of a load"),
+        // issue 10: what module code pays for its version's own heap
+        "module_heap_alloc_calls" | "module_heap_alloc_calls_system" => {
+            (Target::Report, "reported")
+        }
+        "module_heap_alloc_ratio" => (Target::AtLeast(0.95), ">= 0.95 (<= 5% slower)"),
         _ => (Target::AtMost(f64::INFINITY), "?"),
     }
 }
@@ -1329,6 +1366,7 @@ fn main() {
             Target::RatioAtLeast(x) => ratio.map(|q| q >= x),
             Target::RatioAtMost(x) => ratio.map(|q| q <= x),
             Target::AtMost(x) => Some(r.value <= x),
+            Target::AtLeast(x) => Some(r.value >= x),
             Target::Report => None,
         };
         let verdict = match (met, &t) {
@@ -1338,7 +1376,7 @@ fn main() {
             (None, _) => "unknown (no Erlang value)",
         };
         let detail = match t {
-            Target::AtMost(_) | Target::Report => {
+            Target::AtMost(_) | Target::AtLeast(_) | Target::Report => {
                 format!("{}{}", fmt_value(r.value, r.unit), r.unit)
             }
             _ => format!("ratio {rstr}"),

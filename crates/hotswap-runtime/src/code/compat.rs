@@ -693,6 +693,7 @@ pub fn describe_file(path: &Path) -> Result<ModuleSchema, DescribeError> {
                 seq,
                 node: 0,
                 host: crate::host_api::table(),
+                heap: false,
             },
             &mut buf,
             &mut |_| None,
