@@ -2,6 +2,7 @@
 //! running node (`hotswap ping`, `status`, `load`, `purge`, `suspend`, ... see
 //! [`control`]), and the live-upgrade demo (`hotswap demo`).
 
+mod check;
 mod control;
 mod demo;
 mod msgpack;
@@ -139,6 +140,33 @@ enum Command {
         /// Purge old code first (killing the processes still running it), then load.
         #[arg(long)]
         purging: bool,
+        /// Load even if the compatibility check refuses it (the new version's server
+        /// could not read the current version's state or queued messages).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        ctl: Ctl,
+    },
+    /// Check that a new version of a module can read what the old one wrote (its
+    /// gen_server's state and queued calls, casts and messages; its exports' arguments),
+    /// without a node: `hotswap check OLD.so NEW.so`, for CI. With --node, check NEW.so
+    /// against the running node's current version instead, including a dry run of its
+    /// code_change on a copy of every live state of the module.
+    ///
+    /// Exit status: 0 compatible; 1 incompatible; 2 usage error; 3 the node could not be
+    /// asked (--node); 4 a library could not be read, opened or described; 5 nothing
+    /// incompatible found but something could not be checked (the report says what, why).
+    Check {
+        /// OLD.so NEW.so (or only NEW.so with --node).
+        #[arg(value_name = "LIBRARY", num_args = 1..=2, required = true)]
+        libraries: Vec<PathBuf>,
+        /// Check against the running node (its current version and live states).
+        #[arg(long)]
+        node: bool,
+        /// Also refuse what a later downgrade could not read (the old version reading the
+        /// new one's state and messages).
+        #[arg(long)]
+        downgrade: bool,
         #[command(flatten)]
         ctl: Ctl,
     },
@@ -349,14 +377,44 @@ fn main() -> ExitCode {
         Command::Load {
             library,
             purging,
+            force,
             ctl,
         } => (
             ctl,
             Cmd::Load {
                 path: library,
                 purging,
+                force,
             },
         ),
+        Command::Check {
+            libraries,
+            node,
+            downgrade,
+            ctl,
+        } => match (node, libraries.as_slice()) {
+            (false, [old, new]) => {
+                return check::run(&check::Options {
+                    old,
+                    new,
+                    json: ctl.json,
+                    downgrade,
+                })
+            }
+            (true, [new]) => (
+                ctl,
+                Cmd::Check {
+                    path: new.clone(),
+                    downgrade,
+                },
+            ),
+            (false, _) => {
+                return usage("check needs two libraries: `hotswap check OLD.so NEW.so` (or `hotswap check --node NEW.so`)")
+            }
+            (true, _) => {
+                return usage("check --node takes one library (the node's current version is the old one)")
+            }
+        },
         Command::Purge { module, ctl } => (ctl, Cmd::Purge(module)),
         Command::SoftPurge { module, ctl } => (ctl, Cmd::SoftPurge(module)),
         Command::Delete { module, ctl } => (ctl, Cmd::Delete(module)),

@@ -215,6 +215,62 @@ pub fn module(input: TokenStream) -> TokenStream {
             (def, entry)
         })
         .unzip();
+    // The description of the module's types (`ModuleDescriptor::describe`).
+    let describe_server = match &spec.gen_server {
+        Some(t) => quote! {
+            s.server = Some(::hotswap::private::describe_server::<#t>(
+                (&::hotswap::private::Probe::<<#t as ::hotswap::gen_server::GenServer>::Reply>::new())
+                    .__hotswap_describe(),
+            ));
+        },
+        None => quote! {},
+    };
+    let describe_exports = spec.exports.iter().map(|e| {
+        let func = &e.func;
+        let n = &e.name;
+        quote! {
+            s.exports.push(::hotswap::schema::FnSchema {
+                name: #n.into(),
+                arg: ::hotswap::private::describe_arg(&#func),
+                result: (&::hotswap::private::probe_output(&#func)).__hotswap_describe(),
+            });
+        }
+    });
+    let describe_functions = spec.functions.iter().map(|e| {
+        let func = &e.func;
+        let n = &e.name;
+        quote! {
+            s.exports.push(::hotswap::schema::FnSchema {
+                name: #n.into(),
+                arg: ::hotswap::private::describe_arg(&#func),
+                result: (&::hotswap::private::probe_return(&#func)).__hotswap_describe(),
+            });
+        }
+    });
+    let describe_def = quote! {
+        unsafe extern "C" fn __hotswap_describe(
+            out: *mut ::core::ffi::c_void,
+            write: ::hotswap::abi::WriteFn,
+        ) -> u32 {
+            #[allow(unused_imports)]
+            use ::hotswap::private::{DescribeDe as _, DescribeOther as _};
+            // SAFETY: the node passes its buffer and copy callback.
+            unsafe {
+                ::hotswap::private::describe(out, write, || {
+                    let mut s = ::hotswap::schema::ModuleSchema {
+                        module: #name.into(),
+                        version: #version.into(),
+                        server: None,
+                        exports: ::std::vec::Vec::new(),
+                    };
+                    #describe_server
+                    #(#describe_exports)*
+                    #(#describe_functions)*
+                    s
+                })
+            }
+        }
+    };
     let (server_def, server_ptr) = match &spec.gen_server {
         Some(t) => (
             quote! {
@@ -237,6 +293,7 @@ pub fn module(input: TokenStream) -> TokenStream {
             static EXPORTS: [::hotswap::abi::Export; #n] = [#(#entries),*];
             static FUNCTIONS: [::hotswap::abi::Function; #nf] = [#(#fn_entries),*];
             #server_def
+            #describe_def
 
             /// Every allocation of this library goes to the heap the node keeps for this
             /// loaded version, freed as a whole when the version is purged.
@@ -263,6 +320,7 @@ pub fn module(input: TokenStream) -> TokenStream {
                 poll: ::hotswap::private::poll,
                 drop_future: ::hotswap::private::drop_future,
                 server: #server_ptr,
+                describe: ::core::option::Option::Some(__hotswap_describe),
             };
         }
     }

@@ -57,6 +57,15 @@ pub enum Cmd {
         path: PathBuf,
         /// Purge old code first.
         purging: bool,
+        /// Load even if the compatibility check refuses it.
+        force: bool,
+    },
+    /// `check`: the compatibility check and the dry run against the node's current version.
+    Check {
+        /// The library.
+        path: PathBuf,
+        /// Downgrade findings refuse too.
+        downgrade: bool,
     },
     /// `purge`.
     Purge(String),
@@ -169,9 +178,20 @@ impl Cmd {
             Cmd::Processes => ("processes", Value::Null),
             Cmd::Ports => ("ports", Value::Null),
             Cmd::Modules => ("modules", Value::Null),
-            Cmd::Load { path, purging } => {
+            Cmd::Load {
+                path,
+                purging,
+                force,
+            } => {
                 let abs = std::path::absolute(path).unwrap_or_else(|_| path.clone());
-                ("load", json!({ "path": abs, "purging": purging }))
+                (
+                    "load",
+                    json!({ "path": abs, "purging": purging, "force": force }),
+                )
+            }
+            Cmd::Check { path, downgrade } => {
+                let abs = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+                ("check", json!({ "path": abs, "downgrade": downgrade }))
             }
             Cmd::Purge(m) => ("purge", json!({ "module": m })),
             Cmd::SoftPurge(m) => ("soft_purge", json!({ "module": m })),
@@ -679,6 +699,7 @@ fn human(cmd: &Cmd, v: &Value) -> String {
             }
             out
         }
+        Cmd::Check { .. } => v["text"].as_str().unwrap_or_default().to_string(),
         Cmd::Purge(m) => match v["version"].as_str() {
             None => format!("{m}: no old code to purge\n"),
             Some(vsn) => {
