@@ -6,6 +6,7 @@ mod control;
 mod demo;
 mod msgpack;
 mod os;
+mod project;
 mod release;
 mod report;
 mod start;
@@ -78,6 +79,31 @@ impl Ctl {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create a project: a cargo workspace with one module crate (a gen_server), a project
+    /// file (Hotswap.toml) describing its release, a README, a .gitignore and the SDK
+    /// (vendor/). `cargo build` and `cargo test` work in it at once.
+    New {
+        /// The project's name (and directory).
+        name: String,
+        /// Where to create it (default: the current directory).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        path: PathBuf,
+    },
+    /// Build a release of the project: `cargo build --release` of its module crates,
+    /// libraries copied to OUT/lib/<module>-<vsn>-<hash>.so, OUT/releases/<vsn>/release.toml
+    /// written from Hotswap.toml; older releases in OUT are kept. Refused if a module's code
+    /// changed but not its version. Prints the upgrade from the previous release.
+    Release {
+        /// A directory of the project (default: the current one).
+        #[arg(long, short = 'p', value_name = "DIR", default_value = ".")]
+        project: PathBuf,
+        /// The release directory to write to (default: <project>/_release).
+        #[arg(long, short = 'o', value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Build without network access (cargo --offline).
+        #[arg(long)]
+        offline: bool,
+    },
     /// Watch a live upgrade: boot the embedded demo release (module `demo` v1 serving
     /// clients), load v2, move every process to v2 with its state, free v1, and check that
     /// nothing was lost.
@@ -260,6 +286,33 @@ impl ChildArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (ctl, cmd) = match cli.command {
+        Command::New { name, path } => {
+            return match project::new::create(&path, &name) {
+                Ok(root) => {
+                    println!("created project {name} in {}", root.display());
+                    println!("  cd {} && cargo build && cargo test", root.display());
+                    println!("  hotswap dev        run it; every save upgrades the running node");
+                    println!("  hotswap release    build a release into _release/");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Release {
+            project,
+            out,
+            offline,
+        } => {
+            init_logging();
+            return project::build::run(project::build::Options {
+                project,
+                out,
+                offline,
+            });
+        }
         Command::Demo {
             json,
             modules_dir,
