@@ -166,8 +166,10 @@ pub fn module(input: TokenStream) -> TokenStream {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
+    // Fixed width, so that two builds of the same code differ only in these bytes (tools
+    // compare builds with the id masked: `hotswap release`, `hotswap dev`).
     let build_id = format!(
-        "{}-{}-{:x}-{:x}",
+        "{}-{}-{:032x}-{:08x}",
         name.value(),
         version.value(),
         nanos,

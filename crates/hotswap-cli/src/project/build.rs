@@ -400,22 +400,46 @@ pub(crate) fn identify(libs: &[PathBuf]) -> Result<Vec<Built>> {
     })
 }
 
-/// The hash of `lib`'s bytes with every occurrence of `build_id` zeroed.
+/// The hash of what `lib` maps (its allocated sections but the GNU build-id note), with
+/// every occurrence of `build_id` zeroed: two builds of the same code hash the same (the
+/// SDK's build id, and what derives from it: the linker's build-id note, LLVM's local
+/// symbol suffixes in the unmapped symbol table, are left out).
 pub(crate) fn hash_masked(lib: &Path, build_id: &str) -> Result<String> {
-    let mut bytes = std::fs::read(lib).with_context(|| format!("cannot read {}", lib.display()))?;
+    use object::read::elf::ElfFile64;
+    use object::read::{Object, ObjectSection};
+    let bytes = std::fs::read(lib).with_context(|| format!("cannot read {}", lib.display()))?;
+    let elf = ElfFile64::<object::Endianness>::parse(&*bytes)
+        .map_err(|e| anyhow!("{} is not a 64-bit ELF library: {e}", lib.display()))?;
+    let mut mapped = Vec::with_capacity(bytes.len());
+    for s in elf.sections() {
+        let alloc = match s.flags() {
+            object::SectionFlags::Elf { sh_flags, .. } => sh_flags.contains(object::elf::SHF_ALLOC),
+            _ => false,
+        };
+        if !alloc || s.name().ok() == Some(".note.gnu.build-id") {
+            continue;
+        }
+        if let Some((off, len)) = s.file_range() {
+            let (off, len) = (off as usize, len as usize);
+            if let Some(b) = bytes.get(off..off + len) {
+                mapped.extend_from_slice(s.name().unwrap_or("").as_bytes());
+                mapped.extend_from_slice(b);
+            }
+        }
+    }
     let id = build_id.as_bytes();
     if !id.is_empty() {
         let mut i = 0;
-        while i + id.len() <= bytes.len() {
-            if &bytes[i..i + id.len()] == id {
-                bytes[i..i + id.len()].fill(0);
+        while i + id.len() <= mapped.len() {
+            if &mapped[i..i + id.len()] == id {
+                mapped[i..i + id.len()].fill(0);
                 i += id.len();
             } else {
                 i += 1;
             }
         }
     }
-    Ok(format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&bytes)))
+    Ok(format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&mapped)))
 }
 
 #[cfg(test)]
