@@ -87,9 +87,11 @@ fn standalone_manifest(text: &str, ws: &toml::Table) -> Result<String> {
                         t
                     }
                     Some(toml::Value::Table(t)) => t.clone(),
-                    _ => return Err(anyhow!(
+                    _ => {
+                        return Err(anyhow!(
                         "{section}.{name} is inherited but the workspace has no such dependency"
-                    )),
+                    ))
+                    }
                 };
                 // Workspace path dependencies are the other SDK crates: siblings in vendor/.
                 if let Some(toml::Value::String(p)) = base.get("path") {
