@@ -89,6 +89,26 @@ enum Command {
         #[arg(long, value_name = "DIR", default_value = ".")]
         path: PathBuf,
     },
+    /// Run the project on a node and keep it current: every save (of any local crate the
+    /// module crates depend on, or Hotswap.toml) builds the modules and upgrades the node
+    /// through the release transaction, gen_server states kept by code_change. One line
+    /// per save with the time of each phase.
+    Dev {
+        /// A directory of the project (default: the current one).
+        #[arg(long, short = 'p', value_name = "DIR", default_value = ".")]
+        project: PathBuf,
+        /// Restart the processes of changed modules (through their supervisors) instead
+        /// of migrating their states: for changes the check refuses.
+        #[arg(long)]
+        restart: bool,
+        /// Build without network access (cargo --offline).
+        #[arg(long)]
+        offline: bool,
+        /// How long the files must stay quiet after a save before the build starts, in
+        /// milliseconds (at most 50).
+        #[arg(long, default_value_t = 30, value_name = "MS")]
+        debounce_ms: u64,
+    },
     /// Build a release of the project: `cargo build --release` of its module crates,
     /// libraries copied to OUT/lib/<module>-<vsn>-<hash>.so, OUT/releases/<vsn>/release.toml
     /// written from Hotswap.toml; older releases in OUT are kept. Refused if a module's code
@@ -300,6 +320,23 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Dev {
+            project,
+            restart,
+            offline,
+            debounce_ms,
+        } => {
+            if debounce_ms > 50 {
+                return usage("--debounce-ms: at most 50 (a save should not wait longer)");
+            }
+            init_logging();
+            return project::dev::run(project::dev::Options {
+                project,
+                restart,
+                offline,
+                debounce: Duration::from_millis(debounce_ms),
+            });
         }
         Command::Release {
             project,

@@ -40,8 +40,6 @@ pub(crate) struct Built {
     pub(crate) path: PathBuf,
     /// The hash of its code (build id masked), 16 hex digits.
     pub(crate) hash: String,
-    /// The build id.
-    pub(crate) build_id: String,
 }
 
 impl Built {
@@ -375,7 +373,6 @@ pub(crate) fn identify(libs: &[PathBuf]) -> Result<Vec<Built>> {
                             version: cur.version,
                             path: lib.clone(),
                             hash,
-                            build_id: cur.build_id,
                         }),
                         Err(e) => {
                             err = Some(e);

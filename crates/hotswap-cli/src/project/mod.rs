@@ -20,6 +20,7 @@
 //! ```
 
 pub(crate) mod build;
+pub(crate) mod dev;
 pub(crate) mod new;
 pub(crate) mod sdk;
 
@@ -56,8 +57,6 @@ pub(crate) struct Project {
 pub(crate) struct ModuleCrate {
     /// The package name.
     pub(crate) package: String,
-    /// The package version (the module's version unless its `module!` gives one).
-    pub(crate) version: String,
     /// The library target's name (the file is `lib<lib_name>.so`).
     pub(crate) lib_name: String,
     /// The package's directory.
@@ -251,7 +250,6 @@ fn module_crates(
             let manifest = PathBuf::from(p["manifest_path"].as_str().unwrap_or_default());
             found.push(ModuleCrate {
                 package: p["name"].as_str().unwrap_or_default().to_string(),
-                version: p["version"].as_str().unwrap_or_default().to_string(),
                 lib_name: lib["name"].as_str().unwrap_or_default().replace('-', "_"),
                 dir: manifest.parent().unwrap_or(root).to_path_buf(),
             });
