@@ -62,6 +62,40 @@ fn new_project(tmp: &Tmp, name: &str) -> PathBuf {
     tmp.0.join(name)
 }
 
+/// `hotswap new <name>`, its module crate pointed at one SDK copy shared by the tests'
+/// projects (so the SDK is compiled once, not once per project).
+fn new_project_shared_sdk(tmp: &Tmp, name: &str) -> PathBuf {
+    let root = new_project(tmp, name);
+    static SHARED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _g = SHARED.lock().unwrap();
+    let shared = shared_target().join("vendor");
+    copy_if_changed(&root.join("vendor"), &shared);
+    edit(
+        &root.join("modules").join(name).join("Cargo.toml"),
+        "path = \"../../vendor/hotswap\"",
+        &format!("path = {:?}", shared.join("hotswap").to_string_lossy()),
+    );
+    root
+}
+
+/// Copy the tree `from` to `to`, writing only files whose contents differ (so that cargo
+/// sees the shared SDK unchanged).
+fn copy_if_changed(from: &Path, to: &Path) {
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        if src.is_dir() {
+            copy_if_changed(&src, &dst);
+        } else {
+            let new = std::fs::read(&src).unwrap();
+            if std::fs::read(&dst).ok().as_deref() != Some(&new[..]) {
+                std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+                std::fs::write(&dst, new).unwrap();
+            }
+        }
+    }
+}
+
 fn edit(path: &Path, from: &str, to: &str) {
     let s = std::fs::read_to_string(path).unwrap();
     assert!(s.contains(from), "{} has no {from:?}", path.display());
@@ -140,7 +174,7 @@ fn libs(root: &Path) -> Vec<String> {
 #[test]
 fn release_build_writes_side_by_side_releases() {
     let tmp = Tmp::new("side");
-    let root = new_project(&tmp, "rel_side");
+    let root = new_project_shared_sdk(&tmp, "rel_side");
     let r1 = hs(&root, &["release"]);
     assert_eq!(r1.code, Some(0), "{r1}");
     assert!(r1.stdout.contains("first release"), "{r1}");
@@ -215,7 +249,7 @@ fn release_build_writes_side_by_side_releases() {
 #[test]
 fn release_build_refuses_unchanged_version_with_changed_code() {
     let tmp = Tmp::new("refuse");
-    let root = new_project(&tmp, "rel_refuse");
+    let root = new_project_shared_sdk(&tmp, "rel_refuse");
     let r1 = hs(&root, &["release"]);
     assert_eq!(r1.code, Some(0), "{r1}");
     let lib_rs = root.join("modules/rel_refuse/src/lib.rs");
@@ -240,4 +274,269 @@ fn release_build_refuses_unchanged_version_with_changed_code() {
         "a refused release was written"
     );
     assert_eq!(libs(&root).len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// hotswap dev
+
+/// A module whose gen_server state records, in `marks`, every version that built or
+/// migrated it: `init` pushes MARK, `code_change` pushes the new version's MARK.
+const DEV_MODULE: &str = r#"use hotswap::gen_server::{CallResult, Caller, Extra, GenServer, Init, OldState};
+use hotswap::Ctx;
+use serde::{Deserialize, Serialize};
+
+const MARK: &str = "v1";
+
+#[derive(Serialize, Deserialize)]
+pub struct S {
+    pub count: u64,
+    pub marks: Vec<String>,
+}
+
+impl GenServer for S {
+    type Arg = u64;
+    type Call = ();
+    type Reply = u64;
+    type Cast = ();
+    type Info = ();
+
+    async fn init(_ctx: Ctx, start: u64) -> Init<Self> {
+        Init::Ok(S { count: start, marks: vec![MARK.into()] })
+    }
+
+    async fn handle_call(&mut self, _ctx: Ctx, _req: (), _from: Caller) -> CallResult<u64> {
+        CallResult::Reply(self.count)
+    }
+
+    fn code_change(old: OldState<'_>, _extra: Option<Extra<'_>>) -> Result<Self, String> {
+        let mut s: S = old.decode().map_err(|e| e.to_string())?;
+        s.marks.push(MARK.into());
+        Ok(s)
+    }
+}
+
+hotswap::module! { name: "NAME", gen_server: S }
+"#;
+
+/// A `hotswap dev` process, killed on drop (its node gets SIGTERM with it).
+struct Dev {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+    /// The node's release directory.
+    dir: PathBuf,
+    /// The project's module source.
+    src: PathBuf,
+    /// The registered name of the project's server.
+    name: String,
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// How long a dev build may take on a busy 2-core machine.
+const BUILD_WAIT: std::time::Duration = std::time::Duration::from_secs(180);
+
+impl Dev {
+    /// A project `name` with DEV_MODULE as its module (its server started with 41), run by
+    /// `hotswap dev`, once the node has started.
+    fn start(tmp: &Tmp, name: &str) -> Dev {
+        let root = new_project_shared_sdk(tmp, name);
+        let src = root.join("modules").join(name).join("src/lib.rs");
+        std::fs::write(&src, DEV_MODULE.replace("NAME", name)).unwrap();
+        edit(&root.join("Hotswap.toml"), "arg = 0", "arg = 41");
+        let mut child = Command::new(support::bin())
+            .args(["dev", "--offline"])
+            .current_dir(&root)
+            .env("CARGO_TARGET_DIR", shared_target())
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("spawn hotswap dev");
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(out).lines() {
+                let Ok(l) = l else { break };
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut dev = Dev {
+            child,
+            lines,
+            seen: Vec::new(),
+            dir: PathBuf::new(),
+            src,
+            name: name.into(),
+        };
+        let first = dev.wait_line("dev: watching", BUILD_WAIT);
+        dev.dir = PathBuf::from(first.rsplit("release directory ").next().unwrap());
+        dev.wait_line("node started: release 0.1.0-dev.1", BUILD_WAIT);
+        dev
+    }
+
+    /// The next line starting with `prefix` (earlier lines are kept in `seen`).
+    fn wait_line(&mut self, prefix: &str, limit: std::time::Duration) -> String {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if l.starts_with(prefix) {
+                        return l;
+                    }
+                }
+                Err(e) => panic!(
+                    "no line starting with {prefix:?} ({e:?}); hotswap dev printed:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// The server's state, from the running node.
+    fn state(&self) -> serde_json::Value {
+        let r = support::hotswap(
+            &[
+                "get-state".into(),
+                self.name.clone(),
+                "--json".into(),
+                "-d".into(),
+                self.dir.to_string_lossy().into_owned(),
+            ],
+            &[],
+        );
+        assert_eq!(r.code, Some(0), "{r}");
+        serde_json::from_str::<serde_json::Value>(&r.stdout).unwrap()["state"].clone()
+    }
+
+    /// Save the module with `from` replaced by `to`.
+    fn save(&self, from: &str, to: &str) {
+        edit(&self.src, from, to);
+    }
+}
+
+#[test]
+fn dev_loop_applies_a_change_with_state_kept() {
+    let tmp = Tmp::new("dev-apply");
+    let mut dev = Dev::start(&tmp, "dev_apply");
+    assert_eq!(
+        dev.state(),
+        serde_json::json!({"count": 41, "marks": ["v1"]})
+    );
+    dev.save("const MARK: &str = \"v1\";", "const MARK: &str = \"v2\";");
+    let line = dev.wait_line("upgraded to 0.1.0-dev.2", BUILD_WAIT);
+    for phase in [
+        "detect ",
+        "build ",
+        "load ",
+        "check ",
+        "switch ",
+        "1 server migrated",
+    ] {
+        assert!(line.contains(phase), "{line}");
+    }
+    // The new code ran (its code_change), the state kept.
+    assert_eq!(
+        dev.state(),
+        serde_json::json!({"count": 41, "marks": ["v1", "v2"]})
+    );
+}
+
+#[test]
+fn dev_loop_type_change_migrated() {
+    let tmp = Tmp::new("dev-type");
+    let mut dev = Dev::start(&tmp, "dev_type");
+    // A new field, filled by code_change from the old state's.
+    let src = std::fs::read_to_string(&dev.src).unwrap();
+    let v2 = src
+        .replace("    pub marks: Vec<String>,\n}", "    pub marks: Vec<String>,\n    pub doubled: u64,\n}\n\n#[derive(Deserialize)]\nstruct Old {\n    count: u64,\n    marks: Vec<String>,\n}")
+        .replace("marks: vec![MARK.into()] }", "marks: vec![MARK.into()], doubled: 2 * start }")
+        .replace(
+            "let mut s: S = old.decode().map_err(|e| e.to_string())?;\n        s.marks.push(MARK.into());\n        Ok(s)",
+            "let o: Old = old.decode().map_err(|e| e.to_string())?;\n        let mut marks = o.marks;\n        marks.push(MARK.into());\n        Ok(S { count: o.count, marks, doubled: 2 * o.count })",
+        )
+        .replace("const MARK: &str = \"v1\";", "const MARK: &str = \"v2\";");
+    assert!(v2.contains("doubled: 2 * o.count"), "{v2}");
+    std::fs::write(&dev.src, v2).unwrap();
+    let line = dev.wait_line("upgraded to 0.1.0-dev.2", BUILD_WAIT);
+    assert!(line.contains("1 server migrated"), "{line}");
+    assert_eq!(
+        dev.state(),
+        serde_json::json!({"count": 41, "marks": ["v1", "v2"], "doubled": 82})
+    );
+}
+
+#[test]
+fn dev_loop_build_error_keeps_old_code_running() {
+    let tmp = Tmp::new("dev-broken");
+    let mut dev = Dev::start(&tmp, "dev_broken");
+    dev.save("const MARK: &str = \"v1\";", "const MARK: &str = 12;");
+    let line = dev.wait_line("build failed", BUILD_WAIT);
+    assert!(line.contains("the node still runs 0.1.0-dev.1"), "{line}");
+    // The compiler's error is shown (on the following lines).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !dev.seen.iter().any(|l| l.contains("mismatched types")) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match dev.lines.recv_timeout(left) {
+            Ok(l) => dev.seen.push(l),
+            Err(_) => panic!("no compiler error shown:\n{}", dev.seen.join("\n")),
+        }
+    }
+    assert_eq!(
+        dev.state(),
+        serde_json::json!({"count": 41, "marks": ["v1"]})
+    );
+    // Fixed: the next save upgrades.
+    dev.save("const MARK: &str = 12;", "const MARK: &str = \"v3\";");
+    dev.wait_line("upgraded to 0.1.0-dev.2", BUILD_WAIT);
+    assert_eq!(
+        dev.state(),
+        serde_json::json!({"count": 41, "marks": ["v1", "v3"]})
+    );
+}
+
+#[test]
+fn dev_loop_refused_change_reported() {
+    let tmp = Tmp::new("dev-refused");
+    let mut dev = Dev::start(&tmp, "dev_refused");
+    dev.save(
+        "let mut s: S = old.decode().map_err(|e| e.to_string())?;",
+        "let mut s: S = old.decode().map_err(|e| e.to_string())?;\n        if s.count == 41 {\n            return Err(\"41 is not welcome here\".into());\n        }",
+    );
+    let line = dev.wait_line("refused by the check", BUILD_WAIT);
+    assert!(line.contains("the node still runs 0.1.0-dev.1"), "{line}");
+    assert!(line.contains("41 is not welcome here"), "{line}");
+    assert_eq!(
+        dev.state(),
+        serde_json::json!({"count": 41, "marks": ["v1"]})
+    );
+}
+
+#[test]
+fn dev_loop_no_change_reported() {
+    let tmp = Tmp::new("dev-same");
+    let mut dev = Dev::start(&tmp, "dev_same");
+    // Saved again as it was: cargo rebuilds, the code is the same.
+    let src = std::fs::read_to_string(&dev.src).unwrap();
+    std::fs::write(&dev.src, &src).unwrap();
+    let line = dev.wait_line("no change", BUILD_WAIT);
+    assert!(
+        line.contains("this save changed nothing that runs") && line.contains("0.1.0-dev.1"),
+        "{line}"
+    );
+    assert_eq!(
+        dev.state(),
+        serde_json::json!({"count": 41, "marks": ["v1"]})
+    );
 }
