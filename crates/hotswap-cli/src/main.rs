@@ -234,6 +234,20 @@ enum Command {
         #[command(flatten)]
         ctl: Ctl,
     },
+    /// gen_server:call: send a request (JSON: an enum variant is "Get" or {"Add": 2}) to
+    /// a gen_server and print its reply as JSON; with --cast, gen_server:cast.
+    Call {
+        /// A pid (<0.12>, 0.12 or 12) or a registered name.
+        target: String,
+        /// The request, as JSON (default: null, the unit value).
+        #[arg(default_value = "null")]
+        request: String,
+        /// Cast instead of call (no reply).
+        #[arg(long)]
+        cast: bool,
+        #[command(flatten)]
+        ctl: Ctl,
+    },
     /// sys:change_code: a suspended gen_server's state is rebuilt by the current version's
     /// code_change (load the new version first; resume afterwards).
     ChangeCode {
@@ -424,6 +438,22 @@ fn main() -> ExitCode {
                 },
             )
         }
+        Command::Call {
+            target,
+            request,
+            cast,
+            ctl,
+        } => match serde_json::from_str(&request) {
+            Ok(request) => (
+                ctl,
+                Cmd::Call {
+                    target,
+                    request,
+                    cast,
+                },
+            ),
+            Err(e) => return usage(&format!("the request {request:?} is not JSON: {e}")),
+        },
         Command::Children { sup, app, ctl } => {
             let sup = match (sup, app) {
                 (_, Some(a)) => Sup::App(a),

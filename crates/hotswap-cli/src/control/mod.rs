@@ -22,6 +22,7 @@
 //! the one that has waited longest for its request is closed to make room (see
 //! [`server::run`]).
 
+mod call;
 pub mod client;
 pub mod server;
 

@@ -287,12 +287,13 @@ async fn handle(body: &[u8], state: &NodeState) -> (Reply, After) {
         "suspend" | "resume" | "get_state" | "change_code" => {
             sys(state, req.cmd.as_str(), args).await
         }
+        "call" => super::call::call(&state.node, args.0).await,
         "children" => children(state, args).await,
         "terminate_child" => terminate_child(state, args).await,
         "restart_child" => restart_child(state, args).await,
         "delete_child" => delete_child(state, args).await,
         other => Err(bad(format!("unknown command {:?}", truncate(other))).hint(
-            "the commands are ping, pid, stop, status, processes, modules, load, purge, soft_purge, delete, which, suspend, resume, get_state, change_code, children, terminate_child, restart_child, delete_child",
+            "the commands are ping, pid, stop, status, processes, modules, load, purge, soft_purge, delete, which, suspend, resume, get_state, change_code, call, children, terminate_child, restart_child, delete_child",
         )),
     };
     match result {
