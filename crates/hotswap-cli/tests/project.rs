@@ -240,6 +240,13 @@ fn release_build_writes_side_by_side_releases() {
         assert!(release_dir(&root).join(file).is_file(), "{v}: {file}");
         assert_eq!(t["application"][0]["name"].as_str(), Some("rel_side"));
     }
+    // Each release alone, packed for `hotswap unpack`.
+    let pkg = release_dir(&root).join("rel_side-0.2.0.tar.gz");
+    let list = Command::new("tar").arg("-tzf").arg(&pkg).output().unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(list.contains("releases/0.2.0/release.toml"), "{list}");
+    assert!(list.contains("lib/rel_side-0.2.0-"), "{list}");
+    assert!(!list.contains("0.1.0"), "{list}");
     // The same release version twice is refused.
     let again = hs(&root, &["release"]);
     assert_eq!(again.code, Some(1), "{again}");

@@ -9,7 +9,8 @@
 //!    or if the release's version exists already;
 //! 4. `lib/<module>-<vsn>-<hash>.so` written (kept as is when it exists: the same code),
 //!    `releases/<vsn>/release.toml` written from the project file;
-//! 5. the upgrade from the previous release printed.
+//! 5. the release alone packed as `<name>-<vsn>.tar.gz` (what `hotswap unpack` takes);
+//! 6. the upgrade from the previous release printed.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -129,11 +130,33 @@ fn release(opts: &Options) -> Result<()> {
         .with_context(|| format!("cannot create {}", manifest.display()))?;
     std::fs::write(&manifest, text)
         .with_context(|| format!("cannot write {}", manifest.display()))?;
+    // The release alone, as a package a running node unpacks (`hotswap unpack`).
+    let package = out.join(format!("{}-{vsn}.tar.gz", project.name));
+    let mut tar = Command::new("tar");
+    tar.arg("-czf")
+        .arg(&package)
+        .arg("-C")
+        .arg(&out)
+        .arg(format!("releases/{vsn}/release.toml"));
+    for (_, _, file) in &modules {
+        tar.arg(file);
+    }
+    let st = tar
+        .output()
+        .context("cannot run tar to write the release package")?;
+    if !st.status.success() {
+        bail!(
+            "tar could not write {}: {}",
+            package.display(),
+            String::from_utf8_lossy(&st.stderr).trim()
+        );
+    }
     println!(
         "release {} {vsn} written to {}",
         project.name,
         out.display()
     );
+    println!("  package (for `hotswap unpack`): {}", package.display());
     for b in &built {
         println!("  module {} {}: lib/{}", b.name, b.version, b.file_name());
     }
