@@ -547,3 +547,81 @@ fn dev_loop_no_change_reported() {
         serde_json::json!({"count": 41, "marks": ["v1"]})
     );
 }
+
+/// The benchmark `dev_loop_save_to_running` (BENCHMARKS.md): a one-line change to the
+/// handler, from the file write to the first call answered by the new code, 10 saves;
+/// prints the median and each phase's median. Run it alone:
+/// `cargo test --release -p hotswap-cli --test project dev_loop_save_to_running -- --ignored --nocapture`.
+#[test]
+#[ignore = "a benchmark: run it alone (see BENCHMARKS.md)"]
+fn dev_loop_save_to_running() {
+    let tmp = Tmp::new("dev-bench");
+    let mut dev = Dev::start(&tmp, "dev_bench");
+    let src = std::fs::read_to_string(&dev.src).unwrap();
+    let src = src
+        .replace("type Reply = u64;", "type Reply = String;")
+        .replace("CallResult<u64>", "CallResult<String>")
+        .replace(
+            "CallResult::Reply(self.count)",
+            "CallResult::Reply(MARK.to_string())",
+        );
+    let call = |dev: &Dev| {
+        let r = support::hotswap(
+            &[
+                "call".into(),
+                dev.name.clone(),
+                "--json".into(),
+                "-d".into(),
+                dev.dir.to_string_lossy().into_owned(),
+            ],
+            &[],
+        );
+        assert_eq!(r.code, Some(0), "{r}");
+        serde_json::from_str::<serde_json::Value>(&r.stdout).unwrap()["reply"].clone()
+    };
+    // Warm-up: the first build with the new reply type.
+    std::fs::write(&dev.src, &src).unwrap();
+    dev.wait_line("upgraded to", BUILD_WAIT);
+    assert_eq!(call(&dev), serde_json::json!("v1"));
+    let mut totals = Vec::new();
+    let mut phases: Vec<Vec<f64>> = vec![Vec::new(); 5];
+    let names = ["detect", "build", "load", "check", "switch"];
+    for i in 0..10 {
+        let mark = format!("save{i}");
+        let t0 = std::time::Instant::now();
+        std::fs::write(
+            &dev.src,
+            src.replace(
+                "const MARK: &str = \"v1\";",
+                &format!("const MARK: &str = {mark:?};"),
+            ),
+        )
+        .unwrap();
+        let line = dev.wait_line("upgraded to", BUILD_WAIT);
+        assert_eq!(call(&dev), serde_json::json!(mark));
+        totals.push(t0.elapsed().as_secs_f64() * 1000.0);
+        for (k, n) in names.iter().enumerate() {
+            let v = line
+                .split(&format!("{n} "))
+                .nth(1)
+                .and_then(|r| r.split(' ').next())
+                .and_then(|x| x.parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("no {n} in {line}"));
+            phases[k].push(v);
+        }
+        println!("save {i}: {:.0} ms  ({line})", totals[i]);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+    };
+    println!(
+        "dev_loop_save_to_running: median {:.0} ms (min {:.0}, max {:.0}) over 10 saves",
+        median(&mut totals.clone()),
+        totals.iter().cloned().fold(f64::MAX, f64::min),
+        totals.iter().cloned().fold(0.0, f64::max)
+    );
+    for (k, n) in names.iter().enumerate() {
+        println!("  {n}: median {:.0} ms", median(&mut phases[k]));
+    }
+}

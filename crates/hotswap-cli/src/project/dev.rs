@@ -336,21 +336,17 @@ fn build_cancellable(
         if let Ok(r) = done_rx.try_recv() {
             return match r {
                 Ok(libs) => BuildOutcome::Built(libs),
-                Err(e) if cancel.load(Ordering::Relaxed) => {
-                    let _ = e;
-                    BuildOutcome::Cancelled
-                }
+                Err(_) if cancel.load(Ordering::Relaxed) => BuildOutcome::Cancelled,
                 Err(e) => BuildOutcome::Failed(e),
             };
         }
         match rx.recv_timeout(Duration::from_millis(5)) {
             Ok(_) => {
                 cancel.store(true, Ordering::Relaxed);
-                let r = done_rx.recv();
-                return match r {
-                    // Finished before it saw the cancel: still stale, build again.
-                    _ => BuildOutcome::Cancelled,
-                };
+                // Wait for cargo to be gone. Even a build that finished before it saw the
+                // cancel is stale: the next round builds the newer save.
+                let _ = done_rx.recv();
+                return BuildOutcome::Cancelled;
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {
