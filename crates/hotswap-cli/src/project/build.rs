@@ -77,7 +77,8 @@ fn release(opts: &Options) -> Result<()> {
             project.root.join(super::PROJECT_FILE).display()
         );
     }
-    let libs = cargo_build(&project, &["--release"], opts.offline, None)?;
+    let libs = cargo_build(&project, &["--release"], opts.offline, None)
+        .map_err(|e| anyhow!("cargo build --release failed:\n{e:#}"))?;
     let built = identify(&libs)?;
     let previous = previous_release(&out, &vsn)?;
     if let Some((pv, prev)) = &previous {
@@ -342,7 +343,7 @@ pub(crate) fn cargo_build(
                 !l.trim_start().starts_with("Compiling") && !l.trim_start().starts_with("Blocking")
             })
             .collect();
-        bail!("the build failed:\n{}", errors.join("\n").trim_end());
+        bail!("{}", errors.join("\n").trim_end());
     }
     let mut libs = Vec::new();
     for c in &project.crates {
