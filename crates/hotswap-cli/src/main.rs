@@ -110,14 +110,14 @@ enum Command {
         debounce_ms: u64,
     },
     /// Build a release of the project: `cargo build --release` of its module crates,
-    /// libraries copied to OUT/lib/<module>-<vsn>-<hash>.so, OUT/releases/<vsn>/release.toml
+    /// libraries copied to OUT/lib/MODULE-VSN-HASH.so, OUT/releases/VSN/release.toml
     /// written from Hotswap.toml; older releases in OUT are kept. Refused if a module's code
     /// changed but not its version. Prints the upgrade from the previous release.
     Release {
         /// A directory of the project (default: the current one).
         #[arg(long, short = 'p', value_name = "DIR", default_value = ".")]
         project: PathBuf,
-        /// The release directory to write to (default: <project>/_release).
+        /// The release directory to write to (default: PROJECT/_release).
         #[arg(long, short = 'o', value_name = "DIR")]
         out: Option<PathBuf>,
         /// Build without network access (cargo --offline).
