@@ -19,7 +19,7 @@ use core::ffi::c_void;
 use core::sync::atomic::AtomicU64;
 
 /// The ABI version this crate describes. Bumped on any layout change of the types below.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// The first eight bytes of every [`ModuleDescriptor`].
 pub const MAGIC: [u8; 8] = *b"HOTSWAP\0";
@@ -40,6 +40,9 @@ pub const STATUS_PANICKED: u32 = 2;
 pub const STATUS_TIMEOUT: u32 = 3;
 /// Status: the operation failed; an error message was written through the [`WriteFn`].
 pub const STATUS_ERROR: u32 = 4;
+/// Status of [`HostApi::call`]: the resolution is out of date (the module's current
+/// version changed since it was made); nothing was called. Resolve again.
+pub const STATUS_STALE: u32 = 5;
 
 /// Message kind: an ordinary message sent with `send`.
 pub const MSG_USER: u32 = 0;
@@ -275,7 +278,9 @@ pub struct ExportSlot {
     pub generation: AtomicU64,
 }
 
-/// A resolution of `module:function` against the current version.
+/// A resolution of `module:function` against the current version. Module code never
+/// calls `call` itself: it hands the resolution to [`HostApi::call`], which checks that it
+/// is still current and counts the call in the version's quiescence while it runs.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct Resolved {
@@ -283,6 +288,8 @@ pub struct Resolved {
     pub generation: u64,
     /// The current version's function.
     pub call: Option<CallFn>,
+    /// The host's token for the version `call` belongs to (opaque to modules).
+    pub version: *const c_void,
 }
 
 /// What a module tells the node about itself. Exported as the `static`
@@ -493,8 +500,9 @@ pub struct HostApi {
     /// Start the `gen_server` of `module` (current version) with `arg`, registered as
     /// `name` when it is not empty, with [`SPAWN_LINK`]/[`SPAWN_MONITOR`] `flags`. The
     /// server posts the result of `init` as a [`MSG_REPLY`] tagged `tag` to the caller.
-    /// Writes the pid (and monitor reference) and returns [`STATUS_READY`], or writes an
-    /// error and returns [`STATUS_ERROR`].
+    /// Writes the pid (and monitor reference), writes the version string of the module
+    /// version whose `init` runs through `write`, and returns [`STATUS_READY`]; or writes
+    /// an error and returns [`STATUS_ERROR`].
     pub start_server: unsafe extern "C" fn(
         proc: *mut ProcHandle,
         module: Bytes,
@@ -505,6 +513,20 @@ pub struct HostApi {
         pid_out: *mut u64,
         ref_out: *mut u64,
         err: *mut c_void,
+        write: WriteFn,
+    ) -> u32,
+    /// Call the synchronous function of a resolution made by [`HostApi::resolve`] for the
+    /// export slot `slot`, with the encoded argument. The host counts the call in the
+    /// version's quiescence (a purge pins the version instead of unmapping it while the
+    /// call runs) and returns [`STATUS_STALE`] without calling anything if the module's
+    /// current version changed since the resolution; otherwise what [`CallFn`] returns.
+    pub call: unsafe extern "C" fn(
+        proc: *mut ProcHandle,
+        slot: *const ExportSlot,
+        res: *const Resolved,
+        arg: *const u8,
+        arg_len: usize,
+        out: *mut c_void,
         write: WriteFn,
     ) -> u32,
 }

@@ -340,7 +340,8 @@ unsafe extern "C" fn apply_start(
                 Box::into_raw(Box::new(CallState { body: Some(body) })) as *mut abi::CallHandle
             }
             Err(e) => {
-                let m = e.to_string();
+                // `ApplyError::Undef` on the caller's side says "undef" itself.
+                let m = e.caller_text();
                 // SAFETY: the caller's copy callback and buffer.
                 unsafe { write(err, m.as_ptr(), m.len()) };
                 std::ptr::null_mut()
@@ -369,7 +370,9 @@ unsafe extern "C" fn apply_poll(
             let Some(body) = cs.body.as_mut() else {
                 return abi::STATUS_PANICKED;
             };
-            let (status, bytes) = match body.poll() {
+            // A callee's body is a module's (started by `start_body`): woken by the
+            // caller's mailbox, like the caller.
+            let (status, bytes) = match body.poll(std::task::Waker::noop()) {
                 Step::Pending => return abi::STATUS_PENDING,
                 Step::Done(Outcome::Continue {
                     module,
@@ -381,10 +384,7 @@ unsafe extern "C" fn apply_poll(
                         drop_body(p, old);
                         continue;
                     }
-                    Err(e) => (
-                        abi::STATUS_READY,
-                        Outcome::Exit(ExitReason::User(e.to_string())).encode(),
-                    ),
+                    Err(e) => (abi::STATUS_READY, Outcome::Exit(e.exit_reason()).encode()),
                 },
                 Step::Done(o) => (abi::STATUS_READY, o.encode()),
                 Step::Panicked(m) => (abi::STATUS_PANICKED, m.into_bytes()),
@@ -430,6 +430,45 @@ unsafe extern "C" fn resolve(
             }
         }
     })
+}
+
+/// A synchronous fully-qualified call (`Ctx::function`): counted in the version's
+/// quiescence while it runs, refused as stale if the version is no longer current. Not
+/// `guarded`: nothing here panics, and module code catches its own panics.
+unsafe extern "C" fn call(
+    p: *mut abi::ProcHandle,
+    slot: *const abi::ExportSlot,
+    res: *const abi::Resolved,
+    arg: *const u8,
+    arg_len: usize,
+    out: *mut c_void,
+    write: abi::WriteFn,
+) -> u32 {
+    // SAFETY: live handle; `slot` is a node-owned export slot (it lives forever) and `res`
+    // the caller's resolution, both readable for the call (ABI contract).
+    let (proc, slot, res) = unsafe { (proc_ref(p), &*slot, &*res) };
+    let Some(f) = res.call else {
+        return abi::STATUS_STALE;
+    };
+    if crate::code::guard::in_module() {
+        // Called from module code (the fast path): this thread has been inside module code
+        // since before its poll began, and stays inside until after this call returns, so
+        // a resolution that is still current here cannot be freed under it: a purge (and
+        // `retry_pinned`) waits for every thread inside module code to leave first.
+        if slot.generation.load(std::sync::atomic::Ordering::SeqCst) != res.generation {
+            return abi::STATUS_STALE;
+        }
+        // SAFETY: `f` belongs to the module's current version (checked just above, with
+        // this thread inside module code); the argument range and buffer are valid.
+        return unsafe { f(p, arg, arg_len, out, write) };
+    }
+    // From host code (a native process): enter module code here, and count the call.
+    crate::code::Version::call_resolved(proc.node.code.node_id(), slot, res, || {
+        // SAFETY: `f` belongs to the version `call_resolved` entered, which stays mapped
+        // while it is counted; the argument range and the caller's buffer are valid.
+        unsafe { f(p, arg, arg_len, out, write) }
+    })
+    .unwrap_or(abi::STATUS_STALE)
 }
 
 unsafe extern "C" fn new_ref(p: *mut abi::ProcHandle) -> u64 {
@@ -512,6 +551,11 @@ unsafe extern "C" fn start_server(
         let node = p.node.clone();
         let r = node
             .start_server(p, &module, arg, name, flags, tag)
+            .map(|(pid, mref, vsn)| {
+                // SAFETY: the caller's copy callback and buffer (the version, on success).
+                unsafe { write(err, vsn.as_ptr(), vsn.len()) };
+                (pid, mref)
+            })
             .map_err(|f| match f {
                 crate::server::StartFail::Taken(pid) => {
                     // SAFETY: the caller's out-parameter (the holder of the name).
@@ -554,6 +598,7 @@ static TABLE: abi::HostApi = abi::HostApi {
     post,
     alias,
     start_server,
+    call,
 };
 
 /// The node's host API table.

@@ -69,6 +69,13 @@ pub fn refused_module_threads() -> u64 {
     code::guard::refused_threads()
 }
 
+/// How many pthread-key destructors of module code the guard could not route through one
+/// of its trampolines in this OS process (all were taken). A purge of such a module can
+/// race with a thread that exits at that moment; 0 in every normal run.
+pub fn unguarded_module_key_destructors() -> u64 {
+    code::guard::unguarded_key_destructors()
+}
+
 /// Node settings.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -233,6 +240,9 @@ impl Node {
     }
 
     /// Spawn a native process running `f` (the node's own code, not a module's).
+    ///
+    /// The future may await anything: `Ctx` receives, and also tokio timers, channels and
+    /// other futures (a wake of its waker makes the process runnable, as a message does).
     pub fn spawn_native<F, Fut>(&self, f: F) -> Result<Pid, SpawnError>
     where
         F: FnOnce(hotswap::Ctx) -> Fut,

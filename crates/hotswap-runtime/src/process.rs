@@ -14,8 +14,9 @@
 //!    reason, a panic exits with `{panic, Message}`, and a *continue* outcome is a
 //!    fully-qualified tail call: the finished future is dropped and `module:function(arg)`
 //!    is started on the **current** version, which is how a process moves to new code;
-//! 4. otherwise wait until something happens to the process (a message, a signal, or the
-//!    deadline of the receive it is blocked in), and repeat.
+//! 4. otherwise wait until something happens to the process (a message, a signal, the
+//!    deadline of the receive it is blocked in, or, for a native body, a wake of the waker
+//!    it was polled with: a tokio timer, channel or any other future), and repeat.
 //!
 //! An idle process holds no thread: it is a parked task.
 //!
@@ -38,7 +39,7 @@ use std::ffi::c_void;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
 use hotswap::{ExitReason, Outcome, Pid};
 use hotswap_abi as abi;
@@ -589,11 +590,13 @@ impl Drop for ModuleFuture {
 }
 
 impl Body {
-    pub(crate) fn poll(&mut self) -> Step {
+    /// Poll once. A native body is polled with `waker` (see [`process_waker`]); a module
+    /// body is woken by its mailbox and its receive deadline only.
+    pub(crate) fn poll(&mut self, waker: &Waker) -> Step {
         match self {
             Body::Module(m) => m.poll(),
             Body::Native(f) => {
-                let mut cx = Context::from_waker(std::task::Waker::noop());
+                let mut cx = Context::from_waker(waker);
                 match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     f.as_mut().poll(&mut cx)
                 })) {
@@ -623,6 +626,46 @@ pub(crate) fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
+/// The waker of a process's native body: a wake makes the process runnable, as a message
+/// does (it notifies the process, whose task then polls the body again). So a native
+/// process can await any future, a tokio timer or channel included. Clones hold a
+/// reference on the process.
+static PROCESS_WAKER: RawWakerVTable =
+    RawWakerVTable::new(waker_clone, waker_wake, waker_wake_by_ref, waker_drop);
+
+unsafe fn waker_clone(p: *const ()) -> RawWaker {
+    // SAFETY: `p` is `Arc::as_ptr` of a live process (the borrowed waker's process is alive
+    // while it is borrowed; a clone holds its own reference).
+    unsafe { Arc::increment_strong_count(p as *const Process) };
+    RawWaker::new(p, &PROCESS_WAKER)
+}
+
+unsafe fn waker_wake(p: *const ()) {
+    // SAFETY: an owned waker (a clone) carries one reference, consumed here.
+    let proc = unsafe { Arc::from_raw(p as *const Process) };
+    proc.notify.notify_one();
+}
+
+unsafe fn waker_wake_by_ref(p: *const ()) {
+    // SAFETY: the waker keeps the process alive (borrowed, or holding a reference).
+    unsafe { &*(p as *const Process) }.notify.notify_one();
+}
+
+unsafe fn waker_drop(p: *const ()) {
+    // SAFETY: an owned waker carries one reference, released here.
+    drop(unsafe { Arc::from_raw(p as *const Process) });
+}
+
+/// A borrowed waker for `proc` (see [`PROCESS_WAKER`]); never dropped, so it takes no
+/// reference: it is only lent to a poll while `proc` is alive.
+fn process_waker(proc: &Arc<Process>) -> std::mem::ManuallyDrop<Waker> {
+    let raw = RawWaker::new(Arc::as_ptr(proc) as *const (), &PROCESS_WAKER);
+    // SAFETY: the vtable's functions uphold the `RawWaker` contract for a pointer made by
+    // `Arc::as_ptr`; `ManuallyDrop` keeps the borrowed waker from releasing a reference
+    // it never took.
+    std::mem::ManuallyDrop::new(unsafe { Waker::from_raw(raw) })
+}
+
 /// The task that drives a process until it exits.
 pub(crate) async fn run(proc: Arc<Process>, mut body: Body) {
     // Armed at the earliest deadline seen and kept across waits: a later deadline does not
@@ -636,7 +679,7 @@ pub(crate) async fn run(proc: Arc<Process>, mut body: Body) {
             }
             g.wake_at = u64::MAX;
         }
-        match body.poll() {
+        match body.poll(&process_waker(&proc)) {
             Step::Pending => {}
             Step::Done(Outcome::Value(_)) => break ExitReason::Normal,
             Step::Done(Outcome::Exit(r)) => break r,
@@ -654,7 +697,7 @@ pub(crate) async fn run(proc: Arc<Process>, mut body: Body) {
                     }
                     continue;
                 }
-                Err(e) => break ExitReason::User(format!("{e}")),
+                Err(e) => break e.exit_reason(),
             },
         }
         let wake_at = proc.inner.lock().wake_at;

@@ -420,6 +420,7 @@ impl Ctx {
             res: abi::Resolved {
                 generation: 0,
                 call: None,
+                version: std::ptr::null(),
             },
             _t: PhantomData,
         }
@@ -500,8 +501,9 @@ impl Ctx {
         }
     }
 
-    /// Start a gen_server (see the host API's `start_server`). On failure: the pid holding
-    /// the name if it was taken, and the message.
+    /// Start a gen_server (see the host API's `start_server`): its pid, the monitor
+    /// reference and the version whose `init` runs. On failure: the pid holding the name
+    /// if it was taken, and the message.
     pub(crate) fn start_server(
         &self,
         module: &str,
@@ -509,7 +511,7 @@ impl Ctx {
         name: Option<&str>,
         flags: u32,
         tag: u64,
-    ) -> Result<(Pid, Ref), (Option<Pid>, String)> {
+    ) -> Result<(Pid, Ref, String), (Option<Pid>, String)> {
         let (mut pid, mut reference) = (0u64, 0u64);
         let mut err = Vec::new();
         // SAFETY: live handle; all pointers are valid for the duration of the call.
@@ -528,7 +530,11 @@ impl Ctx {
             )
         };
         if st == abi::STATUS_READY {
-            Ok((Pid(pid), Ref(reference)))
+            Ok((
+                Pid(pid),
+                Ref(reference),
+                String::from_utf8_lossy(&err).into_owned(),
+            ))
         } else if pid != 0 {
             Err((Some(Pid(pid)), String::from_utf8_lossy(&err).into_owned()))
         } else {
@@ -579,28 +585,58 @@ impl<A: Serialize + ?Sized, R: DeserializeOwned> Function<A, R> {
     }
 
     /// Call it with an encoded argument; the encoded result is appended to `out`.
+    ///
+    /// The call goes through the node (its host API's `call`), which checks that the
+    /// cached resolution is still the module's current version and counts the call in
+    /// that version's quiescence while it runs: a purge pins the version instead of
+    /// unmapping code this call is running, whatever kind of process makes it.
     #[inline]
     pub fn call_bytes(&mut self, arg: &[u8], out: &mut Vec<u8>) -> Result<(), ApplyError> {
-        let call = match self.cached() {
-            Some(c) => c,
-            None => self.resolve()?,
-        };
-        self.__invoke(call, arg, out)
+        if self.res.call.is_none() {
+            self.resolve()?;
+        }
+        loop {
+            // SAFETY: live handle; `slot` and `res` come from the host's `resolve` (the slot
+            // lives forever); the argument range and `out` are valid for the call.
+            let st = unsafe {
+                (host().call)(
+                    self.ctx.proc,
+                    self.slot,
+                    &self.res,
+                    arg.as_ptr(),
+                    arg.len(),
+                    out as *mut Vec<u8> as *mut c_void,
+                    write_vec,
+                )
+            };
+            match st {
+                abi::STATUS_READY => return Ok(()),
+                abi::STATUS_STALE => {
+                    self.resolve()?;
+                }
+                _ => return Err(self.call_error(st, out)),
+            }
+        }
     }
 
-    /// Call an entry point obtained from [`Function::__resolved`] in this poll and check its
-    /// status: what [`Function::call_bytes`] does after the export-table check.
+    /// Call an entry point obtained from [`Function::__resolved`] directly (not through
+    /// the node) and check its status: for benchmarks comparing a fully-qualified call with
+    /// a local one.
+    ///
+    /// # Safety
+    /// Only from module code of the version `call` belongs to, during the poll that
+    /// obtained it: the node counts that poll in the version's quiescence, and nothing else
+    /// would count this call (a call from anywhere else could run code a purge unmaps).
     #[doc(hidden)]
     #[inline]
-    pub fn __invoke(
+    pub unsafe fn __invoke(
         &self,
         call: abi::CallFn,
         arg: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), ApplyError> {
-        // SAFETY: `call` belongs to the module's current version as of this poll (the node
-        // does not unmap a version while a thread that may have resolved it is inside a
-        // poll); the argument range and `out` are valid for the call.
+        // SAFETY: caller contract (the version is entered by the caller's own poll); the
+        // argument range and `out` are valid for the call.
         let st = unsafe {
             call(
                 self.ctx.proc,
@@ -654,6 +690,7 @@ impl<A: Serialize + ?Sized, R: DeserializeOwned> Function<A, R> {
         let mut res = abi::Resolved {
             generation: 0,
             call: None,
+            version: std::ptr::null(),
         };
         // SAFETY: live handle; all pointers are valid for the call.
         let slot = unsafe {
@@ -1048,6 +1085,9 @@ impl<R: DeserializeOwned> Future for Apply<R> {
             abi::STATUS_PENDING => return Poll::Pending,
             abi::STATUS_READY => match Outcome::decode(&out) {
                 Some(Outcome::Value(v)) => codec::decode(&v).map_err(ApplyError::Decode),
+                // A missing module or function further on (a tail call of the callee)
+                // is the same `undef` as one at the start.
+                Some(Outcome::Exit(ExitReason::Undef(m))) => Err(ApplyError::Undef(m)),
                 Some(Outcome::Exit(r)) => Err(ApplyError::Exit(r)),
                 _ => Err(ApplyError::Undef("malformed call result".into())),
             },

@@ -396,13 +396,56 @@ pub enum StartError {
     /// `init` stopped with this reason (or panicked: `{panic, ..}`).
     #[error("init failed: {0}")]
     Init(ExitReason),
-    /// `init` did not finish in time; the server was killed.
-    #[error("init did not finish within {0:?}; the server was killed")]
-    Timeout(Duration),
+    /// `init` did not finish in time. The server was sent an untrappable `kill`; `running`
+    /// says whether it had exited when the start gave up.
+    #[error("{}", timeout_text(.after, .running))]
+    Timeout {
+        /// The start's time limit.
+        after: Duration,
+        /// `None`: the server was killed and is gone. `Some`: it is still alive, busy in
+        /// native code inside `init` (which cannot be pre-empted), and exits only when
+        /// `init` returns to an await point.
+        running: Option<StillRunning>,
+    },
     /// The module is not loaded, or is not a gen_server.
     #[error("{0}")]
     Spawn(String),
 }
+
+/// A server whose `init` ran past the start's time limit and had not exited after the
+/// kill (see [`StartError::Timeout`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StillRunning {
+    /// The server.
+    pub pid: Pid,
+    /// The name it still holds, if it was started with one.
+    pub name: Option<String>,
+    /// Its module.
+    pub module: String,
+    /// The version whose `init` it runs: a purge keeps that version mapped (pinned) until
+    /// `init` returns.
+    pub version: String,
+}
+
+fn timeout_text(after: &Duration, running: &Option<StillRunning>) -> String {
+    let Some(r) = running else {
+        return format!("init did not finish within {after:?}; the server was killed");
+    };
+    let name = match &r.name {
+        Some(n) => format!(" and still holds the name {n:?}"),
+        None => String::new(),
+    };
+    format!(
+        "init did not finish within {after:?}, and the server {pid} is still running: it was sent kill, but its init is busy in native code of `{module}` version {vsn}, which cannot be pre-empted; it is alive{name} until init returns to an await point, and then exits (killed). Until then version {vsn} of `{module}` stays mapped (a purge pins it). What to do: make init await instead of blocking (or move the slow work after init), and wait for {pid} to exit before starting the server again",
+        pid = r.pid,
+        module = r.module,
+        vsn = r.version,
+    )
+}
+
+/// How long a start that timed out waits for the killed server to exit before it reports
+/// the server as still running.
+const KILL_GRACE: Duration = Duration::from_millis(500);
 
 /// Why a call failed (OTP: the caller exits with `{Reason, {gen_server, call, ..}}`).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -675,7 +718,7 @@ pub async fn start_encoded(
     flags: u32,
 ) -> Result<(Pid, Ref), StartError> {
     let alias = Alias::new(*ctx);
-    let (pid, mref) = ctx
+    let (pid, mref, version) = ctx
         .start_server(module, arg, opts.name.as_deref(), flags, alias.tag)
         .map_err(|(taken, msg)| match taken {
             Some(pid) => StartError::AlreadyStarted {
@@ -686,8 +729,25 @@ pub async fn start_encoded(
         })?;
     match ctx.receive_reply(alias.tag, opts.timeout).await {
         None => {
+            // A server waiting at an await point exits at once; one busy in native code
+            // only when that code returns, so say which it is.
+            let watch = ctx.monitor(pid);
             ctx.exit(pid, &ExitReason::Kill);
-            Err(StartError::Timeout(opts.timeout.unwrap_or(Duration::MAX)))
+            let mut gone = ctx.down(watch, Some(KILL_GRACE)).await.is_some();
+            if !gone {
+                ctx.demonitor(watch);
+                // A `Down` that arrived in between is flushed (and means it is gone).
+                gone = ctx.down(watch, Some(Duration::ZERO)).await.is_some();
+            }
+            Err(StartError::Timeout {
+                after: opts.timeout.unwrap_or(Duration::MAX),
+                running: (!gone).then(|| StillRunning {
+                    pid,
+                    name: opts.name.clone(),
+                    module: module.to_string(),
+                    version,
+                }),
+            })
         }
         Some(r) => match r.first() {
             Some(&wire::R_VALUE) => Ok((pid, mref)),

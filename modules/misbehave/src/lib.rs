@@ -38,6 +38,13 @@ async fn busy(ctx: Ctx, (to, ms): (hotswap::Pid, u64)) {
     let _: String = ctx.receive().await;
 }
 
+/// Calls the synchronous function `module:function(ms)` (which answers a `String`) and
+/// sends what it returned to the process registered as `spin_watch`.
+async fn call_function(ctx: Ctx, (module, function, ms): (String, String, u64)) {
+    let r = ctx.function::<u64, String>(&module, &function).call(&ms);
+    let _ = ctx.send_named("spin_watch", &format!("{r:?}"));
+}
+
 /// Waits for any message, then exits normally.
 async fn idle(ctx: Ctx, _: ()) {
     let _ = ctx.recv().await;
@@ -46,5 +53,5 @@ async fn idle(ctx: Ctx, _: ()) {
 hotswap::module! {
     name: "misbehave",
     version: "1",
-    exports: [panic_now, panic_on_message, spawn_thread, busy, idle],
+    exports: [panic_now, panic_on_message, spawn_thread, busy, idle, call_function],
 }

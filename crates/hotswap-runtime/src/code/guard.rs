@@ -8,16 +8,18 @@
 //! itself; a loaded module's std binds to them because the executable comes first in the
 //! global lookup scope. The guard
 //!
-//! * records every pthread key whose destructor lies inside a module, and deletes those keys
-//!   before the module is closed;
+//! * registers a host trampoline with glibc instead of a module's pthread-key destructor,
+//!   records the key, and deletes those keys before the module is closed (a trampoline
+//!   that runs late skips the destructor of a retired module);
 //! * registers a host trampoline with glibc instead of a module's TLS destructor (so the
 //!   library is not pinned), and skips destructors of retired modules (their TLS values are
 //!   leaked: ~1 KB per purged version at most);
 //! * refuses `pthread_create` while module code runs on the calling thread: modules must not
 //!   spawn threads (a module thread would run code that a purge unmaps).
 //!
-//! A destructor trampoline holds the registry's read lock while it runs module code; retiring
-//! a module takes the write lock, so a purge never unmaps under a running destructor.
+//! A destructor trampoline (TLS or pthread key) holds the registry's read lock while it runs
+//! module code; retiring a module takes the write lock, so a purge never unmaps under a
+//! running destructor.
 //!
 //! The symbols are only effective if the executable exports them (`-Wl,--export-dynamic-symbol`,
 //! see this crate's `build.rs`). [`active`] checks that at run time; without it the code server
@@ -36,8 +38,9 @@ struct Dso {
 }
 
 static DSOS: RwLock<Vec<Dso>> = RwLock::new(Vec::new());
-/// `(key, destructor address)` of pthread keys created with a destructor.
-static KEYS: Mutex<Vec<(libc::pthread_key_t, usize)>> = Mutex::new(Vec::new());
+/// Pthread keys created with a module destructor: `(key, destructor address, the
+/// trampoline slot glibc was given instead, if one was free)`.
+static KEYS: Mutex<Vec<(libc::pthread_key_t, usize, Option<usize>)>> = Mutex::new(Vec::new());
 static REFUSED_THREADS: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
@@ -137,7 +140,9 @@ pub(crate) async fn quiesce(node: u64, timeout: std::time::Duration) -> bool {
     true
 }
 
-fn in_module() -> bool {
+/// Whether this thread is running module code now (an [`InModule`] is held).
+#[inline]
+pub(crate) fn in_module() -> bool {
     IN_MODULE.try_with(|c| c.get() > 0).unwrap_or(false)
 }
 
@@ -180,11 +185,16 @@ pub(crate) fn retire(id: u64) -> usize {
     };
     let mut keys = KEYS.lock().unwrap_or_else(|e| e.into_inner());
     let mut n = 0;
-    keys.retain(|&(k, dtor)| {
+    keys.retain(|&(k, dtor, slot)| {
         if ranges.iter().any(|&(a, b)| dtor >= a && dtor < b) {
             // SAFETY: `k` is a key created through our interposer and not yet deleted;
             // deleting it only stops glibc from calling its (soon unmapped) destructor.
             unsafe { libc::pthread_key_delete(k) };
+            if let Some(i) = slot {
+                // A thread exiting right now may still call this slot's trampoline: it
+                // finds the module retired (above, under the write lock) and skips it.
+                KEY_DTORS[i].store(0, Ordering::Release);
+            }
             n += 1;
             false
         } else {
@@ -192,6 +202,72 @@ pub(crate) fn retire(id: u64) -> usize {
         }
     });
     n
+}
+
+/// How many pthread keys with a module destructor can be routed through a trampoline at
+/// once (std creates a few per module; purged modules give theirs back).
+const KEY_SLOTS: usize = 64;
+
+/// The module destructor behind each key trampoline (0: free).
+static KEY_DTORS: [AtomicUsize; KEY_SLOTS] = [const { AtomicUsize::new(0) }; KEY_SLOTS];
+
+/// Where the search for a free slot starts: slots are taken round-robin, so a slot freed by
+/// a purge is reused as late as possible.
+static NEXT_KEY_SLOT: AtomicUsize = AtomicUsize::new(0);
+
+/// Module key destructors that found no free trampoline and were given to glibc directly.
+static UNGUARDED_KEYS: AtomicU64 = AtomicU64::new(0);
+
+/// Glibc calls a key's destructor directly when a thread exits, with no lock the purge
+/// could wait on. A module's key destructor is therefore registered as one of these host
+/// trampolines, which run it as [`tls_trampoline`] runs a TLS destructor: under the
+/// registry's read lock (so `retire`, which takes the write lock before `dlclose`, waits
+/// for it), inside the thread's quiesce epoch, and only while the module is alive.
+unsafe extern "C" fn key_trampoline<const I: usize>(value: *mut c_void) {
+    let dsos = DSOS.read().unwrap_or_else(|p| p.into_inner());
+    let d = KEY_DTORS[I].load(Ordering::Acquire);
+    if d != 0 && owner_of(d, &dsos).is_some() {
+        let _m = InModule::enter(0);
+        // SAFETY: `d` is the address of the destructor the module passed to
+        // `pthread_key_create`; its module is alive (checked under the lock that retiring
+        // takes), so it is mapped; glibc hands us the value stored under the key.
+        unsafe {
+            let f = std::mem::transmute::<usize, unsafe extern "C" fn(*mut c_void)>(d);
+            f(value)
+        };
+    }
+    // else: the module was purged; the value is leaked, never touched.
+}
+
+macro_rules! key_trampolines {
+    ($($i:literal)*) => {
+        [$(key_trampoline::<$i> as unsafe extern "C" fn(*mut c_void)),*]
+    };
+}
+
+static KEY_TRAMPOLINES: [unsafe extern "C" fn(*mut c_void); KEY_SLOTS] = key_trampolines!(
+    0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31
+    32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56 57 58 59 60
+    61 62 63
+);
+
+/// Take a free trampoline slot for the module destructor at `dtor`.
+fn take_key_slot(dtor: usize) -> Option<usize> {
+    let start = NEXT_KEY_SLOT.load(Ordering::Relaxed);
+    (0..KEY_SLOTS)
+        .map(|k| (start + k) % KEY_SLOTS)
+        .find(|&i| {
+            KEY_DTORS[i]
+                .compare_exchange(0, dtor, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        })
+        .inspect(|&i| NEXT_KEY_SLOT.store(i + 1, Ordering::Relaxed))
+}
+
+/// How many module pthread-key destructors were handed to glibc unguarded because every
+/// trampoline was taken (a purge of such a module can race with a thread exiting).
+pub fn unguarded_key_destructors() -> u64 {
+    UNGUARDED_KEYS.load(Ordering::Relaxed)
 }
 
 /// Whether the executable exports the guard, so that modules bind to it.
@@ -265,23 +341,34 @@ pub unsafe extern "C" fn pthread_key_create(
     }
     // SAFETY: `f` is libc's `pthread_key_create`, which has this signature.
     let real: KeyCreate = unsafe { std::mem::transmute::<usize, KeyCreate>(f) };
-    // SAFETY: forwarding the caller's arguments under the caller's contract.
-    let r = unsafe { real(key, dtor) };
-    if r == 0 {
-        if let Some(d) = dtor {
-            let addr = d as usize;
-            let is_module = DSOS
-                .read()
-                .map(|dsos| owner_of(addr, &dsos).is_some())
-                .unwrap_or(false);
-            if is_module {
-                // SAFETY: `real` succeeded, so `*key` was written.
-                let k = unsafe { *key };
-                KEYS.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((k, addr));
-            }
+    let module_dtor = dtor.map(|d| d as usize).filter(|&addr| {
+        DSOS.read()
+            .map(|dsos| owner_of(addr, &dsos).is_some())
+            .unwrap_or(false)
+    });
+    let Some(addr) = module_dtor else {
+        // SAFETY: not a module destructor: forward the caller's arguments unchanged.
+        return unsafe { real(key, dtor) };
+    };
+    let slot = take_key_slot(addr);
+    let given = match slot {
+        Some(i) => Some(KEY_TRAMPOLINES[i]),
+        None => {
+            UNGUARDED_KEYS.fetch_add(1, Ordering::Relaxed);
+            dtor
         }
+    };
+    // SAFETY: forwarding the caller's key under its contract, with a host trampoline (or,
+    // if none is free, the module's own destructor) as the destructor.
+    let r = unsafe { real(key, given) };
+    if r == 0 {
+        // SAFETY: `real` succeeded, so `*key` was written.
+        let k = unsafe { *key };
+        KEYS.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((k, addr, slot));
+    } else if let Some(i) = slot {
+        KEY_DTORS[i].store(0, Ordering::Release);
     }
     r
 }
@@ -367,4 +454,60 @@ pub unsafe extern "C" fn pthread_create(
     let real: ThreadCreate = unsafe { std::mem::transmute::<usize, ThreadCreate>(f) };
     // SAFETY: forwarding the caller's arguments under the caller's contract.
     unsafe { real(thread, attr, start, arg) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static RAN: AtomicUsize = AtomicUsize::new(0);
+    static RAN_IN_MODULE: AtomicUsize = AtomicUsize::new(0);
+
+    unsafe extern "C" fn fake_module_dtor(_: *mut c_void) {
+        RAN.fetch_add(1, Ordering::SeqCst);
+        if in_module() {
+            RAN_IN_MODULE.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A pthread-key destructor of module code runs through a host trampoline (inside the
+    /// thread's quiesce epoch, under the lock retiring takes), and not at all once its
+    /// module is retired.
+    #[test]
+    fn module_key_destructors_run_through_a_trampoline() {
+        let addr = fake_module_dtor as *const () as usize;
+        let id = u64::MAX - 7;
+        register(id, vec![(addr, addr + 1)]);
+        let mut key: libc::pthread_key_t = 0;
+        // SAFETY: a valid out-parameter and destructor.
+        let r = unsafe { pthread_key_create(&mut key, Some(fake_module_dtor)) };
+        assert_eq!(r, 0);
+        let slot = KEYS
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|k| k.0 == key)
+            .and_then(|k| k.2)
+            .expect("the key got a trampoline");
+        assert_eq!(KEY_DTORS[slot].load(Ordering::SeqCst), addr);
+
+        // A thread that stored a value runs the destructor when it exits.
+        std::thread::spawn(move || {
+            // SAFETY: `key` is a live key; any non-null value makes glibc call its
+            // destructor at thread exit.
+            unsafe { libc::pthread_setspecific(key, std::ptr::dangling::<c_void>()) };
+        })
+        .join()
+        .unwrap();
+        assert_eq!(RAN.load(Ordering::SeqCst), 1);
+        assert_eq!(RAN_IN_MODULE.load(Ordering::SeqCst), 1, "inside the epoch");
+
+        // Retired: the key is deleted, the slot freed, and a trampoline that runs late
+        // (a thread that read the destructor before the delete) skips it.
+        assert_eq!(retire(id), 1);
+        assert_eq!(KEY_DTORS[slot].load(Ordering::SeqCst), 0);
+        // SAFETY: the trampoline accepts any value; it must not call the destructor.
+        unsafe { KEY_TRAMPOLINES[slot](std::ptr::dangling_mut::<c_void>()) };
+        assert_eq!(RAN.load(Ordering::SeqCst), 1);
+    }
 }

@@ -17,6 +17,47 @@
 //! await point within the purge timeout (native code cannot be pre-empted), or the image
 //! stays mapped, the version is **pinned**: kept mapped, reported with the reason, never
 //! unmapped under running code.
+//!
+//! # Quiescence: every way a node thread runs a version's code is counted
+//!
+//! A version is closed only when nothing can run its code again. Three counts say so, and
+//! every path into module code holds at least one of them while it runs:
+//!
+//! * **binding**: a process bound to the version (`Process::bind`); a purge kills it and
+//!   waits for it to unbind;
+//! * **in flight**: `Version::enter` (or `Version::call_resolved`) counts a call inside
+//!   the version; a version with a call in flight is pinned, never closed;
+//! * **epoch**: the same guards mark the thread as inside module code
+//!   (`guard::InModule`); after a version stops being current, a purge (and
+//!   `retry_pinned`) waits until every thread that was inside module code has left it
+//!   once, so no thread still holds a resolution of the version taken before.
+//!
+//! A thread still inside after the purge timeout pins the version, with the reason;
+//! `retry_pinned` frees it once the code has returned.
+//!
+//! | path on which a node thread runs a version's code | where it is counted |
+//! |---|---|
+//! | a module process's body: start, each poll (`spawn`, `continue_with`) | `ModuleFuture::start`/`poll`: `Version::enter`; the process is bound to the version (`NodeInner::start_body`) |
+//! | dropping a module future (a process killed or exiting, an `apply` dropped, a callback future dropped) | `ModuleFuture::drop`: `Version::enter`; the owner stays bound until after the drop (`process::run`, `host_api::drop_body`, `Server::end`) |
+//! | a synchronous function, `Ctx::function(..).call`, from host code: a native process, a supervisor module's `init` (called that way) | `host_api::call` → `Version::call_resolved`: epoch entered *before* the resolution's generation is checked, then in flight; a stale resolution runs nothing and is re-resolved |
+//! | the same call from module code (a module process, a callback) | `host_api::call`, fast path: the generation is checked while the thread is inside module code (its epoch has been odd since before its poll began, and stays so until after the call), so a purge or `retry_pinned` waits for the thread before it can free the version; a stale resolution runs nothing |
+//! | `Ctx::apply` (start, polls, drop of the callee's future) | `host_api::apply_start`/`apply_poll`/`apply_drop`: the caller is bound to the callee's version, and each call into it is `ModuleFuture`'s `Version::enter` |
+//! | gen_server `init` | `Server::init`: bound, `Version::enter` at start, polls as a `ModuleFuture` |
+//! | gen_server `handle_call`/`handle_cast`/`handle_info`/timeout/continue, batches of casts | `Server::begin`: `Version::enter` around the first call; a callback that waits binds the process (`Begun::Waits`) until `Server::end` |
+//! | gen_server `terminate` | `Server::terminate`: bound and `Version::enter` |
+//! | gen_server `code_change` (a migration at the next message, or `sys:change_code`) | `Version::code_change`: `Version::enter` (the caller holds the version's `Arc`) |
+//! | `import_state` (`sys:replace_state`), `export_state` (`sys:get_state`, a migration, and turning idle states into bytes during a purge or `retry_pinned`), `format_status` (`sys:get_status`), `drop_state` (a state replaced or its server gone) | `server::state`: `Version::enter` in each; the server runs them under its state's lock, so a purge that turns that state into bytes waits on the lock (blocking its worker thread) until the encoder has returned |
+//! | the module's `init` at load | `loader::open`: `guard::InModule`; the version is not published yet, and loads and purges hold the code server's `ops` lock |
+//! | a module's receive matcher and its copy callback, called back by the host | inside the module's own poll or call (already entered) |
+//! | a thread-local destructor of module code at thread exit (`thread_local!` values with a destructor) | `guard::tls_trampoline`: registered with glibc instead of the module's; runs under the guard's read lock, which `guard::retire` (before `dlclose`) takes for writing, inside the thread's epoch; skipped once the version is retired |
+//! | a pthread-key destructor of module code at thread exit (std's keys, e.g. for `std::thread::current`) | `guard::key_trampoline`: the same, through one of 64 host trampolines given to glibc instead of the module's destructor; the keys are deleted by `guard::retire` |
+//! | `atexit` handlers and ELF destructors of the library | run by `dlclose` itself, on the purging thread, after everything above is quiet |
+//!
+//! Limits: with all 64 key trampolines taken (64 live keys with module destructors), a
+//! further key's destructor is given to glibc directly and counted in
+//! `guard::unguarded_key_destructors`; a purge of that module can then race with a thread
+//! that is exiting at that moment. A trampoline slot freed by a purge is reused last
+//! (round-robin), since a thread that read it just before the purge may still call it.
 
 pub(crate) mod guard;
 pub(crate) mod loader;
@@ -122,6 +163,35 @@ impl Version {
             slot,
             _m: guard::InModule::enter(self.node),
         }
+    }
+
+    /// Run `f` (a call of the synchronous function `res` resolved) counted in the
+    /// version's quiescence, if `res` is still the current version of its module: `None`
+    /// (nothing run) if the module's current version changed since `res` was made.
+    ///
+    /// The thread enters module code (its quiesce epoch) *before* it checks the
+    /// generation: either it sees the change, or the purge that follows the change sees
+    /// the thread inside module code and waits for it (so the version behind
+    /// `res.version` is still alive when it is counted here).
+    pub(crate) fn call_resolved<R>(
+        node: u64,
+        slot: &abi::ExportSlot,
+        res: &abi::Resolved,
+        f: impl FnOnce() -> R,
+    ) -> Option<R> {
+        let m = guard::InModule::enter(node);
+        if slot.generation.load(Ordering::SeqCst) != res.generation || res.version.is_null() {
+            return None;
+        }
+        // SAFETY: `res.version` is `Arc::as_ptr` of the version `resolve` found current at
+        // `res.generation`, which is still the generation: the version has not stopped
+        // being current before this thread entered module code, so no purge can have
+        // freed it (`release_quiesced` waits for this thread first).
+        let v = unsafe { &*(res.version as *const Version) };
+        let slot = &v.in_flight[flight_slot()].0;
+        slot.fetch_add(1, Ordering::Acquire);
+        let _in = Enter { slot, _m: m };
+        Some(f())
     }
 
     fn in_flight(&self) -> usize {
@@ -321,6 +391,11 @@ impl CodeServer {
             node: NODES.fetch_add(1, Ordering::Relaxed),
             export_slots: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The node-unique id of this code server's node (for `guard::InModule`).
+    pub(crate) fn node_id(&self) -> u64 {
+        self.node
     }
 
     /// The current version of a module (what a fully-qualified call reaches).
@@ -582,14 +657,22 @@ impl CodeServer {
         let slot = self.export_slot(module);
         let generation = slot.generation.load(Ordering::SeqCst);
         let Some(v) = slots.get(module).and_then(|s| s.current.as_ref()) else {
-            return Err(format!("undef: module `{module}` is not loaded"));
+            return Err(crate::error::undef_not_loaded(module));
         };
         match v.functions.get(function) {
-            Some(&call) => Ok((slot, abi::Resolved { generation, call: Some(call) })),
-            None => Err(format!(
-                "undef: module `{module}` (version {}) has no function `{function}`; it exports: {}",
-                v.vsn,
-                v.export_names.join(", ")
+            Some(&call) => Ok((
+                slot,
+                abi::Resolved {
+                    generation,
+                    call: Some(call),
+                    version: Arc::as_ptr(v) as *const c_void,
+                },
+            )),
+            None => Err(crate::error::undef_no_function(
+                module,
+                &v.vsn,
+                function,
+                &v.export_names.join(", "),
             )),
         }
     }
@@ -664,14 +747,18 @@ impl CodeServer {
 
     /// [`CodeServer::release`] once no thread can still hold a resolution of the version
     /// taken while it was current (see `guard::quiesce`).
+    /// Calls still in flight inside it (synchronous code: a function, a callback) are
+    /// waited for first, within the same purge timeout.
     async fn release_quiesced(&self, v: Arc<Version>, why: &str) -> Option<String> {
-        if guard::quiesce(self.node, self.purge_timeout).await {
+        let deadline = std::time::Instant::now() + self.purge_timeout;
+        while v.in_flight() != 0 && std::time::Instant::now() < deadline {
+            tokio::task::yield_now().await;
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if v.in_flight() == 0 && guard::quiesce(self.node, left).await {
             self.release(v, why)
         } else {
-            let reason = format!(
-                "a thread stayed inside module code for more than {:?}, so it may still be using this version",
-                self.purge_timeout
-            );
+            let reason = busy_reason(&v, self.purge_timeout);
             self.pin(v, reason.clone());
             Some(reason)
         }
@@ -680,7 +767,7 @@ impl CodeServer {
     /// Close a version nobody runs. Returns the pin reason if it could not be freed.
     fn release(&self, v: Arc<Version>, why: &str) -> Option<String> {
         let reason = if v.in_flight() != 0 {
-            Some("a call is still in flight inside it".to_string())
+            Some(busy_reason(&v, self.purge_timeout))
         } else if Arc::strong_count(&v) != 1 {
             Some(format!(
                 "still referenced by {} holder(s)",
@@ -716,16 +803,34 @@ impl CodeServer {
 
     /// Try again to free pinned versions that nothing runs any more. Returns how many were
     /// unmapped.
+    ///
+    /// A candidate is a pinned version no process is bound to and no call runs inside; its
+    /// idle gen_server states become bytes (as in a purge), and it is freed once every
+    /// thread that was inside module code has left it (the same quiescence as a purge), so
+    /// a thread that resolved it while it was current cannot still be about to run it.
     pub(crate) async fn retry_pinned(&self) -> usize {
         let _op = self.ops.lock().await;
         let candidates: Vec<Pinned> = {
             let mut p = self.pinned.lock();
             let (free, keep): (Vec<Pinned>, Vec<Pinned>) = std::mem::take(&mut *p)
                 .into_iter()
-                .partition(|x| !x.version.is_bound());
+                .partition(|x| !x.version.is_bound() && x.version.in_flight() == 0);
             *p = keep;
             free
         };
+        if candidates.is_empty() {
+            return 0;
+        }
+        for c in &candidates {
+            crate::server::dehydrate_all(&c.version);
+        }
+        if !guard::quiesce(self.node, self.purge_timeout).await {
+            for c in candidates {
+                let reason = busy_reason(&c.version, self.purge_timeout);
+                self.pin(c.version, reason);
+            }
+            return 0;
+        }
         let mut n = 0;
         for c in candidates {
             if self
@@ -762,6 +867,18 @@ impl CodeServer {
             out.push(self.purge_locked(node, &n).await);
         }
         out
+    }
+}
+
+/// Why a version that code may still be running in is kept.
+fn busy_reason(v: &Version, waited: Duration) -> String {
+    match v.in_flight() {
+        0 => format!(
+            "a thread stayed inside module code for more than {waited:?}, so it may still be using this version (retry_pinned frees it once no thread is)"
+        ),
+        n => format!(
+            "{n} call(s) still running inside it after {waited:?}: synchronous module code that has not returned (a function called through Ctx::function, a callback, a destructor) cannot be pre-empted, so the version stays mapped until it returns (then retry_pinned frees it)"
+        ),
     }
 }
 

@@ -38,7 +38,8 @@ pub(crate) enum StartFail {
 
 impl NodeInner {
     /// Spawn the gen_server of `module` for `starter` (who gets the `init` result as a
-    /// reply tagged `tag`), registered as `name`, linked/monitored per `flags`.
+    /// reply tagged `tag`), registered as `name`, linked/monitored per `flags`: its pid,
+    /// the monitor reference and the version whose `init` runs.
     pub(crate) fn start_server(
         self: &Arc<Self>,
         starter: &Process,
@@ -47,7 +48,7 @@ impl NodeInner {
         name: Option<&str>,
         flags: u32,
         tag: u64,
-    ) -> Result<(Pid, u64), StartFail> {
+    ) -> Result<(Pid, u64, String), StartFail> {
         if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(StartFail::Other("the node is stopping".into()));
         }
@@ -71,6 +72,7 @@ impl NodeInner {
                 return Err(StartFail::Taken(Pid(holder)));
             }
         }
+        let vsn = v.vsn.clone();
         let start = run::Start {
             version: v,
             module: module.to_string(),
@@ -80,7 +82,8 @@ impl NodeInner {
             parent: (flags & abi::SPAWN_LINK != 0).then_some(starter.pid.0),
         };
         let body = Body::Native(Box::pin(run::ServerBody::new(proc.clone(), start)));
-        Ok(self.launch(Some(starter), proc, body, flags))
+        let (pid, mref) = self.launch(Some(starter), proc, body, flags);
+        Ok((pid, mref, vsn))
     }
 }
 

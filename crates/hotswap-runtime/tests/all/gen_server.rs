@@ -314,7 +314,18 @@ async fn gen_server_init_results_and_names() {
             },
         )
         .await;
-    assert_eq!(r, Err(StartError::Timeout(Duration::from_millis(30))));
+    // Waiting at an await point, the server dies of the kill at once: it says so.
+    assert_eq!(
+        r,
+        Err(StartError::Timeout {
+            after: Duration::from_millis(30),
+            running: None
+        })
+    );
+    assert!(
+        r.unwrap_err().to_string().contains("the server was killed"),
+        "a killed server is reported as killed"
+    );
     // A server killed during init: the starter learns why at once.
     let n1 = node.clone();
     let slow = with(InitMode::Sleep(60_000));

@@ -10,6 +10,7 @@ mod code_server;
 mod gen_server;
 mod gs;
 mod process;
+mod quiesce;
 mod seed000;
 mod seed001;
 mod seed002;

@@ -329,3 +329,109 @@ async fn process_function_handle_follows_current_version() {
         "and back, after delete and purge"
     );
 }
+
+/// A native process may await tokio's own futures: a timer's or the scheduler's wake makes
+/// it runnable, as a message does (issue 10, part 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_process_wakes_on_tokio_sleep_and_yield() {
+    let node = support::node();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    node.spawn_native(move |_ctx: Ctx| async move {
+        let t = std::time::Instant::now();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let slept = t.elapsed();
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        let _ = tx.send(slept);
+    })
+    .unwrap();
+    let slept = tokio::time::timeout(WAIT, rx)
+        .await
+        .expect("the process resumed after its sleep and its yields")
+        .unwrap();
+    assert!(slept >= Duration::from_millis(10), "{slept:?}");
+}
+
+/// A native process parked on a tokio oneshot resumes when the value is sent from outside
+/// any process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_process_wakes_on_oneshot_fed_from_outside() {
+    use std::future::Future;
+    use std::task::Poll;
+
+    let node = support::node();
+    let me = node.external();
+    let me_pid = me.pid();
+    let (in_tx, mut in_rx) = tokio::sync::oneshot::channel::<u64>();
+    let (out_tx, out_rx) = tokio::sync::oneshot::channel();
+    node.spawn_native(move |ctx: Ctx| async move {
+        // Poll the receiver once (registering the process's waker with it) before saying
+        // so: the value sent after that can only arrive through a wake.
+        let pending = std::future::poll_fn(|cx| {
+            Poll::Ready(std::pin::Pin::new(&mut in_rx).poll(cx).is_pending())
+        })
+        .await;
+        ctx.send(me_pid, &pending);
+        let v = in_rx.await.unwrap();
+        let _ = out_tx.send(v + 1);
+    })
+    .unwrap();
+    assert_eq!(
+        me.receive::<bool>(WAIT).await,
+        Some(true),
+        "parked on the oneshot"
+    );
+    in_tx.send(41).unwrap();
+    let v = tokio::time::timeout(WAIT, out_rx)
+        .await
+        .expect("the process woke when the oneshot was fed")
+        .unwrap();
+    assert_eq!(v, 42);
+}
+
+/// A missing module is one reason, `undef`, with the same words, whichever way it is
+/// reached: a process's tail call (`continue_with`) into a deleted module exits with
+/// `ExitReason::Undef`, and a call (`Ctx::apply`, `Ctx::function`) into it fails with
+/// `ApplyError::Undef` (issue 10, part 6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undef_is_one_reason_on_every_path() {
+    let node = support::node();
+    let me = node.external();
+    let me_pid = me.pid();
+    node.code().load(module("seed000_v1")).await.unwrap();
+    let (looper, mon) = me.spawn_monitor("seed000", "loop", &()).unwrap();
+    assert_eq!(support::ping(&me, looper).await.version, "1");
+    node.code().delete("seed000").await.unwrap();
+    let expected = "module `seed000` is not loaded".to_string();
+
+    // The tail call `seed000:loop()` finds no current version.
+    me.send(looper, &support::Req::CodeSwitch);
+    assert_eq!(
+        me.down(mon, WAIT).await,
+        Some(ExitReason::Undef(expected.clone()))
+    );
+
+    // Calls into it, from a process.
+    node.spawn_native(move |ctx: Ctx| async move {
+        let applied = ctx
+            .apply::<(), (String, u64)>("seed000", "version", &())
+            .await;
+        let called = ctx
+            .function::<u64, (String, u64)>("seed000", "whoami")
+            .call(&1);
+        ctx.send(
+            me_pid,
+            &[applied.map(|_| ()), called.map(|_| ())].map(|r| match r {
+                Err(hotswap::ApplyError::Undef(m)) => Ok(m),
+                other => Err(format!("{other:?}")),
+            }),
+        );
+    })
+    .unwrap();
+    let got = me
+        .receive::<[Result<String, String>; 2]>(WAIT)
+        .await
+        .unwrap();
+    assert_eq!(got, [Ok(expected.clone()), Ok(expected)]);
+}

@@ -38,6 +38,8 @@ const FIXTURES: &[&str] = &[
     "sup_tree",
     "sup_tree_v2",
     "app_worker",
+    "spin_v1",
+    "spin_v2",
 ];
 
 fn target_dir() -> PathBuf {
