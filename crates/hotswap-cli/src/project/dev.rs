@@ -202,6 +202,12 @@ fn dev(opts: &Options) -> Result<()> {
                 let up = upgrade(r, &stage, &version);
                 let _ = std::fs::remove_dir_all(&stage);
                 let load = t.elapsed();
+                if up.is_err() {
+                    // Unpacked but not running: removed, so that only releases that ran
+                    // stay in the node's directory.
+                    let _ =
+                        client::request(&r.target, "remove_release", json!({ "version": version }));
+                }
                 match up {
                     Ok(report) => {
                         let check = report["check_ms"].as_f64().unwrap_or(0.0);
@@ -234,6 +240,13 @@ fn dev(opts: &Options) -> Result<()> {
                             check,
                             (total - check).max(0.0),
                             if what.is_empty() { String::new() } else { format!(" · {}", what.join(", ")) }
+                        );
+                        // The previous dev release is of no more use (the first one, the
+                        // permanent release, stays: the node would boot it).
+                        let _ = client::request(
+                            &r.target,
+                            "remove_release",
+                            json!({ "version": r.version }),
                         );
                         r.version = version;
                         r.modules = built.into_iter().map(|b| (b.name.clone(), b)).collect();
