@@ -369,7 +369,9 @@ fn build_cancellable(
     }
 }
 
-/// Write release `version` of `built` into the release directory `dir`.
+/// Write release `version` of `built` into the release directory `dir`, its libraries
+/// under `lib/<version>/` (a release never overwrites another's files, and two dev builds
+/// of the same code differ in their build ids).
 fn write_release(
     project: &Project,
     dir: &Path,
@@ -377,7 +379,7 @@ fn write_release(
     built: &[Built],
     restart: bool,
 ) -> Result<()> {
-    let lib = dir.join("lib");
+    let lib = dir.join("lib").join(version);
     std::fs::create_dir_all(&lib).with_context(|| format!("cannot create {}", lib.display()))?;
     let mut modules = Vec::new();
     for b in built {
@@ -390,7 +392,7 @@ fn write_release(
         modules.push((
             b.name.clone(),
             b.version.clone(),
-            format!("lib/{}", b.file_name()),
+            format!("lib/{version}/{}", b.file_name()),
         ));
     }
     let mut text = project.manifest(version, &modules);
