@@ -34,7 +34,10 @@ groups() ->
                            gen_server_upgrade_100000],
       fun m_upgrade/0, 120000},
      {node_stop_10k, [node_stop_10k], fun m_node_stop/0, 120000},
-     {child_restart, [child_restart], fun m_child_restart/0, 60000}].
+     {child_restart, [child_restart], fun m_child_restart/0, 60000},
+     {release_upgrade, [release_upgrade_1000, release_upgrade_10000,
+                        release_upgrade_100000],
+      fun m_release/0, 600000}].
 
 main(Args) ->
     Wanted = [list_to_atom(A) || A <- Args],
@@ -128,7 +131,8 @@ setup() ->
     ok = filelib:ensure_dir(filename:join(Dir, "x")),
     Opts = [{outdir, Dir}, report_errors, report_warnings, return_errors],
     [{ok, _} = compile:file(filename:join(Src, M), Opts)
-     || M <- ["hs_bench_help", "hs_bench_fq", "hs_bench_gs", "hs_bench_sup"]],
+     || M <- ["hs_bench_help", "hs_bench_fq", "hs_bench_gs", "hs_bench_sup",
+              "hs_bench_rel"]],
     App = {application, hs_bench_node,
            [{description, "hotswap bench node"}, {vsn, "1"},
             {modules, [hs_bench_gs, hs_bench_sup]}, {registered, []},
@@ -606,3 +610,23 @@ child_restart_rounds() ->
                          exit(Sup, kill),
                          Ts
                  end).
+
+%% ---------------------------------------------------------------------------
+%% release_upgrade_N: install_release of a relup that updates three gen_server
+%% modules ({update, M, {advanced, []}}) with N servers spread over them, evaluated by
+%% release_handler; see hs_bench_rel.erl for how the release is built.  Per server:
+%% the install_release call's time / N.  Median of 5 (1k), 3 (10k), 2 (100k) rounds
+%% after one warm-up of 1000.
+m_release() ->
+    Src = script_dir(),
+    _ = in_proc(fun() -> hs_bench_rel:round(1000, Src) end),
+    lists:map(
+      fun({N, R}) ->
+              Rs = rounds(R, fun() ->
+                                     {Ns, Got} = in_proc(fun() -> hs_bench_rel:round(N, Src) end),
+                                     Ns / 1000 / Got
+                             end),
+              log("release_upgrade_~p rounds (us/server): ~w", [N, Rs]),
+              {list_to_atom("release_upgrade_" ++ integer_to_list(N)), median(Rs),
+               us_per_process}
+      end, [{1000, 5}, {10000, 3}, {100000, 2}]).

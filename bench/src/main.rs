@@ -51,6 +51,13 @@ const MEASURES: &[&str] = &[
     "gen_server_upgrade_client_latency_max",
     "node_stop_10k",
     "child_restart",
+    "release_upgrade_1000",
+    "release_upgrade_10000",
+    "release_upgrade_100000",
+    "release_upgrade_client_latency",
+    "release_upgrade_client_latency_p99",
+    "release_upgrade_client_latency_max",
+    "release_rollback_10000",
 ];
 
 /// Names on the command line that select several measures (one workload), as the
@@ -81,6 +88,26 @@ const GROUPS: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "release_upgrade",
+        &[
+            "release_upgrade_1000",
+            "release_upgrade_10000",
+            "release_upgrade_100000",
+        ],
+    ),
+    (
+        "release",
+        &[
+            "release_upgrade_1000",
+            "release_upgrade_10000",
+            "release_upgrade_100000",
+            "release_upgrade_client_latency",
+            "release_upgrade_client_latency_p99",
+            "release_upgrade_client_latency_max",
+            "release_rollback_10000",
+        ],
+    ),
+    (
         "gen_server",
         &[
             "gen_server_call_rtt",
@@ -107,6 +134,10 @@ const NO_ERLANG: &[&str] = &[
     "gen_server_upgrade_client_latency",
     "gen_server_upgrade_client_latency_p99",
     "gen_server_upgrade_client_latency_max",
+    "release_upgrade_client_latency",
+    "release_upgrade_client_latency_p99",
+    "release_upgrade_client_latency_max",
+    "release_rollback_10000",
 ];
 
 /// How long any single wait may take before the run is declared broken.
@@ -153,6 +184,7 @@ macro_rules! info {
 
 mod apps;
 mod gen_server;
+mod release;
 
 // ---------------------------------------------------------------------------------------
 // small utilities
@@ -285,6 +317,8 @@ struct Libs {
     upsrv2: PathBuf,
     /// The `app_worker` fixture (the supervision measures).
     app_worker: PathBuf,
+    /// `rel_srv` v1, v2 and `rel_aux` v1, v2 (the release measures).
+    rel: [PathBuf; 4],
     /// The `hotswap` binary (node_stop_10k starts real nodes).
     hotswap: PathBuf,
 }
@@ -321,10 +355,16 @@ fn build_modules() -> Libs {
         upsrv1: rel.join("libupgrade_srv_v1.so"),
         upsrv2: rel.join("libupgrade_srv_v2.so"),
         app_worker: rel.join("libapp_worker.so"),
+        rel: [
+            rel.join("librel_srv_v1.so"),
+            rel.join("librel_srv_v2.so"),
+            rel.join("librel_aux_v1.so"),
+            rel.join("librel_aux_v2.so"),
+        ],
         hotswap: rel.join("hotswap"),
     };
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    info!("building the modules and the node: cargo build --release -p bench_mod -p seed000_v1 -p upgrade_srv_v1 -p upgrade_srv_v2 -p app_worker -p hotswap-cli");
+    info!("building the modules and the node: cargo build --release -p bench_mod -p seed000_v1 -p upgrade_srv_v1 -p upgrade_srv_v2 -p app_worker -p rel_srv_v1 -p rel_srv_v2 -p rel_aux_v1 -p rel_aux_v2 -p hotswap-cli");
     let out = Command::new(cargo)
         .current_dir(repo_root())
         .args([
@@ -340,6 +380,14 @@ fn build_modules() -> Libs {
             "upgrade_srv_v2",
             "-p",
             "app_worker",
+            "-p",
+            "rel_srv_v1",
+            "-p",
+            "rel_srv_v2",
+            "-p",
+            "rel_aux_v1",
+            "-p",
+            "rel_aux_v2",
             "-p",
             "hotswap-cli",
             "--target-dir",
@@ -368,6 +416,10 @@ fn build_modules() -> Libs {
         &libs.upsrv2,
         &libs.app_worker,
         &libs.hotswap,
+        &libs.rel[0],
+        &libs.rel[1],
+        &libs.rel[2],
+        &libs.rel[3],
     ] {
         if !p.exists() {
             eprintln!("compare: {} is missing and could not be built", p.display());
@@ -964,6 +1016,12 @@ async fn run_ours(node: Node, libs: Libs, wanted: Vec<String>) -> Vec<Res> {
                 .expect("node_stop_10k panicked"),
         );
     }
+    if MEASURES
+        .iter()
+        .any(|m| m.starts_with("release_") && want(m))
+    {
+        out.extend(release::m_release(&libs, &want).await);
+    }
     out.retain(|r| want(r.name));
     let stop = node.stop(Duration::from_secs(10)).await;
     if !stop.stuck.is_empty() || !node.code().pinned().is_empty() {
@@ -1134,6 +1192,23 @@ fn target(name: &str) -> (Target, &'static str) {
         // issue 4
         "node_stop_10k" => (Target::AtMost(100.0), "<= 100 ms [Erlang 1 048 ms]"),
         "child_restart" => (Target::Report, "reported [Erlang ~10 us]"),
+        // issue 11
+        "release_upgrade_1000" | "release_upgrade_10000" | "release_upgrade_100000" => (
+            Target::RatioAtMost(0.5),
+            "<= 0.5x Erlang (release_handler relup)",
+        ),
+        "release_upgrade_client_latency" | "release_upgrade_client_latency_p99" => {
+            (Target::Report, "reported")
+        }
+        // 0.5x of Erlang's 68-80 ms, in us.
+        "release_upgrade_client_latency_max" => (
+            Target::AtMost(34_000.0),
+            "<= 34 ms (0.5x Erlang's 68-80 ms)",
+        ),
+        "release_rollback_10000" => (
+            Target::Report,
+            "reported [Erlang: a node restart, states lost]",
+        ),
         _ => (Target::AtMost(f64::INFINITY), "?"),
     }
 }

@@ -81,6 +81,14 @@ pub const OUTCOME_EXIT: u8 = 1;
 /// `u32 LE` function length, function bytes, then the argument bytes.
 pub const OUTCOME_CONTINUE: u8 = 2;
 
+/// `ServerVTable::code_change` flag: `extra` is given.
+pub const CODE_CHANGE_EXTRA: u32 = 1;
+/// `ServerVTable::code_change` flag: the state comes from a newer version (a downgrade).
+pub const CODE_CHANGE_DOWN: u32 = 2;
+/// `ServerVTable::code_change` flag: encode this version's state for the older version
+/// `old_vsn` (the first half of a downgrade) instead of building a state.
+pub const CODE_CHANGE_EXPORT_DOWN: u32 = 4;
+
 /// Opaque `gen_server` state created by a module version (its `init` or `code_change`) and
 /// only touched through that version's [`ServerVTable`].
 #[repr(C)]
@@ -135,8 +143,12 @@ pub struct ServerVTable {
         len: usize,
     ) -> *mut FutureObj,
     /// `code_change(old_vsn, old_state_bytes, extra)`: on [`STATUS_READY`] the new state
-    /// is stored in `state_out`; otherwise a message is written. `has_extra` is 0 when the
-    /// change is implicit (no `sys:change_code`).
+    /// is stored in `state_out`; otherwise a message is written. `has_extra` holds flags:
+    /// [`CODE_CHANGE_EXTRA`] when `extra` is given (it is not when the change is implicit,
+    /// no `sys:change_code`), [`CODE_CHANGE_DOWN`] when the state comes from a newer
+    /// version (a downgrade), and [`CODE_CHANGE_EXPORT_DOWN`] to ask this (newer) version
+    /// to encode `state`, its own encoded state, for the older version `old_vsn`: the
+    /// bytes are written to `out` and `state_out` is left alone.
     pub code_change: unsafe extern "C" fn(
         proc: *mut ProcHandle,
         old_vsn: Bytes,

@@ -7,7 +7,6 @@ mod demo;
 mod msgpack;
 mod os;
 mod project;
-mod release;
 mod report;
 mod start;
 
@@ -16,6 +15,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+
+pub(crate) use hotswap_runtime::release;
 
 use control::client::{self, Cmd, Sup, Target};
 
@@ -282,6 +283,56 @@ enum Command {
     RestartChild(ChildArgs),
     /// supervisor:delete_child: remove a terminated child's spec.
     DeleteChild(ChildArgs),
+    /// The releases of the node's directory and their states (unpacked, current,
+    /// permanent, old); the one running is marked.
+    Releases(Ctl),
+    /// Add a release to the node's directory from a package (a directory holding
+    /// `releases/<vsn>/release.toml` and the libraries it names, or a .tar.gz of one), after
+    /// checking it: manifest valid, every library a hotswap module with the declared name
+    /// and version, no file of another release overwritten.
+    Unpack {
+        /// The package: a directory or a .tar.gz.
+        package: PathBuf,
+        #[command(flatten)]
+        ctl: Ctl,
+    },
+    /// Move the running node to another release (newer: an upgrade; older: a downgrade)
+    /// in one transaction: check (touching nothing), suspend, code_change, commit, resume.
+    /// Any failure rolls back: old code current, old states back, every process resumed.
+    Upgrade {
+        /// The target release version.
+        version: String,
+        /// Print the plan (modules, processes, steps in order) and change nothing.
+        #[arg(long)]
+        plan: bool,
+        /// Make the release permanent once the upgrade succeeded.
+        #[arg(long)]
+        permanent: bool,
+        /// The suspend time limit of every process, in milliseconds (default: each
+        /// module's `[upgrade]` timeout_ms, else 5000).
+        #[arg(long, value_name = "MS")]
+        suspend_timeout_ms: Option<u64>,
+        #[command(flatten)]
+        ctl: Ctl,
+    },
+    /// The upgrade in progress: phase, processes done of N, elapsed.
+    UpgradeStatus(Ctl),
+    /// Make a release (default: the running one, which must be current) what a restart
+    /// boots.
+    MakePermanent {
+        /// The release version.
+        version: Option<String>,
+        #[command(flatten)]
+        ctl: Ctl,
+    },
+    /// Delete a release and the library files no other release uses (refused for the
+    /// permanent and the running release).
+    RemoveRelease {
+        /// The release version.
+        version: String,
+        #[command(flatten)]
+        ctl: Ctl,
+    },
 }
 
 /// A supervisor and one of its children.
@@ -474,6 +525,26 @@ fn main() -> ExitCode {
             Ok((ctl, sup, child)) => (ctl, Cmd::DeleteChild { sup, child }),
             Err(e) => return usage(&e),
         },
+        Command::Releases(c) => (c, Cmd::Releases),
+        Command::Unpack { package, ctl } => (ctl, Cmd::Unpack(package)),
+        Command::Upgrade {
+            version,
+            plan,
+            permanent,
+            suspend_timeout_ms,
+            ctl,
+        } => (
+            ctl,
+            Cmd::Upgrade {
+                version,
+                plan,
+                permanent,
+                suspend_timeout_ms,
+            },
+        ),
+        Command::UpgradeStatus(c) => (c, Cmd::UpgradeStatus),
+        Command::MakePermanent { version, ctl } => (ctl, Cmd::MakePermanent(version)),
+        Command::RemoveRelease { version, ctl } => (ctl, Cmd::RemoveRelease(version)),
     };
     match ctl.target() {
         Ok(t) => client::run(&t, &cmd),

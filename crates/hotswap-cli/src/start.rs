@@ -37,7 +37,7 @@ use tracing_subscriber::Layer;
 
 use crate::control::server;
 use crate::os;
-use crate::release::{Release, ReleaseDir};
+use crate::release::{Release, ReleaseDir, Releases};
 
 /// The line a node prints on stdout once it is ready (what `--background` and the tests
 /// wait for).
@@ -135,12 +135,20 @@ impl NodeState {
         (Arc::new(state), rx)
     }
 
+    /// The release the node runs: the booted one until an upgrade moves it.
+    pub fn running(&self) -> Release {
+        self.node
+            .releases()
+            .running()
+            .unwrap_or_else(|| self.release.clone())
+    }
+
     /// The children of an application's top supervisor, in start order (empty if the
     /// supervisor does not answer in time, e.g. while it stops its tree).
     pub async fn app_children(&self, app: &AppInfo) -> Vec<AppChild> {
         // What each child runs, by id: its start entry in the manifest, else its modules.
         let entries: std::collections::HashMap<String, String> = self
-            .release
+            .running()
             .manifest
             .applications
             .iter()
@@ -301,7 +309,7 @@ struct Prepared {
 }
 
 fn prepare(dir: &ReleaseDir, wanted: Option<&str>) -> Result<Prepared, StartFail> {
-    let vsn = dir.select(wanted).map_err(StartFail)?;
+    let vsn = Releases::select(dir, wanted).map_err(|e| StartFail(e.to_string()))?;
     let release = Release::load(dir, &vsn).map_err(StartFail)?;
     let run = dir.run_dir();
     std::fs::create_dir_all(&run)
@@ -656,45 +664,18 @@ fn control_limits(n: &crate::release::NodeSettings) -> server::Limits {
     }
 }
 
-/// Load the release's modules (checking each one's name and version) and start its
-/// applications, dependencies first. Stops at the first failure, or when an application
-/// already started has terminated the node; [`shutdown`] then stops what did start.
+/// Load the release's modules (checking each one's name and version), start its
+/// applications (dependencies first) and record it in the release store
+/// ([`hotswap_runtime::release::Releases::boot`]). Stops at the first failure, or when an
+/// application already started has terminated the node; [`shutdown`] then stops what did
+/// start.
 pub async fn boot(state: &NodeState) -> Result<(), String> {
-    let release = &state.release;
-    let node = &state.node;
-    for m in &release.manifest.modules {
-        let file = release.module_file(m);
-        let info = node
-            .code()
-            .load_as(&m.name, &file)
-            .await
-            .map_err(|e| format!("module {:?} ({}): {e}", m.name, release.path.display()))?;
-        let got = info.current.map(|v| v.version).unwrap_or_default();
-        if got != m.version {
-            return Err(format!(
-                "module {:?}: {} holds version {got:?}, but {} says version {:?}: fix the manifest or the file",
-                m.name,
-                file.display(),
-                release.path.display(),
-                m.version
-            ));
-        }
-        info!(module = %m.name, version = %m.version, file = %file.display(), "module of the release loaded");
-    }
-    for app in &release.manifest.applications {
-        if let Some(h) = node.halt_reason() {
-            return Err(format!("the node terminates during boot: {h}"));
-        }
-        let a = app.application().map_err(|e| {
-            format!(
-                "application {:?} ({}): {e}",
-                app.name,
-                release.path.display()
-            )
-        })?;
-        node.start_application(a).await.map_err(|e| e.to_string())?;
-    }
-    Ok(())
+    state
+        .node
+        .releases()
+        .boot(&state.release)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Stop the node gracefully ([`Node::shutdown`] with `timeout` as its time limit). `true`

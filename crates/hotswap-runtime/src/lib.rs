@@ -27,6 +27,7 @@ mod host_api;
 mod node;
 mod ops;
 mod process;
+pub mod release;
 mod server;
 pub mod supervisor;
 

@@ -132,6 +132,8 @@ pub(crate) struct NodeInner {
     pub(crate) owns_code_dir: bool,
     /// The application controller.
     pub(crate) apps: crate::application::Apps,
+    /// The release it runs, the upgrade in progress and its spawn gate.
+    pub(crate) releases: crate::release::NodeReleases,
 }
 
 impl NodeInner {
@@ -156,6 +158,7 @@ impl NodeInner {
             stopping: AtomicBool::new(false),
             owns_code_dir,
             apps: crate::application::Apps::new(),
+            releases: Default::default(),
         }
     }
 
@@ -241,7 +244,53 @@ impl NodeInner {
             return Err(SpawnError::NodeStopping);
         }
         let proc = Arc::new(Process::new(self.new_pid(), self.clone()));
+        if self.releases.gate.closes(module) {
+            return self.launch_gated(parent, proc, module, function, arg, flags);
+        }
         let body = self.start_body(&proc, module, function, arg)?;
+        Ok(self.launch(parent, proc, body, flags))
+    }
+
+    /// A spawn on a module an upgrade is switching: checked against the current version
+    /// now, started at the gate's opening on the version current then.
+    fn launch_gated(
+        self: &Arc<Self>,
+        parent: Option<&Process>,
+        proc: Arc<Process>,
+        module: &str,
+        function: &str,
+        arg: &[u8],
+        flags: u32,
+    ) -> Result<(Pid, u64), SpawnError> {
+        let v = self
+            .code
+            .current(module)
+            .ok_or_else(|| SpawnError::ModuleNotLoaded {
+                module: module.into(),
+            })?;
+        if !v.exports.contains_key(function) {
+            return Err(SpawnError::NoSuchFunction {
+                module: module.into(),
+                version: v.vsn.clone(),
+                function: function.into(),
+                exports: v.export_names.join(", "),
+            });
+        }
+        drop(v);
+        let (p, module, function, arg) = (
+            proc.clone(),
+            module.to_string(),
+            function.to_string(),
+            arg.to_vec(),
+        );
+        let body = Body::Native(Box::pin(async move {
+            p.node.releases.gate.pass(&p).await;
+            hotswap::Outcome::Continue {
+                module,
+                function,
+                arg,
+            }
+        }));
         Ok(self.launch(parent, proc, body, flags))
     }
 

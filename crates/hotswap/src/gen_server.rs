@@ -150,6 +150,18 @@ pub trait GenServer: Serialize + DeserializeOwned + Send + Sized + 'static {
         old.decode::<Self>().map_err(|e| e.to_string())
     }
 
+    /// The first half of a downgrade (OTP's `code_change({down, Vsn}, ..)`): this, the
+    /// newer version, encodes its state for the older version `to`, whose
+    /// [`GenServer::code_change`] then reads it (with [`OldState::direction`]
+    /// [`Direction::Down`]). The default encodes the state as it is, which the older
+    /// version decodes when the two differ only by optional fields. Return an error when
+    /// the state cannot go back: the release upgrade's check refuses the downgrade and
+    /// nothing is touched.
+    fn downgrade(&self, to: &str, extra: Option<Extra<'_>>) -> Result<Vec<u8>, String> {
+        let _ = (to, extra);
+        Ok(codec::encode(self))
+    }
+
     /// The state as text for `sys::get_status` (OTP's `format_status`), for example to
     /// hide secrets. `None` (the default): the node shows the encoded state as JSON.
     fn format_status(&self) -> Option<String> {
@@ -276,9 +288,27 @@ pub struct OldState<'a> {
     pub vsn: &'a str,
     /// The encoded state.
     pub bytes: &'a [u8],
+    /// Whether it comes from an older version (an upgrade) or from a newer one (a
+    /// downgrade, after the newer version's [`GenServer::downgrade`] encoded it).
+    pub direction: Direction,
+}
+
+/// Which way a state moves between versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Direction {
+    /// From an older version (an upgrade, or an implicit migration).
+    #[default]
+    Up,
+    /// From a newer version (a downgrade).
+    Down,
 }
 
 impl OldState<'_> {
+    /// Whether this is an upgrade or a downgrade.
+    pub fn direction(&self) -> Direction {
+        self.direction
+    }
+
     /// Decode it as `T` (the old version's state type, or one compatible with it).
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, DecodeError> {
         codec::decode(self.bytes)

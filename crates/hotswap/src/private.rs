@@ -255,7 +255,7 @@ pub unsafe extern "C" fn drop_future(
 // ---- gen_server shims -------------------------------------------------------------------
 
 use crate::gen_server::{
-    wire, Action, CallResult, Caller, CastResult, Extra, GenServer, Info, Init, OldState,
+    wire, Action, CallResult, Caller, CastResult, Direction, Extra, GenServer, Info, Init, OldState,
 };
 use crate::types::{Pid, Ref};
 
@@ -583,10 +583,28 @@ pub unsafe extern "C" fn server_code_change<S: GenServer>(
             std::slice::from_raw_parts(extra.ptr, extra.len),
         )
     };
+    let flags = has_extra;
+    let ex = (flags & abi::CODE_CHANGE_EXTRA != 0).then_some(Extra(extra));
+    if flags & abi::CODE_CHANGE_EXPORT_DOWN != 0 {
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            let to = String::from_utf8_lossy(vsn);
+            let me: S = codec::decode(bytes).map_err(|e| e.to_string())?;
+            me.downgrade(&to, ex)
+        }));
+        return report(out, write, r);
+    }
     let r = catch_unwind(AssertUnwindSafe(|| {
         let vsn = String::from_utf8_lossy(vsn);
-        let old = OldState { vsn: &vsn, bytes };
-        let ex = (has_extra != 0).then_some(Extra(extra));
+        let direction = if flags & abi::CODE_CHANGE_DOWN != 0 {
+            Direction::Down
+        } else {
+            Direction::Up
+        };
+        let old = OldState {
+            vsn: &vsn,
+            bytes,
+            direction,
+        };
         S::code_change(old, ex).map(|s| store_state(state_out, s))
     }));
     report(out, write, r.map(|x| x.map(|()| Vec::new())))

@@ -115,6 +115,27 @@ pub enum Cmd {
         /// The child's id.
         child: String,
     },
+    /// `releases`.
+    Releases,
+    /// `unpack`.
+    Unpack(PathBuf),
+    /// `upgrade`.
+    Upgrade {
+        /// The target release.
+        version: String,
+        /// Only print the plan.
+        plan: bool,
+        /// Make it permanent once done.
+        permanent: bool,
+        /// The suspend time limit of every process.
+        suspend_timeout_ms: Option<u64>,
+    },
+    /// `upgrade-status`.
+    UpgradeStatus,
+    /// `make-permanent`.
+    MakePermanent(Option<String>),
+    /// `remove-release`.
+    RemoveRelease(String),
 }
 
 /// A supervisor, as a control command names it.
@@ -192,6 +213,23 @@ impl Cmd {
             }
             Cmd::RestartChild { sup, child } => ("restart_child", sup_args(sup, Some(child), ms)),
             Cmd::DeleteChild { sup, child } => ("delete_child", sup_args(sup, Some(child), ms)),
+            Cmd::Releases => ("releases", Value::Null),
+            Cmd::Unpack(p) => {
+                let abs = std::path::absolute(p).unwrap_or_else(|_| p.clone());
+                ("unpack", json!({ "path": abs }))
+            }
+            Cmd::Upgrade {
+                version,
+                plan,
+                permanent,
+                suspend_timeout_ms,
+            } => (
+                "upgrade",
+                json!({ "version": version, "plan": plan, "permanent": permanent, "suspend_timeout_ms": suspend_timeout_ms }),
+            ),
+            Cmd::UpgradeStatus => ("upgrade_progress", Value::Null),
+            Cmd::MakePermanent(v) => ("make_permanent", json!({ "version": v })),
+            Cmd::RemoveRelease(v) => ("remove_release", json!({ "version": v })),
         }
     }
 }
@@ -216,7 +254,11 @@ pub fn run(t: &Target, cmd: &Cmd) -> ExitCode {
         // type, in the state's order), see `crate::msgpack`.
         args["render"] = json!("text");
     }
-    let result = request(t, name, args).and_then(|v| match cmd {
+    let result = match cmd {
+        Cmd::Upgrade { plan: false, .. } if !t.json => with_progress(t, name, args),
+        _ => request(t, name, args),
+    }
+    .and_then(|v| match cmd {
         Cmd::Stop => wait_stopped(t, v, started),
         _ => Ok(v),
     });
@@ -258,6 +300,46 @@ pub fn run(t: &Target, cmd: &Cmd) -> ExitCode {
             }
             eprintln!("error: {msg}");
             ExitCode::from(EXIT_UNREACHABLE)
+        }
+    }
+}
+
+/// Send an upgrade and, while it runs, show its progress (phase, processes done of N,
+/// elapsed) on stderr, asked of the node on a second connection.
+fn with_progress(t: &Target, name: &'static str, args: Value) -> Result<Value, Failure> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t2 = t.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(request(&t2, name, args));
+    });
+    let mut last = String::new();
+    let probe = Target {
+        timeout: Duration::from_secs(2),
+        ..t.clone()
+    };
+    loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(r) => return r,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(Failure::Unreachable("the upgrade request was lost".into()))
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if let Ok(p) = request(&probe, "upgrade_progress", Value::Null) {
+            if p.is_object() {
+                let line = format!(
+                    "upgrade to {}: {} {}/{} ({} ms)",
+                    s(&p["to"]),
+                    s(&p["phase"]),
+                    p["done"],
+                    p["total"],
+                    p["elapsed_ms"]
+                );
+                if line != last {
+                    eprintln!("{line}");
+                    last = line;
+                }
+            }
         }
     }
 }
@@ -733,6 +815,57 @@ fn human(cmd: &Cmd, v: &Value) -> String {
                 sup_text(&v["supervisor"])
             ),
         },
+        Cmd::Releases => {
+            let rows = v["releases"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|r| {
+                            let running = v["running"] == r["version"];
+                            vec![
+                                s(&r["version"]),
+                                s(&r["name"]),
+                                s(&r["status"]),
+                                if running { "running".into() } else { String::new() },
+                            ]
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            table(&["VERSION", "NAME", "STATUS", ""], rows)
+        }
+        Cmd::Unpack(_) => format!(
+            "release {} unpacked: upgrade to it with `hotswap upgrade {}` (see the plan first with --plan)\n",
+            s(&v["version"]),
+            s(&v["version"])
+        ),
+        Cmd::Upgrade { plan: true, .. } => s(&v["text"]),
+        Cmd::Upgrade { .. } => upgrade_text(v),
+        Cmd::UpgradeStatus => {
+            if v.is_null() {
+                "no upgrade in progress\n".into()
+            } else {
+                format!(
+                    "upgrade to {}: {} {}/{} ({} ms)\n",
+                    s(&v["to"]),
+                    s(&v["phase"]),
+                    v["done"],
+                    v["total"],
+                    v["elapsed_ms"]
+                )
+            }
+        }
+        Cmd::MakePermanent(_) => format!(
+            "release {} is permanent: a restart boots it\n",
+            s(&v["version"])
+        ),
+        Cmd::RemoveRelease(_) => {
+            let mut out = format!("release {} removed; deleted:\n", s(&v["version"]));
+            for f in v["removed"].as_array().into_iter().flatten() {
+                out.push_str(&format!("  {}\n", s(f)));
+            }
+            out
+        }
         Cmd::DeleteChild { child, .. } => format!(
             "deleted the spec of {child} from {}\n",
             sup_text(&v["supervisor"])
@@ -797,6 +930,70 @@ fn purge_restarts(v: &Value) -> String {
 }
 
 /// `supervisor <0.2.0>`, `supervisor game_sup (<0.2.0>)`, `... (application shop)`.
+/// The summary of a successful upgrade.
+fn upgrade_text(v: &Value) -> String {
+    let r = &v["report"];
+    let names = |k: &str| list(&r[k]);
+    let mut out = format!(
+        "{} from release {} to {}: done in {:.1} ms\n",
+        if r["direction"] == "Down" {
+            "downgrade"
+        } else {
+            "upgrade"
+        },
+        s(&r["from"]),
+        s(&r["to"]),
+        r["total_ms"].as_f64().unwrap_or(0.0)
+    );
+    out.push_str(&format!(
+        "  modules: changed {}; added {}; removed {}\n",
+        names("modules_changed"),
+        names("modules_added"),
+        names("modules_removed")
+    ));
+    out.push_str(&format!(
+        "  processes: {} server(s) migrated by code_change, {} switch at their next call, {} restarted\n",
+        r["servers_migrated"], r["processes_switching"], r["processes_restarted"]
+    ));
+    out.push_str(&format!(
+        "  pause: {:.1} ms (servers suspended); check {:.1} ms\n",
+        r["pause_ms"].as_f64().unwrap_or(0.0),
+        r["check_ms"].as_f64().unwrap_or(0.0)
+    ));
+    for p in r["phases"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "    {:<14} {:.1} ms\n",
+            s(&p[0]),
+            p[1].as_f64().unwrap_or(0.0)
+        ));
+    }
+    if r["applications_started"]
+        .as_array()
+        .is_some_and(|a| !a.is_empty())
+        || r["applications_stopped"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    {
+        out.push_str(&format!(
+            "  applications: started {}; stopped {}\n",
+            names("applications_started"),
+            names("applications_stopped")
+        ));
+    }
+    for w in r["warnings"].as_array().into_iter().flatten() {
+        out.push_str(&format!("  warning: {}\n", s(w)));
+    }
+    out.push_str(&if v["status"] == "permanent" {
+        format!("release {} is permanent: a restart boots it\n", s(&r["to"]))
+    } else {
+        format!(
+            "release {} is current, not permanent: a restart boots the permanent release; keep it with `hotswap make-permanent`\n",
+            s(&r["to"])
+        )
+    });
+    out
+}
+
 fn sup_text(v: &Value) -> String {
     let mut out = match v["name"].as_str() {
         Some(n) => format!("supervisor {n} ({})", s(&v["pid"])),

@@ -10,7 +10,7 @@
 //!
 //! The node checks the peer's uid (it must be the node's own, or root), then reads the
 //! request with a time limit (the manifest's `control_read_timeout_ms`, default
-//! [`READ_TIMEOUT`]), checks the cookie (in constant time) before looking at anything
+//! [`DEFAULT_CONTROL_READ_TIMEOUT_MS`]), checks the cookie (in constant time) before looking at anything
 //! else, and only then runs the command. Anything malformed gets an error reply naming
 //! what was wrong; nothing a client sends can stop the node except a well-formed `stop`
 //! with the right cookie.
@@ -18,17 +18,20 @@
 //! Each connection is served concurrently, by a task of its own: a client that connects
 //! and sends nothing (a stuck script, a crashed client) holds only its own connection
 //! until its read deadline, and never delays the others. At most
-//! `control_max_connections` (default [`MAX_CONNECTIONS`]) are open at once; past that
+//! `control_max_connections` (default [`DEFAULT_CONTROL_MAX_CONNECTIONS`]) are open at once; past that
 //! the one that has waited longest for its request is closed to make room (see
 //! [`server::run`]).
+//!
+//! [`DEFAULT_CONTROL_READ_TIMEOUT_MS`]: hotswap_runtime::release::manifest::DEFAULT_CONTROL_READ_TIMEOUT_MS
+//! [`DEFAULT_CONTROL_MAX_CONNECTIONS`]: hotswap_runtime::release::manifest::DEFAULT_CONTROL_MAX_CONNECTIONS
 
 mod call;
 pub mod client;
+pub mod releases;
 pub mod server;
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -37,12 +40,6 @@ use serde_json::Value;
 pub const MAX_REQUEST: u32 = 1 << 20;
 /// The largest reply a client accepts.
 pub const MAX_REPLY: u32 = 64 << 20;
-/// How long the node waits for a client to send its whole request, by default (the
-/// manifest's `control_read_timeout_ms`).
-pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// How many control connections may be open at once, by default (the manifest's
-/// `control_max_connections`).
-pub const MAX_CONNECTIONS: usize = 4096;
 
 /// A request, as the client sends it.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -292,8 +292,14 @@ async fn handle(body: &[u8], state: &NodeState) -> (Reply, After) {
         "terminate_child" => terminate_child(state, args).await,
         "restart_child" => restart_child(state, args).await,
         "delete_child" => delete_child(state, args).await,
+        "releases" => super::releases::releases(&state.node),
+        "unpack" => super::releases::unpack(&state.node, &req.args).await,
+        "upgrade" => super::releases::upgrade(&state.node, &req.args).await,
+        "upgrade_progress" => Ok(super::releases::progress(&state.node)),
+        "make_permanent" => super::releases::make_permanent(&state.node, &req.args).await,
+        "remove_release" => super::releases::remove(&state.node, &req.args).await,
         other => Err(bad(format!("unknown command {:?}", truncate(other))).hint(
-            "the commands are ping, pid, stop, status, processes, modules, load, purge, soft_purge, delete, which, suspend, resume, get_state, change_code, call, children, terminate_child, restart_child, delete_child",
+            "the commands are ping, pid, stop, status, processes, modules, load, purge, soft_purge, delete, which, suspend, resume, get_state, change_code, call, children, terminate_child, restart_child, delete_child, releases, unpack, upgrade, upgrade_progress, make_permanent, remove_release",
         )),
     };
     match result {
@@ -381,11 +387,13 @@ async fn status(state: &NodeState) -> Value {
             })).collect::<Vec<_>>(),
         }));
     }
-    let id = &state.release.manifest.release;
+    // The release the node runs now (an upgrade changes it).
+    let running = state.running();
+    let id = &running.manifest.release;
     json!({
         "release": { "name": id.name, "version": id.version },
-        "release_dir": state.release.dir.root(),
-        "manifest": state.release.path,
+        "release_dir": running.dir.root(),
+        "manifest": running.path,
         "node_pid": std::process::id(),
         "hotswap_version": env!("CARGO_PKG_VERSION"),
         "started_at_ms": ms_since_epoch(state.started_at),

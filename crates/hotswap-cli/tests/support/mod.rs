@@ -35,6 +35,8 @@ pub const MODULES: &[&str] = &[
     "upgrade_srv_v1",
     "upgrade_srv_v2",
     "app_worker",
+    "rel_srv_v1",
+    "rel_srv_v2",
     "keyed_state",
 ];
 

@@ -61,6 +61,7 @@
 
 pub(crate) mod guard;
 pub(crate) mod loader;
+pub(crate) mod prepared;
 
 use std::collections::HashMap;
 use std::ffi::c_void;

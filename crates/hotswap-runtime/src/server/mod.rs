@@ -22,7 +22,7 @@ use serde::Serialize;
 pub use hotswap::gen_server::{CallError, ServerRef, StartError, StartOpts, DEFAULT_TIMEOUT};
 pub use hotswap::sys::{ServerStatus, Statistics, SysError};
 
-pub(crate) use state::{dehydrate_all, StateCell};
+pub(crate) use state::{dehydrate_all, Slot, StateCell, StatePtr};
 
 use crate::node::NodeInner;
 use crate::process::{Body, Process};
@@ -81,7 +81,22 @@ impl NodeInner {
             tag,
             parent: (flags & abi::SPAWN_LINK != 0).then_some(starter.pid.0),
         };
-        let body = Body::Native(Box::pin(run::ServerBody::new(proc.clone(), start)));
+        let body = if self.releases.gate.closes(module) {
+            // An upgrade is switching the module: init runs once it is decided, on the
+            // version current then.
+            let p = proc.clone();
+            Body::Native(Box::pin(async move {
+                p.node.releases.gate.pass(&p).await;
+                let mut start = start;
+                match p.node.code.current(&start.module) {
+                    Some(v) if v.server.is_some() => start.version = v,
+                    _ => {}
+                }
+                run::ServerBody::new(p, start).await
+            }))
+        } else {
+            Body::Native(Box::pin(run::ServerBody::new(proc.clone(), start)))
+        };
         let (pid, mref) = self.launch(Some(starter), proc, body, flags);
         Ok((pid, mref, vsn))
     }

@@ -191,8 +191,17 @@ pub(crate) struct ServerBody {
 impl ServerBody {
     /// A new server process's body.
     pub(crate) fn new(proc: Arc<Process>, start: Start) -> ServerBody {
+        let cell = StateCell::new(proc.pid.0);
+        // Listed by its version from the start (empty until init returns), so that a
+        // release upgrade closing its spawn gate sees the servers still in init and
+        // suspends them once init is done.
+        start
+            .version
+            .states
+            .lock()
+            .insert(proc.pid.0, Arc::downgrade(&cell));
         let s = Server {
-            cell: StateCell::new(proc.pid.0),
+            cell,
             proc,
             module: start.module.clone(),
             parent: start.parent,
@@ -465,7 +474,12 @@ impl Server {
                 self.proc.node.unregister(&n);
             }
         };
+        // A start that leaves no server leaves no entry in its version's list.
+        let unlist = || {
+            v.states.lock().remove(&self.proc.pid.0);
+        };
         let fail = |r: ExitReason| {
+            unlist();
             release_name();
             let mut d = vec![wire::R_EXIT];
             r.encode_into(&mut d);
@@ -483,6 +497,7 @@ impl Server {
                     Ok(action)
                 }
                 Some(wire::Inited::Ignore) => {
+                    unlist();
                     release_name();
                     ack(vec![wire::R_IGNORE]);
                     Err(ExitReason::Normal)

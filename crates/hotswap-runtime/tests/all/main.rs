@@ -11,6 +11,7 @@ mod gen_server;
 mod gs;
 mod process;
 mod quiesce;
+mod release;
 mod seed000;
 mod seed001;
 mod seed002;

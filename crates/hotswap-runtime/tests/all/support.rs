@@ -38,6 +38,8 @@ const FIXTURES: &[&str] = &[
     "sup_tree",
     "sup_tree_v2",
     "app_worker",
+    "rel_srv_v1",
+    "rel_srv_v2",
     "spin_v1",
     "spin_v2",
 ];

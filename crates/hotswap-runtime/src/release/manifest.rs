@@ -1,16 +1,4 @@
-//! The release directory and its manifest.
-//!
-//! ```text
-//! <release-dir>/
-//!   releases/
-//!     current                 the version `hotswap start` boots (one line; optional when
-//!                             there is only one version)
-//!     1.0.0/release.toml      the manifest of release 1.0.0
-//!     1.1.0/release.toml      another version, side by side (upgrades come later)
-//!   lib/                      module libraries (any path the manifests name)
-//!   run/                      created at start, mode 0700: node.pid, control.sock, cookie
-//!   log/                      created at start: node.log
-//! ```
+//! The release manifest (`releases/<version>/release.toml`): parsing and checking.
 //!
 //! A manifest names the release and its version, the modules (each with its version and
 //! library file, relative to the release directory), the applications to start, and the
@@ -32,6 +20,8 @@
 //! name = "demo"
 //! version = "1"
 //! file = "lib/demo-1/libdemo_v1.so"
+//! depends = []                # modules it calls: an upgrade suspends it before them and
+//!                             # resumes it after them (optional)
 //!
 //! [[application]]
 //! name = "tally"
@@ -74,6 +64,19 @@
 //! arg = { size = 8 }          # the argument of its init
 //! ```
 //!
+//! An optional `[upgrade]` table changes how an upgrade *to* this release treats a module
+//! (see [`super::plan`]):
+//!
+//! ```toml
+//! [upgrade.demo]
+//! extra = { reset = true }    # the `Extra` of its gen_servers' code_change (any TOML value)
+//! restart = true              # restart its processes through their supervisors instead
+//! timeout_ms = 2000           # how long each of its processes may take to suspend
+//! ```
+//!
+//! A downgrade uses the target's table, or, for a module it does not name, the running
+//! (newer) release's.
+//!
 //! `type` defaults to `permanent`, as in OTP releases: when a permanent application's top
 //! supervisor exits (for example after too many restarts) the node stops the other
 //! applications and exits with status 1; a transient one does so unless the exit is
@@ -85,128 +88,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::dir::ReleaseDir;
+use crate::supervisor::Source;
+use crate::{Application, StartType};
 use hotswap::supervisor::{ChildSpec, ChildType, Restart, Shutdown, Spec, Start, Strategy};
-use hotswap_runtime::supervisor::Source;
-use hotswap_runtime::{Application, StartType};
 use serde::{Deserialize, Serialize};
-
-/// Name of the manifest file in `releases/<version>/`.
-pub const MANIFEST: &str = "release.toml";
-
-/// The paths of a release directory.
-#[derive(Debug, Clone)]
-pub struct ReleaseDir {
-    root: PathBuf,
-}
-
-impl ReleaseDir {
-    /// The release directory at `root` (made absolute, so that a node and its control tool
-    /// agree whatever their working directories).
-    pub fn new(root: &Path) -> ReleaseDir {
-        let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
-        ReleaseDir { root }
-    }
-
-    /// The directory itself.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    /// `releases/`.
-    pub fn releases(&self) -> PathBuf {
-        self.root.join("releases")
-    }
-
-    /// The manifest of one version.
-    pub fn manifest(&self, version: &str) -> PathBuf {
-        self.releases().join(version).join(MANIFEST)
-    }
-
-    /// `run/`: pid file, control socket, cookie.
-    pub fn run_dir(&self) -> PathBuf {
-        self.root.join("run")
-    }
-
-    /// `run/node.pid`.
-    pub fn pid_file(&self) -> PathBuf {
-        self.run_dir().join("node.pid")
-    }
-
-    /// `run/control.sock`.
-    pub fn socket(&self) -> PathBuf {
-        self.run_dir().join("control.sock")
-    }
-
-    /// `run/cookie`.
-    pub fn cookie(&self) -> PathBuf {
-        self.run_dir().join("cookie")
-    }
-
-    /// `log/`.
-    pub fn log_dir(&self) -> PathBuf {
-        self.root.join("log")
-    }
-
-    /// `log/node.log`.
-    pub fn log_file(&self) -> PathBuf {
-        self.log_dir().join("node.log")
-    }
-
-    /// The release versions present (directories under `releases/` holding a manifest).
-    pub fn versions(&self) -> Vec<String> {
-        let Ok(rd) = std::fs::read_dir(self.releases()) else {
-            return Vec::new();
-        };
-        let mut v: Vec<String> = rd
-            .filter_map(Result::ok)
-            .filter(|e| e.path().join(MANIFEST).is_file())
-            .filter_map(|e| e.file_name().to_str().map(str::to_string))
-            .collect();
-        v.sort();
-        v
-    }
-
-    /// Which version to boot: `wanted` if given, else the one `releases/current` names,
-    /// else the only one there is.
-    pub fn select(&self, wanted: Option<&str>) -> Result<String, String> {
-        let versions = self.versions();
-        let root = self.root.display();
-        if !self.root.is_dir() {
-            return Err(format!(
-                "{root}: no such release directory (it should hold releases/<version>/{MANIFEST}; see the README's \"Release directory\")"
-            ));
-        }
-        if versions.is_empty() {
-            return Err(format!(
-                "{root} holds no release: expected a manifest at releases/<version>/{MANIFEST} (see the README's \"Release directory\")"
-            ));
-        }
-        let current = self.releases().join("current");
-        let (vsn, why) = match wanted {
-            Some(w) => (w.to_string(), "--release-version".to_string()),
-            None => match std::fs::read_to_string(&current) {
-                Ok(s) => (s.trim().to_string(), current.display().to_string()),
-                Err(_) if versions.len() == 1 => return Ok(versions[0].clone()),
-                Err(_) => {
-                    return Err(format!(
-                        "{root} holds several releases ({}) and no {}: write the version to boot there, or pass --release-version",
-                        versions.join(", "),
-                        current.display()
-                    ))
-                }
-            },
-        };
-        if versions.contains(&vsn) {
-            Ok(vsn)
-        } else {
-            Err(format!(
-                "release version {vsn:?} (from {why}) is not in {}: the versions there are {}",
-                self.releases().display(),
-                versions.join(", ")
-            ))
-        }
-    }
-}
 
 /// A release manifest (`releases/<version>/release.toml`).
 #[derive(Debug, Clone, Deserialize)]
@@ -223,6 +109,33 @@ pub struct Manifest {
     /// The applications, in start order (dependencies first).
     #[serde(default, rename = "application")]
     pub applications: Vec<AppSpec>,
+    /// How an upgrade to this release treats each module (by module name).
+    #[serde(default)]
+    pub upgrade: BTreeMap<String, UpgradeSpec>,
+}
+
+/// `[upgrade.<module>]`: how an upgrade to this release treats one module.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradeSpec {
+    /// The `Extra` argument of its gen_servers' `code_change` (encoded as messages are).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<toml::Value>,
+    /// Restart its processes (through their supervisors) instead of migrating them.
+    #[serde(default)]
+    pub restart: bool,
+    /// How long each of its processes may take to answer the suspend (default 5000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+impl UpgradeSpec {
+    /// `extra`, encoded as the SDK encodes messages.
+    pub fn extra_bytes(&self) -> Option<Vec<u8>> {
+        self.extra
+            .as_ref()
+            .map(|v| hotswap::codec::encode(&ArgValue(Some(v))))
+    }
 }
 
 /// `[release]`.
@@ -234,6 +147,11 @@ pub struct ReleaseId {
     /// The release's version.
     pub version: String,
 }
+
+/// The default of `[node] control_read_timeout_ms`.
+pub const DEFAULT_CONTROL_READ_TIMEOUT_MS: u64 = 5000;
+/// The default of `[node] control_max_connections`.
+pub const DEFAULT_CONTROL_MAX_CONNECTIONS: usize = 4096;
 
 /// `[node]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -262,8 +180,8 @@ impl Default for NodeSettings {
             stop_timeout_ms: 5000,
             purge_timeout_ms: 5000,
             log_level: "info".into(),
-            control_read_timeout_ms: crate::control::READ_TIMEOUT.as_millis() as u64,
-            control_max_connections: crate::control::MAX_CONNECTIONS,
+            control_read_timeout_ms: DEFAULT_CONTROL_READ_TIMEOUT_MS,
+            control_max_connections: DEFAULT_CONTROL_MAX_CONNECTIONS,
         }
     }
 }
@@ -290,6 +208,10 @@ pub struct ModuleSpec {
     pub version: String,
     /// The library, relative to the release directory (or absolute).
     pub file: PathBuf,
+    /// Modules it calls (of this release): an upgrade suspends it before them and resumes
+    /// it after them, as OTP's `DepMods`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends: Vec<String>,
 }
 
 /// `[[application]]`.
@@ -643,6 +565,28 @@ impl Release {
                     md.file.display().to_string(),
                     dir.root().display()
                 ));
+            }
+        }
+        for md in &m.modules {
+            for d in &md.depends {
+                if !modules.contains(d) {
+                    problems.push(format!(
+                        "[[module]] {:?} depends on {d:?}, which is not a module of this release",
+                        md.name
+                    ));
+                } else if d == &md.name {
+                    problems.push(format!("[[module]] {:?} depends on itself", md.name));
+                }
+            }
+        }
+        for (name, u) in &m.upgrade {
+            if !modules.contains(name) {
+                problems.push(format!(
+                    "[upgrade.{name}] names a module that is not in the release's [[module]] list"
+                ));
+            }
+            if u.timeout_ms == Some(0) {
+                problems.push(format!("[upgrade.{name}] timeout_ms must be at least 1"));
             }
         }
         let names: BTreeSet<String> = m.applications.iter().map(|a| a.name.clone()).collect();

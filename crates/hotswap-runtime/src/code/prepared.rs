@@ -1,0 +1,127 @@
+//! Prepared versions: the code server's side of a release transaction (architecture §6).
+//!
+//! A *prepared* version is mapped and its descriptor checked, but it is in no slot: a
+//! fully-qualified call or a spawn cannot reach it, only the release handler that holds
+//! its `Arc` (to run its `code_change` on copies of states, then on the suspended
+//! servers). [`CodeServer::commit`] makes every prepared version of an upgrade current in
+//! one step under the slots' write lock; [`CodeServer::uncommit`] puts the slots back as
+//! they were; [`CodeServer::discard`] unmaps a prepared version nothing is bound to.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::{CodeServer, Version};
+use crate::error::LoadError;
+use crate::node::ProcessTable;
+
+/// What one module's slots held before a commit.
+pub(crate) struct Undo {
+    module: String,
+    current: Option<Arc<Version>>,
+    old: Option<Arc<Version>>,
+}
+
+/// Holds the code server for a release transaction: no load or purge interleaves.
+pub(crate) type SwitchGuard<'a> = tokio::sync::MutexGuard<'a, ()>;
+
+impl CodeServer {
+    /// Map and check a library as a prepared version of `module` (invisible to calls and
+    /// spawns).
+    pub(crate) fn prepare(&self, path: &Path, module: &str) -> Result<Arc<Version>, LoadError> {
+        self.open(path, Some(module))
+    }
+
+    /// Check that a library opens as `module` version `vsn`, then unmap it.
+    pub(crate) async fn inspect(&self, path: &Path, module: &str, vsn: &str) -> Result<(), String> {
+        let v = self.prepare(path, module).map_err(|e| e.to_string())?;
+        let got = v.vsn.clone();
+        self.discard(v);
+        if got != vsn {
+            return Err(format!(
+                "{} holds version {got:?} of `{module}`, but the manifest says version {vsn:?}: fix the manifest or the file",
+                path.display()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Unmap a prepared (or rolled-back) version that nothing is bound to; pinned, with the
+    /// reason, if it cannot be freed.
+    pub(crate) fn discard(&self, v: Arc<Version>) {
+        crate::server::dehydrate_all(&v);
+        let _ = self.release(v, "prepared version discarded");
+    }
+
+    /// Take the code server's operation lock for a switch.
+    pub(crate) async fn switch_lock(&self) -> SwitchGuard<'_> {
+        self.ops.lock().await
+    }
+
+    /// The old version of `module`, if any.
+    pub(crate) fn old_of(&self, module: &str) -> Option<Arc<Version>> {
+        self.old(module)
+    }
+
+    /// Free the old version of `module` if no process runs it (its idle servers' states
+    /// become bytes first, as a purge does); `Err` with the processes bound to it
+    /// otherwise. The switch lock must be held.
+    pub(crate) async fn soft_purge_held(
+        &self,
+        module: &str,
+        table: &ProcessTable,
+    ) -> Result<(), Vec<hotswap::Pid>> {
+        let old = {
+            let mut slots = self.slots.write();
+            let Some(s) = slots.get_mut(module) else {
+                return Ok(());
+            };
+            match &s.old {
+                None => return Ok(()),
+                Some(v) if v.is_bound() => return Err(v.bound_pids(table)),
+                Some(_) => s.old.take().expect("checked"),
+            }
+        };
+        crate::server::dehydrate_all(&old);
+        self.release_quiesced(old, "purge of old code before an upgrade")
+            .await;
+        self.forget_if_empty(module);
+        Ok(())
+    }
+
+    /// Make each module's version the given one (`None`: delete the module, its current
+    /// version becoming old) in one step; the current version of each becomes old. Every
+    /// module's old slot must be empty (see [`CodeServer::soft_purge_held`]).
+    pub(crate) fn commit(&self, changes: &[(String, Option<Arc<Version>>)]) -> Vec<Undo> {
+        let mut slots = self.slots.write();
+        let mut undo = Vec::with_capacity(changes.len());
+        for (module, new) in changes {
+            let s = slots.entry(module.clone()).or_default();
+            undo.push(Undo {
+                module: module.clone(),
+                current: s.current.clone(),
+                old: s.old.clone(),
+            });
+            if s.current.is_some() {
+                s.old = s.current.take();
+            }
+            s.current = new.clone();
+            self.bump(module);
+        }
+        undo
+    }
+
+    /// Put the slots back as they were before [`CodeServer::commit`], in one step.
+    pub(crate) fn uncommit(&self, undo: Vec<Undo>) {
+        let mut slots = self.slots.write();
+        for u in undo.into_iter().rev() {
+            if u.current.is_none() && u.old.is_none() {
+                slots.remove(&u.module);
+            } else {
+                let s = slots.entry(u.module.clone()).or_default();
+                s.current = u.current;
+                s.old = u.old;
+            }
+            self.bump(&u.module);
+        }
+    }
+}

@@ -1,0 +1,904 @@
+//! The release handler: an upgrade as a transaction with no point of no return
+//! (architecture §6).
+//!
+//! 1. **Plan and check**, touching nothing: the target's changed libraries are loaded as
+//!    prepared versions; each changed gen_server's new `code_change` runs on a copy of
+//!    every live state and the results are dropped; processes still on a changed module's
+//!    old code refuse the upgrade. Any failure discards the prepared versions and names
+//!    the process, the module and the error.
+//! 2. **Switch**, under the code server's lock, with spawns of the changed modules held at
+//!    the gate: suspend the servers, module by module, dependents first (each module's
+//!    servers in parallel, each with its time limit: one that does not answer aborts);
+//!    convert every suspended server's state with the new code, in parallel, keeping the
+//!    old state objects; make every prepared version current in one step; start the added
+//!    applications and children; resume, dependencies first.
+//! 3. **Rollback** on any failure in 2: the old versions current again, the old state
+//!    objects back (no conversion needed), the new versions discarded, every process
+//!    resumed, nothing killed; queued messages stay queued. The error names what failed.
+//! 4. **After**: the old state objects are dropped; removed children and applications are
+//!    stopped; processes with `restart = true` are restarted by their supervisors;
+//!    removed modules are deleted; old code nothing runs is purged.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hotswap::gen_server::Direction;
+use hotswap::sys::Request;
+use hotswap::Pid;
+use serde::Serialize;
+
+use super::manifest::Release;
+use super::migrate::{self, Migration};
+use super::plan::{self, AppChange, ModuleChange, Plan, Prepared};
+use super::sys_batch::{self, Answer};
+use super::ReleaseError;
+use crate::code::Version;
+use crate::node::NodeInner;
+use crate::supervisor::ChildPid;
+use crate::Node;
+
+/// How an upgrade runs.
+#[derive(Debug, Clone, Default)]
+pub struct UpgradeOptions {
+    /// Make the release permanent once the upgrade succeeded.
+    pub permanent: bool,
+    /// The suspend time limit of every process (default: each module's `timeout_ms`, else
+    /// 5 s).
+    pub suspend_timeout: Option<Duration>,
+}
+
+/// The upgrade in progress.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Progress {
+    /// The target release.
+    pub to: String,
+    /// The phase: `plan`, `check`, `suspend`, `code_change`, `commit`, `applications`,
+    /// `resume`, `finish`, or `rollback`.
+    pub phase: String,
+    /// Processes done in this phase.
+    pub done: usize,
+    /// Processes this phase touches.
+    pub total: usize,
+    /// Since the upgrade began, in milliseconds.
+    pub elapsed_ms: u64,
+}
+
+/// The live side of [`Progress`].
+pub(crate) struct ProgressState {
+    to: String,
+    phase: &'static str,
+    done: Arc<AtomicUsize>,
+    total: usize,
+    started: Instant,
+}
+
+impl ProgressState {
+    pub(crate) fn snapshot(&self) -> Progress {
+        Progress {
+            to: self.to.clone(),
+            phase: self.phase.into(),
+            done: self.done.load(Ordering::Relaxed).min(self.total),
+            total: self.total,
+            elapsed_ms: self.started.elapsed().as_millis() as u64,
+        }
+    }
+}
+
+/// What a successful upgrade did.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpgradeReport {
+    /// The release the node ran.
+    pub from: String,
+    /// The release it runs now.
+    pub to: String,
+    /// Up or down.
+    pub direction: Direction,
+    /// Modules whose new version is current now.
+    pub modules_changed: Vec<String>,
+    /// Modules added.
+    pub modules_added: Vec<String>,
+    /// Modules deleted.
+    pub modules_removed: Vec<String>,
+    /// gen_servers whose state was migrated by `code_change`.
+    pub servers_migrated: usize,
+    /// Processes that switch at their next fully-qualified call.
+    pub processes_switching: usize,
+    /// Processes restarted through their supervisors.
+    pub processes_restarted: usize,
+    /// Applications started.
+    pub applications_started: Vec<String>,
+    /// Applications stopped.
+    pub applications_stopped: Vec<String>,
+    /// Spawns that waited at the gate during the switch.
+    pub spawns_gated: usize,
+    /// How long the servers were suspended (first suspend sent to last resume answered),
+    /// in milliseconds.
+    pub pause_ms: f64,
+    /// The check, in milliseconds.
+    pub check_ms: f64,
+    /// The whole upgrade, in milliseconds.
+    pub total_ms: f64,
+    /// Each phase and how long it took, in milliseconds.
+    pub phases: Vec<(String, f64)>,
+    /// What the switch did, in the order it did it (`suspend rel_a (12)`, `commit ...`,
+    /// `resume rel_b (3)`, ...).
+    pub log: Vec<String>,
+    /// What went wrong after the switch without undoing it (a child that did not
+    /// restart, ...).
+    pub warnings: Vec<String>,
+    /// The plan that ran.
+    pub plan: Plan,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// One server to migrate.
+#[derive(Clone)]
+struct Target {
+    pid: Pid,
+    module: usize,
+}
+
+/// A module being migrated.
+#[derive(Clone)]
+struct Mig {
+    name: String,
+    /// The modules it depends on.
+    depends: Vec<String>,
+    from: Arc<Version>,
+    to: Arc<Version>,
+    extra: Option<Vec<u8>>,
+    timeout: Duration,
+}
+
+struct Ctx<'a> {
+    node: &'a Node,
+    to: String,
+    started: Instant,
+    phases: Vec<(String, f64)>,
+    phase_start: Instant,
+}
+
+impl Ctx<'_> {
+    fn inner(&self) -> &Arc<NodeInner> {
+        &self.node.inner
+    }
+
+    fn phase(&mut self, phase: &'static str, total: usize) -> Arc<AtomicUsize> {
+        let now = Instant::now();
+        let prev = self
+            .inner()
+            .releases
+            .progress
+            .lock()
+            .as_ref()
+            .map(|p| p.phase);
+        if let Some(p) = prev {
+            self.phases
+                .push((p.to_string(), ms(now - self.phase_start)));
+        }
+        self.phase_start = now;
+        let done = Arc::new(AtomicUsize::new(0));
+        *self.inner().releases.progress.lock() = Some(ProgressState {
+            to: self.to.clone(),
+            phase,
+            done: done.clone(),
+            total,
+            started: self.started,
+        });
+        tracing::info!(to = %self.to, phase, total, "upgrade phase");
+        done
+    }
+
+    fn discard(&self, prepared: Prepared) {
+        for v in prepared.into_values() {
+            self.inner().code.discard(v);
+        }
+    }
+}
+
+/// How many servers one task converts.
+const CHUNK: usize = 256;
+
+/// Run the upgrade from `running` to `target`.
+pub(crate) async fn run(
+    node: &Node,
+    running: &Release,
+    target: &Release,
+    opts: &UpgradeOptions,
+) -> Result<UpgradeReport, ReleaseError> {
+    let started = Instant::now();
+    let mut cx = Ctx {
+        node,
+        to: target.manifest.release.version.clone(),
+        started,
+        phases: Vec::new(),
+        phase_start: started,
+    };
+    let to = cx.to.clone();
+    cx.phase("plan", 0);
+    let (plan, prepared) = plan::derive(node, running, target).await?;
+    let direction = plan.direction;
+
+    // ---- check: nothing is touched ------------------------------------------------------
+    for m in &plan.modules {
+        if !m.old_processes.is_empty() {
+            cx.discard(prepared);
+            return Err(ReleaseError::Refused {
+                to,
+                failed: format!(
+                    "module `{}`: process(es) {} still run its old code; wait until they make a fully-qualified call, or purge it (hotswap purge {})",
+                    m.name,
+                    m.old_processes
+                        .iter()
+                        .map(|p| p.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    m.name
+                ),
+            });
+        }
+    }
+    let mut migs: Vec<Mig> = Vec::new();
+    for name in &plan.order {
+        let m = plan.module(name).expect("in the plan");
+        if m.change != ModuleChange::Changed || m.restart {
+            continue;
+        }
+        let (Some(from), Some(to_v)) = (node.inner.code.current(name), prepared.get(name)) else {
+            continue;
+        };
+        if from.server.is_none() || to_v.server.is_none() {
+            continue;
+        }
+        let spec = target
+            .manifest
+            .upgrade
+            .get(name)
+            .or_else(|| running.manifest.upgrade.get(name));
+        migs.push(Mig {
+            name: name.clone(),
+            depends: m.depends.clone(),
+            from,
+            to: to_v.clone(),
+            extra: spec.and_then(|u| u.extra_bytes()),
+            timeout: opts
+                .suspend_timeout
+                .unwrap_or(Duration::from_millis(m.timeout_ms)),
+        });
+    }
+    let check_targets = collect(&migs, &node.inner);
+    let done = cx.phase("check", check_targets.len());
+    if let Err((pid, module, e, _)) = run_chunks(
+        &node.inner,
+        &migs,
+        &check_targets,
+        direction,
+        &done,
+        |cell, m, dir, proc| {
+            migrate::check(cell, &m.from, &m.to, dir, m.extra.as_deref(), proc).map(|_| None)
+        },
+    )
+    .await
+    {
+        drop(migs);
+        cx.discard(prepared);
+        return Err(ReleaseError::Refused {
+            to,
+            failed: format!("process {pid} (module `{module}`): {e}"),
+        });
+    }
+    let check_ms = ms(started.elapsed());
+
+    // ---- switch --------------------------------------------------------------------------
+    let inner = node.inner.clone();
+    let _lock = inner.code.switch_lock().await;
+    for m in &plan.modules {
+        if matches!(m.change, ModuleChange::Changed | ModuleChange::Removed) {
+            if let Err(p) = inner.code.soft_purge_held(&m.name, &inner.table).await {
+                drop(migs);
+                cx.discard(prepared);
+                return Err(ReleaseError::Refused {
+                    to,
+                    failed: format!(
+                        "module `{}`: process(es) {} still run its old code",
+                        m.name,
+                        p.iter()
+                            .map(|p| p.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                });
+            }
+        }
+    }
+    let switched: BTreeSet<String> = plan
+        .modules
+        .iter()
+        .filter(|m| m.change != ModuleChange::Unchanged)
+        .map(|m| m.name.clone())
+        .collect();
+    inner.releases.gate.close(switched);
+    // Collected again with the gate closed: every server of these modules is here, or
+    // waits at the gate.
+    let targets = collect(&migs, &inner);
+    let pause_start = Instant::now();
+    let done = cx.phase("suspend", targets.len());
+    let mut suspended: Vec<Vec<Pid>> = vec![Vec::new(); migs.len()];
+    let mut late: Vec<Pid> = Vec::new();
+    let mut log: Vec<String> = Vec::new();
+    let mut failure: Option<(String, String)> = None;
+    for (i, m) in migs.iter().enumerate() {
+        let mine: Vec<(Pid, Duration)> = targets
+            .iter()
+            .filter(|t| t.module == i)
+            .map(|t| (t.pid, m.timeout))
+            .collect();
+        let answers = sys_batch::send_all(&inner, &mine, &Request::Suspend, &done).await;
+        log.push(format!("suspend {} ({})", m.name, mine.len()));
+        for ((pid, t), a) in mine.iter().zip(answers) {
+            match a {
+                Answer::Ok => suspended[i].push(*pid),
+                Answer::NoProc => {}
+                Answer::Timeout => {
+                    // A late suspend is still obeyed: a resume follows it.
+                    late.push(*pid);
+                    failure.get_or_insert((
+                        "suspend".into(),
+                        format!(
+                            "process {pid} (module `{}`) did not answer the suspend within {} ms",
+                            m.name,
+                            t.as_millis()
+                        ),
+                    ));
+                }
+                Answer::Failed(e) => {
+                    failure.get_or_insert((
+                        "suspend".into(),
+                        format!(
+                            "process {pid} (module `{}`) refused the suspend: {e}",
+                            m.name
+                        ),
+                    ));
+                }
+            }
+        }
+        if failure.is_some() {
+            break;
+        }
+    }
+    let mut migrations: Vec<Migration> = Vec::new();
+    let mut undo = None;
+    let mut started_apps: Vec<String> = Vec::new();
+    let mut started_children: Vec<(Pid, String)> = Vec::new();
+    if failure.is_none() {
+        let live: Vec<Target> = suspended
+            .iter()
+            .enumerate()
+            .flat_map(|(i, v)| v.iter().map(move |&pid| Target { pid, module: i }))
+            .collect();
+        let done = cx.phase("code_change", live.len());
+        log.push(format!(
+            "code_change {} ({} states)",
+            match direction {
+                Direction::Up => "up",
+                Direction::Down => "down",
+            },
+            live.len()
+        ));
+        match run_chunks(
+            &inner,
+            &migs,
+            &live,
+            direction,
+            &done,
+            |cell, m, dir, proc| {
+                migrate::migrate(cell, &m.from, &m.to, dir, m.extra.as_deref(), proc).map(Some)
+            },
+        )
+        .await
+        {
+            Ok(ms) => migrations = ms,
+            Err((pid, module, e, ms)) => {
+                migrations = ms;
+                let k = live.iter().position(|t| t.pid == pid).map_or(0, |k| k + 1);
+                failure = Some((
+                    "code_change".into(),
+                    format!(
+                        "process {pid} (module `{module}`, {k} of {}): {e}",
+                        live.len()
+                    ),
+                ));
+            }
+        }
+    }
+    if failure.is_none() {
+        cx.phase("commit", 0);
+        let loads: Vec<(String, Option<Arc<Version>>)> = plan
+            .steps
+            .iter()
+            .find_map(|s| match s {
+                plan::Step::Commit { load } => Some(load.clone()),
+                _ => None,
+            })
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|n| prepared.get(&n).map(|v| (n, Some(v.clone()))))
+            .collect();
+        log.push(format!(
+            "commit {}",
+            loads
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
+        undo = Some(inner.code.commit(&loads));
+        inner.releases.gate.open();
+        cx.phase("applications", 0);
+        if let Err(e) = start_apps(
+            node,
+            &plan,
+            target,
+            &mut started_apps,
+            &mut started_children,
+        )
+        .await
+        {
+            failure = Some(("applications".into(), e));
+        }
+    }
+    if let Some((phase, failed)) = failure {
+        cx.phase("rollback", migrations.len());
+        let gated = inner.releases.gate.waiting();
+        for (sup, id) in started_children.iter().rev() {
+            let _ = node.supervisor().terminate_child(*sup, id.as_str()).await;
+            let _ = node.supervisor().delete_child(*sup, id).await;
+        }
+        for a in started_apps.iter().rev() {
+            let _ = node.stop_application(a).await;
+        }
+        if let Some(u) = undo.take() {
+            inner.code.uncommit(u);
+        }
+        rollback(migrations).await;
+        inner.releases.gate.open();
+        sys_batch::post_all(&inner, &late, &Request::Resume);
+        let resumed = resume(
+            &inner,
+            &migs,
+            &suspended,
+            &Arc::new(AtomicUsize::new(0)),
+            &mut Vec::new(),
+        )
+        .await;
+        drop(migs);
+        cx.discard(prepared);
+        tracing::warn!(%to, %phase, %failed, resumed, gated, "upgrade rolled back");
+        return Err(ReleaseError::RolledBack {
+            to,
+            phase,
+            failed,
+            resumed,
+        });
+    }
+    let spawns_gated = 0;
+    let done = cx.phase("resume", suspended.iter().map(Vec::len).sum());
+    resume(&inner, &migs, &suspended, &done, &mut log).await;
+    let pause_ms = ms(pause_start.elapsed());
+    // The versions these name are freed below (a purge needs the only reference).
+    drop(migs);
+    drop(undo);
+
+    // ---- after: nothing here undoes the switch ---------------------------------------------
+    cx.phase("finish", migrations.len());
+    let servers_migrated = migrations.len();
+    finish(migrations).await;
+    let mut warnings = Vec::new();
+    let mut restarted = 0;
+    let mut stopped_apps = Vec::new();
+    for a in &plan.applications {
+        if let AppChange::Children { stop, restart, .. } = &a.change {
+            let Some(app) = node.applications().into_iter().find(|x| x.name == a.name) else {
+                continue;
+            };
+            for id in stop {
+                let r = node
+                    .supervisor()
+                    .terminate_child(app.supervisor, id.as_str())
+                    .await;
+                let d = node.supervisor().delete_child(app.supervisor, id).await;
+                if let Err(e) = r
+                    .map_err(|e| e.to_string())
+                    .and(d.map_err(|e| e.to_string()))
+                {
+                    warnings.push(format!(
+                        "application {}: child {id} was not stopped: {e}",
+                        a.name
+                    ));
+                }
+            }
+            for id in restart {
+                if let Err(e) =
+                    restart_with_new_spec(node, app.supervisor, &a.name, id, target).await
+                {
+                    warnings.push(format!(
+                        "application {}: child {id} was not restarted: {e}",
+                        a.name
+                    ));
+                }
+            }
+        }
+    }
+    for m in &plan.modules {
+        if m.change == ModuleChange::Changed && m.restart {
+            let mut pids = m.servers.clone();
+            pids.extend(&m.processes);
+            match restart_processes(node, &pids).await {
+                Ok(n) => restarted += n,
+                Err(e) => warnings.push(format!("module {}: {e}", m.name)),
+            }
+        }
+    }
+    for a in &plan.applications {
+        if a.change == AppChange::Removed {
+            match node.stop_application(&a.name).await {
+                Ok(()) => stopped_apps.push(a.name.clone()),
+                Err(e) => warnings.push(format!("application {} was not stopped: {e}", a.name)),
+            }
+        }
+    }
+    let removed: Vec<String> = plan
+        .modules
+        .iter()
+        .filter(|m| m.change == ModuleChange::Removed)
+        .map(|m| m.name.clone())
+        .collect();
+    if !removed.is_empty() {
+        let dels: Vec<(String, Option<Arc<Version>>)> =
+            removed.iter().map(|n| (n.clone(), None)).collect();
+        inner.code.commit(&dels);
+    }
+    for m in &plan.modules {
+        if matches!(m.change, ModuleChange::Changed | ModuleChange::Removed) {
+            let _ = inner.code.soft_purge_held(&m.name, &inner.table).await;
+        }
+    }
+    drop(_lock);
+    cx.phase("done", 0);
+    let pick = |c: ModuleChange| -> Vec<String> {
+        plan.modules
+            .iter()
+            .filter(|m| m.change == c)
+            .map(|m| m.name.clone())
+            .collect()
+    };
+    let report = UpgradeReport {
+        from: plan.from.clone(),
+        to: plan.to.clone(),
+        direction,
+        modules_changed: pick(ModuleChange::Changed),
+        modules_added: pick(ModuleChange::Added),
+        modules_removed: removed,
+        servers_migrated,
+        processes_switching: plan
+            .modules
+            .iter()
+            .filter(|m| m.change == ModuleChange::Changed && !m.restart)
+            .map(|m| m.processes.len())
+            .sum(),
+        processes_restarted: restarted,
+        applications_started: started_apps,
+        applications_stopped: stopped_apps,
+        spawns_gated,
+        pause_ms,
+        check_ms,
+        total_ms: ms(started.elapsed()),
+        phases: cx.phases.clone(),
+        log,
+        warnings,
+        plan,
+    };
+    tracing::info!(to = %report.to, servers = report.servers_migrated, pause_ms = report.pause_ms, total_ms = report.total_ms, "upgrade done");
+    Ok(report)
+}
+
+/// The live servers of each migrating module (from its current version's states).
+fn collect(migs: &[Mig], inner: &NodeInner) -> Vec<Target> {
+    let mut out = Vec::new();
+    for (i, m) in migs.iter().enumerate() {
+        let mut pids: Vec<u64> = m.from.states.lock().keys().copied().collect();
+        pids.sort_unstable();
+        out.extend(
+            pids.into_iter()
+                .filter(|p| inner.table.get(*p).is_some())
+                .map(|p| Target {
+                    pid: Pid(p),
+                    module: i,
+                }),
+        );
+    }
+    out
+}
+
+type ChunkErr = (Pid, String, String, Vec<Migration>);
+
+/// Run `f` on every target's state cell, in parallel chunks; stops at the first error
+/// (the other chunks stop soon after). The migrations made, or the first error with them.
+async fn run_chunks<F>(
+    inner: &Arc<NodeInner>,
+    migs: &[Mig],
+    targets: &[Target],
+    dir: Direction,
+    done: &Arc<AtomicUsize>,
+    f: F,
+) -> Result<Vec<Migration>, ChunkErr>
+where
+    F: Fn(
+            &Arc<crate::server::StateCell>,
+            &Mig,
+            Direction,
+            *mut hotswap_abi::ProcHandle,
+        ) -> Result<Option<Migration>, String>
+        + Send
+        + Sync
+        + Copy
+        + 'static,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let migs: Arc<Vec<Mig>> = Arc::new(migs.to_vec());
+    let mut tasks = Vec::new();
+    for chunk in targets.chunks(CHUNK) {
+        let chunk: Vec<Target> = chunk.to_vec();
+        let (inner, migs, stop, done) = (inner.clone(), migs.clone(), stop.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut made = Vec::with_capacity(chunk.len());
+            for t in chunk {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let m = &migs[t.module];
+                let (name, from, to) = (&m.name, &m.from, &m.to);
+                let Some(proc) = inner.table.get(t.pid.0) else {
+                    continue; // exited since: nothing to migrate
+                };
+                let cell = from.states.lock().get(&t.pid.0).and_then(|w| w.upgrade());
+                let Some(cell) = cell else {
+                    if to.states.lock().contains_key(&t.pid.0) {
+                        continue;
+                    }
+                    stop.store(true, Ordering::Relaxed);
+                    return Err((
+                        t.pid,
+                        name.clone(),
+                        "its state is no longer an object of the version being replaced"
+                            .to_string(),
+                        made,
+                    ));
+                };
+                match f(&cell, m, dir, proc.as_handle()) {
+                    Ok(Some(mg)) => made.push(mg),
+                    Ok(None) => {}
+                    Err(e) => {
+                        stop.store(true, Ordering::Relaxed);
+                        return Err((t.pid, name.clone(), e, made));
+                    }
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(made)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut first_err: Option<(Pid, String, String)> = None;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(made)) => all.extend(made),
+            Ok(Err((pid, m, e, made))) => {
+                all.extend(made);
+                if first_err.is_none() {
+                    first_err = Some((pid, m, e));
+                }
+            }
+            Err(e) => {
+                first_err.get_or_insert((
+                    Pid(0),
+                    String::new(),
+                    format!("a conversion task failed: {e}"),
+                ));
+            }
+        }
+    }
+    match first_err {
+        None => Ok(all),
+        Some((p, m, e)) => Err((p, m, e, all)),
+    }
+}
+
+/// Drop the old state objects (in parallel chunks).
+async fn finish(migrations: Vec<Migration>) {
+    each_chunk(migrations, Migration::commit).await
+}
+
+/// Put the old state objects back (in parallel chunks).
+async fn rollback(migrations: Vec<Migration>) {
+    each_chunk(migrations, Migration::rollback).await
+}
+
+async fn each_chunk(mut v: Vec<Migration>, f: fn(Migration)) {
+    let mut tasks = Vec::new();
+    while !v.is_empty() {
+        let rest = v.split_off(v.len().saturating_sub(CHUNK * 4));
+        tasks.push(tokio::spawn(async move { rest.into_iter().for_each(f) }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+/// Resume the suspended servers, dependencies first (the reverse of the suspend order).
+/// A module that a module resumed after it depends on is resumed and its answers awaited
+/// before the next one; the others' resumes are only sent: a server takes its resume
+/// before any other message waiting for it, so nothing can see it suspended once the
+/// resume is in its mailbox. How many servers were sent (and, if awaited, answered) a
+/// resume.
+async fn resume(
+    inner: &Arc<NodeInner>,
+    migs: &[Mig],
+    suspended: &[Vec<Pid>],
+    done: &Arc<AtomicUsize>,
+    log: &mut Vec<String>,
+) -> usize {
+    let mut n = 0;
+    for (i, pids) in suspended.iter().enumerate().rev() {
+        let awaited = (0..i).any(|j| migs[j].depends.contains(&migs[i].name));
+        log.push(format!("resume {} ({})", migs[i].name, pids.len()));
+        if !awaited {
+            let sent = sys_batch::post_all(inner, pids, &Request::Resume);
+            done.fetch_add(pids.len(), Ordering::Relaxed);
+            n += sent;
+            continue;
+        }
+        let t = migs[i].timeout.max(Duration::from_secs(5));
+        let targets: Vec<(Pid, Duration)> = pids.iter().map(|p| (*p, t)).collect();
+        let answers = sys_batch::send_all(inner, &targets, &Request::Resume, done).await;
+        for ((pid, _), a) in targets.iter().zip(answers) {
+            match a {
+                Answer::Ok => n += 1,
+                Answer::NoProc => {}
+                other => {
+                    tracing::warn!(pid = %pid, module = %migs[i].name, answer = ?other, "resume not answered")
+                }
+            }
+        }
+    }
+    n
+}
+
+/// Start the added applications and the children their top supervisors gain.
+async fn start_apps(
+    node: &Node,
+    plan: &Plan,
+    target: &Release,
+    started_apps: &mut Vec<String>,
+    started_children: &mut Vec<(Pid, String)>,
+) -> Result<(), String> {
+    for a in &target.manifest.applications {
+        if plan
+            .applications
+            .iter()
+            .any(|p| p.name == a.name && p.change == AppChange::Added)
+        {
+            let app = a.application()?;
+            node.start_application(app)
+                .await
+                .map_err(|e| format!("application {} did not start: {e}", a.name))?;
+            started_apps.push(a.name.clone());
+        }
+    }
+    for p in &plan.applications {
+        let AppChange::Children { start, .. } = &p.change else {
+            continue;
+        };
+        let Some(spec) = target
+            .manifest
+            .applications
+            .iter()
+            .find(|a| a.name == p.name)
+        else {
+            continue;
+        };
+        let Some(app) = node.applications().into_iter().find(|x| x.name == p.name) else {
+            return Err(format!("application {} is not running", p.name));
+        };
+        for (i, e) in spec.start.iter().enumerate() {
+            let c = e.child_spec(i)?;
+            if !start.contains(&c.id) {
+                continue;
+            }
+            let id = c.id.clone();
+            node.supervisor()
+                .start_child(app.supervisor, c)
+                .await
+                .map_err(|e| format!("application {}: child {id} did not start: {e}", p.name))?;
+            started_children.push((app.supervisor, id));
+        }
+    }
+    Ok(())
+}
+
+/// A child whose entry changed: stopped, its old spec deleted, started from the new one.
+async fn restart_with_new_spec(
+    node: &Node,
+    sup: Pid,
+    app: &str,
+    id: &str,
+    target: &Release,
+) -> Result<(), String> {
+    let spec = target
+        .manifest
+        .applications
+        .iter()
+        .find(|a| a.name == app)
+        .and_then(|a| {
+            a.start
+                .iter()
+                .enumerate()
+                .filter_map(|(i, e)| e.child_spec(i).ok())
+                .find(|c| c.id == id)
+        })
+        .ok_or_else(|| format!("no entry {id} in the new release"))?;
+    node.supervisor()
+        .terminate_child(sup, id)
+        .await
+        .map_err(|e| e.to_string())?;
+    node.supervisor()
+        .delete_child(sup, id)
+        .await
+        .map_err(|e| e.to_string())?;
+    node.supervisor()
+        .start_child(sup, spec)
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+/// Restart processes through the supervisors that own them; how many.
+async fn restart_processes(node: &Node, pids: &[Pid]) -> Result<usize, String> {
+    let want: BTreeSet<Pid> = pids.iter().copied().collect();
+    let mut n = 0;
+    let mut sups: Vec<Pid> = node.applications().iter().map(|a| a.supervisor).collect();
+    while let Some(sup) = sups.pop() {
+        let kids = node
+            .supervisor()
+            .which_children(sup)
+            .await
+            .map_err(|e| e.to_string())?;
+        for c in kids {
+            let ChildPid::Running(p) = c.pid else {
+                continue;
+            };
+            if c.child_type == crate::supervisor::ChildType::Supervisor {
+                sups.push(p);
+            }
+            if want.contains(&p) {
+                if let Some(id) = c.id {
+                    node.supervisor()
+                        .terminate_child(sup, id.as_str())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    node.supervisor()
+                        .restart_child(sup, &id)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    n += 1;
+                }
+            }
+        }
+    }
+    Ok(n)
+}

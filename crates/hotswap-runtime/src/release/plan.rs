@@ -1,0 +1,821 @@
+//! The plan of an upgrade, derived (never hand-written) from the running and the target
+//! release's manifests, the libraries' descriptors and the live processes.
+//!
+//! - **Modules** are added, removed, changed (their build ids differ) or unchanged.
+//! - For each changed module, its **processes** come from the code server itself, not
+//!   only from child specs (OTP's sharp edge): every gen_server whose state the current
+//!   version made *migrates* (suspended, `code_change`, resumed), every other process
+//!   bound to the current version *switches* at its next fully-qualified call, and
+//!   `[upgrade.<module>] restart = true` makes their supervisors *restart* them instead.
+//!   Processes still bound to the module's *old* version refuse the upgrade (old code
+//!   must go first, like `soft_purge`).
+//! - **Order** follows `depends` (spec §7.4): dependents are suspended first, and
+//!   dependencies are resumed first.
+//! - **Applications** are added, removed, or changed: the children their top supervisor
+//!   gains are started, those it loses are stopped, those whose entry changed are
+//!   restarted with the new entry.
+//! - A target **older** than the running release makes it a downgrade: the newer
+//!   version's `downgrade` converts each state back, the older version's `code_change`
+//!   reads it ([`hotswap::gen_server::Direction::Down`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::sync::Arc;
+
+use hotswap::gen_server::Direction;
+use hotswap::Pid;
+use serde::Serialize;
+
+use super::manifest::{AppSpec, Release, UpgradeSpec};
+use super::store::version_order;
+use super::{ReleaseError, DEFAULT_SUSPEND_TIMEOUT};
+use crate::code::Version;
+use crate::Node;
+
+/// How a module differs between the two releases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModuleChange {
+    /// Only in the target release.
+    Added,
+    /// Only in the running release.
+    Removed,
+    /// In both, with different build ids.
+    Changed,
+    /// In both, the same build.
+    Unchanged,
+}
+
+/// One module of the plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModulePlan {
+    /// Its name.
+    pub name: String,
+    /// How it differs.
+    pub change: ModuleChange,
+    /// Its version in the running release.
+    pub from_version: Option<String>,
+    /// Its version in the target release.
+    pub to_version: Option<String>,
+    /// The running build's id.
+    pub from_build: Option<String>,
+    /// The target build's id.
+    pub to_build: Option<String>,
+    /// gen_servers whose state the current version made: suspended and migrated by
+    /// `code_change` (restarted instead with `restart`).
+    pub servers: Vec<Pid>,
+    /// Other processes running the current version: they switch at their next
+    /// fully-qualified call (restarted instead with `restart`).
+    pub processes: Vec<Pid>,
+    /// Processes still running its old version (they refuse the upgrade).
+    pub old_processes: Vec<Pid>,
+    /// `[upgrade.<module>] restart`.
+    pub restart: bool,
+    /// The suspend time limit of its processes, in milliseconds.
+    pub timeout_ms: u64,
+    /// `[upgrade.<module>] extra`, as JSON (for display).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extra: Option<serde_json::Value>,
+    /// The modules it depends on (calls).
+    pub depends: Vec<String>,
+}
+
+/// How an application differs between the two releases.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "change")]
+pub enum AppChange {
+    /// Only in the target release: started.
+    Added,
+    /// Only in the running release: stopped.
+    Removed,
+    /// Its top supervisor's children differ (by id).
+    Children {
+        /// Children started.
+        start: Vec<String>,
+        /// Children stopped.
+        stop: Vec<String>,
+        /// Children whose entry changed: restarted with the new one.
+        restart: Vec<String>,
+    },
+}
+
+/// One application of the plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppPlan {
+    /// Its name.
+    pub name: String,
+    /// What changes.
+    #[serde(flatten)]
+    pub change: AppChange,
+}
+
+/// One step, in the order the switch runs them.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case", tag = "step")]
+pub enum Step {
+    /// Load the target's libraries as prepared versions and run each changed gen_server's
+    /// `code_change` on a copy of every live state; nothing changes.
+    Check {
+        /// Libraries loaded.
+        libraries: usize,
+        /// States converted on a copy.
+        states: usize,
+    },
+    /// Suspend the module's servers (dependents first).
+    Suspend {
+        /// The module.
+        module: String,
+        /// Its servers.
+        pids: Vec<Pid>,
+    },
+    /// Convert every suspended server's state with the new code.
+    CodeChange {
+        /// The module.
+        module: String,
+        /// Up or down.
+        direction: Direction,
+        /// The servers.
+        pids: Vec<Pid>,
+    },
+    /// Make every prepared version current (and delete removed modules) in one step.
+    Commit {
+        /// Modules made current.
+        load: Vec<String>,
+    },
+    /// Start an application.
+    StartApplication {
+        /// Its name.
+        name: String,
+    },
+    /// Change an application's top supervisor's children.
+    Supervisor {
+        /// The application.
+        application: String,
+        /// Children started.
+        start: Vec<String>,
+        /// Children stopped.
+        stop: Vec<String>,
+        /// Children restarted with their new entry.
+        restart: Vec<String>,
+    },
+    /// Resume the module's servers (dependencies first).
+    Resume {
+        /// The module.
+        module: String,
+        /// Its servers.
+        pids: Vec<Pid>,
+    },
+    /// Restart processes through their supervisors (`restart = true`).
+    Restart {
+        /// The module.
+        module: String,
+        /// The processes.
+        pids: Vec<Pid>,
+    },
+    /// Processes that switch to the new code at their next fully-qualified call.
+    Switch {
+        /// The module.
+        module: String,
+        /// The processes.
+        pids: Vec<Pid>,
+    },
+    /// Stop an application.
+    StopApplication {
+        /// Its name.
+        name: String,
+    },
+    /// Delete the removed modules (their current version becomes old).
+    Delete {
+        /// The modules.
+        modules: Vec<String>,
+    },
+    /// Free the old versions nothing runs any more.
+    Purge {
+        /// The modules.
+        modules: Vec<String>,
+    },
+}
+
+fn pids(p: &[Pid]) -> String {
+    if p.is_empty() {
+        return "none".into();
+    }
+    let shown: Vec<String> = p.iter().take(8).map(|p| p.to_string()).collect();
+    if p.len() > 8 {
+        format!("{} ... ({} in all)", shown.join(" "), p.len())
+    } else {
+        shown.join(" ")
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::Check { libraries, states } => write!(
+                f,
+                "check: load {libraries} librar{} as prepared versions, run code_change on a copy of {states} live state{}",
+                if *libraries == 1 { "y" } else { "ies" },
+                if *states == 1 { "" } else { "s" }
+            ),
+            Step::Suspend { module, pids: p } => {
+                write!(f, "suspend {module}: {} process(es): {}", p.len(), pids(p))
+            }
+            Step::CodeChange {
+                module,
+                direction,
+                pids: p,
+            } => write!(
+                f,
+                "code_change {module} ({}): {} state(s)",
+                match direction {
+                    Direction::Up => "up",
+                    Direction::Down => "down",
+                },
+                p.len()
+            ),
+            Step::Commit { load } => write!(f, "commit: make current {}", list(load)),
+            Step::StartApplication { name } => write!(f, "start application {name}"),
+            Step::Supervisor {
+                application,
+                start,
+                stop,
+                restart,
+            } => {
+                write!(f, "supervisor of {application}:")?;
+                let mut sep = " ";
+                for (what, ids) in [("start", start), ("stop", stop), ("restart", restart)] {
+                    if !ids.is_empty() {
+                        write!(f, "{sep}{what} {}", list(ids))?;
+                        sep = ", ";
+                    }
+                }
+                Ok(())
+            }
+            Step::Resume { module, pids: p } => {
+                write!(f, "resume {module}: {} process(es): {}", p.len(), pids(p))
+            }
+            Step::Restart { module, pids: p } => write!(
+                f,
+                "restart {module} through its supervisors: {}",
+                pids(p)
+            ),
+            Step::Switch { module, pids: p } => write!(
+                f,
+                "{module}: {} process(es) switch at their next fully-qualified call: {}",
+                p.len(),
+                pids(p)
+            ),
+            Step::StopApplication { name } => write!(f, "stop application {name}"),
+            Step::Delete { modules } => write!(f, "delete {}", list(modules)),
+            Step::Purge { modules } => write!(
+                f,
+                "purge the old code of {} (where no process runs it)",
+                list(modules)
+            ),
+        }
+    }
+}
+
+fn list(v: &[String]) -> String {
+    if v.is_empty() {
+        "nothing".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// What an upgrade does.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// The running release.
+    pub from: String,
+    /// The target release.
+    pub to: String,
+    /// Up (a newer release) or down (an older one).
+    pub direction: Direction,
+    /// Every module of either release.
+    pub modules: Vec<ModulePlan>,
+    /// The applications that change.
+    pub applications: Vec<AppPlan>,
+    /// The changed modules with processes, dependents first (the suspend order).
+    pub order: Vec<String>,
+    /// The steps, in order.
+    pub steps: Vec<Step>,
+    /// Anything the plan cannot do and why (a dependency cycle kept in manifest order, a
+    /// supervisor module's tree not compared, ...).
+    pub notes: Vec<String>,
+}
+
+impl Plan {
+    /// The module's plan.
+    pub fn module(&self, name: &str) -> Option<&ModulePlan> {
+        self.modules.iter().find(|m| m.name == name)
+    }
+
+    /// How many servers migrate.
+    pub fn servers(&self) -> usize {
+        self.modules
+            .iter()
+            .filter(|m| !m.restart)
+            .map(|m| m.servers.len())
+            .sum()
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} from release {} to {}",
+            match self.direction {
+                Direction::Up => "upgrade",
+                Direction::Down => "downgrade",
+            },
+            self.from,
+            self.to
+        )?;
+        writeln!(f, "modules:")?;
+        for m in &self.modules {
+            let v = |x: &Option<String>| x.clone().unwrap_or_else(|| "-".into());
+            writeln!(
+                f,
+                "  {:<20} {:<9} {} -> {}{}",
+                m.name,
+                format!("{:?}", m.change).to_lowercase(),
+                v(&m.from_version),
+                v(&m.to_version),
+                match m.change {
+                    ModuleChange::Changed | ModuleChange::Removed => format!(
+                        "  ({} server(s) {}, {} other process(es) {})",
+                        m.servers.len(),
+                        if m.restart { "restart" } else { "migrate" },
+                        m.processes.len(),
+                        if m.restart { "restart" } else { "switch" }
+                    ),
+                    _ => String::new(),
+                }
+            )?;
+        }
+        if !self.applications.is_empty() {
+            writeln!(f, "applications:")?;
+            for a in &self.applications {
+                match &a.change {
+                    AppChange::Added => writeln!(f, "  {:<20} added", a.name)?,
+                    AppChange::Removed => writeln!(f, "  {:<20} removed", a.name)?,
+                    AppChange::Children {
+                        start,
+                        stop,
+                        restart,
+                    } => writeln!(
+                        f,
+                        "  {:<20} children: start {}, stop {}, restart {}",
+                        a.name,
+                        list(start),
+                        list(stop),
+                        list(restart)
+                    )?,
+                }
+            }
+        }
+        writeln!(f, "steps:")?;
+        for (i, s) in self.steps.iter().enumerate() {
+            writeln!(f, "  {:>2}. {s}", i + 1)?;
+        }
+        for n in &self.notes {
+            writeln!(f, "note: {n}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The prepared versions of the target's changed and added modules, by name.
+pub(crate) type Prepared = BTreeMap<String, Arc<Version>>;
+
+/// Derive the plan from `running` to `target`, loading the target's libraries as prepared
+/// versions (returned for the transaction; the caller discards them otherwise).
+pub(crate) async fn derive(
+    node: &Node,
+    running: &Release,
+    target: &Release,
+) -> Result<(Plan, Prepared), ReleaseError> {
+    let inner = &node.inner;
+    let from = running.manifest.release.version.clone();
+    let to = target.manifest.release.version.clone();
+    let direction = if version_order(&to, &from).is_lt() {
+        Direction::Down
+    } else {
+        Direction::Up
+    };
+    let mut prepared = Prepared::new();
+    let discard_all = |prepared: Prepared| {
+        for v in prepared.into_values() {
+            inner.code.discard(v);
+        }
+    };
+    let old_specs: BTreeMap<&str, _> = running
+        .manifest
+        .modules
+        .iter()
+        .map(|m| (m.name.as_str(), m))
+        .collect();
+    let new_specs: BTreeMap<&str, _> = target
+        .manifest
+        .modules
+        .iter()
+        .map(|m| (m.name.as_str(), m))
+        .collect();
+    let mut modules = Vec::new();
+    let mut names: Vec<&str> = running
+        .manifest
+        .modules
+        .iter()
+        .map(|m| m.name.as_str())
+        .collect();
+    for m in &target.manifest.modules {
+        if !old_specs.contains_key(m.name.as_str()) {
+            names.push(&m.name);
+        }
+    }
+    for name in names {
+        let current = inner.code.current(name);
+        let mut mp = ModulePlan {
+            name: name.to_string(),
+            change: ModuleChange::Unchanged,
+            from_version: current.as_ref().map(|v| v.vsn.clone()),
+            to_version: None,
+            from_build: current.as_ref().map(|v| v.build_id.clone()),
+            to_build: None,
+            servers: Vec::new(),
+            processes: Vec::new(),
+            old_processes: Vec::new(),
+            restart: false,
+            timeout_ms: DEFAULT_SUSPEND_TIMEOUT.as_millis() as u64,
+            extra: None,
+            depends: Vec::new(),
+        };
+        let ov: Option<&UpgradeSpec> = target
+            .manifest
+            .upgrade
+            .get(name)
+            .or_else(|| running.manifest.upgrade.get(name));
+        if let Some(u) = ov {
+            mp.restart = u.restart;
+            if let Some(t) = u.timeout_ms {
+                mp.timeout_ms = t;
+            }
+            mp.extra = u.extra.as_ref().and_then(|e| serde_json::to_value(e).ok());
+        }
+        let mut deps: BTreeSet<String> = BTreeSet::new();
+        for s in [old_specs.get(name), new_specs.get(name)]
+            .into_iter()
+            .flatten()
+        {
+            deps.extend(s.depends.iter().cloned());
+        }
+        mp.depends = deps.into_iter().collect();
+        if let Some(spec) = new_specs.get(name) {
+            let file = target.module_file(spec);
+            let v = match inner.code.prepare(&file, name) {
+                Ok(v) => v,
+                Err(e) => {
+                    discard_all(prepared);
+                    return Err(ReleaseError::Refused {
+                        to,
+                        failed: format!(
+                            "module `{name}`: the library {} does not load: {e}",
+                            file.display()
+                        ),
+                    });
+                }
+            };
+            if v.vsn != spec.version {
+                let got = v.vsn.clone();
+                inner.code.discard(v);
+                discard_all(prepared);
+                return Err(ReleaseError::Refused {
+                    to,
+                    failed: format!(
+                        "module `{name}`: {} holds version {got:?}, but the manifest of {} says {:?}",
+                        file.display(),
+                        target.manifest.release.version,
+                        spec.version
+                    ),
+                });
+            }
+            mp.to_version = Some(v.vsn.clone());
+            mp.to_build = Some(v.build_id.clone());
+            match &current {
+                None => {
+                    mp.change = ModuleChange::Added;
+                    prepared.insert(name.to_string(), v);
+                }
+                Some(c) if c.build_id == v.build_id && c.vsn == v.vsn => {
+                    inner.code.discard(v);
+                }
+                Some(_) => {
+                    mp.change = ModuleChange::Changed;
+                    prepared.insert(name.to_string(), v);
+                }
+            }
+        } else {
+            mp.change = ModuleChange::Removed;
+        }
+        if let (Some(c), ModuleChange::Changed | ModuleChange::Removed) = (&current, mp.change) {
+            let mut servers: Vec<Pid> = c
+                .states
+                .lock()
+                .keys()
+                .map(|&p| Pid(p))
+                .filter(|p| node.is_alive(*p))
+                .collect();
+            servers.sort();
+            let set: BTreeSet<Pid> = servers.iter().copied().collect();
+            mp.processes = c
+                .bound_pids(&inner.table)
+                .into_iter()
+                .filter(|p| !set.contains(p))
+                .collect();
+            mp.servers = servers;
+        }
+        if mp.change != ModuleChange::Unchanged {
+            if let Some(old) = inner.code.old_of(name) {
+                mp.old_processes = old.bound_pids(&inner.table);
+            }
+        }
+        modules.push(mp);
+    }
+    let (order, mut notes) = suspend_order(&modules);
+    let applications = app_changes(
+        &running.manifest.applications,
+        &target.manifest.applications,
+        &mut notes,
+    );
+    let steps = steps(
+        &modules,
+        &order,
+        &applications,
+        &target.manifest.applications,
+        direction,
+        &running.manifest.applications,
+    );
+    Ok((
+        Plan {
+            from,
+            to,
+            direction,
+            modules,
+            applications,
+            order,
+            steps,
+            notes,
+        },
+        prepared,
+    ))
+}
+
+/// The changed (or removed) modules, dependents before their dependencies (spec §7.4);
+/// a cycle keeps manifest order and is noted.
+fn suspend_order(modules: &[ModulePlan]) -> (Vec<String>, Vec<String>) {
+    let changed: Vec<&ModulePlan> = modules
+        .iter()
+        .filter(|m| matches!(m.change, ModuleChange::Changed | ModuleChange::Removed))
+        .collect();
+    let names: BTreeSet<&str> = changed.iter().map(|m| m.name.as_str()).collect();
+    // Kahn's algorithm on "m before d" edges (m depends on d), stable in manifest order.
+    let mut indegree: HashMap<&str, usize> = changed.iter().map(|m| (m.name.as_str(), 0)).collect();
+    for m in &changed {
+        for d in &m.depends {
+            if names.contains(d.as_str()) {
+                *indegree.get_mut(d.as_str()).expect("listed") += 1;
+            }
+        }
+    }
+    let mut order = Vec::new();
+    let mut done: BTreeSet<&str> = BTreeSet::new();
+    while let Some(next) = changed
+        .iter()
+        .find(|m| !done.contains(m.name.as_str()) && indegree[m.name.as_str()] == 0)
+    {
+        done.insert(&next.name);
+        order.push(next.name.clone());
+        for d in &next.depends {
+            if let Some(n) = indegree.get_mut(d.as_str()) {
+                *n -= 1;
+            }
+        }
+    }
+    let mut notes = Vec::new();
+    let rest: Vec<String> = changed
+        .iter()
+        .filter(|m| !done.contains(m.name.as_str()))
+        .map(|m| m.name.clone())
+        .collect();
+    if !rest.is_empty() {
+        notes.push(format!(
+            "the modules {} depend on each other in a cycle: they keep their manifest order",
+            rest.join(", ")
+        ));
+        order.extend(rest);
+    }
+    (order, notes)
+}
+
+fn app_changes(old: &[AppSpec], new: &[AppSpec], notes: &mut Vec<String>) -> Vec<AppPlan> {
+    let mut out = Vec::new();
+    let old_by: BTreeMap<&str, &AppSpec> = old.iter().map(|a| (a.name.as_str(), a)).collect();
+    let new_by: BTreeMap<&str, &AppSpec> = new.iter().map(|a| (a.name.as_str(), a)).collect();
+    for a in new {
+        match old_by.get(a.name.as_str()) {
+            None => out.push(AppPlan {
+                name: a.name.clone(),
+                change: AppChange::Added,
+            }),
+            Some(o) => {
+                if o.supervisor.is_some() || a.supervisor.is_some() {
+                    if toml::to_string(o).ok() != toml::to_string(a).ok() {
+                        notes.push(format!(
+                            "application {}: its tree comes from a supervisor module, so its children are not compared; restart the application to change them",
+                            a.name
+                        ));
+                    }
+                    continue;
+                }
+                let ids = |s: &AppSpec| -> BTreeMap<String, String> {
+                    s.start
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, e)| {
+                            let c = e.child_spec(i).ok()?;
+                            Some((c.id.clone(), format!("{c:?}")))
+                        })
+                        .collect()
+                };
+                let (oi, ni) = (ids(o), ids(a));
+                let start: Vec<String> = ni
+                    .keys()
+                    .filter(|k| !oi.contains_key(*k))
+                    .cloned()
+                    .collect();
+                let stop: Vec<String> = oi
+                    .keys()
+                    .filter(|k| !ni.contains_key(*k))
+                    .cloned()
+                    .collect();
+                let restart: Vec<String> = ni
+                    .iter()
+                    .filter(|(k, v)| oi.get(*k).is_some_and(|ov| ov != *v))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                if !(start.is_empty() && stop.is_empty() && restart.is_empty()) {
+                    out.push(AppPlan {
+                        name: a.name.clone(),
+                        change: AppChange::Children {
+                            start,
+                            stop,
+                            restart,
+                        },
+                    });
+                }
+            }
+        }
+    }
+    for a in old.iter().rev() {
+        if !new_by.contains_key(a.name.as_str()) {
+            out.push(AppPlan {
+                name: a.name.clone(),
+                change: AppChange::Removed,
+            });
+        }
+    }
+    out
+}
+
+fn steps(
+    modules: &[ModulePlan],
+    order: &[String],
+    apps: &[AppPlan],
+    target_apps: &[AppSpec],
+    direction: Direction,
+    _running_apps: &[AppSpec],
+) -> Vec<Step> {
+    let by: BTreeMap<&str, &ModulePlan> = modules.iter().map(|m| (m.name.as_str(), m)).collect();
+    let migrating: Vec<&ModulePlan> = order
+        .iter()
+        .filter_map(|n| by.get(n.as_str()).copied())
+        .filter(|m| m.change == ModuleChange::Changed && !m.restart && !m.servers.is_empty())
+        .collect();
+    let mut steps = vec![Step::Check {
+        libraries: modules
+            .iter()
+            .filter(|m| matches!(m.change, ModuleChange::Added | ModuleChange::Changed))
+            .count(),
+        states: migrating.iter().map(|m| m.servers.len()).sum(),
+    }];
+    for m in &migrating {
+        steps.push(Step::Suspend {
+            module: m.name.clone(),
+            pids: m.servers.clone(),
+        });
+    }
+    for m in &migrating {
+        steps.push(Step::CodeChange {
+            module: m.name.clone(),
+            direction,
+            pids: m.servers.clone(),
+        });
+    }
+    let mut load: Vec<String> = modules
+        .iter()
+        .filter(|m| matches!(m.change, ModuleChange::Added | ModuleChange::Changed))
+        .map(|m| m.name.clone())
+        .collect();
+    // Dependencies first, as OTP loads them.
+    load.sort_by_key(|n| order.iter().rev().position(|o| o == n).unwrap_or(0));
+    let delete: Vec<String> = modules
+        .iter()
+        .filter(|m| m.change == ModuleChange::Removed)
+        .map(|m| m.name.clone())
+        .collect();
+    steps.push(Step::Commit { load });
+    for a in target_apps {
+        if apps
+            .iter()
+            .any(|p| p.name == a.name && p.change == AppChange::Added)
+        {
+            steps.push(Step::StartApplication {
+                name: a.name.clone(),
+            });
+        }
+    }
+    for a in apps {
+        if let AppChange::Children { start, .. } = &a.change {
+            if !start.is_empty() {
+                steps.push(Step::Supervisor {
+                    application: a.name.clone(),
+                    start: start.clone(),
+                    stop: Vec::new(),
+                    restart: Vec::new(),
+                });
+            }
+        }
+    }
+    for m in migrating.iter().rev() {
+        steps.push(Step::Resume {
+            module: m.name.clone(),
+            pids: m.servers.clone(),
+        });
+    }
+    // What cannot be undone comes once nothing can fail any more.
+    for a in apps {
+        if let AppChange::Children { stop, restart, .. } = &a.change {
+            if !(stop.is_empty() && restart.is_empty()) {
+                steps.push(Step::Supervisor {
+                    application: a.name.clone(),
+                    start: Vec::new(),
+                    stop: stop.clone(),
+                    restart: restart.clone(),
+                });
+            }
+        }
+    }
+    for n in order {
+        let m = by[n.as_str()];
+        if m.change != ModuleChange::Changed {
+            continue;
+        }
+        if m.restart {
+            let mut p = m.servers.clone();
+            p.extend(&m.processes);
+            if !p.is_empty() {
+                steps.push(Step::Restart {
+                    module: m.name.clone(),
+                    pids: p,
+                });
+            }
+        } else if !m.processes.is_empty() {
+            steps.push(Step::Switch {
+                module: m.name.clone(),
+                pids: m.processes.clone(),
+            });
+        }
+    }
+    for a in apps {
+        if a.change == AppChange::Removed {
+            steps.push(Step::StopApplication {
+                name: a.name.clone(),
+            });
+        }
+    }
+    if !delete.is_empty() {
+        steps.push(Step::Delete { modules: delete });
+    }
+    let purge: Vec<String> = modules
+        .iter()
+        .filter(|m| matches!(m.change, ModuleChange::Changed | ModuleChange::Removed))
+        .map(|m| m.name.clone())
+        .collect();
+    if !purge.is_empty() {
+        steps.push(Step::Purge { modules: purge });
+    }
+    steps
+}

@@ -1,0 +1,1042 @@
+//! Release upgrades as transactions (issue 11): real release directories with real module
+//! libraries, a node booted from one, upgraded, rolled back and downgraded.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hotswap::gen_server as gs;
+use hotswap_runtime::release::{
+    Release, ReleaseDir, ReleaseError, ReleaseStatus, Store, UpgradeOptions,
+};
+use hotswap_runtime::{Node, Pid, StartOpts};
+use serde::{Deserialize, Serialize};
+
+use crate::support::{self, module, TempDir, WAIT};
+
+/// Mirror of `modules/common/rel_srv.rs` `Req`.
+#[derive(Serialize, Deserialize, Debug)]
+enum Req {
+    Get,
+    Bump,
+    Sleep(u64),
+    Vsn,
+}
+
+/// Mirror of `modules/common/rel_srv.rs` `Rep`.
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+enum Rep {
+    State(u64, u64),
+    Count(u64),
+    Ok,
+    Vsn(String),
+}
+
+/// Version 1's state.
+#[derive(Serialize, Deserialize, Debug, PartialEq, Clone)]
+struct V1 {
+    id: u64,
+    count: u64,
+}
+
+/// Version 2's state.
+#[derive(Serialize, Deserialize, Debug, PartialEq, Clone)]
+struct V2 {
+    id: u64,
+    total: u64,
+    upgraded_from: String,
+}
+
+/// One module of a release: (name, version, fixture crate, depends).
+type Mod<'a> = (&'a str, &'a str, &'a str, &'a [&'a str]);
+
+/// Write release `vsn` into `root`: each module's library copied to
+/// `lib/<crate>/lib<crate>.so`, then the manifest with `rest` (applications, `[upgrade]`).
+fn write_release(root: &Path, vsn: &str, modules: &[Mod], rest: &str) {
+    let mut text = format!("[release]\nname = \"rel\"\nversion = \"{vsn}\"\n\n");
+    for (name, version, krate, depends) in modules {
+        let rel = format!("lib/{krate}/lib{krate}.so");
+        let dst = root.join(&rel);
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        if !dst.exists() {
+            std::fs::copy(module(krate), &dst).unwrap();
+        }
+        let deps: Vec<String> = depends.iter().map(|d| format!("{d:?}")).collect();
+        text.push_str(&format!(
+            "[[module]]\nname = \"{name}\"\nversion = \"{version}\"\nfile = \"{rel}\"\ndepends = [{}]\n\n",
+            deps.join(", ")
+        ));
+    }
+    text.push_str(rest);
+    let dir = root.join("releases").join(vsn);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("release.toml"), text).unwrap();
+}
+
+const V1_MODS: &[Mod] = &[("rel_srv", "1", "rel_srv_v1", &[])];
+const V2_MODS: &[Mod] = &[("rel_srv", "2", "rel_srv_v2", &[])];
+
+/// A node booted from release `vsn` of `root`.
+async fn boot(root: &Path, vsn: &str) -> Node {
+    let node = support::node();
+    let dir = ReleaseDir::new(root);
+    let r = Release::load(&dir, vsn).expect("manifest loads");
+    node.releases().boot(&r).await.expect("boots");
+    node
+}
+
+/// `n` unsupervised rel_srv servers with ids `first..first + n`.
+async fn servers(node: &Node, first: u64, n: u64) -> Vec<Pid> {
+    let mut v = Vec::new();
+    for id in first..first + n {
+        v.push(
+            node.start_server("rel_srv", &id, StartOpts::default())
+                .await
+                .expect("server starts"),
+        );
+    }
+    v
+}
+
+async fn call(node: &Node, pid: Pid, r: Req) -> Rep {
+    node.call(pid, &r, WAIT).await.expect("call answered")
+}
+
+async fn vsn_of(node: &Node, pid: Pid) -> String {
+    match call(node, pid, Req::Vsn).await {
+        Rep::Vsn(v) => v,
+        r => panic!("{r:?}"),
+    }
+}
+
+fn current_vsn(node: &Node, m: &str) -> Option<(String, u64)> {
+    node.code()
+        .module(m)
+        .and_then(|i| i.current)
+        .map(|c| (c.version, c.instance))
+}
+
+fn status(root: &Path) -> BTreeMap<String, ReleaseStatus> {
+    Store::open(&ReleaseDir::new(root))
+        .unwrap()
+        .entries()
+        .iter()
+        .map(|e| (e.version.clone(), e.status))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_upgrade_migrates_every_server() {
+    let d = TempDir::new("rel-migrate");
+    let apps = r#"
+[[application]]
+name = "pool"
+version = "1"
+start = [
+  { server = "rel_srv", name = "s1", arg = 1001 },
+  { server = "rel_srv", name = "s2", arg = 1002 },
+]
+"#;
+    write_release(&d.0, "1.0.0", V1_MODS, apps);
+    write_release(&d.0, "2.0.0", V2_MODS, apps);
+    let node = boot(&d.0, "1.0.0").await;
+    let mut pids = servers(&node, 1, 200).await;
+    pids.push(node.whereis("s1").unwrap());
+    pids.push(node.whereis("s2").unwrap());
+    let mut before = BTreeMap::new();
+    for (i, &p) in pids.iter().enumerate() {
+        for _ in 0..(i % 5) {
+            call(&node, p, Req::Bump).await;
+        }
+        let s: V1 = node.sys().get_state(p).await.unwrap();
+        before.insert(p, s);
+    }
+    let report = node
+        .releases()
+        .upgrade("2.0.0", UpgradeOptions::default())
+        .await
+        .expect("upgrade succeeds");
+    assert_eq!(report.servers_migrated, pids.len(), "{report:?}");
+    assert_eq!(report.modules_changed, ["rel_srv"]);
+    assert_eq!(current_vsn(&node, "rel_srv").unwrap().0, "2");
+    for &p in &pids {
+        let s: V2 = node.sys().get_state(p).await.unwrap();
+        let b = &before[&p];
+        assert_eq!(
+            s,
+            V2 {
+                id: b.id,
+                total: b.count,
+                upgraded_from: "1".into()
+            }
+        );
+        assert_eq!(vsn_of(&node, p).await, "2");
+    }
+    assert!(
+        node.code().module("rel_srv").unwrap().old.is_none(),
+        "the old version, which nothing runs any more, is purged"
+    );
+    let st = status(&d.0);
+    assert_eq!(st["1.0.0"], ReleaseStatus::Permanent);
+    assert_eq!(st["2.0.0"], ReleaseStatus::Current);
+    assert_eq!(
+        node.releases().running().unwrap().manifest.release.version,
+        "2.0.0"
+    );
+    node.stop(WAIT).await;
+}
+
+/// Clients bump their own servers throughout; each reply must be the previous count + 1
+/// (every call answered once, in order). The counts each client saw, by server.
+struct Load {
+    stop: Arc<AtomicBool>,
+    handles: Vec<tokio::task::JoinHandle<Result<BTreeMap<Pid, u64>, String>>>,
+}
+
+fn load(node: &Node, pids: &[Pid], clients: usize) -> Load {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut handles = Vec::new();
+    for c in 0..clients {
+        let mine: Vec<Pid> = pids.iter().copied().skip(c).step_by(clients).collect();
+        let (node, stop) = (node.clone(), stop.clone());
+        handles.push(tokio::spawn(async move {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            node.spawn_native(move |ctx| async move {
+                let mut seen: BTreeMap<Pid, u64> = BTreeMap::new();
+                let mut i = 0usize;
+                let r = loop {
+                    if stop.load(Ordering::Relaxed) {
+                        break Ok(seen);
+                    }
+                    let p = mine[i % mine.len()];
+                    i += 1;
+                    let r: Result<Rep, _> =
+                        gs::call_timeout(&ctx, p, &Req::Bump, Some(Duration::from_secs(30))).await;
+                    let prev = seen.get(&p).copied();
+                    match r {
+                        Ok(Rep::Count(n)) => {
+                            if let Some(prev) = prev {
+                                if n != prev + 1 {
+                                    break Err(format!(
+                                        "server {p}: count {n} after {prev} (a call lost or doubled)"
+                                    ));
+                                }
+                            }
+                            seen.insert(p, n);
+                        }
+                        other => break Err(format!("server {p}: {other:?}")),
+                    }
+                };
+                let _ = tx.send(r);
+            })
+            .unwrap();
+            rx.await.map_err(|e| e.to_string())?
+        }));
+    }
+    Load { stop, handles }
+}
+
+impl Load {
+    async fn finish(self) -> BTreeMap<Pid, u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut all = BTreeMap::new();
+        for h in self.handles {
+            all.extend(
+                h.await
+                    .unwrap()
+                    .expect("client saw every call answered in order"),
+            );
+        }
+        all
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_upgrade_rolls_back_when_code_change_fails_at_k() {
+    let d = TempDir::new("rel-rollback-k");
+    write_release(&d.0, "1.0.0", V1_MODS, "");
+    // The 500th server's code_change passes the check (its first run, on a copy) and
+    // fails in the switch (its second run).
+    write_release(
+        &d.0,
+        "2.0.0",
+        V2_MODS,
+        "[upgrade.rel_srv]\nextra = { fail_id = 500, fail_on = 2 }\n",
+    );
+    let node = boot(&d.0, "1.0.0").await;
+    let pids = servers(&node, 1, 1000).await;
+    for (i, &p) in pids.iter().enumerate() {
+        if i % 3 == 0 {
+            call(&node, p, Req::Bump).await;
+        }
+    }
+    let v1 = current_vsn(&node, "rel_srv").unwrap();
+    // The clients' servers are excluded from the state comparison (their counts move).
+    let (loaded, quiet) = pids.split_at(20);
+    let mut before = BTreeMap::new();
+    for &p in quiet {
+        let s: V1 = node.sys().get_state(p).await.unwrap();
+        before.insert(p, s);
+    }
+    let clients = load(&node, loaded, 2);
+    let e = node
+        .releases()
+        .upgrade("2.0.0", UpgradeOptions::default())
+        .await
+        .expect_err("the 500th code_change fails");
+    let ReleaseError::RolledBack {
+        phase,
+        failed,
+        resumed,
+        ..
+    } = &e
+    else {
+        panic!("{e}")
+    };
+    assert_eq!(phase, "code_change", "{e}");
+    assert!(failed.contains(&pids[499].to_string()), "{e}");
+    assert!(failed.contains("injected failure"), "{e}");
+    assert!(failed.contains("of 1000"), "{e}");
+    assert_eq!(*resumed, 1000, "{e}");
+    assert_eq!(
+        current_vsn(&node, "rel_srv").unwrap(),
+        v1,
+        "the old version (the very same instance) is current again"
+    );
+    assert!(node.code().module("rel_srv").unwrap().old.is_none());
+    let counts = clients.finish().await;
+    for &p in quiet {
+        let s: V1 = node.sys().get_state(p).await.unwrap();
+        assert_eq!(s, before[&p], "server {p}: its old state is back");
+        let st = node.sys().get_status(p).await.unwrap();
+        assert!(!st.suspended, "server {p} resumed");
+        assert_eq!(st.version.as_deref(), Some("1"));
+    }
+    for (&p, &n) in &counts {
+        match call(&node, p, Req::Get).await {
+            Rep::State(_, c) => {
+                assert_eq!(c, n, "server {p}: every call the clients made counted once")
+            }
+            r => panic!("{r:?}"),
+        }
+    }
+    assert!(counts.values().sum::<u64>() > 0, "the clients made calls");
+    let st = status(&d.0);
+    assert_eq!(st["1.0.0"], ReleaseStatus::Permanent);
+    assert_eq!(st["2.0.0"], ReleaseStatus::Unpacked);
+    assert!(
+        node.code().pinned().is_empty(),
+        "{:?}",
+        node.code().pinned()
+    );
+    node.stop(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_upgrade_rolls_back_when_a_library_fails_to_load() {
+    let d = TempDir::new("rel-badlib");
+    write_release(
+        &d.0,
+        "1.0.0",
+        &[
+            ("rel_srv", "1", "rel_srv_v1", &[]),
+            ("upgrade_srv", "1", "upgrade_srv_v1", &[]),
+        ],
+        "",
+    );
+    write_release(
+        &d.0,
+        "2.0.0",
+        &[
+            ("rel_srv", "2", "rel_srv_v2", &[]),
+            ("upgrade_srv", "2", "upgrade_srv_v2", &[]),
+        ],
+        "",
+    );
+    // The second library of the new release is damaged after it was put there.
+    let lib = d.0.join("lib/upgrade_srv_v2/libupgrade_srv_v2.so");
+    std::fs::write(&lib, b"\x7fELF but not really a library").unwrap();
+    let node = boot(&d.0, "1.0.0").await;
+    let pids = servers(&node, 1, 10).await;
+    let freed = node.code().freed_count();
+    let v1 = current_vsn(&node, "rel_srv").unwrap();
+    let e = node
+        .releases()
+        .upgrade("2.0.0", UpgradeOptions::default())
+        .await
+        .expect_err("a library does not load");
+    let msg = e.to_string();
+    assert!(matches!(e, ReleaseError::Refused { .. }), "{msg}");
+    assert!(
+        msg.contains("upgrade_srv") && msg.contains("does not load"),
+        "{msg}"
+    );
+    assert!(msg.contains(&lib.display().to_string()), "{msg}");
+    assert_eq!(current_vsn(&node, "rel_srv").unwrap(), v1);
+    assert!(node.code().module("rel_srv").unwrap().old.is_none());
+    assert!(
+        node.code().freed_count() > freed,
+        "the version prepared before the failure was unmapped"
+    );
+    assert!(node.code().pinned().is_empty());
+    for &p in &pids {
+        assert_eq!(vsn_of(&node, p).await, "1");
+    }
+    assert_eq!(status(&d.0)["2.0.0"], ReleaseStatus::Unpacked);
+    node.stop(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_upgrade_refused_by_check_touches_nothing() {
+    let d = TempDir::new("rel-check");
+    write_release(&d.0, "1.0.0", V1_MODS, "");
+    write_release(
+        &d.0,
+        "2.0.0",
+        V2_MODS,
+        "[upgrade.rel_srv]\nextra = { fail_id = 7, fail_on = 1 }\n",
+    );
+    let node = boot(&d.0, "1.0.0").await;
+    let pids = servers(&node, 1, 20).await;
+    for &p in &pids {
+        call(&node, p, Req::Bump).await;
+    }
+    let mut before = Vec::new();
+    for &p in &pids {
+        let st = node.sys().get_status(p).await.unwrap();
+        before.push((st.state, st.messages_in));
+    }
+    let v1 = current_vsn(&node, "rel_srv").unwrap();
+    let e = node
+        .releases()
+        .upgrade("2.0.0", UpgradeOptions::default())
+        .await
+        .expect_err("the check refuses");
+    let msg = e.to_string();
+    assert!(matches!(e, ReleaseError::Refused { .. }), "{msg}");
+    assert!(
+        msg.contains(&pids[6].to_string()) && msg.contains("rel_srv"),
+        "{msg}"
+    );
+    assert!(msg.contains("nothing was touched"), "{msg}");
+    assert_eq!(current_vsn(&node, "rel_srv").unwrap(), v1);
+    for (i, &p) in pids.iter().enumerate() {
+        let st = node.sys().get_status(p).await.unwrap();
+        assert_eq!(
+            (st.state, st.messages_in),
+            before[i],
+            "server {p} untouched (no message handled, same state)"
+        );
+        assert!(!st.suspended);
+    }
+    assert_eq!(status(&d.0)["1.0.0"], ReleaseStatus::Permanent);
+    assert_eq!(status(&d.0)["2.0.0"], ReleaseStatus::Unpacked);
+    node.stop(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_upgrade_orders_dependent_modules() {
+    let d = TempDir::new("rel-order");
+    // rel_srv calls upgrade_srv: it is suspended first and resumed last.
+    write_release(
+        &d.0,
+        "1.0.0",
+        &[
+            ("upgrade_srv", "1", "upgrade_srv_v1", &[]),
+            ("rel_srv", "1", "rel_srv_v1", &["upgrade_srv"]),
+        ],
+        "",
+    );
+    write_release(
+        &d.0,
+        "2.0.0",
+        &[
+            ("upgrade_srv", "2", "upgrade_srv_v2", &[]),
+            ("rel_srv", "2", "rel_srv_v2", &["upgrade_srv"]),
+        ],
+        "",
+    );
+    let node = boot(&d.0, "1.0.0").await;
+    servers(&node, 1, 5).await;
+    for _ in 0..5 {
+        node.start_server("upgrade_srv", &(), StartOpts::default())
+            .await
+            .unwrap();
+    }
+    let plan = node.releases().plan("2.0.0").await.unwrap();
+    assert_eq!(plan.order, ["rel_srv", "upgrade_srv"], "dependents first");
+    let text = plan.to_string();
+    let at = |s: &str| {
+        text.find(s)
+            .unwrap_or_else(|| panic!("{s:?} not in\n{text}"))
+    };
+    assert!(at("suspend rel_srv") < at("suspend upgrade_srv"), "{text}");
+    assert!(at("resume upgrade_srv") < at("resume rel_srv"), "{text}");
+    assert!(
+        at("commit: make current upgrade_srv, rel_srv") > 0,
+        "{text}"
+    );
+    let r = node
+        .releases()
+        .upgrade("2.0.0", UpgradeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        r.log,
+        [
+            "suspend rel_srv (5)",
+            "suspend upgrade_srv (5)",
+            "code_change up (10 states)",
+            "commit upgrade_srv rel_srv",
+            "resume upgrade_srv (5)",
+            "resume rel_srv (5)",
+        ],
+        "what the switch did, in order"
+    );
+    node.stop(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_upgrade_supervisor_spec_change_starts_and_stops_children() {
+    let d = TempDir::new("rel-sup");
+    write_release(
+        &d.0,
+        "1.0.0",
+        V1_MODS,
+        r#"
+[[application]]
+name = "pool"
+version = "1"
+start = [
+  { server = "rel_srv", name = "a", arg = 1 },
+  { server = "rel_srv", name = "b", arg = 2 },
+]
+"#,
+    );
+    write_release(
+        &d.0,
+        "2.0.0",
+        V2_MODS,
+        r#"
+[[application]]
+name = "pool"
+version = "2"
+start = [
+  { server = "rel_srv", name = "a", arg = 1 },
+  { server = "rel_srv", name = "c", arg = 3 },
+]
+"#,
+    );
+    let node = boot(&d.0, "1.0.0").await;
+    let a = node.whereis("a").unwrap();
+    call(&node, a, Req::Bump).await;
+    let plan = node.releases().plan("2.0.0").await.unwrap();
+    assert!(
+        plan.to_string().contains("supervisor of pool: start c\n"),
+        "{plan}"
+    );
+    assert!(
+        plan.to_string().contains("supervisor of pool: stop b\n"),
+        "{plan}"
+    );
+    node.releases()
+        .upgrade("2.0.0", UpgradeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(node.whereis("a"), Some(a), "a kept, migrated");
+    let s: V2 = node.sys().get_state(a).await.unwrap();
+    assert_eq!(s.total, 1);
+    assert_eq!(node.whereis("b"), None, "b stopped");
+    let c = node.whereis("c").expect("c started");
+    assert_eq!(vsn_of(&node, c).await, "2", "c runs the new version");
+    let sup = node.applications()[0].supervisor;
+    let mut ids: Vec<String> = node
+        .supervisor()
+        .which_children(sup)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|c| c.id)
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["a", "c"]);
+    node.stop(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_upgrade_adds_and_removes_applications() {
+    let d = TempDir::new("rel-apps");
+    let keep = "[[application]]\nname = \"keep\"\nversion = \"1\"\nstart = [{ server = \"rel_srv\", name = \"k\", arg = 1 }]\n";
+    write_release(
+        &d.0,
+        "1.0.0",
+        V1_MODS,
+        &format!("{keep}[[application]]\nname = \"gone\"\nversion = \"1\"\nstart = [{{ server = \"rel_srv\", name = \"g\", arg = 2 }}]\n"),
+    );
+    write_release(
+        &d.0,
+        "2.0.0",
+        &[
+            ("rel_srv", "2", "rel_srv_v2", &[]),
+            ("upgrade_srv", "2", "upgrade_srv_v2", &[]),
+        ],
+        &format!("{keep}[[application]]\nname = \"new\"\nversion = \"1\"\nstart = [{{ server = \"upgrade_srv\", name = \"n\" }}]\n"),
+    );
+    let node = boot(&d.0, "1.0.0").await;
+    let k = node.whereis("k").unwrap();
+    let r = node
+        .releases()
+        .upgrade("2.0.0", UpgradeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(r.applications_started, ["new"]);
+    assert_eq!(r.applications_stopped, ["gone"]);
+    assert_eq!(r.modules_added, ["upgrade_srv"]);
+    let mut names: Vec<String> = node.applications().into_iter().map(|a| a.name).collect();
+    names.sort();
+    assert_eq!(names, ["keep", "new"]);
+    assert_eq!(node.whereis("g"), None);
+    assert!(node.whereis("n").is_some());
+    assert_eq!(node.whereis("k"), Some(k));
+    assert_eq!(vsn_of(&node, k).await, "2");
+    node.stop(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_upgrade_finds_processes_outside_child_specs() {
+    let d = TempDir::new("rel-outside");
+    let app = "[[application]]\nname = \"pool\"\nversion = \"1\"\nstart = [{ server = \"rel_srv\", name = \"inside\", arg = 1 }]\n";
+    write_release(&d.0, "1.0.0", V1_MODS, app);
+    write_release(&d.0, "2.0.0", V2_MODS, app);
+    let node = boot(&d.0, "1.0.0").await;
+    // Started by hand and by a plain process: no child spec lists them.
+    let outside = servers(&node, 10, 3).await;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    node.spawn_native(move |ctx| async move {
+        let r = gs::start(&ctx, "rel_srv", &99u64, StartOpts::default()).await;
+        let _ = tx.send(r.map_err(|e| e.to_string()));
+        ctx.recv().await;
+    })
+    .unwrap();
+    let by_process = rx.await.unwrap().unwrap();
+    let plan = node.releases().plan("2.0.0").await.unwrap();
+    let m = plan.module("rel_srv").unwrap();
+    let inside = node.whereis("inside").unwrap();
+    for p in outside.iter().chain([&by_process, &inside]) {
+        assert!(m.servers.contains(p), "{p} is in the plan: {:?}", m.servers);
+    }
+    node.releases()
+        .upgrade("2.0.0", UpgradeOptions::default())
+        .await
+        .unwrap();
+    for &p in outside.iter().chain([&by_process, &inside]) {
+        let s: V2 = node.sys().get_state(p).await.unwrap();
+        assert_eq!(s.upgraded_from, "1", "{p} migrated");
+    }
+    node.stop(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_upgrade_suspend_timeout_aborts_and_resumes() {
+    let d = TempDir::new("rel-timeout");
+    write_release(&d.0, "1.0.0", V1_MODS, "");
+    write_release(
+        &d.0,
+        "2.0.0",
+        V2_MODS,
+        "[upgrade.rel_srv]\ntimeout_ms = 200\n",
+    );
+    let node = boot(&d.0, "1.0.0").await;
+    let pids = servers(&node, 1, 50).await;
+    let busy = pids[25];
+    // A call that keeps the server in a callback for longer than the suspend limit.
+    let n2 = node.clone();
+    let slow = tokio::spawn(async move { call(&n2, busy, Req::Sleep(1500)).await });
+    // Wait until the server is inside the callback (its sleep is running).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let info = node.process_info(busy).unwrap();
+        if !info.running.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slow call never started"
+        );
+        tokio::task::yield_now().await;
+    }
+    let t = std::time::Instant::now();
+    let e = node
+        .releases()
+        .upgrade("2.0.0", UpgradeOptions::default())
+        .await
+        .expect_err("the busy server does not answer in time");
+    assert!(
+        t.elapsed() < Duration::from_millis(1400),
+        "aborted at the limit, not after the sleep: {:?}",
+        t.elapsed()
+    );
+    let ReleaseError::RolledBack { phase, failed, .. } = &e else {
+        panic!("{e}")
+    };
+    assert_eq!(phase, "suspend");
+    assert!(
+        failed.contains(&busy.to_string()) && failed.contains("200 ms"),
+        "{e}"
+    );
+    // Every other server answers at once: it was resumed.
+    for &p in pids.iter().filter(|&&p| p != busy) {
+        assert_eq!(vsn_of(&node, p).await, "1");
+        assert!(!node.sys().get_status(p).await.unwrap().suspended);
+    }
+    assert_eq!(slow.await.unwrap(), Rep::Ok, "the slow call is answered");
+    // The late suspend was followed by a resume.
+    assert_eq!(vsn_of(&node, busy).await, "1");
+    assert!(!node.sys().get_status(busy).await.unwrap().suspended);
+    assert_eq!(current_vsn(&node, "rel_srv").unwrap().0, "1");
+    node.stop(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_downgrade_restores_old_state_shape() {
+    let d = TempDir::new("rel-down");
+    write_release(&d.0, "1.0.0", V1_MODS, "");
+    write_release(&d.0, "2.0.0", V2_MODS, "");
+    let node = boot(&d.0, "1.0.0").await;
+    let pids = servers(&node, 1, 30).await;
+    for &p in &pids {
+        call(&node, p, Req::Bump).await;
+    }
+    node.releases()
+        .upgrade("2.0.0", UpgradeOptions::default())
+        .await
+        .unwrap();
+    for &p in &pids {
+        call(&node, p, Req::Bump).await;
+        let s: V2 = node.sys().get_state(p).await.unwrap();
+        assert_eq!(s.total, 2);
+    }
+    let plan = node.releases().plan("1.0.0").await.unwrap();
+    assert!(
+        plan.to_string()
+            .starts_with("downgrade from release 2.0.0 to 1.0.0"),
+        "{plan}"
+    );
+    let r = node
+        .releases()
+        .upgrade("1.0.0", UpgradeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(r.servers_migrated, pids.len());
+    assert!(
+        r.log.contains(&"code_change down (30 states)".to_string()),
+        "{:?}",
+        r.log
+    );
+    for (i, &p) in pids.iter().enumerate() {
+        let s: V1 = node.sys().get_state(p).await.unwrap();
+        assert_eq!(
+            s,
+            V1 {
+                id: i as u64 + 1,
+                count: 2
+            },
+            "the old shape, with the count kept"
+        );
+        assert_eq!(vsn_of(&node, p).await, "1");
+    }
+    let st = status(&d.0);
+    assert_eq!(st["1.0.0"], ReleaseStatus::Permanent);
+    assert_eq!(st["2.0.0"], ReleaseStatus::Old);
+    node.stop(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_upgrade_under_load_loses_nothing() {
+    let d = TempDir::new("rel-load");
+    write_release(&d.0, "1.0.0", V1_MODS, "");
+    write_release(&d.0, "2.0.0", V2_MODS, "");
+    let node = boot(&d.0, "1.0.0").await;
+    let pids = servers(&node, 1, 100).await;
+    let clients = load(&node, &pids, 2);
+    let mut migrated = 0;
+    for i in 0..100 {
+        let to = if i % 2 == 0 { "2.0.0" } else { "1.0.0" };
+        let r = node
+            .releases()
+            .upgrade(to, UpgradeOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("upgrade {i} to {to}: {e}"));
+        migrated += r.servers_migrated;
+    }
+    assert_eq!(
+        migrated,
+        100 * pids.len(),
+        "every server migrated each time"
+    );
+    let counts = clients.finish().await;
+    assert_eq!(current_vsn(&node, "rel_srv").unwrap().0, "1");
+    let mut total = 0;
+    for &p in &pids {
+        let Rep::State(_, c) = call(&node, p, Req::Get).await else {
+            panic!()
+        };
+        assert_eq!(c, counts.get(&p).copied().unwrap_or(0), "server {p}");
+        total += c;
+    }
+    assert!(total > 100, "the clients kept calling: {total} calls");
+    assert!(
+        node.code().pinned().is_empty(),
+        "{:?}",
+        node.code().pinned()
+    );
+    node.stop(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_unpack_rejects_bad_release() {
+    let d = TempDir::new("rel-unpack");
+    write_release(&d.0, "1.0.0", V1_MODS, "");
+    let node = boot(&d.0, "1.0.0").await;
+    let pkg_root = TempDir::new("rel-unpack-pkgs");
+    let listing = |root: &Path| -> Vec<PathBuf> {
+        let mut v = Vec::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(p) = stack.pop() {
+            for e in std::fs::read_dir(&p).unwrap().flatten() {
+                if e.path().is_dir() {
+                    stack.push(e.path());
+                } else {
+                    v.push(e.path());
+                }
+            }
+        }
+        v.sort();
+        v
+    };
+    let before = listing(&d.0);
+    // Each case: a package and the words its refusal must hold.
+    let mut n = 0;
+    let mut case = |f: &dyn Fn(&Path)| {
+        n += 1;
+        let p = pkg_root.0.join(format!("case{n}"));
+        std::fs::create_dir_all(&p).unwrap();
+        f(&p);
+        p
+    };
+    let cases: Vec<(PathBuf, Vec<&str>)> = vec![
+        (case(&|_p: &Path| {}), vec!["holds no release"]),
+        (
+            case(&|p: &Path| {
+                write_release(p, "2.0.0", V2_MODS, "");
+                std::fs::write(
+                    p.join("releases/2.0.0/release.toml"),
+                    "[release]\nname = 3\n",
+                )
+                .unwrap();
+            }),
+            vec!["not a valid release manifest"],
+        ),
+        (
+            case(&|p: &Path| {
+                write_release(p, "2.0.0", &[("rel_srv", "2", "rel_srv_v2", &[])], "");
+                std::fs::remove_file(p.join("lib/rel_srv_v2/librel_srv_v2.so")).unwrap();
+            }),
+            vec!["not found"],
+        ),
+        (
+            case(&|p: &Path| write_release(p, "2.0.0", &[("rel_srv", "3", "rel_srv_v2", &[])], "")),
+            vec!["version \"2\"", "\"3\""],
+        ),
+        (
+            case(&|p: &Path| {
+                write_release(p, "2.0.0", &[("other_name", "2", "rel_srv_v2", &[])], "")
+            }),
+            vec!["rel_srv", "other_name"],
+        ),
+        (
+            case(&|p: &Path| {
+                write_release(p, "2.0.0", &[("rel_srv", "2", "rel_srv_v2", &[])], "");
+                std::fs::write(p.join("lib/rel_srv_v2/librel_srv_v2.so"), b"not a library")
+                    .unwrap();
+            }),
+            vec!["rel_srv"],
+        ),
+        (
+            // Would overwrite release 1.0.0's library with another file.
+            case(&|p: &Path| {
+                write_release(p, "2.0.0", V2_MODS, "");
+                let text = std::fs::read_to_string(p.join("releases/2.0.0/release.toml")).unwrap();
+                std::fs::write(
+                    p.join("releases/2.0.0/release.toml"),
+                    text.replace(
+                        "lib/rel_srv_v2/librel_srv_v2.so",
+                        "lib/rel_srv_v1/librel_srv_v1.so",
+                    ),
+                )
+                .unwrap();
+                std::fs::create_dir_all(p.join("lib/rel_srv_v1")).unwrap();
+                std::fs::copy(
+                    module("rel_srv_v2"),
+                    p.join("lib/rel_srv_v1/librel_srv_v1.so"),
+                )
+                .unwrap();
+            }),
+            vec!["already exists with other content", "release 1.0.0"],
+        ),
+        (
+            case(&|p: &Path| write_release(p, "1.0.0", V1_MODS, "")),
+            vec!["release 1.0.0 is already in"],
+        ),
+        (
+            case(&|p: &Path| {
+                write_release(p, "2.0.0", V2_MODS, "");
+                write_release(p, "3.0.0", V2_MODS, "");
+            }),
+            vec!["holds 2 releases"],
+        ),
+        (pkg_root.0.join("missing.tar.gz"), vec!["no such file"]),
+    ];
+    let bad_tgz = pkg_root.0.join("bad.tar.gz");
+    std::fs::write(&bad_tgz, b"not gzip").unwrap();
+    let mut cases = cases;
+    cases.push((bad_tgz, vec!["not a valid .tar.gz"]));
+    for (pkg, want) in &cases {
+        let e = node
+            .releases()
+            .unpack(pkg)
+            .await
+            .expect_err("a bad package is refused");
+        let msg = e.to_string();
+        assert!(
+            matches!(e, ReleaseError::BadPackage(_)),
+            "{}: {msg}",
+            pkg.display()
+        );
+        assert!(msg.contains("nothing was written"), "{msg}");
+        for w in want {
+            assert!(msg.contains(w), "{}: want {w:?} in {msg}", pkg.display());
+        }
+        assert_eq!(listing(&d.0), before, "{}: nothing written", pkg.display());
+    }
+    // A good one, as a .tar.gz, goes in.
+    let good = pkg_root.0.join("good");
+    write_release(&good, "2.0.0", V2_MODS, "");
+    let tgz = pkg_root.0.join("good.tar.gz");
+    let ok = std::process::Command::new("tar")
+        .arg("-czf")
+        .arg(&tgz)
+        .arg("-C")
+        .arg(&good)
+        .args(["releases", "lib"])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    assert_eq!(node.releases().unpack(&tgz).await.unwrap(), "2.0.0");
+    assert!(d.0.join("lib/rel_srv_v2/librel_srv_v2.so").is_file());
+    assert_eq!(status(&d.0)["2.0.0"], ReleaseStatus::Unpacked);
+    node.stop(WAIT).await;
+}
+
+/// Servers started while upgrades switch the module: each one ends on the version current
+/// after the switch (the gate holds their `init` until it is decided), whether the switch
+/// succeeds or rolls back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_upgrade_spawns_during_the_switch_start_on_the_version_after_it() {
+    let d = TempDir::new("rel-gate");
+    write_release(&d.0, "1.0.0", V1_MODS, "");
+    write_release(&d.0, "2.0.0", V2_MODS, "");
+    write_release(
+        &d.0,
+        "3.0.0",
+        V2_MODS,
+        "[upgrade.rel_srv]\nextra = { fail_id = 150, fail_on = 2 }\n",
+    );
+    let node = boot(&d.0, "1.0.0").await;
+    servers(&node, 1, 300).await;
+    for (target, want) in [("3.0.0", "1"), ("2.0.0", "2")] {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let s2 = stop.clone();
+        node.spawn_native(move |ctx| async move {
+            let mut started = Vec::new();
+            let mut id = 10_000;
+            while !s2.load(Ordering::Relaxed) {
+                id += 1;
+                started.push(
+                    gs::start(&ctx, "rel_srv", &id, StartOpts::default())
+                        .await
+                        .expect("a server starts during the switch"),
+                );
+            }
+            let _ = tx.send(started);
+        })
+        .unwrap();
+        let r = node
+            .releases()
+            .upgrade(target, UpgradeOptions::default())
+            .await;
+        stop.store(true, Ordering::Relaxed);
+        assert_eq!(r.is_ok(), target == "2.0.0", "{:?}", r.err());
+        let started = rx.await.unwrap();
+        assert!(!started.is_empty());
+        for p in started {
+            let v = node.process_info(p).and_then(|i| i.gen_server);
+            assert_eq!(
+                v,
+                Some(("rel_srv".to_string(), want.to_string())),
+                "server {p} started during the switch to {target}"
+            );
+        }
+    }
+    node.stop(WAIT).await;
+}
+
+/// `[upgrade.<module>] restart = true`: the module's supervised processes are restarted by
+/// their supervisors on the new version instead of being migrated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_upgrade_restart_override_restarts_through_supervisors() {
+    let d = TempDir::new("rel-restart");
+    let app = "[[application]]\nname = \"pool\"\nversion = \"1\"\nstart = [{ server = \"rel_srv\", name = \"r\", arg = 5 }]\n";
+    write_release(&d.0, "1.0.0", V1_MODS, app);
+    write_release(
+        &d.0,
+        "2.0.0",
+        V2_MODS,
+        &format!("{app}[upgrade.rel_srv]\nrestart = true\n"),
+    );
+    let node = boot(&d.0, "1.0.0").await;
+    let r = node.whereis("r").unwrap();
+    call(&node, r, Req::Bump).await;
+    let plan = node.releases().plan("2.0.0").await.unwrap();
+    assert!(
+        plan.to_string()
+            .contains("restart rel_srv through its supervisors"),
+        "{plan}"
+    );
+    let rep = node
+        .releases()
+        .upgrade("2.0.0", UpgradeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        (rep.servers_migrated, rep.processes_restarted),
+        (0, 1),
+        "{rep:?}"
+    );
+    let r2 = node.whereis("r").expect("restarted");
+    assert_ne!(r2, r);
+    let s: V2 = node.sys().get_state(r2).await.unwrap();
+    assert_eq!(
+        s,
+        V2 {
+            id: 5,
+            total: 0,
+            upgraded_from: "init".into()
+        },
+        "a fresh state of the new version"
+    );
+    node.stop(WAIT).await;
+}
