@@ -223,6 +223,13 @@ fn release_build_writes_side_by_side_releases() {
             .contains("module rel_side 0.1.0 -> 0.2.0: changed"),
         "{r3}"
     );
+    // The release layer's own plan, derived from the two manifests and libraries.
+    assert!(
+        r3.stdout.contains("the release layer's plan")
+            && r3.stdout.contains("upgrade from release 0.1.1 to 0.2.0")
+            && r3.stdout.contains("commit: make current rel_side"),
+        "{r3}"
+    );
     let l3 = libs(&root);
     assert_eq!(l3.len(), 2, "{l3:?}");
     assert!(

@@ -171,6 +171,17 @@ fn release(opts: &Options) -> Result<()> {
             for line in static_plan(prev, &built) {
                 println!("  {line}");
             }
+            match layer_plan(&out, pv, &vsn) {
+                Ok(text) => {
+                    println!(
+                        "the release layer's plan (on a node with no processes; `hotswap upgrade {vsn} --plan` on a running node adds its processes):"
+                    );
+                    for l in text.lines() {
+                        println!("  {l}");
+                    }
+                }
+                Err(e) => println!("(no plan from the release layer: {e:#})"),
+            }
         }
     }
     Ok(())
@@ -202,6 +213,41 @@ fn static_plan(prev: &[Prev], now: &[Built]) -> Vec<String> {
         }
     }
     lines
+}
+
+/// The release layer's plan from release `from` to release `to` of `out`, derived on a
+/// scratch node that loaded `from`'s modules.
+fn layer_plan(out: &Path, from: &str, to: &str) -> Result<String> {
+    use hotswap_runtime::release::{Release, ReleaseDir};
+    let dir = ReleaseDir::new(out);
+    let running = Release::load(&dir, from).map_err(|e| anyhow!("{e}"))?;
+    let target = Release::load(&dir, to).map_err(|e| anyhow!("{e}"))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start a runtime")?;
+    rt.block_on(async {
+        let node = hotswap_runtime::Node::start(hotswap_runtime::NodeConfig::default())
+            .context("cannot start a scratch node")?;
+        let mut r = Ok(());
+        for m in &running.manifest.modules {
+            if let Err(e) = node.code().load_as(&m.name, running.module_file(m)).await {
+                r = Err(anyhow!("module {} of release {from}: {e}", m.name));
+                break;
+            }
+        }
+        let plan = match r {
+            Ok(()) => node
+                .releases()
+                .plan_between(&running, &target)
+                .await
+                .map(|p| p.to_string())
+                .map_err(|e| anyhow!("{e}")),
+            Err(e) => Err(e),
+        };
+        let _ = node.shutdown(std::time::Duration::from_secs(2)).await;
+        plan
+    })
 }
 
 /// A module of the previous release.
