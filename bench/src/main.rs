@@ -58,11 +58,22 @@ const MEASURES: &[&str] = &[
     "release_upgrade_client_latency_p99",
     "release_upgrade_client_latency_max",
     "release_rollback_10000",
+    "module_heap_alloc_calls",
+    "module_heap_alloc_calls_system",
+    "module_heap_alloc_ratio",
 ];
 
 /// Names on the command line that select several measures (one workload), as the
 /// escript's group names do.
 const GROUPS: &[(&str, &[&str])] = &[
+    (
+        "module_heap",
+        &[
+            "module_heap_alloc_calls",
+            "module_heap_alloc_calls_system",
+            "module_heap_alloc_ratio",
+        ],
+    ),
     (
         "gen_server_call",
         &["gen_server_call_rtt", "gen_server_call_p99"],
@@ -131,6 +142,9 @@ const GROUPS: &[(&str, &[&str])] = &[
 /// maximum (68-80 ms on this machine kind) and the target summary repeats it.
 const NO_ERLANG: &[&str] = &[
     "purged_version_memory",
+    "module_heap_alloc_calls",
+    "module_heap_alloc_calls_system",
+    "module_heap_alloc_ratio",
     "gen_server_upgrade_client_latency",
     "gen_server_upgrade_client_latency_p99",
     "gen_server_upgrade_client_latency_max",
@@ -173,8 +187,9 @@ impl Res {
     }
 }
 
-/// The node's allocator. Modules keep their own (glibc's): no allocation ever changes owner
-/// across the module boundary, so each side may choose.
+/// The node's allocator. Modules allocate from their version's heap (a jemalloc arena the
+/// node keeps per loaded version): no allocation ever changes owner across the module
+/// boundary, so each side may choose.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -184,6 +199,7 @@ macro_rules! info {
 
 mod apps;
 mod gen_server;
+mod heap;
 mod release;
 
 // ---------------------------------------------------------------------------------------
@@ -212,6 +228,7 @@ fn fmt_value(v: f64, unit: &str) -> String {
         "ns" if v.abs() >= 100.0 => format!("{v:.0}"),
         "ns" | "us_per_process" => format!("{v:.3}"),
         "us" | "ms" => format!("{v:.1}"),
+        "x" => format!("{v:.3}"),
         _ => format!("{v:.0}"),
     }
 }
@@ -319,6 +336,8 @@ struct Libs {
     app_worker: PathBuf,
     /// `rel_srv` v1, v2 and `rel_aux` v1, v2 (the release measures).
     rel: [PathBuf; 4],
+    /// The `alloc_srv` module (the per-version heap's cost).
+    alloc_srv: PathBuf,
     /// The `hotswap` binary (node_stop_10k starts real nodes).
     hotswap: PathBuf,
 }
@@ -361,10 +380,11 @@ fn build_modules() -> Libs {
             rel.join("librel_aux_v1.so"),
             rel.join("librel_aux_v2.so"),
         ],
+        alloc_srv: rel.join("liballoc_srv.so"),
         hotswap: rel.join("hotswap"),
     };
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    info!("building the modules and the node: cargo build --release -p bench_mod -p seed000_v1 -p upgrade_srv_v1 -p upgrade_srv_v2 -p app_worker -p rel_srv_v1 -p rel_srv_v2 -p rel_aux_v1 -p rel_aux_v2 -p hotswap-cli");
+    info!("building the modules and the node: cargo build --release -p bench_mod -p seed000_v1 -p upgrade_srv_v1 -p upgrade_srv_v2 -p app_worker -p rel_srv_v1 -p rel_srv_v2 -p rel_aux_v1 -p rel_aux_v2 -p alloc_srv -p hotswap-cli");
     let out = Command::new(cargo)
         .current_dir(repo_root())
         .args([
@@ -388,6 +408,8 @@ fn build_modules() -> Libs {
             "rel_aux_v1",
             "-p",
             "rel_aux_v2",
+            "-p",
+            "alloc_srv",
             "-p",
             "hotswap-cli",
             "--target-dir",
@@ -415,6 +437,7 @@ fn build_modules() -> Libs {
         &libs.upsrv1,
         &libs.upsrv2,
         &libs.app_worker,
+        &libs.alloc_srv,
         &libs.hotswap,
         &libs.rel[0],
         &libs.rel[1],
@@ -1004,6 +1027,13 @@ async fn run_ours(node: Node, libs: Libs, wanted: Vec<String>) -> Vec<Res> {
     ]) {
         out.extend(gen_server::m_upgrade_latency(&node, &libs).await);
     }
+    if want_any(&[
+        "module_heap_alloc_calls",
+        "module_heap_alloc_calls_system",
+        "module_heap_alloc_ratio",
+    ]) {
+        out.extend(heap::m_alloc_calls(&libs).await);
+    }
     if want("child_restart") {
         out.push(apps::m_child_restart(&node, &libs).await);
     }
@@ -1157,6 +1187,8 @@ enum Target {
     RatioAtMost(f64),
     /// hotswap value at most this (absolute, in the measure's unit).
     AtMost(f64),
+    /// hotswap value at least this (absolute, in the measure's unit).
+    AtLeast(f64),
     /// No target: the value is reported.
     Report,
 }
@@ -1209,6 +1241,11 @@ fn target(name: &str) -> (Target, &'static str) {
             Target::Report,
             "reported [Erlang: a node restart, states lost]",
         ),
+        // issue 10: what module code pays for its version's own heap
+        "module_heap_alloc_calls" | "module_heap_alloc_calls_system" => {
+            (Target::Report, "reported")
+        }
+        "module_heap_alloc_ratio" => (Target::AtLeast(0.95), ">= 0.95 (<= 5% slower)"),
         _ => (Target::AtMost(f64::INFINITY), "?"),
     }
 }
@@ -1311,6 +1348,7 @@ fn main() {
             Target::RatioAtLeast(x) => ratio.map(|q| q >= x),
             Target::RatioAtMost(x) => ratio.map(|q| q <= x),
             Target::AtMost(x) => Some(r.value <= x),
+            Target::AtLeast(x) => Some(r.value >= x),
             Target::Report => None,
         };
         let verdict = match (met, &t) {
@@ -1320,7 +1358,7 @@ fn main() {
             (None, _) => "unknown (no Erlang value)",
         };
         let detail = match t {
-            Target::AtMost(_) | Target::Report => {
+            Target::AtMost(_) | Target::AtLeast(_) | Target::Report => {
                 format!("{}{}", fmt_value(r.value, r.unit), r.unit)
             }
             _ => format!("ratio {rstr}"),

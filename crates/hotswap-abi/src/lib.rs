@@ -19,7 +19,9 @@ use core::ffi::c_void;
 use core::sync::atomic::AtomicU64;
 
 /// The ABI version this crate describes. Bumped on any layout change of the types below.
-pub const ABI_VERSION: u32 = 3;
+/// (3: [`HostApi::call`]; 4: [`InitFn`] receives the version's heap, and [`HostApi`]
+/// gained the heap functions.)
+pub const ABI_VERSION: u32 = 4;
 
 /// The first eight bytes of every [`ModuleDescriptor`].
 pub const MAGIC: [u8; 8] = *b"HOTSWAP\0";
@@ -256,9 +258,18 @@ pub type DropFn =
     unsafe extern "C" fn(fut: *mut FutureObj, out: *mut c_void, write: WriteFn) -> u32;
 
 /// Module function: called once after the descriptor was accepted, before any export runs.
-/// Returns [`STATUS_READY`] or [`STATUS_PANICKED`]/[`STATUS_ERROR`] with a message written.
+/// `heap` is the version's own heap (see [`HostApi::heap_alloc`]), or 0: the module then
+/// allocates with the system allocator. Returns [`STATUS_READY`] with [`HEAP_IN_USE`] or
+/// [`HEAP_NOT_USED`] written (whether the module's allocations go to `heap` from now on),
+/// or [`STATUS_PANICKED`]/[`STATUS_ERROR`] with a message written.
 pub type InitFn =
-    unsafe extern "C" fn(host: *const HostApi, out: *mut c_void, write: WriteFn) -> u32;
+    unsafe extern "C" fn(host: *const HostApi, heap: u64, out: *mut c_void, write: WriteFn) -> u32;
+
+/// What a successful [`InitFn`] writes when the module allocates from the heap it was given.
+pub const HEAP_IN_USE: &[u8] = b"heap";
+/// What a successful [`InitFn`] writes when the module allocates elsewhere (it was given no
+/// heap, or it had to use the system allocator before `init`): nothing goes to the heap.
+pub const HEAP_NOT_USED: &[u8] = b"system";
 
 /// One exported function of a module.
 #[repr(C)]
@@ -541,4 +552,23 @@ pub struct HostApi {
         out: *mut c_void,
         write: WriteFn,
     ) -> u32,
+    /// Allocate `size` bytes (`size > 0`) aligned to `align` (a power of two) from the
+    /// version heap `heap` (the value its [`InitFn`] received). Null when out of memory.
+    /// Callable from any thread, inside or outside a process: a module's global allocator
+    /// forwards here. The node frees the whole heap once the version is unmapped.
+    pub heap_alloc: unsafe extern "C" fn(heap: u64, size: usize, align: usize) -> *mut u8,
+    /// As [`HostApi::heap_alloc`], the bytes zeroed.
+    pub heap_alloc_zeroed: unsafe extern "C" fn(heap: u64, size: usize, align: usize) -> *mut u8,
+    /// Resize a block of `heap` (allocated with `size` and `align`) to `new_size` bytes,
+    /// keeping its contents; the old block is freed on success. Null (the old block kept)
+    /// when out of memory.
+    pub heap_realloc: unsafe extern "C" fn(
+        heap: u64,
+        ptr: *mut u8,
+        size: usize,
+        align: usize,
+        new_size: usize,
+    ) -> *mut u8,
+    /// Free a block of `heap` allocated with `size` and `align`.
+    pub heap_free: unsafe extern "C" fn(heap: u64, ptr: *mut u8, size: usize, align: usize),
 }

@@ -534,6 +534,7 @@ async fn run_release(rep: &Reporter, files: &Files, dir: &ReleaseDir) -> Result<
     let node = Node::start(NodeConfig {
         code_dir: None,
         purge_timeout: Duration::from_millis(release.manifest.node.purge_timeout_ms),
+        ..Default::default()
     })
     .map_err(|e| setup(format!("cannot start a node: {e}")))?;
     let (state, _stop_requests) = NodeState::new(node.clone(), release, String::new(), 0);

@@ -551,6 +551,7 @@ async fn serve(p: Prepared) -> ExitCode {
     let node = match Node::start(NodeConfig {
         code_dir: None,
         purge_timeout: Duration::from_millis(release.manifest.node.purge_timeout_ms),
+        ..Default::default()
     }) {
         Ok(n) => n,
         Err(e) => {

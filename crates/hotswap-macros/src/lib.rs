@@ -152,8 +152,10 @@ impl ModuleSpec {
 /// `Ctx::function`. `gen_server: T` declares the module's `GenServer`, and
 /// `supervisor: T` its `hotswap::supervisor::Supervisor` (exported as the function
 /// `supervisor_init`); either makes `exports` optional. The macro generates the module descriptor (ABI version, name,
-/// version, a unique build id, the panic strategy the crate was built with) and one
-/// panic-catching `extern "C"` shim per export.
+/// version, a unique build id, the panic strategy the crate was built with), one
+/// panic-catching `extern "C"` shim per export, and the library's `#[global_allocator]`
+/// (`hotswap::private::ModuleHeap`: the version's own heap in the node, freed by a purge;
+/// a crate that declares another global allocator does not compile).
 #[proc_macro]
 pub fn module(input: TokenStream) -> TokenStream {
     let spec = syn::parse_macro_input!(input as ModuleSpec);
@@ -252,6 +254,11 @@ pub fn module(input: TokenStream) -> TokenStream {
             static EXPORTS: [::hotswap::abi::Export; #n] = [#(#entries),*];
             static FUNCTIONS: [::hotswap::abi::Function; #nf] = [#(#fn_entries),*];
             #server_def
+
+            /// Every allocation of this library goes to the heap the node keeps for this
+            /// loaded version, freed as a whole when the version is purged.
+            #[global_allocator]
+            static HOTSWAP_HEAP: ::hotswap::private::ModuleHeap = ::hotswap::private::ModuleHeap;
 
             /// The module descriptor read by the node before any module code runs.
             #[no_mangle]

@@ -65,6 +65,12 @@ pub fn guard_active() -> bool {
     code::guard::active()
 }
 
+/// `(created, destroyed)`: how many per-version heaps were made and how many were freed by
+/// purges in this OS process (see [`NodeConfig::module_heaps`]).
+pub fn module_heap_counts() -> (usize, usize) {
+    code::heap::heap_counts()
+}
+
 /// How many thread creations by module code the guard refused in this OS process.
 pub fn refused_module_threads() -> u64 {
     code::guard::refused_threads()
@@ -86,6 +92,11 @@ pub struct NodeConfig {
     /// How long a purge waits for killed processes to leave the old code before it pins the
     /// version instead of unmapping it. Default 5 s.
     pub purge_timeout: Duration,
+    /// Give every loaded version a heap of its own, which a purge frees as a whole once the
+    /// version is unmapped (memory held by its statics included). Default `true`; `false`
+    /// makes modules allocate with the system allocator (a purge then returns only what the
+    /// module freed itself), which is there to measure the heaps' cost.
+    pub module_heaps: bool,
 }
 
 impl Default for NodeConfig {
@@ -93,6 +104,7 @@ impl Default for NodeConfig {
         NodeConfig {
             code_dir: None,
             purge_timeout: Duration::from_secs(5),
+            module_heaps: true,
         }
     }
 }
@@ -214,7 +226,13 @@ impl Node {
             tracing::warn!("the thread-local guard is not exported by this executable: purged versions will be kept mapped (see hotswap_runtime::guard_link_args)");
         }
         Ok(Node {
-            inner: Arc::new(NodeInner::new(dir, owned, config.purge_timeout, rt)),
+            inner: Arc::new(NodeInner::new(
+                dir,
+                owned,
+                config.purge_timeout,
+                config.module_heaps,
+                rt,
+            )),
         })
     }
 

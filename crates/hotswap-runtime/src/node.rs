@@ -141,12 +141,13 @@ impl NodeInner {
         code_dir: PathBuf,
         owns_code_dir: bool,
         purge_timeout: Duration,
+        module_heaps: bool,
         rt: tokio::runtime::Handle,
     ) -> NodeInner {
         NodeInner {
             table: ProcessTable::new(),
             registry: Mutex::new(Registry::default()),
-            code: CodeServer::new(code_dir, purge_timeout),
+            code: CodeServer::new(code_dir, purge_timeout, module_heaps),
             timers: Mutex::new(HashMap::new()),
             rt,
             epoch: Instant::now(),

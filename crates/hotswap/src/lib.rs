@@ -33,11 +33,16 @@
 //! * never spawn threads or run an async runtime: use processes, timers and messages;
 //! * log with [`Ctx::log`], not stdout;
 //! * anything that another version may read (messages, state) is encoded with [`codec`]
-//!   (MessagePack with named fields), so added optional fields still decode.
+//!   (MessagePack with named fields), so added optional fields still decode;
+//! * do not declare a `#[global_allocator]`: [`module!`] installs one that allocates from a
+//!   heap the node keeps for this loaded version, which a purge frees as a whole once the
+//!   version is unmapped (statics included). Nothing allocated by module code may outlive
+//!   the version: everything the node keeps is copied out as bytes.
 
 pub mod codec;
 mod ctx;
 pub mod gen_server;
+mod heap;
 mod outcome;
 #[doc(hidden)]
 pub mod private;

@@ -21,6 +21,7 @@ use crate::Ctx;
 pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub use crate::codec::CODEC_ID;
 pub use crate::ctx::write_vec;
+pub use crate::heap::ModuleHeap;
 
 static HOST: AtomicPtr<abi::HostApi> = AtomicPtr::new(std::ptr::null_mut());
 
@@ -187,9 +188,11 @@ where
 }
 
 /// # Safety
-/// Called by the node once, with a table that lives for the rest of the process.
+/// Called by the node once, with a table that lives for the rest of the process and the
+/// version's heap (or 0), before any other function of this library.
 pub unsafe extern "C" fn init(
     host: *const abi::HostApi,
+    heap: u64,
     out: *mut c_void,
     write: abi::WriteFn,
 ) -> u32 {
@@ -204,10 +207,15 @@ pub unsafe extern "C" fn init(
             ));
         }
         set_host(h);
+        let on_heap = crate::heap::install(h, heap);
         // Our own hook: no stderr noise, no `thread::current()` (which would register a
         // thread-exit destructor inside this library), just the location for the reason.
         std::panic::set_hook(Box::new(record_location));
-        Ok(Vec::new())
+        Ok(if on_heap {
+            abi::HEAP_IN_USE.to_vec()
+        } else {
+            abi::HEAP_NOT_USED.to_vec()
+        })
     });
     report(out, write, r)
 }

@@ -5,7 +5,7 @@
 use core::ffi::c_void;
 use hotswap_abi as abi;
 
-unsafe extern "C" fn init(_: *const abi::HostApi, _: *mut c_void, _: abi::WriteFn) -> u32 {
+unsafe extern "C" fn init(_: *const abi::HostApi, _: u64, _: *mut c_void, _: abi::WriteFn) -> u32 {
     std::process::abort() // must never run: the node checks the ABI version first
 }
 unsafe extern "C" fn poll(_: *mut abi::FutureObj, _: *mut c_void, _: abi::WriteFn) -> u32 {

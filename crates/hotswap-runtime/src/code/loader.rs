@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 use hotswap_abi as abi;
 
 use super::guard;
+use super::heap::Heap;
 use crate::error::LoadError;
 
 mod elf;
@@ -45,6 +46,8 @@ pub(crate) struct Opened {
     pub(crate) file: PathBuf,
     pub(crate) inode: u64,
     pub(crate) guard_id: u64,
+    /// The version's heap, if its allocations go there.
+    pub(crate) heap: Option<Heap>,
     pub(crate) poll: abi::PollFn,
     pub(crate) drop_future: abi::DropFn,
     pub(crate) server: Option<abi::ServerVTable>,
@@ -181,6 +184,8 @@ pub(crate) struct Target<'a> {
     pub(crate) node: u64,
     /// The host table handed to the module's `init`.
     pub(crate) host: &'static abi::HostApi,
+    /// Give the version a heap of its own.
+    pub(crate) heap: bool,
 }
 
 /// Validate, copy and open a module library, then run its `init`.
@@ -202,6 +207,7 @@ pub(crate) unsafe fn open(
         seq,
         node,
         host,
+        heap: want_heap,
     } = target;
     // Read (not mmap: a file being rewritten by a build would fault the node) into a buffer
     // the code server reuses across loads.
@@ -399,13 +405,16 @@ pub(crate) unsafe fn open(
     static GUARD_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let guard_id = GUARD_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     guard::register(guard_id, loaded_ranges(&cpath));
+    let heap = if want_heap { Heap::create() } else { None };
     let mut msg: Vec<u8> = Vec::new();
     let st = {
         let _m = guard::InModule::enter(node);
-        // SAFETY: `init` comes from the accepted descriptor; the host table is 'static.
+        // SAFETY: `init` comes from the accepted descriptor; the host table is 'static, and
+        // the heap id is a live heap's (or 0).
         unsafe {
             init(
                 host,
+                heap.as_ref().map_or(0, Heap::id),
                 &mut msg as *mut Vec<u8> as *mut c_void,
                 crate::host_api::write_vec,
             )
@@ -413,11 +422,35 @@ pub(crate) unsafe fn open(
     };
     if st != abi::STATUS_READY {
         guard::retire(guard_id);
+        drop(cleanup);
+        if let Some(h) = heap {
+            let gone = file
+                .file_name()
+                .is_none_or(|n| mapped_ranges(inode, &n.to_string_lossy()).is_empty());
+            if gone {
+                // SAFETY: the library is closed and verified unmapped; its `init` failed,
+                // so nothing it allocated was handed out.
+                unsafe { h.destroy() };
+            }
+            // Otherwise the heap is kept (dropping it never frees it): the image may
+            // still use it.
+        }
         return Err(LoadError::InitFailed {
             module: name,
             message: String::from_utf8_lossy(&msg).into_owned(),
         });
     }
+    let heap = match heap {
+        Some(h) if msg != abi::HEAP_IN_USE => {
+            // The module allocates with the system allocator (it had to before `init`, or
+            // it was built so): nothing of it is in the heap.
+            tracing::warn!(module = %name, "the module does not allocate from its own heap: a purge will not return the memory its statics hold");
+            // SAFETY: the module never switched to this heap, so it holds no block of it.
+            unsafe { h.destroy() };
+            None
+        }
+        h => h,
+    };
 
     // Give the write-once copy its readable name (same inode, so the mapping is unaffected).
     let safe = |s: &str| {
@@ -453,6 +486,7 @@ pub(crate) unsafe fn open(
         file: final_file,
         inode,
         guard_id,
+        heap,
         poll,
         drop_future,
         server,

@@ -58,8 +58,15 @@
 //! `guard::unguarded_key_destructors`; a purge of that module can then race with a thread
 //! that is exiting at that moment. A trampoline slot freed by a purge is reused last
 //! (round-robin), since a thread that read it just before the purge may still call it.
+//!
+//! # Memory
+//!
+//! Every version allocates from a heap of its own (see [`heap`]). A purge that verified
+//! the unmapping frees that heap as a whole: what the module's statics, thread-locals and
+//! leaks held is returned with it. A pinned version keeps its heap.
 
 pub(crate) mod guard;
+pub(crate) mod heap;
 pub(crate) mod loader;
 pub(crate) mod prepared;
 
@@ -92,6 +99,9 @@ pub(crate) struct Version {
     inode: u64,
     guard_id: u64,
     handle: *mut c_void,
+    /// The version's heap (`None`: it allocates with the system allocator). Freed only
+    /// after the library was verified unmapped.
+    heap: Mutex<Option<heap::Heap>>,
     pub(crate) poll: abi::PollFn,
     pub(crate) drop_future: abi::DropFn,
     /// The module's `gen_server` callbacks, if it has any.
@@ -371,13 +381,15 @@ pub(crate) struct CodeServer {
     /// Copies of purged versions, verified unmapped, by content hash: a later load of the
     /// same bytes opens one instead of writing a new copy.
     spares: Mutex<Vec<(u64, PathBuf)>>,
+    /// Whether versions get heaps of their own (`NodeConfig::module_heaps`).
+    heaps: bool,
 }
 
 /// How many unmapped copies are kept for reuse.
 const SPARES: usize = 16;
 
 impl CodeServer {
-    pub(crate) fn new(code_dir: PathBuf, purge_timeout: Duration) -> CodeServer {
+    pub(crate) fn new(code_dir: PathBuf, purge_timeout: Duration, heaps: bool) -> CodeServer {
         static NODES: AtomicU64 = AtomicU64::new(1);
         CodeServer {
             slots: RwLock::new(HashMap::new()),
@@ -391,6 +403,7 @@ impl CodeServer {
             spares: Mutex::new(Vec::new()),
             node: NODES.fetch_add(1, Ordering::Relaxed),
             export_slots: Mutex::new(HashMap::new()),
+            heaps,
         }
     }
 
@@ -434,6 +447,7 @@ impl CodeServer {
                     seq,
                     node: self.node,
                     host: crate::host_api::table(),
+                    heap: self.heaps,
                 },
                 &mut self.buf.lock(),
                 &mut |hash| {
@@ -465,6 +479,7 @@ impl CodeServer {
             inode: o.inode,
             guard_id: o.guard_id,
             handle: o.handle,
+            heap: Mutex::new(o.heap),
             poll: o.poll,
             drop_future: o.drop_future,
             server: o.server,
@@ -790,8 +805,14 @@ impl CodeServer {
                     }
                     drop(sp);
                     tracing::debug!(module = %v.name, version = %v.vsn, why, "unmapped");
+                    let heap = v.heap.lock().take();
                     // Dropping a `Version` never touches the (now closed) library.
                     drop(v);
+                    if let Some(h) = heap {
+                        // SAFETY: the library is unmapped, so none of its code runs; by the
+                        // boundary rule nothing else points into its heap.
+                        unsafe { h.destroy() };
+                    }
                     return None;
                 }
                 loader::Closed::StillMapped(r) => Some(r),

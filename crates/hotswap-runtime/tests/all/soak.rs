@@ -107,6 +107,7 @@ fn soak_child_process() {
         let node = Node::start(NodeConfig {
             code_dir: Some(code_dir.clone()),
             purge_timeout: Duration::from_secs(5),
+            ..Default::default()
         })
         .unwrap();
         let me = node.external();

@@ -42,6 +42,7 @@ const FIXTURES: &[&str] = &[
     "rel_srv_v2",
     "spin_v1",
     "spin_v2",
+    "heap_hold",
 ];
 
 fn target_dir() -> PathBuf {
@@ -127,6 +128,7 @@ pub fn node_with(purge_timeout: Duration) -> Node {
     Node::start(NodeConfig {
         code_dir: None,
         purge_timeout,
+        ..Default::default()
     })
     .expect("node starts")
 }
