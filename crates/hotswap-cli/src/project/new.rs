@@ -237,7 +237,11 @@ mod tests {{
     #[test]
     fn code_change_keeps_the_count() {{
         let bytes = hotswap::codec::encode(&Counter {{ count: 7 }});
-        let old = OldState {{ vsn: "0.1.0", bytes: &bytes }};
+        let old = OldState {{
+            vsn: "0.1.0",
+            bytes: &bytes,
+            direction: hotswap::gen_server::Direction::Up,
+        }};
         assert_eq!(Counter::code_change(old, None), Ok(Counter {{ count: 7 }}));
     }}
 }}
