@@ -7,6 +7,7 @@ mod control;
 mod demo;
 mod msgpack;
 mod os;
+mod project;
 mod report;
 mod start;
 
@@ -80,6 +81,51 @@ impl Ctl {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create a project: a cargo workspace with one module crate (a gen_server), a project
+    /// file (Hotswap.toml) describing its release, a README, a .gitignore and the SDK
+    /// (vendor/). `cargo build` and `cargo test` work in it at once.
+    New {
+        /// The project's name (and directory).
+        name: String,
+        /// Where to create it (default: the current directory).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        path: PathBuf,
+    },
+    /// Run the project on a node and keep it current: every save (of any local crate the
+    /// module crates depend on, or Hotswap.toml) builds the modules and upgrades the node
+    /// through the release transaction, gen_server states kept by code_change. One line
+    /// per save with the time of each phase.
+    Dev {
+        /// A directory of the project (default: the current one).
+        #[arg(long, short = 'p', value_name = "DIR", default_value = ".")]
+        project: PathBuf,
+        /// Restart the processes of changed modules (through their supervisors) instead
+        /// of migrating their states: for changes the check refuses.
+        #[arg(long)]
+        restart: bool,
+        /// Build without network access (cargo --offline).
+        #[arg(long)]
+        offline: bool,
+        /// How long the files must stay quiet after a save before the build starts, in
+        /// milliseconds (at most 50).
+        #[arg(long, default_value_t = 30, value_name = "MS")]
+        debounce_ms: u64,
+    },
+    /// Build a release of the project: `cargo build --release` of its module crates,
+    /// libraries copied to OUT/lib/MODULE-VSN-HASH.so, OUT/releases/VSN/release.toml
+    /// written from Hotswap.toml; older releases in OUT are kept. Refused if a module's code
+    /// changed but not its version. Prints the upgrade from the previous release.
+    Release {
+        /// A directory of the project (default: the current one).
+        #[arg(long, short = 'p', value_name = "DIR", default_value = ".")]
+        project: PathBuf,
+        /// The release directory to write to (default: PROJECT/_release).
+        #[arg(long, short = 'o', value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Build without network access (cargo --offline).
+        #[arg(long)]
+        offline: bool,
+    },
     /// Watch a live upgrade: boot the embedded demo release (module `demo` v1 serving
     /// clients), load v2, move every process to v2 with its state, free v1, and check that
     /// nothing was lost.
@@ -220,6 +266,20 @@ enum Command {
         #[command(flatten)]
         ctl: Ctl,
     },
+    /// gen_server:call: send a request (JSON: an enum variant is "Get" or {"Add": 2}) to
+    /// a gen_server and print its reply as JSON; with --cast, gen_server:cast.
+    Call {
+        /// A pid (<0.12>, 0.12 or 12) or a registered name.
+        target: String,
+        /// The request, as JSON (default: null, the unit value).
+        #[arg(default_value = "null")]
+        request: String,
+        /// Cast instead of call (no reply).
+        #[arg(long)]
+        cast: bool,
+        #[command(flatten)]
+        ctl: Ctl,
+    },
     /// sys:change_code: a suspended gen_server's state is rebuilt by the current version's
     /// code_change (load the new version first; resume afterwards).
     ChangeCode {
@@ -342,6 +402,50 @@ impl ChildArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (ctl, cmd) = match cli.command {
+        Command::New { name, path } => {
+            return match project::new::create(&path, &name) {
+                Ok(root) => {
+                    println!("created project {name} in {}", root.display());
+                    println!("  cd {} && cargo build && cargo test", root.display());
+                    println!("  hotswap dev        run it; every save upgrades the running node");
+                    println!("  hotswap release    build a release into _release/");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Dev {
+            project,
+            restart,
+            offline,
+            debounce_ms,
+        } => {
+            if debounce_ms > 50 {
+                return usage("--debounce-ms: at most 50 (a save should not wait longer)");
+            }
+            init_logging();
+            return project::dev::run(project::dev::Options {
+                project,
+                restart,
+                offline,
+                debounce: Duration::from_millis(debounce_ms),
+            });
+        }
+        Command::Release {
+            project,
+            out,
+            offline,
+        } => {
+            init_logging();
+            return project::build::run(project::build::Options {
+                project,
+                out,
+                offline,
+            });
+        }
         Command::Demo {
             json,
             modules_dir,
@@ -447,6 +551,22 @@ fn main() -> ExitCode {
                 },
             )
         }
+        Command::Call {
+            target,
+            request,
+            cast,
+            ctl,
+        } => match serde_json::from_str(&request) {
+            Ok(request) => (
+                ctl,
+                Cmd::Call {
+                    target,
+                    request,
+                    cast,
+                },
+            ),
+            Err(e) => return usage(&format!("the request {request:?} is not JSON: {e}")),
+        },
         Command::Children { sup, app, ctl } => {
             let sup = match (sup, app) {
                 (_, Some(a)) => Sup::App(a),

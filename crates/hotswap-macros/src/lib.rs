@@ -69,9 +69,20 @@ impl Parse for ModuleSpec {
             input.parse::<Token![,]>()?;
         }
         let missing = |k: &str| input.error(format!("hotswap::module! needs `{k}: ...`"));
+        let version = match version {
+            Some(v) => v,
+            // Omitted: the crate's own version, so that `cargo` manifests carry it.
+            None => match std::env::var("CARGO_PKG_VERSION") {
+                Ok(v) if !v.is_empty() => LitStr::new(&v, proc_macro2::Span::call_site()),
+                _ => return Err(input.error(
+                    "hotswap::module! without `version: ...` takes the crate's version (CARGO_PKG_VERSION), \
+                     which is not set here: give `version: \"...\"` or build with cargo",
+                )),
+            },
+        };
         Ok(ModuleSpec {
             name: name.ok_or_else(|| missing("name"))?,
-            version: version.ok_or_else(|| missing("version"))?,
+            version,
             exports: match (exports, gen_server.is_some() || supervisor.is_some()) {
                 (Some(e), _) => e,
                 (None, true) => Vec::new(),
@@ -122,6 +133,10 @@ impl ModuleSpec {
 
 /// Declare a hotswap module: its name, its version and its exported functions.
 ///
+/// `version` may be omitted: the module's version is then the crate's
+/// (`CARGO_PKG_VERSION`, the `version` of its `Cargo.toml`), which is what
+/// `hotswap release` expects.
+///
 /// ```ignore
 /// hotswap::module! {
 ///     name: "counter",
@@ -153,8 +168,10 @@ pub fn module(input: TokenStream) -> TokenStream {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
+    // Fixed width, so that two builds of the same code differ only in these bytes (tools
+    // compare builds with the id masked: `hotswap release`, `hotswap dev`).
     let build_id = format!(
-        "{}-{}-{:x}-{:x}",
+        "{}-{}-{:032x}-{:08x}",
         name.value(),
         version.value(),
         nanos,
@@ -360,7 +377,9 @@ mod tests {
     #[test]
     fn missing_keys_are_named() {
         assert!(error(r#"version: "1", exports: [a]"#).contains("needs `name: ...`"));
-        assert!(error(r#"name: "m", exports: [a]"#).contains("needs `version: ...`"));
+        // Without `version`, the crate's own version (cargo sets it for this test too).
+        let s = parse(r#"name: "m", exports: [a]"#).unwrap();
+        assert_eq!(s.version.value(), env!("CARGO_PKG_VERSION"));
         assert!(error(r#"name: "m", version: "1""#).contains("needs `exports: ...`"));
     }
 

@@ -81,6 +81,15 @@ pub enum Cmd {
     Resume(String),
     /// `get-state`.
     GetState(String),
+    /// `gen_server:call` (or `cast`) with a request given as JSON.
+    Call {
+        /// The server.
+        target: String,
+        /// The request.
+        request: Value,
+        /// Cast instead of call.
+        cast: bool,
+    },
     /// `change-code`.
     ChangeCode {
         /// Pid or registered name.
@@ -203,6 +212,14 @@ impl Cmd {
             Cmd::GetState(t) => (
                 "get_state",
                 json!({ "target": t, "timeout_ms": ms * 9 / 10 }),
+            ),
+            Cmd::Call {
+                target,
+                request,
+                cast,
+            } => (
+                "call",
+                json!({ "target": target, "request": request, "cast": cast, "timeout_ms": ms * 9 / 10 }),
             ),
             Cmd::ChangeCode {
                 target,
@@ -736,6 +753,16 @@ fn human(cmd: &Cmd, v: &Value) -> String {
                 serde_json::to_string_pretty(&v["state"]).unwrap_or_default()
             ),
         },
+        Cmd::Call { target, cast, .. } => {
+            if *cast {
+                format!("cast sent to {target}\n")
+            } else {
+                format!(
+                    "{}\n",
+                    serde_json::to_string(&v["reply"]).unwrap_or_default()
+                )
+            }
+        }
         Cmd::ChangeCode {
             target,
             module,

@@ -288,6 +288,7 @@ async fn handle(body: &[u8], state: &NodeState) -> (Reply, After) {
         "suspend" | "resume" | "get_state" | "change_code" => {
             sys(state, req.cmd.as_str(), args).await
         }
+        "call" => super::call::call(&state.node, args.0).await,
         "children" => children(state, args).await,
         "terminate_child" => terminate_child(state, args).await,
         "restart_child" => restart_child(state, args).await,
@@ -300,7 +301,7 @@ async fn handle(body: &[u8], state: &NodeState) -> (Reply, After) {
         "remove_release" => super::releases::remove(&state.node, &req.args).await,
         "ports" => Ok(super::ports::ports(&state.node)),
         other => Err(bad(format!("unknown command {:?}", truncate(other))).hint(
-            "the commands are ping, pid, stop, status, processes, modules, load, check, purge, soft_purge, delete, which, suspend, resume, get_state, change_code, children, terminate_child, restart_child, delete_child, releases, unpack, upgrade, upgrade_progress, make_permanent, remove_release, ports",
+            "the commands are ping, pid, stop, status, processes, modules, load, check, purge, soft_purge, delete, which, suspend, resume, get_state, change_code, call, children, terminate_child, restart_child, delete_child, releases, unpack, upgrade, upgrade_progress, make_permanent, remove_release, ports",
         )),
     };
     match result {
