@@ -231,9 +231,9 @@ macro_rules! info {
 mod apps;
 mod gen_server;
 mod heap;
-mod release;
 mod net;
 mod netload;
+mod release;
 
 // ---------------------------------------------------------------------------------------
 // small utilities

@@ -27,8 +27,8 @@
 
 mod call;
 pub mod client;
-pub mod releases;
 mod ports;
+pub mod releases;
 pub mod server;
 
 use std::io::{Read, Write};
