@@ -51,6 +51,7 @@ const MEASURES: &[&str] = &[
     "gen_server_upgrade_client_latency_max",
     "node_stop_10k",
     "child_restart",
+    "load_compat_check",
     "module_heap_alloc_calls",
     "module_heap_alloc_calls_system",
     "module_heap_alloc_ratio",
@@ -165,6 +166,7 @@ const GROUPS: &[(&str, &[&str])] = &[
 /// maximum (68-80 ms on this machine kind) and the target summary repeats it.
 const NO_ERLANG: &[&str] = &[
     "purged_version_memory",
+    "load_compat_check",
     "module_heap_alloc_calls",
     "module_heap_alloc_calls_system",
     "module_heap_alloc_ratio",
@@ -375,6 +377,9 @@ struct Libs {
     port_echo: PathBuf,
     /// The chat example, versions 1 and 2 (tcp_upgrade_pause).
     chat: [PathBuf; 2],
+    /// `compat_bench` version 1 and 2 (five message types; load_compat_check).
+    compat1: PathBuf,
+    compat2: PathBuf,
 }
 
 fn repo_root() -> PathBuf {
@@ -419,9 +424,11 @@ fn build_modules() -> Libs {
         hotswap: rel.join("hotswap"),
         port_echo: rel.join("libport_echo_v1.so"),
         chat: [rel.join("libchat_v1.so"), rel.join("libchat_v2.so")],
+        compat1: rel.join("libcompat_bench_v1.so"),
+        compat2: rel.join("libcompat_bench_v2.so"),
     };
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    info!("building the modules and the node: cargo build --release -p bench_mod -p seed000_v1 -p upgrade_srv_v1 -p upgrade_srv_v2 -p app_worker -p alloc_srv -p rel_srv_v1 -p rel_srv_v2 -p rel_aux_v1 -p rel_aux_v2 -p hotswap-cli -p port_echo_v1 -p chat_v1 -p chat_v2");
+    info!("building the modules and the node: cargo build --release -p bench_mod -p seed000_v1 -p upgrade_srv_v1 -p upgrade_srv_v2 -p app_worker -p alloc_srv -p rel_srv_v1 -p rel_srv_v2 -p rel_aux_v1 -p rel_aux_v2 -p hotswap-cli -p port_echo_v1 -p chat_v1 -p chat_v2 -p compat_bench_v1 -p compat_bench_v2");
     let out = Command::new(cargo)
         .current_dir(repo_root())
         .args([
@@ -455,6 +462,10 @@ fn build_modules() -> Libs {
             "chat_v1",
             "-p",
             "chat_v2",
+            "-p",
+            "compat_bench_v1",
+            "-p",
+            "compat_bench_v2",
             "--target-dir",
         ])
         .arg(&target)
@@ -489,6 +500,8 @@ fn build_modules() -> Libs {
         &libs.port_echo,
         &libs.chat[0],
         &libs.chat[1],
+        &libs.compat1,
+        &libs.compat2,
     ] {
         if !p.exists() {
             eprintln!("compare: {} is missing and could not be built", p.display());
@@ -880,6 +893,81 @@ async fn m_module_load(node: &Node, libs: &Libs) -> Res {
     r
 }
 
+/// Load times of fresh builds of `compat_bench` v1 and v2 in turn (each over the other, so
+/// each load replaces a current version and is checked unless `unchecked`); the old
+/// version is purged after each (not timed).
+async fn compat_load_times(node: &Node, libs: &Libs, rounds: usize, unchecked: bool) -> Vec<f64> {
+    let dir =
+        std::env::temp_dir().join(format!("hotswap-compat-{}-{unchecked}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let (b1, b2) = (
+        std::fs::read(&libs.compat1).expect("read compat_bench_v1"),
+        std::fs::read(&libs.compat2).expect("read compat_bench_v2"),
+    );
+    // Distinct builds (a unique trailer each): every load describes a version never seen.
+    let fresh: Vec<PathBuf> = (0..rounds + 11)
+        .map(|i| {
+            let p = dir.join(format!("libcompat_bench-{i}.so"));
+            let mut b = if i % 2 == 0 { b1.clone() } else { b2.clone() };
+            b.extend_from_slice(&(i as u64).to_le_bytes());
+            std::fs::write(&p, b).expect("write a build");
+            p
+        })
+        .collect();
+    unload(node, "compat_bench").await;
+    let opts = hotswap_runtime::LoadOptions {
+        force: true,
+        unchecked,
+        ..Default::default()
+    };
+    node.code().load_with(&fresh[0], opts).await.expect("load");
+    let mut ts = Vec::new();
+    for (i, p) in fresh.iter().enumerate().skip(1) {
+        let t = Instant::now();
+        node.code().load_with(p, opts).await.expect("load");
+        let d = t.elapsed();
+        node.code().purge("compat_bench").await.expect("purge");
+        if i > 10 {
+            ts.push(d.as_secs_f64() * 1e6);
+        }
+    }
+    unload(node, "compat_bench").await;
+    let _ = std::fs::remove_dir_all(&dir);
+    ts
+}
+
+/// `load_compat_check`: what the compatibility check adds to a load that replaces a
+/// gen_server module with five message types (state, call, reply, cast, info): the new
+/// version's `describe` (tracing the five types) and the comparison. In percent of the same
+/// load without the check (medians of interleaved runs).
+async fn m_load_compat_check(node: &Node, libs: &Libs) -> Res {
+    const ROUNDS: usize = 101;
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        without.extend(compat_load_times(node, libs, ROUNDS, true).await);
+        with.extend(compat_load_times(node, libs, ROUNDS, false).await);
+    }
+    let (w, wo) = (median(&with), median(&without));
+    // The check alone, outside a load: describe both files' types and compare them.
+    let mut alone = Vec::new();
+    let (s1, s2) = (
+        hotswap_runtime::compat::describe_file(&libs.compat1).expect("describe v1"),
+        hotswap_runtime::compat::describe_file(&libs.compat2).expect("describe v2"),
+    );
+    for _ in 0..201 {
+        let t = Instant::now();
+        let r = hotswap_runtime::compat::check(&s1, &s2);
+        alone.push(t.elapsed().as_secs_f64() * 1e6);
+        assert!(!r.refuses());
+    }
+    info!(
+        "load_compat_check: load with the check {w:.1} us, without {wo:.1} us (medians of {} loads each); the comparison alone {:.1} us",
+        with.len(),
+        median(&alone)
+    );
+    Res::new("load_compat_check", (w - wo) / wo * 100.0, "%")
+}
+
 async fn m_purge(node: &Node, libs: &Libs) -> Res {
     const N: usize = 100_000;
     ensure_loaded(node, "seed000", &libs.seed000).await;
@@ -1089,6 +1177,9 @@ async fn run_ours(node: Node, libs: Libs, wanted: Vec<String>) -> Vec<Res> {
     if want_any(&["tcp_upgrade_pause", "tcp_upgrade_lost_bytes"]) {
         out.extend(net::m_upgrade_pause(&node, &libs).await);
     }
+    if want("load_compat_check") {
+        out.push(m_load_compat_check(&node, &libs).await);
+    }
     if want("node_stop_10k") {
         // Real node processes: waiting for them blocks, so not on a runtime worker.
         let l = libs.clone();
@@ -1276,6 +1367,8 @@ fn target(name: &str) -> (Target, &'static str) {
         // issue 4
         "node_stop_10k" => (Target::AtMost(100.0), "<= 100 ms [Erlang 1 048 ms]"),
         "child_restart" => (Target::Report, "reported [Erlang ~10 us]"),
+        // issue 12
+        "load_compat_check" => (Target::AtMost(10.0), "<= 10 % of a load"),
         // issue 10: what module code pays for its version's own heap
         "module_heap_alloc_calls" | "module_heap_alloc_calls_system" => {
             (Target::Report, "reported")

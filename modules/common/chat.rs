@@ -106,6 +106,12 @@ impl GenServer for Chat {
         CastResult::NoReply
     }
 
+    /// `code_change` converts either version's state itself (the shapes differ on purpose),
+    /// so the compatibility check leaves the state to the dry run.
+    fn accepts() -> hotswap::schema::Accepts {
+        hotswap::schema::Accepts::new().state_converted("code_change reads both versions' room and member shapes through ChatState")
+    }
+
     fn code_change(old: OldState<'_>, _extra: Option<Extra<'_>>) -> Result<Self, String> {
         let s: ChatState = old.decode().map_err(|e| e.to_string())?;
         Ok(Chat::from_any(s))

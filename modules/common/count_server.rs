@@ -1,5 +1,6 @@
 // Seed 002's CountServer as a gen_server (included by modules/count_server_v*, which define
-// `VSN`, `STEP`, `MAKE_EVEN`, the message type `Tick` and `decode_tick`).
+// `VSN`, `STEP`, `MAKE_EVEN`, the message type `Tick`, `decode_tick` and `extra_accepts`, the
+// older forms `decode_tick` reads, declared for the compatibility check).
 //
 // * v1: +1 per `Increment` tick (the message is the bare `Increment`, like `:increment`);
 // * v2: +2;
@@ -135,5 +136,9 @@ impl GenServer for CountServer {
 
     fn decode_info(bytes: &[u8]) -> Result<Tick, hotswap::codec::DecodeError> {
         decode_tick(bytes)
+    }
+
+    fn accepts() -> hotswap::schema::Accepts {
+        extra_accepts()
     }
 }

@@ -112,6 +112,12 @@ impl GenServer for Echo {
         CastResult::NoReply
     }
 
+    /// `code_change` converts either version's state itself (the shapes differ on purpose),
+    /// so the compatibility check leaves the state to the dry run.
+    fn accepts() -> hotswap::schema::Accepts {
+        hotswap::schema::Accepts::new().state_converted("code_change reads both versions' shapes of `conns` (a count, or a per-connection record) through AnyState")
+    }
+
     fn code_change(old: OldState<'_>, _extra: Option<Extra<'_>>) -> Result<Self, String> {
         let s: AnyState = old.decode().map_err(|e| e.to_string())?;
         Ok(Echo {

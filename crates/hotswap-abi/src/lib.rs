@@ -20,8 +20,9 @@ use core::sync::atomic::AtomicU64;
 
 /// The ABI version this crate describes. Bumped on any layout change of the types below.
 /// (3: [`HostApi::call`]; 4: [`InitFn`] receives the version's heap, and [`HostApi`]
-/// gained the heap functions; 5: [`HostApi::net`] at the end.)
-pub const ABI_VERSION: u32 = 5;
+/// gained the heap functions; 5: [`HostApi::net`] at the end; 6:
+/// [`ModuleDescriptor::describe`].)
+pub const ABI_VERSION: u32 = 6;
 
 /// The first eight bytes of every [`ModuleDescriptor`].
 pub const MAGIC: [u8; 8] = *b"HOTSWAP\0";
@@ -283,6 +284,12 @@ pub const HEAP_IN_USE: &[u8] = b"heap";
 /// heap, or it had to use the system allocator before `init`): nothing goes to the heap.
 pub const HEAP_NOT_USED: &[u8] = b"system";
 
+/// Module function: write the module's description of its types (the SDK's
+/// `hotswap::schema::ModuleSchema`, MessagePack with named fields) through `write`. Runs no
+/// other module code and needs no host API (it may be called before [`InitFn`]). Returns
+/// [`STATUS_READY`], or [`STATUS_PANICKED`]/[`STATUS_ERROR`] with a message written.
+pub type DescribeFn = unsafe extern "C" fn(out: *mut c_void, write: WriteFn) -> u32;
+
 /// One exported function of a module.
 #[repr(C)]
 #[derive(Debug)]
@@ -366,6 +373,9 @@ pub struct ModuleDescriptor {
     pub drop_future: DropFn,
     /// The module's `gen_server` callbacks, or null.
     pub server: *const ServerVTable,
+    /// Describes the module's state and message types (see [`DescribeFn`]); `None` for a
+    /// module that describes nothing (its loads are not checked for compatibility).
+    pub describe: Option<DescribeFn>,
 }
 
 // SAFETY: the descriptor is immutable static data: its raw pointers point at other immutable

@@ -2,11 +2,13 @@
 //! running node (`hotswap ping`, `status`, `load`, `purge`, `suspend`, ... see
 //! [`control`]), and the live-upgrade demo (`hotswap demo`).
 
+mod check;
 mod control;
 mod demo;
 mod msgpack;
 mod node_state;
 mod os;
+mod project;
 mod report;
 mod start;
 
@@ -80,6 +82,51 @@ impl Ctl {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create a project: a cargo workspace with one module crate (a gen_server), a project
+    /// file (Hotswap.toml) describing its release, a README, a .gitignore and the SDK
+    /// (vendor/). `cargo build` and `cargo test` work in it at once.
+    New {
+        /// The project's name (and directory).
+        name: String,
+        /// Where to create it (default: the current directory).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        path: PathBuf,
+    },
+    /// Run the project on a node and keep it current: every save (of any local crate the
+    /// module crates depend on, or Hotswap.toml) builds the modules and upgrades the node
+    /// through the release transaction, gen_server states kept by code_change. One line
+    /// per save with the time of each phase.
+    Dev {
+        /// A directory of the project (default: the current one).
+        #[arg(long, short = 'p', value_name = "DIR", default_value = ".")]
+        project: PathBuf,
+        /// Restart the processes of changed modules (through their supervisors) instead
+        /// of migrating their states: for changes the check refuses.
+        #[arg(long)]
+        restart: bool,
+        /// Build without network access (cargo --offline).
+        #[arg(long)]
+        offline: bool,
+        /// How long the files must stay quiet after a save before the build starts, in
+        /// milliseconds (at most 50).
+        #[arg(long, default_value_t = 30, value_name = "MS")]
+        debounce_ms: u64,
+    },
+    /// Build a release of the project: `cargo build --release` of its module crates,
+    /// libraries copied to OUT/lib/MODULE-VSN-HASH.so, OUT/releases/VSN/release.toml
+    /// written from Hotswap.toml; older releases in OUT are kept. Refused if a module's code
+    /// changed but not its version. Prints the upgrade from the previous release.
+    Release {
+        /// A directory of the project (default: the current one).
+        #[arg(long, short = 'p', value_name = "DIR", default_value = ".")]
+        project: PathBuf,
+        /// The release directory to write to (default: PROJECT/_release).
+        #[arg(long, short = 'o', value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Build without network access (cargo --offline).
+        #[arg(long)]
+        offline: bool,
+    },
     /// Watch a live upgrade: boot the embedded demo release (module `demo` v1 serving
     /// clients), load v2, move every process to v2 with its state, free v1, and check that
     /// nothing was lost.
@@ -140,6 +187,33 @@ enum Command {
         /// Purge old code first (killing the processes still running it), then load.
         #[arg(long)]
         purging: bool,
+        /// Load even if the compatibility check refuses it (the new version's server
+        /// could not read the current version's state or queued messages).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        ctl: Ctl,
+    },
+    /// Check that a new version of a module can read what the old one wrote (its
+    /// gen_server's state and queued calls, casts and messages; its exports' arguments),
+    /// without a node: `hotswap check OLD.so NEW.so`, for CI. With --node, check NEW.so
+    /// against the running node's current version instead, including a dry run of its
+    /// code_change on a copy of every live state of the module.
+    ///
+    /// Exit status: 0 compatible; 1 incompatible; 2 usage error; 3 the node could not be
+    /// asked (--node); 4 a library could not be read, opened or described; 5 nothing
+    /// incompatible found but something could not be checked (the report says what, why).
+    Check {
+        /// OLD.so NEW.so (or only NEW.so with --node).
+        #[arg(value_name = "LIBRARY", num_args = 1..=2, required = true)]
+        libraries: Vec<PathBuf>,
+        /// Check against the running node (its current version and live states).
+        #[arg(long)]
+        node: bool,
+        /// Also refuse what a later downgrade could not read (the old version reading the
+        /// new one's state and messages).
+        #[arg(long)]
+        downgrade: bool,
         #[command(flatten)]
         ctl: Ctl,
     },
@@ -190,6 +264,20 @@ enum Command {
     GetState {
         /// A pid (<0.12>, 0.12 or 12) or a registered name.
         target: String,
+        #[command(flatten)]
+        ctl: Ctl,
+    },
+    /// gen_server:call: send a request (JSON: an enum variant is "Get" or {"Add": 2}) to
+    /// a gen_server and print its reply as JSON; with --cast, gen_server:cast.
+    Call {
+        /// A pid (<0.12>, 0.12 or 12) or a registered name.
+        target: String,
+        /// The request, as JSON (default: null, the unit value).
+        #[arg(default_value = "null")]
+        request: String,
+        /// Cast instead of call (no reply).
+        #[arg(long)]
+        cast: bool,
         #[command(flatten)]
         ctl: Ctl,
     },
@@ -315,6 +403,50 @@ impl ChildArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (ctl, cmd) = match cli.command {
+        Command::New { name, path } => {
+            return match project::new::create(&path, &name) {
+                Ok(root) => {
+                    println!("created project {name} in {}", root.display());
+                    println!("  cd {} && cargo build && cargo test", root.display());
+                    println!("  hotswap dev        run it; every save upgrades the running node");
+                    println!("  hotswap release    build a release into _release/");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Dev {
+            project,
+            restart,
+            offline,
+            debounce_ms,
+        } => {
+            if debounce_ms > 50 {
+                return usage("--debounce-ms: at most 50 (a save should not wait longer)");
+            }
+            init_logging();
+            return project::dev::run(project::dev::Options {
+                project,
+                restart,
+                offline,
+                debounce: Duration::from_millis(debounce_ms),
+            });
+        }
+        Command::Release {
+            project,
+            out,
+            offline,
+        } => {
+            init_logging();
+            return project::build::run(project::build::Options {
+                project,
+                out,
+                offline,
+            });
+        }
         Command::Demo {
             json,
             modules_dir,
@@ -350,14 +482,44 @@ fn main() -> ExitCode {
         Command::Load {
             library,
             purging,
+            force,
             ctl,
         } => (
             ctl,
             Cmd::Load {
                 path: library,
                 purging,
+                force,
             },
         ),
+        Command::Check {
+            libraries,
+            node,
+            downgrade,
+            ctl,
+        } => match (node, libraries.as_slice()) {
+            (false, [old, new]) => {
+                return check::run(&check::Options {
+                    old,
+                    new,
+                    json: ctl.json,
+                    downgrade,
+                })
+            }
+            (true, [new]) => (
+                ctl,
+                Cmd::Check {
+                    path: new.clone(),
+                    downgrade,
+                },
+            ),
+            (false, _) => {
+                return usage("check needs two libraries: `hotswap check OLD.so NEW.so` (or `hotswap check --node NEW.so`)")
+            }
+            (true, _) => {
+                return usage("check --node takes one library (the node's current version is the old one)")
+            }
+        },
         Command::Purge { module, ctl } => (ctl, Cmd::Purge(module)),
         Command::SoftPurge { module, ctl } => (ctl, Cmd::SoftPurge(module)),
         Command::Delete { module, ctl } => (ctl, Cmd::Delete(module)),
@@ -390,6 +552,22 @@ fn main() -> ExitCode {
                 },
             )
         }
+        Command::Call {
+            target,
+            request,
+            cast,
+            ctl,
+        } => match serde_json::from_str(&request) {
+            Ok(request) => (
+                ctl,
+                Cmd::Call {
+                    target,
+                    request,
+                    cast,
+                },
+            ),
+            Err(e) => return usage(&format!("the request {request:?} is not JSON: {e}")),
+        },
         Command::Children { sup, app, ctl } => {
             let sup = match (sup, app) {
                 (_, Some(a)) => Sup::App(a),

@@ -69,9 +69,20 @@ impl Parse for ModuleSpec {
             input.parse::<Token![,]>()?;
         }
         let missing = |k: &str| input.error(format!("hotswap::module! needs `{k}: ...`"));
+        let version = match version {
+            Some(v) => v,
+            // Omitted: the crate's own version, so that `cargo` manifests carry it.
+            None => match std::env::var("CARGO_PKG_VERSION") {
+                Ok(v) if !v.is_empty() => LitStr::new(&v, proc_macro2::Span::call_site()),
+                _ => return Err(input.error(
+                    "hotswap::module! without `version: ...` takes the crate's version (CARGO_PKG_VERSION), \
+                     which is not set here: give `version: \"...\"` or build with cargo",
+                )),
+            },
+        };
         Ok(ModuleSpec {
             name: name.ok_or_else(|| missing("name"))?,
-            version: version.ok_or_else(|| missing("version"))?,
+            version,
             exports: match (exports, gen_server.is_some() || supervisor.is_some()) {
                 (Some(e), _) => e,
                 (None, true) => Vec::new(),
@@ -122,6 +133,10 @@ impl ModuleSpec {
 
 /// Declare a hotswap module: its name, its version and its exported functions.
 ///
+/// `version` may be omitted: the module's version is then the crate's
+/// (`CARGO_PKG_VERSION`, the `version` of its `Cargo.toml`), which is what
+/// `hotswap release` expects.
+///
 /// ```ignore
 /// hotswap::module! {
 ///     name: "counter",
@@ -153,8 +168,10 @@ pub fn module(input: TokenStream) -> TokenStream {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
+    // Fixed width, so that two builds of the same code differ only in these bytes (tools
+    // compare builds with the id masked: `hotswap release`, `hotswap dev`).
     let build_id = format!(
-        "{}-{}-{:x}-{:x}",
+        "{}-{}-{:032x}-{:08x}",
         name.value(),
         version.value(),
         nanos,
@@ -215,6 +232,62 @@ pub fn module(input: TokenStream) -> TokenStream {
             (def, entry)
         })
         .unzip();
+    // The description of the module's types (`ModuleDescriptor::describe`).
+    let describe_server = match &spec.gen_server {
+        Some(t) => quote! {
+            s.server = Some(::hotswap::private::describe_server::<#t>(
+                (&::hotswap::private::Probe::<<#t as ::hotswap::gen_server::GenServer>::Reply>::new())
+                    .__hotswap_describe(),
+            ));
+        },
+        None => quote! {},
+    };
+    let describe_exports = spec.exports.iter().map(|e| {
+        let func = &e.func;
+        let n = &e.name;
+        quote! {
+            s.exports.push(::hotswap::schema::FnSchema {
+                name: #n.into(),
+                arg: ::hotswap::private::describe_arg(&#func),
+                result: (&::hotswap::private::probe_output(&#func)).__hotswap_describe(),
+            });
+        }
+    });
+    let describe_functions = spec.functions.iter().map(|e| {
+        let func = &e.func;
+        let n = &e.name;
+        quote! {
+            s.exports.push(::hotswap::schema::FnSchema {
+                name: #n.into(),
+                arg: ::hotswap::private::describe_arg(&#func),
+                result: (&::hotswap::private::probe_return(&#func)).__hotswap_describe(),
+            });
+        }
+    });
+    let describe_def = quote! {
+        unsafe extern "C" fn __hotswap_describe(
+            out: *mut ::core::ffi::c_void,
+            write: ::hotswap::abi::WriteFn,
+        ) -> u32 {
+            #[allow(unused_imports)]
+            use ::hotswap::private::{DescribeDe as _, DescribeOther as _};
+            // SAFETY: the node passes its buffer and copy callback.
+            unsafe {
+                ::hotswap::private::describe(out, write, || {
+                    let mut s = ::hotswap::schema::ModuleSchema {
+                        module: #name.into(),
+                        version: #version.into(),
+                        server: None,
+                        exports: ::std::vec::Vec::new(),
+                    };
+                    #describe_server
+                    #(#describe_exports)*
+                    #(#describe_functions)*
+                    s
+                })
+            }
+        }
+    };
     let (server_def, server_ptr) = match &spec.gen_server {
         Some(t) => (
             quote! {
@@ -237,6 +310,7 @@ pub fn module(input: TokenStream) -> TokenStream {
             static EXPORTS: [::hotswap::abi::Export; #n] = [#(#entries),*];
             static FUNCTIONS: [::hotswap::abi::Function; #nf] = [#(#fn_entries),*];
             #server_def
+            #describe_def
 
             /// Every allocation of this library goes to the heap the node keeps for this
             /// loaded version, freed as a whole when the version is purged.
@@ -263,6 +337,7 @@ pub fn module(input: TokenStream) -> TokenStream {
                 poll: ::hotswap::private::poll,
                 drop_future: ::hotswap::private::drop_future,
                 server: #server_ptr,
+                describe: ::core::option::Option::Some(__hotswap_describe),
             };
         }
     }
@@ -302,7 +377,9 @@ mod tests {
     #[test]
     fn missing_keys_are_named() {
         assert!(error(r#"version: "1", exports: [a]"#).contains("needs `name: ...`"));
-        assert!(error(r#"name: "m", exports: [a]"#).contains("needs `version: ...`"));
+        // Without `version`, the crate's own version (cargo sets it for this test too).
+        let s = parse(r#"name: "m", exports: [a]"#).unwrap();
+        assert_eq!(s.version.value(), env!("CARGO_PKG_VERSION"));
         assert!(error(r#"name: "m", version: "1""#).contains("needs `exports: ...`"));
     }
 

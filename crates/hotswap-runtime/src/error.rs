@@ -135,6 +135,13 @@ pub enum CodeError {
         /// Processes still running the old code.
         processes: Vec<Pid>,
     },
+    /// The new version could not read what the current version wrote (its state, queued
+    /// messages or export arguments): refused unless the load is forced (`incompatible`).
+    #[error("cannot load `{}` {} over {}: incompatible ({}): {}; the current version stays. Load with force (hotswap load --force) to load it anyway", .report.module, .report.new_version, .report.old_version, .report.incompatible.len(), incompatible_text(.report))]
+    Incompatible {
+        /// What does not read.
+        report: Box<crate::code::compat::CompatReport>,
+    },
     /// The module is not loaded.
     #[error("module `{module}` is not loaded")]
     NotLoaded {
@@ -147,6 +154,11 @@ pub enum CodeError {
         /// Module name.
         module: String,
     },
+}
+
+fn incompatible_text(r: &crate::code::compat::CompatReport) -> String {
+    let v: Vec<String> = r.incompatible.iter().map(|f| f.to_string()).collect();
+    v.join("; ")
 }
 
 fn holders_text(p: &[Pid]) -> String {

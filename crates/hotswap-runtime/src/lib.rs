@@ -76,10 +76,11 @@ pub use behaviour::server::{
     DEFAULT_TIMEOUT,
 };
 pub use behaviour::{application, supervisor};
-pub use code::{ModuleInfo, PinnedInfo, PurgeReport, VersionInfo};
+pub use code::compat;
+pub use code::{CheckReport, DryRun, ModuleInfo, PinnedInfo, PurgeReport, VersionInfo};
 pub use error::{CodeError, LoadError, SpawnError};
 pub use hotswap::{ExitReason, Message, Pid, Ref};
-pub use node::{Code, ExternalProcess, Node, NodeConfig, ProcessInfo};
+pub use node::{Code, ExternalProcess, LoadOptions, Node, NodeConfig, ProcessInfo};
 
 /// The linker arguments an executable embedding the runtime needs, one per line, for a
 /// build script: `for a in hotswap_runtime::guard_link_args() { println!("cargo:rustc-link-arg-bins={a}") }`.

@@ -169,8 +169,17 @@ pub trait GenServer: Serialize + DeserializeOwned + Send + Sized + 'static {
         None
     }
 
+    /// What this server's explicit conversions accept besides its own types, for the
+    /// compatibility check a load runs (`crate::schema`). Declare here every older form a
+    /// `decode_call`/`decode_cast`/`decode_info` override or a `code_change` reads, e.g.
+    /// `Accepts::new().info::<OldTick>()` next to a `decode_info` that uses
+    /// [`codec::decode_compat`]`::<NewTick, OldTick>`. The default: nothing besides.
+    fn accepts() -> crate::schema::Accepts {
+        crate::schema::Accepts::new()
+    }
+
     /// Decode a call request. Override to accept older forms too
-    /// ([`codec::decode_compat`]).
+    /// ([`codec::decode_compat`]), and declare them in [`GenServer::accepts`].
     fn decode_call(bytes: &[u8]) -> Result<Self::Call, DecodeError> {
         codec::decode(bytes)
     }

@@ -47,6 +47,7 @@ pub mod net;
 mod outcome;
 #[doc(hidden)]
 pub mod private;
+pub mod schema;
 pub mod supervisor;
 pub mod sys;
 mod types;

@@ -719,3 +719,100 @@ pub const fn server_vtable<S: GenServer>() -> abi::ServerVTable {
         drop_state: server_drop_state::<S>,
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Type descriptions (`ModuleDescriptor::describe`).
+
+use crate::schema::{describe as describe_type, ModuleSchema, ServerSchema, TypeDesc};
+
+/// A type to describe, through autoref specialisation: `(&Probe::<T>::new())
+/// .__hotswap_describe()` traces `T` when it implements `Deserialize` ([`DescribeDe`]) and
+/// says why not otherwise ([`DescribeOther`]).
+#[derive(Debug)]
+pub struct Probe<T>(std::marker::PhantomData<T>);
+
+impl<T> Probe<T> {
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> Self {
+        Probe(std::marker::PhantomData)
+    }
+}
+
+/// The describing side of [`Probe`].
+pub trait DescribeDe {
+    fn __hotswap_describe(&self) -> TypeDesc;
+}
+
+impl<T: DeserializeOwned> DescribeDe for Probe<T> {
+    fn __hotswap_describe(&self) -> TypeDesc {
+        describe_type::<T>()
+    }
+}
+
+/// The fallback side of [`Probe`].
+pub trait DescribeOther {
+    fn __hotswap_describe(&self) -> TypeDesc;
+}
+
+impl<T> DescribeOther for &Probe<T> {
+    fn __hotswap_describe(&self) -> TypeDesc {
+        TypeDesc::unknown(
+            std::any::type_name::<T>(),
+            "the type does not implement Deserialize, so it cannot be traced",
+        )
+    }
+}
+
+/// The argument type of an export `async fn(Ctx, A) -> R`.
+pub fn describe_arg<A: DeserializeOwned, F, Fut>(_: &F) -> TypeDesc
+where
+    F: FnOnce(Ctx, A) -> Fut,
+{
+    describe_type::<A>()
+}
+
+/// A [`Probe`] of an async export's result type.
+pub fn probe_output<A, F, Fut>(_: &F) -> Probe<Fut::Output>
+where
+    F: FnOnce(Ctx, A) -> Fut,
+    Fut: Future,
+{
+    Probe::new()
+}
+
+/// A [`Probe`] of a synchronous function's result type.
+pub fn probe_return<A, R, F>(_: &F) -> Probe<R>
+where
+    F: FnOnce(Ctx, A) -> R,
+{
+    Probe::new()
+}
+
+/// The state and message types of a gen_server (`reply` is described by the macro, which
+/// sees whether `Reply` implements `Deserialize`).
+pub fn describe_server<S: GenServer>(reply: TypeDesc) -> ServerSchema {
+    ServerSchema {
+        state: describe_type::<S>(),
+        call: describe_type::<S::Call>(),
+        reply,
+        cast: describe_type::<S::Cast>(),
+        info: describe_type::<S::Info>(),
+        accepts: S::accepts(),
+    }
+}
+
+/// `ModuleDescriptor::describe` body: build the schema and write it encoded.
+///
+/// # Safety
+/// `out`/`write` must be the host's buffer and copy callback.
+pub unsafe fn describe(
+    out: *mut c_void,
+    write: abi::WriteFn,
+    build: impl FnOnce() -> ModuleSchema,
+) -> u32 {
+    report(
+        out,
+        write,
+        catch_unwind(AssertUnwindSafe(|| Ok(build().encode()))),
+    )
+}

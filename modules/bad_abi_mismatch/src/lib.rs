@@ -35,6 +35,7 @@ pub static HOTSWAP_MODULE_DESCRIPTOR: abi::ModuleDescriptor = abi::ModuleDescrip
     poll,
     drop_future,
     server: core::ptr::null(),
+    describe: None,
 };
 
 #[cfg(not(test))]

@@ -7,5 +7,9 @@ pub type Tick = OldTick;
 fn decode_tick(b: &[u8]) -> Result<Tick, hotswap::codec::DecodeError> {
     hotswap::codec::decode(b)
 }
+/// No older forms are read.
+fn extra_accepts() -> hotswap::schema::Accepts {
+    hotswap::schema::Accepts::new()
+}
 include!("../../common/count_server.rs");
 hotswap::module! { name: "count_server", version: "1", gen_server: CountServer }

@@ -57,6 +57,15 @@ pub enum Cmd {
         path: PathBuf,
         /// Purge old code first.
         purging: bool,
+        /// Load even if the compatibility check refuses it.
+        force: bool,
+    },
+    /// `check`: the compatibility check and the dry run against the node's current version.
+    Check {
+        /// The library.
+        path: PathBuf,
+        /// Downgrade findings refuse too.
+        downgrade: bool,
     },
     /// `purge`.
     Purge(String),
@@ -72,6 +81,15 @@ pub enum Cmd {
     Resume(String),
     /// `get-state`.
     GetState(String),
+    /// `gen_server:call` (or `cast`) with a request given as JSON.
+    Call {
+        /// The server.
+        target: String,
+        /// The request.
+        request: Value,
+        /// Cast instead of call.
+        cast: bool,
+    },
     /// `change-code`.
     ChangeCode {
         /// Pid or registered name.
@@ -169,9 +187,20 @@ impl Cmd {
             Cmd::Processes => ("processes", Value::Null),
             Cmd::Ports => ("ports", Value::Null),
             Cmd::Modules => ("modules", Value::Null),
-            Cmd::Load { path, purging } => {
+            Cmd::Load {
+                path,
+                purging,
+                force,
+            } => {
                 let abs = std::path::absolute(path).unwrap_or_else(|_| path.clone());
-                ("load", json!({ "path": abs, "purging": purging }))
+                (
+                    "load",
+                    json!({ "path": abs, "purging": purging, "force": force }),
+                )
+            }
+            Cmd::Check { path, downgrade } => {
+                let abs = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+                ("check", json!({ "path": abs, "downgrade": downgrade }))
             }
             Cmd::Purge(m) => ("purge", json!({ "module": m })),
             Cmd::SoftPurge(m) => ("soft_purge", json!({ "module": m })),
@@ -183,6 +212,14 @@ impl Cmd {
             Cmd::GetState(t) => (
                 "get_state",
                 json!({ "target": t, "timeout_ms": ms * 9 / 10 }),
+            ),
+            Cmd::Call {
+                target,
+                request,
+                cast,
+            } => (
+                "call",
+                json!({ "target": target, "request": request, "cast": cast, "timeout_ms": ms * 9 / 10 }),
             ),
             Cmd::ChangeCode {
                 target,
@@ -679,6 +716,7 @@ fn human(cmd: &Cmd, v: &Value) -> String {
             }
             out
         }
+        Cmd::Check { .. } => v["text"].as_str().unwrap_or_default().to_string(),
         Cmd::Purge(m) => match v["version"].as_str() {
             None => format!("{m}: no old code to purge\n"),
             Some(vsn) => {
@@ -715,6 +753,16 @@ fn human(cmd: &Cmd, v: &Value) -> String {
                 serde_json::to_string_pretty(&v["state"]).unwrap_or_default()
             ),
         },
+        Cmd::Call { target, cast, .. } => {
+            if *cast {
+                format!("cast sent to {target}\n")
+            } else {
+                format!(
+                    "{}\n",
+                    serde_json::to_string(&v["reply"]).unwrap_or_default()
+                )
+            }
+        }
         Cmd::ChangeCode {
             target,
             module,

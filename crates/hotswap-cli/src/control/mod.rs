@@ -25,6 +25,7 @@
 //! [`DEFAULT_CONTROL_READ_TIMEOUT_MS`]: hotswap_runtime::release::manifest::DEFAULT_CONTROL_READ_TIMEOUT_MS
 //! [`DEFAULT_CONTROL_MAX_CONNECTIONS`]: hotswap_runtime::release::manifest::DEFAULT_CONTROL_MAX_CONNECTIONS
 
+mod call;
 pub mod client;
 mod ports;
 pub mod releases;

@@ -280,6 +280,7 @@ async fn handle(body: &[u8], state: &NodeState) -> (Reply, After) {
         "processes" => Ok(processes(state).await),
         "modules" => Ok(modules(state)),
         "load" => load(state, args).await,
+        "check" => check(state, args).await,
         "purge" => purge(state, args).await,
         "soft_purge" => soft_purge(state, args).await,
         "delete" => delete(state, args).await,
@@ -287,6 +288,7 @@ async fn handle(body: &[u8], state: &NodeState) -> (Reply, After) {
         "suspend" | "resume" | "get_state" | "change_code" => {
             sys(state, req.cmd.as_str(), args).await
         }
+        "call" => super::call::call(&state.node, args.0).await,
         "children" => children(state, args).await,
         "terminate_child" => terminate_child(state, args).await,
         "restart_child" => restart_child(state, args).await,
@@ -299,7 +301,7 @@ async fn handle(body: &[u8], state: &NodeState) -> (Reply, After) {
         "remove_release" => super::releases::remove(&state.node, &req.args).await,
         "ports" => Ok(super::ports::ports(&state.node)),
         other => Err(bad(format!("unknown command {:?}", truncate(other))).hint(
-            "the commands are ping, pid, stop, status, processes, modules, load, purge, soft_purge, delete, which, suspend, resume, get_state, change_code, children, terminate_child, restart_child, delete_child, releases, unpack, upgrade, upgrade_progress, make_permanent, remove_release, ports",
+            "the commands are ping, pid, stop, status, processes, modules, load, check, purge, soft_purge, delete, which, suspend, resume, get_state, change_code, call, children, terminate_child, restart_child, delete_child, releases, unpack, upgrade, upgrade_progress, make_permanent, remove_release, ports",
         )),
     };
     match result {
@@ -543,6 +545,9 @@ fn code_error(e: CodeError) -> ErrorReply {
         CodeError::Load(LoadError::NoFile { .. }) => ErrorReply::new("no_file", msg)
             .hint("give the path of a module library (lib<crate>.so) as the node can see it"),
         CodeError::Load(_) => ErrorReply::new("load_failed", msg),
+        CodeError::Incompatible { report } => ErrorReply::new("incompatible", msg)
+            .hint("`hotswap check --node <library>` shows the whole report; `hotswap load --force` loads it anyway")
+            .details(json!(report)),
         _ => ErrorReply::new("code_error", msg),
     }
 }
@@ -556,6 +561,7 @@ async fn load(state: &NodeState, args: Args<'_>) -> Result<Value, ErrorReply> {
         )));
     }
     let purging = args.bool("purging")?;
+    let force = args.bool("force")?;
     let code = state.node.code();
     // A purging load kills what runs the module's old code. Which module the file holds
     // is known only once it is loaded, so the processes on any module's old code, and
@@ -576,11 +582,16 @@ async fn load(state: &NodeState, args: Args<'_>) -> Result<Value, ErrorReply> {
         Vec::new()
     };
     let victims = Victims::find(state, &old.iter().map(|(_, p)| *p).collect::<Vec<_>>()).await;
-    let r = if purging {
-        code.load_purging(path).await
-    } else {
-        code.load(path).await
-    };
+    let r = code
+        .load_with(
+            path,
+            hotswap_runtime::LoadOptions {
+                purging,
+                force,
+                unchecked: false,
+            },
+        )
+        .await;
     let m = r.map_err(|e| {
         warn!(file = %path.display(), "load refused: {e}");
         code_error(e)
@@ -749,6 +760,56 @@ impl Victims {
             .collect();
         (Value::Array(procs), Value::Array(sups))
     }
+}
+
+/// `check`: the compatibility check and the dry run on live states; refused (kind
+/// `incompatible`, the report in the details) when a load would be refused or a live state
+/// does not convert.
+async fn check(state: &NodeState, args: Args<'_>) -> Result<Value, ErrorReply> {
+    let path = Path::new(args.str("path")?);
+    if !path.is_absolute() {
+        return Err(bad(format!(
+            "the library path {} must be absolute (the node's working directory is not the client's)",
+            path.display()
+        )));
+    }
+    let downgrade = args.bool("downgrade")?;
+    let c = state.node.code().check(path).await.map_err(code_error)?;
+    let mut text = match &c.report {
+        Some(r) => r.to_text(),
+        None => format!(
+            "{} {}: not checked statically: {}\n",
+            c.module,
+            c.version,
+            c.not_checked.as_deref().unwrap_or("no report")
+        ),
+    };
+    for d in &c.dry_run {
+        text.push_str(&match (&d.error, &d.skipped) {
+            (Some(e), _) => format!(
+                "  dry run {} (state of {}): FAILED: {e}\n",
+                d.pid, d.from_version
+            ),
+            (None, Some(s)) => format!(
+                "  dry run {} (state of {}): skipped: {s}\n",
+                d.pid, d.from_version
+            ),
+            (None, None) => format!("  dry run {} (state of {}): ok\n", d.pid, d.from_version),
+        });
+    }
+    let downgrade_refuses = downgrade
+        && c.report.as_ref().is_some_and(|r| {
+            r.warnings
+                .iter()
+                .any(|w| w.level == hotswap_runtime::compat::Level::Downgrade)
+        });
+    let v = json!({ "check": c, "text": text });
+    if c.refuses() || downgrade_refuses {
+        return Err(ErrorReply::new("incompatible", text.trim_end().to_string())
+            .hint("`hotswap load --force` loads it anyway")
+            .details(v));
+    }
+    Ok(v)
 }
 
 async fn purge(state: &NodeState, args: Args<'_>) -> Result<Value, ErrorReply> {

@@ -38,6 +38,10 @@ pub const MODULES: &[&str] = &[
     "rel_srv_v1",
     "rel_srv_v2",
     "port_echo_v1",
+    "count_server_v1",
+    "count_server_v4",
+    "count_server_v5",
+    "uncovered_state",
     "keyed_state",
 ];
 

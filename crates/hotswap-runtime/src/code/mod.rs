@@ -65,6 +65,7 @@
 //! the unmapping frees that heap as a whole: what the module's statics, thread-locals and
 //! leaks held is returned with it. A pinned version keeps its heap.
 
+pub mod compat;
 pub(crate) mod guard;
 pub(crate) mod heap;
 pub(crate) mod loader;
@@ -107,6 +108,18 @@ pub(crate) trait LiveState: Send + Sync {
     /// The state as its own type, for the layer that made it (the release handler
     /// migrates states it finds through their versions).
     fn into_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync>;
+    /// For a dry run: the server's pid and a copy of its state, `None` when the state is
+    /// not live (the check's dry run decodes the copy with the new version).
+    fn copy_state(&self) -> Option<(u64, StateCopy)>;
+}
+
+/// A copy of a live gen_server state, see [`LiveState::copy_state`].
+pub(crate) enum StateCopy {
+    /// No callback borrowed it: `(the version that made it, its export_state)`, or why its
+    /// version could not encode it.
+    Encoded(Result<(String, Vec<u8>), String>),
+    /// The server was inside a callback: the version of its state.
+    Busy(String),
 }
 
 /// One loaded instance of a module.
@@ -130,6 +143,10 @@ pub(crate) struct Version {
     pub(crate) drop_future: abi::DropFn,
     /// The module's `gen_server` callbacks, if it has any.
     pub(crate) server: Option<abi::ServerVTable>,
+    /// The module's `describe`, if it has one.
+    describe: Option<abi::DescribeFn>,
+    /// Its description, asked once (at the first load that compares against it).
+    schema: std::sync::OnceLock<Result<Arc<hotswap::schema::ModuleSchema>, String>>,
     /// The gen_server states this version made that are alive, by pid: a purge turns
     /// each idle one into bytes (see `server::state`) instead of killing its server.
     pub(crate) states: Mutex<FxMap<u64, Weak<dyn LiveState>>>,
@@ -284,6 +301,22 @@ impl Version {
             }
             n.await;
         }
+    }
+
+    /// The module's description of its types, asked of its `describe` once.
+    pub(crate) fn schema(&self) -> Result<Arc<hotswap::schema::ModuleSchema>, String> {
+        self.schema
+            .get_or_init(|| {
+                let d = self
+                    .describe
+                    .ok_or_else(|| "the module does not describe its types".to_string())?;
+                let _in = self.enter();
+                let b = compat::call_describe(d)?;
+                hotswap::schema::ModuleSchema::decode(&b)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
     }
 
     pub(crate) fn info(self: &Arc<Self>, table: &dyn Processes) -> VersionInfo {
@@ -519,6 +552,8 @@ impl CodeServer {
             poll: o.poll,
             drop_future: o.drop_future,
             server: o.server,
+            describe: o.describe,
+            schema: std::sync::OnceLock::new(),
             states: Mutex::new(Default::default()),
             exports: o.exports,
             export_names: o.export_names,
@@ -537,6 +572,8 @@ impl CodeServer {
         path: &Path,
         expect: Option<&str>,
         mode: LoadMode,
+        force: bool,
+        check: bool,
     ) -> Result<ModuleInfo, CodeError> {
         let _op = self.ops.lock().await;
         if let (Some(name), LoadMode::Plain) = (expect, mode) {
@@ -546,6 +583,18 @@ impl CodeServer {
         }
         let v = self.open(path, expect)?;
         let name = v.name.clone();
+        let cur = self.current(&name).filter(|_| check);
+        if let Some(report) = cur.and_then(|cur| compare(&cur, &v)) {
+            if report.refuses() && !force {
+                self.release(v, "refused load (incompatible)");
+                return Err(CodeError::Incompatible {
+                    report: Box::new(report),
+                });
+            }
+            for f in report.incompatible.iter().chain(&report.warnings) {
+                tracing::warn!(module = %name, forced = force, "{f}");
+            }
+        }
         if let Some(old) = self.old(&name) {
             match mode {
                 LoadMode::Plain => {
@@ -917,6 +966,146 @@ impl CodeServer {
             out.push(self.purge_locked(node, &n).await);
         }
         out
+    }
+}
+
+/// The compatibility report of loading `new` over `cur`, or `None` when a side does not
+/// describe itself (logged: such a load is not checked).
+fn compare(cur: &Arc<Version>, new: &Arc<Version>) -> Option<compat::CompatReport> {
+    match (cur.schema(), new.schema()) {
+        (Ok(a), Ok(b)) => Some(compat::check(&a, &b)),
+        (a, b) => {
+            let why = a.err().or(b.err()).unwrap_or_default();
+            tracing::warn!(module = %new.name, "load not checked for compatibility: {why}");
+            None
+        }
+    }
+}
+
+/// One live gen_server state decoded by a new version's `code_change` in a dry run.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DryRun {
+    /// The server.
+    pub pid: Pid,
+    /// The version that made its state.
+    pub from_version: String,
+    /// `None` when the new version's `code_change` built a state from a copy of it; the
+    /// error otherwise (or why it was skipped, see `skipped`).
+    pub error: Option<String>,
+    /// The state was not tried (the server was inside a callback); the reason.
+    pub skipped: Option<String>,
+}
+
+/// What [`crate::Code::check`] found: the static check against the current version and
+/// the dry run on every live state.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct CheckReport {
+    /// The module.
+    pub module: String,
+    /// The version checked (the file's).
+    pub version: String,
+    /// The static check against the current version (`None`: nothing to compare with, or
+    /// a side does not describe itself; see `not_checked`).
+    pub report: Option<compat::CompatReport>,
+    /// Why there is no static report.
+    pub not_checked: Option<String>,
+    /// One entry per live server of the module.
+    pub dry_run: Vec<DryRun>,
+}
+
+impl CheckReport {
+    /// Whether a load of the version would be refused, or a live state failed to convert.
+    pub fn refuses(&self) -> bool {
+        self.report.as_ref().is_some_and(|r| r.refuses())
+            || self.dry_run.iter().any(|d| d.error.is_some())
+    }
+}
+
+impl CodeServer {
+    /// Open `path` without making it current, check it against the current version and
+    /// decode a copy of every live state of the module with its `code_change` (the release
+    /// upgrade's check phase calls this for every changed module). Nothing changes.
+    pub(crate) async fn check(&self, path: &Path) -> Result<CheckReport, CodeError> {
+        let _op = self.ops.lock().await;
+        let v = self.open(path, None)?;
+        let (cur, old) = {
+            let slots = self.slots.read();
+            let s = slots.get(&v.name);
+            (
+                s.and_then(|s| s.current.clone()),
+                s.and_then(|s| s.old.clone()),
+            )
+        };
+        let (report, not_checked) = match &cur {
+            None => (
+                None,
+                Some(format!(
+                    "module `{}` is not loaded: nothing to compare with",
+                    v.name
+                )),
+            ),
+            Some(c) => match (c.schema(), v.schema()) {
+                (Ok(a), Ok(b)) => (Some(compat::check(&a, &b)), None),
+                (a, b) => (None, a.err().or(b.err())),
+            },
+        };
+        let mut dry_run = Vec::new();
+        if v.server.is_some() {
+            for made_by in cur.iter().chain(old.iter()) {
+                let cells: Vec<_> = made_by
+                    .states
+                    .lock()
+                    .values()
+                    .filter_map(std::sync::Weak::upgrade)
+                    .collect();
+                for cell in cells {
+                    let (pid, copy) = match cell.copy_state() {
+                        None => continue,
+                        Some((pid, StateCopy::Busy(from_version))) => {
+                            dry_run.push(DryRun {
+                                pid: Pid(pid),
+                                from_version,
+                                error: None,
+                                skipped: Some("the server was inside a callback".into()),
+                            });
+                            continue;
+                        }
+                        Some((pid, StateCopy::Encoded(copy))) => (pid, copy),
+                    };
+                    let (from_version, error) = match copy {
+                        Err(e) => (
+                            made_by.vsn.clone(),
+                            Some(format!("its version could not encode the state: {e}")),
+                        ),
+                        Ok((vsn, bytes)) => {
+                            match v.code_change(std::ptr::null_mut(), &vsn, &bytes, None) {
+                                Ok(obj) => {
+                                    v.drop_state(obj);
+                                    (vsn, None)
+                                }
+                                Err(e) => (vsn, Some(format!("code_change of version {} failed on a copy of the live state: {e}", v.vsn))),
+                            }
+                        }
+                    };
+                    dry_run.push(DryRun {
+                        pid: Pid(pid),
+                        from_version,
+                        error,
+                        skipped: None,
+                    });
+                }
+            }
+        }
+        dry_run.sort_by_key(|d| d.pid);
+        let out = CheckReport {
+            module: v.name.clone(),
+            version: v.vsn.clone(),
+            report,
+            not_checked,
+            dry_run,
+        };
+        self.release(v, "check");
+        Ok(out)
     }
 }
 

@@ -6,9 +6,22 @@ use std::sync::atomic::Ordering;
 use hotswap::Pid;
 
 use super::Node;
-use crate::code::{LoadMode, ModuleInfo, PinnedInfo, PurgeReport};
+use crate::code::{CheckReport, LoadMode, ModuleInfo, PinnedInfo, PurgeReport};
 use crate::error::CodeError;
 use crate::process::NodeInner;
+
+/// Options of [`Code::load_with`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Purge old code first, killing the processes still running it.
+    pub purging: bool,
+    /// Load even if the compatibility check refuses the version (it still runs, and what
+    /// it found is logged).
+    pub force: bool,
+    /// Do not run the compatibility check at all (nothing is described or compared): for
+    /// measuring what the check costs.
+    pub unchecked: bool,
+}
 
 /// The code server of a node; see [`Node::code`].
 #[derive(Debug)]
@@ -26,7 +39,14 @@ impl Code<'_> {
     pub async fn load(&self, path: impl AsRef<Path>) -> Result<ModuleInfo, CodeError> {
         self.n()
             .code
-            .load(&self.n().table, path.as_ref(), None, LoadMode::Plain)
+            .load(
+                &self.n().table,
+                path.as_ref(),
+                None,
+                LoadMode::Plain,
+                false,
+                true,
+            )
             .await
     }
 
@@ -38,7 +58,14 @@ impl Code<'_> {
     ) -> Result<ModuleInfo, CodeError> {
         self.n()
             .code
-            .load(&self.n().table, path.as_ref(), Some(name), LoadMode::Plain)
+            .load(
+                &self.n().table,
+                path.as_ref(),
+                Some(name),
+                LoadMode::Plain,
+                false,
+                true,
+            )
             .await
     }
 
@@ -47,8 +74,52 @@ impl Code<'_> {
     pub async fn load_purging(&self, path: impl AsRef<Path>) -> Result<ModuleInfo, CodeError> {
         self.n()
             .code
-            .load(&self.n().table, path.as_ref(), None, LoadMode::Purging)
+            .load(
+                &self.n().table,
+                path.as_ref(),
+                None,
+                LoadMode::Purging,
+                false,
+                true,
+            )
             .await
+    }
+
+    /// Load with options: [`LoadOptions::purging`] as [`Code::load_purging`],
+    /// [`LoadOptions::force`] to load a version the compatibility check refuses
+    /// ([`CodeError::Incompatible`]: its server could not read the current version's state
+    /// or queued messages).
+    pub async fn load_with(
+        &self,
+        path: impl AsRef<Path>,
+        opts: LoadOptions,
+    ) -> Result<ModuleInfo, CodeError> {
+        let mode = if opts.purging {
+            LoadMode::Purging
+        } else {
+            LoadMode::Plain
+        };
+        self.n()
+            .code
+            .load(
+                &self.n().table,
+                path.as_ref(),
+                None,
+                mode,
+                opts.force,
+                !opts.unchecked,
+            )
+            .await
+    }
+
+    /// Check a module library against the module's current version without loading it:
+    /// the static compatibility check ([`compat::check`](crate::compat::check)) and a dry run that decodes a copy
+    /// of every live gen_server state of the module with the new version's `code_change`
+    /// (so a custom `Deserialize` the static rules cannot see is still caught). Nothing
+    /// changes: no state, no slot. The release upgrade's check phase calls this for every
+    /// changed module.
+    pub async fn check(&self, path: impl AsRef<Path>) -> Result<CheckReport, CodeError> {
+        self.n().code.check(path.as_ref()).await
     }
 
     /// Purge the old version: kill the processes running it, wait for them, free it.

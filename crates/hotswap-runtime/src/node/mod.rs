@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use hotswap::{ExitReason, Pid};
 
-pub use code::Code;
+pub use code::{Code, LoadOptions};
 pub use external::ExternalProcess;
 
 use crate::behaviour::application::{Apps, StopReport};

@@ -318,6 +318,23 @@ impl<'a> Releases<'a> {
         Ok(plan)
     }
 
+    /// The plan of an upgrade from release `running` to release `target` on this node as
+    /// it is (the module versions it has loaded, the processes it runs), touching
+    /// nothing; the node need not have booted a release. `hotswap release` derives the
+    /// plan between two releases it built on a scratch node that loaded only `running`'s
+    /// modules (so no processes).
+    pub async fn plan_between(
+        &self,
+        running: &Release,
+        target: &Release,
+    ) -> Result<Plan, ReleaseError> {
+        let (plan, prepared) = plan::derive(self.node, running, target).await?;
+        for v in prepared.into_values() {
+            self.node.inner.code.discard(v);
+        }
+        Ok(plan)
+    }
+
     fn target(&self, b: &Booted, vsn: &str) -> Result<Release, ReleaseError> {
         if vsn == b.running.manifest.release.version {
             return Err(ReleaseError::AlreadyRunning(vsn.into()));

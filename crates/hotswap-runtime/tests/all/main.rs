@@ -7,6 +7,7 @@ mod support;
 mod application;
 mod bad_module;
 mod code_server;
+mod compat;
 mod gen_server;
 mod gs;
 mod ports;

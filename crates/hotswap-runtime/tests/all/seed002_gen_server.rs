@@ -1,7 +1,8 @@
 //! Seed 002 as a gen_server: the next message after a load runs the new version,
 //! `code_change` migrates the state, and a changed message format needs a compatible clause.
 
-use hotswap_runtime::{ExitReason, ExternalProcess, Pid, StartOpts};
+use hotswap_runtime::compat::{Level, Verdict};
+use hotswap_runtime::{CodeError, ExitReason, ExternalProcess, LoadOptions, Pid, StartOpts};
 use serde::{Deserialize, Serialize};
 
 use crate::support::{self, module, WAIT};
@@ -128,9 +129,12 @@ async fn seed002_code_change_makes_state_even() {
     }
 }
 
-/// v1 ticks itself (old message form); v4/v5 are loaded while a v1 tick is pending.
+/// v1 ticks itself (old message form); v4/v5 are loaded while a v1 tick is pending (v4
+/// only by force: the compatibility check refuses it, see
+/// `seed002_changed_message_format_refused_at_load`).
 async fn load_while_old_tick_pending(
     new: &str,
+    force: bool,
 ) -> (
     hotswap_runtime::Node,
     ExternalProcess,
@@ -146,15 +150,130 @@ async fn load_while_old_tick_pending(
     // Each v1 tick schedules the next one, in v1's message form. Freeze the server so
     // that the load certainly happens before it handles the pending tick.
     node.sys().suspend(pid).await.unwrap();
-    node.code().load(module(new)).await.unwrap();
+    node.code()
+        .load_with(
+            module(new),
+            LoadOptions {
+                force,
+                ..LoadOptions::default()
+            },
+        )
+        .await
+        .unwrap();
     let mref = me.monitor(pid);
     node.sys().resume(pid).await.unwrap();
     (node, me, pid, r, mref)
 }
 
+/// The same v4 load as above, not forced: refused before anything switches, with a
+/// message naming the callback, the old form, the new type and the fix; the server goes
+/// on counting on v1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed002_changed_message_format_refused_at_load() {
+    let node = support::node();
+    let me = node.external();
+    node.code().load(module("count_server_v1")).await.unwrap();
+    let pid = start(&node, &me, 0).await;
+    assert_eq!(tick(&me, pid).await.n, 1);
+    let err = node
+        .code()
+        .load(module("count_server_v4"))
+        .await
+        .expect_err("v4 cannot read v1's queued ticks");
+    let text = err.to_string();
+    let CodeError::Incompatible { report } = &err else {
+        panic!("expected incompatible, got {err}")
+    };
+    assert_eq!(report.incompatible.len(), 1, "{text}");
+    let f = &report.incompatible[0];
+    assert_eq!(
+        (f.callback.as_str(), f.level),
+        ("handle_info", Level::Upgrade)
+    );
+    assert!(f.written_type.ends_with("OldTick"), "{text}");
+    assert!(f.reader_type.ends_with("NewTick"), "{text}");
+    for want in [
+        "handle_info",
+        "`enum OldTick { Increment }`",
+        "`enum NewTick { Increment(u64) }`",
+        "variant `Increment` is written as a unit variant `Increment`, read as a newtype variant `Increment(u64)`",
+        "decode_compat::<NewTick, OldTick>",
+        "Accepts::new().info::<OldTick>()",
+        "--force",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in: {text}");
+    }
+    // Nothing switched: v1 is still current and the server still counts +1.
+    let info = node.code().module("count_server").unwrap();
+    assert_eq!(info.current.unwrap().version, "1");
+    assert!(info.old.is_none());
+    assert_eq!(
+        tick(&me, pid).await,
+        Report {
+            pid,
+            n: 2,
+            vsn: "1".into()
+        }
+    );
+}
+
+/// v5 keeps the backward-compatible clause and declares it: the check (static and the dry
+/// run on the live state) passes, and a plain load is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed002_compat_clause_passes_check() {
+    let node = support::node();
+    let me = node.external();
+    node.code().load(module("count_server_v1")).await.unwrap();
+    let pid = start(&node, &me, 0).await;
+    tick(&me, pid).await;
+    let c = node.code().check(module("count_server_v5")).await.unwrap();
+    let r = c.report.as_ref().expect("v1 and v5 describe themselves");
+    assert_eq!(r.verdict(), Verdict::Compatible, "{}", r.to_text());
+    assert!(
+        r.compatible.iter().any(|c| c == "handle_info (upgrade)"),
+        "{}",
+        r.to_text()
+    );
+    // The downgrade is reported: v1 could not read v5's new ticks.
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.callback == "handle_info" && w.level == Level::Downgrade),
+        "{}",
+        r.to_text()
+    );
+    assert_eq!(c.dry_run.len(), 1, "{c:?}");
+    assert_eq!(
+        (c.dry_run[0].pid, c.dry_run[0].error.as_deref()),
+        (pid, None)
+    );
+    assert!(!c.refuses());
+    // The same check refuses v4, and nothing was loaded by either check.
+    let c4 = node.code().check(module("count_server_v4")).await.unwrap();
+    assert!(c4.refuses());
+    assert_eq!(
+        node.code()
+            .module("count_server")
+            .unwrap()
+            .current
+            .unwrap()
+            .version,
+        "1"
+    );
+    node.code().load(module("count_server_v5")).await.unwrap();
+    assert_eq!(
+        tick(&me, pid).await,
+        Report {
+            pid,
+            n: 3,
+            vsn: "5".into()
+        }
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed002_changed_message_format_crashes_without_compat_clause() {
-    let (node, me, pid, _, mref) = load_while_old_tick_pending("count_server_v4").await;
+    let (node, me, pid, _, mref) = load_while_old_tick_pending("count_server_v4", true).await;
     let reason = me
         .down(mref, WAIT)
         .await
@@ -175,7 +294,7 @@ async fn seed002_changed_message_format_crashes_without_compat_clause() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed002_compat_clause_keeps_old_messages_working() {
-    let (node, me, pid, last, _) = load_while_old_tick_pending("count_server_v5").await;
+    let (node, me, pid, last, _) = load_while_old_tick_pending("count_server_v5", false).await;
     // Every v1 report after `last` was +1; the first v5 one handles the old tick as +2.
     let mut prev = last;
     let first = loop {

@@ -42,6 +42,8 @@ const FIXTURES: &[&str] = &[
     "rel_srv_v2",
     "spin_v1",
     "spin_v2",
+    "dry_run_v1",
+    "dry_run_v2",
     "heap_hold",
     "port_echo_v1",
     "port_echo_v2",

@@ -13,7 +13,7 @@ use std::sync::{Arc, Weak};
 use hotswap_abi as abi;
 use parking_lot::Mutex;
 
-use crate::code::{LiveState, Version};
+use crate::code::{LiveState, StateCopy, Version};
 use hotswap::private::write_vec;
 
 /// A state object made by a version.
@@ -86,6 +86,23 @@ impl StateCell {
 impl LiveState for StateCell {
     fn into_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync> {
         self
+    }
+
+    /// A copy of the state for `code::check`'s dry run, encoded by the version that made it.
+    fn copy_state(&self) -> Option<(u64, StateCopy)> {
+        let g = self.slot.lock();
+        match &*g {
+            Slot::Live {
+                version,
+                obj,
+                busy: false,
+            } => Some((
+                self.pid,
+                StateCopy::Encoded(version.export_state(obj).map(|b| (version.vsn.clone(), b))),
+            )),
+            Slot::Live { version, .. } => Some((self.pid, StateCopy::Busy(version.vsn.clone()))),
+            _ => None,
+        }
     }
 
     /// Turn an idle live state of `v` into bytes (before `v` is unmapped).

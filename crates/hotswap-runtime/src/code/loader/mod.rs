@@ -51,6 +51,7 @@ pub(crate) struct Opened {
     pub(crate) poll: abi::PollFn,
     pub(crate) drop_future: abi::DropFn,
     pub(crate) server: Option<abi::ServerVTable>,
+    pub(crate) describe: Option<abi::DescribeFn>,
     pub(crate) exports: HashMap<Box<str>, abi::StartFn>,
     pub(crate) export_names: Vec<String>,
     pub(crate) functions: HashMap<Box<str>, abi::CallFn>,
@@ -392,7 +393,7 @@ pub(crate) unsafe fn open(
         }
         export_names.push(fname);
     }
-    let (poll, drop_future, init) = (d.poll, d.drop_future, d.init);
+    let (poll, drop_future, init, describe) = (d.poll, d.drop_future, d.init, d.describe);
     let server = if d.server.is_null() {
         None
     } else {
@@ -490,6 +491,7 @@ pub(crate) unsafe fn open(
         poll,
         drop_future,
         server,
+        describe,
         exports,
         export_names,
         functions,

@@ -1,0 +1,164 @@
+//! `hotswap check`: the compatibility check without a node (for CI) and against a running
+//! node (`--node`, with the dry run on live states), and `hotswap load --force`.
+
+mod support;
+
+use serde_json::Value;
+use support::{hotswap, NodeProc, Rel};
+
+fn check(args: &[&str]) -> support::Run {
+    let mut a = vec!["check".to_string()];
+    a.extend(args.iter().map(|s| s.to_string()));
+    hotswap(&a, &[])
+}
+
+#[test]
+fn compat_check_cli_exit_codes() {
+    let rel = Rel::new("check");
+    let lib = |k: &str| rel.lib(k).to_str().unwrap().to_string();
+    let (v1, v4, v5) = (
+        lib("count_server_v1"),
+        lib("count_server_v4"),
+        lib("count_server_v5"),
+    );
+
+    // 1: incompatible, naming the callback, the old form, the new type and the fix.
+    let r = check(&[&v1, &v4]);
+    assert_eq!(r.code, Some(1), "{r}");
+    for want in [
+        "INCOMPATIBLE",
+        "handle_info",
+        "enum OldTick { Increment }",
+        "NewTick",
+        "Fix:",
+    ] {
+        assert!(r.stdout.contains(want), "missing {want:?}: {r}");
+    }
+    // 0: the backward-compatible clause, declared.
+    let r = check(&[&v1, &v5]);
+    assert_eq!(r.code, Some(0), "{r}");
+    assert!(r.stdout.contains("count_server 1 -> 5: compatible"), "{r}");
+    // --downgrade also counts what v1 could not read of v5's: then 1.
+    let r = check(&["--downgrade", &v1, &v5]);
+    assert_eq!(r.code, Some(1), "{r}");
+
+    // --json: one object, the verdict and the report.
+    let r = check(&["--json", &v1, &v4]);
+    assert_eq!(r.code, Some(1), "{r}");
+    let v: Value = serde_json::from_str(&r.stdout).expect("JSON on stdout");
+    assert_eq!(v["verdict"], "incompatible", "{v}");
+    let f = &v["report"]["incompatible"][0];
+    assert_eq!(
+        (&f["callback"], &f["level"]),
+        (&"handle_info".into(), &"upgrade".into()),
+        "{v}"
+    );
+    let r = check(&["--json", &v1, &v5]);
+    let v: Value = serde_json::from_str(&r.stdout).expect("JSON on stdout");
+    assert_eq!(
+        (r.code, &v["verdict"]),
+        (Some(0), &"compatible".into()),
+        "{v}"
+    );
+
+    // 5: a type the tracer does not cover is "not checked", never "compatible".
+    let u = lib("uncovered_state");
+    let r = check(&[&u, &u]);
+    assert_eq!(r.code, Some(5), "{r}");
+    assert!(
+        r.stdout.contains("not checked (upgrade): code_change"),
+        "{r}"
+    );
+    assert!(r.stdout.contains("deserialize_any"), "{r}");
+
+    // 4: files that are not modules, or two different modules; the error says which file.
+    let text = rel.root.join("not-a-module.so");
+    std::fs::write(&text, "hello").unwrap();
+    let r = check(&[&v1, text.to_str().unwrap()]);
+    assert_eq!(r.code, Some(4), "{r}");
+    assert!(
+        r.stderr.contains("not-a-module.so") && r.stderr.contains("not a shared library"),
+        "{r}"
+    );
+    let r = check(&["/nonexistent/libx.so", &v1]);
+    assert_eq!(r.code, Some(4), "{r}");
+    assert!(
+        r.stderr
+            .contains("no such module file: /nonexistent/libx.so"),
+        "{r}"
+    );
+    let r = check(&["--json", &v1, &u]);
+    assert_eq!(r.code, Some(4), "{r}");
+    assert!(r.stderr.contains("holds module `count_server`"), "{r}");
+
+    // 2: usage.
+    assert_eq!(check(&[&v1]).code, Some(2));
+    assert_eq!(check(&[]).code, Some(2));
+}
+
+const COUNT_RELEASE: &str = r#"
+[release]
+name = "test"
+version = "1.0.0"
+
+[node]
+log_level = "info"
+
+[[module]]
+name = "count_server"
+version = "1"
+file = "lib/libcount_server_v1.so"
+
+[[application]]
+name = "count"
+version = "1.0.0"
+start = [
+  { server = "count_server", id = "c1", arg = { listener = 1, interval_ms = 0 }, name = "counter" },
+]
+"#;
+
+#[test]
+fn check_node_dry_run_and_forced_load() {
+    let rel = Rel::with_manifest("checknode", COUNT_RELEASE);
+    let _node = NodeProc::start(&rel);
+    let v4 = rel.lib("count_server_v4");
+    let v5 = rel.lib("count_server_v5");
+
+    // v5 passes, with the dry run on the live server's state.
+    let r = rel.ctl(&["check", "--node", v5.to_str().unwrap()]);
+    assert_eq!(r.code, Some(0), "{r}");
+    assert!(
+        r.stdout.contains("compatible") && r.stdout.contains("dry run"),
+        "{r}"
+    );
+    assert!(r.stdout.contains("(state of 1): ok"), "{r}");
+
+    // v4 is refused by the check and by a plain load; the node stays on v1.
+    let r = rel.ctl(&["check", "--node", v4.to_str().unwrap()]);
+    assert_eq!(r.code, Some(1), "{r}");
+    let (code, e) = rel.json(&["load", v4.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{e}");
+    assert_eq!(e["error"]["kind"], "incompatible", "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("handle_info"),
+        "{e}"
+    );
+    assert_eq!(
+        e["error"]["details"]["incompatible"][0]["callback"],
+        "handle_info"
+    );
+    let (_, m) = rel.json(&["modules"]);
+    let m = m.to_string();
+    assert!(
+        m.contains("\"version\":\"1\"") && !m.contains("\"version\":\"4\""),
+        "still v1: {m}"
+    );
+
+    // --force loads it anyway.
+    let (code, v) = rel.json(&["load", "--force", v4.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["current"]["version"], "4");
+}
