@@ -88,6 +88,16 @@ impl CodeServer {
         Ok(())
     }
 
+    /// Kill the processes still running the old version of `module`, then free it (a
+    /// `brutal_purge`, as [`CodeServer::purge`] does). The switch lock must be held.
+    pub(crate) async fn purge_held(
+        &self,
+        module: &str,
+        table: &dyn Processes,
+    ) -> super::PurgeReport {
+        self.purge_locked(table, module).await
+    }
+
     /// Make each module's version the given one (`None`: delete the module, its current
     /// version becoming old) in one step; the current version of each becomes old. Every
     /// module's old slot must be empty (see [`CodeServer::soft_purge_held`]).

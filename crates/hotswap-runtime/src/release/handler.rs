@@ -29,13 +29,14 @@ use hotswap::sys::Request;
 use hotswap::Pid;
 use serde::Serialize;
 
-use super::manifest::Release;
+use super::manifest::{PurgeMode, Release};
 use super::migrate::{self, Migration};
 use super::plan::{self, AppChange, ModuleChange, Plan, Prepared};
 use super::sys_batch::{self, Answer};
 use super::{NodeReleases, ReleaseError};
 use crate::behaviour::server::StateCell;
 use crate::behaviour::supervisor::ChildPid;
+use crate::code::compat::{self, CompatReport};
 use crate::code::Version;
 use crate::node::Node;
 use crate::process::NodeInner;
@@ -48,6 +49,11 @@ pub struct UpgradeOptions {
     /// The suspend time limit of every process (default: each module's `timeout_ms`, else
     /// 5 s).
     pub suspend_timeout: Option<Duration>,
+    /// Upgrade even if the types check refuses a changed module (its new version cannot
+    /// read what the running one wrote), as `hotswap load --force` does; what it found is
+    /// reported in [`UpgradeReport::warnings`]. The dry run of `code_change` on the live
+    /// states still runs and still refuses.
+    pub force: bool,
 }
 
 /// The upgrade in progress.
@@ -108,6 +114,10 @@ pub struct UpgradeReport {
     pub processes_switching: usize,
     /// Processes restarted through their supervisors.
     pub processes_restarted: usize,
+    /// Processes killed because they still ran old code of a module with
+    /// `purge = "brutal_purge"` (before the switch, or left on the replaced version after
+    /// it).
+    pub processes_killed: Vec<Pid>,
     /// Applications started.
     pub applications_started: Vec<String>,
     /// Applications stopped.
@@ -225,22 +235,24 @@ pub(crate) async fn run(
 
     // ---- check: nothing is touched ------------------------------------------------------
     for m in &plan.modules {
-        if !m.old_processes.is_empty() {
+        if !m.old_processes.is_empty() && m.purge == PurgeMode::SoftPurge {
             cx.discard(prepared);
             return Err(ReleaseError::Refused {
                 to,
                 failed: format!(
-                    "module `{}`: process(es) {} still run its old code; wait until they make a fully-qualified call, or purge it (hotswap purge {})",
+                    "module `{}`: process(es) {} still run its old code (soft_purge); wait until they make a fully-qualified call, purge it (hotswap purge {}), or set purge = \"brutal_purge\" in [upgrade.{}] of the target release to kill them during the upgrade",
                     m.name,
-                    m.old_processes
-                        .iter()
-                        .map(|p| p.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    pid_list(&m.old_processes),
+                    m.name,
                     m.name
                 ),
             });
         }
+    }
+    let mut warnings = Vec::new();
+    if let Err(reports) = types_check(node, &plan, &prepared, opts.force, &mut warnings) {
+        cx.discard(prepared);
+        return Err(ReleaseError::Incompatible { to, reports });
     }
     let mut migs: Vec<Mig> = Vec::new();
     for name in &plan.order {
@@ -294,10 +306,27 @@ pub(crate) async fn run(
     let check_ms = ms(started.elapsed());
 
     // ---- switch --------------------------------------------------------------------------
+    let mut log: Vec<String> = Vec::new();
     let inner = node.inner.clone();
     let _lock = inner.code.switch_lock().await;
+    let mut killed: Vec<Pid> = Vec::new();
     for m in &plan.modules {
-        if matches!(m.change, ModuleChange::Changed | ModuleChange::Removed) {
+        if !matches!(m.change, ModuleChange::Changed | ModuleChange::Removed) {
+            continue;
+        }
+        if m.purge == PurgeMode::BrutalPurge {
+            let r = inner.code.purge_held(&m.name, &inner.table).await;
+            if !r.killed.is_empty() {
+                log.push(format!(
+                    "brutal_purge {} ({} killed)",
+                    m.name,
+                    r.killed.len()
+                ));
+            }
+            killed.extend(r.killed);
+            continue;
+        }
+        {
             if let Err(p) = inner.code.soft_purge_held(&m.name, &inner.table).await {
                 drop(migs);
                 cx.discard(prepared);
@@ -329,7 +358,6 @@ pub(crate) async fn run(
     let done = cx.phase("suspend", targets.len());
     let mut suspended: Vec<Vec<Pid>> = vec![Vec::new(); migs.len()];
     let mut late: Vec<Pid> = Vec::new();
-    let mut log: Vec<String> = Vec::new();
     let mut failure: Option<(String, String)> = None;
     for (i, m) in migs.iter().enumerate() {
         let mine: Vec<(Pid, Duration)> = targets
@@ -498,7 +526,6 @@ pub(crate) async fn run(
     cx.phase("finish", migrations.len());
     let servers_migrated = migrations.len();
     finish(migrations).await;
-    let mut warnings = Vec::new();
     let mut restarted = 0;
     let mut stopped_apps = Vec::new();
     for a in &plan.applications {
@@ -564,8 +591,22 @@ pub(crate) async fn run(
         inner.code.commit(&dels);
     }
     for m in &plan.modules {
-        if matches!(m.change, ModuleChange::Changed | ModuleChange::Removed) {
-            let _ = inner.code.soft_purge_held(&m.name, &inner.table).await;
+        if !matches!(m.change, ModuleChange::Changed | ModuleChange::Removed) {
+            continue;
+        }
+        if m.purge == PurgeMode::BrutalPurge {
+            let r = inner.code.purge_held(&m.name, &inner.table).await;
+            if !r.killed.is_empty() {
+                warnings.push(format!(
+                    "module {}: brutal_purge killed {} process(es) still running its replaced version: {}",
+                    m.name,
+                    r.killed.len(),
+                    pid_list(&r.killed)
+                ));
+            }
+            killed.extend(r.killed);
+        } else if let Err(p) = inner.code.soft_purge_held(&m.name, &inner.table).await {
+            tracing::info!(module = %m.name, processes = %pid_list(&p), "the replaced version stays old: processes still run it (soft_purge)");
         }
     }
     drop(_lock);
@@ -592,6 +633,7 @@ pub(crate) async fn run(
             .map(|m| m.processes.len())
             .sum(),
         processes_restarted: restarted,
+        processes_killed: killed,
         applications_started: started_apps,
         applications_stopped: stopped_apps,
         spawns_gated,
@@ -605,6 +647,80 @@ pub(crate) async fn run(
     };
     tracing::info!(to = %report.to, servers = report.servers_migrated, pause_ms = report.pause_ms, total_ms = report.total_ms, "upgrade done");
     Ok(report)
+}
+
+fn pid_list(p: &[Pid]) -> String {
+    p.iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The types check of every changed module (the static half of `Code::check`: the new
+/// version's description against the running one's; the dry run on live states is the
+/// check phase's own, in parallel). The reports that refuse, unless `force` (then they
+/// become warnings). In a downgrade the newer version's `downgrade` converts each state
+/// explicitly, so only the dry run checks the state; messages are still compared.
+fn types_check(
+    node: &Node,
+    plan: &Plan,
+    prepared: &Prepared,
+    force: bool,
+    warnings: &mut Vec<String>,
+) -> Result<(), Vec<CompatReport>> {
+    let mut refusing = Vec::new();
+    for m in &plan.modules {
+        if m.change != ModuleChange::Changed {
+            continue;
+        }
+        let (Some(cur), Some(new)) = (node.inner.code.current(&m.name), prepared.get(&m.name))
+        else {
+            continue;
+        };
+        let (report, not_checked) = crate::code::static_check(&cur, new);
+        let Some(mut r) = report else {
+            if let Some(why) = not_checked {
+                warnings.push(format!(
+                    "module {}: not checked for compatibility: {why}",
+                    m.name
+                ));
+            }
+            continue;
+        };
+        if plan.direction == Direction::Down || m.restart {
+            let why = if m.restart {
+                "its processes restart with a fresh state (restart = true)"
+            } else {
+                "a downgrade: the newer version's downgrade converts each state; the dry run on the live states checks it"
+            };
+            r.incompatible
+                .retain(|f| !(f.callback == "code_change" && f.level == compat::Level::Upgrade));
+            r.unchecked.push(compat::Unchecked {
+                callback: "code_change".into(),
+                level: compat::Level::Upgrade,
+                reason: why.into(),
+            });
+        }
+        for f in r.incompatible.iter().chain(&r.warnings) {
+            tracing::warn!(module = %m.name, forced = force, "{f}");
+        }
+        if r.refuses() {
+            if force {
+                warnings.push(format!(
+                    "module {}: forced past the types check: {}",
+                    m.name,
+                    r.to_text().trim_end()
+                ));
+            } else {
+                refusing.push(r);
+            }
+        }
+    }
+    if refusing.is_empty() {
+        Ok(())
+    } else {
+        Err(refusing)
+    }
 }
 
 /// The live servers of each migrating module (from its current version's states).

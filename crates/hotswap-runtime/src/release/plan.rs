@@ -26,7 +26,7 @@ use hotswap::gen_server::Direction;
 use hotswap::Pid;
 use serde::Serialize;
 
-use super::manifest::{AppSpec, Release, UpgradeSpec};
+use super::manifest::{AppSpec, PurgeMode, Release, UpgradeSpec};
 use super::store::version_order;
 use super::{ReleaseError, DEFAULT_SUSPEND_TIMEOUT};
 use crate::code::Version;
@@ -67,8 +67,11 @@ pub struct ModulePlan {
     /// Other processes running the current version: they switch at their next
     /// fully-qualified call (restarted instead with `restart`).
     pub processes: Vec<Pid>,
-    /// Processes still running its old version (they refuse the upgrade).
+    /// Processes still running its old version (they refuse the upgrade, or are killed
+    /// with `purge = "brutal_purge"`).
     pub old_processes: Vec<Pid>,
+    /// `[upgrade.<module>] purge`: what happens to processes still on old code.
+    pub purge: PurgeMode,
     /// `[upgrade.<module>] restart`.
     pub restart: bool,
     /// The suspend time limit of its processes, in milliseconds.
@@ -120,6 +123,14 @@ pub enum Step {
         libraries: usize,
         /// States converted on a copy.
         states: usize,
+    },
+    /// `purge = "brutal_purge"`: kill the processes still running an old version of the
+    /// module (before anything is suspended), so its old version can be purged.
+    PrePurge {
+        /// The module.
+        module: String,
+        /// The processes killed.
+        pids: Vec<Pid>,
     },
     /// Suspend the module's servers (dependents first).
     Suspend {
@@ -189,10 +200,14 @@ pub enum Step {
         /// The modules.
         modules: Vec<String>,
     },
-    /// Free the old versions nothing runs any more.
+    /// Free the old versions nothing runs any more (`soft_purge`), or kill what still
+    /// runs them first (`brutal_purge`).
     Purge {
-        /// The modules.
+        /// The modules purged softly.
         modules: Vec<String>,
+        /// The modules purged brutally.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        brutal: Vec<String>,
     },
 }
 
@@ -216,6 +231,12 @@ impl fmt::Display for Step {
                 "check: load {libraries} librar{} as prepared versions, run code_change on a copy of {states} live state{}",
                 if *libraries == 1 { "y" } else { "ies" },
                 if *states == 1 { "" } else { "s" }
+            ),
+            Step::PrePurge { module, pids: p } => write!(
+                f,
+                "brutal_purge {module}: kill {} process(es) still running its old code: {}",
+                p.len(),
+                pids(p)
             ),
             Step::Suspend { module, pids: p } => {
                 write!(f, "suspend {module}: {} process(es): {}", p.len(), pids(p))
@@ -267,11 +288,25 @@ impl fmt::Display for Step {
             ),
             Step::StopApplication { name } => write!(f, "stop application {name}"),
             Step::Delete { modules } => write!(f, "delete {}", list(modules)),
-            Step::Purge { modules } => write!(
-                f,
-                "purge the old code of {} (where no process runs it)",
-                list(modules)
-            ),
+            Step::Purge { modules, brutal } => {
+                let mut sep = "";
+                if !modules.is_empty() {
+                    write!(
+                        f,
+                        "purge the old code of {} (where no process runs it)",
+                        list(modules)
+                    )?;
+                    sep = "; ";
+                }
+                if !brutal.is_empty() {
+                    write!(
+                        f,
+                        "{sep}brutal_purge the old code of {} (killing the processes still running it)",
+                        list(brutal)
+                    )?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -449,6 +484,7 @@ pub(crate) async fn derive(
             processes: Vec::new(),
             old_processes: Vec::new(),
             restart: false,
+            purge: PurgeMode::SoftPurge,
             timeout_ms: DEFAULT_SUSPEND_TIMEOUT.as_millis() as u64,
             extra: None,
             depends: Vec::new(),
@@ -460,6 +496,7 @@ pub(crate) async fn derive(
             .or_else(|| running.manifest.upgrade.get(name));
         if let Some(u) = ov {
             mp.restart = u.restart;
+            mp.purge = u.purge;
             if let Some(t) = u.timeout_ms {
                 mp.timeout_ms = t;
             }
@@ -711,6 +748,14 @@ fn steps(
             .count(),
         states: migrating.iter().map(|m| m.servers.len()).sum(),
     }];
+    for m in modules {
+        if m.purge == PurgeMode::BrutalPurge && !m.old_processes.is_empty() {
+            steps.push(Step::PrePurge {
+                module: m.name.clone(),
+                pids: m.old_processes.clone(),
+            });
+        }
+    }
     for m in &migrating {
         steps.push(Step::Suspend {
             module: m.name.clone(),
@@ -809,13 +854,20 @@ fn steps(
     if !delete.is_empty() {
         steps.push(Step::Delete { modules: delete });
     }
-    let purge: Vec<String> = modules
-        .iter()
-        .filter(|m| matches!(m.change, ModuleChange::Changed | ModuleChange::Removed))
-        .map(|m| m.name.clone())
-        .collect();
-    if !purge.is_empty() {
-        steps.push(Step::Purge { modules: purge });
+    let purged = |mode: PurgeMode| -> Vec<String> {
+        modules
+            .iter()
+            .filter(|m| matches!(m.change, ModuleChange::Changed | ModuleChange::Removed))
+            .filter(|m| m.purge == mode)
+            .map(|m| m.name.clone())
+            .collect()
+    };
+    let (soft, brutal) = (purged(PurgeMode::SoftPurge), purged(PurgeMode::BrutalPurge));
+    if !(soft.is_empty() && brutal.is_empty()) {
+        steps.push(Step::Purge {
+            modules: soft,
+            brutal,
+        });
     }
     steps
 }

@@ -14,7 +14,7 @@ use hotswap_runtime::release::{
 use hotswap_runtime::{Node, Pid, StartOpts};
 use serde::{Deserialize, Serialize};
 
-use crate::support::{self, module, TempDir, WAIT};
+use crate::support::{self, module, ping, TempDir, WAIT};
 
 /// Mirror of `modules/common/rel_srv.rs` `Req`.
 #[derive(Serialize, Deserialize, Debug)]
@@ -1041,5 +1041,210 @@ async fn release_upgrade_restart_override_restarts_through_supervisors() {
         },
         "a fresh state of the new version"
     );
+    node.stop(WAIT).await;
+}
+
+/// The check phase runs the types check (the static half of `Code::check`) on every
+/// changed module: count_server v4 cannot read the ticks v1 queued, so the upgrade is
+/// refused before anything is suspended, naming the module, the callback, the variant and
+/// the fix, and `--force` (`UpgradeOptions::force`) is what overrides it, as for `load`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_upgrade_types_check_refuses_incompatible_module_unless_forced() {
+    let d = TempDir::new("rel-types");
+    write_release(
+        &d.0,
+        "1.0.0",
+        &[
+            ("rel_srv", "1", "rel_srv_v1", &[]),
+            ("count_server", "1", "count_server_v1", &[]),
+        ],
+        "",
+    );
+    write_release(
+        &d.0,
+        "2.0.0",
+        &[
+            ("rel_srv", "2", "rel_srv_v2", &[]),
+            ("count_server", "4", "count_server_v4", &[]),
+        ],
+        "",
+    );
+    let node = boot(&d.0, "1.0.0").await;
+    let pids = servers(&node, 1, 10).await;
+    for &p in &pids {
+        call(&node, p, Req::Bump).await;
+    }
+    let mut before = Vec::new();
+    for &p in &pids {
+        let st = node.sys().get_status(p).await.unwrap();
+        before.push((st.state, st.messages_in));
+    }
+    let e = node
+        .releases()
+        .upgrade("2.0.0", UpgradeOptions::default())
+        .await
+        .expect_err("count_server 4 cannot read version 1's ticks");
+    let msg = e.to_string();
+    let ReleaseError::Incompatible { reports, .. } = &e else {
+        panic!("expected the types check to refuse, got {msg}")
+    };
+    assert_eq!(reports.len(), 1, "{msg}");
+    assert_eq!(reports[0].module, "count_server");
+    assert_eq!(reports[0].incompatible[0].callback, "handle_info", "{msg}");
+    for want in [
+        "count_server",
+        "1 -> 4",
+        "handle_info",
+        "variant `Increment`",
+        "Accepts::new().info::<OldTick>()",
+        "nothing was touched",
+        "--force",
+    ] {
+        assert!(msg.contains(want), "missing {want:?} in: {msg}");
+    }
+    // Nothing was suspended or switched.
+    assert_eq!(current_vsn(&node, "rel_srv").unwrap().0, "1");
+    assert_eq!(current_vsn(&node, "count_server").unwrap().0, "1");
+    for (i, &p) in pids.iter().enumerate() {
+        let st = node.sys().get_status(p).await.unwrap();
+        assert_eq!(
+            (st.state, st.messages_in),
+            before[i],
+            "server {p} untouched"
+        );
+        assert!(!st.suspended);
+    }
+    assert_eq!(status(&d.0)["2.0.0"], ReleaseStatus::Unpacked);
+    // Forced: the upgrade runs, and says what it was forced past.
+    let r = node
+        .releases()
+        .upgrade(
+            "2.0.0",
+            UpgradeOptions {
+                force: true,
+                ..UpgradeOptions::default()
+            },
+        )
+        .await
+        .expect("a forced upgrade runs");
+    assert_eq!(current_vsn(&node, "count_server").unwrap().0, "4");
+    assert_eq!(r.servers_migrated, pids.len());
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("forced past the types check") && w.contains("handle_info")),
+        "{:?}",
+        r.warnings
+    );
+    node.stop(WAIT).await;
+}
+
+/// Releases for the purge tests: seed000 v1 in 1.0.0, v2 in 2.0.0, v1's build again in
+/// 3.0.0 (`soft_purge`, the default) and 4.0.0 (`purge = "brutal_purge"`). A `do_loop`
+/// process never makes a fully-qualified call, so it stays on the version it started on.
+fn purge_releases(root: &Path) {
+    let v1: &[Mod] = &[("seed000", "1", "seed000_v1", &[])];
+    write_release(root, "1.0.0", v1, "");
+    write_release(root, "2.0.0", &[("seed000", "2", "seed000_v2", &[])], "");
+    write_release(root, "3.0.0", v1, "");
+    write_release(
+        root,
+        "4.0.0",
+        v1,
+        "[upgrade.seed000]\npurge = \"brutal_purge\"\n",
+    );
+}
+
+/// `soft_purge` (the default, OTP's PrePurge soft_purge): a process still running an old
+/// version of a changed module refuses the upgrade (`old_processes`), naming it and the
+/// ways out; nothing is killed or switched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_upgrade_soft_purge_refuses_while_old_code_runs() {
+    let d = TempDir::new("rel-softpurge");
+    purge_releases(&d.0);
+    let node = boot(&d.0, "1.0.0").await;
+    let me = node.external();
+    let on_v1 = node.spawn("seed000", "do_loop", &()).unwrap();
+    let r = node
+        .releases()
+        .upgrade("2.0.0", UpgradeOptions::default())
+        .await
+        .unwrap();
+    assert!(r.processes_killed.is_empty());
+    // The replaced version stays (soft): the process still runs it.
+    let info = node.code().module("seed000").unwrap();
+    assert_eq!(info.old.as_ref().map(|o| o.version.as_str()), Some("1"));
+    let plan = node.releases().plan("3.0.0").await.unwrap();
+    assert_eq!(plan.module("seed000").unwrap().old_processes, [on_v1]);
+    let e = node
+        .releases()
+        .upgrade("3.0.0", UpgradeOptions::default())
+        .await
+        .expect_err("a process still runs old code");
+    let msg = e.to_string();
+    assert!(matches!(e, ReleaseError::Refused { .. }), "{msg}");
+    for want in [
+        "seed000",
+        &on_v1.to_string(),
+        "still run its old code (soft_purge)",
+        "purge = \"brutal_purge\"",
+        "nothing was touched",
+    ] {
+        assert!(msg.contains(want), "missing {want:?} in: {msg}");
+    }
+    assert!(node.is_alive(on_v1), "nothing killed");
+    assert_eq!(ping(&me, on_v1).await.version, "1");
+    assert_eq!(current_vsn(&node, "seed000").unwrap().0, "2");
+    node.stop(WAIT).await;
+}
+
+/// `purge = "brutal_purge"` (OTP's brutal_purge): the processes still on the old version
+/// are killed before the switch so it can be purged, and those left on the replaced
+/// version are killed after it; the report names them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_upgrade_brutal_purge_kills_processes_on_old_code() {
+    let d = TempDir::new("rel-brutalpurge");
+    purge_releases(&d.0);
+    let node = boot(&d.0, "1.0.0").await;
+    let me = node.external();
+    let on_v1 = node.spawn("seed000", "do_loop", &()).unwrap();
+    node.releases()
+        .upgrade("2.0.0", UpgradeOptions::default())
+        .await
+        .unwrap();
+    let on_v2 = node.spawn("seed000", "do_loop", &()).unwrap();
+    assert_eq!(ping(&me, on_v2).await.version, "2");
+    let (m1, m2) = (me.monitor(on_v1), me.monitor(on_v2));
+    let plan = node.releases().plan("4.0.0").await.unwrap();
+    let text = plan.to_string();
+    assert!(
+        text.contains(&format!(
+            "brutal_purge seed000: kill 1 process(es) still running its old code: {on_v1}"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("brutal_purge the old code of seed000"),
+        "{text}"
+    );
+    let r = node
+        .releases()
+        .upgrade("4.0.0", UpgradeOptions::default())
+        .await
+        .expect("brutal_purge lets the upgrade proceed");
+    assert_eq!(r.processes_killed, [on_v1, on_v2], "{r:?}");
+    assert_eq!(
+        me.down(m1, WAIT).await,
+        Some(hotswap_runtime::ExitReason::Killed)
+    );
+    assert_eq!(
+        me.down(m2, WAIT).await,
+        Some(hotswap_runtime::ExitReason::Killed)
+    );
+    let info = node.code().module("seed000").unwrap();
+    assert_eq!(info.current.unwrap().version, "1");
+    assert!(info.old.is_none(), "the old code was purged");
+    let fresh = node.spawn("seed000", "do_loop", &()).unwrap();
+    assert_eq!(ping(&me, fresh).await.version, "1");
     node.stop(WAIT).await;
 }
