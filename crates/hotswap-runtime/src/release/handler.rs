@@ -29,17 +29,18 @@ use hotswap::sys::Request;
 use hotswap::Pid;
 use serde::Serialize;
 
-use super::manifest::{PurgeMode, Release};
+use super::manifest::{AppSpec, PurgeMode, Release};
 use super::migrate::{self, Migration};
 use super::plan::{self, AppChange, ModuleChange, Plan, Prepared};
 use super::sys_batch::{self, Answer};
 use super::{NodeReleases, ReleaseError};
 use crate::behaviour::server::StateCell;
-use crate::behaviour::supervisor::ChildPid;
+use crate::behaviour::supervisor::{ChildPid, Source};
 use crate::code::compat::{self, CompatReport};
 use crate::code::Version;
 use crate::node::Node;
 use crate::process::NodeInner;
+use hotswap::supervisor::Spec;
 
 /// How an upgrade runs.
 #[derive(Debug, Clone, Default)]
@@ -122,6 +123,9 @@ pub struct UpgradeReport {
     pub applications_started: Vec<String>,
     /// Applications stopped.
     pub applications_stopped: Vec<String>,
+    /// Applications stopped and started again from the new release (their start type or
+    /// top supervisor changed: OTP's `restart_application`).
+    pub applications_restarted: Vec<String>,
     /// Spawns that waited at the gate during the switch.
     pub spawns_gated: usize,
     /// How long the servers were suspended (first suspend sent to last resume answered),
@@ -402,6 +406,7 @@ pub(crate) async fn run(
     let mut undo = None;
     let mut started_apps: Vec<String> = Vec::new();
     let mut started_children: Vec<(Pid, String)> = Vec::new();
+    let mut changed_sups: Vec<ChangedSup> = Vec::new();
     let mut spawns_gated = 0;
     if failure.is_none() {
         let live: Vec<Target> = suspended
@@ -468,6 +473,12 @@ pub(crate) async fn run(
         undo = Some(inner.code.commit(&loads));
         spawns_gated = inner.gate.waiting();
         inner.gate.open();
+        cx.phase("supervisors", 0);
+        if let Err(e) = change_supervisors(node, &plan, target, &mut changed_sups, &mut log).await {
+            failure = Some(("supervisors".into(), e));
+        }
+    }
+    if failure.is_none() {
         cx.phase("applications", 0);
         if let Err(e) = start_apps(
             node,
@@ -494,6 +505,7 @@ pub(crate) async fn run(
         if let Some(u) = undo.take() {
             inner.code.uncommit(u);
         }
+        revert_supervisors(node, &changed_sups).await;
         rollback(migrations).await;
         inner.gate.open();
         sys_batch::post_all(&inner, &late, &Request::Resume);
@@ -550,8 +562,15 @@ pub(crate) async fn run(
                 }
             }
             for id in restart {
-                if let Err(e) =
-                    restart_with_new_spec(node, app.supervisor, &a.name, id, target).await
+                // Its spec was replaced by the change_code: a restart takes the new one.
+                let t = node
+                    .supervisor()
+                    .terminate_child(app.supervisor, id.as_str())
+                    .await;
+                let r = node.supervisor().restart_child(app.supervisor, id).await;
+                if let Err(e) = t
+                    .map_err(|e| e.to_string())
+                    .and(r.map(drop).map_err(|e| e.to_string()))
                 {
                     warnings.push(format!(
                         "application {}: child {id} was not restarted: {e}",
@@ -568,6 +587,21 @@ pub(crate) async fn run(
             match restart_processes(node, &pids).await {
                 Ok(n) => restarted += n,
                 Err(e) => warnings.push(format!("module {}: {e}", m.name)),
+            }
+        }
+    }
+    let mut restarted_apps = Vec::new();
+    for a in &plan.applications {
+        if let AppChange::Restart { reason } = &a.change {
+            match restart_application(node, &a.name, target).await {
+                Ok(()) => {
+                    log.push(format!("restart application {} ({reason})", a.name));
+                    restarted_apps.push(a.name.clone());
+                }
+                Err(e) => warnings.push(format!(
+                    "application {} was not restarted ({reason}): {e}",
+                    a.name
+                )),
             }
         }
     }
@@ -636,6 +670,7 @@ pub(crate) async fn run(
         processes_killed: killed,
         applications_started: started_apps,
         applications_stopped: stopped_apps,
+        applications_restarted: restarted_apps,
         spawns_gated,
         pause_ms,
         check_ms,
@@ -925,67 +960,144 @@ async fn start_apps(
         let AppChange::Children { start, .. } = &p.change else {
             continue;
         };
-        let Some(spec) = target
-            .manifest
-            .applications
-            .iter()
-            .find(|a| a.name == p.name)
-        else {
-            continue;
-        };
         let Some(app) = node.applications().into_iter().find(|x| x.name == p.name) else {
             return Err(format!("application {} is not running", p.name));
         };
-        for (i, e) in spec.start.iter().enumerate() {
-            let c = e.child_spec(i)?;
-            if !start.contains(&c.id) {
-                continue;
-            }
-            let id = c.id.clone();
+        // The supervisor's change_code added their specs; starting them is explicit, as
+        // in OTP (spec §4.8).
+        for id in start {
             node.supervisor()
-                .start_child(app.supervisor, c)
+                .restart_child(app.supervisor, id)
                 .await
                 .map_err(|e| format!("application {}: child {id} did not start: {e}", p.name))?;
-            started_children.push((app.supervisor, id));
+            started_children.push((app.supervisor, id.clone()));
         }
     }
     Ok(())
 }
 
-/// A child whose entry changed: stopped, its old spec deleted, started from the new one.
-async fn restart_with_new_spec(
+/// A supervisor that took a new tree by `change_code`: what undoes it.
+struct ChangedSup {
+    app: String,
+    pid: Pid,
+    /// The module whose `init` gives its tree (the old version's after an uncommit), or
+    /// the manifest's old tree.
+    module: Option<String>,
+    old_tree: Option<Spec>,
+    /// The ids the change added (deleted again by a rollback).
+    added: Vec<String>,
+}
+
+/// The tree an application spec describes, if it is built in Rust.
+fn manifest_tree(spec: Option<&AppSpec>) -> Option<Spec> {
+    match spec.map(AppSpec::source) {
+        Some(Ok(Source::Spec(s))) => Some(s),
+        _ => None,
+    }
+}
+
+/// sys `change_code` of one supervisor (suspended around it): `module`'s current `init`,
+/// or the tree given.
+async fn supervisor_change_code(
     node: &Node,
     sup: Pid,
-    app: &str,
-    id: &str,
-    target: &Release,
+    module: Option<&str>,
+    tree: Option<&Spec>,
 ) -> Result<(), String> {
+    let sys = node.sys();
+    sys.suspend(sup)
+        .await
+        .map_err(|e| format!("its supervisor {sup} did not suspend: {e}"))?;
+    let r = sys
+        .change_code(
+            sup,
+            module.unwrap_or(""),
+            "",
+            tree.map(hotswap::codec::encode),
+        )
+        .await;
+    let resumed = sys.resume(sup).await;
+    r.map_err(|e| format!("the change_code of its supervisor {sup} failed: {e}"))?;
+    resumed.map_err(|e| format!("its supervisor {sup} did not resume: {e}"))
+}
+
+/// Every application whose top supervisor's tree changes takes it by sys `change_code`
+/// (spec §4.8): new flags, new ids added without starting them, running children kept.
+async fn change_supervisors(
+    node: &Node,
+    plan: &Plan,
+    target: &Release,
+    changed: &mut Vec<ChangedSup>,
+    log: &mut Vec<String>,
+) -> Result<(), String> {
+    let running = node.releases().running();
+    for p in &plan.applications {
+        let AppChange::Children { start, module, .. } = &p.change else {
+            continue;
+        };
+        let Some(app) = node.applications().into_iter().find(|x| x.name == p.name) else {
+            return Err(format!("application {} is not running", p.name));
+        };
+        let spec = |r: &Release| {
+            r.manifest
+                .applications
+                .iter()
+                .find(|a| a.name == p.name)
+                .cloned()
+        };
+        let new_tree = manifest_tree(spec(target).as_ref());
+        let old_tree = manifest_tree(running.as_ref().and_then(spec).as_ref());
+        supervisor_change_code(node, app.supervisor, module.as_deref(), new_tree.as_ref())
+            .await
+            .map_err(|e| format!("application {}: {e}", p.name))?;
+        log.push(format!("change_code supervisor of {}", p.name));
+        changed.push(ChangedSup {
+            app: p.name.clone(),
+            pid: app.supervisor,
+            module: module.clone(),
+            old_tree,
+            added: start.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Undo [`change_supervisors`] (the old versions current again): each supervisor takes
+/// its old tree back, and the ids the change added are deleted.
+async fn revert_supervisors(node: &Node, changed: &[ChangedSup]) {
+    for c in changed.iter().rev() {
+        for id in &c.added {
+            let _ = node.supervisor().delete_child(c.pid, id).await;
+        }
+        if let Err(e) =
+            supervisor_change_code(node, c.pid, c.module.as_deref(), c.old_tree.as_ref()).await
+        {
+            tracing::warn!(application = %c.app, "supervisor not reverted: {e}");
+        }
+    }
+}
+
+/// OTP's `restart_application`: stop the application, start it from the new release.
+async fn restart_application(node: &Node, name: &str, target: &Release) -> Result<(), String> {
     let spec = target
         .manifest
         .applications
         .iter()
-        .find(|a| a.name == app)
-        .and_then(|a| {
-            a.start
-                .iter()
-                .enumerate()
-                .filter_map(|(i, e)| e.child_spec(i).ok())
-                .find(|c| c.id == id)
-        })
-        .ok_or_else(|| format!("no entry {id} in the new release"))?;
-    node.supervisor()
-        .terminate_child(sup, id)
+        .find(|a| a.name == name)
+        .ok_or_else(|| {
+            format!(
+                "no application {name} in release {}",
+                target.manifest.release.version
+            )
+        })?;
+    let app = spec.application()?;
+    node.stop_application(name)
         .await
-        .map_err(|e| e.to_string())?;
-    node.supervisor()
-        .delete_child(sup, id)
-        .await
-        .map_err(|e| e.to_string())?;
-    node.supervisor()
-        .start_child(sup, spec)
+        .map_err(|e| format!("it did not stop: {e}"))?;
+    node.start_application(app)
         .await
         .map(drop)
-        .map_err(|e| e.to_string())
+        .map_err(|e| format!("it did not start again: {e}"))
 }
 
 /// Restart processes through the supervisors that own them; how many.

@@ -523,6 +523,7 @@ start = [
 [[application]]
 name = "pool"
 version = "2"
+intensity = 4
 start = [
   { server = "rel_srv", name = "a", arg = 1 },
   { server = "rel_srv", name = "c", arg = 3 },
@@ -541,10 +542,26 @@ start = [
         plan.to_string().contains("supervisor of pool: stop b\n"),
         "{plan}"
     );
-    node.releases()
+    assert!(
+        plan.to_string().contains(
+            "supervisor of pool: sys change_code (the new manifest's tree), flags intensity 1 -> 4"
+        ),
+        "{plan}"
+    );
+    let r = node
+        .releases()
         .upgrade("2.0.0", UpgradeOptions::default())
         .await
         .unwrap();
+    assert!(
+        r.log
+            .contains(&"change_code supervisor of pool".to_string()),
+        "the tree changed through the supervisor's sys change_code: {:?}",
+        r.log
+    );
+    let sup = node.applications()[0].supervisor;
+    let st: hotswap_runtime::supervisor::SupState = node.sys().get_state(sup).await.unwrap();
+    assert_eq!(st.intensity, 4, "the new flags taken");
     assert_eq!(node.whereis("a"), Some(a), "a kept, migrated");
     let s: V2 = node.sys().get_state(a).await.unwrap();
     assert_eq!(s.total, 1);
@@ -1246,5 +1263,174 @@ async fn release_upgrade_brutal_purge_kills_processes_on_old_code() {
     assert!(info.old.is_none(), "the old code was purged");
     let fresh = node.spawn("seed000", "do_loop", &()).unwrap();
     assert_eq!(ping(&me, fresh).await.version, "1");
+    node.stop(WAIT).await;
+}
+
+/// The ids and pids of a supervisor's children, sorted by id.
+async fn kids(node: &Node, sup: Pid) -> Vec<(String, Option<Pid>)> {
+    let mut v: Vec<(String, Option<Pid>)> = node
+        .supervisor()
+        .which_children(sup)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|c| {
+            let pid = match c.pid {
+                hotswap_runtime::supervisor::ChildPid::Running(p) => Some(p),
+                _ => None,
+            };
+            c.id.map(|id| (id, pid))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// An application whose tree comes from a supervisor module (`sup_tree`): the plan calls
+/// both versions' `init` and compares the trees (v2 raises the intensity by 10 and adds
+/// `added_in_v2`); the upgrade goes through the supervisor's sys `change_code` (spec
+/// §4.8), then starts the added child, keeping the running one; the downgrade takes the
+/// old tree back the same way and stops the child v1 does not have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_upgrade_supervisor_module_tree_changes_through_change_code() {
+    use hotswap_runtime::supervisor::SupState;
+    let d = TempDir::new("rel-suptree");
+    let app = r#"
+[[application]]
+name = "tree"
+version = "1"
+supervisor = "sup_tree"
+arg = { ignore = false, strategy = "one_for_one", intensity = 2, period_secs = 10, children = [
+  { config = { id = "s1", trap_exit = false, log = "", terminate_ms = 0, fail_init = false, ignore_init = false, fail_init_if = "" }, restart = "permanent" },
+] }
+"#;
+    write_release(
+        &d.0,
+        "1.0.0",
+        &[
+            ("sup_worker", "1", "sup_worker", &[]),
+            ("sup_tree", "1", "sup_tree", &[]),
+        ],
+        app,
+    );
+    write_release(
+        &d.0,
+        "2.0.0",
+        &[
+            ("sup_worker", "1", "sup_worker", &[]),
+            ("sup_tree", "2", "sup_tree_v2", &[]),
+        ],
+        app,
+    );
+    let node = boot(&d.0, "1.0.0").await;
+    let sup = node.applications()[0].supervisor;
+    let before = kids(&node, sup).await;
+    assert_eq!(before.len(), 1);
+    let s1 = before[0].1.expect("s1 runs");
+    let plan = node.releases().plan("2.0.0").await.unwrap();
+    let text = plan.to_string();
+    for want in [
+        "tree                 children: start added_in_v2, stop nothing, restart nothing; flags intensity 2 -> 12 (trees of both versions of sup_tree compared)",
+        "supervisor of tree: sys change_code (the tree of sup_tree's new init), flags intensity 2 -> 12",
+        "supervisor of tree: start added_in_v2\n",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    let r = node
+        .releases()
+        .upgrade("2.0.0", UpgradeOptions::default())
+        .await
+        .expect("upgrade succeeds");
+    assert!(
+        r.log
+            .contains(&"change_code supervisor of tree".to_string()),
+        "{:?}",
+        r.log
+    );
+    assert_eq!(node.applications()[0].supervisor, sup, "same supervisor");
+    let st: SupState = node.sys().get_state(sup).await.unwrap();
+    assert_eq!(st.intensity, 12, "the new flags");
+    let after = kids(&node, sup).await;
+    assert_eq!(after[0].0, "added_in_v2");
+    assert!(after[0].1.is_some(), "the added child was started");
+    assert_eq!(after[1], ("s1".to_string(), Some(s1)), "s1 kept running");
+
+    let plan = node.releases().plan("1.0.0").await.unwrap();
+    assert!(
+        plan.to_string()
+            .contains("supervisor of tree: stop added_in_v2\n"),
+        "{plan}"
+    );
+    node.releases()
+        .upgrade("1.0.0", UpgradeOptions::default())
+        .await
+        .expect("downgrade succeeds");
+    let st: SupState = node.sys().get_state(sup).await.unwrap();
+    assert_eq!(st.intensity, 2, "the old flags back");
+    assert_eq!(
+        kids(&node, sup).await,
+        [("s1".to_string(), Some(s1))],
+        "the child v1 does not have was stopped and deleted"
+    );
+    node.stop(WAIT).await;
+}
+
+/// An application whose start type changed is stopped and started again from the new
+/// release (OTP's `restart_application`); the other application's servers keep their
+/// state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_upgrade_restarts_application_whose_start_type_changed() {
+    use hotswap_runtime::application::StartType;
+    let d = TempDir::new("rel-apptype");
+    let keep = "[[application]]\nname = \"keep\"\nversion = \"1\"\nstart = [{ server = \"rel_srv\", name = \"k\", arg = 1 }]\n";
+    let flip = |t: &str| {
+        format!("[[application]]\nname = \"flip\"\nversion = \"1\"\ntype = \"{t}\"\nstart = [{{ server = \"rel_srv\", name = \"f\", arg = 2 }}]\n")
+    };
+    write_release(
+        &d.0,
+        "1.0.0",
+        V1_MODS,
+        &format!("{keep}{}", flip("temporary")),
+    );
+    write_release(
+        &d.0,
+        "2.0.0",
+        V2_MODS,
+        &format!("{keep}{}", flip("permanent")),
+    );
+    let node = boot(&d.0, "1.0.0").await;
+    let (k, f) = (node.whereis("k").unwrap(), node.whereis("f").unwrap());
+    call(&node, k, Req::Bump).await;
+    call(&node, f, Req::Bump).await;
+    let plan = node.releases().plan("2.0.0").await.unwrap();
+    assert!(
+        plan.to_string()
+            .contains("restart application flip (start type temporary -> permanent)"),
+        "{plan}"
+    );
+    let r = node
+        .releases()
+        .upgrade("2.0.0", UpgradeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(r.applications_restarted, ["flip"]);
+    let apps = node.applications();
+    let flip_app = apps.iter().find(|a| a.name == "flip").expect("flip runs");
+    assert_eq!(flip_app.start_type, StartType::Permanent);
+    let f2 = node.whereis("f").expect("f started again");
+    assert_ne!(f2, f, "a new process");
+    let s: V2 = node.sys().get_state(f2).await.unwrap();
+    assert_eq!(
+        s,
+        V2 {
+            id: 2,
+            total: 0,
+            upgraded_from: "init".into()
+        },
+        "started afresh on the new version"
+    );
+    assert_eq!(node.whereis("k"), Some(k), "the other application kept");
+    let s: V2 = node.sys().get_state(k).await.unwrap();
+    assert_eq!(s.total, 1, "its state kept");
     node.stop(WAIT).await;
 }
