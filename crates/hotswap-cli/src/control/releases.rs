@@ -103,6 +103,7 @@ pub async fn upgrade(node: &Node, args: &Value) -> Result<Value, ErrorReply> {
             .and_then(Value::as_u64)
             .map(std::time::Duration::from_millis),
         force: args.get("force").and_then(Value::as_bool) == Some(true),
+        ..UpgradeOptions::default()
     };
     let report = node
         .releases()

@@ -55,6 +55,9 @@ pub struct UpgradeOptions {
     /// reported in [`UpgradeReport::warnings`]. The dry run of `code_change` on the live
     /// states still runs and still refuses.
     pub force: bool,
+    /// Suspend every server with a `sys` suspend request, as before servers waiting
+    /// between events were held in place: for measuring what holding saves.
+    pub suspend_by_message: bool,
 }
 
 /// The upgrade in progress.
@@ -111,6 +114,9 @@ pub struct UpgradeReport {
     pub modules_removed: Vec<String>,
     /// gen_servers whose state was migrated by `code_change`.
     pub servers_migrated: usize,
+    /// Of the migrated servers, those held in place while they waited between events (no
+    /// suspend message); the others were suspended by a `sys` request.
+    pub servers_held: usize,
     /// Processes that switch at their next fully-qualified call.
     pub processes_switching: usize,
     /// Processes restarted through their supervisors.
@@ -360,17 +366,31 @@ pub(crate) async fn run(
     let targets = collect(&migs, &inner);
     let pause_start = Instant::now();
     let done = cx.phase("suspend", targets.len());
+    // Servers waiting between events are held in place (no round trip through their
+    // mailboxes: the suspend costs one lock each); the others (busy in a callback, in
+    // init, ...) get a sys suspend, each with its time limit.
+    let mut held: Vec<Vec<Pid>> = vec![Vec::new(); migs.len()];
     let mut suspended: Vec<Vec<Pid>> = vec![Vec::new(); migs.len()];
     let mut late: Vec<Pid> = Vec::new();
     let mut failure: Option<(String, String)> = None;
     for (i, m) in migs.iter().enumerate() {
-        let mine: Vec<(Pid, Duration)> = targets
-            .iter()
-            .filter(|t| t.module == i)
-            .map(|t| (t.pid, m.timeout))
-            .collect();
+        let mut mine: Vec<(Pid, Duration)> = Vec::new();
+        for t in targets.iter().filter(|t| t.module == i) {
+            match inner.table.get(t.pid.0) {
+                Some(p) if !opts.suspend_by_message && p.try_hold() => {
+                    held[i].push(t.pid);
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(_) => mine.push((t.pid, m.timeout)),
+                None => {}
+            }
+        }
         let answers = sys_batch::send_all(&inner, &mine, &Request::Suspend, &done).await;
-        log.push(format!("suspend {} ({})", m.name, mine.len()));
+        log.push(format!(
+            "suspend {} ({})",
+            m.name,
+            held[i].len() + mine.len()
+        ));
         for ((pid, t), a) in mine.iter().zip(answers) {
             match a {
                 Answer::Ok => suspended[i].push(*pid),
@@ -409,10 +429,11 @@ pub(crate) async fn run(
     let mut changed_sups: Vec<ChangedSup> = Vec::new();
     let mut spawns_gated = 0;
     if failure.is_none() {
-        let live: Vec<Target> = suspended
+        let live: Vec<Target> = held
             .iter()
+            .zip(&suspended)
             .enumerate()
-            .flat_map(|(i, v)| v.iter().map(move |&pid| Target { pid, module: i }))
+            .flat_map(|(i, (h, v))| h.iter().chain(v).map(move |&pid| Target { pid, module: i }))
             .collect();
         let done = cx.phase("code_change", live.len());
         log.push(format!(
@@ -512,6 +533,7 @@ pub(crate) async fn run(
         let resumed = resume(
             &inner,
             &migs,
+            &held,
             &suspended,
             &Arc::new(AtomicUsize::new(0)),
             &mut Vec::new(),
@@ -527,8 +549,9 @@ pub(crate) async fn run(
             resumed,
         });
     }
-    let done = cx.phase("resume", suspended.iter().map(Vec::len).sum());
-    resume(&inner, &migs, &suspended, &done, &mut log).await;
+    let servers_held = held.iter().map(Vec::len).sum();
+    let done = cx.phase("resume", suspended.iter().chain(&held).map(Vec::len).sum());
+    resume(&inner, &migs, &held, &suspended, &done, &mut log).await;
     let pause_ms = ms(pause_start.elapsed());
     // The versions these name are freed below (a purge needs the only reference).
     drop(migs);
@@ -660,6 +683,7 @@ pub(crate) async fn run(
         modules_added: pick(ModuleChange::Added),
         modules_removed: removed,
         servers_migrated,
+        servers_held,
         processes_switching: plan
             .modules
             .iter()
@@ -905,6 +929,7 @@ async fn each_chunk(mut v: Vec<Migration>, f: fn(Migration)) {
 async fn resume(
     inner: &Arc<NodeInner>,
     migs: &[Mig],
+    held: &[Vec<Pid>],
     suspended: &[Vec<Pid>],
     done: &Arc<AtomicUsize>,
     log: &mut Vec<String>,
@@ -912,7 +937,20 @@ async fn resume(
     let mut n = 0;
     for (i, pids) in suspended.iter().enumerate().rev() {
         let awaited = (0..i).any(|j| migs[j].depends.contains(&migs[i].name));
-        log.push(format!("resume {} ({})", migs[i].name, pids.len()));
+        log.push(format!(
+            "resume {} ({})",
+            migs[i].name,
+            pids.len() + held[i].len()
+        ));
+        // Released at once: a held server takes no event until its flag is cleared, so
+        // it is running again (as far as anyone can see) when this returns.
+        for p in &held[i] {
+            if let Some(proc) = inner.table.get(p.0) {
+                proc.release_hold();
+                n += 1;
+            }
+        }
+        done.fetch_add(held[i].len(), Ordering::Relaxed);
         if !awaited {
             let sent = sys_batch::post_all(inner, pids, &Request::Resume);
             done.fetch_add(pids.len(), Ordering::Relaxed);

@@ -1434,3 +1434,67 @@ async fn release_upgrade_restarts_application_whose_start_type_changed() {
     assert_eq!(s.total, 1, "its state kept");
     node.stop(WAIT).await;
 }
+
+/// The switch holds servers that wait between events in place (no suspend message, no
+/// round trip through their mailboxes), and suspends a busy one with a `sys` request,
+/// answered once its callback is done; both are migrated, and the busy one's call is
+/// answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_upgrade_holds_idle_servers_in_place_and_suspends_busy_ones() {
+    let d = TempDir::new("rel-hold");
+    write_release(&d.0, "1.0.0", V1_MODS, "");
+    write_release(&d.0, "2.0.0", V2_MODS, "");
+    let node = boot(&d.0, "1.0.0").await;
+    let pids = servers(&node, 1, 40).await;
+    for &p in &pids {
+        call(&node, p, Req::Bump).await;
+    }
+    let busy = pids[7];
+    let n2 = node.clone();
+    let slow = tokio::spawn(async move { call(&n2, busy, Req::Sleep(300)).await });
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while node.process_info(busy).unwrap().running.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slow call never started"
+        );
+        tokio::task::yield_now().await;
+    }
+    let r = node
+        .releases()
+        .upgrade("2.0.0", UpgradeOptions::default())
+        .await
+        .expect("upgrade succeeds");
+    assert_eq!(r.servers_migrated, 40, "{r:?}");
+    assert_eq!(
+        r.servers_held, 39,
+        "every idle server held in place, the busy one suspended by message"
+    );
+    assert_eq!(slow.await.unwrap(), Rep::Ok);
+    for (i, &p) in pids.iter().enumerate() {
+        let s: V2 = node.sys().get_state(p).await.unwrap();
+        assert_eq!(
+            s,
+            V2 {
+                id: i as u64 + 1,
+                total: 1,
+                upgraded_from: "1".into()
+            }
+        );
+        assert!(!node.sys().get_status(p).await.unwrap().suspended);
+    }
+    // The same upgrade back, every server suspended by message: none held.
+    let r = node
+        .releases()
+        .upgrade(
+            "1.0.0",
+            UpgradeOptions {
+                suspend_by_message: true,
+                ..UpgradeOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.servers_migrated, r.servers_held), (40, 0));
+    node.stop(WAIT).await;
+}
