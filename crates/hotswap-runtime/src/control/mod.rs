@@ -1,4 +1,19 @@
-//! The control protocol between a node and the `hotswap` control commands.
+//! The control server: a node's Unix socket that the `hotswap` control commands (or any
+//! client speaking the protocol below) use to inspect and change the running node. It is
+//! the layer above [`crate::release`] and the [`Node`](crate::Node) facade, and drives the
+//! node only through their public API; [`server::run`] serves it, [`node_state::NodeState`]
+//! is what it knows of the node. A program embedding the runtime can serve it too:
+//!
+//! ```no_run
+//! # async fn demo(node: hotswap_runtime::Node, release: hotswap_runtime::release::Release) -> Result<(), String> {
+//! use hotswap_runtime::control::{node_state::NodeState, server};
+//! let (state, _stop_requests) = NodeState::new(node, release, "cookie".into(), 0);
+//! let listener = server::bind(std::path::Path::new("run/control.sock"))?;
+//! tokio::spawn(server::run(listener, state, server::Limits::default()));
+//! # Ok(()) }
+//! ```
+//!
+//! # The protocol
 //!
 //! One request per connection on the node's Unix socket (`run/control.sock`, mode 0600):
 //!
@@ -22,11 +37,12 @@
 //! the one that has waited longest for its request is closed to make room (see
 //! [`server::run`]).
 //!
-//! [`DEFAULT_CONTROL_READ_TIMEOUT_MS`]: hotswap_runtime::release::manifest::DEFAULT_CONTROL_READ_TIMEOUT_MS
-//! [`DEFAULT_CONTROL_MAX_CONNECTIONS`]: hotswap_runtime::release::manifest::DEFAULT_CONTROL_MAX_CONNECTIONS
+//! [`DEFAULT_CONTROL_READ_TIMEOUT_MS`]: crate::release::manifest::DEFAULT_CONTROL_READ_TIMEOUT_MS
+//! [`DEFAULT_CONTROL_MAX_CONNECTIONS`]: crate::release::manifest::DEFAULT_CONTROL_MAX_CONNECTIONS
 
 mod call;
-pub mod client;
+pub mod msgpack;
+pub mod node_state;
 mod ports;
 pub mod releases;
 pub mod server;
