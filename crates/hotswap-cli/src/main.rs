@@ -5,8 +5,6 @@
 mod check;
 mod control;
 mod demo;
-mod msgpack;
-mod node_state;
 mod os;
 mod project;
 mod report;

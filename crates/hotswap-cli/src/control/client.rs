@@ -277,7 +277,7 @@ pub fn run(t: &Target, cmd: &Cmd) -> ExitCode {
     let (name, mut args) = cmd.wire(t.timeout);
     if matches!(cmd, Cmd::GetState(_)) && !t.json {
         // The state for people: the node renders it from its MessagePack (map keys of any
-        // type, in the state's order), see `crate::msgpack`.
+        // type, in the state's order), see `hotswap_runtime::control::msgpack`.
         args["render"] = json!("text");
     }
     let result = match cmd {

@@ -1,12 +1,12 @@
 //! The node's side of the release commands: `releases`, `unpack`, `upgrade` (and its
 //! `--plan`), `upgrade_progress`, `make_permanent`, `remove_release`. Each is a call into
-//! [`hotswap_runtime::release::Releases`]; this file only turns arguments and answers into
+//! [`crate::release::Releases`]; this file only turns arguments and answers into
 //! JSON.
 
 use std::path::Path;
 
-use hotswap_runtime::release::{ReleaseError, UpgradeOptions};
-use hotswap_runtime::Node;
+use crate::release::{ReleaseError, UpgradeOptions};
+use crate::Node;
 use serde_json::{json, Value};
 
 use super::ErrorReply;
@@ -38,7 +38,6 @@ pub fn error(e: ReleaseError) -> ErrorReply {
             "rolled_back",
             Some("the node runs the previous release as before: fix what is named and run the upgrade again"),
         ),
-        _ => ("release", None),
     };
     let mut r = ErrorReply::new(kind, msg);
     if let Some(h) = hint {
