@@ -278,7 +278,7 @@ sleep 2
 # 3. Upgrade to 2.0.0 (the state type changes): the plan first, then the upgrade.
 $HS upgrade 2.0.0 --plan -d "$DIR"
 $HS upgrade 2.0.0 -d "$DIR"
-$HS get-state chat-1 -d "$DIR"      # member records now: {{"room": .., "frames": ..}}
+$HS get-state chat-1 -d "$DIR" | head -20   # member records now: {{"room": .., "frames": ..}}
 sleep 2
 
 # 4. 3.0.0's code_change fails on chat-3 (room ids above 255): refused, nothing touched.
@@ -290,7 +290,7 @@ $HS upgrade 1.0.0 -d "$DIR"
 sleep 2
 $HS upgrade 2.0.0 -d "$DIR"
 $HS status -d "$DIR"
-$HS ports -d "$DIR"                 # the same listeners, every connection still open
+$HS ports -d "$DIR" | head -8       # the same listeners, every connection still open
 # A live view while you do this (on a build that has it):  $HS top -d "$DIR"
 
 # 6. The clients' report: 0 dropped, 0 lost, 0 duplicated. Then stop the node.
@@ -636,6 +636,8 @@ async fn scenario(
         .await
         .map_err(|e| broken(format!("the upgrade to 2.0.0 failed: {e}")))?;
     upgrades.push(upgrade_fields(&r));
+    rep.note("2.0.0's state type differs: a member is a record {room, frames} (was a room id), a");
+    rep.note("room is {members, published} (was a list); code_change converted each suspended server");
     let (v, inst, file) = current_chat(node)?;
     versions.push(("2.0.0".into(), v, inst, file));
     wait_phase(&load, 2, &base, "on 2.0.0").await?;
@@ -724,6 +726,7 @@ async fn scenario(
         .await
         .map_err(|e| broken(format!("the downgrade to 1.0.0 failed: {e}")))?;
     upgrades.push(upgrade_fields(&r));
+    rep.note("the same transaction backwards: v2 handed its state back in v1's shape (frames per member dropped)");
     let (v, inst, file) = current_chat(node)?;
     versions.push(("1.0.0".into(), v, inst, file));
     wait_phase(&load, 1, &base, "on 1.0.0 again").await?;
