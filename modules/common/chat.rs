@@ -1,7 +1,7 @@
 // A chat (pub/sub) server: one gen_server owns its listener and every connection
 // (`AcceptMode::ToOwner`, 4-byte length framing, `{active, once}`). Included by
 // modules/chat_v*, which define `VSN`, `MAX_ROOM` (the largest room id the version
-// accepts) and the state type `Chat` with fields `addr`, `conns` (a map keyed by connection),
+// accepts, if it has a limit) and the state type `Chat` with fields `addr`, `conns` (a map keyed by connection),
 // `published`, and the methods `joined`, `left`, `room_of`, `count_publication` and
 // `restore_frames`. Any version reads any other's state through `ChatState` here.
 //
@@ -55,9 +55,9 @@ impl Chat {
                 AnyMember::Room(r) => (r, 0),
                 AnyMember::Record { room, frames } => (room, frames),
             };
-            if room > MAX_ROOM {
+            if let Some(max) = MAX_ROOM.filter(|max| room > *max) {
                 return Err(format!(
-                    "connection {conn} is in room {room}, but chat version {VSN} numbers rooms 0..={MAX_ROOM}"
+                    "connection {conn} is in room {room}, but chat version {VSN} numbers rooms 0..={max}"
                 ));
             }
             c.joined(conn, room);
@@ -138,7 +138,7 @@ impl GenServer for Chat {
                 match data.split_first() {
                     Some((0, room))
                         if room.len() == 4
-                            && u32::from_le_bytes(room.try_into().expect("4 bytes")) <= MAX_ROOM =>
+                            && MAX_ROOM.is_none_or(|max| u32::from_le_bytes(room.try_into().expect("4 bytes")) <= max) =>
                     {
                         self.joined(port.0, u32::from_le_bytes(room.try_into().expect("4 bytes")));
                     }

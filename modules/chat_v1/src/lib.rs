@@ -2,7 +2,7 @@
 use std::collections::BTreeMap;
 
 const VSN: u8 = 1;
-const MAX_ROOM: u32 = u32::MAX;
+const MAX_ROOM: Option<u32> = None;
 
 /// Version 1's state.
 #[derive(serde::Serialize, serde::Deserialize, Debug, Default)]

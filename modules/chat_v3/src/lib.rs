@@ -4,7 +4,7 @@
 //! See `modules/common/chat.rs`.
 
 const VSN: u8 = 3;
-const MAX_ROOM: u32 = 255;
+const MAX_ROOM: Option<u32> = Some(255);
 
 include!("../../common/chat_rooms.rs");
 include!("../../common/chat.rs");

@@ -108,7 +108,8 @@ pub struct ConnReport {
     pub versions: Vec<(u8, u64)>,
     /// The versions of its acknowledgements as runs, in order: `(version, count)`.
     pub runs: Vec<(u8, u64)>,
-    /// The longest time between two acknowledgements, in milliseconds.
+    /// The longest time between two acknowledgements (not counting a hold of the load),
+    /// in milliseconds: the send period plus the longest pause the connection saw.
     pub longest_gap_ms: f64,
     /// Why the connection failed before the load closed it.
     pub error: Option<String>,
@@ -122,6 +123,8 @@ pub struct Load {
     /// Per connection: (server index, client number, room).
     pub conns: Vec<(usize, u32, u32)>,
     hold: Arc<AtomicBool>,
+    /// Bumped by every hold and release, so a wait across a hold is not taken for a pause.
+    epoch: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     close: Arc<tokio::sync::Notify>,
     closing: Arc<AtomicBool>,
@@ -156,6 +159,7 @@ impl Load {
             live: Vec::new(),
             conns: Vec::new(),
             hold,
+            epoch: Arc::new(AtomicU64::new(0)),
             stop,
             close,
             closing,
@@ -205,6 +209,7 @@ impl Load {
                     rd,
                     report,
                     live,
+                    load.epoch.clone(),
                     load.close.clone(),
                     load.closing.clone(),
                 )));
@@ -263,6 +268,7 @@ impl Load {
     /// this waits until every frame sent was acknowledged. `Err`: how many connections
     /// still wait for acknowledgements after `limit`.
     pub async fn hold(&self, limit: Duration) -> Result<(), usize> {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
         self.hold.store(true, Ordering::SeqCst);
         self.drained(limit, true).await
     }
@@ -270,6 +276,7 @@ impl Load {
     /// Let the writers send again after [`Load::hold`].
     pub fn release(&self) {
         self.hold.store(false, Ordering::SeqCst);
+        self.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
     async fn drained(&self, limit: Duration, held: bool) -> Result<(), usize> {
@@ -396,6 +403,7 @@ struct ReadState {
     others: std::collections::HashMap<u32, u64>,
     last_ack: Option<Instant>,
     longest: Duration,
+    epoch: u64,
 }
 
 /// Read and check frames until the connection fails.
@@ -403,6 +411,7 @@ async fn read_frames(
     rd: &mut tokio::net::tcp::OwnedReadHalf,
     st: &mut ReadState,
     live: &Live,
+    epoch: &AtomicU64,
 ) -> std::io::Result<()> {
     let mut head = [0u8; 4];
     let mut body = Vec::new();
@@ -433,6 +442,12 @@ async fn read_frames(
             continue;
         }
         let now = Instant::now();
+        let e = epoch.load(Ordering::SeqCst);
+        if e != st.epoch {
+            // The load was held or released since the last acknowledgement.
+            st.epoch = e;
+            st.last_ack = None;
+        }
         if let Some(t) = st.last_ack {
             st.longest = st.longest.max(now - t);
         }
@@ -469,6 +484,7 @@ async fn reader(
     mut rd: tokio::net::tcp::OwnedReadHalf,
     r: ConnReport,
     live: Arc<Live>,
+    epoch: Arc<AtomicU64>,
     close: Arc<tokio::sync::Notify>,
     closing: Arc<AtomicBool>,
 ) -> ConnReport {
@@ -478,6 +494,7 @@ async fn reader(
         others: Default::default(),
         last_ack: None,
         longest: Duration::ZERO,
+        epoch: epoch.load(Ordering::SeqCst),
     };
     let closed = close.notified();
     tokio::pin!(closed);
@@ -485,7 +502,7 @@ async fn reader(
     closed.as_mut().enable();
     if !closing.load(Ordering::SeqCst) {
         tokio::select! {
-            res = read_frames(&mut rd, &mut st, &live) => {
+            res = read_frames(&mut rd, &mut st, &live, &epoch) => {
                 // An end seen after the load began closing is the load's own doing.
                 match res {
                     Err(e) if !closing.load(Ordering::SeqCst) => {

@@ -637,7 +637,9 @@ async fn scenario(
         .map_err(|e| broken(format!("the upgrade to 2.0.0 failed: {e}")))?;
     upgrades.push(upgrade_fields(&r));
     rep.note("2.0.0's state type differs: a member is a record {room, frames} (was a room id), a");
-    rep.note("room is {members, published} (was a list); code_change converted each suspended server");
+    rep.note(
+        "room is {members, published} (was a list); code_change converted each suspended server",
+    );
     let (v, inst, file) = current_chat(node)?;
     versions.push(("2.0.0".into(), v, inst, file));
     wait_phase(&load, 2, &base, "on 2.0.0").await?;
