@@ -488,7 +488,10 @@ fn main() -> ExitCode {
             modules_dir,
             release_dir,
         } => {
-            init_logging();
+            // The demo reports what happens itself (the runtime's warnings, e.g. the types
+            // check's notes on the deliberate state change, would only repeat it): errors only,
+            // unless RUST_LOG says otherwise.
+            init_logging_at("error");
             return demo::run(demo::Options {
                 json,
                 verbose,
@@ -687,8 +690,13 @@ fn usage(e: &str) -> ExitCode {
 
 /// Runtime logs go to stderr; `RUST_LOG` selects them (default: warnings and errors).
 fn init_logging() {
+    init_logging_at("warn");
+}
+
+/// Runtime logs go to stderr; `RUST_LOG` selects them (default: `level` and above).
+fn init_logging_at(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
