@@ -30,6 +30,7 @@ pub mod client;
 mod ports;
 pub mod releases;
 pub mod server;
+mod top;
 
 use std::io::{Read, Write};
 use std::path::Path;
