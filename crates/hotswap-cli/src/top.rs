@@ -173,9 +173,11 @@ impl View {
         match self.sort {
             Sort::Memory => self.procs.sort_by(|a, b| b.memory.cmp(&a.memory)),
             Sort::Queue => self.procs.sort_by(|a, b| b.queue.cmp(&a.queue)),
-            Sort::Activity => self
-                .procs
-                .sort_by(|a, b| activity(b).partial_cmp(&activity(a)).unwrap_or(std::cmp::Ordering::Equal)),
+            Sort::Activity => self.procs.sort_by(|a, b| {
+                activity(b)
+                    .partial_cmp(&activity(a))
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            }),
             Sort::Pid => self.procs.sort_by(|a, b| a.serial.cmp(&b.serial)),
         }
         if self.reverse {
@@ -266,7 +268,10 @@ pub fn run(opts: Options) -> ExitCode {
     };
     if opts.once {
         if opts.target.json {
-            println!("{}", serde_json::to_string_pretty(&first).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&first).unwrap_or_default()
+            );
             return ExitCode::SUCCESS;
         }
         let mut view = View::new(opts.interval);
@@ -368,7 +373,8 @@ fn live(mut view: View, opts: &Options) -> std::io::Result<()> {
 /// row.
 fn frame_text(view: &View, width: u16) -> String {
     let rows = |k: &str| view.snap[k].as_array().map_or(0, Vec::len) as u16;
-    let height = 1 + 4 + (view.procs.len() as u16 + 3) + (rows("modules") + 3) + (rows("ports") + 3) + 1;
+    let height =
+        1 + 4 + (view.procs.len() as u16 + 3) + (rows("modules") + 3) + (rows("ports") + 3) + 1;
     let mut term = match Terminal::new(TestBackend::new(width, height)) {
         Ok(t) => t,
         Err(never) => match never {},
@@ -428,7 +434,10 @@ fn draw_sized(f: &mut Frame, view: &View, full: bool) {
 
 fn header(view: &View) -> Line<'static> {
     let s = &view.snap;
-    let release = match (s["release"]["name"].as_str(), s["release"]["version"].as_str()) {
+    let release = match (
+        s["release"]["name"].as_str(),
+        s["release"]["version"].as_str(),
+    ) {
         (Some(n), Some(v)) => format!("release {n} {v}"),
         _ => "no release".into(),
     };
@@ -456,13 +465,17 @@ fn draw_upgrade(f: &mut Frame, view: &View, area: Rect) {
     let block = Block::bordered().title(" Upgrade ");
     let inner = block.inner(area);
     f.render_widget(block, area);
-    let [phases, bar] = Layout::vertical([Constraint::Length(1), Constraint::Length(1)]).areas(inner);
+    let [phases, bar] =
+        Layout::vertical([Constraint::Length(1), Constraint::Length(1)]).areas(inner);
     let u = &view.snap["upgrade"];
     let Some(phase) = u["phase"].as_str() else {
         f.render_widget(Paragraph::new("no upgrade in progress"), phases);
         return;
     };
-    let (done, total) = (u["done"].as_u64().unwrap_or(0), u["total"].as_u64().unwrap_or(0));
+    let (done, total) = (
+        u["done"].as_u64().unwrap_or(0),
+        u["total"].as_u64().unwrap_or(0),
+    );
     let mut spans = vec![Span::raw(format!("to release {}: ", text(&u["to"])))];
     let shown: Vec<&str> = if phase == "rollback" {
         vec!["rollback"]
@@ -484,14 +497,29 @@ fn draw_upgrade(f: &mut Frame, view: &View, area: Rect) {
     }
     f.render_widget(Paragraph::new(Line::from(spans)), phases);
     // The bar: the processes done in this phase of the upgrade.
-    let frac = if total > 0 { done as f64 / total as f64 } else if phase == "done" { 1.0 } else { 0.0 };
-    let label = if total > 0 {
-        format!("{phase} {done}/{total} · {}", duration(u["elapsed_ms"].as_u64().unwrap_or(0)))
+    let frac = if total > 0 {
+        done as f64 / total as f64
+    } else if phase == "done" {
+        1.0
     } else {
-        format!("{phase} · {}", duration(u["elapsed_ms"].as_u64().unwrap_or(0)))
+        0.0
+    };
+    let label = if total > 0 {
+        format!(
+            "{phase} {done}/{total} · {}",
+            duration(u["elapsed_ms"].as_u64().unwrap_or(0))
+        )
+    } else {
+        format!(
+            "{phase} · {}",
+            duration(u["elapsed_ms"].as_u64().unwrap_or(0))
+        )
     };
     f.render_widget(
-        Gauge::default().ratio(frac.clamp(0.0, 1.0)).label(label).use_unicode(true),
+        Gauge::default()
+            .ratio(frac.clamp(0.0, 1.0))
+            .label(label)
+            .use_unicode(true),
         bar,
     );
 }
@@ -546,7 +574,9 @@ fn draw_processes(f: &mut Frame, view: &View, area: Rect) {
         if view.reverse { ", reversed" } else { "" }
     );
     f.render_widget(
-        Table::new(rows, widths).header(head).block(Block::bordered().title(title)),
+        Table::new(rows, widths)
+            .header(head)
+            .block(Block::bordered().title(title)),
         area,
     );
 }
@@ -590,7 +620,11 @@ fn draw_ports(f: &mut Frame, view: &View, area: Rect) {
         Row::new(vec![
             text(&p["port"]),
             text(&p["type"]),
-            if p["parked"] == true { "parked".into() } else { text(&p["owner"]) },
+            if p["parked"] == true {
+                "parked".into()
+            } else {
+                text(&p["owner"])
+            },
             text(&p["local"]),
             peer,
             p["bytes_in"].as_u64().map_or("-".into(), bytes),

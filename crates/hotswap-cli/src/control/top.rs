@@ -59,8 +59,18 @@ pub(crate) fn snapshot(node: &Node, uptime: Duration) -> Value {
         .map(|m| {
             let version = |v: &VersionInfo| {
                 let mut on: HashSet<Pid> = v.processes.iter().copied().collect();
-                on.extend(on_instance.get(&(m.name.as_str(), v.instance)).into_iter().flatten());
-                on.extend(on_version.get(&(m.name.as_str(), v.version.as_str())).into_iter().flatten());
+                on.extend(
+                    on_instance
+                        .get(&(m.name.as_str(), v.instance))
+                        .into_iter()
+                        .flatten(),
+                );
+                on.extend(
+                    on_version
+                        .get(&(m.name.as_str(), v.version.as_str()))
+                        .into_iter()
+                        .flatten(),
+                );
                 json!({ "version": v.version, "instance": v.instance, "processes": on.len() })
             };
             json!({

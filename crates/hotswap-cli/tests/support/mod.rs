@@ -43,6 +43,8 @@ pub const MODULES: &[&str] = &[
     "count_server_v5",
     "uncovered_state",
     "keyed_state",
+    "top_srv_v1",
+    "top_srv_v2",
 ];
 
 pub fn modules_dir() -> PathBuf {
