@@ -250,14 +250,14 @@ fn duration(ms: u64) -> String {
 /// Run `hotswap top`; the process exit code.
 pub fn run(opts: Options) -> ExitCode {
     let interactive = std::io::stdout().is_terminal();
+    if opts.target.json && !opts.once {
+        eprintln!("error: --json prints one snapshot: give it with --once");
+        return ExitCode::from(2);
+    }
     if !opts.once && !interactive {
         eprintln!(
             "error: hotswap top draws on a terminal, and stdout is not one; run it in a terminal, or pass --once to print one frame as plain text (--once --json: the node's snapshot as JSON)"
         );
-        return ExitCode::from(2);
-    }
-    if opts.target.json && !opts.once {
-        eprintln!("error: --json prints one snapshot: give it with --once");
         return ExitCode::from(2);
     }
     // The first snapshot before anything is drawn: a node that cannot be asked is said
@@ -688,7 +688,9 @@ mod tests {
         assert_eq!(pids(&v), ["<0.10>", "<0.2>"]);
         assert_eq!(v.procs[0].rate, Some(10.0));
         assert!(v.key(KeyCode::Char('q'), KeyModifiers::NONE));
+        assert!(v.key(KeyCode::Esc, KeyModifiers::NONE));
         assert!(v.key(KeyCode::Char('c'), KeyModifiers::CONTROL));
+        assert!(!v.key(KeyCode::Char('c'), KeyModifiers::NONE));
     }
 
     #[test]

@@ -396,6 +396,12 @@ fn top_without_a_terminal_refuses_or_prints_one_frame() {
         r.stderr.contains("stdout is not one") && r.stderr.contains("--once"),
         "{r}"
     );
+    let r = rel.ctl(&["top", "--once", "--interval", "0"]);
+    assert_eq!(r.code, Some(2), "{r}");
+    assert!(r.stderr.contains("--interval"), "{r}");
+    let r = rel.ctl(&["top", "--json"]);
+    assert_eq!(r.code, Some(2), "{r}");
+    assert!(r.stderr.contains("--once"), "--json needs --once: {r}");
     let r = rel.ctl(&["top", "--once", "--width", "100"]);
     assert_eq!(r.code, Some(0), "{r}");
     assert!(r.stdout.contains("release shop 1.0.0"), "{r}");
