@@ -169,16 +169,17 @@ impl View {
     }
 
     fn sort_procs(&mut self) {
-        let activity = |p: &Proc| (p.rate.unwrap_or(0.0), p.received);
+        use std::cmp::Reverse;
+        // Pid order first, so that equal keys keep it (the sorts below are stable).
+        self.procs.sort_by(|a, b| a.serial.cmp(&b.serial));
         match self.sort {
-            Sort::Memory => self.procs.sort_by(|a, b| b.memory.cmp(&a.memory)),
-            Sort::Queue => self.procs.sort_by(|a, b| b.queue.cmp(&a.queue)),
+            Sort::Memory => self.procs.sort_by_key(|p| Reverse(p.memory)),
+            Sort::Queue => self.procs.sort_by_key(|p| Reverse(p.queue)),
             Sort::Activity => self.procs.sort_by(|a, b| {
-                activity(b)
-                    .partial_cmp(&activity(a))
-                    .unwrap_or(std::cmp::Ordering::Equal)
+                let (ra, rb) = (a.rate.unwrap_or(0.0), b.rate.unwrap_or(0.0));
+                rb.total_cmp(&ra).then(b.received.cmp(&a.received))
             }),
-            Sort::Pid => self.procs.sort_by(|a, b| a.serial.cmp(&b.serial)),
+            Sort::Pid => {}
         }
         if self.reverse {
             self.procs.reverse();
