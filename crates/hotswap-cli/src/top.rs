@@ -12,7 +12,7 @@
 //! * the modules with their current and old versions and the processes on each, and the
 //!   ports.
 //!
-//! Keys: `q` (or Esc, Ctrl-C) quits, leaving the terminal as it was; `m`, `l`, `a`, `p`
+//! Keys: `q` (or Esc, Ctrl-C; or SIGTERM, SIGHUP) quits, leaving the terminal as it was; `m`, `l`, `a`, `p`
 //! sort by memory, queue length, activity, pid; `r` reverses the order. The footer line
 //! says so. Without a terminal on stdout it refuses (exit 2) unless `--once` is given,
 //! which prints one frame as plain text (with `--json`, the node's snapshot as JSON).
@@ -60,8 +60,7 @@ const PHASES: &[&str] = &[
 ];
 
 /// The footer: every key the view knows.
-const KEYS: &str =
-    "q quit   m sort by memory   l by queue length   a by activity   p by pid   r reverse order";
+const KEYS: &str = "q quit   sort: m memory  l queue length  a activity  p pid   r reverse";
 
 /// What the process list is sorted by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -335,10 +334,14 @@ fn live(mut view: View, opts: &Options) -> std::io::Result<()> {
             return;
         }
     });
+    let stop = quit_on_signals();
     let mut terminal = ratatui::try_init()?;
     let r = (|| -> std::io::Result<()> {
         let mut dirty = true;
         loop {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                return Ok(());
+            }
             if dirty {
                 terminal.draw(|f| draw(f, &view))?;
                 dirty = false;
@@ -368,6 +371,32 @@ fn live(mut view: View, opts: &Options) -> std::io::Result<()> {
     drop(terminal);
     let restored = ratatui::try_restore();
     r.and(restored)
+}
+
+/// Set on SIGTERM, SIGHUP or SIGINT, so that the view ends as if `q` were typed and the
+/// terminal is restored (a signal's default action would leave it in raw mode on the
+/// alternate screen).
+static SIGNALLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    // Async-signal-safe: one atomic store.
+    SIGNALLED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Catch SIGTERM, SIGHUP and SIGINT in [`SIGNALLED`]; the flag.
+fn quit_on_signals() -> &'static std::sync::atomic::AtomicBool {
+    for sig in [libc::SIGTERM, libc::SIGHUP, libc::SIGINT] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe; the
+        // sigaction struct is fully initialised (zeroed, then the handler set) and lives
+        // across the call.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+    &SIGNALLED
 }
 
 /// One frame as plain text, `width` columns wide and as tall as it needs to show every
@@ -496,7 +525,27 @@ fn draw_upgrade(f: &mut Frame, view: &View, area: Rect) {
             spans.push(Span::raw(p.to_string()));
         }
     }
-    f.render_widget(Paragraph::new(Line::from(spans)), phases);
+    let line = Line::from(spans);
+    let line = if line.width() <= phases.width as usize {
+        line
+    } else {
+        // Too narrow for every phase: the current one and where it is among them.
+        let at = PHASES
+            .iter()
+            .position(|p| *p == phase)
+            .map_or(String::new(), |i| {
+                format!(" (phase {} of {})", i + 1, PHASES.len())
+            });
+        Line::from(vec![
+            Span::raw(format!("to {}: ", text(&u["to"]))),
+            Span::styled(
+                format!("[{phase}]"),
+                Style::new().add_modifier(Modifier::BOLD | Modifier::REVERSED),
+            ),
+            Span::raw(at),
+        ])
+    };
+    f.render_widget(Paragraph::new(line), phases);
     // The bar: the processes done in this phase of the upgrade.
     let frac = if total > 0 {
         done as f64 / total as f64
@@ -560,9 +609,9 @@ fn draw_processes(f: &mut Frame, view: &View, area: Rect) {
         ])
     });
     let widths = [
-        Constraint::Length(9),
-        Constraint::Min(12),
-        Constraint::Min(14),
+        Constraint::Length(10),
+        Constraint::Fill(1),
+        Constraint::Fill(1),
         Constraint::Length(7),
         Constraint::Length(9),
         Constraint::Length(9),
@@ -633,13 +682,13 @@ fn draw_ports(f: &mut Frame, view: &View, area: Rect) {
         ])
     });
     let widths = [
-        Constraint::Length(12),
         Constraint::Length(11),
-        Constraint::Length(9),
-        Constraint::Min(21),
-        Constraint::Min(21),
-        Constraint::Length(9),
-        Constraint::Length(9),
+        Constraint::Length(10),
+        Constraint::Length(8),
+        Constraint::Fill(1),
+        Constraint::Fill(1),
+        Constraint::Length(8),
+        Constraint::Length(8),
     ];
     f.render_widget(
         Table::new(rows, widths)
