@@ -2,11 +2,16 @@
 // `VSN`). Both versions keep the same state, `{id, count}`, so an upgrade between them
 // runs `code_change` for every server without the load-time check refusing anything.
 //
-// The hold: the call `Hold(path)` answers only once the file `path` exists (it looks
-// again every few milliseconds, in its own task: no thread is blocked). A server busy in
-// a call does not answer a suspend, so a test holds a release upgrade in its suspend
-// phase for as long as it wants, with no timing involved, and lets it go on by creating
-// the file.
+// Two ways for a test to hold a release upgrade where it wants, with no timing involved:
+//
+// * The hold: the call `Hold(path)` answers only once the file `path` exists (it looks
+//   again every few milliseconds, in its own task: no thread is blocked). A server busy
+//   in a call does not answer a suspend, so the upgrade waits in its suspend phase until
+//   the test creates the file.
+// * The gate: when the node's environment names a FIFO in `HOTSWAP_TOP_GATE`, the
+//   `code_change` of server 4 opens it for reading, which blocks its thread until a
+//   writer opens it: each of its code_changes (the check's dry run, then the switch)
+//   waits for the test. A slow code_change, as a big state's conversion would be.
 
 use hotswap::gen_server::{CallResult, Caller, CastResult, Extra, GenServer, Init, OldState};
 use hotswap::Ctx;
@@ -77,6 +82,15 @@ impl GenServer for State {
     }
 
     fn code_change(old: OldState<'_>, _extra: Option<Extra<'_>>) -> Result<Self, String> {
-        old.decode().map_err(|e| e.to_string())
+        let s: State = old.decode().map_err(|e| e.to_string())?;
+        if s.id == 4 {
+            if let Some(path) = std::env::var_os("HOTSWAP_TOP_GATE") {
+                // Returns once a writer has opened the FIFO; then read to its end.
+                if let Ok(mut f) = std::fs::File::open(path) {
+                    let _ = std::io::Read::read_to_end(&mut f, &mut Vec::new());
+                }
+            }
+        }
+        Ok(s)
     }
 }

@@ -301,7 +301,28 @@ pub fn run(opts: Options) -> ExitCode {
 
 /// One snapshot, or the exit code of a failure (said on stderr).
 fn fetch(t: &Target) -> Result<Value, ExitCode> {
-    client::request(t, "top", Value::Null).map_err(|f| match f {
+    client::request(t, "top", Value::Null).map_err(|f| {
+        if t.json {
+            // As every control command answers with --json: the error as JSON too.
+            let error = match &f {
+                Failure::Refused(e) => serde_json::json!(e),
+                Failure::Unreachable(m) => {
+                    serde_json::json!({ "kind": "unreachable", "message": m })
+                }
+            };
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({ "ok": false, "error": error }))
+                    .unwrap_or_default()
+            );
+        }
+        fail(f)
+    })
+}
+
+/// Say why the node could not answer; the exit code.
+fn fail(f: Failure) -> ExitCode {
+    match f {
         Failure::Refused(e) => {
             eprintln!("error: {}", e.message);
             if e.kind == "bad_request" && e.message.contains("unknown command") {
@@ -315,7 +336,7 @@ fn fetch(t: &Target) -> Result<Value, ExitCode> {
             eprintln!("error: {msg}");
             ExitCode::from(EXIT_UNREACHABLE)
         }
-    })
+    }
 }
 
 /// The live view, until a quit key. The terminal is restored however it ends.

@@ -2,9 +2,9 @@
 //! it against a real node started with `hotswap start`; the test types keys with
 //! `send-keys` and reads the screen with `capture-pane`.
 //!
-//! The upgrade is held in its suspend phase without any timing: one server is busy in a
-//! call (`Hold`) that answers only once a file exists, and a server busy in a call does
-//! not answer a suspend. The test creates the file when it has seen what it wants.
+//! Upgrades are held where the test wants them without any timing (see
+//! `modules/common/top_srv.rs`): in the suspend phase by a server busy in a call (`Hold`)
+//! that answers only once a file exists, or inside a `code_change` that waits on a FIFO.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -177,6 +177,21 @@ fn module_row(screen: &str, module: &str) -> Option<Vec<String>> {
     })
 }
 
+/// Release 2.0.0 (top_srv version 2) next to 1.0.0, once the node runs 1.0.0 (as
+/// `unpack` would put it).
+fn add_v2(rel: &Rel) {
+    let v2 = V1
+        .replacen("version = \"1.0.0\"", "version = \"2.0.0\"", 1)
+        .replacen(
+            "version = \"1\"\nfile = \"lib/libtop_srv_v1.so\"",
+            "version = \"2\"\nfile = \"lib/libtop_srv_v2.so\"",
+            1,
+        );
+    assert!(v2.contains("libtop_srv_v2"));
+    std::fs::create_dir_all(rel.root.join("releases/2.0.0")).unwrap();
+    std::fs::write(rel.root.join("releases/2.0.0/release.toml"), v2).unwrap();
+}
+
 fn spawn(args: &[&str]) -> Child {
     Command::new(bin())
         .args(args)
@@ -202,17 +217,7 @@ fn finish(c: Child) -> Run {
 fn top_shows_processes_modules_and_upgrade_progress() {
     let rel = Rel::with_manifest("top", V1);
     let _node = NodeProc::start(&rel);
-    // 2.0.0: top_srv version 2, added once the node runs 1.0.0 (as `unpack` would).
-    let v2 = V1
-        .replacen("version = \"1.0.0\"", "version = \"2.0.0\"", 1)
-        .replacen(
-            "version = \"1\"\nfile = \"lib/libtop_srv_v1.so\"",
-            "version = \"2\"\nfile = \"lib/libtop_srv_v2.so\"",
-            1,
-        );
-    assert!(v2.contains("libtop_srv_v2"));
-    std::fs::create_dir_all(rel.root.join("releases/2.0.0")).unwrap();
-    std::fs::write(rel.root.join("releases/2.0.0/release.toml"), v2).unwrap();
+    add_v2(&rel);
     let dir = rel.root.display().to_string();
 
     let pane = Pane::start(&top_script(&rel, &rel.root), 100, 40);
@@ -423,4 +428,80 @@ fn top_without_a_terminal_refuses_or_prints_one_frame() {
         assert!(names.contains(&format!("cart-{i}").as_str()), "{v}");
     }
     assert_eq!(v["upgrade"], Value::Null, "{v}");
+}
+
+/// The upgrade's progress (`top --once --json`), or null when none runs.
+fn progress(rel: &Rel) -> Value {
+    let (code, v) = rel.json(&["top", "--once", "--timeout", "5"]);
+    assert_eq!(code, Some(0), "the node answers `top` within 5 s: {v}");
+    v["upgrade"].clone()
+}
+
+/// Open the FIFO for writing once the blocked code_change has it open for reading (it
+/// may not have reached its `open` yet); closing it lets that code_change go on.
+fn open_gate(fifo: &Path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(fifo)
+        {
+            Ok(_) => return,
+            // ENXIO: no reader yet.
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                assert!(Instant::now() < deadline, "no code_change opened {fifo:?}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("open {fifo:?}: {e}"),
+        }
+    }
+}
+
+/// Wait until the upgrade is in `phase`; its progress then.
+fn wait_phase(rel: &Rel, phase: &str) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let p = progress(rel);
+        if p["phase"] == phase {
+            return p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the upgrade never reached {phase}: {p}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn top_follows_an_upgrade_through_a_slow_code_change() {
+    let rel = Rel::with_manifest("top-gate", V1);
+    let fifo = rel.root.join("gate");
+    let path = std::ffi::CString::new(fifo.display().to_string()).unwrap();
+    // SAFETY: mkfifo reads the NUL-terminated path, which lives across the call.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    let gate = fifo.display().to_string();
+    let _node = NodeProc::start_with_env(&rel, &[("HOTSWAP_TOP_GATE", &gate)]);
+    add_v2(&rel);
+    let dir = rel.root.display().to_string();
+    let upgrade = spawn(&["upgrade", "2.0.0", "--json", "-d", &dir]);
+
+    // Server 4's code_change holds a thread of the node in the check's dry run, then in
+    // the switch; the node still answers, and says where the upgrade is.
+    for phase in ["check", "code_change"] {
+        let p = wait_phase(&rel, phase);
+        assert_eq!(p["to"], "2.0.0", "{p}");
+        assert_eq!(p["total"], 6, "{p}");
+        assert!(p["done"].as_u64() < Some(6), "server 4 is not done: {p}");
+        let r = rel.ctl(&["ping", "--timeout", "5"]);
+        assert_eq!(r.code, Some(0), "the node answers during {phase}: {r}");
+        open_gate(&fifo);
+    }
+    let r = finish(upgrade);
+    assert_eq!(r.code, Some(0), "{r}");
+    let v: Value = serde_json::from_str(&r.stdout).expect("upgrade --json");
+    assert_eq!(v["report"]["servers_migrated"], 6, "{v}");
+    assert_eq!(progress(&rel), Value::Null);
 }
