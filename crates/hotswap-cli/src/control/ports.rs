@@ -1,39 +1,7 @@
-//! `hotswap ports`: the node's port table (sockets), as the node answers it and as the
-//! client prints it. Kept apart from the server's connection handling.
+//! `hotswap ports`: the node's port table (sockets) as the client prints it (the node's
+//! side is `hotswap_runtime::control`).
 
-use serde_json::{json, Value};
-
-/// The node's answer: one object per open port, by id.
-pub(crate) fn ports(node: &hotswap_runtime::Node) -> Value {
-    let rows: Vec<Value> = node
-        .ports()
-        .into_iter()
-        .map(|p| {
-            json!({
-                "id": p.id.0,
-                "port": p.id.to_string(),
-                "type": p.kind,
-                "owner": p.owner.map(|o| o.to_string()),
-                "parked": p.parked,
-                "label": p.label,
-                "local": p.local,
-                "peer": p.peer,
-                "bytes_in": p.bytes_in,
-                "bytes_out": p.bytes_out,
-                "messages_in": p.msgs_in,
-                "messages_out": p.msgs_out,
-                "rx_buffered": p.rx_buffered,
-                "tx_queued": p.tx_queued,
-                "tx_waiting": p.tx_waiting,
-                "active": p.active,
-                "framing": p.framing,
-                "connections": p.connections.map(|(n, _)| n),
-                "accepting_paused": p.connections.map(|(_, paused)| paused),
-            })
-        })
-        .collect();
-    Value::Array(rows)
-}
+use serde_json::Value;
 
 fn text(v: &Value) -> String {
     match v {

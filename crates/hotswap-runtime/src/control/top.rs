@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use hotswap_runtime::{Node, Pid, VersionInfo};
+use crate::{Node, Pid, VersionInfo};
 use serde_json::{json, Value};
 
 /// `top`: the release, the node's memory, every process (with its queue, memory and the
