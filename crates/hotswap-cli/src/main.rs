@@ -9,6 +9,7 @@ mod os;
 mod project;
 mod report;
 mod start;
+mod top;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -210,6 +211,27 @@ enum Command {
     /// Every port (socket) of the node: type, owner, addresses, bytes and messages in/out,
     /// queue sizes, active mode.
     Ports(Ctl),
+    /// A live view of the node in the terminal, refreshed every second: processes (sorted
+    /// by memory, queue length or activity), modules with their current and old versions
+    /// and the processes on each, ports, and an upgrade in progress as a progress bar with
+    /// its phase. Keys: q quits; m, l, a, p sort by memory, queue length, activity, pid;
+    /// r reverses the order.
+    ///
+    /// Needs a terminal on stdout, unless --once (one frame as plain text; with --json,
+    /// the node's snapshot as JSON).
+    Top {
+        /// Print one frame and exit (for scripts, and stdout that is not a terminal).
+        #[arg(long)]
+        once: bool,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+        interval: f64,
+        /// Columns of the --once frame (default: the terminal's width, else 100).
+        #[arg(long, value_name = "COLUMNS")]
+        width: Option<u16>,
+        #[command(flatten)]
+        ctl: Ctl,
+    },
     /// Load a module library; its current version becomes old. Refused (not_purged) while
     /// old code exists, unless --purging.
     Load {
@@ -533,6 +555,27 @@ fn main() -> ExitCode {
                 background,
                 detached,
             })
+        }
+        Command::Top {
+            once,
+            interval,
+            width,
+            ctl,
+        } => {
+            if !(interval.is_finite() && (0.1..=3600.0).contains(&interval)) {
+                return usage(&format!(
+                    "--interval {interval}: give a number of seconds between 0.1 and 3600"
+                ));
+            }
+            return match ctl.target() {
+                Ok(target) => top::run(top::Options {
+                    target,
+                    once,
+                    interval: Duration::from_secs_f64(interval),
+                    width,
+                }),
+                Err(e) => usage(&e),
+            };
         }
         Command::Ping(c) => (c, Cmd::Ping),
         Command::Pid(c) => (c, Cmd::Pid),
