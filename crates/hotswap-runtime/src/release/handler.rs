@@ -836,13 +836,24 @@ where
 {
     let stop = Arc::new(AtomicBool::new(false));
     let migs: Arc<Vec<Mig>> = Arc::new(migs.to_vec());
+    // Module code (code_change, downgrade) runs on threads of the blocking pool, never on
+    // the runtime's workers: a worker busy in a long conversion would stop driving the
+    // node's I/O (the control socket, ports, timers) for as long as it takes. As many
+    // threads as cores take the chunks in turn.
+    let chunks: Arc<Vec<Vec<Target>>> =
+        Arc::new(targets.chunks(CHUNK).map(<[Target]>::to_vec).collect());
+    let next = Arc::new(AtomicUsize::new(0));
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(chunks.len());
     let mut tasks = Vec::new();
-    for chunk in targets.chunks(CHUNK) {
-        let chunk: Vec<Target> = chunk.to_vec();
+    for _ in 0..threads {
         let (inner, migs, stop, done) = (inner.clone(), migs.clone(), stop.clone(), done.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut made = Vec::with_capacity(chunk.len());
-            for t in chunk {
+        let (chunks, next) = (chunks.clone(), next.clone());
+        tasks.push(tokio::task::spawn_blocking(move || {
+            let mut made = Vec::new();
+            let mine = std::iter::from_fn(|| chunks.get(next.fetch_add(1, Ordering::Relaxed)));
+            for t in mine.flatten() {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
