@@ -27,7 +27,7 @@
 
 mod call;
 pub mod client;
-mod ports;
+pub mod ports;
 pub mod releases;
 pub mod server;
 
