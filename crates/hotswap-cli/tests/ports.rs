@@ -330,6 +330,8 @@ fn ports_accept_survives_fd_exhaustion() {
     let l = listener(&rel);
     let errors = l["accept_errors"].as_u64().expect("a count");
     assert!(errors >= 1, "{l}");
+    let table = rel.ctl(&["ports"]);
+    assert!(table.stdout.contains(" accept errors"), "{table}");
     let log = node.stderr();
     let (failed, recovered) = (
         log.matches("retrying every").count(),

@@ -240,12 +240,16 @@ pub(crate) fn render(v: &Value) -> String {
             let peer = match (&p["peer"], &p["connections"]) {
                 (Value::Null, Value::Null) => "-".to_string(),
                 (Value::Null, n) => format!(
-                    "{} conns{}",
+                    "{} conns{}{}",
                     text(n),
                     if p["accepting_paused"] == true {
                         ", paused"
                     } else {
                         ""
+                    },
+                    match p["accept_errors"].as_u64() {
+                        Some(e) if e > 0 => format!(", {e} accept errors"),
+                        _ => String::new(),
                     }
                 ),
                 (peer, _) => text(peer),

@@ -429,6 +429,7 @@ impl Ports {
         }
         p.rx.notify_one();
         p.tx.notify_one();
+        p.drained.notify_waiters();
     }
 
     /// Start watching `pid` (one monitor per owner, held by the watcher process).
@@ -462,6 +463,9 @@ impl Ports {
                 st.owner = None;
                 st.recv = None;
                 st.waiters.clear();
+                if let Some(l) = st.listen.as_mut() {
+                    l.acceptors.retain(|a| a.pid != pid);
+                }
             } else {
                 self.close(node, &p, &mut st, None);
             }
@@ -647,6 +651,9 @@ impl Ports {
             }
             if tokio::time::timeout_at(deadline, n).await.is_err() {
                 let st = p.st.lock();
+                if st.closed {
+                    return Err(NetError::Closed(PortId(id)));
+                }
                 return Ok(st.listen.as_ref().map_or(0, |l| l.conns));
             }
         }

@@ -450,9 +450,10 @@ async fn acceptor(node: Arc<NodeInner>, p: Arc<Port>, l: TcpListener) {
                 let owner = st.owner;
                 let ls = st.listen.as_mut().expect("listener state");
                 let target = match ls.mode {
-                    AcceptMode::Manual => ls
-                        .acceptors
-                        .pop_front()
+                    // A waiting acceptor whose process has exited (e.g. the owner of a
+                    // parked listener) is skipped: the connection goes to a live one.
+                    AcceptMode::Manual => std::iter::from_fn(|| ls.acceptors.pop_front())
+                        .find(|a| node.table.get(a.pid).is_some())
                         .map(|a| (Some((a.pid, a.tag)), a.owner)),
                     AcceptMode::ToOwner => owner.map(|o| (None, o)),
                 };
