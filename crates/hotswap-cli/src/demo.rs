@@ -22,10 +22,10 @@ use std::time::Duration;
 use hotswap_runtime::{ExitReason, ExternalProcess, Message, Node, NodeConfig, Pid, VersionInfo};
 use serde_json::{json, Value};
 
-use crate::node_state::NodeState;
 use crate::release::{Release, ReleaseDir};
 use crate::report::Reporter;
 use crate::start;
+use hotswap_runtime::control::node_state::NodeState;
 
 /// Options of `hotswap demo`.
 #[derive(Debug)]

@@ -5,8 +5,6 @@
 mod check;
 mod control;
 mod demo;
-mod msgpack;
-mod node_state;
 mod os;
 mod project;
 mod report;
@@ -366,6 +364,10 @@ enum Command {
         /// module's `[upgrade]` timeout_ms, else 5000).
         #[arg(long, value_name = "MS")]
         suspend_timeout_ms: Option<u64>,
+        /// Upgrade even if the types check finds that a changed module's new version
+        /// cannot read what the running one wrote (as `load --force`).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         ctl: Ctl,
     },
@@ -634,6 +636,7 @@ fn main() -> ExitCode {
             plan,
             permanent,
             suspend_timeout_ms,
+            force,
             ctl,
         } => (
             ctl,
@@ -642,6 +645,7 @@ fn main() -> ExitCode {
                 plan,
                 permanent,
                 suspend_timeout_ms,
+                force,
             },
         ),
         Command::UpgradeStatus(c) => (c, Cmd::UpgradeStatus),
