@@ -9,6 +9,7 @@ mod os;
 mod project;
 mod report;
 mod start;
+mod top;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +32,28 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// `hotswap ports` and its actions on a listener.
+#[derive(Args, Debug)]
+struct PortsArgs {
+    /// Stop accepting on the listener PORT (its id, `#Port<0.N>`, or its label): open
+    /// connections are untouched; new ones wait in the kernel's backlog.
+    #[arg(long, value_name = "PORT", conflicts_with_all = ["resume_accepting", "drain"])]
+    pause_accepting: Option<String>,
+    /// Accept again on the listener PORT.
+    #[arg(long, value_name = "PORT", conflicts_with = "drain")]
+    resume_accepting: Option<String>,
+    /// Drain the listener PORT: stop accepting, then wait until every connection it
+    /// accepted has closed (at most --drain-limit). Exit status 1 (`not_drained`) if some
+    /// are still open then. The listener stays paused either way.
+    #[arg(long, value_name = "PORT")]
+    drain: Option<String>,
+    /// How long --drain waits, in seconds (kept under --timeout).
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    drain_limit: f64,
+    #[command(flatten)]
+    ctl: Ctl,
 }
 
 /// How to reach a running node (the options of every control command).
@@ -208,8 +231,29 @@ enum Command {
     /// Every module: current and old version, the processes on each, pinned versions and why.
     Modules(Ctl),
     /// Every port (socket) of the node: type, owner, addresses, bytes and messages in/out,
-    /// queue sizes, active mode.
-    Ports(Ctl),
+    /// queue sizes, active mode; or, with an option, pause, resume or drain a listener.
+    Ports(PortsArgs),
+    /// A live view of the node in the terminal, refreshed every second: processes (sorted
+    /// by memory, queue length or activity), modules with their current and old versions
+    /// and the processes on each, ports, and an upgrade in progress as a progress bar with
+    /// its phase. Keys: q quits; m, l, a, p sort by memory, queue length, activity, pid;
+    /// r reverses the order.
+    ///
+    /// Needs a terminal on stdout, unless --once (one frame as plain text; with --json,
+    /// the node's snapshot as JSON).
+    Top {
+        /// Print one frame and exit (for scripts, and stdout that is not a terminal).
+        #[arg(long)]
+        once: bool,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+        interval: f64,
+        /// Columns of the --once frame (default: the terminal's width, else 100).
+        #[arg(long, value_name = "COLUMNS")]
+        width: Option<u16>,
+        #[command(flatten)]
+        ctl: Ctl,
+    },
     /// Load a module library; its current version becomes old. Refused (not_purged) while
     /// old code exists, unless --purging.
     Load {
@@ -534,13 +578,51 @@ fn main() -> ExitCode {
                 detached,
             })
         }
+        Command::Top {
+            once,
+            interval,
+            width,
+            ctl,
+        } => {
+            if !(interval.is_finite() && (0.1..=3600.0).contains(&interval)) {
+                return usage(&format!(
+                    "--interval {interval}: give a number of seconds between 0.1 and 3600"
+                ));
+            }
+            return match ctl.target() {
+                Ok(target) => top::run(top::Options {
+                    target,
+                    once,
+                    interval: Duration::from_secs_f64(interval),
+                    width,
+                }),
+                Err(e) => usage(&e),
+            };
+        }
         Command::Ping(c) => (c, Cmd::Ping),
         Command::Pid(c) => (c, Cmd::Pid),
         Command::Stop(c) => (c, Cmd::Stop),
         Command::Status(c) => (c, Cmd::Status),
         Command::Processes(c) => (c, Cmd::Processes),
         Command::Modules(c) => (c, Cmd::Modules),
-        Command::Ports(c) => (c, Cmd::Ports),
+        Command::Ports(a) => {
+            use control::ports::Action;
+            let action = match (a.pause_accepting, a.resume_accepting, a.drain) {
+                (Some(port), _, _) => Some(Action::Pause { port, pause: true }),
+                (_, Some(port), _) => Some(Action::Pause { port, pause: false }),
+                (_, _, Some(port)) => match Duration::try_from_secs_f64(a.drain_limit) {
+                    Ok(limit) => Some(Action::Drain { port, limit }),
+                    Err(_) => {
+                        return usage(&format!(
+                            "--drain-limit {} is not a number of seconds",
+                            a.drain_limit
+                        ))
+                    }
+                },
+                _ => None,
+            };
+            (a.ctl, Cmd::Ports(action))
+        }
         Command::Load {
             library,
             purging,

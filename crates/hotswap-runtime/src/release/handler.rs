@@ -2,22 +2,32 @@
 //! (architecture §6).
 //!
 //! 1. **Plan and check**, touching nothing: the target's changed libraries are loaded as
-//!    prepared versions; each changed gen_server's new `code_change` runs on a copy of
-//!    every live state and the results are dropped; processes still on a changed module's
-//!    old code refuse the upgrade. Any failure discards the prepared versions and names
-//!    the process, the module and the error.
+//!    prepared versions; the types check compares each changed module's new description
+//!    with the running one's (the static half of `Code::check`: an incompatible module
+//!    refuses the upgrade unless [`UpgradeOptions::force`]); each changed gen_server's
+//!    new `code_change` runs on a copy of every live state and the results are dropped;
+//!    processes still on a changed module's old code refuse the upgrade (`soft_purge`).
+//!    Any failure discards the prepared versions and names the process, the module and
+//!    the error.
 //! 2. **Switch**, under the code server's lock, with spawns of the changed modules held at
-//!    the gate: suspend the servers, module by module, dependents first (each module's
-//!    servers in parallel, each with its time limit: one that does not answer aborts);
+//!    the gate: with `brutal_purge`, kill what runs a changed module's old code; suspend
+//!    the servers, module by module, dependents first: a server waiting between events is
+//!    held in place (`Process::try_hold`: no message, one lock), the others get a sys
+//!    suspend in parallel, each with its time limit (one that does not answer aborts);
 //!    convert every suspended server's state with the new code, in parallel, keeping the
-//!    old state objects; make every prepared version current in one step; start the added
-//!    applications and children; resume, dependencies first.
+//!    old state objects; make every prepared version current in one step; supervisors
+//!    whose tree changes take it by sys `change_code`; start the added applications and
+//!    children; resume, dependencies first.
 //! 3. **Rollback** on any failure in 2: the old versions current again, the old state
-//!    objects back (no conversion needed), the new versions discarded, every process
-//!    resumed, nothing killed; queued messages stay queued. The error names what failed.
+//!    objects back (no conversion needed), the supervisors' old trees back, the new
+//!    versions discarded, every process resumed (held ones released), nothing killed
+//!    (but what `brutal_purge` killed before the switch); queued messages stay queued.
+//!    The error names what failed.
 //! 4. **After**: the old state objects are dropped; removed children and applications are
 //!    stopped; processes with `restart = true` are restarted by their supervisors;
-//!    removed modules are deleted; old code nothing runs is purged.
+//!    applications whose start type or top supervisor changed are restarted; removed
+//!    modules are deleted; old code nothing runs is purged (with `brutal_purge`, what
+//!    still runs it is killed first).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -826,13 +836,24 @@ where
 {
     let stop = Arc::new(AtomicBool::new(false));
     let migs: Arc<Vec<Mig>> = Arc::new(migs.to_vec());
+    // Module code (code_change, downgrade) runs on threads of the blocking pool, never on
+    // the runtime's workers: a worker busy in a long conversion would stop driving the
+    // node's I/O (the control socket, ports, timers) for as long as it takes. As many
+    // threads as cores take the chunks in turn.
+    let chunks: Arc<Vec<Vec<Target>>> =
+        Arc::new(targets.chunks(CHUNK).map(<[Target]>::to_vec).collect());
+    let next = Arc::new(AtomicUsize::new(0));
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(chunks.len());
     let mut tasks = Vec::new();
-    for chunk in targets.chunks(CHUNK) {
-        let chunk: Vec<Target> = chunk.to_vec();
+    for _ in 0..threads {
         let (inner, migs, stop, done) = (inner.clone(), migs.clone(), stop.clone(), done.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut made = Vec::with_capacity(chunk.len());
-            for t in chunk {
+        let (chunks, next) = (chunks.clone(), next.clone());
+        tasks.push(tokio::task::spawn_blocking(move || {
+            let mut made = Vec::new();
+            let mine = std::iter::from_fn(|| chunks.get(next.fetch_add(1, Ordering::Relaxed)));
+            for t in mine.flatten() {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }

@@ -8,12 +8,18 @@
 //!   bound to the current version *switches* at its next fully-qualified call, and
 //!   `[upgrade.<module>] restart = true` makes their supervisors *restart* them instead.
 //!   Processes still bound to the module's *old* version refuse the upgrade (old code
-//!   must go first, like `soft_purge`).
+//!   must go first, like OTP's PrePurge `soft_purge`), unless `[upgrade.<module>] purge =
+//!   "brutal_purge"` has them killed before the switch (and those left on the replaced
+//!   version killed after it).
 //! - **Order** follows `depends` (spec §7.4): dependents are suspended first, and
 //!   dependencies are resumed first.
-//! - **Applications** are added, removed, or changed: the children their top supervisor
-//!   gains are started, those it loses are stopped, those whose entry changed are
-//!   restarted with the new entry.
+//! - **Applications** are added, removed, restarted or changed. One whose start type or
+//!   top supervisor module changed is stopped and started again (OTP's
+//!   `restart_application`). Otherwise the old and the new tree of its top supervisor are
+//!   compared (the manifests' trees, or, for a supervisor module, the trees both versions'
+//!   `init` return for its argument): the supervisor takes the new one by sys
+//!   `change_code` (new flags, new ids), the children it gains are started, those it loses
+//!   stopped, those whose spec changed restarted with the new one.
 //! - A target **older** than the running release makes it a downgrade: the newer
 //!   version's `downgrade` converts each state back, the older version's `code_change`
 //!   reads it ([`hotswap::gen_server::Direction::Down`]).
@@ -752,12 +758,15 @@ fn suspend_order(modules: &[ModulePlan]) -> (Vec<String>, Vec<String>) {
     (order, notes)
 }
 
+/// A supervisor module's tree for an encoded `init` argument (`None`: `ignore`).
+type TreeOf<'a> = dyn Fn(&str, &[u8]) -> Result<Option<Spec>, String> + 'a;
+
 /// How the plan reads supervisor trees: each supervisor module's tree for an argument,
 /// from the running version (`old`) and from the version current after the upgrade
 /// (`new`); and whether a module changes.
 struct Trees<'a> {
-    old: &'a dyn Fn(&str, &[u8]) -> Result<Option<Spec>, String>,
-    new: &'a dyn Fn(&str, &[u8]) -> Result<Option<Spec>, String>,
+    old: &'a TreeOf<'a>,
+    new: &'a TreeOf<'a>,
     changed: &'a dyn Fn(&str) -> bool,
 }
 

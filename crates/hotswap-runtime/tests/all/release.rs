@@ -1498,3 +1498,49 @@ async fn release_upgrade_holds_idle_servers_in_place_and_suspends_busy_ones() {
     assert_eq!((r.servers_migrated, r.servers_held), (40, 0));
     node.stop(WAIT).await;
 }
+
+/// A child the new tree adds fails to start: the upgrade rolls back, and the supervisor
+/// takes its old tree back (old flags, the added id deleted), its running child untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_upgrade_supervisor_change_rolls_back_when_a_new_child_fails() {
+    use hotswap_runtime::supervisor::SupState;
+    let d = TempDir::new("rel-suprollback");
+    write_release(
+        &d.0,
+        "1.0.0",
+        V1_MODS,
+        "[[application]]\nname = \"pool\"\nversion = \"1\"\nstart = [{ server = \"rel_srv\", name = \"a\", arg = 1 }]\n",
+    );
+    // `bad`'s argument is not the u64 rel_srv's init takes: it does not start.
+    write_release(
+        &d.0,
+        "2.0.0",
+        V2_MODS,
+        "[[application]]\nname = \"pool\"\nversion = \"2\"\nintensity = 7\nstart = [{ server = \"rel_srv\", name = \"a\", arg = 1 }, { server = \"rel_srv\", name = \"bad\", arg = \"not a number\" }]\n",
+    );
+    let node = boot(&d.0, "1.0.0").await;
+    let a = node.whereis("a").unwrap();
+    call(&node, a, Req::Bump).await;
+    let sup = node.applications()[0].supervisor;
+    let e = node
+        .releases()
+        .upgrade("2.0.0", UpgradeOptions::default())
+        .await
+        .expect_err("the added child does not start");
+    let ReleaseError::RolledBack { phase, failed, .. } = &e else {
+        panic!("{e}")
+    };
+    assert_eq!(phase, "applications", "{e}");
+    assert!(failed.contains("bad"), "{e}");
+    let st: SupState = node.sys().get_state(sup).await.unwrap();
+    assert_eq!(st.intensity, 1, "the old flags back");
+    assert_eq!(
+        kids(&node, sup).await,
+        [("a".to_string(), Some(a))],
+        "the added id deleted, the running child kept"
+    );
+    let s: V1 = node.sys().get_state(a).await.unwrap();
+    assert_eq!(s, V1 { id: 1, count: 1 }, "its old state");
+    assert_eq!(current_vsn(&node, "rel_srv").unwrap().0, "1");
+    node.stop(WAIT).await;
+}
