@@ -140,6 +140,8 @@ pub enum Cmd {
         permanent: bool,
         /// The suspend time limit of every process.
         suspend_timeout_ms: Option<u64>,
+        /// Past the types check.
+        force: bool,
     },
     /// `upgrade-status`.
     UpgradeStatus,
@@ -246,9 +248,10 @@ impl Cmd {
                 plan,
                 permanent,
                 suspend_timeout_ms,
+                force,
             } => (
                 "upgrade",
-                json!({ "version": version, "plan": plan, "permanent": permanent, "suspend_timeout_ms": suspend_timeout_ms }),
+                json!({ "version": version, "plan": plan, "permanent": permanent, "suspend_timeout_ms": suspend_timeout_ms, "force": force }),
             ),
             Cmd::UpgradeStatus => ("upgrade_progress", Value::Null),
             Cmd::MakePermanent(v) => ("make_permanent", json!({ "version": v })),

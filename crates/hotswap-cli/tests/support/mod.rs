@@ -43,6 +43,8 @@ pub const MODULES: &[&str] = &[
     "count_server_v5",
     "uncovered_state",
     "keyed_state",
+    "top_srv_v1",
+    "top_srv_v2",
 ];
 
 pub fn modules_dir() -> PathBuf {
@@ -301,12 +303,24 @@ impl NodeProc {
         NodeProc::try_start(rel).unwrap_or_else(|r| panic!("the node did not start:\n{r}"))
     }
 
+    /// Start a node on `rel` with `env` added to its environment; wait for its ready line.
+    pub fn start_with_env(rel: &Rel, env: &[(&str, &str)]) -> NodeProc {
+        NodeProc::try_start_with_env(rel, env)
+            .unwrap_or_else(|r| panic!("the node did not start:\n{r}"))
+    }
+
     /// Start a node on `rel`: the node once it printed its ready line, or how it failed.
     pub fn try_start(rel: &Rel) -> Result<NodeProc, Run> {
+        NodeProc::try_start_with_env(rel, &[])
+    }
+
+    /// [`NodeProc::try_start`] with `env` added to the node's environment.
+    pub fn try_start_with_env(rel: &Rel, env: &[(&str, &str)]) -> Result<NodeProc, Run> {
         let mut child = Command::new(bin())
             .arg("start")
             .arg(&rel.root)
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

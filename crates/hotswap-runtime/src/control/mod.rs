@@ -46,6 +46,7 @@ pub mod node_state;
 mod ports;
 pub mod releases;
 pub mod server;
+mod top;
 
 use std::io::{Read, Write};
 use std::path::Path;

@@ -30,6 +30,10 @@ pub fn error(e: ReleaseError) -> ErrorReply {
             "refused",
             Some("nothing was changed: fix what is named and run the upgrade again"),
         ),
+        ReleaseError::Incompatible { .. } => (
+            "incompatible",
+            Some("nothing was changed: fix the new version (the fix is named), or upgrade with --force"),
+        ),
         ReleaseError::RolledBack { .. } => (
             "rolled_back",
             Some("the node runs the previous release as before: fix what is named and run the upgrade again"),
@@ -41,6 +45,9 @@ pub fn error(e: ReleaseError) -> ErrorReply {
     }
     if let ReleaseError::RolledBack { phase, resumed, .. } = &e {
         r = r.details(json!({ "phase": phase, "resumed": resumed }));
+    }
+    if let ReleaseError::Incompatible { reports, .. } = &e {
+        r = r.details(json!({ "reports": reports }));
     }
     r
 }
@@ -94,6 +101,8 @@ pub async fn upgrade(node: &Node, args: &Value) -> Result<Value, ErrorReply> {
             .get("suspend_timeout_ms")
             .and_then(Value::as_u64)
             .map(std::time::Duration::from_millis),
+        force: args.get("force").and_then(Value::as_bool) == Some(true),
+        ..UpgradeOptions::default()
     };
     let report = node
         .releases()

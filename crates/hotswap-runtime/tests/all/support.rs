@@ -173,11 +173,17 @@ pub async fn release_node(tag: &str, releases: &[(&str, &[Mod<'_>], &str)]) -> (
     for (vsn, modules, rest) in releases {
         write_release(&d.0, vsn, modules, rest);
     }
-    let node = node();
-    let dir = hotswap_runtime::release::ReleaseDir::new(&d.0);
-    let r = hotswap_runtime::release::Release::load(&dir, releases[0].0).expect("manifest loads");
-    node.releases().boot(&r).await.expect("boots");
+    let node = boot(&d.0, releases[0].0).await;
     (d, node)
+}
+
+/// A node booted from release `vsn` of the release directory `root`.
+pub async fn boot(root: &Path, vsn: &str) -> Node {
+    let node = node();
+    let dir = hotswap_runtime::release::ReleaseDir::new(root);
+    let r = hotswap_runtime::release::Release::load(&dir, vsn).expect("manifest loads");
+    node.releases().boot(&r).await.expect("boots");
+    node
 }
 
 /// A temp directory removed on drop.
