@@ -4,7 +4,7 @@
 #![allow(dead_code, reason = "each test binary uses its own part of it")]
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
@@ -156,6 +156,26 @@ impl Rel {
             .unwrap_or_else(|e| panic!("{args:?} --json printed no JSON ({e}):\n{r}"));
         (r.code, v)
     }
+}
+
+/// Write `manifest` as release `vsn` of the release directory `root`
+/// (`releases/<vsn>/release.toml`).
+pub fn write_manifest(root: &Path, vsn: &str, manifest: &str) {
+    let d = root.join("releases").join(vsn);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("release.toml"), manifest).unwrap();
+}
+
+/// The set-up of the release-upgrade tests: a release directory (`tag`) whose release
+/// 1.0.0 is `manifest`, a node started on it (which makes 1.0.0 permanent), then the
+/// `later` releases `(version, manifest)` put beside it, as `hotswap unpack` would.
+pub fn release_node(tag: &str, manifest: &str, later: &[(&str, String)]) -> (Rel, NodeProc) {
+    let rel = Rel::with_manifest(tag, manifest);
+    let node = NodeProc::start(&rel);
+    for (vsn, text) in later {
+        write_manifest(&rel.root, vsn, text);
+    }
+    (rel, node)
 }
 
 pub const DEFAULT_MANIFEST: &str = r#"

@@ -108,18 +108,11 @@ pub(crate) trait LiveState: Send + Sync {
     /// The state as its own type, for the layer that made it (the release handler
     /// migrates states it finds through their versions).
     fn into_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync>;
-    /// For a dry run: the server's pid and a copy of its state, `None` when the state is
-    /// not live (the check's dry run decodes the copy with the new version).
-    fn copy_state(&self) -> Option<(u64, StateCopy)>;
-}
-
-/// A copy of a live gen_server state, see [`LiveState::copy_state`].
-pub(crate) enum StateCopy {
-    /// No callback borrowed it: `(the version that made it, its export_state)`, or why its
-    /// version could not encode it.
-    Encoded(Result<(String, Vec<u8>), String>),
-    /// The server was inside a callback: the version of its state.
-    Busy(String),
+    /// For [`CodeServer::check`]'s dry run: encode a copy of the state with the version
+    /// that made it and decode it with `new`'s `code_change` (the result is dropped; the
+    /// server and its state are untouched). `None` when the state is not live; skipped
+    /// when the server is inside a callback.
+    fn dry_run(&self, new: &Arc<Version>) -> Option<DryRun>;
 }
 
 /// One loaded instance of a module.
@@ -1068,42 +1061,7 @@ impl CodeServer {
                     .values()
                     .filter_map(std::sync::Weak::upgrade)
                     .collect();
-                for cell in cells {
-                    let (pid, copy) = match cell.copy_state() {
-                        None => continue,
-                        Some((pid, StateCopy::Busy(from_version))) => {
-                            dry_run.push(DryRun {
-                                pid: Pid(pid),
-                                from_version,
-                                error: None,
-                                skipped: Some("the server was inside a callback".into()),
-                            });
-                            continue;
-                        }
-                        Some((pid, StateCopy::Encoded(copy))) => (pid, copy),
-                    };
-                    let (from_version, error) = match copy {
-                        Err(e) => (
-                            made_by.vsn.clone(),
-                            Some(format!("its version could not encode the state: {e}")),
-                        ),
-                        Ok((vsn, bytes)) => {
-                            match v.code_change(std::ptr::null_mut(), &vsn, &bytes, None) {
-                                Ok(obj) => {
-                                    v.drop_state(obj);
-                                    (vsn, None)
-                                }
-                                Err(e) => (vsn, Some(format!("code_change of version {} failed on a copy of the live state: {e}", v.vsn))),
-                            }
-                        }
-                    };
-                    dry_run.push(DryRun {
-                        pid: Pid(pid),
-                        from_version,
-                        error,
-                        skipped: None,
-                    });
-                }
+                dry_run.extend(cells.iter().filter_map(|cell| cell.dry_run(&v)));
             }
         }
         dry_run.sort_by_key(|d| d.pid);
