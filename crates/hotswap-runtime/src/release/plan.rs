@@ -752,12 +752,15 @@ fn suspend_order(modules: &[ModulePlan]) -> (Vec<String>, Vec<String>) {
     (order, notes)
 }
 
+/// A supervisor module's tree for an argument (`None`: not a supervisor module).
+type TreeOf<'a> = dyn Fn(&str, &[u8]) -> Result<Option<Spec>, String> + 'a;
+
 /// How the plan reads supervisor trees: each supervisor module's tree for an argument,
 /// from the running version (`old`) and from the version current after the upgrade
 /// (`new`); and whether a module changes.
 struct Trees<'a> {
-    old: &'a dyn Fn(&str, &[u8]) -> Result<Option<Spec>, String>,
-    new: &'a dyn Fn(&str, &[u8]) -> Result<Option<Spec>, String>,
+    old: &'a TreeOf<'a>,
+    new: &'a TreeOf<'a>,
     changed: &'a dyn Fn(&str) -> bool,
 }
 
