@@ -756,10 +756,14 @@ fn suspend_order(modules: &[ModulePlan]) -> (Vec<String>, Vec<String>) {
 /// from the running version (`old`) and from the version current after the upgrade
 /// (`new`); and whether a module changes.
 struct Trees<'a> {
-    old: &'a dyn Fn(&str, &[u8]) -> Result<Option<Spec>, String>,
-    new: &'a dyn Fn(&str, &[u8]) -> Result<Option<Spec>, String>,
+    old: TreeOf<'a>,
+    new: TreeOf<'a>,
     changed: &'a dyn Fn(&str) -> bool,
 }
+
+/// A supervisor module's tree for an argument (`None`: `ignore`), or why it could not be
+/// read.
+type TreeOf<'a> = &'a dyn Fn(&str, &[u8]) -> Result<Option<Spec>, String>;
 
 /// `strategy a -> b, intensity 1 -> 11, period 5 -> 10` for the flags that differ.
 fn flags_change(o: &Spec, n: &Spec) -> Option<String> {
