@@ -28,162 +28,108 @@ use std::time::{Duration, Instant};
 
 use hotswap_runtime::{ExitReason, Message, Node, NodeConfig, Pid};
 
-/// Every measure, in the order they run and print.
-const MEASURES: &[&str] = &[
-    "spawn_exit_rate",
-    "idle_process_memory",
-    "message_throughput",
-    "module_load",
-    "purge_100k_idle",
-    "fq_call_overhead",
-    "purged_version_memory",
-    "gen_server_call_rtt",
-    "gen_server_call_p99",
-    "gen_server_calls_1client",
-    "gen_server_calls_2clients",
-    "gen_server_cast_throughput",
-    "gen_server_idle_memory",
-    "gen_server_upgrade_1000",
-    "gen_server_upgrade_10000",
-    "gen_server_upgrade_100000",
-    "gen_server_upgrade_client_latency",
-    "gen_server_upgrade_client_latency_p99",
-    "gen_server_upgrade_client_latency_max",
-    "node_stop_10k",
-    "child_restart",
-    "load_compat_check",
-    "module_heap_alloc_calls",
-    "module_heap_alloc_calls_system",
-    "module_heap_alloc_ratio",
-    "release_upgrade_1000",
-    "release_upgrade_10000",
-    "release_upgrade_100000",
-    "release_upgrade_client_latency",
-    "release_upgrade_client_latency_p99",
-    "release_upgrade_client_latency_max",
-    "release_rollback_10000",
-    "tcp_echo_rtt",
-    "tcp_echo_p99",
-    "tcp_echo_throughput",
-    "tcp_upgrade_pause",
-    "tcp_upgrade_lost_bytes",
+/// One measure: the name of its stdout line, the command-line groups that select it (as
+/// the escript's group names do), and whether the escript measures it too.
+struct Measure {
+    name: &'static str,
+    groups: &'static [&'static str],
+    erlang: bool,
+}
+
+/// A measure the escript also runs.
+const fn both(name: &'static str, groups: &'static [&'static str]) -> Measure {
+    Measure {
+        name,
+        groups,
+        erlang: true,
+    }
+}
+
+/// A measure with no Erlang counterpart in the escript (the comparison is elsewhere; see
+/// `BENCHMARKS.md`).
+const fn hs_only(name: &'static str, groups: &'static [&'static str]) -> Measure {
+    Measure {
+        name,
+        groups,
+        erlang: false,
+    }
+}
+
+const GS_CALL: &[&str] = &["gen_server_call", "gen_server"];
+const GS_CALLS: &[&str] = &["gen_server_calls", "gen_server"];
+const GS: &[&str] = &["gen_server"];
+const GS_UPGRADE: &[&str] = &["gen_server_upgrade", "gen_server"];
+const GS_UP_LATENCY: &[&str] = &["gen_server_upgrade_client_latency", "gen_server"];
+const HEAP: &[&str] = &["module_heap"];
+const REL_UPGRADE: &[&str] = &["release_upgrade", "release"];
+const REL: &[&str] = &["release"];
+const TCP_ECHO: &[&str] = &["tcp_echo", "tcp"];
+const TCP_UPGRADE: &[&str] = &["tcp_upgrade", "tcp"];
+
+/// Every measure, in the order they print: the one list the command line, the Erlang run
+/// and the output read. The escript has no client-latency-during-upgrades measure (the
+/// issue quotes Erlang's maximum, 68-80 ms on this machine kind, and the target summary
+/// repeats it); issue 13's Erlang echo server is run by `net.rs` itself (same client for
+/// all).
+const MEASURES: &[Measure] = &[
+    both("spawn_exit_rate", &[]),
+    both("idle_process_memory", &[]),
+    both("message_throughput", &[]),
+    both("module_load", &[]),
+    both("purge_100k_idle", &[]),
+    both("fq_call_overhead", &[]),
+    hs_only("purged_version_memory", &[]),
+    both("gen_server_call_rtt", GS_CALL),
+    both("gen_server_call_p99", GS_CALL),
+    both("gen_server_calls_1client", GS_CALLS),
+    both("gen_server_calls_2clients", GS_CALLS),
+    both("gen_server_cast_throughput", GS),
+    both("gen_server_idle_memory", GS),
+    both("gen_server_upgrade_1000", GS_UPGRADE),
+    both("gen_server_upgrade_10000", GS_UPGRADE),
+    both("gen_server_upgrade_100000", GS_UPGRADE),
+    hs_only("gen_server_upgrade_client_latency", GS_UP_LATENCY),
+    hs_only("gen_server_upgrade_client_latency_p99", GS_UP_LATENCY),
+    hs_only("gen_server_upgrade_client_latency_max", GS_UP_LATENCY),
+    both("node_stop_10k", &[]),
+    both("child_restart", &[]),
+    hs_only("load_compat_check", &[]),
+    hs_only("module_heap_alloc_calls", HEAP),
+    hs_only("module_heap_alloc_calls_system", HEAP),
+    hs_only("module_heap_alloc_ratio", HEAP),
+    both("release_upgrade_1000", REL_UPGRADE),
+    both("release_upgrade_10000", REL_UPGRADE),
+    both("release_upgrade_100000", REL_UPGRADE),
+    hs_only("release_upgrade_client_latency", REL),
+    hs_only("release_upgrade_client_latency_p99", REL),
+    hs_only("release_upgrade_client_latency_max", REL),
+    hs_only("release_rollback_10000", REL),
+    hs_only("tcp_echo_rtt", TCP_ECHO),
+    hs_only("tcp_echo_p99", TCP_ECHO),
+    hs_only("tcp_echo_throughput", TCP_ECHO),
+    hs_only("tcp_upgrade_pause", TCP_UPGRADE),
+    hs_only("tcp_upgrade_lost_bytes", TCP_UPGRADE),
 ];
 
-/// Names on the command line that select several measures (one workload), as the
-/// escript's group names do.
-const GROUPS: &[(&str, &[&str])] = &[
-    (
-        "module_heap",
-        &[
-            "module_heap_alloc_calls",
-            "module_heap_alloc_calls_system",
-            "module_heap_alloc_ratio",
-        ],
-    ),
-    (
-        "tcp_echo",
-        &["tcp_echo_rtt", "tcp_echo_p99", "tcp_echo_throughput"],
-    ),
-    (
-        "tcp_upgrade",
-        &["tcp_upgrade_pause", "tcp_upgrade_lost_bytes"],
-    ),
-    (
-        "tcp",
-        &[
-            "tcp_echo_rtt",
-            "tcp_echo_p99",
-            "tcp_echo_throughput",
-            "tcp_upgrade_pause",
-            "tcp_upgrade_lost_bytes",
-        ],
-    ),
-    (
-        "gen_server_call",
-        &["gen_server_call_rtt", "gen_server_call_p99"],
-    ),
-    (
-        "gen_server_calls",
-        &["gen_server_calls_1client", "gen_server_calls_2clients"],
-    ),
-    (
-        "gen_server_upgrade",
-        &[
-            "gen_server_upgrade_1000",
-            "gen_server_upgrade_10000",
-            "gen_server_upgrade_100000",
-        ],
-    ),
-    (
-        "gen_server_upgrade_client_latency",
-        &[
-            "gen_server_upgrade_client_latency",
-            "gen_server_upgrade_client_latency_p99",
-            "gen_server_upgrade_client_latency_max",
-        ],
-    ),
-    (
-        "release_upgrade",
-        &[
-            "release_upgrade_1000",
-            "release_upgrade_10000",
-            "release_upgrade_100000",
-        ],
-    ),
-    (
-        "release",
-        &[
-            "release_upgrade_1000",
-            "release_upgrade_10000",
-            "release_upgrade_100000",
-            "release_upgrade_client_latency",
-            "release_upgrade_client_latency_p99",
-            "release_upgrade_client_latency_max",
-            "release_rollback_10000",
-        ],
-    ),
-    (
-        "gen_server",
-        &[
-            "gen_server_call_rtt",
-            "gen_server_call_p99",
-            "gen_server_calls_1client",
-            "gen_server_calls_2clients",
-            "gen_server_cast_throughput",
-            "gen_server_idle_memory",
-            "gen_server_upgrade_1000",
-            "gen_server_upgrade_10000",
-            "gen_server_upgrade_100000",
-            "gen_server_upgrade_client_latency",
-            "gen_server_upgrade_client_latency_p99",
-            "gen_server_upgrade_client_latency_max",
-        ],
-    ),
-];
+/// The measures a command-line group selects (empty: not a group).
+fn group(g: &str) -> Vec<&'static str> {
+    MEASURES
+        .iter()
+        .filter(|m| m.groups.contains(&g))
+        .map(|m| m.name)
+        .collect()
+}
 
-/// Measures with no Erlang counterpart (the comparison is elsewhere; see `BENCHMARKS.md`).
-/// The escript has no client-latency-during-upgrades measure; the issue quotes Erlang's
-/// maximum (68-80 ms on this machine kind) and the target summary repeats it.
-const NO_ERLANG: &[&str] = &[
-    "purged_version_memory",
-    "load_compat_check",
-    "module_heap_alloc_calls",
-    "module_heap_alloc_calls_system",
-    "module_heap_alloc_ratio",
-    "gen_server_upgrade_client_latency",
-    "gen_server_upgrade_client_latency_p99",
-    "gen_server_upgrade_client_latency_max",
-    "release_upgrade_client_latency",
-    "release_upgrade_client_latency_p99",
-    "release_upgrade_client_latency_max",
-    "release_rollback_10000",
-    // Issue 13: the Erlang echo server is run by `net.rs` itself (same client for all).
-    "tcp_echo_rtt",
-    "tcp_echo_p99",
-    "tcp_echo_throughput",
-    "tcp_upgrade_pause",
-    "tcp_upgrade_lost_bytes",
-];
+/// Every group name, in first-use order.
+fn group_names() -> Vec<&'static str> {
+    let mut gs: Vec<&'static str> = Vec::new();
+    for g in MEASURES.iter().flat_map(|m| m.groups.iter().copied()) {
+        if !gs.contains(&g) {
+            gs.push(g);
+        }
+    }
+    gs
+}
 
 /// How long any single wait may take before the run is declared broken.
 const WAIT: Duration = Duration::from_secs(120);
@@ -405,69 +351,68 @@ fn release_dir() -> (PathBuf, PathBuf) {
     (t.clone(), t.join("release"))
 }
 
+/// The release builds `compare` needs: `(cargo package, file in target/release)`. The one
+/// list the build command, its log line, the check that each file is there and [`Libs`]
+/// read.
+const BUILDS: &[(&str, &str)] = &[
+    ("bench_mod", "libbench_mod.so"),
+    ("seed000_v1", "libseed000_v1.so"),
+    ("upgrade_srv_v1", "libupgrade_srv_v1.so"),
+    ("upgrade_srv_v2", "libupgrade_srv_v2.so"),
+    ("app_worker", "libapp_worker.so"),
+    ("alloc_srv", "liballoc_srv.so"),
+    ("rel_srv_v1", "librel_srv_v1.so"),
+    ("rel_srv_v2", "librel_srv_v2.so"),
+    ("rel_aux_v1", "librel_aux_v1.so"),
+    ("rel_aux_v2", "librel_aux_v2.so"),
+    ("hotswap-cli", "hotswap"),
+    ("port_echo_v1", "libport_echo_v1.so"),
+    ("chat_v1", "libchat_v1.so"),
+    ("chat_v2", "libchat_v2.so"),
+    ("compat_bench_v1", "libcompat_bench_v1.so"),
+    ("compat_bench_v2", "libcompat_bench_v2.so"),
+];
+
 /// Build (or refresh) the release modules with cargo, as `tests/all/support.rs` does.
 fn build_modules() -> Libs {
     let (target, rel) = release_dir();
-    let libs = Libs {
-        bench: rel.join("libbench_mod.so"),
-        seed000: rel.join("libseed000_v1.so"),
-        upsrv1: rel.join("libupgrade_srv_v1.so"),
-        upsrv2: rel.join("libupgrade_srv_v2.so"),
-        app_worker: rel.join("libapp_worker.so"),
-        alloc_srv: rel.join("liballoc_srv.so"),
-        rel: [
-            rel.join("librel_srv_v1.so"),
-            rel.join("librel_srv_v2.so"),
-            rel.join("librel_aux_v1.so"),
-            rel.join("librel_aux_v2.so"),
-        ],
-        hotswap: rel.join("hotswap"),
-        port_echo: rel.join("libport_echo_v1.so"),
-        chat: [rel.join("libchat_v1.so"), rel.join("libchat_v2.so")],
-        compat1: rel.join("libcompat_bench_v1.so"),
-        compat2: rel.join("libcompat_bench_v2.so"),
+    let file = |package: &str| {
+        let (_, f) = BUILDS
+            .iter()
+            .find(|(p, _)| *p == package)
+            .expect("a package of BUILDS");
+        rel.join(f)
     };
+    let libs = Libs {
+        bench: file("bench_mod"),
+        seed000: file("seed000_v1"),
+        upsrv1: file("upgrade_srv_v1"),
+        upsrv2: file("upgrade_srv_v2"),
+        app_worker: file("app_worker"),
+        alloc_srv: file("alloc_srv"),
+        rel: [
+            file("rel_srv_v1"),
+            file("rel_srv_v2"),
+            file("rel_aux_v1"),
+            file("rel_aux_v2"),
+        ],
+        hotswap: file("hotswap-cli"),
+        port_echo: file("port_echo_v1"),
+        chat: [file("chat_v1"), file("chat_v2")],
+        compat1: file("compat_bench_v1"),
+        compat2: file("compat_bench_v2"),
+    };
+    let packages: Vec<&str> = BUILDS.iter().flat_map(|(p, _)| ["-p", p]).collect();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    info!("building the modules and the node: cargo build --release -p bench_mod -p seed000_v1 -p upgrade_srv_v1 -p upgrade_srv_v2 -p app_worker -p alloc_srv -p rel_srv_v1 -p rel_srv_v2 -p rel_aux_v1 -p rel_aux_v2 -p hotswap-cli -p port_echo_v1 -p chat_v1 -p chat_v2 -p compat_bench_v1 -p compat_bench_v2");
+    info!(
+        "building the modules and the node: cargo build --release {}",
+        packages.join(" ")
+    );
     let out = Command::new(cargo)
         .current_dir(repo_root())
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "bench_mod",
-            "-p",
-            "seed000_v1",
-            "-p",
-            "upgrade_srv_v1",
-            "-p",
-            "upgrade_srv_v2",
-            "-p",
-            "app_worker",
-            "-p",
-            "alloc_srv",
-            "-p",
-            "rel_srv_v1",
-            "-p",
-            "rel_srv_v2",
-            "-p",
-            "rel_aux_v1",
-            "-p",
-            "rel_aux_v2",
-            "-p",
-            "hotswap-cli",
-            "-p",
-            "port_echo_v1",
-            "-p",
-            "chat_v1",
-            "-p",
-            "chat_v2",
-            "-p",
-            "compat_bench_v1",
-            "-p",
-            "compat_bench_v2",
-            "--target-dir",
-        ])
+        .args(["build", "--release"])
+        .args(&packages)
+        .arg("--target-dir")
         .arg(&target)
         .stdout(Stdio::null())
         .output();
@@ -485,24 +430,8 @@ fn build_modules() -> Libs {
             false
         }
     };
-    for p in [
-        &libs.bench,
-        &libs.seed000,
-        &libs.upsrv1,
-        &libs.upsrv2,
-        &libs.app_worker,
-        &libs.alloc_srv,
-        &libs.hotswap,
-        &libs.rel[0],
-        &libs.rel[1],
-        &libs.rel[2],
-        &libs.rel[3],
-        &libs.port_echo,
-        &libs.chat[0],
-        &libs.chat[1],
-        &libs.compat1,
-        &libs.compat2,
-    ] {
+    for (_, f) in BUILDS {
+        let p = rel.join(f);
         if !p.exists() {
             eprintln!("compare: {} is missing and could not be built", p.display());
             std::process::exit(1);
@@ -1110,7 +1039,7 @@ async fn m_purged_memory(node: &Node, libs: &Libs) -> Res {
 
 async fn run_ours(node: Node, libs: Libs, wanted: Vec<String>) -> Vec<Res> {
     let want = |m: &str| wanted.is_empty() || wanted.iter().any(|w| w == m);
-    let want_any = |ms: &[&str]| ms.iter().any(|m| want(m));
+    let want_group = |g: &str| group(g).iter().any(|m| want(m));
     let mut out = Vec::new();
     ensure_loaded(&node, "bench", &libs.bench).await;
     // Memory first, while the allocator is fresh.
@@ -1138,43 +1067,31 @@ async fn run_ours(node: Node, libs: Libs, wanted: Vec<String>) -> Vec<Res> {
     if want("gen_server_idle_memory") {
         out.push(m_gs_idle_memory().await);
     }
-    if want_any(&["gen_server_call_rtt", "gen_server_call_p99"]) {
+    if want_group("gen_server_call") {
         out.extend(gen_server::m_call(&node, &libs).await);
     }
-    if want_any(&["gen_server_calls_1client", "gen_server_calls_2clients"]) {
+    if want_group("gen_server_calls") {
         out.extend(gen_server::m_calls(&node, &libs).await);
     }
     if want("gen_server_cast_throughput") {
         out.push(gen_server::m_cast(&node, &libs).await);
     }
-    if want_any(&[
-        "gen_server_upgrade_1000",
-        "gen_server_upgrade_10000",
-        "gen_server_upgrade_100000",
-    ]) {
+    if want_group("gen_server_upgrade") {
         out.extend(gen_server::m_upgrade(&node, &libs).await);
     }
-    if want_any(&[
-        "gen_server_upgrade_client_latency",
-        "gen_server_upgrade_client_latency_p99",
-        "gen_server_upgrade_client_latency_max",
-    ]) {
+    if want_group("gen_server_upgrade_client_latency") {
         out.extend(gen_server::m_upgrade_latency(&node, &libs).await);
     }
-    if want_any(&[
-        "module_heap_alloc_calls",
-        "module_heap_alloc_calls_system",
-        "module_heap_alloc_ratio",
-    ]) {
+    if want_group("module_heap") {
         out.extend(heap::m_alloc_calls(&libs).await);
     }
     if want("child_restart") {
         out.push(apps::m_child_restart(&node, &libs).await);
     }
-    if want_any(&["tcp_echo_rtt", "tcp_echo_p99", "tcp_echo_throughput"]) {
+    if want_group("tcp_echo") {
         out.extend(net::m_echo(&node, &libs).await);
     }
-    if want_any(&["tcp_upgrade_pause", "tcp_upgrade_lost_bytes"]) {
+    if want_group("tcp_upgrade") {
         out.extend(net::m_upgrade_pause(&node, &libs).await);
     }
     if want("load_compat_check") {
@@ -1189,10 +1106,7 @@ async fn run_ours(node: Node, libs: Libs, wanted: Vec<String>) -> Vec<Res> {
                 .expect("node_stop_10k panicked"),
         );
     }
-    if MEASURES
-        .iter()
-        .any(|m| m.starts_with("release_") && want(m))
-    {
+    if want_group("release") {
         out.extend(release::m_release(&libs, &want).await);
     }
     out.retain(|r| want(r.name));
@@ -1235,7 +1149,7 @@ fn run_erlang(measures: &[&str]) -> Erlang {
     let args: Vec<&str> = measures
         .iter()
         .copied()
-        .filter(|m| !NO_ERLANG.contains(m))
+        .filter(|m| MEASURES.iter().any(|x| x.name == *m && x.erlang))
         .collect();
     let mut run = ErlangRun {
         values: HashMap::new(),
@@ -1411,16 +1325,17 @@ fn main() {
     }
     let mut expanded = Vec::new();
     for w in &wanted {
-        if let Some((_, ms)) = GROUPS.iter().find(|(g, _)| g == w) {
+        let ms = group(w);
+        if !ms.is_empty() {
             expanded.extend(ms.iter().map(|m| m.to_string()));
-        } else if MEASURES.contains(&w.as_str()) {
+        } else if MEASURES.iter().any(|m| m.name == w) {
             expanded.push(w.clone());
         } else {
-            let groups: Vec<&str> = GROUPS.iter().map(|g| g.0).collect();
+            let names: Vec<&str> = MEASURES.iter().map(|m| m.name).collect();
             eprintln!(
                 "compare: unknown measure {w:?} (known: {}; groups: {})",
-                MEASURES.join(" "),
-                groups.join(" ")
+                names.join(" "),
+                group_names().join(" ")
             );
             std::process::exit(2);
         }
@@ -1445,7 +1360,7 @@ fn main() {
     });
     drop(rt);
     let mut ours = ours;
-    ours.sort_by_key(|r| MEASURES.iter().position(|m| *m == r.name));
+    ours.sort_by_key(|r| MEASURES.iter().position(|m| m.name == r.name));
     info!("hotswap side done in {:.1} s", t0.elapsed().as_secs_f64());
 
     let names: Vec<&str> = ours.iter().map(|r| r.name).collect();

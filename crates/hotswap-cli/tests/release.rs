@@ -275,3 +275,51 @@ fn cli_release_commands_with_and_without_json() {
     assert_eq!(code, Some(1));
     assert_eq!(v["error"]["kind"], "no_such_release", "{v}");
 }
+
+/// `hotswap upgrade` runs the types check on every changed module: count_server 4 cannot
+/// read version 1's ticks, so the upgrade is refused (kind `incompatible`, the report in
+/// the details, exit 1, nothing touched); `--force` upgrades anyway and says so.
+#[test]
+fn cli_upgrade_refused_by_types_check_unless_forced() {
+    let count = |vsn: &str, krate: &str| {
+        format!(
+            "\n[[module]]\nname = \"count_server\"\nversion = \"{vsn}\"\nfile = \"lib/{}\"\n",
+            lib_name(krate)
+        )
+    };
+    let rel = Rel::with_manifest(
+        "rel-types",
+        &format!("{V1}{}", count("1", "count_server_v1")),
+    );
+    let _node = NodeProc::start(&rel);
+    write(
+        &rel.root,
+        "2.0.0",
+        "2",
+        &format!("lib/{}", lib_name("rel_srv_v2")),
+        &count("4", "count_server_v4"),
+    );
+    let r = rel.ctl(&["upgrade", "2.0.0"]);
+    assert_eq!(r.code, Some(1), "{r}");
+    for w in ["types check", "count_server", "handle_info", "--force"] {
+        assert!(r.stderr.contains(w), "missing {w:?} in {r}");
+    }
+    let (code, v) = rel.json(&["upgrade", "2.0.0"]);
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(v["error"]["kind"], "incompatible", "{v}");
+    assert_eq!(
+        v["error"]["details"]["reports"][0]["module"], "count_server",
+        "{v}"
+    );
+    assert_eq!(statuses(&rel).0, "1.0.0", "nothing was touched");
+    assert!(state(&rel)["count"].is_u64());
+    let (code, v) = rel.json(&["upgrade", "2.0.0", "--force"]);
+    assert_eq!(code, Some(0), "{v}");
+    let warned = v["report"]["warnings"].as_array().unwrap().iter().any(|w| {
+        w.as_str()
+            .unwrap_or("")
+            .contains("forced past the types check")
+    });
+    assert!(warned, "{v}");
+    assert_eq!(statuses(&rel).0, "2.0.0");
+}

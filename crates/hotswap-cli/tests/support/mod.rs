@@ -43,33 +43,41 @@ pub const MODULES: &[&str] = &[
     "count_server_v5",
     "uncovered_state",
     "keyed_state",
+    "top_srv_v1",
+    "top_srv_v2",
+    "chat_v1",
 ];
+
+/// `cargo build <args>` into this test binary's target directory and profile; the
+/// directory the artifacts land in (target/<profile>).
+pub fn cargo_build(args: &[&str]) -> PathBuf {
+    let dir = bin().parent().expect("binary dir").to_path_buf();
+    let target = dir.parent().expect("target dir");
+    let mut c = Command::new(option_env!("CARGO").unwrap_or("cargo"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c.arg("build").arg("--target-dir").arg(target);
+    match dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => {}
+        Some(profile) => {
+            c.args(["--profile", profile]);
+        }
+    }
+    c.args(args);
+    let out = c.output().expect("run cargo build");
+    assert!(
+        out.status.success(),
+        "cargo build {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir
+}
 
 pub fn modules_dir() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let dir = bin().parent().expect("binary dir").to_path_buf();
-            let target = dir.parent().expect("target dir");
-            let mut c = Command::new(option_env!("CARGO").unwrap_or("cargo"));
-            c.current_dir(env!("CARGO_MANIFEST_DIR"));
-            c.arg("build").arg("--target-dir").arg(target);
-            match dir.file_name().and_then(|n| n.to_str()) {
-                Some("debug") | None => {}
-                Some(profile) => {
-                    c.args(["--profile", profile]);
-                }
-            }
-            for m in MODULES {
-                c.args(["-p", m]);
-            }
-            let out = c.output().expect("run cargo to build the module crates");
-            assert!(
-                out.status.success(),
-                "building {MODULES:?} failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            dir
+            let args: Vec<&str> = MODULES.iter().flat_map(|m| ["-p", m]).collect();
+            cargo_build(&args)
         })
         .clone()
 }
@@ -281,12 +289,36 @@ impl NodeProc {
         NodeProc::try_start(rel).unwrap_or_else(|r| panic!("the node did not start:\n{r}"))
     }
 
+    /// Start a node on `rel` with `env` added to its environment; wait for its ready line.
+    pub fn start_with_env(rel: &Rel, env: &[(&str, &str)]) -> NodeProc {
+        NodeProc::try_start_with_env(rel, env)
+            .unwrap_or_else(|r| panic!("the node did not start:\n{r}"))
+    }
+
     /// Start a node on `rel`: the node once it printed its ready line, or how it failed.
     pub fn try_start(rel: &Rel) -> Result<NodeProc, Run> {
-        let mut child = Command::new(bin())
+        NodeProc::try_start_with(rel, |_| {})
+    }
+
+    /// [`NodeProc::try_start`] with `env` added to the node's environment.
+    pub fn try_start_with_env(rel: &Rel, env: &[(&str, &str)]) -> Result<NodeProc, Run> {
+        NodeProc::try_start_with(rel, |c| {
+            c.envs(env.iter().copied());
+        })
+    }
+
+    /// Start a node on `rel`, its command first changed by `configure` (e.g. limits set
+    /// in the child before it runs, or environment added).
+    pub fn try_start_with(
+        rel: &Rel,
+        configure: impl FnOnce(&mut Command),
+    ) -> Result<NodeProc, Run> {
+        let mut cmd = Command::new(bin());
+        cmd.env_remove("RUST_LOG");
+        configure(&mut cmd);
+        let mut child = cmd
             .arg("start")
             .arg(&rel.root)
-            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

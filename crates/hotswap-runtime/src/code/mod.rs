@@ -1096,6 +1096,19 @@ fn compare(cur: &Arc<Version>, new: &Arc<Version>) -> Option<compat::CompatRepor
     }
 }
 
+/// The static half of [`CodeServer::check`]: `new`'s description compared with `cur`'s
+/// ([`compat::check`]), or why it could not be (a side does not describe itself). The
+/// release upgrade's check phase runs it on every changed module's prepared version.
+pub(crate) fn static_check(
+    cur: &Version,
+    new: &Version,
+) -> (Option<compat::CompatReport>, Option<String>) {
+    match (cur.schema(), new.schema()) {
+        (Ok(a), Ok(b)) => (Some(compat::check(&a, &b)), None),
+        (a, b) => (None, a.err().or(b.err())),
+    }
+}
+
 /// One live gen_server state decoded by a new version's `code_change` in a dry run.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct DryRun {
@@ -1158,10 +1171,7 @@ impl CodeServer {
                     v.name
                 )),
             ),
-            Some(c) => match (c.schema(), v.schema()) {
-                (Ok(a), Ok(b)) => (Some(compat::check(&a, &b)), None),
-                (a, b) => (None, a.err().or(b.err())),
-            },
+            Some(c) => static_check(c, &v),
         };
         let mut dry_run = Vec::new();
         if v.server.is_some() {
