@@ -281,17 +281,10 @@ fn cli_upgrade_refused_by_types_check_unless_forced() {
             lib_name(krate)
         )
     };
-    let rel = Rel::with_manifest(
+    let (rel, _node) = support::release_node(
         "rel-types",
         &format!("{V1}{}", count("1", "count_server_v1")),
-    );
-    let _node = NodeProc::start(&rel);
-    write(
-        &rel.root,
-        "2.0.0",
-        "2",
-        &format!("lib/{}", lib_name("rel_srv_v2")),
-        &count("4", "count_server_v4"),
+        &[v2("2.0.0", &count("4", "count_server_v4"))],
     );
     let r = rel.ctl(&["upgrade", "2.0.0"]);
     assert_eq!(r.code, Some(1), "{r}");

@@ -1483,21 +1483,23 @@ async fn release_upgrade_holds_idle_servers_in_place_and_suspends_busy_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_upgrade_supervisor_change_rolls_back_when_a_new_child_fails() {
     use hotswap_runtime::supervisor::SupState;
-    let d = TempDir::new("rel-suprollback");
-    write_release(
-        &d.0,
-        "1.0.0",
-        V1_MODS,
-        "[[application]]\nname = \"pool\"\nversion = \"1\"\nstart = [{ server = \"rel_srv\", name = \"a\", arg = 1 }]\n",
-    );
     // `bad`'s argument is not the u64 rel_srv's init takes: it does not start.
-    write_release(
-        &d.0,
-        "2.0.0",
-        V2_MODS,
-        "[[application]]\nname = \"pool\"\nversion = \"2\"\nintensity = 7\nstart = [{ server = \"rel_srv\", name = \"a\", arg = 1 }, { server = \"rel_srv\", name = \"bad\", arg = \"not a number\" }]\n",
-    );
-    let node = boot(&d.0, "1.0.0").await;
+    let (_d, node) = support::release_node(
+        "rel-suprollback",
+        &[
+            (
+                "1.0.0",
+                V1_MODS,
+                "[[application]]\nname = \"pool\"\nversion = \"1\"\nstart = [{ server = \"rel_srv\", name = \"a\", arg = 1 }]\n",
+            ),
+            (
+                "2.0.0",
+                V2_MODS,
+                "[[application]]\nname = \"pool\"\nversion = \"2\"\nintensity = 7\nstart = [{ server = \"rel_srv\", name = \"a\", arg = 1 }, { server = \"rel_srv\", name = \"bad\", arg = \"not a number\" }]\n",
+            ),
+        ],
+    )
+    .await;
     let a = node.whereis("a").unwrap();
     call(&node, a, Req::Bump).await;
     let sup = node.applications()[0].supervisor;
