@@ -126,7 +126,10 @@ fn clients(
         .collect()
 }
 
-async fn round(libs: &Libs, n: usize, fail: bool, with_clients: bool) -> Round {
+/// One upgrade (or failing upgrade, `fail`) of `n` servers; `by_message`: every server
+/// suspended by a sys request, as before idle servers were held in place (the A/B of the
+/// client-latency measure).
+async fn round(libs: &Libs, n: usize, fail: bool, with_clients: bool, by_message: bool) -> Round {
     static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let root = std::env::temp_dir().join(format!(
         "hotswap-bench-release-{}-{}",
@@ -172,7 +175,13 @@ async fn round(libs: &Libs, n: usize, fail: bool, with_clients: bool) -> Round {
     let t = Instant::now();
     let r = node
         .releases()
-        .upgrade(target, UpgradeOptions::default())
+        .upgrade(
+            target,
+            UpgradeOptions {
+                suspend_by_message: by_message,
+                ..UpgradeOptions::default()
+            },
+        )
         .await;
     let wall_ms = t.elapsed().as_secs_f64() * 1e3;
     let t1 = origin.elapsed().as_nanos() as u64;
@@ -252,7 +261,7 @@ fn pct(sorted: &[u64], p: f64) -> f64 {
 /// The release measures that `want` selects.
 pub(crate) async fn m_release(libs: &Libs, want: &(dyn Fn(&str) -> bool + Sync)) -> Vec<Res> {
     let mut out = Vec::new();
-    round(libs, 1000, false, false).await; // warm-up
+    round(libs, 1000, false, false, false).await; // warm-up
     for (n, rounds, name) in [
         (1_000, 5, "release_upgrade_1000"),
         (10_000, 3, "release_upgrade_10000"),
@@ -264,7 +273,7 @@ pub(crate) async fn m_release(libs: &Libs, want: &(dyn Fn(&str) -> bool + Sync))
         let mut per = Vec::new();
         let mut pauses = Vec::new();
         for _ in 0..rounds {
-            let r = round(libs, n, false, false).await;
+            let r = round(libs, n, false, false, false).await;
             per.push(r.wall_ms * 1e3 / n as f64);
             pauses.push(r.pause_ms);
         }
@@ -288,21 +297,44 @@ pub(crate) async fn m_release(libs: &Libs, want: &(dyn Fn(&str) -> bool + Sync))
         let mut p50 = Vec::new();
         let mut p99 = Vec::new();
         let mut max = Vec::new();
-        for _ in 0..3 {
-            let mut r = round(libs, 10_000, false, true).await;
-            r.latencies.sort_unstable();
-            info!(
-                "  release_upgrade_client_latency round: {} calls overlapped the upgrade ({:.1} ms): p50 {:.0} us, p99 {:.0} us, max {:.0} us",
-                r.latencies.len(),
-                r.wall_ms,
-                pct(&r.latencies, 0.5) / 1e3,
-                pct(&r.latencies, 0.99) / 1e3,
-                pct(&r.latencies, 1.0) / 1e3
-            );
-            p50.push(pct(&r.latencies, 0.5) / 1e3);
-            p99.push(pct(&r.latencies, 0.99) / 1e3);
-            max.push(pct(&r.latencies, 1.0) / 1e3);
+        // The same rounds with every server suspended by a sys request (how the switch
+        // suspended them before idle servers were held in place), interleaved with the
+        // headline ones so that both see the same load.
+        let mut max_msg = Vec::new();
+        let mut pause = [Vec::new(), Vec::new()];
+        for _ in 0..5 {
+            for by_message in [false, true] {
+                let mut r = round(libs, 10_000, false, true, by_message).await;
+                r.latencies.sort_unstable();
+                info!(
+                    "  release_upgrade_client_latency round{}: {} calls overlapped the upgrade ({:.1} ms, pause {:.1} ms): p50 {:.0} us, p99 {:.0} us, max {:.0} us",
+                    if by_message { " (suspend by message)" } else { "" },
+                    r.latencies.len(),
+                    r.wall_ms,
+                    r.pause_ms,
+                    pct(&r.latencies, 0.5) / 1e3,
+                    pct(&r.latencies, 0.99) / 1e3,
+                    pct(&r.latencies, 1.0) / 1e3
+                );
+                pause[usize::from(by_message)].push(r.pause_ms);
+                if by_message {
+                    max_msg.push(pct(&r.latencies, 1.0) / 1e3);
+                    continue;
+                }
+                p50.push(pct(&r.latencies, 0.5) / 1e3);
+                p99.push(pct(&r.latencies, 0.99) / 1e3);
+                max.push(pct(&r.latencies, 1.0) / 1e3);
+            }
         }
+        info!(
+            "info: release_upgrade_client_latency_max: held in place median {:.0} us {}, suspended by message median {:.0} us {}; pause medians {:.1} / {:.1} ms",
+            median(&max),
+            fmt_list(&max, "us"),
+            median(&max_msg),
+            fmt_list(&max_msg, "us"),
+            median(&pause[0]),
+            median(&pause[1])
+        );
         out.push(Res::new(lat[0], median(&p50), "us"));
         out.push(Res::new(lat[1], median(&p99), "us"));
         out.push(Res::new(lat[2], median(&max), "us"));
@@ -310,7 +342,7 @@ pub(crate) async fn m_release(libs: &Libs, want: &(dyn Fn(&str) -> bool + Sync))
     if want("release_rollback_10000") {
         let mut ms = Vec::new();
         for _ in 0..3 {
-            ms.push(round(libs, 10_000, true, false).await.wall_ms);
+            ms.push(round(libs, 10_000, true, false, false).await.wall_ms);
         }
         info!(
             "release_rollback_10000 rounds (ms): {}",

@@ -1,10 +1,13 @@
 // A chat (pub/sub) server: one gen_server owns its listener and every connection
 // (`AcceptMode::ToOwner`, 4-byte length framing, `{active, once}`). Included by
-// modules/chat_v*, which define `VSN`, the state type `Chat` and `ChatState` (how a
-// version reads the other's state).
+// modules/chat_v*, which define `VSN`, `MAX_ROOM` (the largest room id the version
+// accepts, if it has a limit) and the state type `Chat` with fields `addr`, `conns` (a map keyed by connection),
+// `published`, and the methods `joined`, `left`, `room_of`, `count_publication` and
+// `restore_frames`. Any version reads any other's state through `ChatState` here.
 //
 // Protocol (client → server, one frame each):
-// * `[0] room:u32 LE`: join a room (leaving the previous one);
+// * `[0] room:u32 LE`: join a room (leaving the previous one; a room above `MAX_ROOM`
+//   is a malformed frame);
 // * `[1] payload`: publish `payload` to every member of the sender's room, the sender
 //   included (its own copy is its acknowledgement).
 // Server → client: `[1] vsn:u8 sender:u64 LE payload` for each publication.
@@ -12,6 +15,69 @@
 use hotswap::gen_server::{CallResult, Caller, CastResult, Extra, GenServer, Info, Init, OldState};
 use hotswap::net::{AcceptMode, Active, Framing, ListenOptions, PortId, PortMsg, TcpOptions};
 use hotswap::{Ctx, ExitReason};
+
+/// Any version's state, as every version reads it (`code_change` up and down).
+#[derive(serde::Deserialize)]
+pub struct ChatState {
+    addr: String,
+    conns: std::collections::BTreeMap<u64, AnyMember>,
+    #[serde(default)]
+    published: u64,
+}
+
+/// A member as any version keeps it: version 1 keeps the room id, later versions a record.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum AnyMember {
+    Room(u32),
+    Record {
+        room: u32,
+        #[serde(default)]
+        frames: u64,
+    },
+}
+
+impl Chat {
+    fn new(addr: String) -> Chat {
+        Chat {
+            addr,
+            ..Default::default()
+        }
+    }
+
+    /// This version's state from any version's; fails on a room id this version cannot
+    /// hold (above `MAX_ROOM`).
+    fn from_any(s: ChatState) -> Result<Chat, String> {
+        let mut c = Chat::new(s.addr);
+        c.published = s.published;
+        for (conn, m) in s.conns {
+            let (room, frames) = match m {
+                AnyMember::Room(r) => (r, 0),
+                AnyMember::Record { room, frames } => (room, frames),
+            };
+            if let Some(max) = MAX_ROOM.filter(|max| room > *max) {
+                return Err(format!(
+                    "connection {conn} is in room {room}, but chat version {VSN} numbers rooms 0..={max}"
+                ));
+            }
+            c.joined(conn, room);
+            c.restore_frames(conn, frames);
+        }
+        Ok(c)
+    }
+
+    fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    fn published(&self) -> u64 {
+        self.published
+    }
+}
 
 /// What `init` takes.
 #[derive(serde::Serialize, serde::Deserialize, Debug)]
@@ -70,7 +136,10 @@ impl GenServer for Chat {
             Info::Port(PortMsg::Accepted { port, .. }) => self.joined(port.0, 0),
             Info::Port(PortMsg::Tcp { port, data }) => {
                 match data.split_first() {
-                    Some((0, room)) if room.len() == 4 => {
+                    Some((0, room))
+                        if room.len() == 4
+                            && MAX_ROOM.is_none_or(|max| u32::from_le_bytes(room.try_into().expect("4 bytes")) <= max) =>
+                    {
                         self.joined(port.0, u32::from_le_bytes(room.try_into().expect("4 bytes")));
                     }
                     Some((1, payload)) => {
@@ -114,6 +183,6 @@ impl GenServer for Chat {
 
     fn code_change(old: OldState<'_>, _extra: Option<Extra<'_>>) -> Result<Self, String> {
         let s: ChatState = old.decode().map_err(|e| e.to_string())?;
-        Ok(Chat::from_any(s))
+        Chat::from_any(s)
     }
 }

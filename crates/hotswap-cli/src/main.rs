@@ -5,12 +5,11 @@
 mod check;
 mod control;
 mod demo;
-mod msgpack;
-mod node_state;
 mod os;
 mod project;
 mod report;
 mod start;
+mod top;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +32,28 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// `hotswap ports` and its actions on a listener.
+#[derive(Args, Debug)]
+struct PortsArgs {
+    /// Stop accepting on the listener PORT (its id, `#Port<0.N>`, or its label): open
+    /// connections are untouched; new ones wait in the kernel's backlog.
+    #[arg(long, value_name = "PORT", conflicts_with_all = ["resume_accepting", "drain"])]
+    pause_accepting: Option<String>,
+    /// Accept again on the listener PORT.
+    #[arg(long, value_name = "PORT", conflicts_with = "drain")]
+    resume_accepting: Option<String>,
+    /// Drain the listener PORT: stop accepting, then wait until every connection it
+    /// accepted has closed (at most --drain-limit). Exit status 1 (`not_drained`) if some
+    /// are still open then. The listener stays paused either way.
+    #[arg(long, value_name = "PORT")]
+    drain: Option<String>,
+    /// How long --drain waits, in seconds (kept under --timeout).
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    drain_limit: f64,
+    #[command(flatten)]
+    ctl: Ctl,
 }
 
 /// How to reach a running node (the options of every control command).
@@ -127,24 +148,57 @@ enum Command {
         #[arg(long)]
         offline: bool,
     },
-    /// Watch a live upgrade: boot the embedded demo release (module `demo` v1 serving
-    /// clients), load v2, move every process to v2 with its state, free v1, and check that
-    /// nothing was lost.
+    /// Watch a networked service upgraded as releases under live TCP traffic: boot the
+    /// embedded release `chat` 1.0.0 (three chat servers), drive 120 TCP clients against it,
+    /// upgrade to 2.0.0 (the state type changes), attempt 3.0.0 (refused: its code_change
+    /// fails on one server), downgrade to 1.0.0 and upgrade back; then check that no
+    /// connection dropped, no frame was lost or duplicated, every server's state matches
+    /// what its clients sent, and the replaced versions are unmapped.
     ///
-    /// Exit status: 0 when every check passes, 1 when one fails, 2 when the demo cannot
-    /// start (e.g. the module libraries are not built).
+    /// Exit status: 0 when every check passes, 1 when one fails (the output says which), 2
+    /// when the demo cannot start (e.g. the module libraries are not built).
     Demo {
         /// Print one JSON object per step (one per line) instead of text.
         #[arg(long)]
         json: bool,
-        /// Directory holding the module libraries (libdemo_v1.so, libdemo_v2.so). Default:
-        /// the directory of this executable (target/debug or target/release after a cargo build).
+        /// Print more detail: each plan, each upgrade's phases, each server's state check.
+        #[arg(long, short = 'v')]
+        verbose: bool,
+        /// Directory holding the module libraries (libchat_v1.so, libchat_v2.so,
+        /// libchat_v3.so). Default: the directory of this executable (target/debug or
+        /// target/release after a cargo build).
         #[arg(long, value_name = "DIR")]
         modules_dir: Option<PathBuf>,
-        /// Write the demo release to DIR and keep it there (run it later with
-        /// `hotswap start DIR`). Default: a temporary directory, removed at the end.
+        /// Instead of running the demo, write its three releases (a release directory for
+        /// `hotswap start`, `upgrade`, `unpack`) and a replay script (replay.sh) to DIR,
+        /// which must be new or empty, and print how to replay the story by hand.
         #[arg(long, value_name = "DIR")]
         release_dir: Option<PathBuf>,
+    },
+    /// The demo's TCP clients against a running demo release (`hotswap demo
+    /// --release-dir`): connections to every chat server, each publishing numbered frames
+    /// and checking every frame that comes back. Prints what they saw at the end.
+    ///
+    /// Exit status: 0 when nothing was dropped, lost, duplicated or reordered, 1 otherwise,
+    /// 2 for bad arguments or when the servers cannot be reached.
+    DemoClient {
+        /// The chat servers' addresses (default: the node's tcp listeners, from `ports`).
+        #[arg(long, value_delimiter = ',', value_name = "ADDR,...")]
+        addr: Vec<std::net::SocketAddr>,
+        /// How long to send, in seconds.
+        #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+        secs: f64,
+        /// Connections per server.
+        #[arg(long, default_value_t = 40, value_name = "N")]
+        conns: usize,
+        /// Frames per second per connection.
+        #[arg(long, default_value_t = 25.0, value_name = "N")]
+        rate: f64,
+        /// Connections per room.
+        #[arg(long, default_value_t = 4, value_name = "N")]
+        room_size: usize,
+        #[command(flatten)]
+        ctl: Ctl,
     },
     /// Run a node from a release directory, in the foreground until `hotswap stop`, SIGTERM
     /// or Ctrl-C (or in the background with --background). It prints a line starting with
@@ -177,8 +231,29 @@ enum Command {
     /// Every module: current and old version, the processes on each, pinned versions and why.
     Modules(Ctl),
     /// Every port (socket) of the node: type, owner, addresses, bytes and messages in/out,
-    /// queue sizes, active mode.
-    Ports(Ctl),
+    /// queue sizes, active mode; or, with an option, pause, resume or drain a listener.
+    Ports(PortsArgs),
+    /// A live view of the node in the terminal, refreshed every second: processes (sorted
+    /// by memory, queue length or activity), modules with their current and old versions
+    /// and the processes on each, ports, and an upgrade in progress as a progress bar with
+    /// its phase. Keys: q quits; m, l, a, p sort by memory, queue length, activity, pid;
+    /// r reverses the order.
+    ///
+    /// Needs a terminal on stdout, unless --once (one frame as plain text; with --json,
+    /// the node's snapshot as JSON).
+    Top {
+        /// Print one frame and exit (for scripts, and stdout that is not a terminal).
+        #[arg(long)]
+        once: bool,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+        interval: f64,
+        /// Columns of the --once frame (default: the terminal's width, else 100).
+        #[arg(long, value_name = "COLUMNS")]
+        width: Option<u16>,
+        #[command(flatten)]
+        ctl: Ctl,
+    },
     /// Load a module library; its current version becomes old. Refused (not_purged) while
     /// old code exists, unless --purging.
     Load {
@@ -344,6 +419,10 @@ enum Command {
         /// module's `[upgrade]` timeout_ms, else 5000).
         #[arg(long, value_name = "MS")]
         suspend_timeout_ms: Option<u64>,
+        /// Upgrade even if the types check finds that a changed module's new version
+        /// cannot read what the running one wrote (as `load --force`).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         ctl: Ctl,
     },
@@ -449,14 +528,41 @@ fn main() -> ExitCode {
         }
         Command::Demo {
             json,
+            verbose,
             modules_dir,
             release_dir,
         } => {
-            init_logging();
+            // The demo reports what happens itself (the runtime's warnings, e.g. the types
+            // check's notes on the deliberate state change, would only repeat it): errors only,
+            // unless RUST_LOG says otherwise.
+            init_logging_at("error");
             return demo::run(demo::Options {
                 json,
+                verbose,
                 modules_dir,
                 release_dir,
+            });
+        }
+        Command::DemoClient {
+            addr,
+            secs,
+            conns,
+            rate,
+            room_size,
+            ctl,
+        } => {
+            init_logging();
+            let target = match ctl.target() {
+                Ok(t) => t,
+                Err(e) => return usage(&e),
+            };
+            return demo::client::run(demo::client::Options {
+                addrs: addr,
+                secs,
+                conns,
+                rate,
+                room_size,
+                target,
             });
         }
         Command::Start {
@@ -472,13 +578,51 @@ fn main() -> ExitCode {
                 detached,
             })
         }
+        Command::Top {
+            once,
+            interval,
+            width,
+            ctl,
+        } => {
+            if !(interval.is_finite() && (0.1..=3600.0).contains(&interval)) {
+                return usage(&format!(
+                    "--interval {interval}: give a number of seconds between 0.1 and 3600"
+                ));
+            }
+            return match ctl.target() {
+                Ok(target) => top::run(top::Options {
+                    target,
+                    once,
+                    interval: Duration::from_secs_f64(interval),
+                    width,
+                }),
+                Err(e) => usage(&e),
+            };
+        }
         Command::Ping(c) => (c, Cmd::Ping),
         Command::Pid(c) => (c, Cmd::Pid),
         Command::Stop(c) => (c, Cmd::Stop),
         Command::Status(c) => (c, Cmd::Status),
         Command::Processes(c) => (c, Cmd::Processes),
         Command::Modules(c) => (c, Cmd::Modules),
-        Command::Ports(c) => (c, Cmd::Ports),
+        Command::Ports(a) => {
+            use control::ports::Action;
+            let action = match (a.pause_accepting, a.resume_accepting, a.drain) {
+                (Some(port), _, _) => Some(Action::Pause { port, pause: true }),
+                (_, Some(port), _) => Some(Action::Pause { port, pause: false }),
+                (_, _, Some(port)) => match Duration::try_from_secs_f64(a.drain_limit) {
+                    Ok(limit) => Some(Action::Drain { port, limit }),
+                    Err(_) => {
+                        return usage(&format!(
+                            "--drain-limit {} is not a number of seconds",
+                            a.drain_limit
+                        ))
+                    }
+                },
+                _ => None,
+            };
+            (a.ctl, Cmd::Ports(action))
+        }
         Command::Load {
             library,
             purging,
@@ -595,6 +739,7 @@ fn main() -> ExitCode {
             plan,
             permanent,
             suspend_timeout_ms,
+            force,
             ctl,
         } => (
             ctl,
@@ -603,6 +748,7 @@ fn main() -> ExitCode {
                 plan,
                 permanent,
                 suspend_timeout_ms,
+                force,
             },
         ),
         Command::UpgradeStatus(c) => (c, Cmd::UpgradeStatus),
@@ -626,8 +772,13 @@ fn usage(e: &str) -> ExitCode {
 
 /// Runtime logs go to stderr; `RUST_LOG` selects them (default: warnings and errors).
 fn init_logging() {
+    init_logging_at("warn");
+}
+
+/// Runtime logs go to stderr; `RUST_LOG` selects them (default: `level` and above).
+fn init_logging_at(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -77,21 +77,6 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// This process's resident and peak resident memory in bytes, from `/proc/self/status`.
-pub fn memory() -> (Option<u64>, Option<u64>) {
-    let Ok(s) = std::fs::read_to_string("/proc/self/status") else {
-        return (None, None);
-    };
-    let field = |name: &str| {
-        s.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|kb| kb.parse::<u64>().ok())
-            .map(|kb| kb * 1024)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
 /// Raise this process's soft limit of open files to at least `want` if it is lower, as far
 /// as the hard limit allows; the soft limit in force afterwards.
 pub fn raise_open_files(want: libc::rlim_t) -> std::io::Result<libc::rlim_t> {
@@ -151,9 +136,8 @@ mod tests {
     }
 
     #[test]
-    fn hex_and_memory() {
+    fn hex_and_random_bytes() {
         assert_eq!(hex(&[0, 15, 255]), "000fff");
         assert_eq!(random_bytes(32).unwrap().len(), 32);
-        assert!(memory().0.is_some_and(|rss| rss > 0));
     }
 }

@@ -11,14 +11,16 @@ use serde_json::{json, Map, Value};
 pub struct Reporter {
     start: Instant,
     json: bool,
+    verbose: bool,
 }
 
 impl Reporter {
-    /// A reporter whose clock starts now.
-    pub fn new(json: bool) -> Reporter {
+    /// A reporter whose clock starts now; `verbose` also prints [`Reporter::detail`] lines.
+    pub fn new(json: bool, verbose: bool) -> Reporter {
         Reporter {
             start: Instant::now(),
             json,
+            verbose,
         }
     }
 
@@ -47,6 +49,14 @@ impl Reporter {
     /// An explanatory line for people (indented under the previous step); nothing in JSON mode.
     pub fn note(&self, msg: impl AsRef<str>) {
         if !self.json {
+            emit(&format!("            {}", msg.as_ref()));
+        }
+    }
+
+    /// A line of detail for people, printed only with `--verbose` (nothing in JSON mode,
+    /// whose records carry the same data).
+    pub fn detail(&self, msg: impl AsRef<str>) {
+        if self.verbose && !self.json {
             emit(&format!("            {}", msg.as_ref()));
         }
     }

@@ -34,10 +34,10 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
-use crate::control::server;
-use crate::node_state::NodeState;
 use crate::os;
 use crate::release::{Release, ReleaseDir, Releases};
+use hotswap_runtime::control::node_state::NodeState;
+use hotswap_runtime::control::server;
 
 /// The line a node prints on stdout once it is ready (what `--background` and the tests
 /// wait for).

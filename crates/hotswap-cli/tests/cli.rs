@@ -1252,28 +1252,44 @@ fn wait_restarted(rel: &Rel, app: &str, n: usize, gone: &[String]) -> Vec<String
     }
 }
 
-/// `hotswap purge demo` on the release `hotswap demo --release-dir` writes kills the three
-/// tally servers, and its answer names them and the supervisor that restarts them; the
-/// demo release's intensity keeps the node up through two purges and a purging load in a
-/// row. On a release
+/// A release of three tally servers (module `demo` v1) whose tree allows 10 restarts in
+/// 5 s: a purge of `demo` kills the three and each is restarted, which OTP's default
+/// intensity (1 in 5 s) would answer by giving up and taking the node down.
+const TALLY3: &str = r#"
+[release]
+name = "tally"
+version = "1.0.0"
+
+[node]
+stop_timeout_ms = 5000
+purge_timeout_ms = 5000
+
+[[module]]
+name = "demo"
+version = "1"
+file = "lib/libdemo_v1.so"
+
+[[application]]
+name = "tally"
+version = "1.0.0"
+intensity = 10
+period_secs = 5
+start = [
+  { spawn = "demo:start", arg = "tally-1", name = "tally-1", restart = "transient" },
+  { spawn = "demo:start", arg = "tally-2", name = "tally-2", restart = "transient" },
+  { spawn = "demo:start", arg = "tally-3", name = "tally-3", restart = "transient" },
+]
+"#;
+
+/// `hotswap purge demo` on the release [`TALLY3`] kills the three tally servers, and its
+/// answer names them and the supervisor that restarts them; the release's intensity keeps
+/// the node up through two purges and a purging load in a row. On a release
 /// with OTP's intensity (1 in 5 s) the same answer says that the supervisor gives up, and
 /// it does: the node exits 1.
 #[test]
 fn cli_purge_names_the_killed_and_their_supervisors() {
-    let root = std::env::temp_dir().join(format!("hs-demo-purge-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    let rel = Rel { root: root.clone() };
-    let r = hotswap(
-        &[
-            "demo".into(),
-            "--modules-dir".into(),
-            modules_dir().display().to_string(),
-            "--release-dir".into(),
-            root.display().to_string(),
-        ],
-        &[],
-    );
-    assert_eq!(r.code, Some(0), "{r}");
+    let rel = Rel::with_manifest("demo-purge", TALLY3);
+    let root = rel.root.clone();
     let mut node = NodeProc::start(&rel);
     let (_, st) = rel.json(&["status"]);
     let sup = st["applications"][0]["supervisor"]

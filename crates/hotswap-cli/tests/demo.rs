@@ -1,5 +1,8 @@
-//! `hotswap demo` end to end: the real binary, the real module libraries, checked through
-//! its `--json` step records.
+//! `hotswap demo` end to end: the real binary, the real module libraries, real TCP
+//! clients, checked through its `--json` step records; and its release directory replayed
+//! by hand with `hotswap start`, `demo-client`, `upgrade`, `ports` and `status`.
+
+mod support;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -9,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// How long one run of the binary may take before the test gives up (the demo takes ~3 s).
+/// How long one run of the binary may take before the test gives up (the demo takes 3-5 s).
 const RUN_LIMIT: Duration = Duration::from_secs(120);
 
 fn bin() -> PathBuf {
@@ -24,7 +27,10 @@ fn profile_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// Build `demo_v1` and `demo_v2` into the binary's directory (once per test binary).
+/// The demo's module crates.
+const CRATES: [&str; 3] = ["chat_v1", "chat_v2", "chat_v3"];
+
+/// Build the chat modules into the binary's directory (once per test binary).
 fn modules_dir() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
@@ -33,8 +39,10 @@ fn modules_dir() -> PathBuf {
             let target = dir.parent().expect("target dir");
             let mut c = Command::new(option_env!("CARGO").unwrap_or("cargo"));
             c.current_dir(env!("CARGO_MANIFEST_DIR"));
-            c.args(["build", "-p", "demo_v1", "-p", "demo_v2", "--target-dir"])
-                .arg(target);
+            c.arg("build").arg("--target-dir").arg(target);
+            for k in CRATES {
+                c.args(["-p", k]);
+            }
             match dir.file_name().and_then(|n| n.to_str()) {
                 Some("debug") | None => {}
                 Some(profile) => {
@@ -46,10 +54,10 @@ fn modules_dir() -> PathBuf {
                 .unwrap_or_else(|e| panic!("cannot run cargo to build the demo modules: {e}"));
             assert!(
                 out.status.success(),
-                "building demo_v1 and demo_v2 failed:\n{}",
+                "building {CRATES:?} failed:\n{}",
                 String::from_utf8_lossy(&out.stderr)
             );
-            for krate in ["demo_v1", "demo_v2"] {
+            for krate in CRATES {
                 let f = dir.join(format!(
                     "{}{krate}{}",
                     std::env::consts::DLL_PREFIX,
@@ -125,11 +133,11 @@ fn u(v: &Value, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("{key} is not a number in {v}"))
 }
 
-/// The whole story, checked through its records: v1 serves, v2 loads while v1 keeps running
-/// the servers, CodeSwitch moves them with their state, soft_purge frees v1, and every
-/// request got exactly one correct reply.
+/// The whole story, checked through its records: release 1.0.0 boots, 120 TCP clients
+/// stream, 2.0.0 is installed, 3.0.0 is refused with every state intact, 1.0.0 and 2.0.0
+/// again; nothing dropped, lost or duplicated, every state consistent, old code unmapped.
 #[test]
-fn demo_runs_and_loses_nothing() {
+fn demo_upgrade_rollback_downgrade_loses_nothing() {
     let dir = modules_dir();
     let run = hotswap(&[
         "demo",
@@ -151,142 +159,135 @@ fn demo_runs_and_loses_nothing() {
         .iter()
         .map(|r| r["step"].as_str().unwrap_or_default())
         .collect();
-
-    // The story, in order.
     let find = |from: usize, step: &str, pred: &dyn Fn(&Value) -> bool| -> usize {
         (from..recs.len())
             .find(|&i| steps[i] == step && pred(&recs[i]))
             .unwrap_or_else(|| panic!("no {step:?} record (matching) after record {from}\n{ctx}"))
     };
-    // Booted from the embedded release, version 1.0.0, with 2.0.0 beside it.
-    let i = find(0, "release", &|r| {
-        r["release"] == "tally" && r["version"] == "1.0.0"
+
+    // The story, in order.
+    let i = find(0, "booted", &|r| {
+        r["release"] == "chat" && r["version"] == "1.0.0" && r["module_version"] == "1"
     });
     assert_eq!(
-        recs[i]["versions"],
-        serde_json::json!(["1.0.0", "2.0.0"]),
+        recs[i]["releases"],
+        serde_json::json!(["1.0.0", "2.0.0", "3.0.0"]),
         "{ctx}"
     );
-    let i = find(i, "loaded", &|r| r["version"] == "1");
-    let spawned: Vec<&Value> = recs.iter().filter(|r| r["step"] == "spawned").collect();
-    assert_eq!(spawned.len(), 3, "{ctx}");
-    let servers: Vec<String> = spawned
-        .iter()
-        .map(|r| r["pid"].as_str().expect("pid").to_string())
-        .collect();
-    let i = find(i, "loaded", &|r| {
-        r["version"] == "2" && r["old_version"] == "1"
-    });
-    let i = find(i, "which", &|r| {
-        r["current"].as_array().is_some_and(|a| a.is_empty())
-    });
-    let old: Vec<&str> = recs[i]["old"]
-        .as_array()
-        .expect("old")
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
-    assert_eq!(
-        old, servers,
-        "after loading v2 every server runs old code\n{ctx}"
+    assert_eq!(recs[i]["listen"].as_array().map(Vec::len), Some(3), "{ctx}");
+    let i = find(i, "clients", &|r| r["connections"] == 120);
+    let i = find(i, "plan", &|r| r["to"] == "2.0.0");
+    assert_eq!(recs[i]["plan"]["direction"], "Up", "{}", recs[i]);
+    let i = find(i, "upgraded", &|r| r["to"] == "2.0.0");
+    assert_eq!(u(&recs[i], "servers_migrated"), 3, "{}", recs[i]);
+    assert!(
+        recs[i]["pause_ms"].is_number(),
+        "the pause is measured: {}",
+        recs[i]
     );
-    for p in recs[i]["processes"].as_array().expect("processes") {
-        assert_eq!(p["check_process_code"], true, "{p}");
-        assert_eq!(p["running"][0][1], "1", "{p}");
-    }
-    let i = find(i, "soft_purge", &|r| r["purged"] == false);
-    let i = find(i, "code_switch", &|_| true);
-    for pid in &servers {
-        find(i, "switched", &|r| {
-            r["pid"] == pid.as_str() && r["version"] == "2" && r["running"][0][1] == "2"
-        });
-    }
-    let i = find(i, "which", &|r| {
-        r["old"].as_array().is_some_and(|a| a.is_empty())
-    });
-    let current: Vec<&str> = recs[i]["current"]
-        .as_array()
-        .expect("current")
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
-    assert_eq!(
-        current, servers,
-        "after CodeSwitch every server runs v2\n{ctx}"
+    let i = find(i, "plan", &|r| r["to"] == "3.0.0");
+    let i = find(i, "refused", &|r| r["to"] == "3.0.0");
+    assert!(
+        recs[i]["refused"] == true || recs[i]["rolled_back"] == true,
+        "{}",
+        recs[i]
     );
-    let i = find(i, "soft_purge", &|r| r["purged"] == true);
-    let purge = &recs[i];
-    assert_eq!(purge["old_version_freed"], true, "{purge}");
-    assert_eq!(purge["old_slot_empty"], true, "{purge}");
-    assert_eq!(purge["pinned"].as_array().map(Vec::len), Some(0), "{purge}");
-    assert_ne!(purge["mapped_after"], true, "v1 is still mapped: {purge}");
-    find(i, "node_stopped", &|r| {
-        r["stuck"].as_array().is_some_and(|a| a.is_empty())
+    assert!(
+        recs[i]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("chat-3") && e.contains("room")),
+        "the refusal names the server and why: {}",
+        recs[i]
+    );
+    let i = find(i, "intact", &|r| {
+        r["module_intact"] == true && r["states_consistent"] == true
     });
+    let i = find(i, "upgraded", &|r| {
+        r["to"] == "1.0.0" && r["direction"] == "Down"
+    });
+    let i = find(i, "upgraded", &|r| {
+        r["to"] == "2.0.0" && r["from"] == "1.0.0"
+    });
+    find(i, "stopped", &|_| true);
 
-    // The final record: nothing lost.
+    // The final record.
     let result = recs.last().expect("records");
     assert_eq!(result["step"], "result", "{ctx}");
     assert_eq!(result["ok"], true, "{result}");
-    assert!(u(result, "sent") > 0, "{result}");
-    assert_eq!(
-        u(result, "sent"),
-        u(result, "replied"),
-        "every request got a reply: {result}"
-    );
-    for key in [
-        "lost",
-        "duplicates",
-        "wrong_totals",
-        "unexpected_messages",
-        "unexpected_exits",
-        "pinned",
-    ] {
-        assert_eq!(u(result, key), 0, "{key}: {result}");
-    }
-    assert!(
-        u(result, "replies_v1") > 0 && u(result, "replies_v2") > 0,
-        "served by both versions: {result}"
-    );
-    assert!(
-        u(result, "replies_v1_since_v2_loaded") > 0,
-        "old code served after v2 was loaded: {result}"
-    );
-    assert_eq!(
-        u(result, "replies_v1") + u(result, "replies_v2"),
-        u(result, "replied"),
-        "{result}"
-    );
-    assert_eq!(result["state_carried"], true, "{result}");
-    assert_eq!(result["old_version_freed"], true, "{result}");
-    assert_eq!(result["node_stopped_clean"], true, "{result}");
     assert_eq!(
         result["failures"].as_array().map(Vec::len),
         Some(0),
         "{result}"
     );
-    let per_server = result["servers"].as_array().expect("servers");
-    assert_eq!(per_server.len(), 3);
-    for s in per_server {
-        assert_eq!(s["version"], "2", "{s}");
+    assert_eq!(u(result, "connections"), 120, "{result}");
+    for key in [
+        "dropped",
+        "lost",
+        "duplicated",
+        "skipped",
+        "relayed_out_of_order",
+        "malformed",
+    ] {
+        assert_eq!(u(result, key), 0, "{key}: {result}");
+    }
+    assert!(u(result, "frames_sent") > 0, "{result}");
+    assert_eq!(
+        u(result, "frames_sent"),
+        u(result, "frames_acked"),
+        "every frame acknowledged: {result}"
+    );
+    let by = &result["acked_by_version"];
+    assert!(
+        u(by, "1") > 0 && u(by, "2") > 0 && by.get("3").is_none(),
+        "frames handled by v1 and v2, none by the refused v3: {result}"
+    );
+    let rb = &result["rollback"];
+    assert_eq!(rb["attempted"], "3.0.0", "{result}");
+    assert!(
+        rb["refused"] == true || rb["rolled_back"] == true,
+        "{result}"
+    );
+    assert_eq!(rb["states_intact"], true, "{result}");
+    assert_eq!(result["downgrade_done"], true, "{result}");
+    assert_eq!(result["reupgrade_done"], true, "{result}");
+    let ups = result["upgrades"].as_array().expect("upgrades");
+    let path: Vec<(&str, &str)> = ups
+        .iter()
+        .map(|u| {
+            (
+                u["to"].as_str().unwrap_or(""),
+                u["direction"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        path,
+        [("2.0.0", "Up"), ("1.0.0", "Down"), ("2.0.0", "Up")],
+        "{result}"
+    );
+    assert_eq!(result["states_consistent"], true, "{result}");
+    let servers = result["servers"].as_array().expect("servers");
+    assert_eq!(servers.len(), 3, "{result}");
+    for s in servers {
+        assert_eq!(s["consistent"], true, "{s}");
+        assert_eq!(u(s, "published"), u(s, "acked"), "{s}");
+        assert_eq!(u(s, "connections"), 40, "{s}");
+        assert_eq!(s["member_records"], true, "the 2.0.0 state shape: {s}");
+    }
+    assert_eq!(result["old_versions_unmapped"], true, "{result}");
+    assert_eq!(
+        result["replaced_versions"].as_array().map(Vec::len),
+        Some(3),
+        "{result}"
+    );
+    if cfg!(target_os = "linux") {
         assert_eq!(
-            u(s, "total"),
-            u(s, "expected_total"),
-            "the total carried across the upgrade: {s}"
-        );
-        assert_eq!(u(s, "count"), u(s, "sent"), "{s}");
-        assert_eq!(u(s, "sent"), u(s, "replied"), "{s}");
-        assert_eq!(
-            u(s, "since_upgrade"),
-            u(s, "replies_v2"),
-            "the new v2 field counted from the switch: {s}"
-        );
-        assert_eq!(
-            u(s, "count"),
-            u(s, "replies_v1") + u(s, "replies_v2"),
-            "{s}"
+            result["mapped"].as_array().map(Vec::len),
+            Some(1),
+            "only the running version mapped: {result}"
         );
     }
+    assert_eq!(result["node_stopped_clean"], true, "{result}");
 }
 
 /// Missing module libraries: exit 2, naming the files and the cargo command that builds them.
@@ -298,13 +299,15 @@ fn demo_without_modules_says_what_to_build() {
     let _ = std::fs::remove_dir_all(&empty);
     assert_eq!(run.code, Some(2), "stderr: {}", run.stderr);
     assert!(
-        run.stderr.contains("libdemo_v1") && run.stderr.contains("libdemo_v2"),
+        CRATES
+            .iter()
+            .all(|k| run.stderr.contains(&format!("lib{k}"))),
         "{}",
         run.stderr
     );
     assert!(
         run.stderr
-            .contains("cargo build --release -p demo_v1 -p demo_v2"),
+            .contains("cargo build --release -p chat_v1 -p chat_v2 -p chat_v3"),
         "{}",
         run.stderr
     );
@@ -353,18 +356,27 @@ fn help_version_and_bad_arguments() {
     }
 }
 
-/// `--release-dir` keeps the demo release, and it is a release `hotswap start` runs.
+/// The JSON document `hotswap <args> -d <rel> --json` prints, and its exit code.
+fn ctl_json(rel: &support::Rel, args: &[&str]) -> (Option<i32>, Value) {
+    rel.json(args)
+}
+
+/// `--release-dir` writes the three releases and a replay script; a node started from it
+/// with `hotswap start` serves the demo's clients (`hotswap demo-client`) while it is
+/// upgraded, refused, downgraded and upgraded again with `hotswap upgrade`, as `ports` and
+/// `status` show.
 #[test]
-fn demo_release_dir_is_kept_and_starts() {
+fn demo_release_dir_replays_by_hand() {
     let dir = modules_dir();
-    let rel = std::env::temp_dir().join(format!("hotswap-demo-keep-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&rel);
+    let root = std::env::temp_dir().join(format!("hotswap-demo-replay-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let rel = support::Rel { root: root.clone() };
     let run = hotswap(&[
         "demo",
         "--modules-dir",
         dir.to_str().expect("utf-8 path"),
         "--release-dir",
-        rel.to_str().expect("utf-8 path"),
+        root.to_str().expect("utf-8 path"),
     ]);
     assert_eq!(
         run.code,
@@ -376,40 +388,130 @@ fn demo_release_dir_is_kept_and_starts() {
     for f in [
         "releases/1.0.0/release.toml",
         "releases/2.0.0/release.toml",
-        "releases/current",
-        "lib/libdemo_v1.so",
-        "lib/libdemo_v2.so",
+        "releases/3.0.0/release.toml",
+        "lib/libchat_v1.so",
+        "lib/libchat_v2.so",
+        "lib/libchat_v3.so",
+        "replay.sh",
     ] {
-        assert!(rel.join(f).is_file(), "{f} is kept");
+        assert!(root.join(f).is_file(), "{f} is written");
     }
+    let script = std::fs::read_to_string(root.join("replay.sh")).expect("replay.sh");
+    for cmd in [
+        "start",
+        "demo-client",
+        "upgrade 2.0.0",
+        "upgrade 3.0.0",
+        "upgrade 1.0.0",
+        "ports",
+        "stop",
+    ] {
+        assert!(script.contains(cmd), "replay.sh runs {cmd}:\n{script}");
+    }
+    assert!(
+        run.stdout.contains("hotswap top"),
+        "the replay mentions top: {}",
+        run.stdout
+    );
+    // A second write into the same directory is refused: nothing is overwritten.
+    let again = hotswap(&[
+        "demo",
+        "--modules-dir",
+        dir.to_str().expect("utf-8 path"),
+        "--release-dir",
+        root.to_str().expect("utf-8 path"),
+    ]);
+    assert_eq!(again.code, Some(2), "{}", again.stderr);
+    assert!(again.stderr.contains("not empty"), "{}", again.stderr);
 
-    let mut node = Command::new(bin())
-        .arg("start")
-        .arg(&rel)
+    let mut node = support::NodeProc::start(&rel);
+    let (code, ports) = ctl_json(&rel, &["ports"]);
+    assert_eq!(code, Some(0), "{ports}");
+    let listeners = ports
+        .as_array()
+        .expect("ports")
+        .iter()
+        .filter(|p| p["type"] == "tcp_listen")
+        .count();
+    assert_eq!(listeners, 3, "{ports}");
+
+    // The clients, for the whole replay: 10 connections per server.
+    let client = Command::new(bin())
+        .args([
+            "demo-client",
+            "--json",
+            "--conns",
+            "10",
+            "--secs",
+            "8",
+            "-d",
+        ])
+        .arg(&root)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn hotswap start");
-    let mut first = String::new();
-    let mut out = std::io::BufReader::new(node.stdout.take().expect("stdout"));
-    std::io::BufRead::read_line(&mut out, &mut first).expect("read the ready line");
+        .expect("spawn hotswap demo-client");
+
+    let (code, v) = ctl_json(&rel, &["upgrade", "2.0.0"]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["report"]["servers_migrated"], 3, "{v}");
+    let (code, st) = ctl_json(&rel, &["get-state", "chat-1"]);
+    assert_eq!(code, Some(0), "{st}");
     assert!(
-        first.starts_with("node started: release tally 1.0.0"),
-        "{first}"
+        st["state"]["rooms"].is_object() && st["state"]["published"].is_u64(),
+        "{st}"
     );
-    let status = hotswap(&["status", "--json", "-d", rel.to_str().unwrap()]);
-    assert_eq!(status.code, Some(0), "{}", status.stderr);
-    let v: Value = serde_json::from_str(&status.stdout).expect("status JSON");
-    // The three tally servers, their supervisor and the application master.
-    assert_eq!(v["processes"], 5, "{v}");
-    assert_eq!(
-        v["applications"][0]["processes"].as_array().map(Vec::len),
-        Some(3),
+    let (code, v) = ctl_json(&rel, &["upgrade", "3.0.0"]);
+    assert_eq!(code, Some(1), "3.0.0 is refused: {v}");
+    assert!(
+        v["error"]["kind"] == "refused" || v["error"]["kind"] == "rolled_back",
         "{v}"
     );
-    let stop = hotswap(&["stop", "-d", rel.to_str().unwrap()]);
+    let (_, st) = ctl_json(&rel, &["status"]);
+    assert_eq!(st["release"]["version"], "2.0.0", "{st}");
+    let (code, v) = ctl_json(&rel, &["upgrade", "1.0.0"]);
+    assert_eq!(code, Some(0), "{v}");
+    let (code, v) = ctl_json(&rel, &["upgrade", "2.0.0"]);
+    assert_eq!(code, Some(0), "{v}");
+    let (code, st) = ctl_json(&rel, &["status"]);
+    assert_eq!(code, Some(0), "{st}");
+    assert_eq!(st["release"]["version"], "2.0.0", "{st}");
+
+    // The same three listeners; the client's connections, owned by the servers.
+    let (_, ports) = ctl_json(&rel, &["ports"]);
+    let ports = ports.as_array().expect("ports");
+    assert_eq!(
+        ports.iter().filter(|p| p["type"] == "tcp_listen").count(),
+        3,
+        "{ports:?}"
+    );
+
+    let out = client.wait_with_output().expect("wait for demo-client");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "demo-client: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(text.trim()).expect("demo-client --json");
+    let t = &report["totals"];
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(u(t, "connections"), 30, "{report}");
+    assert!(u(t, "sent") > 0, "{report}");
+    for key in [
+        "dropped",
+        "lost",
+        "duplicated",
+        "gaps",
+        "foreign_errors",
+        "corrupt",
+    ] {
+        assert_eq!(u(t, key), 0, "{key}: {report}");
+    }
+
+    let stop = hotswap(&["stop", "-d", root.to_str().expect("utf-8 path")]);
     assert_eq!(stop.code, Some(0), "{}", stop.stderr);
-    assert!(node.wait().expect("wait").success());
-    let _ = std::fs::remove_dir_all(&rel);
+    assert_eq!(node.wait_exit(support::WAIT), Some(0));
 }

@@ -357,33 +357,38 @@ const BUILD_WAIT: std::time::Duration = std::time::Duration::from_secs(180);
 
 impl Dev {
     /// A project `name` with DEV_MODULE as its module (its server started with 41), run by
-    /// `hotswap dev`, once the node has started.
-    fn start(tmp: &Tmp, name: &str) -> Dev {
+    /// `hotswap dev` (with `args`), once the node has started. Its stdout and stderr (the
+    /// progress lines and the node's log) are both read.
+    fn start(tmp: &Tmp, name: &str, args: &[&str]) -> Dev {
         let root = new_project_shared_sdk(tmp, name);
         let src = root.join("modules").join(name).join("src/lib.rs");
         std::fs::write(&src, DEV_MODULE.replace("NAME", name)).unwrap();
         edit(&root.join("Hotswap.toml"), "arg = 0", "arg = 41");
         let mut child = Command::new(support::bin())
             .args(["dev", "--offline"])
+            .args(args)
             .current_dir(&root)
             .env("CARGO_TARGET_DIR", shared_target())
             .env_remove("RUST_LOG")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("spawn hotswap dev");
-        let out = child.stdout.take().unwrap();
         let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for l in std::io::BufReader::new(out).lines() {
-                let Ok(l) = l else { break };
-                if tx.send(l).is_err() {
-                    break;
+        fn forward(from: impl std::io::Read + Send + 'static, tx: std::sync::mpsc::Sender<String>) {
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for l in std::io::BufReader::new(from).lines() {
+                    let Ok(l) = l else { break };
+                    if tx.send(l).is_err() {
+                        break;
+                    }
                 }
-            }
-        });
+            });
+        }
+        forward(child.stdout.take().unwrap(), tx.clone());
+        forward(child.stderr.take().unwrap(), tx);
         let mut dev = Dev {
             child,
             lines,
@@ -400,22 +405,32 @@ impl Dev {
 
     /// The next line starting with `prefix` (earlier lines are kept in `seen`).
     fn wait_line(&mut self, prefix: &str, limit: std::time::Duration) -> String {
+        self.wait_any(&[prefix], limit)
+    }
+
+    /// The next line starting with any of `prefixes`.
+    fn wait_any(&mut self, prefixes: &[&str], limit: std::time::Duration) -> String {
         let deadline = std::time::Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(l) => {
                     self.seen.push(l.clone());
-                    if l.starts_with(prefix) {
+                    if prefixes.iter().any(|p| l.starts_with(p)) {
                         return l;
                     }
                 }
                 Err(e) => panic!(
-                    "no line starting with {prefix:?} ({e:?}); hotswap dev printed:\n{}",
+                    "no line starting with {prefixes:?} ({e:?}); hotswap dev printed:\n{}",
                     self.seen.join("\n")
                 ),
             }
         }
+    }
+
+    /// How many of the lines seen so far start with `prefix`.
+    fn seen_count(&self, prefix: &str) -> usize {
+        self.seen.iter().filter(|l| l.starts_with(prefix)).count()
     }
 
     /// The server's state, from the running node.
@@ -438,12 +453,22 @@ impl Dev {
     fn save(&self, from: &str, to: &str) {
         edit(&self.src, from, to);
     }
+
+    /// Save the module with every `(from, to)` replaced, in one write.
+    fn save_all(&self, edits: &[(&str, &str)]) {
+        let mut s = std::fs::read_to_string(&self.src).unwrap();
+        for (from, to) in edits {
+            assert!(s.contains(from), "the module has no {from:?}");
+            s = s.replacen(from, to, 1);
+        }
+        std::fs::write(&self.src, s).unwrap();
+    }
 }
 
 #[test]
 fn dev_loop_applies_a_change_with_state_kept() {
     let tmp = Tmp::new("dev-apply");
-    let mut dev = Dev::start(&tmp, "dev_apply");
+    let mut dev = Dev::start(&tmp, "dev_apply", &[]);
     assert_eq!(
         dev.state(),
         serde_json::json!({"count": 41, "marks": ["v1"]})
@@ -470,7 +495,7 @@ fn dev_loop_applies_a_change_with_state_kept() {
 #[test]
 fn dev_loop_type_change_migrated() {
     let tmp = Tmp::new("dev-type");
-    let mut dev = Dev::start(&tmp, "dev_type");
+    let mut dev = Dev::start(&tmp, "dev_type", &[]);
     // A new field, filled by code_change from the old state's.
     let src = std::fs::read_to_string(&dev.src).unwrap();
     let v2 = src
@@ -494,7 +519,7 @@ fn dev_loop_type_change_migrated() {
 #[test]
 fn dev_loop_build_error_keeps_old_code_running() {
     let tmp = Tmp::new("dev-broken");
-    let mut dev = Dev::start(&tmp, "dev_broken");
+    let mut dev = Dev::start(&tmp, "dev_broken", &[]);
     dev.save("const MARK: &str = \"v1\";", "const MARK: &str = 12;");
     let line = dev.wait_line("build failed", BUILD_WAIT);
     assert!(line.contains("the node still runs 0.1.0-dev.1"), "{line}");
@@ -523,7 +548,7 @@ fn dev_loop_build_error_keeps_old_code_running() {
 #[test]
 fn dev_loop_refused_change_reported() {
     let tmp = Tmp::new("dev-refused");
-    let mut dev = Dev::start(&tmp, "dev_refused");
+    let mut dev = Dev::start(&tmp, "dev_refused", &[]);
     dev.save(
         "let mut s: S = old.decode().map_err(|e| e.to_string())?;",
         "let mut s: S = old.decode().map_err(|e| e.to_string())?;\n        if s.count == 41 {\n            return Err(\"41 is not welcome here\".into());\n        }",
@@ -540,7 +565,7 @@ fn dev_loop_refused_change_reported() {
 #[test]
 fn dev_loop_no_change_reported() {
     let tmp = Tmp::new("dev-same");
-    let mut dev = Dev::start(&tmp, "dev_same");
+    let mut dev = Dev::start(&tmp, "dev_same", &[]);
     // Saved again as it was: cargo rebuilds, the code is the same.
     let src = std::fs::read_to_string(&dev.src).unwrap();
     std::fs::write(&dev.src, &src).unwrap();
@@ -555,6 +580,60 @@ fn dev_loop_no_change_reported() {
     );
 }
 
+#[test]
+fn dev_loop_restart_restarts_instead_of_migrating() {
+    let tmp = Tmp::new("dev-restart");
+    let mut dev = Dev::start(&tmp, "dev_restart", &["--restart"]);
+    // A change whose code_change refuses this state (without --restart the check refuses
+    // the upgrade: `dev_loop_refused_change_reported`), and a new mark.
+    dev.save_all(&[
+        ("const MARK: &str = \"v1\";", "const MARK: &str = \"v2\";"),
+        (
+            "let mut s: S = old.decode().map_err(|e| e.to_string())?;",
+            "let mut s: S = old.decode().map_err(|e| e.to_string())?;\n        if s.count == 41 {\n            return Err(\"41 is not welcome here\".into());\n        }",
+        ),
+    ]);
+    let line = dev.wait_any(&["upgraded to", "refused by the check"], BUILD_WAIT);
+    assert!(line.starts_with("upgraded to 0.1.0-dev.2"), "{line}");
+    assert!(line.contains("1 process restarted"), "{line}");
+    assert!(!line.contains("migrated"), "{line}");
+    // A new server from the new code's init (with the child spec's argument), not the old
+    // state converted: only the new mark.
+    assert_eq!(
+        dev.state(),
+        serde_json::json!({"count": 41, "marks": ["v2"]})
+    );
+}
+
+#[test]
+fn dev_loop_build_cancelled_by_a_newer_save() {
+    let tmp = Tmp::new("dev-cancel");
+    let mut dev = Dev::start(&tmp, "dev_cancel", &[]);
+    dev.save("const MARK: &str = \"v1\";", "const MARK: &str = \"v2\";");
+    // The first save's build has started: a second save cancels it.
+    dev.wait_line("dev: building after a save", BUILD_WAIT);
+    dev.save("const MARK: &str = \"v2\";", "const MARK: &str = \"v3\";");
+    let line = dev.wait_any(&["build cancelled", "upgraded to"], BUILD_WAIT);
+    assert_eq!(line, "build cancelled: a newer save arrived");
+    let line = dev.wait_any(&["upgraded to", "build cancelled"], BUILD_WAIT);
+    assert!(line.starts_with("upgraded to 0.1.0-dev.2"), "{line}");
+    assert_eq!(dev.seen_count("build cancelled"), 1, "{:#?}", dev.seen);
+    // One more build, for the second save only (the rest of its burst of file events did
+    // not cancel that one too).
+    assert_eq!(
+        dev.seen_count("dev: building after a save"),
+        2,
+        "{:#?}",
+        dev.seen
+    );
+    // The second save's code runs; the first's never did (its code_change would have
+    // left its mark).
+    assert_eq!(
+        dev.state(),
+        serde_json::json!({"count": 41, "marks": ["v1", "v3"]})
+    );
+}
+
 /// The benchmark `dev_loop_save_to_running` (BENCHMARKS.md): a one-line change to the
 /// handler, from the file write to the first call answered by the new code, 10 saves;
 /// prints the median and each phase's median. Run it alone:
@@ -563,7 +642,7 @@ fn dev_loop_no_change_reported() {
 #[ignore = "a benchmark: run it alone (see BENCHMARKS.md)"]
 fn dev_loop_save_to_running() {
     let tmp = Tmp::new("dev-bench");
-    let mut dev = Dev::start(&tmp, "dev_bench");
+    let mut dev = Dev::start(&tmp, "dev_bench", &[]);
     let src = std::fs::read_to_string(&dev.src).unwrap();
     let src = src
         .replace("type Reply = u64;", "type Reply = String;")

@@ -26,6 +26,8 @@
 //!
 //! ```text
 //!   lib.rs      re-exports, and the guard's link arguments
+//!   control/    the control server: a node's Unix socket, its wire protocol and every
+//!               control command's node side; it uses release/ and the facade only
 //!   release/    release handling: release directories, manifests, the store, upgrade
 //!               plans run as transactions; it drives the node through the facade's API
 //!   node/       the facade: Node, Code, ExternalProcess, and the host-side APIs of the
@@ -60,6 +62,7 @@
 
 mod behaviour;
 mod code;
+pub mod control;
 mod error;
 mod host_api;
 mod net;

@@ -2,6 +2,7 @@
 use std::collections::BTreeMap;
 
 const VSN: u8 = 1;
+const MAX_ROOM: Option<u32> = None;
 
 /// Version 1's state.
 #[derive(serde::Serialize, serde::Deserialize, Debug, Default)]
@@ -16,47 +17,7 @@ pub struct Chat {
     pub published: u64,
 }
 
-/// Either version's state (version 2 keeps records; both read each other's).
-#[derive(serde::Deserialize)]
-pub struct ChatState {
-    addr: String,
-    conns: BTreeMap<u64, AnyMember>,
-    #[serde(default)]
-    published: u64,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(untagged)]
-enum AnyMember {
-    Room(u32),
-    Record { room: u32 },
-}
-
 impl Chat {
-    fn new(addr: String) -> Chat {
-        Chat {
-            addr,
-            ..Default::default()
-        }
-    }
-    fn from_any(s: ChatState) -> Chat {
-        let mut c = Chat::new(s.addr);
-        c.published = s.published;
-        for (conn, m) in s.conns {
-            let (AnyMember::Room(room) | AnyMember::Record { room }) = m;
-            c.joined(conn, room);
-        }
-        c
-    }
-    fn addr(&self) -> &str {
-        &self.addr
-    }
-    fn connections(&self) -> usize {
-        self.conns.len()
-    }
-    fn published(&self) -> u64 {
-        self.published
-    }
     fn joined(&mut self, conn: u64, room: u32) {
         self.left(conn);
         self.conns.insert(conn, room);
@@ -82,6 +43,8 @@ impl Chat {
     fn count_publication(&mut self, _conn: u64) {
         self.published += 1;
     }
+    /// Version 1 keeps no per-member count: a downgrade drops it.
+    fn restore_frames(&mut self, _conn: u64, _frames: u64) {}
 }
 
 include!("../../common/chat.rs");

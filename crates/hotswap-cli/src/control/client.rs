@@ -117,8 +117,8 @@ pub enum Cmd {
         /// The child's id.
         child: String,
     },
-    /// `ports`.
-    Ports,
+    /// `ports`, or an action on a listener.
+    Ports(Option<super::ports::Action>),
     /// `delete-child`.
     DeleteChild {
         /// The supervisor.
@@ -140,6 +140,8 @@ pub enum Cmd {
         permanent: bool,
         /// The suspend time limit of every process.
         suspend_timeout_ms: Option<u64>,
+        /// Past the types check.
+        force: bool,
     },
     /// `upgrade-status`.
     UpgradeStatus,
@@ -185,7 +187,7 @@ impl Cmd {
             Cmd::Stop => ("stop", Value::Null),
             Cmd::Status => ("status", Value::Null),
             Cmd::Processes => ("processes", Value::Null),
-            Cmd::Ports => ("ports", Value::Null),
+            Cmd::Ports(a) => super::ports::wire(a.as_ref(), timeout),
             Cmd::Modules => ("modules", Value::Null),
             Cmd::Load {
                 path,
@@ -246,9 +248,10 @@ impl Cmd {
                 plan,
                 permanent,
                 suspend_timeout_ms,
+                force,
             } => (
                 "upgrade",
-                json!({ "version": version, "plan": plan, "permanent": permanent, "suspend_timeout_ms": suspend_timeout_ms }),
+                json!({ "version": version, "plan": plan, "permanent": permanent, "suspend_timeout_ms": suspend_timeout_ms, "force": force }),
             ),
             Cmd::UpgradeStatus => ("upgrade_progress", Value::Null),
             Cmd::MakePermanent(v) => ("make_permanent", json!({ "version": v })),
@@ -274,7 +277,7 @@ pub fn run(t: &Target, cmd: &Cmd) -> ExitCode {
     let (name, mut args) = cmd.wire(t.timeout);
     if matches!(cmd, Cmd::GetState(_)) && !t.json {
         // The state for people: the node renders it from its MessagePack (map keys of any
-        // type, in the state's order), see `crate::msgpack`.
+        // type, in the state's order), see `hotswap_runtime::control::msgpack`.
         args["render"] = json!("text");
     }
     let result = match cmd {
@@ -620,7 +623,8 @@ fn human(cmd: &Cmd, v: &Value) -> String {
             }
             out
         }
-        Cmd::Ports => super::ports::render(v),
+        Cmd::Ports(None) => super::ports::render(v),
+        Cmd::Ports(Some(a)) => super::ports::render_action(a, v),
         Cmd::Processes => {
             let rows = v
                 .as_array()

@@ -336,7 +336,9 @@ fn lib_stem(p: &Path) -> String {
 
 /// Build the project's module crates with `profile_args` (e.g. `--release`); the library
 /// of each crate, in the project's order. `cancel`, if given, is polled while cargo runs:
-/// when it returns true cargo is killed and the build fails with "cancelled".
+/// when it returns true cargo and the compilers it started are killed (cargo runs in a
+/// process group of its own, so that no orphaned rustc keeps writing into the target
+/// directory the next build uses) and the build fails with "cancelled".
 pub(crate) fn cargo_build(
     project: &Project,
     profile_args: &[&str],
@@ -355,6 +357,10 @@ pub(crate) fn cargo_build(
         .current_dir(&project.root)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    if cancel.is_some() {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+    }
     let mut child = cmd.spawn().context("cannot run cargo (is it on PATH?)")?;
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
@@ -373,6 +379,12 @@ pub(crate) fn cargo_build(
             break st;
         }
         if cancel.is_some_and(|c| c()) {
+            // The whole group: cargo, its rustc and linker processes, build scripts.
+            if let Ok(pgid) = libc::pid_t::try_from(child.id()) {
+                // SAFETY: kill(2) with a negative pid signals the process group `pgid`,
+                // which is cargo's own (process_group(0) above); it touches no memory.
+                unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            }
             let _ = child.kill();
             let _ = child.wait();
             let _ = (out_t.join(), err_t.join());

@@ -15,6 +15,10 @@
 //! build cancelled: a newer save arrived
 //! ```
 //!
+//! A newer save during a build cancels it (cargo and its compilers are killed) and, once
+//! that save's burst of file events is over, builds again. On stderr, `dev: building ...`
+//! marks the start of each build.
+//!
 //! The node is a child process (`hotswap start <target>/hotswap-dev/<release>`), stopped
 //! when `hotswap dev` exits; its logs go to stderr.
 
@@ -116,29 +120,42 @@ fn dev(opts: &Options) -> Result<()> {
     );
     let mut seq = 0u32;
     let mut running: Option<Running> = None;
-    let mut first = true;
+    // What starts the next round: the first build, a save to wait for, or the save that
+    // cancelled a build (already seen: only the rest of its burst is waited for).
+    let mut next = Round::First;
     loop {
-        // Wait for a save (except for the first build), then for the burst to end.
-        let detect_start = Instant::now();
-        if !first {
+        // Wait for a save (except for the first build), then for the burst to end. The
+        // detect phase runs from the save's first file event (not from the wait's start:
+        // the time the node sat idle is nobody's phase).
+        if next == Round::Wait {
             let Ok(p) = rx.recv() else {
                 bail!("the file watcher stopped")
             };
             tracing::debug!(path = %p.display(), "change");
         }
-        let detect = if first {
+        let detect_start = Instant::now();
+        let detect = if next == Round::First {
             Duration::ZERO
         } else {
             debounce(&rx, opts.debounce, detect_start)
         };
-        first = false;
+        // Progress for people (stdout keeps one status line per save).
+        eprintln!(
+            "dev: building{}",
+            if next == Round::First {
+                " the project"
+            } else {
+                " after a save"
+            }
+        );
+        next = Round::Wait;
         // Build, cancelled by a newer save.
         let t = Instant::now();
         let built = match build_cancellable(&project, opts.offline, &rx) {
             BuildOutcome::Cancelled => {
                 println!("build cancelled: a newer save arrived");
-                // The save that cancelled it starts the next round at once.
-                first = true;
+                // The save that cancelled it starts the next round once its burst ends.
+                next = Round::Cancelled;
                 continue;
             }
             BuildOutcome::Failed(e) => {
@@ -275,6 +292,18 @@ fn dev(opts: &Options) -> Result<()> {
             }
         }
     }
+}
+
+/// What starts a round of the dev loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Round {
+    /// The first build, at start.
+    First,
+    /// A save, still to come.
+    Wait,
+    /// The save that cancelled the last build (it has arrived; the rest of its burst of
+    /// file events is debounced).
+    Cancelled,
 }
 
 /// Watch every local package of the module crates, and the project file.

@@ -1067,10 +1067,12 @@ impl Sup {
                 };
                 self.sys_ok(from, tag, &codec::encode(&st));
             }
-            SysRequest::ChangeCode { module, .. } => match self.change_code(&module) {
-                Ok(()) => self.sys_ok(from, tag, &codec::encode(&())),
-                Err((code, m)) => self.sys_err(from, tag, code, &m),
-            },
+            SysRequest::ChangeCode { module, extra, .. } => {
+                match self.change_code(&module, extra) {
+                    Ok(()) => self.sys_ok(from, tag, &codec::encode(&())),
+                    Err((code, m)) => self.sys_err(from, tag, code, &m),
+                }
+            }
             SysRequest::Terminate(r) => {
                 self.sys_ok(from, tag, &[]);
                 self.terminate_all().await;
@@ -1087,32 +1089,44 @@ impl Sup {
     }
 
     /// Supervisor code change (spec §4.8): call the new `init` with the original argument
-    /// and take its flags and specs, keeping running children.
-    fn change_code(&mut self, module: &str) -> Result<(), (u8, String)> {
+    /// and take its flags and specs, keeping running children. A tree built in Rust has no
+    /// `init` to call again: its new tree comes as the `Extra` (an encoded [`Spec`], what a
+    /// release upgrade passes when the manifest's tree changed), else it is refused.
+    fn change_code(&mut self, module: &str, extra: Option<Vec<u8>>) -> Result<(), (u8, String)> {
         if !self.suspended {
             return Err((
                 E_REFUSED,
                 "change_code needs the supervisor suspended first (sys suspend)".into(),
             ));
         }
-        let Source::Module { module: m, arg } = &self.source else {
-            return Err((
-                E_REFUSED,
-                "this supervisor's tree was built in Rust, not by a module: there is no init to call again".into(),
-            ));
-        };
-        if m != module {
-            return Err((
-                E_REFUSED,
-                format!("this supervisor's callback module is {m:?}, not {module:?}"),
-            ));
-        }
-        let spec = match module_init(&self.ctx, m, arg) {
-            Ok(Some(s)) => s,
-            Ok(None) => return Ok(()),
-            Err(e) => return Err((E_FAILED, e)),
+        let spec = match &self.source {
+            Source::Spec(_) => {
+                let Some(new) = extra.as_deref().and_then(|b| codec::decode::<Spec>(b).ok()) else {
+                    return Err((
+                        E_REFUSED,
+                        "this supervisor's tree was built in Rust, not by a module: there is no init to call again (give the new tree, an encoded Spec, as the Extra)".into(),
+                    ));
+                };
+                new
+            }
+            Source::Module { module: m, arg } => {
+                if m != module {
+                    return Err((
+                        E_REFUSED,
+                        format!("this supervisor's callback module is {m:?}, not {module:?}"),
+                    ));
+                }
+                match module_init(&self.ctx, m, arg) {
+                    Ok(Some(s)) => s,
+                    Ok(None) => return Ok(()),
+                    Err(e) => return Err((E_FAILED, e)),
+                }
+            }
         };
         spec.check().map_err(|e| (E_FAILED, e))?;
+        if let Source::Spec(_) = &self.source {
+            self.source = Source::Spec(spec.clone());
+        }
         if (spec.strategy == Strategy::SimpleOneForOne) != self.template.is_some() {
             return Err((
                 E_FAILED,

@@ -88,6 +88,16 @@ impl CodeServer {
         Ok(())
     }
 
+    /// Kill the processes still running the old version of `module`, then free it (a
+    /// `brutal_purge`, as [`CodeServer::purge`] does). The switch lock must be held.
+    pub(crate) async fn purge_held(
+        &self,
+        module: &str,
+        table: &dyn Processes,
+    ) -> super::PurgeReport {
+        self.purge_locked(table, module).await
+    }
+
     /// Make each module's version the given one (`None`: delete the module, its current
     /// version becoming old) in one step; the current version of each becomes old. Every
     /// module's old slot must be empty (see [`CodeServer::soft_purge_held`]).
@@ -122,6 +132,50 @@ impl CodeServer {
                 s.old = u.old;
             }
             self.bump(&u.module);
+        }
+    }
+}
+
+impl Version {
+    /// Call this version's synchronous function `name` (the version need not be current:
+    /// a prepared one is asked too) from host code, with no calling process: for
+    /// functions that need none, such as a supervisor module's side-effect-free `init`,
+    /// which a release plan asks of both versions to compare their trees. The encoded
+    /// result, or the error the module wrote.
+    pub(crate) fn call_function(&self, name: &str, arg: &[u8]) -> Result<Vec<u8>, String> {
+        let f = *self.functions.get(name).ok_or_else(|| {
+            format!(
+                "`{}` version {} has no function `{name}`",
+                self.name, self.vsn
+            )
+        })?;
+        let mut out: Vec<u8> = Vec::new();
+        let _in = self.enter();
+        // SAFETY: `f` is a function of this version's accepted descriptor, and the library
+        // stays open while `self` is borrowed; `arg` is a live slice; `out` is a `Vec<u8>`
+        // as `write_vec` expects. A null process handle is what the dry run passes too:
+        // the functions called here take no context from it.
+        let st = unsafe {
+            f(
+                std::ptr::null_mut(),
+                arg.as_ptr(),
+                arg.len(),
+                &mut out as *mut Vec<u8> as *mut std::ffi::c_void,
+                hotswap::private::write_vec,
+            )
+        };
+        match st {
+            hotswap_abi::STATUS_READY => Ok(out),
+            hotswap_abi::STATUS_PANICKED => Err(format!(
+                "{}:{name} panicked: {}",
+                self.name,
+                String::from_utf8_lossy(&out)
+            )),
+            _ => Err(format!(
+                "{}:{name} failed: {}",
+                self.name,
+                String::from_utf8_lossy(&out)
+            )),
         }
     }
 }

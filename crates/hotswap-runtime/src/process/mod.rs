@@ -90,6 +90,12 @@ pub(crate) struct ProcInner {
     /// A host-side mailbox ([`crate::ExternalProcess`]), not driven by a task. Set at
     /// creation, never changed.
     pub(crate) external: bool,
+    /// Set by a gen_server's loop while it waits for its next event with none taken: it is
+    /// between events, its state idle (see [`Process::try_hold`]).
+    pub(crate) idle: bool,
+    /// Held by a release upgrade (see [`Process::try_hold`]): the gen_server's loop takes
+    /// no event, and no timeout fires, until it is released.
+    pub(crate) held: bool,
     /// An exit signal that was not trapped: the process exits with it before running again.
     pub(crate) pending_exit: Option<Box<ExitReason>>,
     pub(crate) bindings: Bindings,
@@ -144,6 +150,30 @@ impl Process {
             }),
             inbox: Mutex::new(Vec::new()),
             notify: Notify::new(),
+        }
+    }
+
+    /// Hold a gen_server that waits for its next event, in place (a release upgrade's
+    /// suspend without a round trip through its mailbox): from now on its loop takes no
+    /// event until [`Process::release_hold`], so its state stays idle. `false` (nothing
+    /// changed) if it is not waiting between events: busy in a callback, in `init`, in a
+    /// system request, or not a gen_server; such a process is suspended by a `sys` request
+    /// instead.
+    pub(crate) fn try_hold(&self) -> bool {
+        let mut g = self.inner.lock();
+        if g.idle && !g.held && !g.exited {
+            g.held = true;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Let a held gen_server go on (it handles what queued meanwhile, in order).
+    pub(crate) fn release_hold(&self) {
+        let was = std::mem::replace(&mut self.inner.lock().held, false);
+        if was {
+            self.notify.notify_one();
         }
     }
 

@@ -2,22 +2,32 @@
 //! (architecture §6).
 //!
 //! 1. **Plan and check**, touching nothing: the target's changed libraries are loaded as
-//!    prepared versions; each changed gen_server's new `code_change` runs on a copy of
-//!    every live state and the results are dropped; processes still on a changed module's
-//!    old code refuse the upgrade. Any failure discards the prepared versions and names
-//!    the process, the module and the error.
+//!    prepared versions; the types check compares each changed module's new description
+//!    with the running one's (the static half of `Code::check`: an incompatible module
+//!    refuses the upgrade unless [`UpgradeOptions::force`]); each changed gen_server's
+//!    new `code_change` runs on a copy of every live state and the results are dropped;
+//!    processes still on a changed module's old code refuse the upgrade (`soft_purge`).
+//!    Any failure discards the prepared versions and names the process, the module and
+//!    the error.
 //! 2. **Switch**, under the code server's lock, with spawns of the changed modules held at
-//!    the gate: suspend the servers, module by module, dependents first (each module's
-//!    servers in parallel, each with its time limit: one that does not answer aborts);
+//!    the gate: with `brutal_purge`, kill what runs a changed module's old code; suspend
+//!    the servers, module by module, dependents first: a server waiting between events is
+//!    held in place (`Process::try_hold`: no message, one lock), the others get a sys
+//!    suspend in parallel, each with its time limit (one that does not answer aborts);
 //!    convert every suspended server's state with the new code, in parallel, keeping the
-//!    old state objects; make every prepared version current in one step; start the added
-//!    applications and children; resume, dependencies first.
+//!    old state objects; make every prepared version current in one step; supervisors
+//!    whose tree changes take it by sys `change_code`; start the added applications and
+//!    children; resume, dependencies first.
 //! 3. **Rollback** on any failure in 2: the old versions current again, the old state
-//!    objects back (no conversion needed), the new versions discarded, every process
-//!    resumed, nothing killed; queued messages stay queued. The error names what failed.
+//!    objects back (no conversion needed), the supervisors' old trees back, the new
+//!    versions discarded, every process resumed (held ones released), nothing killed
+//!    (but what `brutal_purge` killed before the switch); queued messages stay queued.
+//!    The error names what failed.
 //! 4. **After**: the old state objects are dropped; removed children and applications are
 //!    stopped; processes with `restart = true` are restarted by their supervisors;
-//!    removed modules are deleted; old code nothing runs is purged.
+//!    applications whose start type or top supervisor changed are restarted; removed
+//!    modules are deleted; old code nothing runs is purged (with `brutal_purge`, what
+//!    still runs it is killed first).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -29,16 +39,18 @@ use hotswap::sys::Request;
 use hotswap::Pid;
 use serde::Serialize;
 
-use super::manifest::Release;
+use super::manifest::{AppSpec, PurgeMode, Release};
 use super::migrate::{self, Migration};
 use super::plan::{self, AppChange, ModuleChange, Plan, Prepared};
 use super::sys_batch::{self, Answer};
 use super::{NodeReleases, ReleaseError};
 use crate::behaviour::server::StateCell;
-use crate::behaviour::supervisor::ChildPid;
+use crate::behaviour::supervisor::{ChildPid, Source};
+use crate::code::compat::{self, CompatReport};
 use crate::code::Version;
 use crate::node::Node;
 use crate::process::NodeInner;
+use hotswap::supervisor::Spec;
 
 /// How an upgrade runs.
 #[derive(Debug, Clone, Default)]
@@ -48,6 +60,14 @@ pub struct UpgradeOptions {
     /// The suspend time limit of every process (default: each module's `timeout_ms`, else
     /// 5 s).
     pub suspend_timeout: Option<Duration>,
+    /// Upgrade even if the types check refuses a changed module (its new version cannot
+    /// read what the running one wrote), as `hotswap load --force` does; what it found is
+    /// reported in [`UpgradeReport::warnings`]. The dry run of `code_change` on the live
+    /// states still runs and still refuses.
+    pub force: bool,
+    /// Suspend every server with a `sys` suspend request, as before servers waiting
+    /// between events were held in place: for measuring what holding saves.
+    pub suspend_by_message: bool,
 }
 
 /// The upgrade in progress.
@@ -104,14 +124,24 @@ pub struct UpgradeReport {
     pub modules_removed: Vec<String>,
     /// gen_servers whose state was migrated by `code_change`.
     pub servers_migrated: usize,
+    /// Of the migrated servers, those held in place while they waited between events (no
+    /// suspend message); the others were suspended by a `sys` request.
+    pub servers_held: usize,
     /// Processes that switch at their next fully-qualified call.
     pub processes_switching: usize,
     /// Processes restarted through their supervisors.
     pub processes_restarted: usize,
+    /// Processes killed because they still ran old code of a module with
+    /// `purge = "brutal_purge"` (before the switch, or left on the replaced version after
+    /// it).
+    pub processes_killed: Vec<Pid>,
     /// Applications started.
     pub applications_started: Vec<String>,
     /// Applications stopped.
     pub applications_stopped: Vec<String>,
+    /// Applications stopped and started again from the new release (their start type or
+    /// top supervisor changed: OTP's `restart_application`).
+    pub applications_restarted: Vec<String>,
     /// Spawns that waited at the gate during the switch.
     pub spawns_gated: usize,
     /// How long the servers were suspended (first suspend sent to last resume answered),
@@ -225,22 +255,24 @@ pub(crate) async fn run(
 
     // ---- check: nothing is touched ------------------------------------------------------
     for m in &plan.modules {
-        if !m.old_processes.is_empty() {
+        if !m.old_processes.is_empty() && m.purge == PurgeMode::SoftPurge {
             cx.discard(prepared);
             return Err(ReleaseError::Refused {
                 to,
                 failed: format!(
-                    "module `{}`: process(es) {} still run its old code; wait until they make a fully-qualified call, or purge it (hotswap purge {})",
+                    "module `{}`: process(es) {} still run its old code (soft_purge); wait until they make a fully-qualified call, purge it (hotswap purge {}), or set purge = \"brutal_purge\" in [upgrade.{}] of the target release to kill them during the upgrade",
                     m.name,
-                    m.old_processes
-                        .iter()
-                        .map(|p| p.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    pid_list(&m.old_processes),
+                    m.name,
                     m.name
                 ),
             });
         }
+    }
+    let mut warnings = Vec::new();
+    if let Err(reports) = types_check(node, &plan, &prepared, opts.force, &mut warnings) {
+        cx.discard(prepared);
+        return Err(ReleaseError::Incompatible { to, reports });
     }
     let mut migs: Vec<Mig> = Vec::new();
     for name in &plan.order {
@@ -294,10 +326,27 @@ pub(crate) async fn run(
     let check_ms = ms(started.elapsed());
 
     // ---- switch --------------------------------------------------------------------------
+    let mut log: Vec<String> = Vec::new();
     let inner = node.inner.clone();
     let _lock = inner.code.switch_lock().await;
+    let mut killed: Vec<Pid> = Vec::new();
     for m in &plan.modules {
-        if matches!(m.change, ModuleChange::Changed | ModuleChange::Removed) {
+        if !matches!(m.change, ModuleChange::Changed | ModuleChange::Removed) {
+            continue;
+        }
+        if m.purge == PurgeMode::BrutalPurge {
+            let r = inner.code.purge_held(&m.name, &inner.table).await;
+            if !r.killed.is_empty() {
+                log.push(format!(
+                    "brutal_purge {} ({} killed)",
+                    m.name,
+                    r.killed.len()
+                ));
+            }
+            killed.extend(r.killed);
+            continue;
+        }
+        {
             if let Err(p) = inner.code.soft_purge_held(&m.name, &inner.table).await {
                 drop(migs);
                 cx.discard(prepared);
@@ -327,18 +376,31 @@ pub(crate) async fn run(
     let targets = collect(&migs, &inner);
     let pause_start = Instant::now();
     let done = cx.phase("suspend", targets.len());
+    // Servers waiting between events are held in place (no round trip through their
+    // mailboxes: the suspend costs one lock each); the others (busy in a callback, in
+    // init, ...) get a sys suspend, each with its time limit.
+    let mut held: Vec<Vec<Pid>> = vec![Vec::new(); migs.len()];
     let mut suspended: Vec<Vec<Pid>> = vec![Vec::new(); migs.len()];
     let mut late: Vec<Pid> = Vec::new();
-    let mut log: Vec<String> = Vec::new();
     let mut failure: Option<(String, String)> = None;
     for (i, m) in migs.iter().enumerate() {
-        let mine: Vec<(Pid, Duration)> = targets
-            .iter()
-            .filter(|t| t.module == i)
-            .map(|t| (t.pid, m.timeout))
-            .collect();
+        let mut mine: Vec<(Pid, Duration)> = Vec::new();
+        for t in targets.iter().filter(|t| t.module == i) {
+            match inner.table.get(t.pid.0) {
+                Some(p) if !opts.suspend_by_message && p.try_hold() => {
+                    held[i].push(t.pid);
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(_) => mine.push((t.pid, m.timeout)),
+                None => {}
+            }
+        }
         let answers = sys_batch::send_all(&inner, &mine, &Request::Suspend, &done).await;
-        log.push(format!("suspend {} ({})", m.name, mine.len()));
+        log.push(format!(
+            "suspend {} ({})",
+            m.name,
+            held[i].len() + mine.len()
+        ));
         for ((pid, t), a) in mine.iter().zip(answers) {
             match a {
                 Answer::Ok => suspended[i].push(*pid),
@@ -374,12 +436,14 @@ pub(crate) async fn run(
     let mut undo = None;
     let mut started_apps: Vec<String> = Vec::new();
     let mut started_children: Vec<(Pid, String)> = Vec::new();
+    let mut changed_sups: Vec<ChangedSup> = Vec::new();
     let mut spawns_gated = 0;
     if failure.is_none() {
-        let live: Vec<Target> = suspended
+        let live: Vec<Target> = held
             .iter()
+            .zip(&suspended)
             .enumerate()
-            .flat_map(|(i, v)| v.iter().map(move |&pid| Target { pid, module: i }))
+            .flat_map(|(i, (h, v))| h.iter().chain(v).map(move |&pid| Target { pid, module: i }))
             .collect();
         let done = cx.phase("code_change", live.len());
         log.push(format!(
@@ -440,6 +504,12 @@ pub(crate) async fn run(
         undo = Some(inner.code.commit(&loads));
         spawns_gated = inner.gate.waiting();
         inner.gate.open();
+        cx.phase("supervisors", 0);
+        if let Err(e) = change_supervisors(node, &plan, target, &mut changed_sups, &mut log).await {
+            failure = Some(("supervisors".into(), e));
+        }
+    }
+    if failure.is_none() {
         cx.phase("applications", 0);
         if let Err(e) = start_apps(
             node,
@@ -466,12 +536,14 @@ pub(crate) async fn run(
         if let Some(u) = undo.take() {
             inner.code.uncommit(u);
         }
+        revert_supervisors(node, &changed_sups).await;
         rollback(migrations).await;
         inner.gate.open();
         sys_batch::post_all(&inner, &late, &Request::Resume);
         let resumed = resume(
             &inner,
             &migs,
+            &held,
             &suspended,
             &Arc::new(AtomicUsize::new(0)),
             &mut Vec::new(),
@@ -487,8 +559,9 @@ pub(crate) async fn run(
             resumed,
         });
     }
-    let done = cx.phase("resume", suspended.iter().map(Vec::len).sum());
-    resume(&inner, &migs, &suspended, &done, &mut log).await;
+    let servers_held = held.iter().map(Vec::len).sum();
+    let done = cx.phase("resume", suspended.iter().chain(&held).map(Vec::len).sum());
+    resume(&inner, &migs, &held, &suspended, &done, &mut log).await;
     let pause_ms = ms(pause_start.elapsed());
     // The versions these name are freed below (a purge needs the only reference).
     drop(migs);
@@ -498,7 +571,6 @@ pub(crate) async fn run(
     cx.phase("finish", migrations.len());
     let servers_migrated = migrations.len();
     finish(migrations).await;
-    let mut warnings = Vec::new();
     let mut restarted = 0;
     let mut stopped_apps = Vec::new();
     for a in &plan.applications {
@@ -523,8 +595,15 @@ pub(crate) async fn run(
                 }
             }
             for id in restart {
-                if let Err(e) =
-                    restart_with_new_spec(node, app.supervisor, &a.name, id, target).await
+                // Its spec was replaced by the change_code: a restart takes the new one.
+                let t = node
+                    .supervisor()
+                    .terminate_child(app.supervisor, id.as_str())
+                    .await;
+                let r = node.supervisor().restart_child(app.supervisor, id).await;
+                if let Err(e) = t
+                    .map_err(|e| e.to_string())
+                    .and(r.map(drop).map_err(|e| e.to_string()))
                 {
                     warnings.push(format!(
                         "application {}: child {id} was not restarted: {e}",
@@ -541,6 +620,21 @@ pub(crate) async fn run(
             match restart_processes(node, &pids).await {
                 Ok(n) => restarted += n,
                 Err(e) => warnings.push(format!("module {}: {e}", m.name)),
+            }
+        }
+    }
+    let mut restarted_apps = Vec::new();
+    for a in &plan.applications {
+        if let AppChange::Restart { reason } = &a.change {
+            match restart_application(node, &a.name, target).await {
+                Ok(()) => {
+                    log.push(format!("restart application {} ({reason})", a.name));
+                    restarted_apps.push(a.name.clone());
+                }
+                Err(e) => warnings.push(format!(
+                    "application {} was not restarted ({reason}): {e}",
+                    a.name
+                )),
             }
         }
     }
@@ -564,8 +658,22 @@ pub(crate) async fn run(
         inner.code.commit(&dels);
     }
     for m in &plan.modules {
-        if matches!(m.change, ModuleChange::Changed | ModuleChange::Removed) {
-            let _ = inner.code.soft_purge_held(&m.name, &inner.table).await;
+        if !matches!(m.change, ModuleChange::Changed | ModuleChange::Removed) {
+            continue;
+        }
+        if m.purge == PurgeMode::BrutalPurge {
+            let r = inner.code.purge_held(&m.name, &inner.table).await;
+            if !r.killed.is_empty() {
+                warnings.push(format!(
+                    "module {}: brutal_purge killed {} process(es) still running its replaced version: {}",
+                    m.name,
+                    r.killed.len(),
+                    pid_list(&r.killed)
+                ));
+            }
+            killed.extend(r.killed);
+        } else if let Err(p) = inner.code.soft_purge_held(&m.name, &inner.table).await {
+            tracing::info!(module = %m.name, processes = %pid_list(&p), "the replaced version stays old: processes still run it (soft_purge)");
         }
     }
     drop(_lock);
@@ -585,6 +693,7 @@ pub(crate) async fn run(
         modules_added: pick(ModuleChange::Added),
         modules_removed: removed,
         servers_migrated,
+        servers_held,
         processes_switching: plan
             .modules
             .iter()
@@ -592,8 +701,10 @@ pub(crate) async fn run(
             .map(|m| m.processes.len())
             .sum(),
         processes_restarted: restarted,
+        processes_killed: killed,
         applications_started: started_apps,
         applications_stopped: stopped_apps,
+        applications_restarted: restarted_apps,
         spawns_gated,
         pause_ms,
         check_ms,
@@ -605,6 +716,80 @@ pub(crate) async fn run(
     };
     tracing::info!(to = %report.to, servers = report.servers_migrated, pause_ms = report.pause_ms, total_ms = report.total_ms, "upgrade done");
     Ok(report)
+}
+
+fn pid_list(p: &[Pid]) -> String {
+    p.iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The types check of every changed module (the static half of `Code::check`: the new
+/// version's description against the running one's; the dry run on live states is the
+/// check phase's own, in parallel). The reports that refuse, unless `force` (then they
+/// become warnings). In a downgrade the newer version's `downgrade` converts each state
+/// explicitly, so only the dry run checks the state; messages are still compared.
+fn types_check(
+    node: &Node,
+    plan: &Plan,
+    prepared: &Prepared,
+    force: bool,
+    warnings: &mut Vec<String>,
+) -> Result<(), Vec<CompatReport>> {
+    let mut refusing = Vec::new();
+    for m in &plan.modules {
+        if m.change != ModuleChange::Changed {
+            continue;
+        }
+        let (Some(cur), Some(new)) = (node.inner.code.current(&m.name), prepared.get(&m.name))
+        else {
+            continue;
+        };
+        let (report, not_checked) = crate::code::static_check(&cur, new);
+        let Some(mut r) = report else {
+            if let Some(why) = not_checked {
+                warnings.push(format!(
+                    "module {}: not checked for compatibility: {why}",
+                    m.name
+                ));
+            }
+            continue;
+        };
+        if plan.direction == Direction::Down || m.restart {
+            let why = if m.restart {
+                "its processes restart with a fresh state (restart = true)"
+            } else {
+                "a downgrade: the newer version's downgrade converts each state; the dry run on the live states checks it"
+            };
+            r.incompatible
+                .retain(|f| !(f.callback == "code_change" && f.level == compat::Level::Upgrade));
+            r.unchecked.push(compat::Unchecked {
+                callback: "code_change".into(),
+                level: compat::Level::Upgrade,
+                reason: why.into(),
+            });
+        }
+        for f in r.incompatible.iter().chain(&r.warnings) {
+            tracing::warn!(module = %m.name, forced = force, "{f}");
+        }
+        if r.refuses() {
+            if force {
+                warnings.push(format!(
+                    "module {}: forced past the types check: {}",
+                    m.name,
+                    r.to_text().trim_end()
+                ));
+            } else {
+                refusing.push(r);
+            }
+        }
+    }
+    if refusing.is_empty() {
+        Ok(())
+    } else {
+        Err(refusing)
+    }
 }
 
 /// The live servers of each migrating module (from its current version's states).
@@ -651,13 +836,24 @@ where
 {
     let stop = Arc::new(AtomicBool::new(false));
     let migs: Arc<Vec<Mig>> = Arc::new(migs.to_vec());
+    // Module code (code_change, downgrade) runs on threads of the blocking pool, never on
+    // the runtime's workers: a worker busy in a long conversion would stop driving the
+    // node's I/O (the control socket, ports, timers) for as long as it takes. As many
+    // threads as cores take the chunks in turn.
+    let chunks: Arc<Vec<Vec<Target>>> =
+        Arc::new(targets.chunks(CHUNK).map(<[Target]>::to_vec).collect());
+    let next = Arc::new(AtomicUsize::new(0));
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(chunks.len());
     let mut tasks = Vec::new();
-    for chunk in targets.chunks(CHUNK) {
-        let chunk: Vec<Target> = chunk.to_vec();
+    for _ in 0..threads {
         let (inner, migs, stop, done) = (inner.clone(), migs.clone(), stop.clone(), done.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut made = Vec::with_capacity(chunk.len());
-            for t in chunk {
+        let (chunks, next) = (chunks.clone(), next.clone());
+        tasks.push(tokio::task::spawn_blocking(move || {
+            let mut made = Vec::new();
+            let mine = std::iter::from_fn(|| chunks.get(next.fetch_add(1, Ordering::Relaxed)));
+            for t in mine.flatten() {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
@@ -754,6 +950,7 @@ async fn each_chunk(mut v: Vec<Migration>, f: fn(Migration)) {
 async fn resume(
     inner: &Arc<NodeInner>,
     migs: &[Mig],
+    held: &[Vec<Pid>],
     suspended: &[Vec<Pid>],
     done: &Arc<AtomicUsize>,
     log: &mut Vec<String>,
@@ -761,7 +958,20 @@ async fn resume(
     let mut n = 0;
     for (i, pids) in suspended.iter().enumerate().rev() {
         let awaited = (0..i).any(|j| migs[j].depends.contains(&migs[i].name));
-        log.push(format!("resume {} ({})", migs[i].name, pids.len()));
+        log.push(format!(
+            "resume {} ({})",
+            migs[i].name,
+            pids.len() + held[i].len()
+        ));
+        // Released at once: a held server takes no event until its flag is cleared, so
+        // it is running again (as far as anyone can see) when this returns.
+        for p in &held[i] {
+            if let Some(proc) = inner.table.get(p.0) {
+                proc.release_hold();
+                n += 1;
+            }
+        }
+        done.fetch_add(held[i].len(), Ordering::Relaxed);
         if !awaited {
             let sent = sys_batch::post_all(inner, pids, &Request::Resume);
             done.fetch_add(pids.len(), Ordering::Relaxed);
@@ -809,67 +1019,144 @@ async fn start_apps(
         let AppChange::Children { start, .. } = &p.change else {
             continue;
         };
-        let Some(spec) = target
-            .manifest
-            .applications
-            .iter()
-            .find(|a| a.name == p.name)
-        else {
-            continue;
-        };
         let Some(app) = node.applications().into_iter().find(|x| x.name == p.name) else {
             return Err(format!("application {} is not running", p.name));
         };
-        for (i, e) in spec.start.iter().enumerate() {
-            let c = e.child_spec(i)?;
-            if !start.contains(&c.id) {
-                continue;
-            }
-            let id = c.id.clone();
+        // The supervisor's change_code added their specs; starting them is explicit, as
+        // in OTP (spec §4.8).
+        for id in start {
             node.supervisor()
-                .start_child(app.supervisor, c)
+                .restart_child(app.supervisor, id)
                 .await
                 .map_err(|e| format!("application {}: child {id} did not start: {e}", p.name))?;
-            started_children.push((app.supervisor, id));
+            started_children.push((app.supervisor, id.clone()));
         }
     }
     Ok(())
 }
 
-/// A child whose entry changed: stopped, its old spec deleted, started from the new one.
-async fn restart_with_new_spec(
+/// A supervisor that took a new tree by `change_code`: what undoes it.
+struct ChangedSup {
+    app: String,
+    pid: Pid,
+    /// The module whose `init` gives its tree (the old version's after an uncommit), or
+    /// the manifest's old tree.
+    module: Option<String>,
+    old_tree: Option<Spec>,
+    /// The ids the change added (deleted again by a rollback).
+    added: Vec<String>,
+}
+
+/// The tree an application spec describes, if it is built in Rust.
+fn manifest_tree(spec: Option<&AppSpec>) -> Option<Spec> {
+    match spec.map(AppSpec::source) {
+        Some(Ok(Source::Spec(s))) => Some(s),
+        _ => None,
+    }
+}
+
+/// sys `change_code` of one supervisor (suspended around it): `module`'s current `init`,
+/// or the tree given.
+async fn supervisor_change_code(
     node: &Node,
     sup: Pid,
-    app: &str,
-    id: &str,
-    target: &Release,
+    module: Option<&str>,
+    tree: Option<&Spec>,
 ) -> Result<(), String> {
+    let sys = node.sys();
+    sys.suspend(sup)
+        .await
+        .map_err(|e| format!("its supervisor {sup} did not suspend: {e}"))?;
+    let r = sys
+        .change_code(
+            sup,
+            module.unwrap_or(""),
+            "",
+            tree.map(hotswap::codec::encode),
+        )
+        .await;
+    let resumed = sys.resume(sup).await;
+    r.map_err(|e| format!("the change_code of its supervisor {sup} failed: {e}"))?;
+    resumed.map_err(|e| format!("its supervisor {sup} did not resume: {e}"))
+}
+
+/// Every application whose top supervisor's tree changes takes it by sys `change_code`
+/// (spec §4.8): new flags, new ids added without starting them, running children kept.
+async fn change_supervisors(
+    node: &Node,
+    plan: &Plan,
+    target: &Release,
+    changed: &mut Vec<ChangedSup>,
+    log: &mut Vec<String>,
+) -> Result<(), String> {
+    let running = node.releases().running();
+    for p in &plan.applications {
+        let AppChange::Children { start, module, .. } = &p.change else {
+            continue;
+        };
+        let Some(app) = node.applications().into_iter().find(|x| x.name == p.name) else {
+            return Err(format!("application {} is not running", p.name));
+        };
+        let spec = |r: &Release| {
+            r.manifest
+                .applications
+                .iter()
+                .find(|a| a.name == p.name)
+                .cloned()
+        };
+        let new_tree = manifest_tree(spec(target).as_ref());
+        let old_tree = manifest_tree(running.as_ref().and_then(spec).as_ref());
+        supervisor_change_code(node, app.supervisor, module.as_deref(), new_tree.as_ref())
+            .await
+            .map_err(|e| format!("application {}: {e}", p.name))?;
+        log.push(format!("change_code supervisor of {}", p.name));
+        changed.push(ChangedSup {
+            app: p.name.clone(),
+            pid: app.supervisor,
+            module: module.clone(),
+            old_tree,
+            added: start.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Undo [`change_supervisors`] (the old versions current again): each supervisor takes
+/// its old tree back, and the ids the change added are deleted.
+async fn revert_supervisors(node: &Node, changed: &[ChangedSup]) {
+    for c in changed.iter().rev() {
+        for id in &c.added {
+            let _ = node.supervisor().delete_child(c.pid, id).await;
+        }
+        if let Err(e) =
+            supervisor_change_code(node, c.pid, c.module.as_deref(), c.old_tree.as_ref()).await
+        {
+            tracing::warn!(application = %c.app, "supervisor not reverted: {e}");
+        }
+    }
+}
+
+/// OTP's `restart_application`: stop the application, start it from the new release.
+async fn restart_application(node: &Node, name: &str, target: &Release) -> Result<(), String> {
     let spec = target
         .manifest
         .applications
         .iter()
-        .find(|a| a.name == app)
-        .and_then(|a| {
-            a.start
-                .iter()
-                .enumerate()
-                .filter_map(|(i, e)| e.child_spec(i).ok())
-                .find(|c| c.id == id)
-        })
-        .ok_or_else(|| format!("no entry {id} in the new release"))?;
-    node.supervisor()
-        .terminate_child(sup, id)
+        .find(|a| a.name == name)
+        .ok_or_else(|| {
+            format!(
+                "no application {name} in release {}",
+                target.manifest.release.version
+            )
+        })?;
+    let app = spec.application()?;
+    node.stop_application(name)
         .await
-        .map_err(|e| e.to_string())?;
-    node.supervisor()
-        .delete_child(sup, id)
-        .await
-        .map_err(|e| e.to_string())?;
-    node.supervisor()
-        .start_child(sup, spec)
+        .map_err(|e| format!("it did not stop: {e}"))?;
+    node.start_application(app)
         .await
         .map(drop)
-        .map_err(|e| e.to_string())
+        .map_err(|e| format!("it did not start again: {e}"))
 }
 
 /// Restart processes through the supervisors that own them; how many.

@@ -72,6 +72,8 @@
 //! extra = { reset = true }    # the `Extra` of its gen_servers' code_change (any TOML value)
 //! restart = true              # restart its processes through their supervisors instead
 //! timeout_ms = 2000           # how long each of its processes may take to suspend
+//! purge = "brutal_purge"      # kill processes still on old code (default "soft_purge":
+//!                             # such a process refuses the upgrade, see PurgeMode)
 //! ```
 //!
 //! A downgrade uses the target's table, or, for a module it does not name, the running
@@ -127,6 +129,33 @@ pub struct UpgradeSpec {
     /// How long each of its processes may take to answer the suspend (default 5000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// What to do with processes still running old code of the module (OTP's PrePurge
+    /// and PostPurge, spec §7.2): `soft_purge` (the default) refuses the upgrade when
+    /// a process still runs an old version before it, and leaves the now-old version to
+    /// the processes still in it after it; `brutal_purge` kills those processes, so the
+    /// purge can proceed.
+    #[serde(default, skip_serializing_if = "PurgeMode::is_soft")]
+    pub purge: PurgeMode,
+}
+
+/// `[upgrade.<module>] purge`: OTP's PrePurge/PostPurge methods (spec §7.2).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PurgeMode {
+    /// Never kill: processes still on an old version before the upgrade refuse it;
+    /// after it, the now-old version stays for the processes still in it.
+    #[default]
+    SoftPurge,
+    /// Kill the processes still running an old version: before the switch (those on the
+    /// version older than the current one) and after it (those left on the replaced one).
+    BrutalPurge,
+}
+
+impl PurgeMode {
+    /// Whether it is [`PurgeMode::SoftPurge`].
+    pub fn is_soft(&self) -> bool {
+        *self == PurgeMode::SoftPurge
+    }
 }
 
 impl UpgradeSpec {

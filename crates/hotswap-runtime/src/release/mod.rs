@@ -38,7 +38,9 @@ use std::time::Duration;
 
 pub use dir::{ReleaseDir, MANIFEST};
 pub use handler::{Progress, UpgradeOptions, UpgradeReport};
-pub use manifest::{AppSpec, Manifest, ModuleSpec, NodeSettings, Release, StartSpec, UpgradeSpec};
+pub use manifest::{
+    AppSpec, Manifest, ModuleSpec, NodeSettings, PurgeMode, Release, StartSpec, UpgradeSpec,
+};
 pub use plan::Plan;
 pub use store::{ReleaseEntry, ReleaseStatus, Store};
 
@@ -96,6 +98,18 @@ pub enum ReleaseError {
         /// What failed.
         failed: String,
     },
+    /// The types check refused the upgrade before anything was touched: a changed
+    /// module's new version cannot read what its running version wrote (its state, its
+    /// queued messages, its exports' arguments), as a `load` would be refused
+    /// (`CodeError::Incompatible`). Each report names the module, the callback, the field
+    /// and the fix; [`UpgradeOptions::force`] upgrades anyway.
+    #[error("upgrade to {to} refused by the types check, nothing was touched: {}; fix the new version, or upgrade with --force (UpgradeOptions::force) to switch anyway, as `hotswap load --force` does", incompatible_text(.reports))]
+    Incompatible {
+        /// The target release.
+        to: String,
+        /// One report per module that does not read its running version's data.
+        reports: Vec<crate::code::compat::CompatReport>,
+    },
     /// The switch failed and was rolled back: the old versions are current again, every
     /// process has its old state and is resumed.
     #[error("upgrade to {to} failed in phase {phase} and was rolled back (old versions current, old states back, {resumed} processes resumed, nothing killed): {failed}")]
@@ -109,6 +123,24 @@ pub enum ReleaseError {
         /// How many processes were resumed.
         resumed: usize,
     },
+}
+
+fn incompatible_text(reports: &[crate::code::compat::CompatReport]) -> String {
+    reports
+        .iter()
+        .map(|r| {
+            let f: Vec<String> = r.incompatible.iter().map(|f| f.to_string()).collect();
+            format!(
+                "module `{}` {} -> {} is incompatible ({}): {}",
+                r.module,
+                r.old_version,
+                r.new_version,
+                r.incompatible.len(),
+                f.join("; ")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The release state of one node: where its releases are, which one runs, the upgrade

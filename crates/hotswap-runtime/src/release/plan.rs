@@ -8,12 +8,18 @@
 //!   bound to the current version *switches* at its next fully-qualified call, and
 //!   `[upgrade.<module>] restart = true` makes their supervisors *restart* them instead.
 //!   Processes still bound to the module's *old* version refuse the upgrade (old code
-//!   must go first, like `soft_purge`).
+//!   must go first, like OTP's PrePurge `soft_purge`), unless `[upgrade.<module>] purge =
+//!   "brutal_purge"` has them killed before the switch (and those left on the replaced
+//!   version killed after it).
 //! - **Order** follows `depends` (spec §7.4): dependents are suspended first, and
 //!   dependencies are resumed first.
-//! - **Applications** are added, removed, or changed: the children their top supervisor
-//!   gains are started, those it loses are stopped, those whose entry changed are
-//!   restarted with the new entry.
+//! - **Applications** are added, removed, restarted or changed. One whose start type or
+//!   top supervisor module changed is stopped and started again (OTP's
+//!   `restart_application`). Otherwise the old and the new tree of its top supervisor are
+//!   compared (the manifests' trees, or, for a supervisor module, the trees both versions'
+//!   `init` return for its argument): the supervisor takes the new one by sys
+//!   `change_code` (new flags, new ids), the children it gains are started, those it loses
+//!   stopped, those whose spec changed restarted with the new one.
 //! - A target **older** than the running release makes it a downgrade: the newer
 //!   version's `downgrade` converts each state back, the older version's `code_change`
 //!   reads it ([`hotswap::gen_server::Direction::Down`]).
@@ -26,11 +32,13 @@ use hotswap::gen_server::Direction;
 use hotswap::Pid;
 use serde::Serialize;
 
-use super::manifest::{AppSpec, Release, UpgradeSpec};
+use super::manifest::{AppSpec, PurgeMode, Release, UpgradeSpec};
 use super::store::version_order;
 use super::{ReleaseError, DEFAULT_SUSPEND_TIMEOUT};
+use crate::behaviour::supervisor::Source;
 use crate::code::Version;
 use crate::node::Node;
+use hotswap::supervisor::{Spec, INIT_FUNCTION};
 
 /// How a module differs between the two releases.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -67,8 +75,11 @@ pub struct ModulePlan {
     /// Other processes running the current version: they switch at their next
     /// fully-qualified call (restarted instead with `restart`).
     pub processes: Vec<Pid>,
-    /// Processes still running its old version (they refuse the upgrade).
+    /// Processes still running its old version (they refuse the upgrade, or are killed
+    /// with `purge = "brutal_purge"`).
     pub old_processes: Vec<Pid>,
+    /// `[upgrade.<module>] purge`: what happens to processes still on old code.
+    pub purge: PurgeMode,
     /// `[upgrade.<module>] restart`.
     pub restart: bool,
     /// The suspend time limit of its processes, in milliseconds.
@@ -88,7 +99,10 @@ pub enum AppChange {
     Added,
     /// Only in the running release: stopped.
     Removed,
-    /// Its top supervisor's children differ (by id).
+    /// Its top supervisor's tree differs: the supervisor takes the new tree by sys
+    /// `change_code` (spec §4.8: new flags, new ids added, running children kept), then
+    /// the new children are started and the removed ones stopped, as OTP's hand-written
+    /// `apply` steps would.
     Children {
         /// Children started.
         start: Vec<String>,
@@ -96,6 +110,20 @@ pub enum AppChange {
         stop: Vec<String>,
         /// Children whose entry changed: restarted with the new one.
         restart: Vec<String>,
+        /// How the flags change (`intensity 2 -> 12`, ...), if they do.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        flags: Option<String>,
+        /// The supervisor module whose new version's `init` gives the new tree (both
+        /// versions' trees were compared); none: the tree is the manifest's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        module: Option<String>,
+    },
+    /// Its start type or its top supervisor module changed: stopped and started again
+    /// from the new release (OTP's `restart_application`); its processes start afresh,
+    /// every other process keeps its state.
+    Restart {
+        /// What changed.
+        reason: String,
     },
 }
 
@@ -120,6 +148,14 @@ pub enum Step {
         libraries: usize,
         /// States converted on a copy.
         states: usize,
+    },
+    /// `purge = "brutal_purge"`: kill the processes still running an old version of the
+    /// module (before anything is suspended), so its old version can be purged.
+    PrePurge {
+        /// The module.
+        module: String,
+        /// The processes killed.
+        pids: Vec<Pid>,
     },
     /// Suspend the module's servers (dependents first).
     Suspend {
@@ -146,6 +182,25 @@ pub enum Step {
     StartApplication {
         /// Its name.
         name: String,
+    },
+    /// The application's top supervisor takes its new tree by sys `change_code` (new
+    /// flags, new ids added without starting them, running children kept).
+    SupervisorChangeCode {
+        /// The application.
+        application: String,
+        /// The supervisor module whose new `init` gives the tree (none: the manifest's).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        module: Option<String>,
+        /// How its flags change.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        flags: Option<String>,
+    },
+    /// Stop an application and start it again from the new release.
+    RestartApplication {
+        /// Its name.
+        name: String,
+        /// Why.
+        reason: String,
     },
     /// Change an application's top supervisor's children.
     Supervisor {
@@ -189,10 +244,14 @@ pub enum Step {
         /// The modules.
         modules: Vec<String>,
     },
-    /// Free the old versions nothing runs any more.
+    /// Free the old versions nothing runs any more (`soft_purge`), or kill what still
+    /// runs them first (`brutal_purge`).
     Purge {
-        /// The modules.
+        /// The modules purged softly.
         modules: Vec<String>,
+        /// The modules purged brutally.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        brutal: Vec<String>,
     },
 }
 
@@ -217,6 +276,12 @@ impl fmt::Display for Step {
                 if *libraries == 1 { "y" } else { "ies" },
                 if *states == 1 { "" } else { "s" }
             ),
+            Step::PrePurge { module, pids: p } => write!(
+                f,
+                "brutal_purge {module}: kill {} process(es) still running its old code: {}",
+                p.len(),
+                pids(p)
+            ),
             Step::Suspend { module, pids: p } => {
                 write!(f, "suspend {module}: {} process(es): {}", p.len(), pids(p))
             }
@@ -235,6 +300,24 @@ impl fmt::Display for Step {
             ),
             Step::Commit { load } => write!(f, "commit: make current {}", list(load)),
             Step::StartApplication { name } => write!(f, "start application {name}"),
+            Step::SupervisorChangeCode {
+                application,
+                module,
+                flags,
+            } => {
+                write!(f, "supervisor of {application}: sys change_code")?;
+                match module {
+                    Some(m) => write!(f, " (the tree of {m}'s new init)")?,
+                    None => write!(f, " (the new manifest's tree)")?,
+                }
+                if let Some(fl) = flags {
+                    write!(f, ", flags {fl}")?;
+                }
+                Ok(())
+            }
+            Step::RestartApplication { name, reason } => {
+                write!(f, "restart application {name} ({reason})")
+            }
             Step::Supervisor {
                 application,
                 start,
@@ -267,11 +350,25 @@ impl fmt::Display for Step {
             ),
             Step::StopApplication { name } => write!(f, "stop application {name}"),
             Step::Delete { modules } => write!(f, "delete {}", list(modules)),
-            Step::Purge { modules } => write!(
-                f,
-                "purge the old code of {} (where no process runs it)",
-                list(modules)
-            ),
+            Step::Purge { modules, brutal } => {
+                let mut sep = "";
+                if !modules.is_empty() {
+                    write!(
+                        f,
+                        "purge the old code of {} (where no process runs it)",
+                        list(modules)
+                    )?;
+                    sep = "; ";
+                }
+                if !brutal.is_empty() {
+                    write!(
+                        f,
+                        "{sep}brutal_purge the old code of {} (killing the processes still running it)",
+                        list(brutal)
+                    )?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -366,14 +463,28 @@ impl fmt::Display for Plan {
                         start,
                         stop,
                         restart,
-                    } => writeln!(
-                        f,
-                        "  {:<20} children: start {}, stop {}, restart {}",
-                        a.name,
-                        list(start),
-                        list(stop),
-                        list(restart)
-                    )?,
+                        flags,
+                        module,
+                    } => {
+                        write!(
+                            f,
+                            "  {:<20} children: start {}, stop {}, restart {}",
+                            a.name,
+                            list(start),
+                            list(stop),
+                            list(restart)
+                        )?;
+                        if let Some(fl) = flags {
+                            write!(f, "; flags {fl}")?;
+                        }
+                        if let Some(m) = module {
+                            write!(f, " (trees of both versions of {m} compared)")?;
+                        }
+                        writeln!(f)?;
+                    }
+                    AppChange::Restart { reason } => {
+                        writeln!(f, "  {:<20} restarted: {reason}", a.name)?
+                    }
                 }
             }
         }
@@ -449,6 +560,7 @@ pub(crate) async fn derive(
             processes: Vec::new(),
             old_processes: Vec::new(),
             restart: false,
+            purge: PurgeMode::SoftPurge,
             timeout_ms: DEFAULT_SUSPEND_TIMEOUT.as_millis() as u64,
             extra: None,
             depends: Vec::new(),
@@ -460,6 +572,7 @@ pub(crate) async fn derive(
             .or_else(|| running.manifest.upgrade.get(name));
         if let Some(u) = ov {
             mp.restart = u.restart;
+            mp.purge = u.purge;
             if let Some(t) = u.timeout_ms {
                 mp.timeout_ms = t;
             }
@@ -545,9 +658,34 @@ pub(crate) async fn derive(
         modules.push(mp);
     }
     let (order, mut notes) = suspend_order(&modules);
+    // A supervisor module's tree, as the given version's side-effect-free `init` returns
+    // it for `arg`.
+    let init = |v: Option<Arc<Version>>, m: &str, arg: &[u8]| -> Result<Option<Spec>, String> {
+        let v = v.ok_or_else(|| format!("supervisor module {m} is not loaded"))?;
+        let b = v.call_function(INIT_FUNCTION, arg)?;
+        hotswap::codec::decode(&b).map_err(|e| {
+            format!("{m}:{INIT_FUNCTION} returned something that is not a supervisor spec: {e}")
+        })
+    };
+    let trees = Trees {
+        old: &|m, arg| init(inner.code.current(m), m, arg),
+        new: &|m, arg| {
+            init(
+                prepared.get(m).cloned().or_else(|| inner.code.current(m)),
+                m,
+                arg,
+            )
+        },
+        changed: &|m| {
+            modules
+                .iter()
+                .any(|x| x.name == m && x.change == ModuleChange::Changed)
+        },
+    };
     let applications = app_changes(
         &running.manifest.applications,
         &target.manifest.applications,
+        &trees,
         &mut notes,
     );
     let steps = steps(
@@ -620,64 +758,161 @@ fn suspend_order(modules: &[ModulePlan]) -> (Vec<String>, Vec<String>) {
     (order, notes)
 }
 
-fn app_changes(old: &[AppSpec], new: &[AppSpec], notes: &mut Vec<String>) -> Vec<AppPlan> {
+/// A supervisor module's tree for an encoded `init` argument (`None`: `ignore`).
+type TreeOf<'a> = dyn Fn(&str, &[u8]) -> Result<Option<Spec>, String> + 'a;
+
+/// How the plan reads supervisor trees: each supervisor module's tree for an argument,
+/// from the running version (`old`) and from the version current after the upgrade
+/// (`new`); and whether a module changes.
+struct Trees<'a> {
+    old: &'a TreeOf<'a>,
+    new: &'a TreeOf<'a>,
+    changed: &'a dyn Fn(&str) -> bool,
+}
+
+/// `strategy a -> b, intensity 1 -> 11, period 5 -> 10` for the flags that differ.
+fn flags_change(o: &Spec, n: &Spec) -> Option<String> {
+    let mut v = Vec::new();
+    if o.strategy != n.strategy {
+        v.push(format!("strategy {:?} -> {:?}", o.strategy, n.strategy).to_lowercase());
+    }
+    if o.intensity != n.intensity {
+        v.push(format!("intensity {} -> {}", o.intensity, n.intensity));
+    }
+    if o.period_secs != n.period_secs {
+        v.push(format!("period {} s -> {} s", o.period_secs, n.period_secs));
+    }
+    (!v.is_empty()).then(|| v.join(", "))
+}
+
+/// The children of two trees compared by id: (started, stopped, restarted with their new
+/// spec).
+fn children_change(o: &Spec, n: &Spec) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let ids = |s: &Spec| -> BTreeMap<String, String> {
+        s.children
+            .iter()
+            .map(|c| (c.id.clone(), format!("{c:?}")))
+            .collect()
+    };
+    let (oi, ni) = (ids(o), ids(n));
+    let start = n
+        .children
+        .iter()
+        .filter(|c| !oi.contains_key(&c.id))
+        .map(|c| c.id.clone())
+        .collect();
+    let stop = o
+        .children
+        .iter()
+        .rev()
+        .filter(|c| !ni.contains_key(&c.id))
+        .map(|c| c.id.clone())
+        .collect();
+    let restart = n
+        .children
+        .iter()
+        .filter(|c| oi.get(&c.id).is_some_and(|ov| *ov != ni[&c.id]))
+        .map(|c| c.id.clone())
+        .collect();
+    (start, stop, restart)
+}
+
+fn app_changes(
+    old: &[AppSpec],
+    new: &[AppSpec],
+    trees: &Trees<'_>,
+    notes: &mut Vec<String>,
+) -> Vec<AppPlan> {
     let mut out = Vec::new();
     let old_by: BTreeMap<&str, &AppSpec> = old.iter().map(|a| (a.name.as_str(), a)).collect();
     let new_by: BTreeMap<&str, &AppSpec> = new.iter().map(|a| (a.name.as_str(), a)).collect();
     for a in new {
-        match old_by.get(a.name.as_str()) {
-            None => out.push(AppPlan {
+        let Some(o) = old_by.get(a.name.as_str()) else {
+            out.push(AppPlan {
                 name: a.name.clone(),
                 change: AppChange::Added,
-            }),
-            Some(o) => {
-                if o.supervisor.is_some() || a.supervisor.is_some() {
-                    if toml::to_string(o).ok() != toml::to_string(a).ok() {
-                        notes.push(format!(
-                            "application {}: its tree comes from a supervisor module, so its children are not compared; restart the application to change them",
-                            a.name
-                        ));
-                    }
+            });
+            continue;
+        };
+        // OTP's restart_application: what a running tree cannot take in place.
+        let mut why = Vec::new();
+        if o.start_type != a.start_type {
+            why.push(format!("start type {} -> {}", o.start_type, a.start_type));
+        }
+        if o.supervisor != a.supervisor {
+            let name = |s: &Option<String>| match s {
+                Some(m) => format!("module {m}"),
+                None => "the manifest's tree".into(),
+            };
+            why.push(format!(
+                "top supervisor {} -> {}",
+                name(&o.supervisor),
+                name(&a.supervisor)
+            ));
+        } else if o.supervisor.is_some() && o.arg != a.arg {
+            why.push("the argument of its supervisor module's init changed".into());
+        }
+        if !why.is_empty() {
+            out.push(AppPlan {
+                name: a.name.clone(),
+                change: AppChange::Restart {
+                    reason: why.join(", "),
+                },
+            });
+            continue;
+        }
+        let (os, ns) = match (o.source(), a.source()) {
+            (Ok(os), Ok(ns)) => (os, ns),
+            (Err(e), _) | (_, Err(e)) => {
+                notes.push(format!("application {}: {e}", a.name));
+                continue;
+            }
+        };
+        let (ot, nt, module) = match (&os, &ns) {
+            (Source::Spec(ot), Source::Spec(nt)) => (ot.clone(), nt.clone(), None),
+            (Source::Module { module, arg }, _) => {
+                if !(trees.changed)(module) {
                     continue;
                 }
-                let ids = |s: &AppSpec| -> BTreeMap<String, String> {
-                    s.start
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(i, e)| {
-                            let c = e.child_spec(i).ok()?;
-                            Some((c.id.clone(), format!("{c:?}")))
-                        })
-                        .collect()
-                };
-                let (oi, ni) = (ids(o), ids(a));
-                let start: Vec<String> = ni
-                    .keys()
-                    .filter(|k| !oi.contains_key(*k))
-                    .cloned()
-                    .collect();
-                let stop: Vec<String> = oi
-                    .keys()
-                    .filter(|k| !ni.contains_key(*k))
-                    .cloned()
-                    .collect();
-                let restart: Vec<String> = ni
-                    .iter()
-                    .filter(|(k, v)| oi.get(*k).is_some_and(|ov| ov != *v))
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                if !(start.is_empty() && stop.is_empty() && restart.is_empty()) {
-                    out.push(AppPlan {
-                        name: a.name.clone(),
-                        change: AppChange::Children {
-                            start,
-                            stop,
-                            restart,
-                        },
-                    });
+                match ((trees.old)(module, arg), (trees.new)(module, arg)) {
+                    (Ok(Some(ot)), Ok(Some(nt))) => (ot, nt, Some(module.clone())),
+                    (Ok(None), _) | (_, Ok(None)) => {
+                        notes.push(format!(
+                            "application {}: {module}'s init returns ignore, so its tree is not compared",
+                            a.name
+                        ));
+                        continue;
+                    }
+                    (Err(e), _) | (_, Err(e)) => {
+                        notes.push(format!(
+                            "application {}: its tree could not be read from {module}: {e}; the supervisor's change_code will fail and roll the upgrade back",
+                            a.name
+                        ));
+                        (
+                            Spec::new(Default::default()),
+                            Spec::new(Default::default()),
+                            Some(module.clone()),
+                        )
+                    }
                 }
             }
+            _ => continue,
+        };
+        let flags = flags_change(&ot, &nt);
+        let (start, stop, restart) = children_change(&ot, &nt);
+        if start.is_empty() && stop.is_empty() && restart.is_empty() && flags.is_none() {
+            continue;
         }
+        out.push(AppPlan {
+            name: a.name.clone(),
+            change: AppChange::Children {
+                start,
+                stop,
+                restart,
+                flags,
+                module,
+            },
+        });
     }
     for a in old.iter().rev() {
         if !new_by.contains_key(a.name.as_str()) {
@@ -711,6 +946,14 @@ fn steps(
             .count(),
         states: migrating.iter().map(|m| m.servers.len()).sum(),
     }];
+    for m in modules {
+        if m.purge == PurgeMode::BrutalPurge && !m.old_processes.is_empty() {
+            steps.push(Step::PrePurge {
+                module: m.name.clone(),
+                pids: m.old_processes.clone(),
+            });
+        }
+    }
     for m in &migrating {
         steps.push(Step::Suspend {
             module: m.name.clone(),
@@ -737,6 +980,15 @@ fn steps(
         .map(|m| m.name.clone())
         .collect();
     steps.push(Step::Commit { load });
+    for a in apps {
+        if let AppChange::Children { flags, module, .. } = &a.change {
+            steps.push(Step::SupervisorChangeCode {
+                application: a.name.clone(),
+                module: module.clone(),
+                flags: flags.clone(),
+            });
+        }
+    }
     for a in target_apps {
         if apps
             .iter()
@@ -800,6 +1052,14 @@ fn steps(
         }
     }
     for a in apps {
+        if let AppChange::Restart { reason } = &a.change {
+            steps.push(Step::RestartApplication {
+                name: a.name.clone(),
+                reason: reason.clone(),
+            });
+        }
+    }
+    for a in apps {
         if a.change == AppChange::Removed {
             steps.push(Step::StopApplication {
                 name: a.name.clone(),
@@ -809,13 +1069,20 @@ fn steps(
     if !delete.is_empty() {
         steps.push(Step::Delete { modules: delete });
     }
-    let purge: Vec<String> = modules
-        .iter()
-        .filter(|m| matches!(m.change, ModuleChange::Changed | ModuleChange::Removed))
-        .map(|m| m.name.clone())
-        .collect();
-    if !purge.is_empty() {
-        steps.push(Step::Purge { modules: purge });
+    let purged = |mode: PurgeMode| -> Vec<String> {
+        modules
+            .iter()
+            .filter(|m| matches!(m.change, ModuleChange::Changed | ModuleChange::Removed))
+            .filter(|m| m.purge == mode)
+            .map(|m| m.name.clone())
+            .collect()
+    };
+    let (soft, brutal) = (purged(PurgeMode::SoftPurge), purged(PurgeMode::BrutalPurge));
+    if !(soft.is_empty() && brutal.is_empty()) {
+        steps.push(Step::Purge {
+            modules: soft,
+            brutal,
+        });
     }
     steps
 }

@@ -8,13 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hotswap::gen_server as gs;
-use hotswap_runtime::release::{
-    Release, ReleaseDir, ReleaseError, ReleaseStatus, Store, UpgradeOptions,
-};
+use hotswap_runtime::release::{ReleaseDir, ReleaseError, ReleaseStatus, Store, UpgradeOptions};
 use hotswap_runtime::{Node, Pid, StartOpts};
 use serde::{Deserialize, Serialize};
 
-use crate::support::{self, module, TempDir, WAIT};
+use crate::support::{self, module, ping, write_release, Mod, TempDir, WAIT};
 
 /// Mirror of `modules/common/rel_srv.rs` `Req`.
 #[derive(Serialize, Deserialize, Debug)]
@@ -49,43 +47,8 @@ struct V2 {
     upgraded_from: String,
 }
 
-/// One module of a release: (name, version, fixture crate, depends).
-type Mod<'a> = (&'a str, &'a str, &'a str, &'a [&'a str]);
-
-/// Write release `vsn` into `root`: each module's library copied to
-/// `lib/<crate>/lib<crate>.so`, then the manifest with `rest` (applications, `[upgrade]`).
-fn write_release(root: &Path, vsn: &str, modules: &[Mod], rest: &str) {
-    let mut text = format!("[release]\nname = \"rel\"\nversion = \"{vsn}\"\n\n");
-    for (name, version, krate, depends) in modules {
-        let rel = format!("lib/{krate}/lib{krate}.so");
-        let dst = root.join(&rel);
-        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
-        if !dst.exists() {
-            std::fs::copy(module(krate), &dst).unwrap();
-        }
-        let deps: Vec<String> = depends.iter().map(|d| format!("{d:?}")).collect();
-        text.push_str(&format!(
-            "[[module]]\nname = \"{name}\"\nversion = \"{version}\"\nfile = \"{rel}\"\ndepends = [{}]\n\n",
-            deps.join(", ")
-        ));
-    }
-    text.push_str(rest);
-    let dir = root.join("releases").join(vsn);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("release.toml"), text).unwrap();
-}
-
 const V1_MODS: &[Mod] = &[("rel_srv", "1", "rel_srv_v1", &[])];
 const V2_MODS: &[Mod] = &[("rel_srv", "2", "rel_srv_v2", &[])];
-
-/// A node booted from release `vsn` of `root`.
-async fn boot(root: &Path, vsn: &str) -> Node {
-    let node = support::node();
-    let dir = ReleaseDir::new(root);
-    let r = Release::load(&dir, vsn).expect("manifest loads");
-    node.releases().boot(&r).await.expect("boots");
-    node
-}
 
 /// `n` unsupervised rel_srv servers with ids `first..first + n`.
 async fn servers(node: &Node, first: u64, n: u64) -> Vec<Pid> {
@@ -129,7 +92,6 @@ fn status(root: &Path) -> BTreeMap<String, ReleaseStatus> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_upgrade_migrates_every_server() {
-    let d = TempDir::new("rel-migrate");
     let apps = r#"
 [[application]]
 name = "pool"
@@ -139,9 +101,11 @@ start = [
   { server = "rel_srv", name = "s2", arg = 1002 },
 ]
 "#;
-    write_release(&d.0, "1.0.0", V1_MODS, apps);
-    write_release(&d.0, "2.0.0", V2_MODS, apps);
-    let node = boot(&d.0, "1.0.0").await;
+    let (d, node) = support::release_node(
+        "rel-migrate",
+        &[("1.0.0", V1_MODS, apps), ("2.0.0", V2_MODS, apps)],
+    )
+    .await;
     let mut pids = servers(&node, 1, 200).await;
     pids.push(node.whereis("s1").unwrap());
     pids.push(node.whereis("s2").unwrap());
@@ -255,17 +219,20 @@ impl Load {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_upgrade_rolls_back_when_code_change_fails_at_k() {
-    let d = TempDir::new("rel-rollback-k");
-    write_release(&d.0, "1.0.0", V1_MODS, "");
     // The 500th server's code_change passes the check (its first run, on a copy) and
     // fails in the switch (its second run).
-    write_release(
-        &d.0,
-        "2.0.0",
-        V2_MODS,
-        "[upgrade.rel_srv]\nextra = { fail_id = 500, fail_on = 2 }\n",
-    );
-    let node = boot(&d.0, "1.0.0").await;
+    let (d, node) = support::release_node(
+        "rel-rollback-k",
+        &[
+            ("1.0.0", V1_MODS, ""),
+            (
+                "2.0.0",
+                V2_MODS,
+                "[upgrade.rel_srv]\nextra = { fail_id = 500, fail_on = 2 }\n",
+            ),
+        ],
+    )
+    .await;
     let pids = servers(&node, 1, 1000).await;
     for (i, &p) in pids.iter().enumerate() {
         if i % 3 == 0 {
@@ -336,29 +303,31 @@ async fn release_upgrade_rolls_back_when_code_change_fails_at_k() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_upgrade_rolls_back_when_a_library_fails_to_load() {
-    let d = TempDir::new("rel-badlib");
-    write_release(
-        &d.0,
-        "1.0.0",
+    let (d, node) = support::release_node(
+        "rel-badlib",
         &[
-            ("rel_srv", "1", "rel_srv_v1", &[]),
-            ("upgrade_srv", "1", "upgrade_srv_v1", &[]),
+            (
+                "1.0.0",
+                &[
+                    ("rel_srv", "1", "rel_srv_v1", &[]),
+                    ("upgrade_srv", "1", "upgrade_srv_v1", &[]),
+                ],
+                "",
+            ),
+            (
+                "2.0.0",
+                &[
+                    ("rel_srv", "2", "rel_srv_v2", &[]),
+                    ("upgrade_srv", "2", "upgrade_srv_v2", &[]),
+                ],
+                "",
+            ),
         ],
-        "",
-    );
-    write_release(
-        &d.0,
-        "2.0.0",
-        &[
-            ("rel_srv", "2", "rel_srv_v2", &[]),
-            ("upgrade_srv", "2", "upgrade_srv_v2", &[]),
-        ],
-        "",
-    );
+    )
+    .await;
     // The second library of the new release is damaged after it was put there.
     let lib = d.0.join("lib/upgrade_srv_v2/libupgrade_srv_v2.so");
     std::fs::write(&lib, b"\x7fELF but not really a library").unwrap();
-    let node = boot(&d.0, "1.0.0").await;
     let pids = servers(&node, 1, 10).await;
     let freed = node.code().freed_count();
     let v1 = current_vsn(&node, "rel_srv").unwrap();
@@ -390,15 +359,18 @@ async fn release_upgrade_rolls_back_when_a_library_fails_to_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_upgrade_refused_by_check_touches_nothing() {
-    let d = TempDir::new("rel-check");
-    write_release(&d.0, "1.0.0", V1_MODS, "");
-    write_release(
-        &d.0,
-        "2.0.0",
-        V2_MODS,
-        "[upgrade.rel_srv]\nextra = { fail_id = 7, fail_on = 1 }\n",
-    );
-    let node = boot(&d.0, "1.0.0").await;
+    let (d, node) = support::release_node(
+        "rel-check",
+        &[
+            ("1.0.0", V1_MODS, ""),
+            (
+                "2.0.0",
+                V2_MODS,
+                "[upgrade.rel_srv]\nextra = { fail_id = 7, fail_on = 1 }\n",
+            ),
+        ],
+    )
+    .await;
     let pids = servers(&node, 1, 20).await;
     for &p in &pids {
         call(&node, p, Req::Bump).await;
@@ -438,27 +410,29 @@ async fn release_upgrade_refused_by_check_touches_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_upgrade_orders_dependent_modules() {
-    let d = TempDir::new("rel-order");
     // rel_srv calls upgrade_srv: it is suspended first and resumed last.
-    write_release(
-        &d.0,
-        "1.0.0",
+    let (_d, node) = support::release_node(
+        "rel-order",
         &[
-            ("upgrade_srv", "1", "upgrade_srv_v1", &[]),
-            ("rel_srv", "1", "rel_srv_v1", &["upgrade_srv"]),
+            (
+                "1.0.0",
+                &[
+                    ("upgrade_srv", "1", "upgrade_srv_v1", &[]),
+                    ("rel_srv", "1", "rel_srv_v1", &["upgrade_srv"]),
+                ],
+                "",
+            ),
+            (
+                "2.0.0",
+                &[
+                    ("upgrade_srv", "2", "upgrade_srv_v2", &[]),
+                    ("rel_srv", "2", "rel_srv_v2", &["upgrade_srv"]),
+                ],
+                "",
+            ),
         ],
-        "",
-    );
-    write_release(
-        &d.0,
-        "2.0.0",
-        &[
-            ("upgrade_srv", "2", "upgrade_srv_v2", &[]),
-            ("rel_srv", "2", "rel_srv_v2", &["upgrade_srv"]),
-        ],
-        "",
-    );
-    let node = boot(&d.0, "1.0.0").await;
+    )
+    .await;
     servers(&node, 1, 5).await;
     for _ in 0..5 {
         node.start_server("upgrade_srv", &(), StartOpts::default())
@@ -500,12 +474,13 @@ async fn release_upgrade_orders_dependent_modules() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_upgrade_supervisor_spec_change_starts_and_stops_children() {
-    let d = TempDir::new("rel-sup");
-    write_release(
-        &d.0,
-        "1.0.0",
-        V1_MODS,
-        r#"
+    let (_d, node) = support::release_node(
+        "rel-sup",
+        &[
+            (
+                "1.0.0",
+                V1_MODS,
+                r#"
 [[application]]
 name = "pool"
 version = "1"
@@ -514,22 +489,24 @@ start = [
   { server = "rel_srv", name = "b", arg = 2 },
 ]
 "#,
-    );
-    write_release(
-        &d.0,
-        "2.0.0",
-        V2_MODS,
-        r#"
+            ),
+            (
+                "2.0.0",
+                V2_MODS,
+                r#"
 [[application]]
 name = "pool"
 version = "2"
+intensity = 4
 start = [
   { server = "rel_srv", name = "a", arg = 1 },
   { server = "rel_srv", name = "c", arg = 3 },
 ]
 "#,
-    );
-    let node = boot(&d.0, "1.0.0").await;
+            ),
+        ],
+    )
+    .await;
     let a = node.whereis("a").unwrap();
     call(&node, a, Req::Bump).await;
     let plan = node.releases().plan("2.0.0").await.unwrap();
@@ -541,10 +518,26 @@ start = [
         plan.to_string().contains("supervisor of pool: stop b\n"),
         "{plan}"
     );
-    node.releases()
+    assert!(
+        plan.to_string().contains(
+            "supervisor of pool: sys change_code (the new manifest's tree), flags intensity 1 -> 4"
+        ),
+        "{plan}"
+    );
+    let r = node
+        .releases()
         .upgrade("2.0.0", UpgradeOptions::default())
         .await
         .unwrap();
+    assert!(
+        r.log
+            .contains(&"change_code supervisor of pool".to_string()),
+        "the tree changed through the supervisor's sys change_code: {:?}",
+        r.log
+    );
+    let sup = node.applications()[0].supervisor;
+    let st: hotswap_runtime::supervisor::SupState = node.sys().get_state(sup).await.unwrap();
+    assert_eq!(st.intensity, 4, "the new flags taken");
     assert_eq!(node.whereis("a"), Some(a), "a kept, migrated");
     let s: V2 = node.sys().get_state(a).await.unwrap();
     assert_eq!(s.total, 1);
@@ -567,24 +560,22 @@ start = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_upgrade_adds_and_removes_applications() {
-    let d = TempDir::new("rel-apps");
     let keep = "[[application]]\nname = \"keep\"\nversion = \"1\"\nstart = [{ server = \"rel_srv\", name = \"k\", arg = 1 }]\n";
-    write_release(
-        &d.0,
-        "1.0.0",
+    let (_d, node) = support::release_node(
+        "rel-apps",
+        &[
+            ("1.0.0",
         V1_MODS,
-        &format!("{keep}[[application]]\nname = \"gone\"\nversion = \"1\"\nstart = [{{ server = \"rel_srv\", name = \"g\", arg = 2 }}]\n"),
-    );
-    write_release(
-        &d.0,
-        "2.0.0",
+        &format!("{keep}[[application]]\nname = \"gone\"\nversion = \"1\"\nstart = [{{ server = \"rel_srv\", name = \"g\", arg = 2 }}]\n")),
+            ("2.0.0",
         &[
             ("rel_srv", "2", "rel_srv_v2", &[]),
             ("upgrade_srv", "2", "upgrade_srv_v2", &[]),
         ],
-        &format!("{keep}[[application]]\nname = \"new\"\nversion = \"1\"\nstart = [{{ server = \"upgrade_srv\", name = \"n\" }}]\n"),
-    );
-    let node = boot(&d.0, "1.0.0").await;
+        &format!("{keep}[[application]]\nname = \"new\"\nversion = \"1\"\nstart = [{{ server = \"upgrade_srv\", name = \"n\" }}]\n")),
+        ],
+    )
+    .await;
     let k = node.whereis("k").unwrap();
     let r = node
         .releases()
@@ -606,11 +597,12 @@ async fn release_upgrade_adds_and_removes_applications() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_upgrade_finds_processes_outside_child_specs() {
-    let d = TempDir::new("rel-outside");
     let app = "[[application]]\nname = \"pool\"\nversion = \"1\"\nstart = [{ server = \"rel_srv\", name = \"inside\", arg = 1 }]\n";
-    write_release(&d.0, "1.0.0", V1_MODS, app);
-    write_release(&d.0, "2.0.0", V2_MODS, app);
-    let node = boot(&d.0, "1.0.0").await;
+    let (_d, node) = support::release_node(
+        "rel-outside",
+        &[("1.0.0", V1_MODS, app), ("2.0.0", V2_MODS, app)],
+    )
+    .await;
     // Started by hand and by a plain process: no child spec lists them.
     let outside = servers(&node, 10, 3).await;
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -640,15 +632,14 @@ async fn release_upgrade_finds_processes_outside_child_specs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_upgrade_suspend_timeout_aborts_and_resumes() {
-    let d = TempDir::new("rel-timeout");
-    write_release(&d.0, "1.0.0", V1_MODS, "");
-    write_release(
-        &d.0,
-        "2.0.0",
-        V2_MODS,
-        "[upgrade.rel_srv]\ntimeout_ms = 200\n",
-    );
-    let node = boot(&d.0, "1.0.0").await;
+    let (_d, node) = support::release_node(
+        "rel-timeout",
+        &[
+            ("1.0.0", V1_MODS, ""),
+            ("2.0.0", V2_MODS, "[upgrade.rel_srv]\ntimeout_ms = 200\n"),
+        ],
+    )
+    .await;
     let pids = servers(&node, 1, 50).await;
     let busy = pids[25];
     // A call that keeps the server in a callback for longer than the suspend limit.
@@ -701,10 +692,11 @@ async fn release_upgrade_suspend_timeout_aborts_and_resumes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_downgrade_restores_old_state_shape() {
-    let d = TempDir::new("rel-down");
-    write_release(&d.0, "1.0.0", V1_MODS, "");
-    write_release(&d.0, "2.0.0", V2_MODS, "");
-    let node = boot(&d.0, "1.0.0").await;
+    let (d, node) = support::release_node(
+        "rel-down",
+        &[("1.0.0", V1_MODS, ""), ("2.0.0", V2_MODS, "")],
+    )
+    .await;
     let pids = servers(&node, 1, 30).await;
     for &p in &pids {
         call(&node, p, Req::Bump).await;
@@ -755,10 +747,11 @@ async fn release_downgrade_restores_old_state_shape() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_upgrade_under_load_loses_nothing() {
-    let d = TempDir::new("rel-load");
-    write_release(&d.0, "1.0.0", V1_MODS, "");
-    write_release(&d.0, "2.0.0", V2_MODS, "");
-    let node = boot(&d.0, "1.0.0").await;
+    let (_d, node) = support::release_node(
+        "rel-load",
+        &[("1.0.0", V1_MODS, ""), ("2.0.0", V2_MODS, "")],
+    )
+    .await;
     let pids = servers(&node, 1, 100).await;
     let clients = load(&node, &pids, 2);
     let mut migrated = 0;
@@ -797,9 +790,7 @@ async fn release_upgrade_under_load_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_unpack_rejects_bad_release() {
-    let d = TempDir::new("rel-unpack");
-    write_release(&d.0, "1.0.0", V1_MODS, "");
-    let node = boot(&d.0, "1.0.0").await;
+    let (d, node) = support::release_node("rel-unpack", &[("1.0.0", V1_MODS, "")]).await;
     let pkg_root = TempDir::new("rel-unpack-pkgs");
     let listing = |root: &Path| -> Vec<PathBuf> {
         let mut v = Vec::new();
@@ -945,16 +936,19 @@ async fn release_unpack_rejects_bad_release() {
 /// succeeds or rolls back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_upgrade_spawns_during_the_switch_start_on_the_version_after_it() {
-    let d = TempDir::new("rel-gate");
-    write_release(&d.0, "1.0.0", V1_MODS, "");
-    write_release(&d.0, "2.0.0", V2_MODS, "");
-    write_release(
-        &d.0,
-        "3.0.0",
-        V2_MODS,
-        "[upgrade.rel_srv]\nextra = { fail_id = 150, fail_on = 2 }\n",
-    );
-    let node = boot(&d.0, "1.0.0").await;
+    let (_d, node) = support::release_node(
+        "rel-gate",
+        &[
+            ("1.0.0", V1_MODS, ""),
+            ("2.0.0", V2_MODS, ""),
+            (
+                "3.0.0",
+                V2_MODS,
+                "[upgrade.rel_srv]\nextra = { fail_id = 150, fail_on = 2 }\n",
+            ),
+        ],
+    )
+    .await;
     servers(&node, 1, 300).await;
     for (target, want) in [("3.0.0", "1"), ("2.0.0", "2")] {
         let stop = Arc::new(AtomicBool::new(false));
@@ -1001,16 +995,19 @@ async fn release_upgrade_spawns_during_the_switch_start_on_the_version_after_it(
 /// their supervisors on the new version instead of being migrated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_upgrade_restart_override_restarts_through_supervisors() {
-    let d = TempDir::new("rel-restart");
     let app = "[[application]]\nname = \"pool\"\nversion = \"1\"\nstart = [{ server = \"rel_srv\", name = \"r\", arg = 5 }]\n";
-    write_release(&d.0, "1.0.0", V1_MODS, app);
-    write_release(
-        &d.0,
-        "2.0.0",
-        V2_MODS,
-        &format!("{app}[upgrade.rel_srv]\nrestart = true\n"),
-    );
-    let node = boot(&d.0, "1.0.0").await;
+    let (_d, node) = support::release_node(
+        "rel-restart",
+        &[
+            ("1.0.0", V1_MODS, app),
+            (
+                "2.0.0",
+                V2_MODS,
+                &format!("{app}[upgrade.rel_srv]\nrestart = true\n"),
+            ),
+        ],
+    )
+    .await;
     let r = node.whereis("r").unwrap();
     call(&node, r, Req::Bump).await;
     let plan = node.releases().plan("2.0.0").await.unwrap();
@@ -1041,5 +1038,490 @@ async fn release_upgrade_restart_override_restarts_through_supervisors() {
         },
         "a fresh state of the new version"
     );
+    node.stop(WAIT).await;
+}
+
+/// The check phase runs the types check (the static half of `Code::check`) on every
+/// changed module: count_server v4 cannot read the ticks v1 queued, so the upgrade is
+/// refused before anything is suspended, naming the module, the callback, the variant and
+/// the fix, and `--force` (`UpgradeOptions::force`) is what overrides it, as for `load`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_upgrade_types_check_refuses_incompatible_module_unless_forced() {
+    let (d, node) = support::release_node(
+        "rel-types",
+        &[
+            (
+                "1.0.0",
+                &[
+                    ("rel_srv", "1", "rel_srv_v1", &[]),
+                    ("count_server", "1", "count_server_v1", &[]),
+                ],
+                "",
+            ),
+            (
+                "2.0.0",
+                &[
+                    ("rel_srv", "2", "rel_srv_v2", &[]),
+                    ("count_server", "4", "count_server_v4", &[]),
+                ],
+                "",
+            ),
+        ],
+    )
+    .await;
+    let pids = servers(&node, 1, 10).await;
+    for &p in &pids {
+        call(&node, p, Req::Bump).await;
+    }
+    let mut before = Vec::new();
+    for &p in &pids {
+        let st = node.sys().get_status(p).await.unwrap();
+        before.push((st.state, st.messages_in));
+    }
+    let e = node
+        .releases()
+        .upgrade("2.0.0", UpgradeOptions::default())
+        .await
+        .expect_err("count_server 4 cannot read version 1's ticks");
+    let msg = e.to_string();
+    let ReleaseError::Incompatible { reports, .. } = &e else {
+        panic!("expected the types check to refuse, got {msg}")
+    };
+    assert_eq!(reports.len(), 1, "{msg}");
+    assert_eq!(reports[0].module, "count_server");
+    assert_eq!(reports[0].incompatible[0].callback, "handle_info", "{msg}");
+    for want in [
+        "count_server",
+        "1 -> 4",
+        "handle_info",
+        "variant `Increment`",
+        "Accepts::new().info::<OldTick>()",
+        "nothing was touched",
+        "--force",
+    ] {
+        assert!(msg.contains(want), "missing {want:?} in: {msg}");
+    }
+    // Nothing was suspended or switched.
+    assert_eq!(current_vsn(&node, "rel_srv").unwrap().0, "1");
+    assert_eq!(current_vsn(&node, "count_server").unwrap().0, "1");
+    for (i, &p) in pids.iter().enumerate() {
+        let st = node.sys().get_status(p).await.unwrap();
+        assert_eq!(
+            (st.state, st.messages_in),
+            before[i],
+            "server {p} untouched"
+        );
+        assert!(!st.suspended);
+    }
+    assert_eq!(status(&d.0)["2.0.0"], ReleaseStatus::Unpacked);
+    // Forced: the upgrade runs, and says what it was forced past.
+    let r = node
+        .releases()
+        .upgrade(
+            "2.0.0",
+            UpgradeOptions {
+                force: true,
+                ..UpgradeOptions::default()
+            },
+        )
+        .await
+        .expect("a forced upgrade runs");
+    assert_eq!(current_vsn(&node, "count_server").unwrap().0, "4");
+    assert_eq!(r.servers_migrated, pids.len());
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("forced past the types check") && w.contains("handle_info")),
+        "{:?}",
+        r.warnings
+    );
+    node.stop(WAIT).await;
+}
+
+/// Releases for the purge tests: seed000 v1 in 1.0.0, v2 in 2.0.0, v1's build again in
+/// 3.0.0 (`soft_purge`, the default) and 4.0.0 (`purge = "brutal_purge"`). A `do_loop`
+/// process never makes a fully-qualified call, so it stays on the version it started on.
+fn purge_releases(root: &Path) {
+    let v1: &[Mod] = &[("seed000", "1", "seed000_v1", &[])];
+    write_release(root, "1.0.0", v1, "");
+    write_release(root, "2.0.0", &[("seed000", "2", "seed000_v2", &[])], "");
+    write_release(root, "3.0.0", v1, "");
+    write_release(
+        root,
+        "4.0.0",
+        v1,
+        "[upgrade.seed000]\npurge = \"brutal_purge\"\n",
+    );
+}
+
+/// `soft_purge` (the default, OTP's PrePurge soft_purge): a process still running an old
+/// version of a changed module refuses the upgrade (`old_processes`), naming it and the
+/// ways out; nothing is killed or switched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_upgrade_soft_purge_refuses_while_old_code_runs() {
+    let d = TempDir::new("rel-softpurge");
+    purge_releases(&d.0);
+    let node = support::boot(&d.0, "1.0.0").await;
+    let me = node.external();
+    let on_v1 = node.spawn("seed000", "do_loop", &()).unwrap();
+    let r = node
+        .releases()
+        .upgrade("2.0.0", UpgradeOptions::default())
+        .await
+        .unwrap();
+    assert!(r.processes_killed.is_empty());
+    // The replaced version stays (soft): the process still runs it.
+    let info = node.code().module("seed000").unwrap();
+    assert_eq!(info.old.as_ref().map(|o| o.version.as_str()), Some("1"));
+    let plan = node.releases().plan("3.0.0").await.unwrap();
+    assert_eq!(plan.module("seed000").unwrap().old_processes, [on_v1]);
+    let e = node
+        .releases()
+        .upgrade("3.0.0", UpgradeOptions::default())
+        .await
+        .expect_err("a process still runs old code");
+    let msg = e.to_string();
+    assert!(matches!(e, ReleaseError::Refused { .. }), "{msg}");
+    for want in [
+        "seed000",
+        &on_v1.to_string(),
+        "still run its old code (soft_purge)",
+        "purge = \"brutal_purge\"",
+        "nothing was touched",
+    ] {
+        assert!(msg.contains(want), "missing {want:?} in: {msg}");
+    }
+    assert!(node.is_alive(on_v1), "nothing killed");
+    assert_eq!(ping(&me, on_v1).await.version, "1");
+    assert_eq!(current_vsn(&node, "seed000").unwrap().0, "2");
+    node.stop(WAIT).await;
+}
+
+/// `purge = "brutal_purge"` (OTP's brutal_purge): the processes still on the old version
+/// are killed before the switch so it can be purged, and those left on the replaced
+/// version are killed after it; the report names them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_upgrade_brutal_purge_kills_processes_on_old_code() {
+    let d = TempDir::new("rel-brutalpurge");
+    purge_releases(&d.0);
+    let node = support::boot(&d.0, "1.0.0").await;
+    let me = node.external();
+    let on_v1 = node.spawn("seed000", "do_loop", &()).unwrap();
+    node.releases()
+        .upgrade("2.0.0", UpgradeOptions::default())
+        .await
+        .unwrap();
+    let on_v2 = node.spawn("seed000", "do_loop", &()).unwrap();
+    assert_eq!(ping(&me, on_v2).await.version, "2");
+    let (m1, m2) = (me.monitor(on_v1), me.monitor(on_v2));
+    let plan = node.releases().plan("4.0.0").await.unwrap();
+    let text = plan.to_string();
+    assert!(
+        text.contains(&format!(
+            "brutal_purge seed000: kill 1 process(es) still running its old code: {on_v1}"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("brutal_purge the old code of seed000"),
+        "{text}"
+    );
+    let r = node
+        .releases()
+        .upgrade("4.0.0", UpgradeOptions::default())
+        .await
+        .expect("brutal_purge lets the upgrade proceed");
+    assert_eq!(r.processes_killed, [on_v1, on_v2], "{r:?}");
+    assert_eq!(
+        me.down(m1, WAIT).await,
+        Some(hotswap_runtime::ExitReason::Killed)
+    );
+    assert_eq!(
+        me.down(m2, WAIT).await,
+        Some(hotswap_runtime::ExitReason::Killed)
+    );
+    let info = node.code().module("seed000").unwrap();
+    assert_eq!(info.current.unwrap().version, "1");
+    assert!(info.old.is_none(), "the old code was purged");
+    let fresh = node.spawn("seed000", "do_loop", &()).unwrap();
+    assert_eq!(ping(&me, fresh).await.version, "1");
+    node.stop(WAIT).await;
+}
+
+/// The ids and pids of a supervisor's children, sorted by id.
+async fn kids(node: &Node, sup: Pid) -> Vec<(String, Option<Pid>)> {
+    let mut v: Vec<(String, Option<Pid>)> = node
+        .supervisor()
+        .which_children(sup)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|c| {
+            let pid = match c.pid {
+                hotswap_runtime::supervisor::ChildPid::Running(p) => Some(p),
+                _ => None,
+            };
+            c.id.map(|id| (id, pid))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// An application whose tree comes from a supervisor module (`sup_tree`): the plan calls
+/// both versions' `init` and compares the trees (v2 raises the intensity by 10 and adds
+/// `added_in_v2`); the upgrade goes through the supervisor's sys `change_code` (spec
+/// §4.8), then starts the added child, keeping the running one; the downgrade takes the
+/// old tree back the same way and stops the child v1 does not have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_upgrade_supervisor_module_tree_changes_through_change_code() {
+    use hotswap_runtime::supervisor::SupState;
+    let app = r#"
+[[application]]
+name = "tree"
+version = "1"
+supervisor = "sup_tree"
+arg = { ignore = false, strategy = "one_for_one", intensity = 2, period_secs = 10, children = [
+  { config = { id = "s1", trap_exit = false, log = "", terminate_ms = 0, fail_init = false, ignore_init = false, fail_init_if = "" }, restart = "permanent" },
+] }
+"#;
+    let (_d, node) = support::release_node(
+        "rel-suptree",
+        &[
+            (
+                "1.0.0",
+                &[
+                    ("sup_worker", "1", "sup_worker", &[]),
+                    ("sup_tree", "1", "sup_tree", &[]),
+                ],
+                app,
+            ),
+            (
+                "2.0.0",
+                &[
+                    ("sup_worker", "1", "sup_worker", &[]),
+                    ("sup_tree", "2", "sup_tree_v2", &[]),
+                ],
+                app,
+            ),
+        ],
+    )
+    .await;
+    let sup = node.applications()[0].supervisor;
+    let before = kids(&node, sup).await;
+    assert_eq!(before.len(), 1);
+    let s1 = before[0].1.expect("s1 runs");
+    let plan = node.releases().plan("2.0.0").await.unwrap();
+    let text = plan.to_string();
+    for want in [
+        "tree                 children: start added_in_v2, stop nothing, restart nothing; flags intensity 2 -> 12 (trees of both versions of sup_tree compared)",
+        "supervisor of tree: sys change_code (the tree of sup_tree's new init), flags intensity 2 -> 12",
+        "supervisor of tree: start added_in_v2\n",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    let r = node
+        .releases()
+        .upgrade("2.0.0", UpgradeOptions::default())
+        .await
+        .expect("upgrade succeeds");
+    assert!(
+        r.log
+            .contains(&"change_code supervisor of tree".to_string()),
+        "{:?}",
+        r.log
+    );
+    assert_eq!(node.applications()[0].supervisor, sup, "same supervisor");
+    let st: SupState = node.sys().get_state(sup).await.unwrap();
+    assert_eq!(st.intensity, 12, "the new flags");
+    let after = kids(&node, sup).await;
+    assert_eq!(after[0].0, "added_in_v2");
+    assert!(after[0].1.is_some(), "the added child was started");
+    assert_eq!(after[1], ("s1".to_string(), Some(s1)), "s1 kept running");
+
+    let plan = node.releases().plan("1.0.0").await.unwrap();
+    assert!(
+        plan.to_string()
+            .contains("supervisor of tree: stop added_in_v2\n"),
+        "{plan}"
+    );
+    node.releases()
+        .upgrade("1.0.0", UpgradeOptions::default())
+        .await
+        .expect("downgrade succeeds");
+    let st: SupState = node.sys().get_state(sup).await.unwrap();
+    assert_eq!(st.intensity, 2, "the old flags back");
+    assert_eq!(
+        kids(&node, sup).await,
+        [("s1".to_string(), Some(s1))],
+        "the child v1 does not have was stopped and deleted"
+    );
+    node.stop(WAIT).await;
+}
+
+/// An application whose start type changed is stopped and started again from the new
+/// release (OTP's `restart_application`); the other application's servers keep their
+/// state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_upgrade_restarts_application_whose_start_type_changed() {
+    use hotswap_runtime::application::StartType;
+    let keep = "[[application]]\nname = \"keep\"\nversion = \"1\"\nstart = [{ server = \"rel_srv\", name = \"k\", arg = 1 }]\n";
+    let flip = |t: &str| {
+        format!("[[application]]\nname = \"flip\"\nversion = \"1\"\ntype = \"{t}\"\nstart = [{{ server = \"rel_srv\", name = \"f\", arg = 2 }}]\n")
+    };
+    let (_d, node) = support::release_node(
+        "rel-apptype",
+        &[
+            ("1.0.0", V1_MODS, &format!("{keep}{}", flip("temporary"))),
+            ("2.0.0", V2_MODS, &format!("{keep}{}", flip("permanent"))),
+        ],
+    )
+    .await;
+    let (k, f) = (node.whereis("k").unwrap(), node.whereis("f").unwrap());
+    call(&node, k, Req::Bump).await;
+    call(&node, f, Req::Bump).await;
+    let plan = node.releases().plan("2.0.0").await.unwrap();
+    assert!(
+        plan.to_string()
+            .contains("restart application flip (start type temporary -> permanent)"),
+        "{plan}"
+    );
+    let r = node
+        .releases()
+        .upgrade("2.0.0", UpgradeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(r.applications_restarted, ["flip"]);
+    let apps = node.applications();
+    let flip_app = apps.iter().find(|a| a.name == "flip").expect("flip runs");
+    assert_eq!(flip_app.start_type, StartType::Permanent);
+    let f2 = node.whereis("f").expect("f started again");
+    assert_ne!(f2, f, "a new process");
+    let s: V2 = node.sys().get_state(f2).await.unwrap();
+    assert_eq!(
+        s,
+        V2 {
+            id: 2,
+            total: 0,
+            upgraded_from: "init".into()
+        },
+        "started afresh on the new version"
+    );
+    assert_eq!(node.whereis("k"), Some(k), "the other application kept");
+    let s: V2 = node.sys().get_state(k).await.unwrap();
+    assert_eq!(s.total, 1, "its state kept");
+    node.stop(WAIT).await;
+}
+
+/// The switch holds servers that wait between events in place (no suspend message, no
+/// round trip through their mailboxes), and suspends a busy one with a `sys` request,
+/// answered once its callback is done; both are migrated, and the busy one's call is
+/// answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_upgrade_holds_idle_servers_in_place_and_suspends_busy_ones() {
+    let (_d, node) = support::release_node(
+        "rel-hold",
+        &[("1.0.0", V1_MODS, ""), ("2.0.0", V2_MODS, "")],
+    )
+    .await;
+    let pids = servers(&node, 1, 40).await;
+    for &p in &pids {
+        call(&node, p, Req::Bump).await;
+    }
+    let busy = pids[7];
+    let n2 = node.clone();
+    let slow = tokio::spawn(async move { call(&n2, busy, Req::Sleep(300)).await });
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while node.process_info(busy).unwrap().running.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slow call never started"
+        );
+        tokio::task::yield_now().await;
+    }
+    let r = node
+        .releases()
+        .upgrade("2.0.0", UpgradeOptions::default())
+        .await
+        .expect("upgrade succeeds");
+    assert_eq!(r.servers_migrated, 40, "{r:?}");
+    assert_eq!(
+        r.servers_held, 39,
+        "every idle server held in place, the busy one suspended by message"
+    );
+    assert_eq!(slow.await.unwrap(), Rep::Ok);
+    for (i, &p) in pids.iter().enumerate() {
+        let s: V2 = node.sys().get_state(p).await.unwrap();
+        assert_eq!(
+            s,
+            V2 {
+                id: i as u64 + 1,
+                total: 1,
+                upgraded_from: "1".into()
+            }
+        );
+        assert!(!node.sys().get_status(p).await.unwrap().suspended);
+    }
+    // The same upgrade back, every server suspended by message: none held.
+    let r = node
+        .releases()
+        .upgrade(
+            "1.0.0",
+            UpgradeOptions {
+                suspend_by_message: true,
+                ..UpgradeOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.servers_migrated, r.servers_held), (40, 0));
+    node.stop(WAIT).await;
+}
+
+/// A child the new tree adds fails to start: the upgrade rolls back, and the supervisor
+/// takes its old tree back (old flags, the added id deleted), its running child untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_upgrade_supervisor_change_rolls_back_when_a_new_child_fails() {
+    use hotswap_runtime::supervisor::SupState;
+    // `bad`'s argument is not the u64 rel_srv's init takes: it does not start.
+    let (_d, node) = support::release_node(
+        "rel-suprollback",
+        &[
+            (
+                "1.0.0",
+                V1_MODS,
+                "[[application]]\nname = \"pool\"\nversion = \"1\"\nstart = [{ server = \"rel_srv\", name = \"a\", arg = 1 }]\n",
+            ),
+            (
+                "2.0.0",
+                V2_MODS,
+                "[[application]]\nname = \"pool\"\nversion = \"2\"\nintensity = 7\nstart = [{ server = \"rel_srv\", name = \"a\", arg = 1 }, { server = \"rel_srv\", name = \"bad\", arg = \"not a number\" }]\n",
+            ),
+        ],
+    )
+    .await;
+    let a = node.whereis("a").unwrap();
+    call(&node, a, Req::Bump).await;
+    let sup = node.applications()[0].supervisor;
+    let e = node
+        .releases()
+        .upgrade("2.0.0", UpgradeOptions::default())
+        .await
+        .expect_err("the added child does not start");
+    let ReleaseError::RolledBack { phase, failed, .. } = &e else {
+        panic!("{e}")
+    };
+    assert_eq!(phase, "applications", "{e}");
+    assert!(failed.contains("bad"), "{e}");
+    let st: SupState = node.sys().get_state(sup).await.unwrap();
+    assert_eq!(st.intensity, 1, "the old flags back");
+    assert_eq!(
+        kids(&node, sup).await,
+        [("a".to_string(), Some(a))],
+        "the added id deleted, the running child kept"
+    );
+    let s: V1 = node.sys().get_state(a).await.unwrap();
+    assert_eq!(s, V1 { id: 1, count: 1 }, "its old state");
+    assert_eq!(current_vsn(&node, "rel_srv").unwrap().0, "1");
     node.stop(WAIT).await;
 }

@@ -906,6 +906,12 @@ impl Server {
     fn poll_next(&self, deadline: Option<u64>) -> Option<Option<Envelope>> {
         let parent = self.parent;
         let mut g = self.proc.inner.lock();
+        if g.held {
+            // Held in place by a release upgrade: nothing is taken until it is released
+            // (which wakes the process).
+            g.idle = true;
+            return None;
+        }
         let got = if self.suspended {
             self.proc.take_first(&mut g, |e| {
                 e.kind == abi::MSG_SYSTEM || (e.kind == abi::MSG_EXIT && Some(e.from) == parent)
@@ -915,14 +921,17 @@ impl Server {
         };
         if let Some(e) = got {
             g.received += 1;
+            g.idle = false;
             return Some(Some(e));
         }
         if let Some(d) = deadline {
             if self.proc.node.now_ns() >= d {
+                g.idle = false;
                 return Some(None);
             }
             g.wake_at = g.wake_at.min(d);
         }
+        g.idle = true;
         None
     }
 

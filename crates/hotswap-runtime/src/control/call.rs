@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use crate::Node;
 use hotswap::gen_server::{CallError, ServerRef};
-use hotswap_runtime::Node;
 use serde_json::{json, Value};
 
 use super::ErrorReply;

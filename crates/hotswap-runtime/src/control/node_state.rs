@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use hotswap_runtime::supervisor::{ChildPid, ChildType};
-use hotswap_runtime::{AppInfo, Node, Pid};
+use crate::supervisor::{ChildPid, ChildType};
+use crate::{AppInfo, Node, Pid};
 
 use crate::release::Release;
 
@@ -197,7 +197,7 @@ pub struct TreeEntry {
 }
 
 /// `which_children`, or nothing if the supervisor does not answer in time.
-async fn which_children(node: &Node, sup: Pid) -> Vec<hotswap_runtime::supervisor::ChildInfo> {
+async fn which_children(node: &Node, sup: Pid) -> Vec<crate::supervisor::ChildInfo> {
     match tokio::time::timeout(
         WHICH_CHILDREN_TIMEOUT,
         node.supervisor().which_children(sup),

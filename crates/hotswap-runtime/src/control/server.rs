@@ -6,19 +6,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use hotswap_runtime::supervisor::{
-    ChildInfo, ChildPid, ChildRef, Restart, Strategy, SupError, SupState,
-};
-use hotswap_runtime::{
-    CodeError, LoadError, ModuleInfo, Node, Pid, ServerRef, SysError, VersionInfo,
-};
+use crate::supervisor::{ChildInfo, ChildPid, ChildRef, Restart, Strategy, SupError, SupState};
+use crate::{CodeError, LoadError, ModuleInfo, Node, Pid, ServerRef, SysError, VersionInfo};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{debug, info, warn};
 
+use super::node_state::NodeState;
 use super::{cookie_eq, ErrorReply, Reply, Request, MAX_REQUEST};
-use crate::node_state::NodeState;
 
 /// How long a client has to take its reply.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -49,6 +45,17 @@ pub struct Limits {
     pub read_timeout: Duration,
     /// How many connections may be open at once (`control_max_connections`).
     pub max_connections: usize,
+}
+
+impl Default for Limits {
+    /// The manifest's defaults ([`NodeSettings::default`](crate::release::NodeSettings)).
+    fn default() -> Limits {
+        let n = crate::release::NodeSettings::default();
+        Limits {
+            read_timeout: n.control_read_timeout(),
+            max_connections: n.control_max_connections,
+        }
+    }
 }
 
 /// The connections still reading their request, oldest first: dropping one's sender
@@ -299,9 +306,10 @@ async fn handle(body: &[u8], state: &NodeState) -> (Reply, After) {
         "upgrade_progress" => Ok(super::releases::progress(&state.node)),
         "make_permanent" => super::releases::make_permanent(&state.node, &req.args).await,
         "remove_release" => super::releases::remove(&state.node, &req.args).await,
-        "ports" => Ok(super::ports::ports(&state.node)),
+        "ports" => super::ports::command(&state.node, &req.args).await,
+        "top" => Ok(super::top::snapshot(&state.node, state.started.elapsed())),
         other => Err(bad(format!("unknown command {:?}", truncate(other))).hint(
-            "the commands are ping, pid, stop, status, processes, modules, load, check, purge, soft_purge, delete, which, suspend, resume, get_state, change_code, call, children, terminate_child, restart_child, delete_child, releases, unpack, upgrade, upgrade_progress, make_permanent, remove_release, ports",
+            "the commands are ping, pid, stop, status, processes, modules, load, check, purge, soft_purge, delete, which, suspend, resume, get_state, change_code, call, children, terminate_child, restart_child, delete_child, releases, unpack, upgrade, upgrade_progress, make_permanent, remove_release, ports, top",
         )),
     };
     match result {
@@ -357,12 +365,27 @@ fn ms_since_epoch(t: std::time::SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+/// This process's resident and peak resident memory in bytes, from `/proc/self/status`.
+fn memory() -> (Option<u64>, Option<u64>) {
+    let Ok(s) = std::fs::read_to_string("/proc/self/status") else {
+        return (None, None);
+    };
+    let field = |name: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
 async fn status(state: &NodeState) -> Value {
     let node = &state.node;
     // Counted before asking the supervisors, whose answers come through helper processes.
     let process_count = node.process_count();
     let code = node.code();
-    let (rss, peak) = crate::os::memory();
+    let (rss, peak) = memory();
     let process_bytes: usize = node
         .processes()
         .into_iter()
@@ -548,7 +571,6 @@ fn code_error(e: CodeError) -> ErrorReply {
         CodeError::Incompatible { report } => ErrorReply::new("incompatible", msg)
             .hint("`hotswap check --node <library>` shows the whole report; `hotswap load --force` loads it anyway")
             .details(json!(report)),
-        _ => ErrorReply::new("code_error", msg),
     }
 }
 
@@ -585,7 +607,7 @@ async fn load(state: &NodeState, args: Args<'_>) -> Result<Value, ErrorReply> {
     let r = code
         .load_with(
             path,
-            hotswap_runtime::LoadOptions {
+            crate::LoadOptions {
                 purging,
                 force,
                 unchecked: false,
@@ -801,7 +823,7 @@ async fn check(state: &NodeState, args: Args<'_>) -> Result<Value, ErrorReply> {
         && c.report.as_ref().is_some_and(|r| {
             r.warnings
                 .iter()
-                .any(|w| w.level == hotswap_runtime::compat::Level::Downgrade)
+                .any(|w| w.level == crate::compat::Level::Downgrade)
         });
     let v = json!({ "check": c, "text": text });
     if c.refuses() || downgrade_refuses {
@@ -931,7 +953,7 @@ async fn sys(state: &NodeState, cmd: &str, args: Args<'_>) -> Result<Value, Erro
             .map(|()| json!({ "suspended": true })),
         "resume" => sys.resume(pid).await.map(|()| json!({ "resumed": true })),
         "get_state" => {
-            // JSON for scripts (the default), or text for people: see `crate::msgpack`.
+            // JSON for scripts (the default), or text for people: see `super::msgpack`.
             let text = match args.0.get("render") {
                 None | Some(Value::Null) => false,
                 Some(Value::String(r)) if r == "json" => false,
@@ -942,7 +964,7 @@ async fn sys(state: &NodeState, cmd: &str, args: Args<'_>) -> Result<Value, Erro
                 Ok(bytes) => {
                     let len = bytes.len();
                     let rendered =
-                        tokio::task::spawn_blocking(move || crate::msgpack::render(bytes, text))
+                        tokio::task::spawn_blocking(move || super::msgpack::render(bytes, text))
                             .await
                             .unwrap_or_else(|e| Err(format!("rendering it failed: {e}")));
                     match rendered {

@@ -1,12 +1,12 @@
 //! The node's side of the release commands: `releases`, `unpack`, `upgrade` (and its
 //! `--plan`), `upgrade_progress`, `make_permanent`, `remove_release`. Each is a call into
-//! [`hotswap_runtime::release::Releases`]; this file only turns arguments and answers into
+//! [`crate::release::Releases`]; this file only turns arguments and answers into
 //! JSON.
 
 use std::path::Path;
 
-use hotswap_runtime::release::{ReleaseError, UpgradeOptions};
-use hotswap_runtime::Node;
+use crate::release::{ReleaseError, UpgradeOptions};
+use crate::Node;
 use serde_json::{json, Value};
 
 use super::ErrorReply;
@@ -30,11 +30,14 @@ pub fn error(e: ReleaseError) -> ErrorReply {
             "refused",
             Some("nothing was changed: fix what is named and run the upgrade again"),
         ),
+        ReleaseError::Incompatible { .. } => (
+            "incompatible",
+            Some("nothing was changed: fix the new version (the fix is named), or upgrade with --force"),
+        ),
         ReleaseError::RolledBack { .. } => (
             "rolled_back",
             Some("the node runs the previous release as before: fix what is named and run the upgrade again"),
         ),
-        _ => ("release", None),
     };
     let mut r = ErrorReply::new(kind, msg);
     if let Some(h) = hint {
@@ -42,6 +45,9 @@ pub fn error(e: ReleaseError) -> ErrorReply {
     }
     if let ReleaseError::RolledBack { phase, resumed, .. } = &e {
         r = r.details(json!({ "phase": phase, "resumed": resumed }));
+    }
+    if let ReleaseError::Incompatible { reports, .. } = &e {
+        r = r.details(json!({ "reports": reports }));
     }
     r
 }
@@ -95,6 +101,8 @@ pub async fn upgrade(node: &Node, args: &Value) -> Result<Value, ErrorReply> {
             .get("suspend_timeout_ms")
             .and_then(Value::as_u64)
             .map(std::time::Duration::from_millis),
+        force: args.get("force").and_then(Value::as_bool) == Some(true),
+        ..UpgradeOptions::default()
     };
     let report = node
         .releases()
