@@ -116,10 +116,12 @@ pub fn run(opts: Options) -> ExitCode {
             }
         };
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
+    let rt = match hotswap_runtime::sched::tune(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all(),
+    )
+    .build()
     {
         Ok(rt) => rt,
         Err(e) => {
