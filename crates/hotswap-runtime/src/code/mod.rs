@@ -503,48 +503,41 @@ impl CodeServer {
 
     /// Make, on a blocking thread of the runtime, what the next load would otherwise make on
     /// its own path: a blank copy file with pages for `len` bytes and a fresh heap. Nothing
-    /// runs at rest: this is one task after a load, and none outside a tokio runtime.
+    /// runs at rest: this is one task after a load, and none outside a tokio runtime. The
+    /// task holds the pool's lock while it makes them, so that a node that stopped
+    /// ([`CodeServer::clear_spares`] waits for the lock) never gets a file or heap after.
     fn prepare_ahead(&self, len: usize) {
         if len == 0 {
             return; // nothing was read: no size to prepare for
         }
-        let (want_blank, want_heap) = {
+        {
             let mut p = self.ahead.lock();
-            let wb = p.ahead.blank.is_none();
-            let wh = self.heaps && p.ahead.heap.is_none();
-            if p.closed || p.busy || !(wb || wh) {
+            let wanted = p.ahead.blank.is_none() || (self.heaps && p.ahead.heap.is_none());
+            if p.closed || p.busy || !wanted {
                 return;
             }
             p.busy = true;
-            (wb, wh)
-        };
+        }
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             self.ahead.lock().busy = false;
             return;
         };
         static BLANKS: AtomicU64 = AtomicU64::new(1);
         let name = format!("blank-{}.so", BLANKS.fetch_add(1, Ordering::Relaxed));
-        let (pool, dir) = (self.ahead.clone(), self.code_dir.clone());
+        let (pool, dir, heaps) = (self.ahead.clone(), self.code_dir.clone(), self.heaps);
         // Room for a slightly larger next build; the load gives back what it does not use.
         let len = (len as u64).next_multiple_of(64 << 10);
         rt.spawn_blocking(move || {
-            let mut made = loader::Ahead::default();
-            if want_blank {
-                made.blank = loader::Blank::make(&dir, &name, len).ok();
-            }
-            if want_heap {
-                made.heap = heap::Heap::create();
-            }
             let mut p = pool.lock();
             p.busy = false;
             if p.closed {
-                return; // `made` is discarded and destroyed when dropped
+                return;
             }
             if p.ahead.blank.is_none() {
-                p.ahead.blank = made.blank.take();
+                p.ahead.blank = loader::Blank::make(&dir, &name, len).ok();
             }
-            if p.ahead.heap.is_none() {
-                p.ahead.heap = made.heap.take();
+            if heaps && p.ahead.heap.is_none() {
+                p.ahead.heap = heap::Heap::create();
             }
         });
     }
@@ -578,7 +571,13 @@ impl CodeServer {
 
     fn open(&self, path: &Path, expect: Option<&str>) -> Result<Arc<Version>, LoadError> {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        let mut ahead = std::mem::take(&mut self.ahead.lock().ahead);
+        // What was made ahead, unless it is being made right now (then this load makes its
+        // own rather than wait).
+        let mut ahead = self
+            .ahead
+            .try_lock()
+            .map(|mut p| std::mem::take(&mut p.ahead))
+            .unwrap_or_default();
         // SAFETY: loading native code is the node's job; the loader validates the file and
         // its descriptor before any module function runs (see `loader::open`).
         let o = unsafe {
@@ -603,14 +602,16 @@ impl CodeServer {
         };
         {
             // Give back what this load did not use (dropped, i.e. removed, if the node
-            // stopped meanwhile), and prepare the next load's copy and heap.
-            let mut p = self.ahead.lock();
-            if !p.closed {
-                if p.ahead.blank.is_none() {
-                    p.ahead.blank = ahead.blank.take();
-                }
-                if p.ahead.heap.is_none() {
-                    p.ahead.heap = ahead.heap.take();
+            // stopped meanwhile or more is being made), and prepare the next load's copy
+            // and heap.
+            if let Some(mut p) = self.ahead.try_lock() {
+                if !p.closed {
+                    if p.ahead.blank.is_none() {
+                        p.ahead.blank = ahead.blank.take();
+                    }
+                    if p.ahead.heap.is_none() {
+                        p.ahead.heap = ahead.heap.take();
+                    }
                 }
             }
         }

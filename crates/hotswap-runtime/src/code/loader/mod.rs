@@ -16,7 +16,10 @@
 //! written to the copy, which is created with `O_EXCL`, mode 0444, in the node's own code
 //! directory and never written again, so a source rewritten meanwhile (a build finishing)
 //! cannot reach it. A spare copy reused for the same content hash holds bytes that passed the
-//! same inspection when it was written.
+//! same inspection when it was written. A new build's copy is usually a [`Blank`] the code
+//! server made ahead (after the previous load, off the load's path): created the same way,
+//! with its pages allocated and nothing written, so that the one write costs a copy of the
+//! bytes and not the kernel's page allocation.
 //!
 //! A close retires the module's thread-exit hooks (see [`super::guard`]), calls `dlclose`,
 //! and verifies in `/proc/self/maps` that the image is really gone.
