@@ -37,7 +37,8 @@ groups() ->
      {child_restart, [child_restart], fun m_child_restart/0, 60000},
      {release_upgrade, [release_upgrade_1000, release_upgrade_10000,
                         release_upgrade_100000],
-      fun m_release/0, 600000}].
+      fun m_release/0, 600000},
+     {idle_node_cpu, [idle_node_cpu], fun m_idle_cpu/0, 60000}].
 
 main(Args) ->
     Wanted = [list_to_atom(A) || A <- Args],
@@ -326,6 +327,29 @@ m_module_load() ->
 
 %% ---------------------------------------------------------------------------
 %% 5. purge_100k_idle
+
+%% idle_node_cpu (issue 16): CPU time the VM uses with 10 000 idle processes over 10 s
+%% (statistics(runtime): all of the runtime system's threads), in percent of one core.
+m_idle_cpu() ->
+    N = 10000,
+    Tab = ets:new(pids, [set, public]),
+    Base = erlang:system_info(process_count),
+    hs_bench_help:spawn_idle(N, Tab),
+    try
+        timer:sleep(200),
+        {R0, _} = statistics(runtime),
+        T0 = now_ns(),
+        timer:sleep(10000),
+        {R1, _} = statistics(runtime),
+        T1 = now_ns(),
+        Secs = (T1 - T0) / 1.0e9,
+        log("idle_node_cpu: ~w ms of CPU in ~.2f s", [R1 - R0, Secs]),
+        [{idle_node_cpu, (R1 - R0) / 10 / Secs, pct_core}]
+    after
+        hs_bench_help:stop_idle(Tab),
+        ets:delete(Tab),
+        wait_procs(Base)
+    end.
 
 m_purge() ->
     N = 100000,

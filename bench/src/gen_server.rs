@@ -195,16 +195,19 @@ pub(crate) async fn m_call(node: &Node, libs: &Libs) -> Vec<Res> {
     call_loop(node, pid, N, CallLoop::Timed).await; // warm-up
     let (mut meds, mut p99s) = (Vec::new(), Vec::new());
     for _ in 0..5 {
+        let parks = crate::worker_parks();
         let v = call_loop(node, pid, N, CallLoop::Timed).await;
+        let parks = crate::worker_parks() - parks;
         meds.push(percentile(&v, 0.5));
         p99s.push(percentile(&v, 0.99));
         info!(
-            "gen_server_call round: median {} ns, p90 {} ns, p99 {} ns, p99.9 {} ns, max {:.0} us",
+            "gen_server_call round: median {} ns, p90 {} ns, p99 {} ns, p99.9 {} ns, max {:.0} us; workers parked {:.2} times per 1000 calls",
             percentile(&v, 0.5),
             percentile(&v, 0.9),
             percentile(&v, 0.99),
             percentile(&v, 0.999),
-            percentile(&v, 1.0) / 1000.0
+            percentile(&v, 1.0) / 1000.0,
+            parks as f64 * 1000.0 / N as f64
         );
     }
     let mut no_to = Vec::new();

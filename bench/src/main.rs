@@ -109,6 +109,7 @@ const MEASURES: &[Measure] = &[
     hs_only("tcp_echo_throughput", TCP_ECHO),
     hs_only("tcp_upgrade_pause", TCP_UPGRADE),
     hs_only("tcp_upgrade_lost_bytes", TCP_UPGRADE),
+    both("idle_node_cpu", &[]),
 ];
 
 /// The measures a command-line group selects (empty: not a group).
@@ -207,9 +208,39 @@ fn fmt_value(v: f64, unit: &str) -> String {
         "ns" if v.abs() >= 100.0 => format!("{v:.0}"),
         "ns" | "us_per_process" => format!("{v:.3}"),
         "us" | "ms" => format!("{v:.1}"),
-        "x" => format!("{v:.3}"),
+        "x" | "pct_core" => format!("{v:.3}"),
         _ => format!("{v:.0}"),
     }
+}
+
+/// The runtime a node runs on, as `hotswap start` builds it
+/// ([`hotswap_runtime::sched::tune`]), with `workers` workers. For experiments, the
+/// environment can also set tokio's stable knobs: `HS_BENCH_EVENT_INTERVAL=N`,
+/// `HS_BENCH_GLOBAL_QUEUE_INTERVAL=N` (turning the LIFO slot off needs `tokio_unstable`).
+fn node_runtime(workers: usize) -> tokio::runtime::Runtime {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.worker_threads(workers).enable_all();
+    hotswap_runtime::sched::tune(&mut b);
+    let num = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u32>().ok());
+    if let Some(n) = num("HS_BENCH_EVENT_INTERVAL") {
+        b.event_interval(n);
+    }
+    if let Some(n) = num("HS_BENCH_GLOBAL_QUEUE_INTERVAL") {
+        b.global_queue_interval(n);
+    }
+    info!(
+        "runtime: {workers} workers, spin before park {:?}, event_interval {:?}, global_queue_interval {:?}",
+        hotswap_runtime::sched::spin_bound(),
+        num("HS_BENCH_EVENT_INTERVAL"),
+        num("HS_BENCH_GLOBAL_QUEUE_INTERVAL")
+    );
+    b.build().expect("tokio runtime")
+}
+
+/// Times the runtime's workers have parked so far (all workers).
+fn worker_parks() -> u64 {
+    let m = tokio::runtime::Handle::current().metrics();
+    (0..m.num_workers()).map(|w| m.worker_park_count(w)).sum()
 }
 
 /// Resident set size of this OS process, from `/proc/self/statm`.
@@ -612,11 +643,7 @@ fn idle_child_main(kind: &str, libs: Libs) {
         "gen_server" => Idle::GenServer,
         _ => Idle::TokioTask,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = node_runtime(2);
     let (r, h) = rt.block_on(async move {
         tokio::spawn(async move {
             let node = Node::start(NodeConfig::default()).expect("node starts");
@@ -970,6 +997,46 @@ async fn m_fq(node: &Node) -> Res {
     Res::new("fq_call_overhead", median(&ds), "ns")
 }
 
+/// CPU time (user + system) this OS process has used so far.
+fn cpu_time() -> Duration {
+    // SAFETY: an all-zero `rusage` is a valid value for getrusage to overwrite.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `u` is a valid, writable rusage.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+/// `idle_node_cpu` (issue 16): the CPU time of this node (the whole OS process) with
+/// 10 000 idle `bench:idle` processes over 10 s, in percent of one core. Workers spin
+/// before they park ([`hotswap_runtime::sched`]); at rest they must all be parked.
+async fn m_idle_cpu(node: &Node) -> Res {
+    const N: usize = 10_000;
+    const WINDOW: Duration = Duration::from_secs(10);
+    let pids: Vec<Pid> = (0..N)
+        .map(|_| node.spawn("bench", "idle", &()).expect("spawn"))
+        .collect();
+    // Let every process reach its receive and park.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let parks = worker_parks();
+    let (c0, t0) = (cpu_time(), Instant::now());
+    tokio::time::sleep(WINDOW).await;
+    let (cpu, wall) = (cpu_time() - c0, t0.elapsed());
+    let parks = worker_parks() - parks;
+    let pct = cpu.as_secs_f64() / wall.as_secs_f64() * 100.0;
+    info!(
+        "idle_node_cpu: {:.2} ms of CPU in {:.2} s with {N} idle processes; the workers parked {parks} times",
+        cpu.as_secs_f64() * 1e3,
+        wall.as_secs_f64()
+    );
+    let base = node.exited_count();
+    for p in &pids {
+        node.exit(*p, ExitReason::Kill);
+    }
+    wait_exited(node, base + N as u64).await;
+    Res::new("idle_node_cpu", pct, "pct_core")
+}
+
 async fn load_run_purge(node: &Node, path: &Path) {
     node.code().load(path).await.expect("load");
     let base = node.exited_count();
@@ -1096,6 +1163,9 @@ async fn run_ours(node: Node, libs: Libs, wanted: Vec<String>) -> Vec<Res> {
     }
     if want("load_compat_check") {
         out.push(m_load_compat_check(&node, &libs).await);
+    }
+    if want("idle_node_cpu") {
+        out.push(m_idle_cpu(&node).await);
     }
     if want("node_stop_10k") {
         // Real node processes: waiting for them blocks, so not on a runtime worker.
@@ -1312,6 +1382,8 @@ fn target(name: &str) -> (Target, &'static str) {
         "tcp_echo_throughput" => (Target::RatioAtLeast(1.0), ">= 1x Erlang, >= 1/1.3 tokio"),
         "tcp_upgrade_pause" => (Target::Report, "reported (includes the 100 ms send period)"),
         "tcp_upgrade_lost_bytes" => (Target::AtMost(0.0), "= 0"),
+        // issue 16: percent of one core
+        "idle_node_cpu" => (Target::AtMost(1.0), "< 1 % of one core"),
         _ => (Target::AtMost(f64::INFINITY), "?"),
     }
 }
@@ -1346,11 +1418,7 @@ fn main() {
         info!("warning: the thread-local guard is not exported by this executable; purged versions stay mapped");
     }
     let t0 = Instant::now();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = node_runtime(2);
     let ours = rt.block_on(async move {
         let node = Node::start(NodeConfig::default()).expect("node starts");
         // The driver itself runs on a worker, so the whole workload uses the two workers.

@@ -34,6 +34,28 @@ struct Cli {
     command: Command,
 }
 
+/// `hotswap ports` and its actions on a listener.
+#[derive(Args, Debug)]
+struct PortsArgs {
+    /// Stop accepting on the listener PORT (its id, `#Port<0.N>`, or its label): open
+    /// connections are untouched; new ones wait in the kernel's backlog.
+    #[arg(long, value_name = "PORT", conflicts_with_all = ["resume_accepting", "drain"])]
+    pause_accepting: Option<String>,
+    /// Accept again on the listener PORT.
+    #[arg(long, value_name = "PORT", conflicts_with = "drain")]
+    resume_accepting: Option<String>,
+    /// Drain the listener PORT: stop accepting, then wait until every connection it
+    /// accepted has closed (at most --drain-limit). Exit status 1 (`not_drained`) if some
+    /// are still open then. The listener stays paused either way.
+    #[arg(long, value_name = "PORT")]
+    drain: Option<String>,
+    /// How long --drain waits, in seconds (kept under --timeout).
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    drain_limit: f64,
+    #[command(flatten)]
+    ctl: Ctl,
+}
+
 /// How to reach a running node (the options of every control command).
 #[derive(Debug, Args)]
 struct Ctl {
@@ -209,8 +231,8 @@ enum Command {
     /// Every module: current and old version, the processes on each, pinned versions and why.
     Modules(Ctl),
     /// Every port (socket) of the node: type, owner, addresses, bytes and messages in/out,
-    /// queue sizes, active mode.
-    Ports(Ctl),
+    /// queue sizes, active mode; or, with an option, pause, resume or drain a listener.
+    Ports(PortsArgs),
     /// A live view of the node in the terminal, refreshed every second: processes (sorted
     /// by memory, queue length or activity), modules with their current and old versions
     /// and the processes on each, ports, and an upgrade in progress as a progress bar with
@@ -583,7 +605,24 @@ fn main() -> ExitCode {
         Command::Status(c) => (c, Cmd::Status),
         Command::Processes(c) => (c, Cmd::Processes),
         Command::Modules(c) => (c, Cmd::Modules),
-        Command::Ports(c) => (c, Cmd::Ports),
+        Command::Ports(a) => {
+            use control::ports::Action;
+            let action = match (a.pause_accepting, a.resume_accepting, a.drain) {
+                (Some(port), _, _) => Some(Action::Pause { port, pause: true }),
+                (_, Some(port), _) => Some(Action::Pause { port, pause: false }),
+                (_, _, Some(port)) => match Duration::try_from_secs_f64(a.drain_limit) {
+                    Ok(limit) => Some(Action::Drain { port, limit }),
+                    Err(_) => {
+                        return usage(&format!(
+                            "--drain-limit {} is not a number of seconds",
+                            a.drain_limit
+                        ))
+                    }
+                },
+                _ => None,
+            };
+            (a.ctl, Cmd::Ports(action))
+        }
         Command::Load {
             library,
             purging,

@@ -85,10 +85,12 @@ pub fn run(opts: Options) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("hotswap-node")
-        .build()
+    let rt = match hotswap_runtime::sched::tune(
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("hotswap-node"),
+    )
+    .build()
     {
         Ok(rt) => rt,
         Err(e) => {

@@ -506,14 +506,13 @@ fn dev_loop_type_change_migrated() {
             "let o: Old = old.decode().map_err(|e| e.to_string())?;\n        let mut marks = o.marks;\n        marks.push(MARK.into());\n        Ok(S { count: o.count, marks, doubled: 2 * o.count })",
         )
         .replace("const MARK: &str = \"v1\";", "const MARK: &str = \"v2\";")
-        // The upgrade's types check refuses a state it cannot read unless the module
-        // says its code_change converts it (as `hotswap load` does).
+        // The old shape declared, so that the types check leaves it to code_change.
         .replace(
             "    fn code_change(",
-            "    fn accepts() -> hotswap::schema::Accepts {\n        hotswap::schema::Accepts::new().state_converted(\"code_change reads the old shape as Old\")\n    }\n\n    fn code_change(",
+            "    fn accepts() -> hotswap::schema::Accepts {\n        hotswap::schema::Accepts::new().state::<Old>()\n    }\n\n    fn code_change(",
         );
     assert!(v2.contains("doubled: 2 * o.count"), "{v2}");
-    assert!(v2.contains("state_converted"), "{v2}");
+    assert!(v2.contains("state::<Old>()"), "{v2}");
     std::fs::write(&dev.src, v2).unwrap();
     let line = dev.wait_line("upgraded to 0.1.0-dev.2", BUILD_WAIT);
     assert!(line.contains("1 server migrated"), "{line}");

@@ -25,17 +25,21 @@ start = [{ server = "rel_srv", name = "s", arg = 7 }]
 "#;
 
 /// Release `vsn` of `rel` with module rel_srv at `file` (relative) and `extra` appended.
-fn write(root: &std::path::Path, vsn: &str, module_vsn: &str, file: &str, extra: &str) {
-    let text = V1
-        .replace("version = \"1.0.0\"", &format!("version = \"{vsn}\""))
+fn manifest(vsn: &str, module_vsn: &str, file: &str, extra: &str) -> String {
+    V1.replace("version = \"1.0.0\"", &format!("version = \"{vsn}\""))
         .replace(
             "version = \"1\"\nfile = \"lib/librel_srv_v1.so\"",
             &format!("version = \"{module_vsn}\"\nfile = \"{file}\""),
         )
-        + extra;
-    let d = root.join("releases").join(vsn);
-    std::fs::create_dir_all(&d).unwrap();
-    std::fs::write(d.join("release.toml"), text).unwrap();
+        + extra
+}
+
+/// Release 2.0.0: rel_srv version 2, with `extra` appended.
+fn v2<'a>(vsn: &'a str, extra: &str) -> (&'a str, String) {
+    (
+        vsn,
+        manifest(vsn, "2", &format!("lib/{}", lib_name("rel_srv_v2")), extra),
+    )
 }
 
 fn statuses(rel: &Rel) -> (String, Vec<(String, String)>) {
@@ -68,16 +72,7 @@ fn kill(node: &mut NodeProc) {
 
 #[test]
 fn release_not_permanent_boots_previous_after_kill() {
-    let rel = Rel::with_manifest("rel-kill", V1);
-    let mut node = NodeProc::start(&rel);
-    // Put there after the first start (which made 1.0.0 permanent), as `unpack` would.
-    write(
-        &rel.root,
-        "2.0.0",
-        "2",
-        &format!("lib/{}", lib_name("rel_srv_v2")),
-        "",
-    );
+    let (rel, mut node) = support::release_node("rel-kill", V1, &[v2("2.0.0", "")]);
     let (code, v) = rel.json(&["upgrade", "2.0.0"]);
     assert_eq!(code, Some(0), "{v}");
     assert_eq!(v["report"]["servers_migrated"], 1, "{v}");
@@ -133,27 +128,26 @@ fn release_not_permanent_boots_previous_after_kill() {
 
 #[test]
 fn cli_release_commands_with_and_without_json() {
-    let rel = Rel::with_manifest("rel-cli", V1);
-    let _node = NodeProc::start(&rel);
-    write(
-        &rel.root,
-        "2.0.0",
-        "2",
-        &format!("lib/{}", lib_name("rel_srv_v2")),
-        "",
-    );
     // 3.0.0 injects a code_change failure (the check's copy passes, the switch fails).
-    write(
-        &rel.root,
-        "3.0.0",
-        "2",
-        &format!("lib/{}", lib_name("rel_srv_v2")),
-        "[upgrade.rel_srv]\nextra = { fail_id = 7, fail_on = 2 }\n",
+    let (rel, _node) = support::release_node(
+        "rel-cli",
+        V1,
+        &[
+            v2("2.0.0", ""),
+            v2(
+                "3.0.0",
+                "[upgrade.rel_srv]\nextra = { fail_id = 7, fail_on = 2 }\n",
+            ),
+        ],
     );
 
     // unpack: a package directory with its own library path.
     let pkg = rel.root.join("pkg");
-    write(&pkg, "4.0.0", "2", "lib/r4/librel_srv_v2.so", "");
+    support::write_manifest(
+        &pkg,
+        "4.0.0",
+        &manifest("4.0.0", "2", "lib/r4/librel_srv_v2.so", ""),
+    );
     std::fs::create_dir_all(pkg.join("lib/r4")).unwrap();
     std::fs::copy(rel.lib("rel_srv_v2"), pkg.join("lib/r4/librel_srv_v2.so")).unwrap();
     let (code, v) = rel.json(&["unpack", pkg.to_str().unwrap()]);
@@ -287,17 +281,10 @@ fn cli_upgrade_refused_by_types_check_unless_forced() {
             lib_name(krate)
         )
     };
-    let rel = Rel::with_manifest(
+    let (rel, _node) = support::release_node(
         "rel-types",
         &format!("{V1}{}", count("1", "count_server_v1")),
-    );
-    let _node = NodeProc::start(&rel);
-    write(
-        &rel.root,
-        "2.0.0",
-        "2",
-        &format!("lib/{}", lib_name("rel_srv_v2")),
-        &count("4", "count_server_v4"),
+        &[v2("2.0.0", &count("4", "count_server_v4"))],
     );
     let r = rel.ctl(&["upgrade", "2.0.0"]);
     assert_eq!(r.code, Some(1), "{r}");

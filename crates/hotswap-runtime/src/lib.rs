@@ -84,6 +84,7 @@ pub use code::{CheckReport, DryRun, ModuleInfo, PinnedInfo, PurgeReport, Version
 pub use error::{CodeError, LoadError, SpawnError};
 pub use hotswap::{ExitReason, Message, Pid, Ref};
 pub use node::{Code, ExternalProcess, LoadOptions, Node, NodeConfig, ProcessInfo};
+pub use process::sched;
 
 /// The linker arguments an executable embedding the runtime needs, one per line, for a
 /// build script: `for a in hotswap_runtime::guard_link_args() { println!("cargo:rustc-link-arg-bins={a}") }`.

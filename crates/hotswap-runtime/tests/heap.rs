@@ -150,10 +150,12 @@ async fn purge_returns_memory_held_by_statics() {
     let (created, destroyed) = hotswap_runtime::module_heap_counts();
     let (retained, per_cycle) = measure(true).await;
     let (created2, destroyed2) = hotswap_runtime::module_heap_counts();
-    assert_eq!(
-        (created2 - created, destroyed2 - destroyed),
-        (116, 116),
-        "every loaded version had a heap, and every purge freed it"
+    let (c, d) = (created2 - created, destroyed2 - destroyed);
+    // One more heap may have been made ahead for a next load that never came (the node
+    // destroys it when it stops).
+    assert!(
+        c == d && (116..=117).contains(&c),
+        "every loaded version had a heap, and every purge freed it: {c} created, {d} destroyed"
     );
     assert!(
         retained <= MIB as isize,

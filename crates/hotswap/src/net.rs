@@ -17,7 +17,17 @@
 //! [`Ctx::parked_ports`]).
 //! Events already delivered to the exited owner's mailbox (at most one frame in
 //! `Active::Once`) went with it; everything the node had not delivered yet waits for the
-//! adopter. Listeners never park: they close with their owner.
+//! adopter. A listener opened with [`ListenOptions::park`] parks the same way: it stays
+//! bound, connections wait in the kernel's backlog (in [`AcceptMode::ToOwner`]) until a
+//! process adopts it, and processes already waiting in [`Ctx::tcp_accept`] keep being
+//! served.
+//!
+//! # Options after open
+//! [`Ctx::setopts`] changes a port's options while it is open (`inet:setopts/2`): the
+//! active mode, framing and maximum frame, `TCP_NODELAY`, keepalive, buffer sizes, the
+//! send watermarks and timeout. A bad option is refused as a whole with
+//! [`NetError::InvalidArgument`] naming it, and nothing changes. On a listener the options
+//! apply to the connections it accepts from then on (as ranch's `set_protocol_options`).
 //!
 //! # Receiving
 //! A connected port is passive ([`Active::False`]: [`Ctx::tcp_recv`]) or active: the
@@ -218,8 +228,11 @@ pub struct ListenOptions {
     pub accept: AcceptMode,
     /// Options of each accepted connection.
     pub conn: TcpOptions,
-    /// A label shown by `hotswap ports`.
+    /// A label shown by `hotswap ports` and used to find the listener when parked.
     pub label: Option<String>,
+    /// When the owner exits, keep listening (the socket stays bound; new connections
+    /// wait in the backlog) until a process adopts the listener, instead of closing it.
+    pub park: bool,
 }
 
 impl Default for ListenOptions {
@@ -231,8 +244,46 @@ impl Default for ListenOptions {
             accept: AcceptMode::Manual,
             conn: TcpOptions::default(),
             label: None,
+            park: false,
         }
     }
+}
+
+/// Options changed on an open port ([`Ctx::setopts`], Erlang's `inet:setopts/2`). Each
+/// `None` leaves that option as it is.
+///
+/// On a connection, each option takes effect at once: bytes already read but not yet
+/// delivered are cut under the new framing; the watermarks apply to the next send. On a
+/// listener, the options change the [`TcpOptions`] of the connections it accepts from then
+/// on (open connections keep theirs). A UDP port takes only `active` and `park`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SetOpts {
+    /// The active mode (as [`Ctx::set_active`]; `Active::N` adds to the counter).
+    pub active: Option<Active>,
+    /// The framing.
+    pub framing: Option<Framing>,
+    /// The largest frame (at least 1).
+    pub max_frame: Option<usize>,
+    /// `TCP_NODELAY`.
+    pub nodelay: Option<bool>,
+    /// `SO_KEEPALIVE`.
+    pub keepalive: Option<bool>,
+    /// `SO_RCVBUF` in bytes (at least 1; the kernel may round it).
+    pub recv_buffer: Option<u32>,
+    /// `SO_SNDBUF` in bytes (at least 1; the kernel may round it).
+    pub send_buffer: Option<u32>,
+    /// The send queue's high watermark (at least 1, and not below the low one).
+    pub send_high_watermark: Option<usize>,
+    /// The send queue's low watermark (not above the high one).
+    pub send_low_watermark: Option<usize>,
+    /// The send timeout in milliseconds; `Some(0)` removes it (sends wait as long as the
+    /// peer does not read).
+    pub send_timeout_ms: Option<u64>,
+    /// Close the connection when a send times out.
+    pub send_timeout_close: Option<bool>,
+    /// Park instead of closing when the owner exits.
+    pub park: Option<bool>,
 }
 
 /// Options of a UDP port.
@@ -434,6 +485,8 @@ pub mod wire {
             #[serde(with = "bytes_as_bin")]
             data: Vec<u8>,
         },
+        /// Change options of an open port.
+        SetOpts(SetOpts),
     }
 
     mod bytes_as_bin {
@@ -659,6 +712,9 @@ pub struct PortInfo {
     pub label: Option<String>,
     /// For a listener: open connections accepted from it, and whether accepting is paused.
     pub connections: Option<(usize, bool)>,
+    /// For a listener: failed accepts (e.g. out of file descriptors) since it opened.
+    #[serde(default)]
+    pub accept_errors: u64,
 }
 
 /// Accept replies tagged `tag` while alive.
@@ -810,6 +866,14 @@ impl Ctx {
             abi::STATUS_READY => Ok(()),
             _ => Err(NetError::decode(&out)),
         }
+    }
+
+    /// Change options of an open port (`inet:setopts/2`); see [`SetOpts`]. Immediate. A
+    /// bad option is refused with [`NetError::InvalidArgument`] and nothing is changed.
+    pub async fn setopts(&self, port: PortId, opts: &SetOpts) -> Result<(), NetError> {
+        request(*self, port.0, &wire::Request::SetOpts(opts.clone()))
+            .await
+            .map(drop)
     }
 
     /// Close a port (its queued sends are still written, then the socket closes). Frames

@@ -117,8 +117,8 @@ pub enum Cmd {
         /// The child's id.
         child: String,
     },
-    /// `ports`.
-    Ports,
+    /// `ports`, or an action on a listener.
+    Ports(Option<super::ports::Action>),
     /// `delete-child`.
     DeleteChild {
         /// The supervisor.
@@ -187,7 +187,7 @@ impl Cmd {
             Cmd::Stop => ("stop", Value::Null),
             Cmd::Status => ("status", Value::Null),
             Cmd::Processes => ("processes", Value::Null),
-            Cmd::Ports => ("ports", Value::Null),
+            Cmd::Ports(a) => super::ports::wire(a.as_ref(), timeout),
             Cmd::Modules => ("modules", Value::Null),
             Cmd::Load {
                 path,
@@ -623,7 +623,8 @@ fn human(cmd: &Cmd, v: &Value) -> String {
             }
             out
         }
-        Cmd::Ports => super::ports::render(v),
+        Cmd::Ports(None) => super::ports::render(v),
+        Cmd::Ports(Some(a)) => super::ports::render_action(a, v),
         Cmd::Processes => {
             let rows = v
                 .as_array()

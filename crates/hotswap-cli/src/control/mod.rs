@@ -5,7 +5,7 @@
 //! [`hotswap_runtime::control`]; the items re-exported here are its protocol.
 
 pub mod client;
-mod ports;
+pub mod ports;
 
 pub use hotswap_runtime::control::{
     read_cookie, read_frame, write_frame, ErrorReply, Reply, Request, MAX_REPLY,

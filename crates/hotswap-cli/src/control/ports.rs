@@ -1,7 +1,46 @@
-//! `hotswap ports`: the node's port table (sockets) as the client prints it (the node's
-//! side is `hotswap_runtime::control`).
+//! `hotswap ports`: the node's port table (sockets) and the operator's actions on a
+//! listener (`--pause-accepting`, `--resume-accepting`, `--drain`), as the client sends
+//! and prints them (the node's side is `hotswap_runtime::control`).
 
-use serde_json::Value;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+/// What `hotswap ports` does besides listing.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Stop (`true`) or resume accepting on a listener.
+    Pause {
+        /// The listener: its id, `#Port<0.N>`, or its label.
+        port: String,
+        /// Pause or resume.
+        pause: bool,
+    },
+    /// Stop accepting and wait for the listener's connections to close.
+    Drain {
+        /// The listener.
+        port: String,
+        /// How long the node waits.
+        limit: Duration,
+    },
+}
+
+/// The request's name and arguments (the node's waits stay under the client's `timeout`).
+pub fn wire(action: Option<&Action>, timeout: Duration) -> (&'static str, Value) {
+    let args = match action {
+        None => Value::Null,
+        Some(Action::Pause { port, pause }) => json!({
+            "action": if *pause { "pause_accepting" } else { "resume_accepting" },
+            "port": port,
+        }),
+        Some(Action::Drain { port, limit }) => json!({
+            "action": "drain",
+            "port": port,
+            "limit_ms": (*limit).min(timeout * 9 / 10).as_millis() as u64,
+        }),
+    };
+    ("ports", args)
+}
 
 fn text(v: &Value) -> String {
     match v {
@@ -38,12 +77,16 @@ pub(crate) fn render(v: &Value) -> String {
             let peer = match (&p["peer"], &p["connections"]) {
                 (Value::Null, Value::Null) => "-".to_string(),
                 (Value::Null, n) => format!(
-                    "{} conns{}",
+                    "{} conns{}{}",
                     text(n),
                     if p["accepting_paused"] == true {
                         ", paused"
                     } else {
                         ""
+                    },
+                    match p["accept_errors"].as_u64() {
+                        Some(e) if e > 0 => format!(", {e} accept errors"),
+                        _ => String::new(),
                     }
                 ),
                 (peer, _) => text(peer),
@@ -91,4 +134,24 @@ pub(crate) fn render(v: &Value) -> String {
         out.push_str(&line(r));
     }
     out
+}
+
+/// What an action's answer prints.
+pub fn render_action(action: &Action, v: &Value) -> String {
+    match action {
+        Action::Pause { .. } => {
+            let (n, paused) = (text(&v["connections"]), v["accepting_paused"] == true);
+            format!(
+                "listener {} at {}: {} ({n} connections open)\n",
+                text(&v["port"]),
+                text(&v["local"]),
+                if paused { "accepting paused" } else { "accepting" }
+            )
+        }
+        Action::Drain { .. } => format!(
+            "listener {}: drained (no connection open) after {} ms; accepting stays paused (resume with --resume-accepting)\n",
+            text(&v["port"]),
+            text(&v["waited_ms"])
+        ),
+    }
 }

@@ -116,10 +116,12 @@ pub fn run(opts: Options) -> ExitCode {
             }
         };
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
+    let rt = match hotswap_runtime::sched::tune(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all(),
+    )
+    .build()
     {
         Ok(rt) => rt,
         Err(e) => {
@@ -291,7 +293,7 @@ sleep 2
 $HS upgrade 2.0.0 -d "$DIR"
 $HS status -d "$DIR"
 $HS ports -d "$DIR" | head -8       # the same listeners, every connection still open
-# A live view while you do this (on a build that has it):  $HS top -d "$DIR"
+# A live view while you do this, from another terminal (q quits):  $HS top -d "$DIR"
 
 # 6. The clients' report: 0 dropped, 0 lost, 0 duplicated. Then stop the node.
 wait $CLIENT

@@ -124,14 +124,16 @@ fn dev(opts: &Options) -> Result<()> {
     // cancelled a build (already seen: only the rest of its burst is waited for).
     let mut next = Round::First;
     loop {
-        // Wait for a save (except for the first build), then for the burst to end.
-        let detect_start = Instant::now();
+        // Wait for a save (except for the first build), then for the burst to end. The
+        // detect phase runs from the save's first file event (not from the wait's start:
+        // the time the node sat idle is nobody's phase).
         if next == Round::Wait {
             let Ok(p) = rx.recv() else {
                 bail!("the file watcher stopped")
             };
             tracing::debug!(path = %p.display(), "change");
         }
+        let detect_start = Instant::now();
         let detect = if next == Round::First {
             Duration::ZERO
         } else {

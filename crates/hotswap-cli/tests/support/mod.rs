@@ -4,7 +4,7 @@
 #![allow(dead_code, reason = "each test binary uses its own part of it")]
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
@@ -45,33 +45,39 @@ pub const MODULES: &[&str] = &[
     "keyed_state",
     "top_srv_v1",
     "top_srv_v2",
+    "chat_v1",
 ];
+
+/// `cargo build <args>` into this test binary's target directory and profile; the
+/// directory the artifacts land in (target/<profile>).
+pub fn cargo_build(args: &[&str]) -> PathBuf {
+    let dir = bin().parent().expect("binary dir").to_path_buf();
+    let target = dir.parent().expect("target dir");
+    let mut c = Command::new(option_env!("CARGO").unwrap_or("cargo"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c.arg("build").arg("--target-dir").arg(target);
+    match dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => {}
+        Some(profile) => {
+            c.args(["--profile", profile]);
+        }
+    }
+    c.args(args);
+    let out = c.output().expect("run cargo build");
+    assert!(
+        out.status.success(),
+        "cargo build {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir
+}
 
 pub fn modules_dir() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let dir = bin().parent().expect("binary dir").to_path_buf();
-            let target = dir.parent().expect("target dir");
-            let mut c = Command::new(option_env!("CARGO").unwrap_or("cargo"));
-            c.current_dir(env!("CARGO_MANIFEST_DIR"));
-            c.arg("build").arg("--target-dir").arg(target);
-            match dir.file_name().and_then(|n| n.to_str()) {
-                Some("debug") | None => {}
-                Some(profile) => {
-                    c.args(["--profile", profile]);
-                }
-            }
-            for m in MODULES {
-                c.args(["-p", m]);
-            }
-            let out = c.output().expect("run cargo to build the module crates");
-            assert!(
-                out.status.success(),
-                "building {MODULES:?} failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            dir
+            let args: Vec<&str> = MODULES.iter().flat_map(|m| ["-p", m]).collect();
+            cargo_build(&args)
         })
         .clone()
 }
@@ -150,6 +156,26 @@ impl Rel {
             .unwrap_or_else(|e| panic!("{args:?} --json printed no JSON ({e}):\n{r}"));
         (r.code, v)
     }
+}
+
+/// Write `manifest` as release `vsn` of the release directory `root`
+/// (`releases/<vsn>/release.toml`).
+pub fn write_manifest(root: &Path, vsn: &str, manifest: &str) {
+    let d = root.join("releases").join(vsn);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("release.toml"), manifest).unwrap();
+}
+
+/// The set-up of the release-upgrade tests: a release directory (`tag`) whose release
+/// 1.0.0 is `manifest`, a node started on it (which makes 1.0.0 permanent), then the
+/// `later` releases `(version, manifest)` put beside it, as `hotswap unpack` would.
+pub fn release_node(tag: &str, manifest: &str, later: &[(&str, String)]) -> (Rel, NodeProc) {
+    let rel = Rel::with_manifest(tag, manifest);
+    let node = NodeProc::start(&rel);
+    for (vsn, text) in later {
+        write_manifest(&rel.root, vsn, text);
+    }
+    (rel, node)
 }
 
 pub const DEFAULT_MANIFEST: &str = r#"
@@ -291,16 +317,28 @@ impl NodeProc {
 
     /// Start a node on `rel`: the node once it printed its ready line, or how it failed.
     pub fn try_start(rel: &Rel) -> Result<NodeProc, Run> {
-        NodeProc::try_start_with_env(rel, &[])
+        NodeProc::try_start_with(rel, |_| {})
     }
 
     /// [`NodeProc::try_start`] with `env` added to the node's environment.
     pub fn try_start_with_env(rel: &Rel, env: &[(&str, &str)]) -> Result<NodeProc, Run> {
-        let mut child = Command::new(bin())
+        NodeProc::try_start_with(rel, |c| {
+            c.envs(env.iter().copied());
+        })
+    }
+
+    /// Start a node on `rel`, its command first changed by `configure` (e.g. limits set
+    /// in the child before it runs, or environment added).
+    pub fn try_start_with(
+        rel: &Rel,
+        configure: impl FnOnce(&mut Command),
+    ) -> Result<NodeProc, Run> {
+        let mut cmd = Command::new(bin());
+        cmd.env_remove("RUST_LOG");
+        configure(&mut cmd);
+        let mut child = cmd
             .arg("start")
             .arg(&rel.root)
-            .env_remove("RUST_LOG")
-            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

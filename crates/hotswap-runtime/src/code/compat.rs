@@ -697,6 +697,7 @@ pub fn describe_file(path: &Path) -> Result<ModuleSchema, DescribeError> {
             },
             &mut buf,
             &mut |_| None,
+            &mut super::loader::Ahead::default(),
         )
     }?;
     let r = match o.describe {

@@ -108,18 +108,11 @@ pub(crate) trait LiveState: Send + Sync {
     /// The state as its own type, for the layer that made it (the release handler
     /// migrates states it finds through their versions).
     fn into_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync>;
-    /// For a dry run: the server's pid and a copy of its state, `None` when the state is
-    /// not live (the check's dry run decodes the copy with the new version).
-    fn copy_state(&self) -> Option<(u64, StateCopy)>;
-}
-
-/// A copy of a live gen_server state, see [`LiveState::copy_state`].
-pub(crate) enum StateCopy {
-    /// No callback borrowed it: `(the version that made it, its export_state)`, or why its
-    /// version could not encode it.
-    Encoded(Result<(String, Vec<u8>), String>),
-    /// The server was inside a callback: the version of its state.
-    Busy(String),
+    /// For [`CodeServer::check`]'s dry run: encode a copy of the state with the version
+    /// that made it and decode it with `new`'s `code_change` (the result is dropped; the
+    /// server and its state are untouched). `None` when the state is not live; skipped
+    /// when the server is inside a callback.
+    fn dry_run(&self, new: &Arc<Version>) -> Option<DryRun>;
 }
 
 /// One loaded instance of a module.
@@ -146,7 +139,7 @@ pub(crate) struct Version {
     /// The module's `describe`, if it has one.
     describe: Option<abi::DescribeFn>,
     /// Its description, asked once (at the first load that compares against it).
-    schema: std::sync::OnceLock<Result<Arc<hotswap::schema::ModuleSchema>, String>>,
+    schema: std::sync::OnceLock<Result<Described, String>>,
     /// The gen_server states this version made that are alive, by pid: a purge turns
     /// each idle one into bytes (see `server::state`) instead of killing its server.
     pub(crate) states: Mutex<FxMap<u64, Weak<dyn LiveState>>>,
@@ -305,6 +298,13 @@ impl Version {
 
     /// The module's description of its types, asked of its `describe` once.
     pub(crate) fn schema(&self) -> Result<Arc<hotswap::schema::ModuleSchema>, String> {
+        self.described(None).map(|d| d.schema)
+    }
+
+    /// The description, encoded and decoded. When `like` (the version it is compared with)
+    /// encoded exactly the same bytes, its decoded description is shared instead of decoded
+    /// again: a rebuild that changed no type costs `describe` and a comparison of bytes.
+    fn described(&self, like: Option<&Described>) -> Result<Described, String> {
         self.schema
             .get_or_init(|| {
                 let d = self
@@ -312,8 +312,14 @@ impl Version {
                     .ok_or_else(|| "the module does not describe its types".to_string())?;
                 let _in = self.enter();
                 let b = compat::call_describe(d)?;
+                if let Some(l) = like.filter(|l| *l.bytes == *b) {
+                    return Ok(l.clone());
+                }
                 hotswap::schema::ModuleSchema::decode(&b)
-                    .map(Arc::new)
+                    .map(|s| Described {
+                        bytes: b.into(),
+                        schema: Arc::new(s),
+                    })
                     .map_err(|e| e.to_string())
             })
             .clone()
@@ -444,6 +450,18 @@ pub(crate) struct CodeServer {
     spares: Mutex<Vec<(u64, PathBuf)>>,
     /// Whether versions get heaps of their own (`NodeConfig::module_heaps`).
     heaps: bool,
+    /// The copy file and heap made ahead for the next load (see [`loader::Blank`]).
+    ahead: Arc<Mutex<AheadPool>>,
+}
+
+/// What the background preparation left for the next load.
+#[derive(Default)]
+struct AheadPool {
+    ahead: loader::Ahead,
+    /// A preparation is under way.
+    busy: bool,
+    /// The node stopped: prepare nothing more.
+    closed: bool,
 }
 
 /// How many unmapped copies are kept for reuse.
@@ -473,7 +491,55 @@ impl CodeServer {
             export_slots: Mutex::new(HashMap::new()),
             heaps,
             host,
+            ahead: Arc::new(Mutex::new(AheadPool::default())),
         }
+    }
+
+    /// Whether a copy file (and a heap, if versions get heaps) is ready for the next load.
+    pub(crate) fn prepared(&self) -> bool {
+        let p = self.ahead.lock();
+        p.ahead.blank.is_some() && (!self.heaps || p.ahead.heap.is_some())
+    }
+
+    /// Make, on a blocking thread of the runtime, what the next load would otherwise make on
+    /// its own path: a blank copy file with pages for `len` bytes and a fresh heap. Nothing
+    /// runs at rest: this is one task after a load, and none outside a tokio runtime. The
+    /// task holds the pool's lock while it makes them, so that a node that stopped
+    /// ([`CodeServer::clear_spares`] waits for the lock) never gets a file or heap after.
+    fn prepare_ahead(&self, len: usize) {
+        if len == 0 {
+            return; // nothing was read: no size to prepare for
+        }
+        {
+            let mut p = self.ahead.lock();
+            let wanted = p.ahead.blank.is_none() || (self.heaps && p.ahead.heap.is_none());
+            if p.closed || p.busy || !wanted {
+                return;
+            }
+            p.busy = true;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            self.ahead.lock().busy = false;
+            return;
+        };
+        static BLANKS: AtomicU64 = AtomicU64::new(1);
+        let name = format!("blank-{}.so", BLANKS.fetch_add(1, Ordering::Relaxed));
+        let (pool, dir, heaps) = (self.ahead.clone(), self.code_dir.clone(), self.heaps);
+        // Room for a slightly larger next build; the load gives back what it does not use.
+        let len = (len as u64).next_multiple_of(64 << 10);
+        rt.spawn_blocking(move || {
+            let mut p = pool.lock();
+            p.busy = false;
+            if p.closed {
+                return;
+            }
+            if p.ahead.blank.is_none() {
+                p.ahead.blank = loader::Blank::make(&dir, &name, len).ok();
+            }
+            if heaps && p.ahead.heap.is_none() {
+                p.ahead.heap = heap::Heap::create();
+            }
+        });
     }
 
     /// The node-unique id of this code server's node (for `guard::InModule`).
@@ -505,6 +571,13 @@ impl CodeServer {
 
     fn open(&self, path: &Path, expect: Option<&str>) -> Result<Arc<Version>, LoadError> {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        // What was made ahead, unless it is being made right now (then this load makes its
+        // own rather than wait).
+        let mut ahead = self
+            .ahead
+            .try_lock()
+            .map(|mut p| std::mem::take(&mut p.ahead))
+            .unwrap_or_default();
         // SAFETY: loading native code is the node's job; the loader validates the file and
         // its descriptor before any module function runs (see `loader::open`).
         let o = unsafe {
@@ -524,8 +597,26 @@ impl CodeServer {
                     let i = sp.iter().position(|(h, _)| *h == hash)?;
                     Some(sp.swap_remove(i).1)
                 },
+                &mut ahead,
             )
         };
+        {
+            // Give back what this load did not use (dropped, i.e. removed, if the node
+            // stopped meanwhile or more is being made), and prepare the next load's copy
+            // and heap.
+            if let Some(mut p) = self.ahead.try_lock() {
+                if !p.closed {
+                    if p.ahead.blank.is_none() {
+                        p.ahead.blank = ahead.blank.take();
+                    }
+                    if p.ahead.heap.is_none() {
+                        p.ahead.heap = ahead.heap.take();
+                    }
+                }
+            }
+        }
+        drop(ahead);
+        self.prepare_ahead(self.buf.lock().len());
         {
             // Keep the reused buffer for ordinary module sizes only.
             let mut b = self.buf.lock();
@@ -942,8 +1033,15 @@ impl CodeServer {
         n
     }
 
-    /// Delete the kept copies of purged versions.
+    /// Delete the kept copies of purged versions, and what was made ahead for a next load
+    /// (nothing more is made).
     pub(crate) fn clear_spares(&self) {
+        let ahead = {
+            let mut p = self.ahead.lock();
+            p.closed = true;
+            std::mem::take(&mut p.ahead)
+        };
+        drop(ahead);
         for (_, f) in self.spares.lock().drain(..) {
             let _ = std::fs::remove_file(f);
         }
@@ -969,11 +1067,21 @@ impl CodeServer {
     }
 }
 
+/// A module's description of its types: the bytes its `describe` wrote, and what they
+/// decode to.
+#[derive(Clone)]
+struct Described {
+    bytes: Arc<[u8]>,
+    schema: Arc<hotswap::schema::ModuleSchema>,
+}
+
 /// The compatibility report of loading `new` over `cur`, or `None` when a side does not
 /// describe itself (logged: such a load is not checked).
 fn compare(cur: &Arc<Version>, new: &Arc<Version>) -> Option<compat::CompatReport> {
-    match (cur.schema(), new.schema()) {
-        (Ok(a), Ok(b)) => Some(compat::check(&a, &b)),
+    let a = cur.described(None);
+    let b = new.described(a.as_ref().ok());
+    match (a, b) {
+        (Ok(a), Ok(b)) => Some(compat::check(&a.schema, &b.schema)),
         (a, b) => {
             let why = a.err().or(b.err()).unwrap_or_default();
             tracing::warn!(module = %new.name, "load not checked for compatibility: {why}");
@@ -1068,42 +1176,7 @@ impl CodeServer {
                     .values()
                     .filter_map(std::sync::Weak::upgrade)
                     .collect();
-                for cell in cells {
-                    let (pid, copy) = match cell.copy_state() {
-                        None => continue,
-                        Some((pid, StateCopy::Busy(from_version))) => {
-                            dry_run.push(DryRun {
-                                pid: Pid(pid),
-                                from_version,
-                                error: None,
-                                skipped: Some("the server was inside a callback".into()),
-                            });
-                            continue;
-                        }
-                        Some((pid, StateCopy::Encoded(copy))) => (pid, copy),
-                    };
-                    let (from_version, error) = match copy {
-                        Err(e) => (
-                            made_by.vsn.clone(),
-                            Some(format!("its version could not encode the state: {e}")),
-                        ),
-                        Ok((vsn, bytes)) => {
-                            match v.code_change(std::ptr::null_mut(), &vsn, &bytes, None) {
-                                Ok(obj) => {
-                                    v.drop_state(obj);
-                                    (vsn, None)
-                                }
-                                Err(e) => (vsn, Some(format!("code_change of version {} failed on a copy of the live state: {e}", v.vsn))),
-                            }
-                        }
-                    };
-                    dry_run.push(DryRun {
-                        pid: Pid(pid),
-                        from_version,
-                        error,
-                        skipped: None,
-                    });
-                }
+                dry_run.extend(cells.iter().filter_map(|cell| cell.dry_run(&v)));
             }
         }
         dry_run.sort_by_key(|d| d.pid);

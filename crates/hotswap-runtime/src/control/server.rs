@@ -306,7 +306,7 @@ async fn handle(body: &[u8], state: &NodeState) -> (Reply, After) {
         "upgrade_progress" => Ok(super::releases::progress(&state.node)),
         "make_permanent" => super::releases::make_permanent(&state.node, &req.args).await,
         "remove_release" => super::releases::remove(&state.node, &req.args).await,
-        "ports" => Ok(super::ports::ports(&state.node)),
+        "ports" => super::ports::command(&state.node, &req.args).await,
         "top" => Ok(super::top::snapshot(&state.node, state.started.elapsed())),
         other => Err(bad(format!("unknown command {:?}", truncate(other))).hint(
             "the commands are ping, pid, stop, status, processes, modules, load, check, purge, soft_purge, delete, which, suspend, resume, get_state, change_code, call, children, terminate_child, restart_child, delete_child, releases, unpack, upgrade, upgrade_progress, make_permanent, remove_release, ports, top",

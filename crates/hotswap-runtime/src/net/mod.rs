@@ -32,7 +32,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use hotswap::net::{wire, AcceptMode, Active, Framing, NetError, PortId, PortInfo, TcpOptions};
+use hotswap::net::{
+    wire, AcceptMode, Active, Framing, NetError, PortId, PortInfo, SetOpts, TcpOptions,
+};
 use hotswap::Pid;
 use hotswap_abi as abi;
 use parking_lot::Mutex;
@@ -84,6 +86,8 @@ pub(crate) struct Listen {
     conns: usize,
     paused: bool,
     acceptors: VecDeque<Acceptor>,
+    /// Failed accepts since the listener opened.
+    accept_errors: u64,
 }
 
 /// Everything about a port that changes; see the module docs for the locking protocol.
@@ -172,6 +176,8 @@ pub(crate) struct Port {
     pub(crate) rx: Notify,
     /// Wakes the writer: something queued, or the port closed.
     pub(crate) tx: Notify,
+    /// A listener's open connections reached 0 (wakes [`Ports::drain`]).
+    drained: Notify,
     /// The listener that accepted this connection (its connection count).
     listener: Option<Weak<Port>>,
     /// A UDP port's socket (sends go straight to it).
@@ -353,6 +359,7 @@ impl Ports {
             st: Mutex::new(st),
             rx: Notify::new(),
             tx: Notify::new(),
+            drained: Notify::new(),
             listener,
             udp,
             tcp,
@@ -414,11 +421,15 @@ impl Ports {
         if let Some(l) = p.listener.as_ref().and_then(Weak::upgrade) {
             if let Some(ls) = l.st.lock().listen.as_mut() {
                 ls.conns = ls.conns.saturating_sub(1);
+                if ls.conns == 0 {
+                    l.drained.notify_waiters();
+                }
             }
             l.rx.notify_one();
         }
         p.rx.notify_one();
         p.tx.notify_one();
+        p.drained.notify_waiters();
     }
 
     /// Start watching `pid` (one monitor per owner, held by the watcher process).
@@ -448,10 +459,13 @@ impl Ports {
             if st.owner != Some(pid) {
                 continue;
             }
-            if st.park && p.kind != Kind::Listen {
+            if st.park {
                 st.owner = None;
                 st.recv = None;
                 st.waiters.clear();
+                if let Some(l) = st.listen.as_mut() {
+                    l.acceptors.retain(|a| a.pid != pid);
+                }
             } else {
                 self.close(node, &p, &mut st, None);
             }
@@ -487,6 +501,7 @@ impl Ports {
             parked: st.owner.is_none(),
             label: st.label.clone(),
             connections: st.listen.as_ref().map(|l| (l.conns, l.paused)),
+            accept_errors: st.listen.as_ref().map_or(0, |l| l.accept_errors),
         }
     }
 
@@ -507,31 +522,253 @@ impl Ports {
     ) -> Result<(), NetError> {
         let p = self.owned(id, caller, &[Kind::Tcp, Kind::Udp])?;
         let mut st = p.st.lock();
-        if st.recv.is_some() && a != Active::False {
-            return Err(NetError::Busy(
-                "a passive recv is waiting on this port; it must finish first".into(),
-            ));
-        }
-        st.active = match (st.active, a) {
-            (Active::N(k), Active::N(n)) => Active::N(k.saturating_add(n)),
-            (_, a) => a,
-        };
-        if let Active::N(n) = st.active {
-            if n <= 0 {
-                st.active = Active::False;
-                let tag = if p.kind == Kind::Udp {
-                    wire::UDP_PASSIVE
-                } else {
-                    wire::TCP_PASSIVE
-                };
-                emit(node, &st, id, tag, &[]);
-            }
-        }
+        check_active(&st, a)?;
+        apply_active(node, &p, &mut st, a);
         drop(st);
         p.rx.notify_one();
         Ok(())
     }
 
+    /// `inet:setopts`: check every option first, then change them all (or none).
+    fn setopts(&self, node: &NodeInner, caller: u64, id: u64, o: SetOpts) -> Result<(), NetError> {
+        let p = self.owned(id, caller, &[Kind::Tcp, Kind::Udp, Kind::Listen])?;
+        let bad = |m: String| Err(NetError::InvalidArgument(m));
+        for (name, zero) in [
+            ("max_frame", o.max_frame == Some(0)),
+            ("recv_buffer", o.recv_buffer == Some(0)),
+            ("send_buffer", o.send_buffer == Some(0)),
+            ("send_high_watermark", o.send_high_watermark == Some(0)),
+        ] {
+            if zero {
+                return bad(format!("{name} must be at least 1"));
+            }
+        }
+        if p.kind == Kind::Udp {
+            let tcp_only = [
+                ("framing", o.framing.is_some()),
+                ("max_frame", o.max_frame.is_some()),
+                ("nodelay", o.nodelay.is_some()),
+                ("keepalive", o.keepalive.is_some()),
+                ("recv_buffer", o.recv_buffer.is_some()),
+                ("send_buffer", o.send_buffer.is_some()),
+                ("send_high_watermark", o.send_high_watermark.is_some()),
+                ("send_low_watermark", o.send_low_watermark.is_some()),
+                ("send_timeout_ms", o.send_timeout_ms.is_some()),
+                ("send_timeout_close", o.send_timeout_close.is_some()),
+            ];
+            if let Some((name, _)) = tcp_only.iter().find(|(_, set)| *set) {
+                return bad(format!(
+                    "{name} does not apply to a udp port {}: it takes only active and park",
+                    PortId(id)
+                ));
+            }
+        }
+        let mut st = p.st.lock();
+        if p.kind == Kind::Listen {
+            let Some(ls) = st.listen.as_mut() else {
+                return bad("a listener without listener state".into());
+            };
+            let mut c = ls.conn.clone();
+            merge(&mut c, &o);
+            check_watermarks(c.send_high_watermark, c.send_low_watermark)?;
+            ls.conn = c;
+            return Ok(());
+        }
+        let (high, low) = (
+            o.send_high_watermark.unwrap_or(st.high),
+            o.send_low_watermark.unwrap_or(st.low),
+        );
+        check_watermarks(high, low)?;
+        if let Some(a) = o.active {
+            check_active(&st, a)?;
+        }
+        if let Some(s) = p.tcp.as_deref() {
+            tcp::set_socket_options(s, &o).map_err(|e| io_error(&e, &st.local))?;
+        }
+        if let Some(f) = o.framing {
+            st.framing = f;
+        }
+        if let Some(m) = o.max_frame {
+            st.max_frame = m;
+        }
+        (st.high, st.low) = (high, low);
+        if let Some(t) = o.send_timeout_ms {
+            st.send_timeout = (t > 0).then(|| Duration::from_millis(t));
+        }
+        if let Some(c) = o.send_timeout_close {
+            st.send_timeout_close = c;
+        }
+        if let Some(k) = o.park {
+            st.park = k;
+        }
+        if let Some(a) = o.active {
+            apply_active(node, &p, &mut st, a);
+        }
+        // A raised watermark may admit waiting sends now.
+        let admitted = st.tx_bytes <= st.low && admit(node, &mut st);
+        drop(st);
+        if admitted {
+            p.tx.notify_one();
+        }
+        p.rx.notify_one();
+        Ok(())
+    }
+
+    /// Pause (`true`) or resume accepting on listener `id`, for the node's operator (no
+    /// ownership needed); the listener's information afterwards.
+    pub(crate) fn pause_accepting(&self, id: u64, pause: bool) -> Result<PortInfo, NetError> {
+        let p = self.listener(id)?;
+        if let Some(l) = p.st.lock().listen.as_mut() {
+            l.paused = pause;
+        }
+        p.rx.notify_one();
+        Ok(self.info_of(&p))
+    }
+
+    /// Drain listener `id` (ranch's `suspend_listener` + `wait_for_connections(==, 0)`):
+    /// stop accepting, then wait up to `limit` until every connection it accepted has
+    /// closed. The open connections left (0: drained). The listener stays open and
+    /// paused (resume it, or its owner closes it).
+    pub(crate) async fn drain(&self, id: u64, limit: Duration) -> Result<usize, NetError> {
+        let p = self.listener(id)?;
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let n = p.drained.notified();
+            tokio::pin!(n);
+            n.as_mut().enable();
+            let conns = {
+                let mut st = p.st.lock();
+                if st.closed {
+                    return Err(NetError::Closed(PortId(id)));
+                }
+                let l = st.listen.as_mut().expect("a listener has listener state");
+                l.paused = true;
+                l.conns
+            };
+            p.rx.notify_one();
+            if conns == 0 {
+                return Ok(0);
+            }
+            if tokio::time::timeout_at(deadline, n).await.is_err() {
+                let st = p.st.lock();
+                if st.closed {
+                    return Err(NetError::Closed(PortId(id)));
+                }
+                return Ok(st.listen.as_ref().map_or(0, |l| l.conns));
+            }
+        }
+    }
+
+    /// Listener `id`, or why not.
+    fn listener(&self, id: u64) -> Result<Arc<Port>, NetError> {
+        let p = self.get(id)?;
+        if p.kind != Kind::Listen {
+            return Err(NetError::WrongKind {
+                port: PortId(id),
+                kind: p.kind.name().into(),
+                needs: "tcp_listen".into(),
+            });
+        }
+        Ok(p)
+    }
+}
+
+/// Whether active mode `a` may be set now.
+fn check_active(st: &State, a: Active) -> Result<(), NetError> {
+    if st.recv.is_some() && a != Active::False {
+        return Err(NetError::Busy(
+            "a passive recv is waiting on this port; it must finish first".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn check_watermarks(high: usize, low: usize) -> Result<(), NetError> {
+    if low > high {
+        return Err(NetError::InvalidArgument(format!(
+            "send_low_watermark ({low}) is above send_high_watermark ({high})"
+        )));
+    }
+    Ok(())
+}
+
+/// `o` applied to connection options `c`.
+fn merge(c: &mut TcpOptions, o: &SetOpts) {
+    if let Some(a) = o.active {
+        c.active = a;
+    }
+    if let Some(f) = o.framing {
+        c.framing = f;
+    }
+    if let Some(m) = o.max_frame {
+        c.max_frame = m;
+    }
+    if let Some(v) = o.nodelay {
+        c.nodelay = v;
+    }
+    if let Some(v) = o.keepalive {
+        c.keepalive = v;
+    }
+    if o.recv_buffer.is_some() {
+        c.recv_buffer = o.recv_buffer;
+    }
+    if o.send_buffer.is_some() {
+        c.send_buffer = o.send_buffer;
+    }
+    if let Some(v) = o.send_high_watermark {
+        c.send_high_watermark = v;
+    }
+    if let Some(v) = o.send_low_watermark {
+        c.send_low_watermark = v;
+    }
+    if let Some(t) = o.send_timeout_ms {
+        c.send_timeout_ms = (t > 0).then_some(t);
+    }
+    if let Some(v) = o.send_timeout_close {
+        c.send_timeout_close = v;
+    }
+    if let Some(v) = o.park {
+        c.park = v;
+    }
+}
+
+/// Move waiting sends into the queue while it is below the high watermark, answering
+/// each; whether any moved. Call with `st` locked.
+fn admit(node: &NodeInner, st: &mut State) -> bool {
+    let mut any = false;
+    while st.tx_bytes < st.high {
+        let Some(w) = st.waiters.pop_front() else {
+            break;
+        };
+        st.tx_bytes += w.data.len();
+        st.msgs_out += 1;
+        st.txq.push_back(w.data);
+        reply(node, w.pid, w.tag, Ok(&[]));
+        any = true;
+    }
+    any
+}
+
+/// Set the active mode (checked with [`check_active`]); call with `st` locked.
+fn apply_active(node: &NodeInner, p: &Port, st: &mut State, a: Active) {
+    st.active = match (st.active, a) {
+        (Active::N(k), Active::N(n)) => Active::N(k.saturating_add(n)),
+        (_, a) => a,
+    };
+    if let Active::N(n) = st.active {
+        if n <= 0 {
+            st.active = Active::False;
+            let tag = if p.kind == Kind::Udp {
+                wire::UDP_PASSIVE
+            } else {
+                wire::TCP_PASSIVE
+            };
+            emit(node, st, p.id, tag, &[]);
+        }
+    }
+}
+
+impl Ports {
     /// Queue a frame for sending.
     fn send(
         &self,
@@ -829,6 +1066,7 @@ impl Ports {
                 let port = self.owned(id, caller, &[Kind::Udp])?;
                 udp::send_to(&port, &addr, &data).and_then(|_| unit())
             }
+            R::SetOpts(o) => self.setopts(node, caller, id, o).and_then(|_| unit()),
         }
     }
 }

@@ -4,12 +4,15 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use hotswap::net::{wire, AcceptMode, ListenOptions, NetError, TcpOptions};
+use hotswap::net::{wire, AcceptMode, ListenOptions, NetError, SetOpts, TcpOptions};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use super::frame::{self, Next};
-use super::{deliver, emit, io_error, parse_addr, reply, Kind, Listen, Port, State};
+use super::{admit, deliver, emit, io_error, parse_addr, reply, Kind, Listen, Port, State};
 use crate::process::NodeInner;
+
+/// How long the acceptor waits after a failed accept before it tries again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// How long a closed connection's writer may still take to flush what was queued.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -74,6 +77,7 @@ pub(super) fn listen(
     let mut st = State::new(owner);
     st.local = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
     st.label = opts.label.clone();
+    st.park = opts.park;
     st.listen = Some(Listen {
         mode: opts.accept,
         conn: opts.conn,
@@ -81,6 +85,7 @@ pub(super) fn listen(
         conns: 0,
         paused: false,
         acceptors: Default::default(),
+        accept_errors: 0,
     });
     let p = node.ports.insert(node, Kind::Listen, st, None, None, None);
     node.rt.spawn(acceptor(node.clone(), p.clone(), l));
@@ -233,6 +238,54 @@ async fn reader(node: Arc<NodeInner>, p: Arc<Port>, rd: Arc<TcpStream>) {
     }
 }
 
+/// Set the socket options of `o` that live in the kernel on connection `s`.
+pub(super) fn set_socket_options(s: &TcpStream, o: &SetOpts) -> std::io::Result<()> {
+    if let Some(v) = o.nodelay {
+        s.set_nodelay(v)?;
+    }
+    let int_opts = [
+        (libc::SO_KEEPALIVE, o.keepalive.map(libc::c_int::from)),
+        (libc::SO_RCVBUF, o.recv_buffer.map(clamp_int)),
+        (libc::SO_SNDBUF, o.send_buffer.map(clamp_int)),
+    ];
+    for (name, v) in int_opts {
+        if let Some(v) = v {
+            setsockopt_int(s, libc::SOL_SOCKET, name, v)?;
+        }
+    }
+    Ok(())
+}
+
+fn clamp_int(n: u32) -> libc::c_int {
+    libc::c_int::try_from(n).unwrap_or(libc::c_int::MAX)
+}
+
+/// `setsockopt(fd, level, name, &v, sizeof v)` for an `int` option.
+fn setsockopt_int(
+    s: &TcpStream,
+    level: libc::c_int,
+    name: libc::c_int,
+    v: libc::c_int,
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor is owned by `s`, alive for the call; the option value is a
+    // local `int` whose address and size are passed together and read only during it.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            level,
+            name,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Read what is there (at least one byte, or end of stream / an error) into `buf`.
 async fn read_some(s: &TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
     loop {
@@ -313,15 +366,7 @@ async fn writer(node: Arc<NodeInner>, p: Arc<Port>, wr: Arc<TcpStream>) {
                     st.tx_bytes -= len;
                     st.bytes_out += len as u64;
                     if st.tx_bytes <= st.low {
-                        while st.tx_bytes < st.high {
-                            let Some(w) = st.waiters.pop_front() else {
-                                break;
-                            };
-                            st.tx_bytes += w.data.len();
-                            st.msgs_out += 1;
-                            st.txq.push_back(w.data);
-                            reply(&node, w.pid, w.tag, Ok(&[]));
-                        }
+                        admit(&node, &mut st);
                     }
                     false
                 }
@@ -358,6 +403,8 @@ fn shutdown_write(s: &TcpStream) {
 async fn acceptor(node: Arc<NodeInner>, p: Arc<Port>, l: TcpListener) {
     let local = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let mut spare: Option<(TcpStream, std::net::SocketAddr)> = None;
+    // Failed accepts in a row (0: accepting normally).
+    let mut failing: u64 = 0;
     loop {
         let n = p.rx.notified();
         tokio::pin!(n);
@@ -388,6 +435,14 @@ async fn acceptor(node: Arc<NodeInner>, p: Arc<Port>, l: TcpListener) {
         };
         match r {
             Ok((stream, peer)) => {
+                if failing > 0 {
+                    tracing::info!(
+                        port = %hotswap::net::PortId(p.id),
+                        "listener {} ({local}): accepting again after {failing} failed attempts",
+                        hotswap::net::PortId(p.id)
+                    );
+                    failing = 0;
+                }
                 let mut st = p.st.lock();
                 if st.closed {
                     return;
@@ -395,9 +450,10 @@ async fn acceptor(node: Arc<NodeInner>, p: Arc<Port>, l: TcpListener) {
                 let owner = st.owner;
                 let ls = st.listen.as_mut().expect("listener state");
                 let target = match ls.mode {
-                    AcceptMode::Manual => ls
-                        .acceptors
-                        .pop_front()
+                    // A waiting acceptor whose process has exited (e.g. the owner of a
+                    // parked listener) is skipped: the connection goes to a live one.
+                    AcceptMode::Manual => std::iter::from_fn(|| ls.acceptors.pop_front())
+                        .find(|a| node.table.get(a.pid).is_some())
                         .map(|a| (Some((a.pid, a.tag)), a.owner)),
                     AcceptMode::ToOwner => owner.map(|o| (None, o)),
                 };
@@ -428,11 +484,39 @@ async fn acceptor(node: Arc<NodeInner>, p: Arc<Port>, l: TcpListener) {
                 );
             }
             Err(e) => {
+                failing += 1;
                 let err = io_error(&e, &local);
+                let scarce = matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                );
                 {
                     let mut st = p.st.lock();
-                    let manual = st.listen.as_ref().map(|l| l.mode) == Some(AcceptMode::Manual);
-                    if manual {
+                    if st.closed {
+                        return;
+                    }
+                    let Some(ls) = st.listen.as_mut() else { return };
+                    ls.accept_errors += 1;
+                    let manual = ls.mode == AcceptMode::Manual;
+                    if scarce {
+                        // The connection waits in the backlog: keep the waiting acceptors
+                        // and retry; say so once per episode, not once per attempt.
+                        if failing == 1 {
+                            tracing::warn!(
+                                port = %hotswap::net::PortId(p.id),
+                                "listener {} ({local}): accept failed: {err}; retrying every {} ms until descriptors are free (new connections wait in the backlog)",
+                                hotswap::net::PortId(p.id),
+                                ACCEPT_BACKOFF.as_millis()
+                            );
+                            emit(
+                                &node,
+                                &st,
+                                p.id,
+                                wire::TCP_ERROR,
+                                format!("accept failed: {err}; the node keeps retrying").as_bytes(),
+                            );
+                        }
+                    } else if manual {
                         if let Some(a) = st.listen.as_mut().and_then(|l| l.acceptors.pop_front()) {
                             reply(&node, a.pid, a.tag, Err(&err));
                         }
@@ -446,8 +530,13 @@ async fn acceptor(node: Arc<NodeInner>, p: Arc<Port>, l: TcpListener) {
                         );
                     }
                 }
-                // Out of descriptors: give the node time to close some (ranch does the same).
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                // Back off instead of spinning (ranch sleeps 100 ms on emfile). A
+                // connection of this listener closing (a descriptor freed), or the
+                // listener changing, ends the wait early.
+                tokio::select! {
+                    _ = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+                    _ = &mut n => {}
+                }
             }
         }
     }

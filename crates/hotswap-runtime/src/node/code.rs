@@ -197,6 +197,13 @@ impl Code<'_> {
         self.n().code.freed.load(Ordering::Relaxed)
     }
 
+    /// Whether the next load of a new build finds its copy file (and, with module heaps,
+    /// its heap) already made: they are prepared in the background after each load, so
+    /// that a load does not wait for the kernel to allocate the copy's pages.
+    pub fn prepared_for_next_load(&self) -> bool {
+        self.n().code.prepared()
+    }
+
     /// The node's code directory.
     pub fn code_dir(&self) -> &Path {
         &self.n().code.code_dir

@@ -283,6 +283,30 @@ impl Node {
         self.inner.ports.list()
     }
 
+    /// Stop (`true`) or resume accepting on a listener, as the node's operator (no need to
+    /// own it): open connections are untouched, new ones wait in the kernel's backlog. The
+    /// listener's information afterwards. `hotswap ports --pause-accepting`.
+    pub fn pause_accepting(
+        &self,
+        listener: hotswap::net::PortId,
+        pause: bool,
+    ) -> Result<hotswap::net::PortInfo, hotswap::net::NetError> {
+        self.inner.ports.pause_accepting(listener.0, pause)
+    }
+
+    /// Drain a listener (ranch's `suspend_listener` then `wait_for_connections(==, 0)`):
+    /// stop accepting, then wait up to `limit` until every connection accepted from it has
+    /// closed. Returns the connections still open (0: drained). The listener stays open
+    /// and paused: resume it with [`Node::pause_accepting`], or its owner closes it.
+    /// `hotswap ports --drain`.
+    pub async fn drain_listener(
+        &self,
+        listener: hotswap::net::PortId,
+        limit: Duration,
+    ) -> Result<usize, hotswap::net::NetError> {
+        self.inner.ports.drain(listener.0, limit).await
+    }
+
     /// Number of processes that have exited since the node started.
     pub fn exited_count(&self) -> u64 {
         self.inner.exited.load(Ordering::Relaxed)

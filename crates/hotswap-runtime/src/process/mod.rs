@@ -39,6 +39,7 @@ mod gate;
 mod mailbox;
 mod node;
 pub(crate) mod ops;
+pub mod sched;
 mod table;
 mod waker;
 

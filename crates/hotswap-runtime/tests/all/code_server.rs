@@ -181,6 +181,9 @@ async fn reload_of_identical_build_reuses_copy_with_fresh_statics() {
 fn count_files(dir: &std::path::Path) -> usize {
     let mut n = 0;
     for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.file_name() == ".ahead" {
+            continue; // the blank made for the next load, in the background
+        }
         if e.file_type().unwrap().is_dir() {
             n += count_files(&e.path());
         } else {
@@ -188,6 +191,54 @@ fn count_files(dir: &std::path::Path) -> usize {
         }
     }
     n
+}
+
+/// A load of a new build writes its copy into the blank file prepared after the previous
+/// load: a file no version used before (its own inode), holding exactly the inspected bytes,
+/// read-only; and the next load's blank is prepared again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_writes_copy_into_blank_prepared_ahead() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let node = support::node();
+    node.code().load(module("seed000_v1")).await.unwrap();
+    let ready = || node.code().prepared_for_next_load();
+    let deadline = std::time::Instant::now() + WAIT;
+    while !ready() {
+        assert!(std::time::Instant::now() < deadline, "nothing prepared");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let ahead = node.code().code_dir().join(".ahead");
+    let blanks: Vec<_> = std::fs::read_dir(&ahead).unwrap().flatten().collect();
+    assert_eq!(blanks.len(), 1, "{blanks:?}");
+    let blank_ino = blanks[0].metadata().unwrap().ino();
+    let first = node.code().module("seed000").unwrap().current.unwrap();
+
+    let info = node.code().load(module("seed000_v2")).await.unwrap();
+    let cur = info.current.unwrap();
+    assert_eq!(cur.version, "2");
+    let meta = std::fs::metadata(&cur.file).unwrap();
+    assert_eq!(meta.ino(), blank_ino, "the copy is the blank made ahead");
+    assert_ne!(meta.ino(), std::fs::metadata(&first.file).unwrap().ino());
+    assert_eq!(
+        std::fs::read(&cur.file).unwrap(),
+        std::fs::read(module("seed000_v2")).unwrap(),
+        "exactly the source's bytes, nothing of the blank's larger size left"
+    );
+    assert_eq!(meta.permissions().mode() & 0o777, 0o444, "read-only");
+    let deadline = std::time::Instant::now() + WAIT;
+    while !ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing prepared again"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let dir = node.code().code_dir().to_path_buf();
+    node.stop(Duration::from_secs(5)).await;
+    assert!(
+        !dir.exists(),
+        "the prepared blank went with the code directory"
+    );
 }
 
 /// Starting a node outside a tokio runtime is a clear error, not a panic.

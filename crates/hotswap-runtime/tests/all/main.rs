@@ -14,6 +14,7 @@ mod ports;
 mod process;
 mod quiesce;
 mod release;
+mod sched;
 mod seed000;
 mod seed001;
 mod seed002;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hotswap::net::{
-    Active, Framing, ListenOptions, NetError, PortId, PortMsg, TcpOptions, UdpOptions,
+    Active, Framing, ListenOptions, NetError, PortId, PortMsg, SetOpts, TcpOptions, UdpOptions,
 };
 use hotswap::{Ctx, ExitReason};
 use hotswap_runtime::{Node, Pid, StartOpts};
@@ -1177,4 +1177,310 @@ async fn port_chat_example_rooms_survive_state_type_change() {
     let (_, conns, published, vsn): (String, usize, u64, u8) =
         node.call(pid, &ChatCall::Info, WAIT).await.unwrap();
     assert_eq!((conns, published, vsn), (6, 12, 2));
+}
+
+/// `setopts` on open ports (issue 13's gap 1): framing, maximum frame, active mode, the
+/// kernel's socket options and the send watermarks and timeout change while the
+/// connection is open; a bad option is refused as a whole, naming it; a listener's
+/// options apply to the connections it accepts afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_setopts_after_open() {
+    let node = support::node();
+    let (atx, arx) = tokio::sync::oneshot::channel::<String>();
+    let (ptx, prx) = tokio::sync::oneshot::channel::<PortId>();
+    let (_, server) = spawn_proc(&node, move |ctx| async move {
+        let (l, addr) = listen(&ctx, &len4_opts(Active::False)).await;
+        atx.send(addr).unwrap();
+        let c = ctx.tcp_accept(l, Some(WAIT)).await.expect("accept");
+        ptx.send(c).unwrap();
+        let mut log = Vec::new();
+        // Length-prefixed as opened.
+        log.push(ctx.tcp_recv(c, Some(WAIT)).await.expect("len4 frame"));
+        // To lines: the next frame is cut at the newline.
+        let lines = SetOpts {
+            framing: Some(Framing::Line),
+            max_frame: Some(64),
+            ..Default::default()
+        };
+        ctx.setopts(c, &lines).await.expect("setopts framing");
+        log.push(ctx.tcp_recv(c, Some(WAIT)).await.expect("a line"));
+        // A bad option is refused as a whole: the framing named with it does not change.
+        let bad = SetOpts {
+            framing: Some(Framing::Len2),
+            max_frame: Some(0),
+            ..Default::default()
+        };
+        let e = ctx.setopts(c, &bad).await.expect_err("max_frame 0");
+        assert!(
+            matches!(&e, NetError::InvalidArgument(m) if m.contains("max_frame")),
+            "{e}"
+        );
+        assert_eq!(ctx.port_info(c).await.unwrap().framing, "line");
+        let e = ctx
+            .setopts(
+                c,
+                &SetOpts {
+                    send_low_watermark: Some(1 << 20),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect_err("low above high");
+        assert!(
+            matches!(&e, NetError::InvalidArgument(m) if m.contains("send_low_watermark")),
+            "{e}"
+        );
+        for zero in [
+            SetOpts {
+                recv_buffer: Some(0),
+                ..Default::default()
+            },
+            SetOpts {
+                send_high_watermark: Some(0),
+                ..Default::default()
+            },
+        ] {
+            assert!(matches!(
+                ctx.setopts(c, &zero).await,
+                Err(NetError::InvalidArgument(_))
+            ));
+        }
+        // Kernel options are taken.
+        let kernel = SetOpts {
+            nodelay: Some(false),
+            keepalive: Some(true),
+            recv_buffer: Some(8192),
+            send_buffer: Some(8192),
+            ..Default::default()
+        };
+        ctx.setopts(c, &kernel).await.expect("socket options");
+        // Active once through setopts: the next line arrives as a message.
+        let once = SetOpts {
+            active: Some(Active::Once),
+            ..Default::default()
+        };
+        ctx.setopts(c, &once).await.expect("setopts active");
+        match event(&ctx, c).await {
+            PortMsg::Tcp { data, .. } => log.push(data),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(ctx.port_info(c).await.unwrap().active, "false");
+        // Watermarks and timeout: with a high watermark of 1 byte and a 100 ms timeout,
+        // a peer that does not read makes a send time out.
+        let tight = SetOpts {
+            send_high_watermark: Some(1),
+            send_low_watermark: Some(0),
+            send_timeout_ms: Some(100),
+            max_frame: Some(2 << 20),
+            ..Default::default()
+        };
+        ctx.setopts(c, &tight).await.expect("watermarks");
+        let chunk = vec![1u8; 1 << 20];
+        let mut sent = 0;
+        let err = loop {
+            match ctx.tcp_send(c, &chunk).await {
+                Ok(()) => sent += 1,
+                Err(e) => break e,
+            }
+            assert!(
+                sent < 256,
+                "sends never waited with a 1-byte high watermark"
+            );
+        };
+        assert_eq!(err, NetError::Timeout);
+        // A listener's options change the connections it accepts from now on.
+        ctx.setopts(l, &lines).await.expect("listener setopts");
+        let c2 = ctx.tcp_accept(l, Some(WAIT)).await.expect("accept 2");
+        let f2 = ctx.tcp_recv(c2, Some(WAIT)).await.expect("a line on c2");
+        assert_eq!(ctx.port_info(c2).await.unwrap().framing, "line");
+        log.push(f2);
+        log
+    });
+    let addr = arx.await.unwrap();
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    let c = prx.await.unwrap();
+    s.write_all(&len4(b"framed")).await.unwrap();
+    s.write_all(b"a line\n").await.unwrap();
+    s.write_all(b"active\n").await.unwrap();
+    let mut s2 = TcpStream::connect(&addr).await.unwrap();
+    s2.write_all(b"second conn\n").await.unwrap();
+    // Another process may not change the options.
+    let e = in_proc(&node, move |ctx| async move {
+        ctx.setopts(
+            c,
+            &SetOpts {
+                active: Some(Active::True),
+                ..Default::default()
+            },
+        )
+        .await
+    })
+    .await;
+    assert!(matches!(e, Err(NetError::NotOwner { .. })), "{e:?}");
+    let log = done(server).await;
+    assert_eq!(
+        log,
+        vec![
+            b"framed".to_vec(),
+            b"a line\n".to_vec(),
+            b"active\n".to_vec(),
+            b"second conn\n".to_vec()
+        ]
+    );
+    // UDP takes only active and park.
+    let e = in_proc(&node, |ctx| async move {
+        let u = ctx
+            .udp_open("127.0.0.1:0", &UdpOptions::default())
+            .await
+            .unwrap();
+        let framing = SetOpts {
+            framing: Some(Framing::Len4),
+            ..Default::default()
+        };
+        let e = ctx.setopts(u, &framing).await;
+        let active = SetOpts {
+            active: Some(Active::Once),
+            ..Default::default()
+        };
+        ctx.setopts(u, &active).await.expect("udp active");
+        e
+    })
+    .await;
+    assert!(
+        matches!(&e, Err(NetError::InvalidArgument(m)) if m.contains("udp") && m.contains("framing")),
+        "{e:?}"
+    );
+}
+
+/// A listener opened with `park` outlives its owner (issue 13's gap 2): it stays bound,
+/// connections made meanwhile wait in the backlog, and the restarted owner adopts it and
+/// gets them, on the same port and address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_parked_listener_adopted_after_restart() {
+    let node = support::node();
+    let mut opts = len4_opts(Active::Once);
+    opts.accept = hotswap::net::AcceptMode::ToOwner;
+    opts.park = true;
+    opts.label = Some("front".into());
+    let (atx, arx) = tokio::sync::oneshot::channel::<(PortId, String)>();
+    let (first, first_done) = spawn_proc(&node, move |ctx| async move {
+        let (l, addr) = listen(&ctx, &opts).await;
+        atx.send((l, addr)).unwrap();
+        // Serve one connection, then stay until killed.
+        let c = match event(&ctx, l).await {
+            PortMsg::Accepted { port, .. } => port,
+            other => panic!("{other:?}"),
+        };
+        if let PortMsg::Tcp { data, .. } = event(&ctx, c).await {
+            ctx.tcp_send(c, &data).await.unwrap();
+        }
+        ctx.sleep(WAIT * 3).await;
+    });
+    let (l, addr) = arx.await.unwrap();
+    let mut s1 = TcpStream::connect(&addr).await.unwrap();
+    s1.write_all(&len4(b"one")).await.unwrap();
+    assert_eq!(read_len4(&mut s1).await.unwrap(), b"one");
+    node.exit(first, ExitReason::Kill);
+    assert!(first_done.await.is_err());
+    let parked = loop {
+        let p = node
+            .ports()
+            .into_iter()
+            .find(|p| p.id == l)
+            .expect("the listener stays open");
+        if p.parked {
+            break p;
+        }
+        tokio::task::yield_now().await;
+    };
+    assert_eq!(parked.local, addr);
+    // A client connects while nobody owns the listener: it waits in the backlog.
+    let mut s2 = TcpStream::connect(&addr).await.unwrap();
+    s2.write_all(&len4(b"while parked")).await.unwrap();
+    let served = in_proc(&node, move |ctx| async move {
+        let found = ctx.parked_ports(Some("front")).await.unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].id, l);
+        assert_eq!(found[0].kind, "tcp_listen");
+        ctx.port_adopt(l).await.expect("adopt the listener");
+        let c = match event(&ctx, l).await {
+            PortMsg::Accepted { port, .. } => port,
+            other => panic!("{other:?}"),
+        };
+        let PortMsg::Tcp { data, .. } = event(&ctx, c).await else {
+            panic!("no frame")
+        };
+        ctx.tcp_send(c, &data).await.unwrap();
+        (ctx.port_info(l).await.unwrap(), data)
+    })
+    .await;
+    assert_eq!(served.1, b"while parked");
+    assert_eq!(read_len4(&mut s2).await.unwrap(), b"while parked");
+    assert_eq!(served.0.local, addr, "the same socket, never re-bound");
+    assert!(!served.0.parked);
+}
+
+/// Draining a listener as the node's operator: accepting stops, open connections are
+/// untouched, and the drain returns when the last one closes (or reports what is left
+/// at its limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_listener_drain_waits_for_connections() {
+    let node = Arc::new(support::node());
+    let mut opts = len4_opts(Active::Once);
+    opts.accept = hotswap::net::AcceptMode::ToOwner;
+    let (atx, arx) = tokio::sync::oneshot::channel::<(PortId, String)>();
+    let (_, _owner) = spawn_proc(&node, move |ctx| async move {
+        let (l, addr) = listen(&ctx, &opts).await;
+        atx.send((l, addr)).unwrap();
+        // Echo on every connection; closed ones close their port.
+        loop {
+            match ctx.port_event(None, Some(WAIT * 3)).await {
+                Some(PortMsg::Tcp { port, data }) => {
+                    let _ = ctx.tcp_send(port, &data).await;
+                    let _ = ctx.set_active(port, Active::Once);
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+    });
+    let (l, addr) = arx.await.unwrap();
+    let mut a = TcpStream::connect(&addr).await.unwrap();
+    a.write_all(&len4(b"a")).await.unwrap();
+    assert_eq!(read_len4(&mut a).await.unwrap(), b"a");
+    // Not drained within a short limit: one connection is open.
+    let left = node.drain_listener(l, QUIET).await.unwrap();
+    assert_eq!(left, 1);
+    let info = node.ports().into_iter().find(|p| p.id == l).unwrap();
+    assert_eq!(info.connections, Some((1, true)), "paused, one open");
+    // A new client is not accepted while paused; the open one is still served.
+    let mut b = TcpStream::connect(&addr).await.unwrap();
+    b.write_all(&len4(b"b")).await.unwrap();
+    assert!(read_len4_within(&mut b, QUIET).await.is_none());
+    a.write_all(&len4(b"a2")).await.unwrap();
+    assert_eq!(read_len4(&mut a).await.unwrap(), b"a2");
+    // The drain waits for the last connection to close.
+    let n = node.clone();
+    let drain = tokio::spawn(async move { n.drain_listener(l, WAIT).await });
+    drop(a);
+    assert_eq!(drain.await.unwrap().unwrap(), 0, "drained");
+    // Resume: the waiting client is accepted and served.
+    let info = node.pause_accepting(l, false).unwrap();
+    assert_eq!(info.connections.map(|c| c.1), Some(false));
+    assert_eq!(read_len4(&mut b).await.unwrap(), b"b");
+    // Bad targets.
+    assert_eq!(
+        node.pause_accepting(PortId(999_999), true),
+        Err(NetError::UnknownPort(PortId(999_999)))
+    );
+    let conn = node
+        .ports()
+        .into_iter()
+        .find(|p| p.kind == "tcp")
+        .unwrap()
+        .id;
+    assert!(matches!(
+        node.drain_listener(conn, QUIET).await,
+        Err(NetError::WrongKind { .. })
+    ));
 }

@@ -8,13 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hotswap::gen_server as gs;
-use hotswap_runtime::release::{
-    Release, ReleaseDir, ReleaseError, ReleaseStatus, Store, UpgradeOptions,
-};
+use hotswap_runtime::release::{ReleaseDir, ReleaseError, ReleaseStatus, Store, UpgradeOptions};
 use hotswap_runtime::{Node, Pid, StartOpts};
 use serde::{Deserialize, Serialize};
 
-use crate::support::{self, module, ping, TempDir, WAIT};
+use crate::support::{self, module, ping, write_release, Mod, TempDir, WAIT};
 
 /// Mirror of `modules/common/rel_srv.rs` `Req`.
 #[derive(Serialize, Deserialize, Debug)]
@@ -49,43 +47,8 @@ struct V2 {
     upgraded_from: String,
 }
 
-/// One module of a release: (name, version, fixture crate, depends).
-type Mod<'a> = (&'a str, &'a str, &'a str, &'a [&'a str]);
-
-/// Write release `vsn` into `root`: each module's library copied to
-/// `lib/<crate>/lib<crate>.so`, then the manifest with `rest` (applications, `[upgrade]`).
-fn write_release(root: &Path, vsn: &str, modules: &[Mod], rest: &str) {
-    let mut text = format!("[release]\nname = \"rel\"\nversion = \"{vsn}\"\n\n");
-    for (name, version, krate, depends) in modules {
-        let rel = format!("lib/{krate}/lib{krate}.so");
-        let dst = root.join(&rel);
-        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
-        if !dst.exists() {
-            std::fs::copy(module(krate), &dst).unwrap();
-        }
-        let deps: Vec<String> = depends.iter().map(|d| format!("{d:?}")).collect();
-        text.push_str(&format!(
-            "[[module]]\nname = \"{name}\"\nversion = \"{version}\"\nfile = \"{rel}\"\ndepends = [{}]\n\n",
-            deps.join(", ")
-        ));
-    }
-    text.push_str(rest);
-    let dir = root.join("releases").join(vsn);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("release.toml"), text).unwrap();
-}
-
 const V1_MODS: &[Mod] = &[("rel_srv", "1", "rel_srv_v1", &[])];
 const V2_MODS: &[Mod] = &[("rel_srv", "2", "rel_srv_v2", &[])];
-
-/// A node booted from release `vsn` of `root`.
-async fn boot(root: &Path, vsn: &str) -> Node {
-    let node = support::node();
-    let dir = ReleaseDir::new(root);
-    let r = Release::load(&dir, vsn).expect("manifest loads");
-    node.releases().boot(&r).await.expect("boots");
-    node
-}
 
 /// `n` unsupervised rel_srv servers with ids `first..first + n`.
 async fn servers(node: &Node, first: u64, n: u64) -> Vec<Pid> {
@@ -129,7 +92,6 @@ fn status(root: &Path) -> BTreeMap<String, ReleaseStatus> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_upgrade_migrates_every_server() {
-    let d = TempDir::new("rel-migrate");
     let apps = r#"
 [[application]]
 name = "pool"
@@ -139,9 +101,11 @@ start = [
   { server = "rel_srv", name = "s2", arg = 1002 },
 ]
 "#;
-    write_release(&d.0, "1.0.0", V1_MODS, apps);
-    write_release(&d.0, "2.0.0", V2_MODS, apps);
-    let node = boot(&d.0, "1.0.0").await;
+    let (d, node) = support::release_node(
+        "rel-migrate",
+        &[("1.0.0", V1_MODS, apps), ("2.0.0", V2_MODS, apps)],
+    )
+    .await;
     let mut pids = servers(&node, 1, 200).await;
     pids.push(node.whereis("s1").unwrap());
     pids.push(node.whereis("s2").unwrap());
@@ -255,17 +219,20 @@ impl Load {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_upgrade_rolls_back_when_code_change_fails_at_k() {
-    let d = TempDir::new("rel-rollback-k");
-    write_release(&d.0, "1.0.0", V1_MODS, "");
     // The 500th server's code_change passes the check (its first run, on a copy) and
     // fails in the switch (its second run).
-    write_release(
-        &d.0,
-        "2.0.0",
-        V2_MODS,
-        "[upgrade.rel_srv]\nextra = { fail_id = 500, fail_on = 2 }\n",
-    );
-    let node = boot(&d.0, "1.0.0").await;
+    let (d, node) = support::release_node(
+        "rel-rollback-k",
+        &[
+            ("1.0.0", V1_MODS, ""),
+            (
+                "2.0.0",
+                V2_MODS,
+                "[upgrade.rel_srv]\nextra = { fail_id = 500, fail_on = 2 }\n",
+            ),
+        ],
+    )
+    .await;
     let pids = servers(&node, 1, 1000).await;
     for (i, &p) in pids.iter().enumerate() {
         if i % 3 == 0 {
@@ -336,29 +303,31 @@ async fn release_upgrade_rolls_back_when_code_change_fails_at_k() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_upgrade_rolls_back_when_a_library_fails_to_load() {
-    let d = TempDir::new("rel-badlib");
-    write_release(
-        &d.0,
-        "1.0.0",
+    let (d, node) = support::release_node(
+        "rel-badlib",
         &[
-            ("rel_srv", "1", "rel_srv_v1", &[]),
-            ("upgrade_srv", "1", "upgrade_srv_v1", &[]),
+            (
+                "1.0.0",
+                &[
+                    ("rel_srv", "1", "rel_srv_v1", &[]),
+                    ("upgrade_srv", "1", "upgrade_srv_v1", &[]),
+                ],
+                "",
+            ),
+            (
+                "2.0.0",
+                &[
+                    ("rel_srv", "2", "rel_srv_v2", &[]),
+                    ("upgrade_srv", "2", "upgrade_srv_v2", &[]),
+                ],
+                "",
+            ),
         ],
-        "",
-    );
-    write_release(
-        &d.0,
-        "2.0.0",
-        &[
-            ("rel_srv", "2", "rel_srv_v2", &[]),
-            ("upgrade_srv", "2", "upgrade_srv_v2", &[]),
-        ],
-        "",
-    );
+    )
+    .await;
     // The second library of the new release is damaged after it was put there.
     let lib = d.0.join("lib/upgrade_srv_v2/libupgrade_srv_v2.so");
     std::fs::write(&lib, b"\x7fELF but not really a library").unwrap();
-    let node = boot(&d.0, "1.0.0").await;
     let pids = servers(&node, 1, 10).await;
     let freed = node.code().freed_count();
     let v1 = current_vsn(&node, "rel_srv").unwrap();
@@ -390,15 +359,18 @@ async fn release_upgrade_rolls_back_when_a_library_fails_to_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_upgrade_refused_by_check_touches_nothing() {
-    let d = TempDir::new("rel-check");
-    write_release(&d.0, "1.0.0", V1_MODS, "");
-    write_release(
-        &d.0,
-        "2.0.0",
-        V2_MODS,
-        "[upgrade.rel_srv]\nextra = { fail_id = 7, fail_on = 1 }\n",
-    );
-    let node = boot(&d.0, "1.0.0").await;
+    let (d, node) = support::release_node(
+        "rel-check",
+        &[
+            ("1.0.0", V1_MODS, ""),
+            (
+                "2.0.0",
+                V2_MODS,
+                "[upgrade.rel_srv]\nextra = { fail_id = 7, fail_on = 1 }\n",
+            ),
+        ],
+    )
+    .await;
     let pids = servers(&node, 1, 20).await;
     for &p in &pids {
         call(&node, p, Req::Bump).await;
@@ -438,27 +410,29 @@ async fn release_upgrade_refused_by_check_touches_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_upgrade_orders_dependent_modules() {
-    let d = TempDir::new("rel-order");
     // rel_srv calls upgrade_srv: it is suspended first and resumed last.
-    write_release(
-        &d.0,
-        "1.0.0",
+    let (_d, node) = support::release_node(
+        "rel-order",
         &[
-            ("upgrade_srv", "1", "upgrade_srv_v1", &[]),
-            ("rel_srv", "1", "rel_srv_v1", &["upgrade_srv"]),
+            (
+                "1.0.0",
+                &[
+                    ("upgrade_srv", "1", "upgrade_srv_v1", &[]),
+                    ("rel_srv", "1", "rel_srv_v1", &["upgrade_srv"]),
+                ],
+                "",
+            ),
+            (
+                "2.0.0",
+                &[
+                    ("upgrade_srv", "2", "upgrade_srv_v2", &[]),
+                    ("rel_srv", "2", "rel_srv_v2", &["upgrade_srv"]),
+                ],
+                "",
+            ),
         ],
-        "",
-    );
-    write_release(
-        &d.0,
-        "2.0.0",
-        &[
-            ("upgrade_srv", "2", "upgrade_srv_v2", &[]),
-            ("rel_srv", "2", "rel_srv_v2", &["upgrade_srv"]),
-        ],
-        "",
-    );
-    let node = boot(&d.0, "1.0.0").await;
+    )
+    .await;
     servers(&node, 1, 5).await;
     for _ in 0..5 {
         node.start_server("upgrade_srv", &(), StartOpts::default())
@@ -500,12 +474,13 @@ async fn release_upgrade_orders_dependent_modules() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_upgrade_supervisor_spec_change_starts_and_stops_children() {
-    let d = TempDir::new("rel-sup");
-    write_release(
-        &d.0,
-        "1.0.0",
-        V1_MODS,
-        r#"
+    let (_d, node) = support::release_node(
+        "rel-sup",
+        &[
+            (
+                "1.0.0",
+                V1_MODS,
+                r#"
 [[application]]
 name = "pool"
 version = "1"
@@ -514,12 +489,11 @@ start = [
   { server = "rel_srv", name = "b", arg = 2 },
 ]
 "#,
-    );
-    write_release(
-        &d.0,
-        "2.0.0",
-        V2_MODS,
-        r#"
+            ),
+            (
+                "2.0.0",
+                V2_MODS,
+                r#"
 [[application]]
 name = "pool"
 version = "2"
@@ -529,8 +503,10 @@ start = [
   { server = "rel_srv", name = "c", arg = 3 },
 ]
 "#,
-    );
-    let node = boot(&d.0, "1.0.0").await;
+            ),
+        ],
+    )
+    .await;
     let a = node.whereis("a").unwrap();
     call(&node, a, Req::Bump).await;
     let plan = node.releases().plan("2.0.0").await.unwrap();
@@ -584,24 +560,22 @@ start = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_upgrade_adds_and_removes_applications() {
-    let d = TempDir::new("rel-apps");
     let keep = "[[application]]\nname = \"keep\"\nversion = \"1\"\nstart = [{ server = \"rel_srv\", name = \"k\", arg = 1 }]\n";
-    write_release(
-        &d.0,
-        "1.0.0",
+    let (_d, node) = support::release_node(
+        "rel-apps",
+        &[
+            ("1.0.0",
         V1_MODS,
-        &format!("{keep}[[application]]\nname = \"gone\"\nversion = \"1\"\nstart = [{{ server = \"rel_srv\", name = \"g\", arg = 2 }}]\n"),
-    );
-    write_release(
-        &d.0,
-        "2.0.0",
+        &format!("{keep}[[application]]\nname = \"gone\"\nversion = \"1\"\nstart = [{{ server = \"rel_srv\", name = \"g\", arg = 2 }}]\n")),
+            ("2.0.0",
         &[
             ("rel_srv", "2", "rel_srv_v2", &[]),
             ("upgrade_srv", "2", "upgrade_srv_v2", &[]),
         ],
-        &format!("{keep}[[application]]\nname = \"new\"\nversion = \"1\"\nstart = [{{ server = \"upgrade_srv\", name = \"n\" }}]\n"),
-    );
-    let node = boot(&d.0, "1.0.0").await;
+        &format!("{keep}[[application]]\nname = \"new\"\nversion = \"1\"\nstart = [{{ server = \"upgrade_srv\", name = \"n\" }}]\n")),
+        ],
+    )
+    .await;
     let k = node.whereis("k").unwrap();
     let r = node
         .releases()
@@ -623,11 +597,12 @@ async fn release_upgrade_adds_and_removes_applications() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_upgrade_finds_processes_outside_child_specs() {
-    let d = TempDir::new("rel-outside");
     let app = "[[application]]\nname = \"pool\"\nversion = \"1\"\nstart = [{ server = \"rel_srv\", name = \"inside\", arg = 1 }]\n";
-    write_release(&d.0, "1.0.0", V1_MODS, app);
-    write_release(&d.0, "2.0.0", V2_MODS, app);
-    let node = boot(&d.0, "1.0.0").await;
+    let (_d, node) = support::release_node(
+        "rel-outside",
+        &[("1.0.0", V1_MODS, app), ("2.0.0", V2_MODS, app)],
+    )
+    .await;
     // Started by hand and by a plain process: no child spec lists them.
     let outside = servers(&node, 10, 3).await;
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -657,15 +632,14 @@ async fn release_upgrade_finds_processes_outside_child_specs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_upgrade_suspend_timeout_aborts_and_resumes() {
-    let d = TempDir::new("rel-timeout");
-    write_release(&d.0, "1.0.0", V1_MODS, "");
-    write_release(
-        &d.0,
-        "2.0.0",
-        V2_MODS,
-        "[upgrade.rel_srv]\ntimeout_ms = 200\n",
-    );
-    let node = boot(&d.0, "1.0.0").await;
+    let (_d, node) = support::release_node(
+        "rel-timeout",
+        &[
+            ("1.0.0", V1_MODS, ""),
+            ("2.0.0", V2_MODS, "[upgrade.rel_srv]\ntimeout_ms = 200\n"),
+        ],
+    )
+    .await;
     let pids = servers(&node, 1, 50).await;
     let busy = pids[25];
     // A call that keeps the server in a callback for longer than the suspend limit.
@@ -718,10 +692,11 @@ async fn release_upgrade_suspend_timeout_aborts_and_resumes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_downgrade_restores_old_state_shape() {
-    let d = TempDir::new("rel-down");
-    write_release(&d.0, "1.0.0", V1_MODS, "");
-    write_release(&d.0, "2.0.0", V2_MODS, "");
-    let node = boot(&d.0, "1.0.0").await;
+    let (d, node) = support::release_node(
+        "rel-down",
+        &[("1.0.0", V1_MODS, ""), ("2.0.0", V2_MODS, "")],
+    )
+    .await;
     let pids = servers(&node, 1, 30).await;
     for &p in &pids {
         call(&node, p, Req::Bump).await;
@@ -772,10 +747,11 @@ async fn release_downgrade_restores_old_state_shape() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_upgrade_under_load_loses_nothing() {
-    let d = TempDir::new("rel-load");
-    write_release(&d.0, "1.0.0", V1_MODS, "");
-    write_release(&d.0, "2.0.0", V2_MODS, "");
-    let node = boot(&d.0, "1.0.0").await;
+    let (_d, node) = support::release_node(
+        "rel-load",
+        &[("1.0.0", V1_MODS, ""), ("2.0.0", V2_MODS, "")],
+    )
+    .await;
     let pids = servers(&node, 1, 100).await;
     let clients = load(&node, &pids, 2);
     let mut migrated = 0;
@@ -814,9 +790,7 @@ async fn release_upgrade_under_load_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_unpack_rejects_bad_release() {
-    let d = TempDir::new("rel-unpack");
-    write_release(&d.0, "1.0.0", V1_MODS, "");
-    let node = boot(&d.0, "1.0.0").await;
+    let (d, node) = support::release_node("rel-unpack", &[("1.0.0", V1_MODS, "")]).await;
     let pkg_root = TempDir::new("rel-unpack-pkgs");
     let listing = |root: &Path| -> Vec<PathBuf> {
         let mut v = Vec::new();
@@ -962,16 +936,19 @@ async fn release_unpack_rejects_bad_release() {
 /// succeeds or rolls back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_upgrade_spawns_during_the_switch_start_on_the_version_after_it() {
-    let d = TempDir::new("rel-gate");
-    write_release(&d.0, "1.0.0", V1_MODS, "");
-    write_release(&d.0, "2.0.0", V2_MODS, "");
-    write_release(
-        &d.0,
-        "3.0.0",
-        V2_MODS,
-        "[upgrade.rel_srv]\nextra = { fail_id = 150, fail_on = 2 }\n",
-    );
-    let node = boot(&d.0, "1.0.0").await;
+    let (_d, node) = support::release_node(
+        "rel-gate",
+        &[
+            ("1.0.0", V1_MODS, ""),
+            ("2.0.0", V2_MODS, ""),
+            (
+                "3.0.0",
+                V2_MODS,
+                "[upgrade.rel_srv]\nextra = { fail_id = 150, fail_on = 2 }\n",
+            ),
+        ],
+    )
+    .await;
     servers(&node, 1, 300).await;
     for (target, want) in [("3.0.0", "1"), ("2.0.0", "2")] {
         let stop = Arc::new(AtomicBool::new(false));
@@ -1018,16 +995,19 @@ async fn release_upgrade_spawns_during_the_switch_start_on_the_version_after_it(
 /// their supervisors on the new version instead of being migrated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_upgrade_restart_override_restarts_through_supervisors() {
-    let d = TempDir::new("rel-restart");
     let app = "[[application]]\nname = \"pool\"\nversion = \"1\"\nstart = [{ server = \"rel_srv\", name = \"r\", arg = 5 }]\n";
-    write_release(&d.0, "1.0.0", V1_MODS, app);
-    write_release(
-        &d.0,
-        "2.0.0",
-        V2_MODS,
-        &format!("{app}[upgrade.rel_srv]\nrestart = true\n"),
-    );
-    let node = boot(&d.0, "1.0.0").await;
+    let (_d, node) = support::release_node(
+        "rel-restart",
+        &[
+            ("1.0.0", V1_MODS, app),
+            (
+                "2.0.0",
+                V2_MODS,
+                &format!("{app}[upgrade.rel_srv]\nrestart = true\n"),
+            ),
+        ],
+    )
+    .await;
     let r = node.whereis("r").unwrap();
     call(&node, r, Req::Bump).await;
     let plan = node.releases().plan("2.0.0").await.unwrap();
@@ -1067,26 +1047,28 @@ async fn release_upgrade_restart_override_restarts_through_supervisors() {
 /// the fix, and `--force` (`UpgradeOptions::force`) is what overrides it, as for `load`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_upgrade_types_check_refuses_incompatible_module_unless_forced() {
-    let d = TempDir::new("rel-types");
-    write_release(
-        &d.0,
-        "1.0.0",
+    let (d, node) = support::release_node(
+        "rel-types",
         &[
-            ("rel_srv", "1", "rel_srv_v1", &[]),
-            ("count_server", "1", "count_server_v1", &[]),
+            (
+                "1.0.0",
+                &[
+                    ("rel_srv", "1", "rel_srv_v1", &[]),
+                    ("count_server", "1", "count_server_v1", &[]),
+                ],
+                "",
+            ),
+            (
+                "2.0.0",
+                &[
+                    ("rel_srv", "2", "rel_srv_v2", &[]),
+                    ("count_server", "4", "count_server_v4", &[]),
+                ],
+                "",
+            ),
         ],
-        "",
-    );
-    write_release(
-        &d.0,
-        "2.0.0",
-        &[
-            ("rel_srv", "2", "rel_srv_v2", &[]),
-            ("count_server", "4", "count_server_v4", &[]),
-        ],
-        "",
-    );
-    let node = boot(&d.0, "1.0.0").await;
+    )
+    .await;
     let pids = servers(&node, 1, 10).await;
     for &p in &pids {
         call(&node, p, Req::Bump).await;
@@ -1179,7 +1161,7 @@ fn purge_releases(root: &Path) {
 async fn release_upgrade_soft_purge_refuses_while_old_code_runs() {
     let d = TempDir::new("rel-softpurge");
     purge_releases(&d.0);
-    let node = boot(&d.0, "1.0.0").await;
+    let node = support::boot(&d.0, "1.0.0").await;
     let me = node.external();
     let on_v1 = node.spawn("seed000", "do_loop", &()).unwrap();
     let r = node
@@ -1222,7 +1204,7 @@ async fn release_upgrade_soft_purge_refuses_while_old_code_runs() {
 async fn release_upgrade_brutal_purge_kills_processes_on_old_code() {
     let d = TempDir::new("rel-brutalpurge");
     purge_releases(&d.0);
-    let node = boot(&d.0, "1.0.0").await;
+    let node = support::boot(&d.0, "1.0.0").await;
     let me = node.external();
     let on_v1 = node.spawn("seed000", "do_loop", &()).unwrap();
     node.releases()
@@ -1294,7 +1276,6 @@ async fn kids(node: &Node, sup: Pid) -> Vec<(String, Option<Pid>)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_upgrade_supervisor_module_tree_changes_through_change_code() {
     use hotswap_runtime::supervisor::SupState;
-    let d = TempDir::new("rel-suptree");
     let app = r#"
 [[application]]
 name = "tree"
@@ -1304,25 +1285,28 @@ arg = { ignore = false, strategy = "one_for_one", intensity = 2, period_secs = 1
   { config = { id = "s1", trap_exit = false, log = "", terminate_ms = 0, fail_init = false, ignore_init = false, fail_init_if = "" }, restart = "permanent" },
 ] }
 "#;
-    write_release(
-        &d.0,
-        "1.0.0",
+    let (_d, node) = support::release_node(
+        "rel-suptree",
         &[
-            ("sup_worker", "1", "sup_worker", &[]),
-            ("sup_tree", "1", "sup_tree", &[]),
+            (
+                "1.0.0",
+                &[
+                    ("sup_worker", "1", "sup_worker", &[]),
+                    ("sup_tree", "1", "sup_tree", &[]),
+                ],
+                app,
+            ),
+            (
+                "2.0.0",
+                &[
+                    ("sup_worker", "1", "sup_worker", &[]),
+                    ("sup_tree", "2", "sup_tree_v2", &[]),
+                ],
+                app,
+            ),
         ],
-        app,
-    );
-    write_release(
-        &d.0,
-        "2.0.0",
-        &[
-            ("sup_worker", "1", "sup_worker", &[]),
-            ("sup_tree", "2", "sup_tree_v2", &[]),
-        ],
-        app,
-    );
-    let node = boot(&d.0, "1.0.0").await;
+    )
+    .await;
     let sup = node.applications()[0].supervisor;
     let before = kids(&node, sup).await;
     assert_eq!(before.len(), 1);
@@ -1381,24 +1365,18 @@ arg = { ignore = false, strategy = "one_for_one", intensity = 2, period_secs = 1
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_upgrade_restarts_application_whose_start_type_changed() {
     use hotswap_runtime::application::StartType;
-    let d = TempDir::new("rel-apptype");
     let keep = "[[application]]\nname = \"keep\"\nversion = \"1\"\nstart = [{ server = \"rel_srv\", name = \"k\", arg = 1 }]\n";
     let flip = |t: &str| {
         format!("[[application]]\nname = \"flip\"\nversion = \"1\"\ntype = \"{t}\"\nstart = [{{ server = \"rel_srv\", name = \"f\", arg = 2 }}]\n")
     };
-    write_release(
-        &d.0,
-        "1.0.0",
-        V1_MODS,
-        &format!("{keep}{}", flip("temporary")),
-    );
-    write_release(
-        &d.0,
-        "2.0.0",
-        V2_MODS,
-        &format!("{keep}{}", flip("permanent")),
-    );
-    let node = boot(&d.0, "1.0.0").await;
+    let (_d, node) = support::release_node(
+        "rel-apptype",
+        &[
+            ("1.0.0", V1_MODS, &format!("{keep}{}", flip("temporary"))),
+            ("2.0.0", V2_MODS, &format!("{keep}{}", flip("permanent"))),
+        ],
+    )
+    .await;
     let (k, f) = (node.whereis("k").unwrap(), node.whereis("f").unwrap());
     call(&node, k, Req::Bump).await;
     call(&node, f, Req::Bump).await;
@@ -1441,10 +1419,11 @@ async fn release_upgrade_restarts_application_whose_start_type_changed() {
 /// answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_upgrade_holds_idle_servers_in_place_and_suspends_busy_ones() {
-    let d = TempDir::new("rel-hold");
-    write_release(&d.0, "1.0.0", V1_MODS, "");
-    write_release(&d.0, "2.0.0", V2_MODS, "");
-    let node = boot(&d.0, "1.0.0").await;
+    let (_d, node) = support::release_node(
+        "rel-hold",
+        &[("1.0.0", V1_MODS, ""), ("2.0.0", V2_MODS, "")],
+    )
+    .await;
     let pids = servers(&node, 1, 40).await;
     for &p in &pids {
         call(&node, p, Req::Bump).await;
@@ -1504,21 +1483,23 @@ async fn release_upgrade_holds_idle_servers_in_place_and_suspends_busy_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_upgrade_supervisor_change_rolls_back_when_a_new_child_fails() {
     use hotswap_runtime::supervisor::SupState;
-    let d = TempDir::new("rel-suprollback");
-    write_release(
-        &d.0,
-        "1.0.0",
-        V1_MODS,
-        "[[application]]\nname = \"pool\"\nversion = \"1\"\nstart = [{ server = \"rel_srv\", name = \"a\", arg = 1 }]\n",
-    );
     // `bad`'s argument is not the u64 rel_srv's init takes: it does not start.
-    write_release(
-        &d.0,
-        "2.0.0",
-        V2_MODS,
-        "[[application]]\nname = \"pool\"\nversion = \"2\"\nintensity = 7\nstart = [{ server = \"rel_srv\", name = \"a\", arg = 1 }, { server = \"rel_srv\", name = \"bad\", arg = \"not a number\" }]\n",
-    );
-    let node = boot(&d.0, "1.0.0").await;
+    let (_d, node) = support::release_node(
+        "rel-suprollback",
+        &[
+            (
+                "1.0.0",
+                V1_MODS,
+                "[[application]]\nname = \"pool\"\nversion = \"1\"\nstart = [{ server = \"rel_srv\", name = \"a\", arg = 1 }]\n",
+            ),
+            (
+                "2.0.0",
+                V2_MODS,
+                "[[application]]\nname = \"pool\"\nversion = \"2\"\nintensity = 7\nstart = [{ server = \"rel_srv\", name = \"a\", arg = 1 }, { server = \"rel_srv\", name = \"bad\", arg = \"not a number\" }]\n",
+            ),
+        ],
+    )
+    .await;
     let a = node.whereis("a").unwrap();
     call(&node, a, Req::Bump).await;
     let sup = node.applications()[0].supervisor;

@@ -139,6 +139,53 @@ pub fn node_with(purge_timeout: Duration) -> Node {
     .expect("node starts")
 }
 
+/// One module of a release: (name, version, fixture crate, depends).
+pub type Mod<'a> = (&'a str, &'a str, &'a str, &'a [&'a str]);
+
+/// Write release `vsn` into `root`: each module's library copied to
+/// `lib/<crate>/lib<crate>.so`, then the manifest with `rest` (applications, `[upgrade]`).
+pub fn write_release(root: &Path, vsn: &str, modules: &[Mod], rest: &str) {
+    let mut text = format!("[release]\nname = \"rel\"\nversion = \"{vsn}\"\n\n");
+    for (name, version, krate, depends) in modules {
+        let rel = format!("lib/{krate}/lib{krate}.so");
+        let dst = root.join(&rel);
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        if !dst.exists() {
+            std::fs::copy(module(krate), &dst).unwrap();
+        }
+        let deps: Vec<String> = depends.iter().map(|d| format!("{d:?}")).collect();
+        text.push_str(&format!(
+            "[[module]]\nname = \"{name}\"\nversion = \"{version}\"\nfile = \"{rel}\"\ndepends = [{}]\n\n",
+            deps.join(", ")
+        ));
+    }
+    text.push_str(rest);
+    let dir = root.join("releases").join(vsn);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("release.toml"), text).unwrap();
+}
+
+/// The set-up of the release tests: a release directory in a fresh temp directory
+/// (`tag`) holding `releases` (each `(version, modules, the rest of its manifest)`, see
+/// [`write_release`]), and a node booted from the first of them.
+pub async fn release_node(tag: &str, releases: &[(&str, &[Mod<'_>], &str)]) -> (TempDir, Node) {
+    let d = TempDir::new(tag);
+    for (vsn, modules, rest) in releases {
+        write_release(&d.0, vsn, modules, rest);
+    }
+    let node = boot(&d.0, releases[0].0).await;
+    (d, node)
+}
+
+/// A node booted from release `vsn` of the release directory `root`.
+pub async fn boot(root: &Path, vsn: &str) -> Node {
+    let node = node();
+    let dir = hotswap_runtime::release::ReleaseDir::new(root);
+    let r = hotswap_runtime::release::Release::load(&dir, vsn).expect("manifest loads");
+    node.releases().boot(&r).await.expect("boots");
+    node
+}
+
 /// A temp directory removed on drop.
 pub struct TempDir(pub PathBuf);
 

@@ -13,8 +13,9 @@ use std::sync::{Arc, Weak};
 use hotswap_abi as abi;
 use parking_lot::Mutex;
 
-use crate::code::{LiveState, StateCopy, Version};
+use crate::code::{DryRun, LiveState, Version};
 use hotswap::private::write_vec;
+use hotswap::Pid;
 
 /// A state object made by a version.
 pub(crate) struct StatePtr(pub(crate) *mut abi::StateObj);
@@ -88,21 +89,54 @@ impl LiveState for StateCell {
         self
     }
 
-    /// A copy of the state for `code::check`'s dry run, encoded by the version that made it.
-    fn copy_state(&self) -> Option<(u64, StateCopy)> {
-        let g = self.slot.lock();
-        match &*g {
-            Slot::Live {
-                version,
-                obj,
-                busy: false,
-            } => Some((
-                self.pid,
-                StateCopy::Encoded(version.export_state(obj).map(|b| (version.vsn.clone(), b))),
-            )),
-            Slot::Live { version, .. } => Some((self.pid, StateCopy::Busy(version.vsn.clone()))),
-            _ => None,
-        }
+    /// A copy of the state encoded by the version that made it, decoded by `new`'s
+    /// `code_change` outside the state's lock (the server goes on meanwhile).
+    fn dry_run(&self, new: &Arc<Version>) -> Option<DryRun> {
+        let pid = Pid(self.pid);
+        let copy = {
+            let g = self.slot.lock();
+            match &*g {
+                Slot::Live {
+                    version,
+                    obj,
+                    busy: false,
+                } => (version.vsn.clone(), version.export_state(obj)),
+                Slot::Live { version, .. } => {
+                    return Some(DryRun {
+                        pid,
+                        from_version: version.vsn.clone(),
+                        error: None,
+                        skipped: Some("the server was inside a callback".into()),
+                    })
+                }
+                _ => return None,
+            }
+        };
+        let (from_version, error) = match copy {
+            (vsn, Err(e)) => (
+                vsn,
+                Some(format!("its version could not encode the state: {e}")),
+            ),
+            (vsn, Ok(bytes)) => match new.code_change(std::ptr::null_mut(), &vsn, &bytes, None) {
+                Ok(obj) => {
+                    new.drop_state(obj);
+                    (vsn, None)
+                }
+                Err(e) => (
+                    vsn,
+                    Some(format!(
+                        "code_change of version {} failed on a copy of the live state: {e}",
+                        new.vsn
+                    )),
+                ),
+            },
+        };
+        Some(DryRun {
+            pid,
+            from_version,
+            error,
+            skipped: None,
+        })
     }
 
     /// Turn an idle live state of `v` into bytes (before `v` is unmapped).

@@ -16,7 +16,10 @@
 //! written to the copy, which is created with `O_EXCL`, mode 0444, in the node's own code
 //! directory and never written again, so a source rewritten meanwhile (a build finishing)
 //! cannot reach it. A spare copy reused for the same content hash holds bytes that passed the
-//! same inspection when it was written.
+//! same inspection when it was written. A new build's copy is usually a [`Blank`] the code
+//! server made ahead (after the previous load, off the load's path): created the same way,
+//! with its pages allocated and nothing written, so that the one write costs a copy of the
+//! bytes and not the kernel's page allocation.
 //!
 //! A close retires the module's thread-exit hooks (see [`super::guard`]), calls `dlclose`,
 //! and verifies in `/proc/self/maps` that the image is really gone.
@@ -175,6 +178,90 @@ impl Drop for Cleanup<'_> {
     }
 }
 
+/// A copy file made ahead of a load, off the load's path: created (`O_EXCL`, mode 0444) in
+/// the node's code directory under a name never used before, with pages allocated for the
+/// expected size (`fallocate`) but nothing written. A load writes the inspected bytes into it
+/// exactly once, as it would into a file it created itself, and skips the kernel's page
+/// allocation, which is most of the cost of writing a copy (even on tmpfs).
+pub(crate) struct Blank {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl Blank {
+    /// Make a blank copy file `name` in `code_dir/.ahead` with `len` bytes allocated. Fails
+    /// (and leaves nothing) if the code directory is gone (the node stopped).
+    pub(crate) fn make(code_dir: &Path, name: &str, len: u64) -> std::io::Result<Blank> {
+        use std::os::fd::AsRawFd;
+        let dir = code_dir.join(".ahead");
+        // `create_dir`, not `create_dir_all`: never recreate a code directory removed by a
+        // node that stopped meanwhile.
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        let path = dir.join(name);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o444)
+            .open(&path)?;
+        let len = libc::off_t::try_from(len).unwrap_or(libc::off_t::MAX);
+        // SAFETY: `fallocate` on a descriptor we own; no memory is passed.
+        if unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) } != 0 {
+            let e = std::io::Error::last_os_error();
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+        Ok(Blank { path, file })
+    }
+
+    /// Remove an unused blank.
+    pub(crate) fn discard(self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+
+    /// Write `bytes` as the whole content (the first and only write) and hand back the path.
+    fn fill(self, bytes: &[u8]) -> Result<PathBuf, (PathBuf, std::io::Error)> {
+        use std::os::unix::fs::FileExt;
+        let r = self
+            .file
+            .write_all_at(bytes, 0)
+            .and_then(|()| self.file.set_len(bytes.len() as u64));
+        match r {
+            Ok(()) => Ok(self.path),
+            Err(e) => {
+                let _ = std::fs::remove_file(&self.path);
+                Err((self.path, e))
+            }
+        }
+    }
+}
+
+/// What was made ahead of a load ([`Blank`], a heap); `open` takes what it uses, and what
+/// is dropped unused is removed (the file) and destroyed (the heap).
+#[derive(Default)]
+pub(crate) struct Ahead {
+    /// A blank copy file.
+    pub(crate) blank: Option<Blank>,
+    /// A fresh heap no module has used.
+    pub(crate) heap: Option<Heap>,
+}
+
+impl Drop for Ahead {
+    fn drop(&mut self) {
+        if let Some(b) = self.blank.take() {
+            b.discard();
+        }
+        if let Some(h) = self.heap.take() {
+            // SAFETY: a heap made ahead is handed to no module until `open` takes it out of
+            // here, so nothing holds a block of it.
+            unsafe { h.destroy() };
+        }
+    }
+}
+
 /// Where and for whom a library is opened.
 pub(crate) struct Target<'a> {
     /// The node's code directory.
@@ -202,6 +289,7 @@ pub(crate) unsafe fn open(
     target: Target<'_>,
     buf: &mut Vec<u8>,
     take_spare: &mut dyn FnMut(u64) -> Option<PathBuf>,
+    ahead: &mut Ahead,
 ) -> Result<Opened, LoadError> {
     let Target {
         code_dir,
@@ -232,23 +320,30 @@ pub(crate) unsafe fn open(
     // unmapped can be opened again: glibc has forgotten it, and nobody writes to it.
     let spare = take_spare(hash);
     let reused = spare.is_some();
-    let file = match spare {
-        Some(f) => f,
-        None => {
+    let file = match (spare, ahead.blank.take()) {
+        (Some(f), blank) => {
+            ahead.blank = blank;
+            f
+        }
+        // A blank made ahead: the same write-once copy, its pages already allocated.
+        (None, Some(b)) => b.fill(bytes).map_err(|(p, e)| io(&p, e))?,
+        (None, None) => {
+            use std::io::Write;
             std::fs::create_dir_all(&incoming).map_err(|e| io(&incoming, e))?;
-            incoming.join(format!("{hash:016x}-{seq}.so"))
+            let file = incoming.join(format!("{hash:016x}-{seq}.so"));
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o444)
+                .open(&file)
+                .map_err(|e| io(&file, e))?;
+            if let Err(e) = f.write_all(bytes) {
+                let _ = std::fs::remove_file(&file);
+                return Err(io(&file, e));
+            }
+            file
         }
     };
-    if !reused {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o444)
-            .open(&file)
-            .map_err(|e| io(&file, e))?;
-        f.write_all(bytes).map_err(|e| io(&file, e))?;
-    }
     let mut cleanup = Cleanup {
         handle: std::ptr::null_mut(),
         file: &file,
@@ -406,7 +501,11 @@ pub(crate) unsafe fn open(
     static GUARD_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let guard_id = GUARD_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     guard::register(guard_id, loaded_ranges(&cpath));
-    let heap = if want_heap { Heap::create() } else { None };
+    let heap = if want_heap {
+        ahead.heap.take().or_else(Heap::create)
+    } else {
+        None
+    };
     let mut msg: Vec<u8> = Vec::new();
     let st = {
         let _m = guard::InModule::enter(node);
