@@ -463,14 +463,7 @@ async fn processes(state: &NodeState) -> Value {
     let list: Vec<Value> = infos
         .into_iter()
         .map(|i| {
-            // What it runs: its outermost binding, or for an idle gen_server the version
-            // that made its state.
-            let (module, version) = i
-                .running
-                .first()
-                .map(|(m, v, _)| (Some(m.clone()), Some(v.clone())))
-                .or_else(|| i.gen_server.clone().map(|(m, v)| (Some(m), Some(v))))
-                .unwrap_or((None, None));
+            let (module, version) = runs(&i);
             let old_code = i
                 .running
                 .iter()
@@ -1323,4 +1316,14 @@ async fn delete_child(state: &NodeState, args: Args<'_>) -> Result<Value, ErrorR
         "id": id,
         "deleted": true,
     }))
+}
+
+/// What a process runs, as (module, version): its outermost binding, or for an idle
+/// gen_server the version that made its state.
+pub(super) fn runs(i: &crate::ProcessInfo) -> (Option<String>, Option<String>) {
+    i.running
+        .first()
+        .map(|(m, v, _)| (Some(m.clone()), Some(v.clone())))
+        .or_else(|| i.gen_server.clone().map(|(m, v)| (Some(m), Some(v))))
+        .unwrap_or((None, None))
 }

@@ -33,14 +33,7 @@ pub(crate) fn snapshot(node: &Node, uptime: Duration) -> Value {
     let processes: Vec<Value> = infos
         .iter()
         .map(|i| {
-            // What it runs: its outermost binding, or for an idle gen_server the version
-            // that made its state.
-            let (module, version) = i
-                .running
-                .first()
-                .map(|(m, v, _)| (Some(m.clone()), Some(v.clone())))
-                .or_else(|| i.gen_server.clone().map(|(m, v)| (Some(m), Some(v))))
-                .unwrap_or((None, None));
+            let (module, version) = super::server::runs(i);
             json!({
                 "pid": i.pid.to_string(),
                 "name": i.name,
