@@ -694,13 +694,7 @@ pub(crate) async fn request(
         -2 => return Err(CallError::CallingSelf),
         _ => return Err(CallError::NoProc(to.clone())),
     }
-    match ctx.receive_reply(alias.tag, timeout).await {
-        Some(r) if r.first() == Some(&wire::R_EXIT) => {
-            Err(CallError::Exit(ExitReason::decode(&r[1..])))
-        }
-        Some(r) => Ok(r),
-        None => Err(CallError::Timeout(timeout.unwrap_or(Duration::MAX))),
-    }
+    reply_of(&ctx, alias, timeout).await
 }
 
 /// `gen_server:call` with the default 5 s timeout.
@@ -720,8 +714,43 @@ pub async fn call_timeout<Q: Serialize + ?Sized, R: DeserializeOwned>(
     req: &Q,
     timeout: Option<Duration>,
 ) -> Result<R, CallError> {
-    let r = call_encoded(ctx, to, &codec::encode(req), timeout).await?;
-    codec::decode(&r).map_err(|e| CallError::Decode(e.to_string()))
+    let r = call_bytes(ctx, to.into(), req, timeout).await?;
+    codec::decode(r.get(1..).unwrap_or_default()).map_err(|e| CallError::Decode(e.to_string()))
+}
+
+/// [`call_timeout`] up to the decode: the reply payload as it came (its first byte is the
+/// wire tag). The request is encoded on the stack when it fits, and the post happens
+/// before the first await, so nothing of it lives in the call's future.
+async fn call_bytes<Q: Serialize + ?Sized>(
+    ctx: &Ctx,
+    to: ServerRef,
+    req: &Q,
+    timeout: Option<Duration>,
+) -> Result<Vec<u8>, CallError> {
+    let alias = Alias::new(*ctx);
+    let (pid, name) = target(&to);
+    match codec::with_encoded(req, |b| ctx.post(pid, name, abi::MSG_CALL, alias.tag, b)) {
+        0 => {}
+        -2 => return Err(CallError::CallingSelf),
+        _ => return Err(CallError::NoProc(to)),
+    }
+    reply_of(ctx, alias, timeout).await
+}
+
+/// Wait for the reply to the request tagged with `alias`: its payload (first byte the
+/// wire tag), the server's exit, or a timeout.
+async fn reply_of(
+    ctx: &Ctx,
+    alias: Alias,
+    timeout: Option<Duration>,
+) -> Result<Vec<u8>, CallError> {
+    match ctx.receive_reply(alias.tag, timeout).await {
+        Some(r) if r.first() == Some(&wire::R_EXIT) => {
+            Err(CallError::Exit(ExitReason::decode(&r[1..])))
+        }
+        Some(r) => Ok(r),
+        None => Err(CallError::Timeout(timeout.unwrap_or(Duration::MAX))),
+    }
 }
 
 /// [`call_timeout`] with an encoded request; the encoded reply.

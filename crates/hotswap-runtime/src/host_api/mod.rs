@@ -136,7 +136,7 @@ unsafe extern "C" fn receive(
             return abi::STATUS_READY;
         }
         if deadline != u64::MAX {
-            if p.node.now_ns() >= deadline {
+            if p.node.reached(deadline) {
                 return abi::STATUS_TIMEOUT;
             }
             g.wake_at = g.wake_at.min(deadline);
@@ -481,11 +481,13 @@ unsafe extern "C" fn post(
     data: abi::Bytes,
 ) -> i32 {
     guarded(-1, || {
-        // SAFETY: live handle; readable ranges (ABI contract).
-        let (p, name, data) = unsafe { (proc_ref(p), text(name), bytes(data)) };
+        // SAFETY: live handle; readable range (ABI contract).
+        let (p, data) = unsafe { (proc_ref(p), bytes(data)) };
         let to = if to != 0 {
             to
         } else {
+            // SAFETY: readable range (ABI contract).
+            let name = unsafe { text(name) };
             match p.node.registry.lock().get(&name) {
                 Some(pid) => pid,
                 None => return -1,

@@ -41,6 +41,7 @@ mod node;
 pub(crate) mod ops;
 pub mod sched;
 mod table;
+mod wake;
 mod waker;
 
 pub(crate) use body::{panic_text, Bindings, Body, ModuleFuture, Step};
@@ -52,12 +53,12 @@ pub(crate) use table::{ProcessTable, Registry};
 use waker::process_waker;
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::Arc;
 
 use hotswap::{ExitReason, Outcome, Pid};
 use hotswap_abi as abi;
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 
 use crate::code::Version;
 use crate::util::{FxMap, FxSet};
@@ -128,7 +129,7 @@ pub(crate) struct Process {
     pub(crate) inner: Mutex<ProcInner>,
     pub(super) inbox: Mutex<Vec<Envelope>>,
     /// Woken when anything happens to the process.
-    pub(crate) notify: Notify,
+    pub(crate) notify: wake::Wake,
 }
 
 impl std::fmt::Debug for Process {
@@ -149,7 +150,7 @@ impl Process {
                 ..Default::default()
             }),
             inbox: Mutex::new(Vec::new()),
-            notify: Notify::new(),
+            notify: wake::Wake::default(),
         }
     }
 
@@ -337,11 +338,44 @@ impl Process {
     }
 }
 
+/// A process's receive timer: one tokio `Sleep`, armed at the earliest deadline seen and
+/// kept across waits, so a call with the default 5 s timeout neither inserts a timer into
+/// tokio's wheel nor removes one (a later deadline does not move it: an early expiry only
+/// re-polls the body, which re-arms it).
+struct Timer {
+    /// The deadline it is armed at (node clock).
+    at: u64,
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// Polled since it was last armed: it holds the task's waker, which stays registered
+    /// until it fires, so waits in between need not poll it again (a poll registers the
+    /// waker with atomics and reads the coop budget: ~80 instructions a wait); they only
+    /// ask whether it has fired.
+    polled: bool,
+}
+
+impl Timer {
+    fn new(node: &NodeInner, at: u64) -> Timer {
+        Timer {
+            at,
+            sleep: Box::pin(tokio::time::sleep_until(node.instant_at(at))),
+            polled: false,
+        }
+    }
+
+    /// Whether it has fired (registering the task's waker if it was armed since the last
+    /// poll).
+    fn poll_fired(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        if self.polled {
+            return self.sleep.is_elapsed();
+        }
+        self.polled = true;
+        self.sleep.as_mut().poll(cx).is_ready()
+    }
+}
+
 /// The task that drives a process until it exits.
 pub(crate) async fn run(proc: Arc<Process>, mut body: Body) {
-    // Armed at the earliest deadline seen and kept across waits: a later deadline does not
-    // re-register it (an early expiry only re-polls the body, which re-arms it).
-    let mut timer: Option<(u64, std::pin::Pin<Box<tokio::time::Sleep>>)> = None;
+    let mut timer: Option<Timer> = None;
     let reason = loop {
         {
             let mut g = proc.inner.lock();
@@ -373,32 +407,31 @@ pub(crate) async fn run(proc: Arc<Process>, mut body: Body) {
         }
         let wake_at = proc.inner.lock().wake_at;
         if wake_at == u64::MAX {
-            if timer.as_ref().is_some_and(|(_, s)| s.is_elapsed()) {
+            if timer.as_ref().is_some_and(|t| t.sleep.is_elapsed()) {
                 timer = None;
             }
             proc.notify.notified().await;
         } else {
-            let sleep = match &mut timer {
-                Some((at, s)) if *at <= wake_at && !s.is_elapsed() => s,
-                Some((at, s)) => {
-                    s.as_mut().reset(proc.node.instant_at(wake_at));
-                    *at = wake_at;
-                    s
+            let t = match &mut timer {
+                Some(t) if t.at <= wake_at && !t.sleep.is_elapsed() => t,
+                Some(t) => {
+                    t.sleep.as_mut().reset(proc.node.instant_at(wake_at));
+                    t.at = wake_at;
+                    t.polled = false;
+                    t
                 }
-                None => {
-                    &mut timer
-                        .insert((
-                            wake_at,
-                            Box::pin(tokio::time::sleep_until(proc.node.instant_at(wake_at))),
-                        ))
-                        .1
-                }
+                None => timer.insert(Timer::new(&proc.node, wake_at)),
             };
-            tokio::select! {
-                biased;
-                _ = proc.notify.notified() => {}
-                _ = sleep.as_mut() => {}
-            }
+            let notified = proc.notify.notified();
+            tokio::pin!(notified);
+            std::future::poll_fn(|cx| {
+                if notified.as_mut().poll(cx).is_ready() || t.poll_fired(cx) {
+                    std::task::Poll::Ready(())
+                } else {
+                    std::task::Poll::Pending
+                }
+            })
+            .await;
         }
     };
     if let Some(v) = body.version().cloned() {

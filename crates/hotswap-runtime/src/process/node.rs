@@ -18,6 +18,23 @@ use crate::process::{
     self, Body, Envelope, Gate, ModuleFuture, Payload, Process, ProcessTable, Registry,
 };
 
+/// How far the coarse clock may trail the precise one, as [`NodeInner::reached`] assumes:
+/// ten ticks of the slowest common kernel tick (100 Hz). Were it ever exceeded, a timeout
+/// would fire late by the excess, never early.
+const COARSE_SLACK: u64 = 100_000_000;
+
+/// `clock` (`CLOCK_MONOTONIC` or `CLOCK_MONOTONIC_COARSE`) in nanoseconds.
+fn monotonic_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-parameter; both clocks exist on every Linux the node
+    // supports (the call cannot fail for them).
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// The state shared by every process of a node and by its facade ([`crate::Node`]).
 pub(crate) struct NodeInner {
     pub(crate) table: ProcessTable,
@@ -25,7 +42,11 @@ pub(crate) struct NodeInner {
     pub(crate) code: CodeServer,
     pub(crate) timers: Mutex<HashMap<u64, (tokio::task::AbortHandle, Instant)>>,
     pub(crate) rt: tokio::runtime::Handle,
-    epoch: Instant,
+    /// `CLOCK_MONOTONIC` (the clock `Instant` reads) at the node's start, in nanoseconds:
+    /// the origin of [`NodeInner::now_ns`].
+    epoch: u64,
+    /// The same moment as a tokio instant (read just after `epoch`, so a timer armed for a
+    /// node-clock deadline never fires before it).
     tokio_epoch: tokio::time::Instant,
     next_pid: AtomicU64,
     next_ref: AtomicU64,
@@ -71,7 +92,7 @@ impl NodeInner {
             host,
             timers: Mutex::new(HashMap::new()),
             rt,
-            epoch: Instant::now(),
+            epoch: monotonic_ns(libc::CLOCK_MONOTONIC),
             tokio_epoch: tokio::time::Instant::now(),
             next_pid: AtomicU64::new(1),
             next_ref: AtomicU64::new(1),
@@ -85,8 +106,27 @@ impl NodeInner {
         }
     }
 
+    /// The node's monotonic clock: nanoseconds since the node started.
     pub(crate) fn now_ns(&self) -> u64 {
-        self.epoch.elapsed().as_nanos() as u64
+        monotonic_ns(libc::CLOCK_MONOTONIC).saturating_sub(self.epoch)
+    }
+
+    /// Whether the node clock has reached `deadline`, reading the precise clock only when
+    /// the answer is close. The coarse clock (`CLOCK_MONOTONIC_COARSE`: the same clock as
+    /// of the kernel's last tick, a few nanoseconds to read where the precise one costs
+    /// ~25 ns) is never ahead of the precise one, so a deadline it has reached has passed;
+    /// and it trails by one tick (1–4 ms), so a deadline more than [`COARSE_SLACK`] beyond
+    /// it has not. Only a deadline in between costs a precise read: a receive's 5 s call
+    /// timeout is decided with the coarse clock alone, a zero timeout with the precise one.
+    pub(crate) fn reached(&self, deadline: u64) -> bool {
+        let coarse = monotonic_ns(libc::CLOCK_MONOTONIC_COARSE).saturating_sub(self.epoch);
+        if coarse >= deadline {
+            return true;
+        }
+        if deadline - coarse > COARSE_SLACK {
+            return false;
+        }
+        self.now_ns() >= deadline
     }
 
     pub(crate) fn instant_at(&self, ns: u64) -> tokio::time::Instant {

@@ -53,6 +53,59 @@ async fn gen_server_call_timeout() {
     assert!(matches!(r, Err(CallError::Timeout(_))), "{r:?}");
 }
 
+/// A call with a timeout ends with `Timeout` when the server never answers (`Req::Defer`
+/// is answered `noreply` and never released), after at least its timeout, whatever
+/// deadline the caller's receive timer held before: a process keeps one timer armed
+/// across waits (issue 16), so here it first moves earlier (a 5 s call answered, then a
+/// 30 ms one that is not) and then fires early and is re-armed later (a 20 ms call
+/// answered, then a 100 ms one that is not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gen_server_call_times_out_when_the_server_never_replies() {
+    let node = g::node().await;
+    let me = node.external();
+    let pid = g::start(&node, &g::arg(&me)).await;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    node.spawn_native(move |ctx| async move {
+        let mut out = Vec::new();
+        for (answered, unanswered) in [(5_000, 30), (20, 100)] {
+            let n = gs::call_timeout::<_, u64>(
+                &ctx,
+                pid,
+                &Req::Count,
+                Some(Duration::from_millis(answered)),
+            )
+            .await;
+            let t = std::time::Instant::now();
+            let r = gs::call_timeout::<_, u64>(
+                &ctx,
+                pid,
+                &Req::Defer,
+                Some(Duration::from_millis(unanswered)),
+            )
+            .await;
+            out.push((n, unanswered, r, t.elapsed()));
+        }
+        let _ = tx.send(out);
+    })
+    .unwrap();
+    let out = tokio::time::timeout(WAIT, rx)
+        .await
+        .expect("the calls ended")
+        .unwrap();
+    for (n, ms, r, took) in out {
+        assert!(n.is_ok(), "the answered call: {n:?}");
+        let limit = Duration::from_millis(ms);
+        assert!(
+            matches!(r, Err(CallError::Timeout(d)) if d == limit),
+            "the unanswered call with {ms} ms: {r:?}"
+        );
+        assert!(
+            took >= limit,
+            "timed out after {took:?}, before its {ms} ms"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gen_server_call_to_dead_process() {
     let node = g::node().await;

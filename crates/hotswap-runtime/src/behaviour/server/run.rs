@@ -79,7 +79,8 @@ fn handle_now(
     reference: u64,
     data: &[u8],
 ) -> Started {
-    let mut out = Vec::new();
+    // Sized for a usual result (tag, action, a small reply): one allocation, no growth.
+    let mut out = Vec::with_capacity(32);
     let mut fut: *mut abi::FutureObj = std::ptr::null_mut();
     // SAFETY: `handle` belongs to `v`, which made `obj`; the state is marked busy so
     // nothing else touches it until the callback is done; `data` is valid for the call
