@@ -380,6 +380,7 @@ async fn cast_round(node: &Node, n: u64) -> (f64, f64) {
         .start_server(MODULE, &(), StartOpts::default())
         .await
         .expect("start");
+    let (busy0, parks0) = (crate::worker_busy(), crate::worker_parks());
     let (el, sent) = in_process(node, move |ctx| async move {
         let t = Instant::now();
         for _ in 0..n {
@@ -393,6 +394,19 @@ async fn cast_round(node: &Node, n: u64) -> (f64, f64) {
         (t.elapsed(), sent)
     })
     .await;
+    let busy: Vec<String> = crate::worker_busy()
+        .iter()
+        .zip(&busy0)
+        .map(|(b, b0)| format!("{:.0}", (*b - *b0).as_secs_f64() * 1e3))
+        .collect();
+    info!(
+        "  cast round: {:.0} per_s, sender {:.1} ns per cast, workers busy [{}] ms of {:.0} ms, parked {} times",
+        n as f64 / el.as_secs_f64(),
+        sent.as_nanos() as f64 / n as f64,
+        busy.join(", "),
+        el.as_secs_f64() * 1e3,
+        crate::worker_parks() - parks0
+    );
     kill_all(node, &[pid]).await;
     (
         n as f64 / el.as_secs_f64(),

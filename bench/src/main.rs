@@ -243,6 +243,14 @@ fn worker_parks() -> u64 {
     (0..m.num_workers()).map(|w| m.worker_park_count(w)).sum()
 }
 
+/// Time each of the runtime's workers has spent busy so far.
+fn worker_busy() -> Vec<Duration> {
+    let m = tokio::runtime::Handle::current().metrics();
+    (0..m.num_workers())
+        .map(|w| m.worker_total_busy_duration(w))
+        .collect()
+}
+
 /// Resident set size of this OS process, from `/proc/self/statm`.
 fn rss_bytes() -> f64 {
     let s = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();

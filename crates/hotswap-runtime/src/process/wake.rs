@@ -10,18 +10,62 @@
 //! the wakers to call when it is set. A wake-up that finds the permit already set costs one
 //! atomic swap: the waiter has yet to look, or has been woken already.
 
+use std::cell::UnsafeCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 
-use parking_lot::Mutex;
+use parking_lot::lock_api::RawMutex as _;
+use parking_lot::RawMutex;
 
-/// A process's wake-up: see the module documentation.
-#[derive(Default)]
+/// A process's wake-up: see the module documentation. 32 bytes, as tokio's `Notify` was
+/// (a process must stay in its allocator size class): a one-byte lock and the permit share
+/// the word before the waiters.
 pub(crate) struct Wake {
+    lock: RawMutex,
     permit: AtomicBool,
-    waiters: Mutex<Waiters>,
+    /// Only touched with `lock` held (see [`Wake::waiters`]).
+    waiters: UnsafeCell<Waiters>,
+}
+
+// SAFETY: `waiters` is only reached through `Wake::waiters`, under `lock`; wakers are
+// `Send + Sync`.
+unsafe impl Sync for Wake {}
+
+impl Default for Wake {
+    fn default() -> Wake {
+        Wake {
+            lock: RawMutex::INIT,
+            permit: AtomicBool::new(false),
+            waiters: UnsafeCell::new(Waiters::default()),
+        }
+    }
+}
+
+/// The waiters, locked; unlocked on drop.
+struct Locked<'a>(&'a Wake);
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Waiters;
+    fn deref(&self) -> &Waiters {
+        // SAFETY: the lock is held while this guard lives (see `Wake::waiters`).
+        unsafe { &*self.0.waiters.get() }
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Waiters {
+        // SAFETY: the lock is held while this guard lives, so this is the only reference.
+        unsafe { &mut *self.0.waiters.get() }
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        // SAFETY: this guard took the lock in `Wake::waiters` and releases it once.
+        unsafe { self.0.lock.unlock() };
+    }
 }
 
 /// The wakers to call on the next notification: the usual single waiter inline, any
@@ -45,7 +89,7 @@ impl Wake {
             return;
         }
         let (first, more) = {
-            let mut w = self.waiters.lock();
+            let mut w = self.waiters();
             (w.first.take(), w.more.take())
         };
         if let Some(w) = first {
@@ -70,8 +114,14 @@ impl Wake {
         self.permit.load(Ordering::Relaxed) && self.permit.swap(false, Ordering::AcqRel)
     }
 
+    /// Lock the waiters.
+    fn waiters(&self) -> Locked<'_> {
+        self.lock.lock();
+        Locked(self)
+    }
+
     fn register(&self, waker: &Waker) {
-        let mut w = self.waiters.lock();
+        let mut w = self.waiters();
         match &w.first {
             None => w.first = Some(waker.clone()),
             Some(f) if f.will_wake(waker) => {}
@@ -122,6 +172,14 @@ impl Future for Notified<'_> {
 mod tests {
     use super::Wake;
     use std::sync::Arc;
+
+    #[test]
+    fn as_small_as_tokio_notify() {
+        assert_eq!(
+            std::mem::size_of::<Wake>(),
+            std::mem::size_of::<tokio::sync::Notify>()
+        );
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_notification_before_the_wait_is_kept() {
