@@ -88,13 +88,25 @@ impl Process {
             return false;
         }
         let aliases = g.rel.as_ref().map(|r| &r.aliases[..]).unwrap_or(&[]);
-        for e in ib.drain(..) {
-            // A reply nobody waits for any more (its call timed out) is dropped here, so it
-            // never reaches the mailbox (OTP 24's aliases).
-            if e.kind == abi::MSG_REPLY && !aliases.contains(&e.reference) {
-                continue;
+        // A reply nobody waits for any more (its call timed out) is dropped here, so it
+        // never reaches the mailbox (OTP 24's aliases).
+        let stale = |e: &Envelope| e.kind == abi::MSG_REPLY && !aliases.contains(&e.reference);
+        if g.mailbox.is_empty() {
+            // The usual case: everything taken was handled. The batch becomes the mailbox
+            // as it is (a `Vec` turns into a `VecDeque` without copying), and the inbox
+            // gets the empty mailbox's buffer: a call's reply, or two million queued
+            // casts, is not copied from one to the other.
+            if ib.iter().any(stale) {
+                ib.retain(|e| !stale(e));
             }
-            g.mailbox.push_back(e);
+            let empty = std::mem::take(&mut g.mailbox);
+            g.mailbox = std::mem::replace(&mut *ib, Vec::from(empty)).into();
+            return true;
+        }
+        for e in ib.drain(..) {
+            if !stale(&e) {
+                g.mailbox.push_back(e);
+            }
         }
         true
     }
@@ -114,7 +126,11 @@ impl Process {
         let mut from = 0;
         loop {
             if let Some(i) = g.mailbox.range(from..).position(&mut pred) {
-                return g.mailbox.remove(from + i);
+                return if from + i == 0 {
+                    g.mailbox.pop_front()
+                } else {
+                    g.mailbox.remove(from + i)
+                };
             }
             from = g.mailbox.len();
             if !self.take_inbox(g) {
