@@ -184,6 +184,8 @@ struct Mig {
     to: Arc<Version>,
     extra: Option<Vec<u8>>,
     timeout: Duration,
+    /// When the check began: a busy server's state is waited for until `since + timeout`.
+    since: Instant,
 }
 
 struct Ctx<'a> {
@@ -300,6 +302,7 @@ pub(crate) async fn run(
             timeout: opts
                 .suspend_timeout
                 .unwrap_or(Duration::from_millis(m.timeout_ms)),
+            since: Instant::now(),
         });
     }
     let check_targets = collect(&migs, &node.inner);
@@ -311,7 +314,17 @@ pub(crate) async fn run(
         direction,
         &done,
         |cell, m, dir, proc| {
-            migrate::check(cell, &m.from, &m.to, dir, m.extra.as_deref(), proc).map(|_| None)
+            let deadline = m.since + m.timeout;
+            migrate::check(
+                cell,
+                &m.from,
+                &m.to,
+                dir,
+                m.extra.as_deref(),
+                proc,
+                deadline,
+            )
+            .map(|_| None)
         },
     )
     .await

@@ -129,8 +129,11 @@ fn encode_idle(g: &Slot, from: &Arc<Version>) -> Result<Vec<u8>, String> {
 }
 
 /// Run the conversion on a copy of the live state and drop the result: nothing changes.
-/// A server busy in a callback is not copied (`Ok(false)`); the switch converts it once
-/// it is suspended.
+/// A server busy in a callback is copied the moment the callback gives its state back
+/// (the server makes the copy before its next event), waited for until `deadline` (its
+/// suspend time limit). Whether a state was checked: not when its state is no object of
+/// `from`, or a callback still had it at `deadline` (then the switch's suspend of that
+/// server times out too, and the upgrade rolls back).
 pub(crate) fn check(
     cell: &StateCell,
     from: &Arc<Version>,
@@ -138,15 +141,10 @@ pub(crate) fn check(
     dir: Direction,
     extra: Option<&[u8]>,
     proc: *mut abi::ProcHandle,
+    deadline: std::time::Instant,
 ) -> Result<bool, String> {
-    let bytes = {
-        let g = cell.slot.lock();
-        match &*g {
-            // Busy in a callback, or still in init: converted once suspended.
-            Slot::Live { busy: true, .. } | Slot::Empty => return Ok(false),
-            Slot::Live { version, .. } if !Arc::ptr_eq(version, from) => return Ok(false),
-            other => encode_idle(other, from)?,
-        }
+    let Some(bytes) = cell.copy_when_idle(from, deadline)? else {
+        return Ok(false);
     };
     let obj = convert(from, to, &bytes, dir, extra, proc)?;
     to.drop_state(obj);

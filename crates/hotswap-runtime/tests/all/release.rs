@@ -408,6 +408,70 @@ async fn release_upgrade_refused_by_check_touches_nothing() {
     node.stop(WAIT).await;
 }
 
+/// A server busy in a callback while the check runs is not skipped: the check copies its
+/// state the moment the callback gives it back, and its `code_change` (which fails on that
+/// copy) refuses the upgrade before anything is suspended; the busy call is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_upgrade_check_covers_a_busy_server() {
+    let (_d, node) = support::release_node(
+        "rel-checkbusy",
+        &[
+            ("1.0.0", V1_MODS, ""),
+            (
+                "2.0.0",
+                V2_MODS,
+                // The first code_change of server 3 fails: the check's, if it sees it.
+                "[upgrade.rel_srv]\nextra = { fail_id = 3, fail_on = 1 }\n",
+            ),
+        ],
+    )
+    .await;
+    let pids = servers(&node, 1, 6).await;
+    for &p in &pids {
+        call(&node, p, Req::Bump).await;
+    }
+    let busy = pids[2];
+    let n2 = node.clone();
+    let slow = tokio::spawn(async move { call(&n2, busy, Req::Sleep(1000)).await });
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while node.process_info(busy).unwrap().running.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slow call never started"
+        );
+        tokio::task::yield_now().await;
+    }
+    let e = node
+        .releases()
+        .upgrade("2.0.0", UpgradeOptions::default())
+        .await
+        .expect_err("the check sees the busy server's state and refuses");
+    let msg = e.to_string();
+    assert!(
+        matches!(e, ReleaseError::Refused { .. }),
+        "refused by the check, not rolled back by the switch: {msg}"
+    );
+    assert!(
+        msg.contains(&busy.to_string()) && msg.contains("injected failure, run 1"),
+        "{msg}"
+    );
+    assert_eq!(slow.await.unwrap(), Rep::Ok, "the busy call is answered");
+    assert_eq!(current_vsn(&node, "rel_srv").unwrap().0, "1");
+    for (i, &p) in pids.iter().enumerate() {
+        let st = node.sys().get_status(p).await.unwrap();
+        assert!(!st.suspended, "{p} was never suspended");
+        let s: V1 = node.sys().get_state(p).await.unwrap();
+        assert_eq!(
+            s,
+            V1 {
+                id: i as u64 + 1,
+                count: 1
+            }
+        );
+    }
+    node.stop(WAIT).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_upgrade_orders_dependent_modules() {
     // rel_srv calls upgrade_srv: it is suspended first and resumed last.
