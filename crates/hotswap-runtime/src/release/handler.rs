@@ -10,7 +10,8 @@
 //!    Any failure discards the prepared versions and names the process, the module and
 //!    the error.
 //! 2. **Switch**, under the code server's lock, with spawns of the changed modules held at
-//!    the gate: with `brutal_purge`, kill what runs a changed module's old code; suspend
+//!    the gate: free old code nothing runs (with `brutal_purge`, what still runs it is
+//!    left running until the end: the commit displaces that version and keeps it); suspend
 //!    the servers, module by module, dependents first: a server waiting between events is
 //!    held in place (`Process::try_hold`: no message, one lock), the others get a sys
 //!    suspend in parallel, each with its time limit (one that does not answer aborts);
@@ -21,13 +22,13 @@
 //! 3. **Rollback** on any failure in 2: the old versions current again, the old state
 //!    objects back (no conversion needed), the supervisors' old trees back, the new
 //!    versions discarded, every process resumed (held ones released), nothing killed
-//!    (but what `brutal_purge` killed before the switch); queued messages stay queued.
+//!    (`brutal_purge` kills only in 4); queued messages stay queued.
 //!    The error names what failed.
 //! 4. **After**: the old state objects are dropped; removed children and applications are
 //!    stopped; processes with `restart = true` are restarted by their supervisors;
 //!    applications whose start type or top supervisor changed are restarted; removed
 //!    modules are deleted; old code nothing runs is purged (with `brutal_purge`, what
-//!    still runs it is killed first).
+//!    still runs it, the displaced version's or the replaced one's, is killed first).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -132,8 +133,8 @@ pub struct UpgradeReport {
     /// Processes restarted through their supervisors.
     pub processes_restarted: usize,
     /// Processes killed because they still ran old code of a module with
-    /// `purge = "brutal_purge"` (before the switch, or left on the replaced version after
-    /// it).
+    /// `purge = "brutal_purge"` (its old version, or the version it replaced), once the
+    /// switch had succeeded.
     pub processes_killed: Vec<Pid>,
     /// Applications started.
     pub applications_started: Vec<String>,
@@ -343,38 +344,28 @@ pub(crate) async fn run(
     let inner = node.inner.clone();
     let _lock = inner.code.switch_lock().await;
     let mut killed: Vec<Pid> = Vec::new();
+    // Old code nothing runs goes now. Processes still on a `brutal_purge` module's old
+    // code keep running: the commit displaces that version (a rollback puts it back), and
+    // they are killed only once the switch can no longer fail, so a rolled-back upgrade
+    // has killed nothing.
     for m in &plan.modules {
         if !matches!(m.change, ModuleChange::Changed | ModuleChange::Removed) {
             continue;
         }
-        if m.purge == PurgeMode::BrutalPurge {
-            let r = inner.code.purge_held(&m.name, &inner.table).await;
-            if !r.killed.is_empty() {
-                log.push(format!(
-                    "brutal_purge {} ({} killed)",
+        if let Err(p) = inner.code.soft_purge_held(&m.name, &inner.table).await {
+            if m.purge == PurgeMode::BrutalPurge {
+                continue;
+            }
+            drop(migs);
+            cx.discard(prepared);
+            return Err(ReleaseError::Refused {
+                to,
+                failed: format!(
+                    "module `{}`: process(es) {} still run its old code",
                     m.name,
-                    r.killed.len()
-                ));
-            }
-            killed.extend(r.killed);
-            continue;
-        }
-        {
-            if let Err(p) = inner.code.soft_purge_held(&m.name, &inner.table).await {
-                drop(migs);
-                cx.discard(prepared);
-                return Err(ReleaseError::Refused {
-                    to,
-                    failed: format!(
-                        "module `{}`: process(es) {} still run its old code",
-                        m.name,
-                        p.iter()
-                            .map(|p| p.to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                });
-            }
+                    pid_list(&p)
+                ),
+            });
         }
     }
     let switched: BTreeSet<String> = plan
@@ -576,9 +567,16 @@ pub(crate) async fn run(
     let done = cx.phase("resume", suspended.iter().chain(&held).map(Vec::len).sum());
     resume(&inner, &migs, &held, &suspended, &done, &mut log).await;
     let pause_ms = ms(pause_start.elapsed());
-    // The versions these name are freed below (a purge needs the only reference).
+    // The versions these name are freed below (a purge needs the only reference); the
+    // old versions the commit displaced (still run by processes of `brutal_purge`
+    // modules) are purged below.
     drop(migs);
-    drop(undo);
+    let mut displaced: Vec<Arc<Version>> = undo
+        .take()
+        .into_iter()
+        .flatten()
+        .filter_map(|u| u.into_displaced())
+        .collect();
 
     // ---- after: nothing here undoes the switch ---------------------------------------------
     cx.phase("finish", migrations.len());
@@ -668,7 +666,27 @@ pub(crate) async fn run(
     if !removed.is_empty() {
         let dels: Vec<(String, Option<Arc<Version>>)> =
             removed.iter().map(|n| (n.clone(), None)).collect();
-        inner.code.commit(&dels);
+        displaced.extend(
+            inner
+                .code
+                .commit(&dels)
+                .into_iter()
+                .filter_map(|u| u.into_displaced()),
+        );
+    }
+    // Nothing can fail any more: what runs a `brutal_purge` module's old code is killed,
+    // first the version the commit displaced (the processes that refused a soft purge),
+    // then what is left on the replaced one.
+    for v in displaced {
+        let r = inner.code.purge_displaced(v, &inner.table).await;
+        if !r.killed.is_empty() {
+            log.push(format!(
+                "brutal_purge {} ({} killed)",
+                r.module,
+                r.killed.len()
+            ));
+        }
+        killed.extend(r.killed);
     }
     for m in &plan.modules {
         if !matches!(m.change, ModuleChange::Changed | ModuleChange::Removed) {

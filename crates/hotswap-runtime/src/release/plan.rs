@@ -9,8 +9,8 @@
 //!   `[upgrade.<module>] restart = true` makes their supervisors *restart* them instead.
 //!   Processes still bound to the module's *old* version refuse the upgrade (old code
 //!   must go first, like OTP's PrePurge `soft_purge`), unless `[upgrade.<module>] purge =
-//!   "brutal_purge"` has them killed before the switch (and those left on the replaced
-//!   version killed after it).
+//!   "brutal_purge"` has them killed once the switch has succeeded (with those left on
+//!   the replaced version): a rolled-back upgrade kills nothing.
 //! - **Order** follows `depends` (spec §7.4): dependents are suspended first, and
 //!   dependencies are resumed first.
 //! - **Applications** are added, removed, restarted or changed. One whose start type or
@@ -150,7 +150,8 @@ pub enum Step {
         states: usize,
     },
     /// `purge = "brutal_purge"`: kill the processes still running an old version of the
-    /// module (before anything is suspended), so its old version can be purged.
+    /// module, so that version can be purged; done once the switch has succeeded (until
+    /// then they run on, and a rolled-back upgrade kills nothing).
     PrePurge {
         /// The module.
         module: String,
@@ -946,14 +947,6 @@ fn steps(
             .count(),
         states: migrating.iter().map(|m| m.servers.len()).sum(),
     }];
-    for m in modules {
-        if m.purge == PurgeMode::BrutalPurge && !m.old_processes.is_empty() {
-            steps.push(Step::PrePurge {
-                module: m.name.clone(),
-                pids: m.old_processes.clone(),
-            });
-        }
-    }
     for m in &migrating {
         steps.push(Step::Suspend {
             module: m.name.clone(),
@@ -1068,6 +1061,16 @@ fn steps(
     }
     if !delete.is_empty() {
         steps.push(Step::Delete { modules: delete });
+    }
+    // Kills come last, once the switch can no longer fail: a rolled-back upgrade kills
+    // nothing.
+    for m in modules {
+        if m.purge == PurgeMode::BrutalPurge && !m.old_processes.is_empty() {
+            steps.push(Step::PrePurge {
+                module: m.name.clone(),
+                pids: m.old_processes.clone(),
+            });
+        }
     }
     let purged = |mode: PurgeMode| -> Vec<String> {
         modules

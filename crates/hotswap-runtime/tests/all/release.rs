@@ -1312,6 +1312,76 @@ async fn release_upgrade_brutal_purge_kills_processes_on_old_code() {
     node.stop(WAIT).await;
 }
 
+/// `brutal_purge` kills only once the switch can no longer fail: an upgrade whose switch
+/// fails after the processes on old code were found (a `code_change` at the second of four
+/// servers) rolls back with every process that was alive before still alive, on the code
+/// it ran, and every server with its state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_upgrade_brutal_purge_kills_nothing_when_rolled_back() {
+    let d = TempDir::new("rel-brutalrollback");
+    let seed = |v: &'static str| -> Mod<'static> {
+        if v == "1" {
+            ("seed000", "1", "seed000_v1", &[])
+        } else {
+            ("seed000", "2", "seed000_v2", &[])
+        }
+    };
+    write_release(&d.0, "1.0.0", &[seed("1"), V1_MODS[0]], "");
+    write_release(&d.0, "2.0.0", &[seed("2"), V1_MODS[0]], "");
+    write_release(
+        &d.0,
+        "3.0.0",
+        &[seed("1"), V2_MODS[0]],
+        "[upgrade.seed000]\npurge = \"brutal_purge\"\n[upgrade.rel_srv]\nextra = { fail_id = 2, fail_on = 2 }\n",
+    );
+    let node = support::boot(&d.0, "1.0.0").await;
+    let me = node.external();
+    let on_v1 = node.spawn("seed000", "do_loop", &()).unwrap();
+    node.releases()
+        .upgrade("2.0.0", UpgradeOptions::default())
+        .await
+        .unwrap();
+    let on_v2 = node.spawn("seed000", "do_loop", &()).unwrap();
+    let pids = servers(&node, 1, 4).await;
+    for &p in &pids {
+        call(&node, p, Req::Bump).await;
+    }
+    let plan = node.releases().plan("3.0.0").await.unwrap();
+    assert_eq!(plan.module("seed000").unwrap().old_processes, [on_v1]);
+    let e = node
+        .releases()
+        .upgrade("3.0.0", UpgradeOptions::default())
+        .await
+        .expect_err("the code_change of server 2 fails in the switch");
+    let ReleaseError::RolledBack { phase, .. } = &e else {
+        panic!("{e}")
+    };
+    assert_eq!(phase, "code_change", "{e}");
+    for (p, vsn) in [(on_v1, "1"), (on_v2, "2")] {
+        assert!(node.is_alive(p), "{p} was not killed: {e}");
+        assert_eq!(ping(&me, p).await.version, vsn, "{p} runs the code it ran");
+    }
+    let info = node.code().module("seed000").unwrap();
+    assert_eq!(info.current.unwrap().version, "2");
+    assert_eq!(
+        info.old.map(|o| o.version),
+        Some("1".to_string()),
+        "the old version is back in its slot"
+    );
+    for (i, &p) in pids.iter().enumerate() {
+        let s: V1 = node.sys().get_state(p).await.unwrap();
+        assert_eq!(
+            s,
+            V1 {
+                id: i as u64 + 1,
+                count: 1
+            },
+            "{p} kept its state"
+        );
+    }
+    node.stop(WAIT).await;
+}
+
 /// The ids and pids of a supervisor's children, sorted by id.
 async fn kids(node: &Node, sup: Pid) -> Vec<(String, Option<Pid>)> {
     let mut v: Vec<(String, Option<Pid>)> = node
