@@ -40,13 +40,13 @@ use hotswap::sys::Request;
 use hotswap::Pid;
 use serde::Serialize;
 
-use super::manifest::{AppSpec, PurgeMode, Release};
+use super::manifest::{PurgeMode, Release};
 use super::migrate::{self, Migration};
-use super::plan::{self, AppChange, ModuleChange, Plan, Prepared};
+use super::plan::{self, AppChange, ModuleChange, Plan, Prepared, SupervisorChange};
 use super::sys_batch::{self, Answer};
 use super::{NodeReleases, ReleaseError};
 use crate::behaviour::server::StateCell;
-use crate::behaviour::supervisor::{ChildPid, Source};
+use crate::behaviour::supervisor::ChildPid;
 use crate::code::compat::{self, CompatReport};
 use crate::code::Version;
 use crate::node::Node;
@@ -509,7 +509,7 @@ pub(crate) async fn run(
         spawns_gated = inner.gate.waiting();
         inner.gate.open();
         cx.phase("supervisors", 0);
-        if let Err(e) = change_supervisors(node, &plan, target, &mut changed_sups, &mut log).await {
+        if let Err(e) = change_supervisors(node, &plan, &mut changed_sups, &mut log).await {
             failure = Some(("supervisors".into(), e));
         }
     }
@@ -519,6 +519,7 @@ pub(crate) async fn run(
             node,
             &plan,
             target,
+            &changed_sups,
             &mut started_apps,
             &mut started_children,
         )
@@ -584,43 +585,28 @@ pub(crate) async fn run(
     finish(migrations).await;
     let mut restarted = 0;
     let mut stopped_apps = Vec::new();
-    for a in &plan.applications {
-        if let AppChange::Children { stop, restart, .. } = &a.change {
-            let Some(app) = node.applications().into_iter().find(|x| x.name == a.name) else {
-                continue;
-            };
-            for id in stop {
-                let r = node
-                    .supervisor()
-                    .terminate_child(app.supervisor, id.as_str())
-                    .await;
-                let d = node.supervisor().delete_child(app.supervisor, id).await;
-                if let Err(e) = r
-                    .map_err(|e| e.to_string())
-                    .and(d.map_err(|e| e.to_string()))
-                {
-                    warnings.push(format!(
-                        "application {}: child {id} was not stopped: {e}",
-                        a.name
-                    ));
-                }
+    // Children stopped, and restarted with their new entries, bottom-up.
+    for c in changed_sups.iter().rev() {
+        let who = c.change.who(&c.app);
+        for id in &c.change.stop {
+            let r = node.supervisor().terminate_child(c.pid, id.as_str()).await;
+            let d = node.supervisor().delete_child(c.pid, id).await;
+            if let Err(e) = r
+                .map_err(|e| e.to_string())
+                .and(d.map_err(|e| e.to_string()))
+            {
+                warnings.push(format!("{who}: child {id} was not stopped: {e}"));
             }
-            for id in restart {
-                // Its spec was replaced by the change_code: a restart takes the new one.
-                let t = node
-                    .supervisor()
-                    .terminate_child(app.supervisor, id.as_str())
-                    .await;
-                let r = node.supervisor().restart_child(app.supervisor, id).await;
-                if let Err(e) = t
-                    .map_err(|e| e.to_string())
-                    .and(r.map(drop).map_err(|e| e.to_string()))
-                {
-                    warnings.push(format!(
-                        "application {}: child {id} was not restarted: {e}",
-                        a.name
-                    ));
-                }
+        }
+        for id in &c.change.restart {
+            // Its spec was replaced by the change_code: a restart takes the new one.
+            let t = node.supervisor().terminate_child(c.pid, id.as_str()).await;
+            let r = node.supervisor().restart_child(c.pid, id).await;
+            if let Err(e) = t
+                .map_err(|e| e.to_string())
+                .and(r.map(drop).map_err(|e| e.to_string()))
+            {
+                warnings.push(format!("{who}: child {id} was not restarted: {e}"));
             }
         }
     }
@@ -1025,11 +1011,13 @@ async fn resume(
     n
 }
 
-/// Start the added applications and the children their top supervisors gain.
+/// Start the added applications and the children the changed supervisors gain (parents
+/// first).
 async fn start_apps(
     node: &Node,
     plan: &Plan,
     target: &Release,
+    changed: &[ChangedSup],
     started_apps: &mut Vec<String>,
     started_children: &mut Vec<(Pid, String)>,
 ) -> Result<(), String> {
@@ -1046,21 +1034,21 @@ async fn start_apps(
             started_apps.push(a.name.clone());
         }
     }
-    for p in &plan.applications {
-        let AppChange::Children { start, .. } = &p.change else {
-            continue;
-        };
-        let Some(app) = node.applications().into_iter().find(|x| x.name == p.name) else {
-            return Err(format!("application {} is not running", p.name));
-        };
+    for c in changed {
         // The supervisor's change_code added their specs; starting them is explicit, as
         // in OTP (spec §4.8).
-        for id in start {
+        for id in &c.change.start {
             node.supervisor()
-                .restart_child(app.supervisor, id)
+                .restart_child(c.pid, id)
                 .await
-                .map_err(|e| format!("application {}: child {id} did not start: {e}", p.name))?;
-            started_children.push((app.supervisor, id.clone()));
+                .map_err(|e| {
+                    format!(
+                        "application {}: {}: child {id} did not start: {e}",
+                        c.app,
+                        c.change.who(&c.app)
+                    )
+                })?;
+            started_children.push((c.pid, id.clone()));
         }
     }
     Ok(())
@@ -1070,20 +1058,36 @@ async fn start_apps(
 struct ChangedSup {
     app: String,
     pid: Pid,
-    /// The module whose `init` gives its tree (the old version's after an uncommit), or
-    /// the manifest's old tree.
-    module: Option<String>,
-    old_tree: Option<Spec>,
-    /// The ids the change added (deleted again by a rollback).
-    added: Vec<String>,
+    /// The change (its module gives the old tree after an uncommit; else its old tree is
+    /// given back).
+    change: SupervisorChange,
 }
 
-/// The tree an application spec describes, if it is built in Rust.
-fn manifest_tree(spec: Option<&AppSpec>) -> Option<Spec> {
-    match spec.map(AppSpec::source) {
-        Some(Ok(Source::Spec(s))) => Some(s),
-        _ => None,
+/// The pid of the supervisor at `path` below `top` (each step a running supervisor
+/// child), or `None` if one of them is not running.
+async fn supervisor_at(node: &Node, top: Pid, path: &[String]) -> Result<Option<Pid>, String> {
+    let mut at = top;
+    for id in path {
+        let kids = node
+            .supervisor()
+            .which_children(at)
+            .await
+            .map_err(|e| format!("supervisor {at} did not list its children: {e}"))?;
+        let found = kids.into_iter().find_map(|c| match c.pid {
+            ChildPid::Running(p)
+                if c.id.as_deref() == Some(id.as_str())
+                    && c.child_type == crate::behaviour::supervisor::ChildType::Supervisor =>
+            {
+                Some(p)
+            }
+            _ => None,
+        });
+        match found {
+            Some(p) => at = p,
+            None => return Ok(None),
+        }
     }
+    Ok(Some(at))
 }
 
 /// sys `change_code` of one supervisor (suspended around it): `module`'s current `init`,
@@ -1111,58 +1115,67 @@ async fn supervisor_change_code(
     resumed.map_err(|e| format!("its supervisor {sup} did not resume: {e}"))
 }
 
-/// Every application whose top supervisor's tree changes takes it by sys `change_code`
-/// (spec §4.8): new flags, new ids added without starting them, running children kept.
+/// Every supervisor whose tree changes takes it by sys `change_code` (spec §4.8): new
+/// flags, new ids added without starting them, running children kept. Parents first: a
+/// supervisor below takes its tree after its parent took the entry that gives it. One
+/// that is not running is skipped: its parent's new entry (or its module's new `init`)
+/// is what it starts with next.
 async fn change_supervisors(
     node: &Node,
     plan: &Plan,
-    target: &Release,
     changed: &mut Vec<ChangedSup>,
     log: &mut Vec<String>,
 ) -> Result<(), String> {
-    let running = node.releases().running();
     for p in &plan.applications {
-        let AppChange::Children { start, module, .. } = &p.change else {
+        let AppChange::Children { supervisors } = &p.change else {
             continue;
         };
         let Some(app) = node.applications().into_iter().find(|x| x.name == p.name) else {
             return Err(format!("application {} is not running", p.name));
         };
-        let spec = |r: &Release| {
-            r.manifest
-                .applications
-                .iter()
-                .find(|a| a.name == p.name)
-                .cloned()
-        };
-        let new_tree = manifest_tree(spec(target).as_ref());
-        let old_tree = manifest_tree(running.as_ref().and_then(spec).as_ref());
-        supervisor_change_code(node, app.supervisor, module.as_deref(), new_tree.as_ref())
-            .await
-            .map_err(|e| format!("application {}: {e}", p.name))?;
-        log.push(format!("change_code supervisor of {}", p.name));
-        changed.push(ChangedSup {
-            app: p.name.clone(),
-            pid: app.supervisor,
-            module: module.clone(),
-            old_tree,
-            added: start.clone(),
-        });
+        for c in supervisors {
+            let who = c.who(&p.name);
+            let Some(pid) = supervisor_at(node, app.supervisor, &c.path)
+                .await
+                .map_err(|e| format!("{who}: {e}"))?
+            else {
+                log.push(format!("{who} is not running: not changed"));
+                continue;
+            };
+            supervisor_change_code(node, pid, c.module.as_deref(), c.tree.as_ref())
+                .await
+                .map_err(|e| format!("application {}: {who}: {e}", p.name))?;
+            log.push(if c.path.is_empty() {
+                format!("change_code supervisor of {}", p.name)
+            } else {
+                format!("change_code {who}")
+            });
+            changed.push(ChangedSup {
+                app: p.name.clone(),
+                pid,
+                change: c.clone(),
+            });
+        }
     }
     Ok(())
 }
 
-/// Undo [`change_supervisors`] (the old versions current again): each supervisor takes
-/// its old tree back, and the ids the change added are deleted.
+/// Undo [`change_supervisors`] (the old versions current again), bottom-up: each
+/// supervisor takes its old tree back, and the ids the change added are deleted.
 async fn revert_supervisors(node: &Node, changed: &[ChangedSup]) {
     for c in changed.iter().rev() {
-        for id in &c.added {
+        for id in &c.change.start {
             let _ = node.supervisor().delete_child(c.pid, id).await;
         }
-        if let Err(e) =
-            supervisor_change_code(node, c.pid, c.module.as_deref(), c.old_tree.as_ref()).await
+        if let Err(e) = supervisor_change_code(
+            node,
+            c.pid,
+            c.change.module.as_deref(),
+            c.change.old_tree.as_ref(),
+        )
+        .await
         {
-            tracing::warn!(application = %c.app, "supervisor not reverted: {e}");
+            tracing::warn!(application = %c.app, supervisor = %c.change.who(&c.app), "supervisor not reverted: {e}");
         }
     }
 }
