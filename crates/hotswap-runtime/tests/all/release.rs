@@ -1767,7 +1767,7 @@ async fn release_upgrade_restarts_application_whose_start_type_changed() {
 
 /// The switch holds servers that wait between events in place (no suspend message, no
 /// round trip through their mailboxes), and suspends a busy one with a `sys` request,
-/// answered once its callback is done; both are migrated, and the busy one's call is
+/// answered once its callback is done; both are migrated, and the busy one's calls are
 /// answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_upgrade_holds_idle_servers_in_place_and_suspends_busy_ones() {
@@ -1782,12 +1782,23 @@ async fn release_upgrade_holds_idle_servers_in_place_and_suspends_busy_ones() {
     }
     let busy = pids[7];
     let n2 = node.clone();
-    let slow = tokio::spawn(async move { call(&n2, busy, Req::Sleep(300)).await });
+    let slow = tokio::spawn(async move { call(&n2, busy, Req::Sleep(600)).await });
     let deadline = tokio::time::Instant::now() + WAIT;
     while node.process_info(busy).unwrap().running.is_empty() {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the slow call never started"
+        );
+        tokio::task::yield_now().await;
+    }
+    // A second slow call queued behind it: the check copies the state between the two
+    // (when the first gives it back), and the switch finds the server busy in the second.
+    let n3 = node.clone();
+    let slow2 = tokio::spawn(async move { call(&n3, busy, Req::Sleep(300)).await });
+    while node.process_info(busy).unwrap().message_queue_len == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the second slow call was never queued"
         );
         tokio::task::yield_now().await;
     }
@@ -1802,6 +1813,7 @@ async fn release_upgrade_holds_idle_servers_in_place_and_suspends_busy_ones() {
         "every idle server held in place, the busy one suspended by message"
     );
     assert_eq!(slow.await.unwrap(), Rep::Ok);
+    assert_eq!(slow2.await.unwrap(), Rep::Ok);
     for (i, &p) in pids.iter().enumerate() {
         let s: V2 = node.sys().get_state(p).await.unwrap();
         assert_eq!(
