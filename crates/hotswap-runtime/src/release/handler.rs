@@ -5,7 +5,9 @@
 //!    prepared versions; the types check compares each changed module's new description
 //!    with the running one's (the static half of `Code::check`: an incompatible module
 //!    refuses the upgrade unless [`UpgradeOptions::force`]); each changed gen_server's
-//!    new `code_change` runs on a copy of every live state and the results are dropped;
+//!    new `code_change` runs on a copy of every live state and the results are dropped
+//!    (a server busy in a callback copies its state as the callback gives it back,
+//!    waited for up to its suspend time limit);
 //!    processes still on a changed module's old code refuse the upgrade (`soft_purge`).
 //!    Any failure discards the prepared versions and names the process, the module and
 //!    the error.
@@ -17,8 +19,8 @@
 //!    suspend in parallel, each with its time limit (one that does not answer aborts);
 //!    convert every suspended server's state with the new code, in parallel, keeping the
 //!    old state objects; make every prepared version current in one step; supervisors
-//!    whose tree changes take it by sys `change_code`; start the added applications and
-//!    children; resume, dependencies first.
+//!    whose tree changes (at any depth, parents first) take it by sys `change_code`;
+//!    start the added applications and children; resume, dependencies first.
 //! 3. **Rollback** on any failure in 2: the old versions current again, the old state
 //!    objects back (no conversion needed), the supervisors' old trees back, the new
 //!    versions discarded, every process resumed (held ones released), nothing killed

@@ -19,7 +19,12 @@
 //!   compared (the manifests' trees, or, for a supervisor module, the trees both versions'
 //!   `init` return for its argument): the supervisor takes the new one by sys
 //!   `change_code` (new flags, new ids), the children it gains are started, those it loses
-//!   stopped, those whose spec changed restarted with the new one.
+//!   stopped, those whose spec changed restarted with the new one. The same goes for the
+//!   supervisors below it, compared in turn: one started as a supervisor module that
+//!   changed (both versions' trees for its argument), or one whose tree its parent's
+//!   entry gives (an entry that differs only by that tree is not a restart: the parent
+//!   takes the new entry, the supervisor the new tree). A simple_one_for_one supervisor's
+//!   children have no ids to be found by and are not compared.
 //! - A target **older** than the running release makes it a downgrade: the newer
 //!   version's `downgrade` converts each state back, the older version's `code_change`
 //!   reads it ([`hotswap::gen_server::Direction::Down`]).
