@@ -189,6 +189,9 @@ struct Mig {
     timeout: Duration,
     /// When the check began: a busy server's state is waited for until `since + timeout`.
     since: Instant,
+    /// The servers the check's first pass found busy in a callback (shared by the clones
+    /// the chunks get): its second pass waits for their states.
+    busy: Arc<parking_lot::Mutex<Vec<u64>>>,
 }
 
 struct Ctx<'a> {
@@ -306,32 +309,67 @@ pub(crate) async fn run(
                 .suspend_timeout
                 .unwrap_or(Duration::from_millis(m.timeout_ms)),
             since: Instant::now(),
+            busy: Arc::default(),
         });
     }
     let check_targets = collect(&migs, &node.inner);
     let done = cx.phase("check", check_targets.len());
-    if let Err((pid, module, e, _)) = run_chunks(
+    // First every server whose state no callback has, then (waiting for each as its
+    // callback gives its state back, up to its suspend time limit) the busy ones.
+    let first = run_chunks(
         &node.inner,
         &migs,
         &check_targets,
         direction,
         &done,
         |cell, m, dir, proc| {
-            let deadline = m.since + m.timeout;
-            migrate::check(
-                cell,
-                &m.from,
-                &m.to,
-                dir,
-                m.extra.as_deref(),
-                proc,
-                deadline,
-            )
-            .map(|_| None)
+            let r = migrate::check(cell, &m.from, &m.to, dir, m.extra.as_deref(), proc, None)?;
+            if r == migrate::Checked::Busy {
+                m.busy.lock().push(cell.pid);
+            }
+            Ok(None)
         },
     )
-    .await
-    {
+    .await;
+    let busy: Vec<Target> = migs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, m)| {
+            let pids = std::mem::take(&mut *m.busy.lock());
+            pids.into_iter().map(move |p| Target {
+                pid: Pid(p),
+                module: i,
+            })
+        })
+        .collect();
+    done.fetch_sub(busy.len(), Ordering::Relaxed);
+    let checked = match first {
+        Ok(_) if !busy.is_empty() => {
+            run_chunks(
+                &node.inner,
+                &migs,
+                &busy,
+                direction,
+                &done,
+                |cell, m, dir, proc| {
+                    let deadline = m.since + m.timeout;
+                    migrate::check(
+                        cell,
+                        &m.from,
+                        &m.to,
+                        dir,
+                        m.extra.as_deref(),
+                        proc,
+                        Some(deadline),
+                    )
+                    .map(|_| None)
+                },
+            )
+            .await
+        }
+        other => other,
+    };
+    if let Err((pid, module, e, _)) = checked {
         drop(migs);
         cx.discard(prepared);
         return Err(ReleaseError::Refused {

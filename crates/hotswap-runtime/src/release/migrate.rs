@@ -15,7 +15,7 @@ use std::sync::Arc;
 use hotswap::gen_server::Direction;
 use hotswap_abi as abi;
 
-use crate::behaviour::server::{Slot, StateCell, StatePtr};
+use crate::behaviour::server::{Slot, StateCell, StateCopy, StatePtr};
 use crate::code::Version;
 use hotswap::private::write_vec;
 
@@ -128,12 +128,22 @@ fn encode_idle(g: &Slot, from: &Arc<Version>) -> Result<Vec<u8>, String> {
     }
 }
 
+/// What the check did with one server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Checked {
+    /// Its state converted on a copy, the result dropped.
+    Done,
+    /// A callback had its state (until the deadline, if one was given).
+    Busy,
+    /// Its state is no object of the version replaced: nothing to check.
+    Nothing,
+}
+
 /// Run the conversion on a copy of the live state and drop the result: nothing changes.
-/// A server busy in a callback is copied the moment the callback gives its state back
-/// (the server makes the copy before its next event), waited for until `deadline` (its
-/// suspend time limit). Whether a state was checked: not when its state is no object of
-/// `from`, or a callback still had it at `deadline` (then the switch's suspend of that
-/// server times out too, and the upgrade rolls back).
+/// A server busy in a callback is, with a `deadline` (its suspend time limit), copied the
+/// moment the callback gives its state back (the server makes the copy before its next
+/// event); without one it is left for later. One still busy at the deadline is left to
+/// the switch, whose suspend of it times out too, and the upgrade rolls back.
 pub(crate) fn check(
     cell: &StateCell,
     from: &Arc<Version>,
@@ -141,14 +151,16 @@ pub(crate) fn check(
     dir: Direction,
     extra: Option<&[u8]>,
     proc: *mut abi::ProcHandle,
-    deadline: std::time::Instant,
-) -> Result<bool, String> {
-    let Some(bytes) = cell.copy_when_idle(from, deadline)? else {
-        return Ok(false);
+    deadline: Option<std::time::Instant>,
+) -> Result<Checked, String> {
+    let bytes = match cell.copy_when_idle(from, deadline)? {
+        StateCopy::Made(b) => b,
+        StateCopy::Busy => return Ok(Checked::Busy),
+        StateCopy::NotOurs => return Ok(Checked::Nothing),
     };
     let obj = convert(from, to, &bytes, dir, extra, proc)?;
     to.drop_state(obj);
-    Ok(true)
+    Ok(Checked::Done)
 }
 
 /// A state moved to a new version, its old object kept.

@@ -87,6 +87,16 @@ impl StateCell {
     }
 }
 
+/// What [`StateCell::copy_when_idle`] got.
+pub(crate) enum StateCopy {
+    /// The state, encoded by the version that made it.
+    Made(Vec<u8>),
+    /// A callback has it (and kept it until the deadline).
+    Busy,
+    /// It is not a live object of the version asked for (another version's, or none).
+    NotOurs,
+}
+
 /// A copy of a busy server's state, asked for while a callback had it (see
 /// [`StateCell::copy_when_idle`]) and made by the server itself the moment the callback
 /// gives it back, before it takes its next event.
@@ -151,30 +161,34 @@ impl StateCell {
     }
 
     /// A copy of the state, encoded by `from`, the version that made it: at once if no
-    /// callback has it, else the state as the callback in progress gives it back (the
-    /// server makes the copy before its next event), waited for until `deadline`.
-    /// `Ok(None)` when there is nothing to copy: the state is not `from`'s live object
-    /// (another version's, or none), or the callback still has it at `deadline`.
+    /// callback has it; else, with a `deadline`, the state as the callback in progress
+    /// gives it back (the server makes the copy before its next event), waited for until
+    /// then.
     pub(crate) fn copy_when_idle(
         &self,
         from: &Arc<Version>,
-        deadline: Instant,
-    ) -> Result<Option<Vec<u8>>, String> {
-        let w = {
+        deadline: Option<Instant>,
+    ) -> Result<StateCopy, String> {
+        let (w, deadline) = {
             let g = self.slot.lock();
             match &*g {
                 Slot::Live {
                     version,
                     obj,
                     busy: false,
-                } if Arc::ptr_eq(version, from) => return version.export_state(obj).map(Some),
+                } if Arc::ptr_eq(version, from) => {
+                    return version.export_state(obj).map(StateCopy::Made)
+                }
                 Slot::Live {
                     version,
                     busy: true,
                     ..
                 } if Arc::ptr_eq(version, from) => {}
-                _ => return Ok(None),
+                _ => return Ok(StateCopy::NotOurs),
             }
+            let Some(deadline) = deadline else {
+                return Ok(StateCopy::Busy);
+            };
             let w = Arc::new(WantedCopy {
                 made: Mutex::new(None),
                 ready: Condvar::new(),
@@ -187,7 +201,7 @@ impl StateCell {
             {
                 WANTED_COUNT.fetch_add(1, Ordering::Relaxed);
             }
-            w
+            (w, deadline)
         };
         let mut made = w.made.lock();
         while made.is_none() {
@@ -196,7 +210,7 @@ impl StateCell {
             }
         }
         if let Some(r) = made.take() {
-            return r.map(Some);
+            return r.map(StateCopy::Made);
         }
         drop(made);
         // Timed out: take the wish back, unless the server fulfilled it meanwhile.
@@ -208,12 +222,12 @@ impl StateCell {
             .is_some()
         {
             WANTED_COUNT.fetch_sub(1, Ordering::Relaxed);
-            return Ok(None);
+            return Ok(StateCopy::Busy);
         }
         drop(g);
         let r = w.made.lock().take();
         r.unwrap_or_else(|| Err("its state copy was lost".into()))
-            .map(Some)
+            .map(StateCopy::Made)
     }
 }
 
