@@ -285,6 +285,10 @@ fn top_shows_processes_modules_and_upgrade_progress() {
     let s = pane.wait_for("the upgrade in its check phase, 5 of 6 done", |s| {
         s.contains("check 5/6")
     });
+    // `TOP_CAPTURE=FILE` keeps this frame: the README's capture is one.
+    if let Some(f) = std::env::var_os("TOP_CAPTURE") {
+        std::fs::write(f, &s).expect("TOP_CAPTURE file");
+    }
     let bar = s
         .lines()
         .find(|l| l.contains("check 5/6"))
