@@ -86,6 +86,10 @@ pub use hotswap::{ExitReason, Message, Pid, Ref};
 pub use node::{Code, ExternalProcess, LoadOptions, Node, NodeConfig, ProcessInfo};
 pub use process::sched;
 
+/// Time stamps of a TCP frame's stages through the node (reader, post, mailbox, write),
+/// for benchmarks: off unless started.
+pub use net::stamps as net_stamps;
+
 /// The linker arguments an executable embedding the runtime needs, one per line, for a
 /// build script: `for a in hotswap_runtime::guard_link_args() { println!("cargo:rustc-link-arg-bins={a}") }`.
 pub fn guard_link_args() -> [&'static str; 3] {

@@ -4,6 +4,7 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use bytes::BufMut;
 use hotswap::net::{wire, AcceptMode, ListenOptions, NetError, SetOpts, TcpOptions};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
@@ -13,6 +14,10 @@ use crate::process::NodeInner;
 
 /// How long the acceptor waits after a failed accept before it tries again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The most a connection's reader takes from the socket at once beyond its read-ahead
+/// (while the owner waits for a frame larger than the read-ahead).
+const READ_SIZE: usize = 16 << 10;
 
 /// How long a closed connection's writer may still take to flush what was queued.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -149,6 +154,7 @@ fn start_conn(
     st.low = opts.send_low_watermark;
     st.send_timeout = opts.send_timeout_ms.map(Duration::from_millis);
     st.send_timeout_close = opts.send_timeout_close;
+    st.read_ahead = node.ports.read_ahead();
     let s = Arc::new(stream);
     let p = node
         .ports
@@ -161,79 +167,143 @@ fn start_conn(
     p.id
 }
 
-/// The reader: reads only while someone wants data, frames, delivers.
+/// What [`pump`] left.
+pub(super) enum Pumped {
+    /// The port closed (an oversized frame, or the stream's end reached by the owner).
+    Closed,
+    /// Open; `short`: the owner wants a frame that is not complete in the read-ahead.
+    Open { short: bool },
+}
+
+/// Deliver the complete frames of the read-ahead while the owner wants them (the active
+/// mode counts them down, exactly as if the reader had just read them); close the port
+/// when the owner reaches an oversized frame or the stream's end. Runs on the reader and
+/// on the owner's own thread (`set_active`, `recv`). Call with `st` locked.
+pub(super) fn pump(node: &NodeInner, p: &Port, st: &mut State) -> Pumped {
+    if st.closed {
+        return Pumped::Closed;
+    }
+    if st.rx_end.is_none() {
+        if let Some(e) = st.write_error.clone() {
+            st.rx_end = Some(Some(e));
+        }
+    }
+    let mut short = false;
+    while st.wants() {
+        match frame::next(st.framing, st.max_frame, &st.rxbuf[st.rx_start..]) {
+            Next::Frame { skip, len } => {
+                let at = st.rx_start + skip;
+                let buf = std::mem::take(&mut st.rxbuf);
+                deliver(node, p, st, &buf[at..at + len]);
+                st.rxbuf = buf;
+                st.rx_start = at + len;
+            }
+            Next::TooLarge(len) => {
+                let e = format!(
+                    "{}; the connection was closed",
+                    NetError::FrameTooLarge {
+                        len,
+                        max: st.max_frame
+                    }
+                );
+                node.ports.close(node, p, st, Some((Some(e), true)));
+                return Pumped::Closed;
+            }
+            Next::Need => {
+                if let Some(reason) = st.rx_end.take() {
+                    let left = st.rxbuf.len() - st.rx_start;
+                    let reason = reason.or_else(|| frame::leftover_error(st.framing, left));
+                    node.ports.close(node, p, st, Some((reason, true)));
+                    return Pumped::Closed;
+                }
+                short = true;
+                break;
+            }
+        }
+    }
+    if st.rx_start == st.rxbuf.len() {
+        st.rxbuf.clear();
+        st.rx_start = 0;
+    }
+    Pumped::Open { short }
+}
+
+/// How many bytes the reader may read now: up to the read-ahead bound, or (when the owner
+/// wants a frame still incomplete, `short`) a read's worth more; 0 while the port is
+/// parked, closed or its stream ended. Call with `st` locked.
+pub(super) fn read_cap(st: &State, short: bool) -> usize {
+    if st.closed || st.owner.is_none() || st.rx_end.is_some() {
+        return 0;
+    }
+    let room = st
+        .read_ahead
+        .saturating_sub(st.rxbuf.len() - st.rx_start);
+    if short {
+        room.max(READ_SIZE)
+    } else {
+        room
+    }
+}
+
+/// The reader: waits on the socket while the read-ahead has room (whether or not the
+/// owner asked for data), reads into the port's state and delivers what the owner wants.
+/// It waits to be woken instead only while it may not read (read-ahead full, parked, the
+/// stream ended): `set_active`/`recv` deliver buffered frames themselves and wake it only
+/// then, so an owner re-arming `{active, once}` costs no task wake-up.
 async fn reader(node: Arc<NodeInner>, p: Arc<Port>, rd: Arc<TcpStream>) {
-    let mut buf: Vec<u8> = Vec::new();
-    let mut start = 0usize;
-    // `Some(None)`: the peer closed; `Some(Some(reason))`: an error ended the stream.
-    let mut end: Option<Option<String>> = None;
     loop {
         let n = p.rx.notified();
         tokio::pin!(n);
         n.as_mut().enable();
-        let wait = {
+        let cap = {
             let mut st = p.st.lock();
-            if st.closed {
-                return;
-            }
-            if end.is_none() {
-                if let Some(e) = st.write_error.clone() {
-                    end = Some(Some(e));
-                }
-            }
-            if !st.wants() {
-                true
-            } else {
-                match frame::next(st.framing, st.max_frame, &buf[start..]) {
-                    Next::Frame { skip, len } => {
-                        deliver(&node, &p, &mut st, &buf[start + skip..start + skip + len]);
-                        start += skip + len;
-                        st.rx_buffered = buf.len() - start;
-                        continue;
-                    }
-                    Next::TooLarge(len) => {
-                        let e = format!(
-                            "{}; the connection was closed",
-                            NetError::FrameTooLarge {
-                                len,
-                                max: st.max_frame
-                            }
-                        );
-                        node.ports.close(&node, &p, &mut st, Some((Some(e), true)));
-                        return;
-                    }
-                    Next::Need => {
-                        if let Some(reason) = end.take() {
-                            let left = buf.len() - start;
-                            let reason = reason.or_else(|| frame::leftover_error(st.framing, left));
-                            node.ports.close(&node, &p, &mut st, Some((reason, true)));
-                            return;
-                        }
-                        false
-                    }
-                }
-            }
+            let short = match pump(&node, &p, &mut st) {
+                Pumped::Closed => return,
+                Pumped::Open { short } => short,
+            };
+            let cap = read_cap(&st, short);
+            st.rx_idle = cap == 0;
+            cap
         };
-        if wait {
+        if cap == 0 {
             n.await;
             continue;
         }
-        if start > 0 {
-            buf.drain(..start);
-            start = 0;
+        let ready = tokio::select! {
+            r = rd.readable() => r,
+            _ = &mut n => continue,
+        };
+        let mut st = p.st.lock();
+        if st.closed {
+            return;
         }
-        buf.reserve(16 << 10);
-        tokio::select! {
-            r = read_some(&rd, &mut buf) => match r {
-                Ok(0) => end = Some(None),
-                Ok(k) => {
-                    let mut st = p.st.lock();
-                    st.bytes_in += k as u64;
-                    st.rx_buffered = buf.len();
-                }
-                Err(e) => end = Some(Some(format!("receive failed: {e}"))),
-            },
-            _ = &mut n => {}
+        if let Err(e) = ready {
+            st.rx_end = Some(Some(format!("receive failed: {e}")));
+            continue;
+        }
+        // The state may have changed while waiting: the bound as of now.
+        let short = matches!(
+            frame::next(st.framing, st.max_frame, &st.rxbuf[st.rx_start..]),
+            Next::Need
+        ) && st.wants();
+        let cap = read_cap(&st, short);
+        if cap == 0 {
+            continue;
+        }
+        if st.rx_start > 0 {
+            let start = st.rx_start;
+            st.rxbuf.drain(..start);
+            st.rx_start = 0;
+        }
+        st.rxbuf.reserve(cap.min(READ_SIZE));
+        match rd.try_read_buf(&mut (&mut st.rxbuf).limit(cap)) {
+            Ok(0) => st.rx_end = Some(None),
+            Ok(k) => {
+                st.bytes_in += k as u64;
+                super::stamps::record(super::stamps::Stage::Read);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => st.rx_end = Some(Some(format!("receive failed: {e}"))),
         }
     }
 }
@@ -283,17 +353,6 @@ fn setsockopt_int(
         Ok(())
     } else {
         Err(std::io::Error::last_os_error())
-    }
-}
-
-/// Read what is there (at least one byte, or end of stream / an error) into `buf`.
-async fn read_some(s: &TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
-    loop {
-        s.readable().await?;
-        match s.try_read_buf(buf) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            r => return r,
-        }
     }
 }
 
