@@ -235,9 +235,7 @@ pub(super) fn read_cap(st: &State, short: bool) -> usize {
     if st.closed || st.owner.is_none() || st.rx_end.is_some() {
         return 0;
     }
-    let room = st
-        .read_ahead
-        .saturating_sub(st.rxbuf.len() - st.rx_start);
+    let room = st.read_ahead.saturating_sub(st.rxbuf.len() - st.rx_start);
     if short {
         room.max(READ_SIZE)
     } else {
@@ -512,7 +510,11 @@ async fn acceptor(node: Arc<NodeInner>, p: Arc<Port>, l: TcpListener) {
                     // A waiting acceptor whose process has exited (e.g. the owner of a
                     // parked listener) is skipped: the connection goes to a live one.
                     AcceptMode::Manual => std::iter::from_fn(|| ls.acceptors.pop_front())
-                        .find(|a| node.table.get(a.pid).is_some())
+                        .find(|a| {
+                            node.table
+                                .get(a.pid)
+                                .is_some_and(|w| !w.inner.lock().exited)
+                        })
                         .map(|a| (Some((a.pid, a.tag)), a.owner)),
                     AcceptMode::ToOwner => owner.map(|o| (None, o)),
                 };
