@@ -41,6 +41,7 @@
 //!   code/       the code server: versions, the loader (dlopen, ELF checks), the
 //!               thread-local guard
 //!   error, util leaves: error types, the hash maps keyed by pids
+//!   stamps      leaf: bench-only time stamps of a TCP frame's stages (ports, mailboxes)
 //! ```
 //!
 //! Where a lower layer must act on something above it, the upper layer hands it in:
@@ -69,6 +70,7 @@ mod net;
 mod node;
 mod process;
 pub mod release;
+pub mod stamps;
 mod util;
 
 pub use behaviour::application::{
@@ -85,10 +87,6 @@ pub use error::{CodeError, LoadError, SpawnError};
 pub use hotswap::{ExitReason, Message, Pid, Ref};
 pub use node::{Code, ExternalProcess, LoadOptions, Node, NodeConfig, ProcessInfo};
 pub use process::sched;
-
-/// Time stamps of a TCP frame's stages through the node (reader, post, mailbox, write),
-/// for benchmarks: off unless started.
-pub use net::stamps as net_stamps;
 
 /// The linker arguments an executable embedding the runtime needs, one per line, for a
 /// build script: `for a in hotswap_runtime::guard_link_args() { println!("cargo:rustc-link-arg-bins={a}") }`.

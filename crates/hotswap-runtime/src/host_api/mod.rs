@@ -121,9 +121,6 @@ unsafe extern "C" fn receive(
         if let Some(env) = found {
             g.received += 1;
             drop(g);
-            if env.kind == abi::MSG_PORT {
-                crate::net::stamps::record(crate::net::stamps::Stage::Taken);
-            }
             // SAFETY: `header` is the caller's out-parameter.
             unsafe {
                 *header = abi::MsgHeader {

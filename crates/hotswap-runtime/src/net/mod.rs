@@ -24,7 +24,6 @@
 
 mod frame;
 pub(crate) mod host;
-pub mod stamps;
 mod tcp;
 mod udp;
 
@@ -43,6 +42,7 @@ use tokio::sync::Notify;
 
 use crate::process::NodeInner;
 use crate::process::{Payload, Process};
+use crate::stamps;
 use crate::util::{FxMap, FxSet};
 
 /// The kind of a port.

@@ -298,7 +298,7 @@ async fn reader(node: Arc<NodeInner>, p: Arc<Port>, rd: Arc<TcpStream>) {
             Ok(0) => st.rx_end = Some(None),
             Ok(k) => {
                 st.bytes_in += k as u64;
-                super::stamps::record(super::stamps::Stage::Read);
+                crate::stamps::record(crate::stamps::Stage::Read);
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => st.rx_end = Some(Some(format!("receive failed: {e}"))),

@@ -1,4 +1,5 @@
-//! Time stamps of a TCP frame's stages through the node, for the bench's breakdown of an
+//! Time stamps of a TCP frame's stages through the node (a leaf: `net/` and the mailbox
+//! stamp into it), for the bench's breakdown of an
 //! echo's round trip (`compare tcp_echo_stages`). Off unless [`start`] was called: each
 //! stage then costs one relaxed atomic load.
 //!
