@@ -12,9 +12,12 @@
 //!   change (which takes the same lock, then the old owner's mailbox lock) sees every event
 //!   either in the old mailbox (and moves it, in order) or not at all (and the event goes
 //!   to the new owner). Lock order: port state, then process locks; never the reverse.
-//! * The reader reads only while someone wants data (a pending passive receive, or an
-//!   active mode with credit) and owns the partial frame; bytes it read but did not
-//!   deliver stay in the node, across any code change.
+//! * A connection's reader reads ahead, up to the port's `read_ahead` bytes, whether or not
+//!   the owner wants data now (more only to complete a frame the owner waits for), into
+//!   the port's state; frames are delivered only while someone wants them (a pending
+//!   passive receive, or an active mode with credit), by the reader or, when the owner
+//!   re-arms, from the owner's thread. Bytes read but not delivered stay in the node, in
+//!   the port's state, across any code change and ownership move.
 //! * Owners are watched through monitors held by one host-side watcher process: when an
 //!   owner exits, its ports close, or park (owner `None`, reads paused) when opened with
 //!   `park`.
