@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::BufMut;
 use hotswap::net::{wire, AcceptMode, ListenOptions, NetError, SetOpts, TcpOptions};
+use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use super::frame::{self, Next};
@@ -294,7 +295,22 @@ async fn reader(node: Arc<NodeInner>, p: Arc<Port>, rd: Arc<TcpStream>) {
             st.rx_start = 0;
         }
         st.rxbuf.reserve(cap.min(READ_SIZE));
-        match rd.try_read_buf(&mut (&mut st.rxbuf).limit(cap)) {
+        let room = cap.min(st.rxbuf.capacity() - st.rxbuf.len());
+        let buf = &mut st.rxbuf;
+        let mut short = None;
+        // The read runs inside `try_io` so that a short read (the socket's queue drained)
+        // clears the socket's readiness as of *before* the read, as tokio's own
+        // `poll_read` does: the next wait then goes straight to the I/O driver instead of
+        // costing one more `recv` that would block, on the way to the owner. Bytes that
+        // arrive after the read are a new readiness event, which this does not clear.
+        let r = rd.try_io(Interest::READABLE, || match rd.try_read_buf(&mut buf.limit(cap)) {
+            Ok(k) if k > 0 && k < room => {
+                short = Some(k);
+                Err(std::io::ErrorKind::WouldBlock.into())
+            }
+            r => r,
+        });
+        match short.map_or(r, Ok) {
             Ok(0) => st.rx_end = Some(None),
             Ok(k) => {
                 st.bytes_in += k as u64;
