@@ -303,12 +303,14 @@ async fn reader(node: Arc<NodeInner>, p: Arc<Port>, rd: Arc<TcpStream>) {
         // `poll_read` does: the next wait then goes straight to the I/O driver instead of
         // costing one more `recv` that would block, on the way to the owner. Bytes that
         // arrive after the read are a new readiness event, which this does not clear.
-        let r = rd.try_io(Interest::READABLE, || match rd.try_read_buf(&mut buf.limit(cap)) {
-            Ok(k) if k > 0 && k < room => {
-                short = Some(k);
-                Err(std::io::ErrorKind::WouldBlock.into())
+        let r = rd.try_io(Interest::READABLE, || {
+            match rd.try_read_buf(&mut buf.limit(cap)) {
+                Ok(k) if k > 0 && k < room => {
+                    short = Some(k);
+                    Err(std::io::ErrorKind::WouldBlock.into())
+                }
+                r => r,
             }
-            r => r,
         });
         match short.map_or(r, Ok) {
             Ok(0) => st.rx_end = Some(None),
