@@ -66,6 +66,7 @@
 //! leaks held is returned with it. A pinned version keeps its heap.
 
 pub mod compat;
+pub(crate) mod error;
 pub(crate) mod guard;
 pub(crate) mod heap;
 pub(crate) mod loader;
@@ -83,7 +84,8 @@ use hotswap_abi as abi;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
 
-use crate::error::{CodeError, LoadError};
+pub use self::error::CodeError;
+pub use self::loader::error::LoadError;
 use crate::util::FxMap;
 
 /// The processes as the code server sees them: which are bound to a version (running its

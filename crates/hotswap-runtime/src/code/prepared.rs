@@ -10,9 +10,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use super::loader::error::LoadError;
 use super::Processes;
 use super::{CodeServer, Version};
-use crate::error::LoadError;
 
 /// What one module's slots held before a commit.
 pub(crate) struct Undo {

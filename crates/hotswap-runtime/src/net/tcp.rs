@@ -93,7 +93,9 @@ pub(super) fn listen(
         acceptors: Default::default(),
         accept_errors: 0,
     });
-    let p = node.ports.insert(node, Kind::Listen, st, None, None, None);
+    let p = node
+        .ports()
+        .insert(node, Kind::Listen, st, None, None, None);
     node.rt.spawn(acceptor(node.clone(), p.clone(), l));
     Ok(p.id)
 }
@@ -155,10 +157,10 @@ fn start_conn(
     st.low = opts.send_low_watermark;
     st.send_timeout = opts.send_timeout_ms.map(Duration::from_millis);
     st.send_timeout_close = opts.send_timeout_close;
-    st.read_ahead = node.ports.read_ahead();
+    st.read_ahead = node.ports().read_ahead();
     let s = Arc::new(stream);
     let p = node
-        .ports
+        .ports()
         .insert(node, Kind::Tcp, st, listener, None, Some(s.clone()));
     // Announced before the reader runs, so that the owner hears of the connection
     // before any of its data.
@@ -207,14 +209,14 @@ pub(super) fn pump(node: &NodeInner, p: &Port, st: &mut State) -> Pumped {
                         max: st.max_frame
                     }
                 );
-                node.ports.close(node, p, st, Some((Some(e), true)));
+                node.ports().close(node, p, st, Some((Some(e), true)));
                 return Pumped::Closed;
             }
             Next::Need => {
                 if let Some(reason) = st.rx_end.take() {
                     let left = st.rxbuf.len() - st.rx_start;
                     let reason = reason.or_else(|| frame::leftover_error(st.framing, left));
-                    node.ports.close(node, p, st, Some((reason, true)));
+                    node.ports().close(node, p, st, Some((reason, true)));
                     return Pumped::Closed;
                 }
                 short = true;
