@@ -65,6 +65,7 @@ const REL_UPGRADE: &[&str] = &["release_upgrade", "release"];
 const REL: &[&str] = &["release"];
 const TCP_ECHO: &[&str] = &["tcp_echo", "tcp"];
 const TCP_UPGRADE: &[&str] = &["tcp_upgrade", "tcp"];
+const TCP_ECHO_AB: &[&str] = &["tcp_echo_ab"];
 
 /// Every measure, in the order they print: the one list the command line, the Erlang run
 /// and the output read. The escript has no client-latency-during-upgrades measure (the
@@ -107,6 +108,8 @@ const MEASURES: &[Measure] = &[
     hs_only("tcp_echo_rtt", TCP_ECHO),
     hs_only("tcp_echo_p99", TCP_ECHO),
     hs_only("tcp_echo_throughput", TCP_ECHO),
+    hs_only("tcp_echo_readahead_rtt", TCP_ECHO_AB),
+    hs_only("tcp_echo_readahead_p99", TCP_ECHO_AB),
     hs_only("tcp_upgrade_pause", TCP_UPGRADE),
     hs_only("tcp_upgrade_lost_bytes", TCP_UPGRADE),
     both("idle_node_cpu", &[]),
@@ -1158,6 +1161,9 @@ async fn run_ours(node: Node, libs: Libs, wanted: Vec<String>) -> Vec<Res> {
     if want_group("tcp_echo") {
         out.extend(net::m_echo(&node, &libs).await);
     }
+    if want_group("tcp_echo_ab") {
+        out.extend(net::m_echo_ab(&libs).await);
+    }
     if want_group("tcp_upgrade") {
         out.extend(net::m_upgrade_pause(&node, &libs).await);
     }
@@ -1380,6 +1386,10 @@ fn target(name: &str) -> (Target, &'static str) {
             (Target::RatioAtMost(1.0), "<= 1x Erlang, <= 1.3x tokio")
         }
         "tcp_echo_throughput" => (Target::RatioAtLeast(1.0), ">= 1x Erlang, >= 1/1.3 tokio"),
+        "tcp_echo_readahead_rtt" | "tcp_echo_readahead_p99" => (
+            Target::AtMost(1.0),
+            "read-ahead on / off, interleaved: <= 1",
+        ),
         "tcp_upgrade_pause" => (Target::Report, "reported (includes the 100 ms send period)"),
         "tcp_upgrade_lost_bytes" => (Target::AtMost(0.0), "= 0"),
         // issue 16: percent of one core
@@ -1420,7 +1430,17 @@ fn main() {
     let t0 = Instant::now();
     let rt = node_runtime(2);
     let ours = rt.block_on(async move {
-        let node = Node::start(NodeConfig::default()).expect("node starts");
+        // `HS_BENCH_READ_AHEAD=0`: the node's TCP connections read only when their owner
+        // asks (issue 13's variant without read-ahead; `compare tcp_echo_ab` compares both).
+        let mut config = NodeConfig::default();
+        if let Some(n) = std::env::var("HS_BENCH_READ_AHEAD")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            info!("node read-ahead {n} bytes (HS_BENCH_READ_AHEAD)");
+            config.read_ahead = n;
+        }
+        let node = Node::start(config).expect("node starts");
         // The driver itself runs on a worker, so the whole workload uses the two workers.
         tokio::spawn(run_ours(node, libs, wanted))
             .await

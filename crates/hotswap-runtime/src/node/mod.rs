@@ -37,6 +37,12 @@ pub struct NodeConfig {
     /// makes modules allocate with the system allocator (a purge then returns only what the
     /// module freed itself), which is there to measure the heaps' cost.
     pub module_heaps: bool,
+    /// How many bytes a TCP connection's reader reads ahead of what its owner asked for
+    /// (counted in the port's `rx_buffered`). With room in it, the reader keeps waiting on
+    /// the socket, so an owner re-arming `{active, once}` gets a frame that arrived
+    /// meanwhile from its own thread, without waking the reader. `0`: read only while the
+    /// owner wants data (the reader is woken at every re-arm). Default 16 KiB.
+    pub read_ahead: usize,
 }
 
 impl Default for NodeConfig {
@@ -45,6 +51,7 @@ impl Default for NodeConfig {
             code_dir: None,
             purge_timeout: Duration::from_secs(5),
             module_heaps: true,
+            read_ahead: crate::net::DEFAULT_READ_AHEAD,
         }
     }
 }
@@ -156,15 +163,17 @@ impl Node {
         if !crate::code::guard::active() {
             tracing::warn!("the thread-local guard is not exported by this executable: purged versions will be kept mapped (see hotswap_runtime::guard_link_args)");
         }
+        let inner = Arc::new(NodeInner::new(
+            dir,
+            owned,
+            config.purge_timeout,
+            config.module_heaps,
+            rt,
+            crate::host_api::table(),
+        ));
+        inner.ports().set_read_ahead(config.read_ahead);
         Ok(Node {
-            inner: Arc::new(NodeInner::new(
-                dir,
-                owned,
-                config.purge_timeout,
-                config.module_heaps,
-                rt,
-                crate::host_api::table(),
-            )),
+            inner,
             apps: Arc::new(Apps::new()),
         })
     }

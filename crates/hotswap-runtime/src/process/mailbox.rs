@@ -114,7 +114,11 @@ impl Process {
         let mut from = 0;
         loop {
             if let Some(i) = g.mailbox.range(from..).position(&mut pred) {
-                return g.mailbox.remove(from + i);
+                let e = g.mailbox.remove(from + i);
+                if e.as_ref().is_some_and(|e| e.kind == hotswap_abi::MSG_PORT) {
+                    crate::stamps::record(crate::stamps::Stage::Taken);
+                }
+                return e;
             }
             from = g.mailbox.len();
             if !self.take_inbox(g) {
