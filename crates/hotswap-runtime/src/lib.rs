@@ -80,6 +80,7 @@ pub use behaviour::server::{
 };
 pub use behaviour::{application, supervisor};
 pub use code::compat;
+pub use code::steps as load_steps;
 pub use code::{CheckReport, DryRun, ModuleInfo, PinnedInfo, PurgeReport, VersionInfo};
 pub use error::{CodeError, LoadError, SpawnError};
 pub use hotswap::{ExitReason, Message, Pid, Ref};
