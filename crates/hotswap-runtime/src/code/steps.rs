@@ -14,9 +14,14 @@ use parking_lot::Mutex;
 
 static ON: AtomicBool = AtomicBool::new(false);
 
+/// One finished load: `(step, µs)` in order.
+type Load = Vec<(&'static str, f64)>;
+
+/// A step's end.
+type Mark = (&'static str, Instant);
+
 /// The marks of the load in progress, and the finished loads' steps.
-static MARKS: Mutex<(Vec<(&'static str, Instant)>, Vec<Vec<(&'static str, f64)>>)> =
-    Mutex::new((Vec::new(), Vec::new()));
+static MARKS: Mutex<(Vec<Mark>, Vec<Load>)> = Mutex::new((Vec::new(), Vec::new()));
 
 /// Turn the recording of load steps on or off (process-wide).
 pub fn record(on: bool) {
