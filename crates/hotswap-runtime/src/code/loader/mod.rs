@@ -32,12 +32,13 @@ use std::path::{Path, PathBuf};
 
 use hotswap_abi as abi;
 
+use self::error::LoadError;
 use super::guard;
 use super::heap::Heap;
 use super::steps;
-use crate::error::LoadError;
 
 mod elf;
+pub(crate) mod error;
 
 /// What a successful open yields. Function pointers are valid while the library is open.
 pub(crate) struct Opened {
