@@ -797,6 +797,43 @@ async fn m_throughput(node: &Node) -> Res {
     Res::new("message_throughput", median(m), "per_s")
 }
 
+/// Print the per-step medians of the loads recorded since `load_steps::record(true)`
+/// (`hotswap_runtime::load_steps`), skipping the first `skip` loads (warm-up), and turn
+/// the recording off.
+fn print_load_steps(what: &str, skip: usize) {
+    let loads = hotswap_runtime::load_steps::take();
+    hotswap_runtime::load_steps::record(false);
+    let loads = loads.get(skip..).unwrap_or(&[]);
+    let mut names: Vec<&'static str> = Vec::new();
+    for l in loads {
+        for (n, _) in l {
+            if !names.contains(n) {
+                names.push(n);
+            }
+        }
+    }
+    let parts: Vec<String> = names
+        .iter()
+        .map(|n| {
+            let v: Vec<f64> = loads
+                .iter()
+                .flat_map(|l| l.iter().filter(|(m, _)| m == n).map(|(_, t)| *t))
+                .collect();
+            format!("{n} {:.1}", median(&v))
+        })
+        .collect();
+    let sums: Vec<f64> = loads
+        .iter()
+        .map(|l| l.iter().map(|(_, t)| t).sum())
+        .collect();
+    info!(
+        "{what}: load steps (us, medians of {} loads): {}; sum {:.1}",
+        loads.len(),
+        parts.join(", "),
+        median(&sums)
+    );
+}
+
 /// Time `rounds` loads (after 10 warm-up loads) of `paths[i % paths.len()]`, unloading the
 /// module completely after each.
 async fn load_times(node: &Node, paths: &[PathBuf], rounds: usize) -> Vec<f64> {
@@ -838,7 +875,9 @@ async fn m_module_load(node: &Node, libs: &Libs) -> Res {
             p
         })
         .collect();
+    hotswap_runtime::load_steps::record(true);
     let ts = load_times(node, &fresh, ROUNDS).await;
+    print_load_steps("module_load", 10);
     let min = ts.iter().copied().fold(f64::INFINITY, f64::min);
     let max = ts.iter().copied().fold(0.0, f64::max);
     info!(
@@ -904,7 +943,9 @@ async fn m_load_compat_check(node: &Node, libs: &Libs) -> Res {
     let (mut with, mut without) = (Vec::new(), Vec::new());
     for _ in 0..3 {
         without.extend(compat_load_times(node, libs, ROUNDS, true).await);
+        hotswap_runtime::load_steps::record(true);
         with.extend(compat_load_times(node, libs, ROUNDS, false).await);
+        print_load_steps("load_compat_check (with the check)", 11);
     }
     let (w, wo) = (median(&with), median(&without));
     // The check alone, outside a load: describe both files' types and compare them.

@@ -95,6 +95,7 @@ pub mod compat {
         crate::code::compat::describe_file_with(path, crate::host_api::table())
     }
 }
+pub use code::steps as load_steps;
 pub use code::{CheckReport, DryRun, ModuleInfo, PinnedInfo, PurgeReport, VersionInfo};
 pub use code::{CodeError, LoadError};
 pub use error::SpawnError;

@@ -37,6 +37,7 @@ impl CodeServer {
     /// Map and check a library as a prepared version of `module` (invisible to calls and
     /// spawns).
     pub(crate) fn prepare(&self, path: &Path, module: &str) -> Result<Arc<Version>, LoadError> {
+        let _prepare = super::PrepareAfter(self);
         self.open(path, Some(module))
     }
 
