@@ -58,11 +58,39 @@ impl ProcInner {
 }
 
 /// The code of a process (or of a fully-qualified call in progress).
-pub(crate) enum Body {
+///
+/// `S` is the type of a native body kept inline, in the process's task itself instead of a
+/// box of its own: a gen_server's loop, which every idle server carries ([`NoInline`] for
+/// every other process).
+pub(crate) enum Body<S = NoInline> {
     /// A future created by a module version.
     Module(ModuleFuture),
     /// A native future of the host (used for the node's own processes).
     Native(Pin<Box<dyn Future<Output = Outcome> + Send>>),
+    /// A native future stored in place.
+    Inline(S),
+}
+
+/// No inline body: the `S` of [`Body`] for processes without one.
+pub(crate) enum NoInline {}
+
+impl Future for NoInline {
+    type Output = Outcome;
+
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Outcome> {
+        match *self.get_mut() {}
+    }
+}
+
+impl Body {
+    /// The same body in a process whose inline body type is `S` (a tail call's next body).
+    pub(crate) fn widen<S>(self) -> Body<S> {
+        match self {
+            Body::Module(m) => Body::Module(m),
+            Body::Native(f) => Body::Native(f),
+            Body::Inline(n) => match n {},
+        }
+    }
 }
 
 /// What one poll of a body produced.
@@ -154,30 +182,32 @@ impl Drop for ModuleFuture {
     }
 }
 
-impl Body {
+impl<S: Future<Output = Outcome> + Unpin> Body<S> {
     /// Poll once. A native body is polled with `waker` (see [`process_waker`](super::waker::process_waker)); a module
     /// body is woken by its mailbox and its receive deadline only.
     pub(crate) fn poll(&mut self, waker: &Waker) -> Step {
         match self {
             Body::Module(m) => m.poll(),
-            Body::Native(f) => {
-                let mut cx = Context::from_waker(waker);
-                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    f.as_mut().poll(&mut cx)
-                })) {
-                    Ok(Poll::Pending) => Step::Pending,
-                    Ok(Poll::Ready(o)) => Step::Done(o),
-                    Err(p) => Step::Panicked(panic_text(p)),
-                }
-            }
+            Body::Native(f) => poll_native(f.as_mut(), waker),
+            Body::Inline(f) => poll_native(Pin::new(f), waker),
         }
     }
 
     pub(crate) fn version(&self) -> Option<&Arc<Version>> {
         match self {
             Body::Module(m) => Some(&m.version),
-            Body::Native(_) => None,
+            Body::Native(_) | Body::Inline(_) => None,
         }
+    }
+}
+
+/// Poll a native body once, a panic included.
+fn poll_native<F: Future<Output = Outcome> + ?Sized>(f: Pin<&mut F>, waker: &Waker) -> Step {
+    let mut cx = Context::from_waker(waker);
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f.poll(&mut cx))) {
+        Ok(Poll::Pending) => Step::Pending,
+        Ok(Poll::Ready(o)) => Step::Done(o),
+        Err(p) => Step::Panicked(panic_text(p)),
     }
 }
 
