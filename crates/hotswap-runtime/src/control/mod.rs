@@ -2,7 +2,10 @@
 //! client speaking the protocol below) use to inspect and change the running node. It is
 //! the layer above [`crate::release`] and the [`Node`](crate::Node) facade, and drives the
 //! node only through their public API; [`server::run`] serves it, [`node_state::NodeState`]
-//! is what it knows of the node. A program embedding the runtime can serve it too:
+//! is what it knows of the node. [`server`] owns the socket and the dispatch; each group
+//! of commands has a file of its own (`inspect`: status, processes, modules; `code`: load,
+//! check, purge; `sys`; `sup`: supervisors; `releases`; `ports`; `top`; `call`), and none
+//! of them imports the server. A program embedding the runtime can serve it too:
 //!
 //! ```no_run
 //! # async fn demo(node: hotswap_runtime::Node, release: hotswap_runtime::release::Release) -> Result<(), String> {
@@ -40,12 +43,17 @@
 //! [`DEFAULT_CONTROL_READ_TIMEOUT_MS`]: crate::release::manifest::DEFAULT_CONTROL_READ_TIMEOUT_MS
 //! [`DEFAULT_CONTROL_MAX_CONNECTIONS`]: crate::release::manifest::DEFAULT_CONTROL_MAX_CONNECTIONS
 
+mod args;
 mod call;
+mod code;
+mod inspect;
 pub mod msgpack;
 pub mod node_state;
 mod ports;
 pub mod releases;
 pub mod server;
+mod sup;
+mod sys;
 mod top;
 
 use std::io::{Read, Write};

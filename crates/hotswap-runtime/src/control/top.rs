@@ -33,7 +33,7 @@ pub(crate) fn snapshot(node: &Node, uptime: Duration) -> Value {
     let processes: Vec<Value> = infos
         .iter()
         .map(|i| {
-            let (module, version) = super::server::runs(i);
+            let (module, version) = super::inspect::runs(i);
             json!({
                 "pid": i.pid.to_string(),
                 "name": i.name,
