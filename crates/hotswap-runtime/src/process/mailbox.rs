@@ -104,7 +104,7 @@ impl Inbox {
 
     /// A wake: the waker to wake, taken out of the slot (woken outside the lock); a host
     /// waker stays, and is woken here.
-    fn to_wake(&mut self) -> Option<Waker> {
+    fn take_for_wake(&mut self) -> Option<Waker> {
         match &self.waker {
             None => {
                 self.waker = Some(owed());
@@ -211,7 +211,7 @@ impl Process {
 
     /// Wake whoever waits for this process (after changing what it will look at).
     pub(crate) fn wake(&self) {
-        let w = self.inbox.lock().to_wake();
+        let w = self.inbox.lock().take_for_wake();
         if let Some(w) = w {
             w.wake();
         }
@@ -235,7 +235,7 @@ impl Process {
             if !was_empty {
                 return;
             }
-            ib.to_wake()
+            ib.take_for_wake()
         };
         if let Some(w) = w {
             w.wake();
