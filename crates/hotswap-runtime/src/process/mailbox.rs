@@ -102,8 +102,8 @@ impl Inbox {
         }
     }
 
-    /// A wake: the waker to wake, taken out of the slot (woken outside the lock); a host
-    /// waker stays, and is woken here.
+    /// A wake: the waker to wake outside the lock, taken out of the slot (a host waker
+    /// stays: a clone of it is woken).
     fn take_for_wake(&mut self) -> Option<Waker> {
         match &self.waker {
             None => {
@@ -111,10 +111,7 @@ impl Inbox {
                 None
             }
             Some(w) if is_owed(w) => None,
-            Some(w) if is_host_waker(w) => {
-                w.wake_by_ref();
-                None
-            }
+            Some(w) if is_host_waker(w) => Some(w.clone()),
             Some(_) => self.waker.take(),
         }
     }
