@@ -40,7 +40,8 @@
 //!               every process shares (it holds the code server)
 //!   code/       the code server: versions, the loader (dlopen, ELF checks), the
 //!               thread-local guard
-//!   error, util leaves: error types, the hash maps keyed by pids
+//!   error, util leaves: spawn errors and the undef texts, the hash maps keyed by pids
+//!               (the code server's errors are its own: code/error.rs)
 //! ```
 //!
 //! Where a lower layer must act on something above it, the upper layer hands it in:
@@ -51,10 +52,11 @@
 //! - a gen_server state registers with the version that made it as a `code::LiveState`,
 //!   which a purge asks to turn itself into bytes before the version is unmapped;
 //! - the release handler keeps its per-node state in a slot of `NodeInner` whose type only
-//!   it knows (`NodeInner::upper`); the spawn gate it closes is the process core's.
-//!
-//! One tie still runs both ways: `NodeInner` holds the port table (`net::Ports`), which
-//! the host API reaches from a process, while `net/` builds on the process core.
+//!   it knows (`NodeInner::upper`); the spawn gate it closes is the process core's;
+//! - the port table lives in such a slot too (`NodeInner::net`, reached through
+//!   `NodeInner::ports`, which `net/` defines);
+//! - `hotswap_runtime::compat::describe_file` (here, at the top) hands the host API table to
+//!   the code server's `describe_file_with`, which opens a library without a node.
 //!
 //! The code server sits under the process core rather than over it: a process is bound to
 //! the versions it runs (it holds them, and its body is a future of one), so processes
@@ -79,9 +81,21 @@ pub use behaviour::server::{
     DEFAULT_TIMEOUT,
 };
 pub use behaviour::{application, supervisor};
-pub use code::compat;
+/// The types check (issue 12): module descriptions, the compatibility rules and reports.
+pub mod compat {
+    pub use crate::code::compat::*;
+
+    /// Describe a module library without a node: validate and open it as a load would (in
+    /// a private temporary directory), ask its `describe`, and close it again.
+    pub fn describe_file(
+        path: &std::path::Path,
+    ) -> Result<hotswap::schema::ModuleSchema, DescribeError> {
+        crate::code::compat::describe_file_with(path, crate::host_api::table())
+    }
+}
 pub use code::{CheckReport, DryRun, ModuleInfo, PinnedInfo, PurgeReport, VersionInfo};
-pub use error::{CodeError, LoadError, SpawnError};
+pub use code::{CodeError, LoadError};
+pub use error::SpawnError;
 pub use hotswap::{ExitReason, Message, Pid, Ref};
 pub use node::{Code, ExternalProcess, LoadOptions, Node, NodeConfig, ProcessInfo};
 pub use process::sched;

@@ -170,10 +170,11 @@ pub struct DecodeError {
 }
 
 impl DecodeError {
-    pub(crate) fn not_user(m: &crate::Message) -> Self {
+    /// Not a user message: `detail` says what it was.
+    pub(crate) fn not_user(detail: String) -> Self {
         DecodeError {
             expected: "a user message",
-            detail: format!("got {m:?}"),
+            detail,
         }
     }
 }

@@ -12,8 +12,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::codec::{self, DecodeError};
+use crate::message::Message;
 use crate::outcome::Outcome;
-use crate::types::{ExitReason, Message, Pid, Ref};
+use crate::types::{ExitReason, Pid, Ref};
 
 /// The calling process's handle on the node. Cheap to copy.
 ///
@@ -85,7 +86,7 @@ impl std::fmt::Display for ApplyError {
 impl std::error::Error for ApplyError {}
 
 pub(crate) fn host() -> &'static abi::HostApi {
-    crate::private::host()
+    crate::host::host()
 }
 
 /// Copy `(ptr, len)` onto the `Vec<u8>` behind `out` (the SDK's `WriteFn`).
@@ -765,7 +766,7 @@ pub(crate) fn message_from(h: &abi::MsgHeader, data: Vec<u8>) -> Message {
             pid: Pid(h.from),
             reason: ExitReason::decode(&data),
         },
-        abi::MSG_PORT => Message::Port(crate::net::PortMsg::decode(h.reference, &data)),
+        abi::MSG_PORT => Message::Port(crate::net::port::PortMsg::decode(h.reference, &data)),
         abi::MSG_CALL | abi::MSG_CAST | abi::MSG_SYSTEM => Message::Request {
             kind: h.kind,
             from: Pid(h.from),

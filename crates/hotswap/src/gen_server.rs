@@ -114,7 +114,7 @@ pub trait GenServer: Serialize + DeserializeOwned + Send + Sized + 'static {
             Info::Port(_) => "a port event",
         };
         ctx.log(
-            crate::Level::Warn,
+            crate::ctx::Level::Warn,
             &format!(
                 "gen_server {}: unexpected {what} dropped (no handle_info)",
                 ctx.self_pid()
@@ -351,6 +351,16 @@ pub enum ServerRef {
     Name(String),
 }
 
+impl ServerRef {
+    /// The pid this names now, if any (a registered name is looked up).
+    pub fn resolve(&self, ctx: &Ctx) -> Option<Pid> {
+        match self {
+            ServerRef::Pid(p) => Some(*p),
+            ServerRef::Name(n) => ctx.whereis(n),
+        }
+    }
+}
+
 impl From<Pid> for ServerRef {
     fn from(p: Pid) -> Self {
         ServerRef::Pid(p)
@@ -518,7 +528,42 @@ pub enum CallError {
 pub mod wire {
     use super::Action;
     use crate::types::ExitReason;
+    use serde::{Deserialize, Serialize};
     use std::time::Duration;
+
+    /// A system request (`{system, From, Req}`), `hotswap::sys::Request`. Not a public
+    /// API: the node and the SDK exchange these.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub enum SysRequest {
+        /// `sys:suspend`.
+        Suspend,
+        /// `sys:resume`.
+        Resume,
+        /// `sys:get_state`.
+        GetState,
+        /// `sys:get_status`.
+        GetStatus,
+        /// First half of `sys:replace_state`: reply with the state and wait for the caller's
+        /// commit or cancel.
+        ReplaceBegin,
+        /// The new state (encoded).
+        ReplaceCommit(Vec<u8>),
+        /// Keep the state.
+        ReplaceCancel,
+        /// `sys:change_code`.
+        ChangeCode {
+            /// The module the caller means.
+            module: String,
+            /// Passed to `code_change` untouched.
+            old_vsn: String,
+            /// Passed to `code_change`.
+            extra: Option<Vec<u8>>,
+        },
+        /// `sys:statistics`: `Some(on)` switches, `None` reads.
+        Statistics(Option<bool>),
+        /// `sys:terminate` / `gen_server:stop`: an encoded exit reason.
+        Terminate(Vec<u8>),
+    }
 
     /// `init` returned a state (then: state pointer `u64 LE`, action).
     pub const INIT_OK: u8 = 0;
@@ -848,12 +893,14 @@ pub async fn stop(
     timeout: Option<Duration>,
 ) -> Result<(), CallError> {
     let to = to.into();
-    let pid = crate::sys::resolve(ctx, &to).ok_or_else(|| CallError::NoProc(to.clone()))?;
+    let pid = to
+        .resolve(ctx)
+        .ok_or_else(|| CallError::NoProc(to.clone()))?;
     if pid == ctx.self_pid() {
         return Err(CallError::CallingSelf);
     }
     let mref = ctx.monitor(pid);
-    let req = crate::sys::Request::Terminate(reason.encode());
+    let req = wire::SysRequest::Terminate(reason.encode());
     if ctx.post(pid.0, &[], abi::MSG_SYSTEM, 0, &codec::encode(&req)) != 0 {
         ctx.demonitor(mref);
         return Err(CallError::NoProc(to));

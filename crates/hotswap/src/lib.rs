@@ -43,8 +43,11 @@ pub mod codec;
 mod ctx;
 pub mod gen_server;
 mod heap;
+mod host;
+mod message;
 pub mod net;
 mod outcome;
+mod panic;
 #[doc(hidden)]
 pub mod private;
 pub mod schema;
@@ -57,8 +60,9 @@ pub use ctx::{
     SpawnError, TimedReceive, Typed,
 };
 pub use hotswap_macros::module;
+pub use message::Message;
 pub use outcome::{IntoOutcome, Outcome, Value};
-pub use types::{ExitReason, Message, Pid, Ref};
+pub use types::{ExitReason, Pid, Ref};
 
 /// Re-export for the macro expansion.
 #[doc(hidden)]

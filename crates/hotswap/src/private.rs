@@ -1,21 +1,19 @@
 //! Support for the `module!` macro's expansion. Not a public API.
 #![allow(missing_docs)]
 
-use std::cell::Cell;
 use std::ffi::c_void;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicPtr, Ordering};
 use std::task::{Context, Poll, Waker};
 
 pub use hotswap_abi as abi;
 use serde::de::DeserializeOwned;
 
 use crate::codec;
+use crate::ctx::Ctx;
 use crate::outcome::{IntoOutcome, Outcome};
 use crate::types::ExitReason;
-use crate::Ctx;
 
 /// The SDK version recorded in every descriptor.
 pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -23,61 +21,10 @@ pub use crate::codec::CODEC_ID;
 pub use crate::ctx::write_vec;
 pub use crate::heap::ModuleHeap;
 
-static HOST: AtomicPtr<abi::HostApi> = AtomicPtr::new(std::ptr::null_mut());
-
-pub(crate) fn host() -> &'static abi::HostApi {
-    let p = HOST.load(Ordering::Acquire);
-    assert!(
-        !p.is_null(),
-        "hotswap: no host API installed (module code must run inside a node)"
-    );
-    // SAFETY: the pointer was installed by `init`/`set_host` from a `&'static HostApi` that
-    // lives in the node binary for the life of the process.
-    unsafe { &*p }
-}
-
-/// Install the host table for this copy of the SDK (used by the node for its own native
-/// processes; modules get it through [`init`]).
-pub fn set_host(h: &'static abi::HostApi) {
-    HOST.store(
-        h as *const abi::HostApi as *mut abi::HostApi,
-        Ordering::Release,
-    );
-}
+pub use crate::host::set_host;
+pub(crate) use crate::panic::{panic_message, record_location};
 
 type Task = Pin<Box<dyn Future<Output = Outcome>>>;
-
-thread_local! {
-    // Const-initialised and without a destructor, so it registers nothing with the thread's
-    // exit machinery and never pins the module (dylib-findings B3).
-    static PANIC_AT: Cell<([u8; 120], usize)> = const { Cell::new(([0; 120], 0)) };
-}
-
-fn record_location(info: &std::panic::PanicHookInfo<'_>) {
-    if let Some(loc) = info.location() {
-        let s = format!("{}:{}:{}", loc.file(), loc.line(), loc.column());
-        let mut buf = [0u8; 120];
-        let n = s.len().min(buf.len());
-        buf[..n].copy_from_slice(&s.as_bytes()[..n]);
-        PANIC_AT.with(|c| c.set((buf, n)));
-    }
-}
-
-pub(crate) fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
-    let msg = if let Some(s) = p.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_string()
-    };
-    let (buf, n) = PANIC_AT.with(|c| c.replace(([0; 120], 0)));
-    if n > 0 {
-        format!("{msg} (at {})", String::from_utf8_lossy(&buf[..n]))
-    } else {
-        msg
-    }
-}
 
 /// Report a shim's result to the host: the bytes on success, the message on an error or a
 /// panic, with the matching status.

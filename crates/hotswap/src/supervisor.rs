@@ -52,9 +52,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
+use crate::ctx::Ctx;
 use crate::gen_server::{call_encoded, CallError, ServerRef};
 use crate::types::Pid;
-use crate::Ctx;
 
 /// The name of the synchronous function that `module!{.., supervisor: T}` exports: the
 /// node calls it with the encoded `T::Arg` and reads an encoded `Option<Spec>`.

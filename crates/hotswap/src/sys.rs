@@ -21,47 +21,15 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
+use crate::ctx::Ctx;
 use crate::gen_server::{request, wire, CallError, ServerRef};
 use crate::types::{ExitReason, Pid};
-use crate::Ctx;
 use hotswap_abi as abi;
 
 pub use crate::gen_server::DEFAULT_TIMEOUT;
 
-/// A system request (`{system, From, Req}`). Not a public API: the node and the SDK
-/// exchange these.
 #[doc(hidden)]
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Request {
-    /// `sys:suspend`.
-    Suspend,
-    /// `sys:resume`.
-    Resume,
-    /// `sys:get_state`.
-    GetState,
-    /// `sys:get_status`.
-    GetStatus,
-    /// First half of `sys:replace_state`: reply with the state and wait for the caller's
-    /// commit or cancel.
-    ReplaceBegin,
-    /// The new state (encoded).
-    ReplaceCommit(Vec<u8>),
-    /// Keep the state.
-    ReplaceCancel,
-    /// `sys:change_code`.
-    ChangeCode {
-        /// The module the caller means.
-        module: String,
-        /// Passed to `code_change` untouched.
-        old_vsn: String,
-        /// Passed to `code_change`.
-        extra: Option<Vec<u8>>,
-    },
-    /// `sys:statistics`: `Some(on)` switches, `None` reads.
-    Statistics(Option<bool>),
-    /// `sys:terminate` / `gen_server:stop`: an encoded exit reason.
-    Terminate(Vec<u8>),
-}
+pub use crate::gen_server::wire::SysRequest as Request;
 
 /// `R_SYS_ERROR` payload code: the request was refused.
 #[doc(hidden)]
@@ -237,7 +205,7 @@ pub async fn replace_state<T: Serialize + DeserializeOwned>(
         Ok(v) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(v))).map_err(|p| {
             SysError::Failed(format!(
                 "callback_failed: the replace_state function panicked: {}",
-                crate::private::panic_message(p)
+                crate::panic::panic_message(p)
             ))
         }),
     };
@@ -309,8 +277,5 @@ pub async fn terminate(
 
 /// The pid a [`ServerRef`] names now, if any.
 pub fn resolve(ctx: &Ctx, to: &ServerRef) -> Option<Pid> {
-    match to {
-        ServerRef::Pid(p) => Some(*p),
-        ServerRef::Name(n) => ctx.whereis(n),
-    }
+    to.resolve(ctx)
 }

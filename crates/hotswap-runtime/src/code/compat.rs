@@ -5,7 +5,7 @@
 //! named fields (the README's rules table, each row verified with `rmp-serde` by a test).
 //! It is a pure function of the two descriptions: the node runs it at every load that
 //! replaces a gen_server's current version, and `hotswap check old.so new.so` runs it
-//! without a node ([`describe_file`]).
+//! without a node (`describe_file`).
 //!
 //! Levels, as in schema registries:
 //! * **upgrade** (refuses a load): the new version reads the old version's state (through
@@ -25,7 +25,7 @@ use std::path::Path;
 use hotswap::schema::{Fields, Format, ModuleSchema, TypeDesc, VariantBody};
 use serde::Serialize;
 
-use crate::error::LoadError;
+use super::loader::error::LoadError;
 
 /// Which way data flows between the two versions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -674,8 +674,13 @@ pub enum DescribeError {
 }
 
 /// Describe a module library without a node: validate and open it as a load would (in a
-/// private temporary directory), ask its `describe`, and close it again.
-pub fn describe_file(path: &Path) -> Result<ModuleSchema, DescribeError> {
+/// private temporary directory, handing its `init` the host API table `host`), ask its
+/// `describe`, and close it again. The public entry is `hotswap_runtime::compat::describe_file`,
+/// which passes the node's table.
+pub(crate) fn describe_file_with(
+    path: &Path,
+    host: &'static hotswap_abi::HostApi,
+) -> Result<ModuleSchema, DescribeError> {
     use std::sync::atomic::{AtomicU64, Ordering};
     static SEQ: AtomicU64 = AtomicU64::new(1);
     let seq = SEQ.fetch_add(1, Ordering::Relaxed);
@@ -692,7 +697,7 @@ pub fn describe_file(path: &Path) -> Result<ModuleSchema, DescribeError> {
                 code_dir: &dir,
                 seq,
                 node: 0,
-                host: crate::host_api::table(),
+                host,
                 heap: false,
             },
             &mut buf,

@@ -66,6 +66,7 @@
 //! leaks held is returned with it. A pinned version keeps its heap.
 
 pub mod compat;
+pub(crate) mod error;
 pub(crate) mod guard;
 pub(crate) mod heap;
 pub(crate) mod loader;
@@ -83,7 +84,8 @@ use hotswap_abi as abi;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
 
-use crate::error::{CodeError, LoadError};
+pub use self::error::CodeError;
+pub use self::loader::error::LoadError;
 use crate::util::FxMap;
 
 /// The processes as the code server sees them: which are bound to a version (running its
@@ -881,6 +883,16 @@ impl CodeServer {
                 pinned: None,
             };
         };
+        let report = self.kill_and_release(node, old).await;
+        self.forget_if_empty(module);
+        report
+    }
+
+    /// Kill what runs `old`, a version no slot holds any more, then free it (pinned if
+    /// its processes do not leave it within the purge timeout). The `ops` lock is held.
+    async fn kill_and_release(&self, node: &dyn Processes, old: Arc<Version>) -> PurgeReport {
+        let module = old.name.clone();
+        let module = module.as_str();
         let version = old.vsn.clone();
         let killed = old.bound_pids(node);
         for pid in &killed {
@@ -902,7 +914,6 @@ impl CodeServer {
         } else {
             self.release_quiesced(old, "purge").await
         };
-        self.forget_if_empty(module);
         if !killed.is_empty() {
             tracing::info!(module, %version, killed = killed.len(), "purged old code, killing the processes that ran it");
         }

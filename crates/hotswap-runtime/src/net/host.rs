@@ -10,7 +10,7 @@ use super::Now;
 use crate::process::Process;
 
 fn run(p: &Process, op: u32, port: u64, arg: &[u8], tag: u64) -> Result<Now, NetError> {
-    let ports = &p.node.ports;
+    let ports = p.node.ports();
     match op {
         abi::NET_SEND => ports.send(&p.node, p.pid.0, port, arg, tag),
         abi::NET_ACTIVE => {

@@ -186,6 +186,17 @@ pub(crate) struct Port {
     tcp: Option<Arc<tokio::net::TcpStream>>,
 }
 
+impl NodeInner {
+    /// The node's port table, made at its first use. It lives in a slot of the node's
+    /// shared state whose type only this layer knows (`NodeInner::net`).
+    pub(crate) fn ports(&self) -> &Ports {
+        self.net
+            .get_or_init(|| Box::new(Ports::default()))
+            .downcast_ref::<Ports>()
+            .expect("NodeInner::net holds the port table: only net/ sets it")
+    }
+}
+
 /// The node's port table.
 pub(crate) struct Ports {
     table: Mutex<FxMap<u64, Arc<Port>>>,
@@ -831,7 +842,7 @@ impl Ports {
                         "send timeout: the peer did not read {} queued bytes in time",
                         st.tx_bytes
                     );
-                    n.ports.close(&n, &port, &mut st, Some((Some(e), true)));
+                    n.ports().close(&n, &port, &mut st, Some((Some(e), true)));
                 }
             });
         }
@@ -1087,7 +1098,7 @@ async fn watch_loop(node: Arc<NodeInner>, w: Arc<Process>, notify: Arc<tokio::sy
             }
         }
         for pid in downs {
-            node.ports.owner_exited(&node, pid);
+            node.ports().owner_exited(&node, pid);
         }
         n.await;
     }

@@ -87,7 +87,9 @@ pub(super) fn listen(
         acceptors: Default::default(),
         accept_errors: 0,
     });
-    let p = node.ports.insert(node, Kind::Listen, st, None, None, None);
+    let p = node
+        .ports()
+        .insert(node, Kind::Listen, st, None, None, None);
     node.rt.spawn(acceptor(node.clone(), p.clone(), l));
     Ok(p.id)
 }
@@ -151,7 +153,7 @@ fn start_conn(
     st.send_timeout_close = opts.send_timeout_close;
     let s = Arc::new(stream);
     let p = node
-        .ports
+        .ports()
         .insert(node, Kind::Tcp, st, listener, None, Some(s.clone()));
     // Announced before the reader runs, so that the owner hears of the connection
     // before any of its data.
@@ -199,14 +201,15 @@ async fn reader(node: Arc<NodeInner>, p: Arc<Port>, rd: Arc<TcpStream>) {
                                 max: st.max_frame
                             }
                         );
-                        node.ports.close(&node, &p, &mut st, Some((Some(e), true)));
+                        node.ports()
+                            .close(&node, &p, &mut st, Some((Some(e), true)));
                         return;
                     }
                     Next::Need => {
                         if let Some(reason) = end.take() {
                             let left = buf.len() - start;
                             let reason = reason.or_else(|| frame::leftover_error(st.framing, left));
-                            node.ports.close(&node, &p, &mut st, Some((reason, true)));
+                            node.ports().close(&node, &p, &mut st, Some((reason, true)));
                             return;
                         }
                         false

@@ -31,7 +31,7 @@ pub(super) fn open(
     st.label = opts.label;
     st.max_frame = opts.max_datagram;
     let p = node
-        .ports
+        .ports()
         .insert(node, Kind::Udp, st, None, Some(s.clone()), None);
     node.rt
         .spawn(reader(node.clone(), p.clone(), s, opts.max_datagram));

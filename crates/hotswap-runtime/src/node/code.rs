@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering;
 use hotswap::Pid;
 
 use super::Node;
+use crate::code::CodeError;
 use crate::code::{CheckReport, LoadMode, ModuleInfo, PinnedInfo, PurgeReport};
-use crate::error::CodeError;
 use crate::process::NodeInner;
 
 /// Options of [`Code::load_with`].

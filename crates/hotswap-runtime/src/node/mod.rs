@@ -280,7 +280,7 @@ impl Node {
     /// Every open port (socket) of the node, by id: type, owner, addresses, counters,
     /// queues and mode (what `hotswap ports` shows).
     pub fn ports(&self) -> Vec<hotswap::net::PortInfo> {
-        self.inner.ports.list()
+        self.inner.ports().list()
     }
 
     /// Stop (`true`) or resume accepting on a listener, as the node's operator (no need to
@@ -291,7 +291,7 @@ impl Node {
         listener: hotswap::net::PortId,
         pause: bool,
     ) -> Result<hotswap::net::PortInfo, hotswap::net::NetError> {
-        self.inner.ports.pause_accepting(listener.0, pause)
+        self.inner.ports().pause_accepting(listener.0, pause)
     }
 
     /// Drain a listener (ranch's `suspend_listener` then `wait_for_connections(==, 0)`):
@@ -304,7 +304,7 @@ impl Node {
         listener: hotswap::net::PortId,
         limit: Duration,
     ) -> Result<usize, hotswap::net::NetError> {
-        self.inner.ports.drain(listener.0, limit).await
+        self.inner.ports().drain(listener.0, limit).await
     }
 
     /// Number of processes that have exited since the node started.
@@ -385,7 +385,7 @@ impl Node {
                 stuck.push(p.pid);
             }
         }
-        n.ports.close_all(n);
+        n.ports().close_all(n);
         for (_, (h, _)) in n.timers.lock().drain() {
             h.abort();
         }

@@ -41,8 +41,9 @@ pub(crate) struct NodeInner {
     /// State that a layer above keeps per node (the release handler's), owned here so that
     /// it lives as long as the node; only that layer knows its type.
     pub(crate) upper: OnceLock<Box<dyn Any + Send + Sync>>,
-    /// The port table (sockets).
-    pub(crate) ports: crate::net::Ports,
+    /// The port table (sockets), kept here for `net/`, the only layer that knows its type
+    /// (`NodeInner::ports`), so that the process core does not name the layer above it.
+    pub(crate) net: OnceLock<Box<dyn Any + Send + Sync>>,
 }
 
 impl std::fmt::Debug for NodeInner {
@@ -81,7 +82,7 @@ impl NodeInner {
             owns_code_dir,
             gate: Gate::default(),
             upper: OnceLock::new(),
-            ports: crate::net::Ports::default(),
+            net: OnceLock::new(),
         }
     }
 

@@ -26,7 +26,7 @@ pub use hotswap::sys::{ServerStatus, Statistics, SysError};
 use crate::behaviour::in_process;
 use crate::process::NodeInner;
 use crate::process::{Body, Process};
-pub(crate) use state::{Slot, StateCell, StatePtr};
+pub(crate) use state::{Slot, StateCell, StateCopy, StatePtr};
 
 /// Why `start_server` could not even spawn.
 pub(crate) enum StartFail {

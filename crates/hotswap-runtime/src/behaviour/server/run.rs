@@ -57,6 +57,7 @@ pub(crate) struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        self.cell.abandoned();
         if let Some(c) = self.in_call.take() {
             // Dropped mid-callback (killed): the exit notifies everyone listed here.
             self.proc.inner.lock().rel().callers.push(c);
@@ -589,9 +590,13 @@ impl Server {
     }
 
     fn give_back(&self) {
-        if let Slot::Live { busy, .. } = &mut *self.cell.slot.lock() {
+        let mut g = self.cell.slot.lock();
+        if let Slot::Live { busy, .. } = &mut *g {
             *busy = false;
         }
+        // A release check waiting for a copy of this state gets it now, before the next
+        // event can change it.
+        self.cell.given_back(&g);
     }
 
     /// Dispatch one event to the current version: the callback's encoded result.

@@ -38,7 +38,7 @@ use object::read::elf::{
 };
 use object::NativeEndian;
 
-use crate::error::LoadError;
+use super::error::LoadError;
 
 /// The ELF header type of the node's own word size, read in the node's byte order.
 #[cfg(target_pointer_width = "64")]

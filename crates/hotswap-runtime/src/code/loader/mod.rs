@@ -32,11 +32,12 @@ use std::path::{Path, PathBuf};
 
 use hotswap_abi as abi;
 
+use self::error::LoadError;
 use super::guard;
 use super::heap::Heap;
-use crate::error::LoadError;
 
 mod elf;
+pub(crate) mod error;
 
 /// What a successful open yields. Function pointers are valid while the library is open.
 pub(crate) struct Opened {
