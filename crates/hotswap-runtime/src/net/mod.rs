@@ -490,13 +490,10 @@ impl Ports {
             return;
         }
         let w = self.watcher.get_or_init(|| {
-            let mut p = Process::new(node.new_pid(), node.clone());
-            p.inner.get_mut().external = true;
-            p.inner.get_mut().trap_exit = true;
-            let p = Arc::new(p);
+            let (p, notify) = Process::new_host(node.new_pid(), node.clone());
             node.table.insert(p.clone());
             let (w, n) = (p.clone(), node.clone());
-            node.rt.spawn(async move { watch_loop(n, w).await });
+            node.rt.spawn(async move { watch_loop(n, w, notify).await });
             p
         });
         crate::process::ops::monitor(w, pid);
@@ -1150,9 +1147,9 @@ impl Ports {
 }
 
 /// The watcher process's loop: each `Down` of an owner closes or parks its ports.
-async fn watch_loop(node: Arc<NodeInner>, w: Arc<Process>) {
+async fn watch_loop(node: Arc<NodeInner>, w: Arc<Process>, notify: Arc<tokio::sync::Notify>) {
     loop {
-        let n = w.notify.notified();
+        let n = notify.notified();
         tokio::pin!(n);
         n.as_mut().enable();
         let mut downs = Vec::new();

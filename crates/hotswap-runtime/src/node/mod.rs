@@ -341,8 +341,7 @@ impl Node {
             },
             trap_exit: g.trap_exit,
             running: g
-                .bindings
-                .iter()
+                .bindings()
                 .map(|v| (v.name.clone(), v.vsn.clone(), v.id))
                 .collect(),
             memory: p.memory(&g),
@@ -353,12 +352,9 @@ impl Node {
     /// A host-side process: a pid with a mailbox that host code (a test, a control server)
     /// reads directly. It traps exits, so links never kill it.
     pub fn external(&self) -> ExternalProcess {
-        let mut p = Process::new(self.inner.new_pid(), self.inner.clone());
-        p.inner.get_mut().external = true;
-        p.inner.get_mut().trap_exit = true;
-        let p = Arc::new(p);
+        let (p, notify) = Process::new_host(self.inner.new_pid(), self.inner.clone());
         self.inner.table.insert(p.clone());
-        ExternalProcess { proc: p }
+        ExternalProcess { proc: p, notify }
     }
 
     /// Stop: kill every process (waiting for each), cancel timers, and purge every module,
@@ -381,11 +377,11 @@ impl Node {
         for p in &procs {
             let mut g = p.inner.lock();
             if !g.exited {
-                g.pending_exit = Some(Box::new(ExitReason::Killed));
+                g.rel().pending_exit = Some(ExitReason::Killed);
             }
         }
         for p in &procs {
-            p.notify.notify_one();
+            p.wake();
         }
         let killed = procs.len();
         let mut stuck = Vec::new();

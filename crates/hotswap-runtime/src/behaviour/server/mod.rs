@@ -5,6 +5,8 @@
 //! Host code is not a process, so each operation of the API runs in a short-lived native
 //! process that uses the SDK's client functions: one protocol, one implementation.
 
+#[cfg(test)]
+mod budget;
 mod run;
 mod state;
 
@@ -87,7 +89,7 @@ impl NodeInner {
         let body = match self.gate.admit(module, || {
             run::ServerBody::new(p, start.take().expect("not taken yet"))
         }) {
-            Some(b) => Body::Native(Box::pin(b)),
+            Some(b) => Body::Inline(b),
             None => {
                 let p = proc.clone();
                 let mut start = start.expect("not taken: the gate did not admit it");
