@@ -65,6 +65,7 @@ const REL_UPGRADE: &[&str] = &["release_upgrade", "release"];
 const REL: &[&str] = &["release"];
 const TCP_ECHO: &[&str] = &["tcp_echo", "tcp"];
 const TCP_UPGRADE: &[&str] = &["tcp_upgrade", "tcp"];
+const TCP_ECHO_AB: &[&str] = &["tcp_echo_ab"];
 
 /// Every measure, in the order they print: the one list the command line, the Erlang run
 /// and the output read. The escript has no client-latency-during-upgrades measure (the
@@ -107,6 +108,8 @@ const MEASURES: &[Measure] = &[
     hs_only("tcp_echo_rtt", TCP_ECHO),
     hs_only("tcp_echo_p99", TCP_ECHO),
     hs_only("tcp_echo_throughput", TCP_ECHO),
+    hs_only("tcp_echo_readahead_rtt", TCP_ECHO_AB),
+    hs_only("tcp_echo_readahead_p99", TCP_ECHO_AB),
     hs_only("tcp_upgrade_pause", TCP_UPGRADE),
     hs_only("tcp_upgrade_lost_bytes", TCP_UPGRADE),
     both("idle_node_cpu", &[]),
@@ -802,6 +805,43 @@ async fn m_throughput(node: &Node) -> Res {
     Res::new("message_throughput", median(m), "per_s")
 }
 
+/// Print the per-step medians of the loads recorded since `load_steps::record(true)`
+/// (`hotswap_runtime::load_steps`), skipping the first `skip` loads (warm-up), and turn
+/// the recording off.
+fn print_load_steps(what: &str, skip: usize) {
+    let loads = hotswap_runtime::load_steps::take();
+    hotswap_runtime::load_steps::record(false);
+    let loads = loads.get(skip..).unwrap_or(&[]);
+    let mut names: Vec<&'static str> = Vec::new();
+    for l in loads {
+        for (n, _) in l {
+            if !names.contains(n) {
+                names.push(n);
+            }
+        }
+    }
+    let parts: Vec<String> = names
+        .iter()
+        .map(|n| {
+            let v: Vec<f64> = loads
+                .iter()
+                .flat_map(|l| l.iter().filter(|(m, _)| m == n).map(|(_, t)| *t))
+                .collect();
+            format!("{n} {:.1}", median(&v))
+        })
+        .collect();
+    let sums: Vec<f64> = loads
+        .iter()
+        .map(|l| l.iter().map(|(_, t)| t).sum())
+        .collect();
+    info!(
+        "{what}: load steps (us, medians of {} loads): {}; sum {:.1}",
+        loads.len(),
+        parts.join(", "),
+        median(&sums)
+    );
+}
+
 /// Time `rounds` loads (after 10 warm-up loads) of `paths[i % paths.len()]`, unloading the
 /// module completely after each.
 async fn load_times(node: &Node, paths: &[PathBuf], rounds: usize) -> Vec<f64> {
@@ -843,7 +883,9 @@ async fn m_module_load(node: &Node, libs: &Libs) -> Res {
             p
         })
         .collect();
+    hotswap_runtime::load_steps::record(true);
     let ts = load_times(node, &fresh, ROUNDS).await;
+    print_load_steps("module_load", 10);
     let min = ts.iter().copied().fold(f64::INFINITY, f64::min);
     let max = ts.iter().copied().fold(0.0, f64::max);
     info!(
@@ -909,7 +951,9 @@ async fn m_load_compat_check(node: &Node, libs: &Libs) -> Res {
     let (mut with, mut without) = (Vec::new(), Vec::new());
     for _ in 0..3 {
         without.extend(compat_load_times(node, libs, ROUNDS, true).await);
+        hotswap_runtime::load_steps::record(true);
         with.extend(compat_load_times(node, libs, ROUNDS, false).await);
+        print_load_steps("load_compat_check (with the check)", 11);
     }
     let (w, wo) = (median(&with), median(&without));
     // The check alone, outside a load: describe both files' types and compare them.
@@ -1166,6 +1210,9 @@ async fn run_ours(node: Node, libs: Libs, wanted: Vec<String>) -> Vec<Res> {
     if want_group("tcp_echo") {
         out.extend(net::m_echo(&node, &libs).await);
     }
+    if want_group("tcp_echo_ab") {
+        out.extend(net::m_echo_ab(&libs).await);
+    }
     if want_group("tcp_upgrade") {
         out.extend(net::m_upgrade_pause(&node, &libs).await);
     }
@@ -1388,6 +1435,10 @@ fn target(name: &str) -> (Target, &'static str) {
             (Target::RatioAtMost(1.0), "<= 1x Erlang, <= 1.3x tokio")
         }
         "tcp_echo_throughput" => (Target::RatioAtLeast(1.0), ">= 1x Erlang, >= 1/1.3 tokio"),
+        "tcp_echo_readahead_rtt" | "tcp_echo_readahead_p99" => (
+            Target::AtMost(1.0),
+            "read-ahead on / off, interleaved: <= 1",
+        ),
         "tcp_upgrade_pause" => (Target::Report, "reported (includes the 100 ms send period)"),
         "tcp_upgrade_lost_bytes" => (Target::AtMost(0.0), "= 0"),
         // issue 16: percent of one core
@@ -1428,7 +1479,17 @@ fn main() {
     let t0 = Instant::now();
     let rt = node_runtime(2);
     let ours = rt.block_on(async move {
-        let node = Node::start(NodeConfig::default()).expect("node starts");
+        // `HS_BENCH_READ_AHEAD=0`: the node's TCP connections read only when their owner
+        // asks (issue 13's variant without read-ahead; `compare tcp_echo_ab` compares both).
+        let mut config = NodeConfig::default();
+        if let Some(n) = std::env::var("HS_BENCH_READ_AHEAD")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            info!("node read-ahead {n} bytes (HS_BENCH_READ_AHEAD)");
+            config.read_ahead = n;
+        }
+        let node = Node::start(config).expect("node starts");
         // The driver itself runs on a worker, so the whole workload uses the two workers.
         tokio::spawn(run_ours(node, libs, wanted))
             .await

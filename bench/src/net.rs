@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use hotswap_runtime::{Node, Pid, StartOpts};
+use hotswap_runtime::{Node, NodeConfig, Pid, StartOpts};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -66,20 +66,26 @@ fn frame() -> Vec<u8> {
 
 /// One connection's ping-pong round trips, in microseconds (sorted).
 async fn rtt(addr: String) -> Vec<f64> {
+    let mut v = rtt_n(addr, 2_000, RTT_PINGS).await;
+    v.sort_by(|a, b| a.total_cmp(b));
+    v
+}
+
+/// One connection: `warm` round trips, then `n` measured ones (microseconds, in order).
+async fn rtt_n(addr: String, warm: usize, n: usize) -> Vec<f64> {
     on_client(move || async move {
         let mut s = TcpStream::connect(&addr).await.expect("connect");
         s.set_nodelay(true).unwrap();
         let (f, mut buf) = (frame(), Vec::new());
-        for _ in 0..2_000 {
+        for _ in 0..warm {
             ping(&mut s, &f, &mut buf).await.expect("warm-up ping");
         }
-        let mut v = Vec::with_capacity(RTT_PINGS);
-        for _ in 0..RTT_PINGS {
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
             let t = Instant::now();
             ping(&mut s, &f, &mut buf).await.expect("ping");
             v.push(t.elapsed().as_nanos() as f64 / 1e3);
         }
-        v.sort_by(|a, b| a.total_cmp(b));
         v
     })
     .await
@@ -209,8 +215,8 @@ fn report(who: &str, f: &Figures) {
     );
 }
 
-/// `tcp_echo_rtt`, `tcp_echo_p99`, `tcp_echo_throughput`.
-pub(crate) async fn m_echo(node: &Node, libs: &Libs) -> Vec<Res> {
+/// Start a `port_echo` server on `node`: its pid and address.
+async fn start_echo(node: &Node, libs: &Libs) -> (Pid, String) {
     crate::ensure_loaded(node, "port_echo", &libs.port_echo).await;
     let pid: Pid = node
         .start_server(
@@ -226,6 +232,12 @@ pub(crate) async fn m_echo(node: &Node, libs: &Libs) -> Vec<Res> {
         .call(pid, &EchoCall::Info, Duration::from_secs(5))
         .await
         .expect("port_echo info");
+    (pid, addr)
+}
+
+/// `tcp_echo_rtt`, `tcp_echo_p99`, `tcp_echo_throughput`.
+pub(crate) async fn m_echo(node: &Node, libs: &Libs) -> Vec<Res> {
+    let (pid, addr) = start_echo(node, libs).await;
     let ours = measure(&addr).await;
     report("hotswap", &ours);
     let _ = node
@@ -393,4 +405,162 @@ pub(crate) async fn m_upgrade_pause(node: &Node, libs: &Libs) -> Vec<Res> {
         Res::new("tcp_upgrade_pause", r.longest_gap_ms, "ms"),
         Res::new("tcp_upgrade_lost_bytes", r.lost_bytes as f64, "bytes"),
     ]
+}
+
+const AB_ROUNDS: usize = 8;
+const AB_PINGS: usize = 5_000;
+const STAGE_PINGS: usize = 20_000;
+
+/// `tcp_echo_readahead_rtt` and `tcp_echo_readahead_p99`: the echo's median and p99 with
+/// the connection's read-ahead (the default) over the same without it
+/// (`NodeConfig::read_ahead = 0`: the reader is woken at every `{active, once}` re-arm),
+/// two nodes on the same runtime, measured in alternating rounds (A/B/B/A...) so that load
+/// on the machine falls on both alike. Then, on stderr, where each variant's round trip
+/// goes, stage by stage ([`stages`]).
+pub(crate) async fn m_echo_ab(libs: &Libs) -> Vec<Res> {
+    let with = Node::start(NodeConfig::default()).expect("node starts");
+    let without = Node::start(NodeConfig {
+        read_ahead: 0,
+        ..Default::default()
+    })
+    .expect("node starts");
+    let (wpid, waddr) = start_echo(&with, libs).await;
+    let (opid, oaddr) = start_echo(&without, libs).await;
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for r in 0..AB_ROUNDS {
+        let order = if r % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for on in order {
+            let addr = if on { &waddr } else { &oaddr };
+            let v = rtt_n(addr.clone(), 500, AB_PINGS).await;
+            info!(
+                "tcp_echo_ab round {r} read-ahead {}: median {:.1} us p99 {:.1} us",
+                if on { "on " } else { "off" },
+                median(&v),
+                pct_unsorted(&v, 0.99)
+            );
+            if on {
+                a.extend(v)
+            } else {
+                b.extend(v)
+            }
+        }
+    }
+    for v in [&mut a, &mut b] {
+        v.sort_by(|x, y| x.total_cmp(y));
+    }
+    info!(
+        "tcp_echo_ab: read-ahead on: median {:.1} us p99 {:.1} us; off: median {:.1} us p99 {:.1} us ({} round trips each, {AB_ROUNDS} alternating rounds)",
+        pct(&a, 0.5),
+        pct(&a, 0.99),
+        pct(&b, 0.5),
+        pct(&b, 0.99),
+        a.len()
+    );
+    for (name, addr) in [("read-ahead on", &waddr), ("read-ahead off", &oaddr)] {
+        stages(name, addr).await;
+    }
+    for (n, p) in [(&with, wpid), (&without, opid)] {
+        let _ = n
+            .stop_server(
+                p,
+                hotswap_runtime::ExitReason::Shutdown,
+                Duration::from_secs(5),
+            )
+            .await;
+        n.stop(Duration::from_secs(5)).await;
+    }
+    vec![
+        Res::new("tcp_echo_readahead_rtt", pct(&a, 0.5) / pct(&b, 0.5), "x"),
+        Res::new("tcp_echo_readahead_p99", pct(&a, 0.99) / pct(&b, 0.99), "x"),
+    ]
+}
+
+fn pct_unsorted(v: &[f64], p: f64) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    pct(&s, p)
+}
+
+/// Where one connection's echo round trip goes, from the node's stage stamps
+/// ([`hotswap_runtime::stamps`]) and the client's own (same clock): client write ->
+/// reader read (kernel, I/O driver, reader task scheduled) -> posted to the owner (framing,
+/// message) -> taken by the owner (process woken and scheduled) -> the reply's write (event
+/// decoded, `handle_info` up to `tcp_send`) -> client read (kernel, client woken). Prints
+/// p50/p99/p99.9 of each stage, and each stage's mean within the slowest 1 % of round
+/// trips (where the p99 sits).
+async fn stages(name: &str, addr: &str) {
+    use hotswap_runtime::stamps as st;
+    let addr = addr.to_string();
+    let (client, node) = on_client(move || async move {
+        let mut s = TcpStream::connect(&addr).await.expect("connect");
+        s.set_nodelay(true).unwrap();
+        let (f, mut buf) = (frame(), Vec::new());
+        for _ in 0..1_000 {
+            ping(&mut s, &f, &mut buf).await.expect("warm-up ping");
+        }
+        let mut v = Vec::with_capacity(STAGE_PINGS);
+        st::start();
+        for _ in 0..STAGE_PINGS {
+            let t0 = st::now_ns();
+            ping(&mut s, &f, &mut buf).await.expect("ping");
+            v.push((t0, st::now_ns()));
+        }
+        (v, st::stop())
+    })
+    .await;
+    let counts: Vec<usize> = node.iter().map(Vec::len).collect();
+    if counts.iter().any(|&c| c != client.len()) {
+        info!(
+            "tcp_echo_stages {name}: stamps do not line up (client {}, node {counts:?}); skipped",
+            client.len()
+        );
+        return;
+    }
+    const NAMES: [&str; 6] = [
+        "client write -> reader read",
+        "read -> posted to owner",
+        "posted -> taken by owner",
+        "taken -> reply written",
+        "written -> client read",
+        "round trip",
+    ];
+    // Per frame: the five stage durations and the total, in microseconds.
+    let rows: Vec<[f64; 6]> = (0..client.len())
+        .map(|i| {
+            let (t0, t5) = client[i];
+            let t = [t0, node[0][i], node[1][i], node[2][i], node[3][i], t5];
+            let d = |a: u64, b: u64| b.saturating_sub(a) as f64 / 1e3;
+            [
+                d(t[0], t[1]),
+                d(t[1], t[2]),
+                d(t[2], t[3]),
+                d(t[3], t[4]),
+                d(t[4], t[5]),
+                d(t[0], t[5]),
+            ]
+        })
+        .collect();
+    let mut by_total = rows.clone();
+    by_total.sort_by(|a, b| a[5].total_cmp(&b[5]));
+    let tail = &by_total[by_total.len() * 99 / 100..];
+    info!("tcp_echo_stages {name} ({} round trips; us):", rows.len());
+    info!(
+        "  {:<28} {:>8} {:>8} {:>8} {:>10}",
+        "stage", "p50", "p99", "p99.9", "slow 1% mean"
+    );
+    for (k, label) in NAMES.iter().enumerate() {
+        let col: Vec<f64> = rows.iter().map(|r| r[k]).collect();
+        let mean_tail = tail.iter().map(|r| r[k]).sum::<f64>() / tail.len() as f64;
+        info!(
+            "  {label:<28} {:>8.1} {:>8.1} {:>8.1} {:>10.1}",
+            pct_unsorted(&col, 0.5),
+            pct_unsorted(&col, 0.99),
+            pct_unsorted(&col, 0.999),
+            mean_tail
+        );
+    }
 }

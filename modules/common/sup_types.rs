@@ -160,11 +160,35 @@ pub struct TreeArg {
     pub period_secs: u64,
     /// The children, in start order.
     pub children: Vec<TreeChild>,
+    /// Supervisors below this one, after the children.
+    #[serde(default)]
+    pub subtrees: Vec<SubTree>,
+    /// `sup_tree` version 2 returns this tree as version 1 does (its subtrees still
+    /// built by version 2): for a change below an unchanged supervisor.
+    #[serde(default)]
+    pub same_in_v2: bool,
+}
+
+/// A supervisor below a `sup_tree` supervisor.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct SubTree {
+    /// Its id.
+    pub id: String,
+    /// Started as a `sup_tree` supervisor module with `arg` (its own `init` builds its
+    /// tree), else as a supervisor of the tree built from `arg` by its parent's `init`.
+    pub module: bool,
+    /// Its tree.
+    pub arg: TreeArg,
 }
 
 impl TreeArg {
     /// The tree this argument describes (what `sup_tree` returns).
     pub fn spec(&self) -> Option<Spec> {
+        self.spec_by(&TreeArg::spec)
+    }
+
+    /// The tree this argument describes, its inline subtrees built by `sub`.
+    pub fn spec_by(&self, sub: &dyn Fn(&TreeArg) -> Option<Spec>) -> Option<Spec> {
         if self.ignore {
             return None;
         }
@@ -177,6 +201,17 @@ impl TreeArg {
                 cs = cs.shutdown(s);
             }
             spec = spec.child(cs);
+        }
+        for t in &self.subtrees {
+            if t.module {
+                spec = spec.child(ChildSpec::supervisor_module(
+                    t.id.clone(),
+                    "sup_tree",
+                    &t.arg,
+                ));
+            } else if let Some(s) = sub(&t.arg) {
+                spec = spec.child(ChildSpec::supervisor(t.id.clone(), s));
+            }
         }
         Some(spec)
     }

@@ -5,9 +5,10 @@
 // Two ways for a test to hold a release upgrade where it wants, with no timing involved:
 //
 // * The hold: the call `Hold(path)` answers only once the file `path` exists (it looks
-//   again every few milliseconds, in its own task: no thread is blocked). A server busy
-//   in a call does not answer a suspend, so the upgrade waits in its suspend phase until
-//   the test creates the file.
+//   again every few milliseconds, in its own task: no thread is blocked). The check
+//   copies a busy server's state only when its call gives it back (and a server busy in
+//   a call does not answer a suspend), so the upgrade waits in its check phase until the
+//   test creates the file.
 // * The gate: when the node's environment names a FIFO in `HOTSWAP_TOP_GATE`, the
 //   `code_change` of server 4 opens it for reading, which blocks its thread until a
 //   writer opens it: each of its code_changes (the check's dry run, then the switch)

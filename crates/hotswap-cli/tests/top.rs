@@ -3,8 +3,9 @@
 //! `send-keys` and reads the screen with `capture-pane`.
 //!
 //! Upgrades are held where the test wants them without any timing (see
-//! `modules/common/top_srv.rs`): in the suspend phase by a server busy in a call (`Hold`)
-//! that answers only once a file exists, or inside a `code_change` that waits on a FIFO.
+//! `modules/common/top_srv.rs`): in the check phase by a server busy in a call (`Hold`,
+//! whose state the check waits for) that answers only once a file exists, or inside a
+//! `code_change` that waits on a FIFO.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -270,7 +271,8 @@ fn top_shows_processes_modules_and_upgrade_progress() {
         std::thread::sleep(Duration::from_millis(20));
     }
 
-    // The upgrade waits for cart-4 in its suspend phase: five of six suspended.
+    // The upgrade waits for cart-4 in its check phase (the check copies every live state,
+    // a busy server's when its callback gives it back): five of six checked.
     let upgrade = spawn(&[
         "upgrade",
         "2.0.0",
@@ -280,12 +282,16 @@ fn top_shows_processes_modules_and_upgrade_progress() {
         "-d",
         &dir,
     ]);
-    let s = pane.wait_for("the upgrade in its suspend phase, 5 of 6 done", |s| {
-        s.contains("suspend 5/6")
+    let s = pane.wait_for("the upgrade in its check phase, 5 of 6 done", |s| {
+        s.contains("check 5/6")
     });
+    // `TOP_CAPTURE=FILE` keeps this frame: the README's capture is one.
+    if let Some(f) = std::env::var_os("TOP_CAPTURE") {
+        std::fs::write(f, &s).expect("TOP_CAPTURE file");
+    }
     let bar = s
         .lines()
-        .find(|l| l.contains("suspend 5/6"))
+        .find(|l| l.contains("check 5/6"))
         .expect("the bar's line");
     assert!(
         bar.contains('█'),
@@ -293,8 +299,8 @@ fn top_shows_processes_modules_and_upgrade_progress() {
     );
     for want in [
         "to release 2.0.0",
-        "[suspend]",
-        "check",
+        "[check]",
+        "suspend",
         "code_change",
         "resume",
     ] {

@@ -42,6 +42,7 @@
 //!               thread-local guard
 //!   error, util leaves: spawn errors and the undef texts, the hash maps keyed by pids
 //!               (the code server's errors are its own: code/error.rs)
+//!   stamps      leaf: bench-only time stamps of a TCP frame's stages (ports, mailboxes)
 //! ```
 //!
 //! Where a lower layer must act on something above it, the upper layer hands it in:
@@ -71,6 +72,7 @@ mod net;
 mod node;
 mod process;
 pub mod release;
+pub mod stamps;
 mod util;
 
 pub use behaviour::application::{
@@ -93,6 +95,7 @@ pub mod compat {
         crate::code::compat::describe_file_with(path, crate::host_api::table())
     }
 }
+pub use code::steps as load_steps;
 pub use code::{CheckReport, DryRun, ModuleInfo, PinnedInfo, PurgeReport, VersionInfo};
 pub use code::{CodeError, LoadError};
 pub use error::SpawnError;

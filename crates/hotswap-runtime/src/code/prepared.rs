@@ -21,6 +21,15 @@ pub(crate) struct Undo {
     old: Option<Arc<Version>>,
 }
 
+impl Undo {
+    /// The old version the commit displaced from the module's old slot (processes may
+    /// still run it; no slot holds it now), dropping the rest of the undo record.
+    pub(crate) fn into_displaced(self) -> Option<Arc<Version>> {
+        // Only a current version moving to the old slot displaces what was there.
+        self.current.and(self.old)
+    }
+}
+
 /// Holds the code server for a release transaction: no load or purge interleaves.
 pub(crate) type SwitchGuard<'a> = tokio::sync::MutexGuard<'a, ()>;
 
@@ -28,6 +37,7 @@ impl CodeServer {
     /// Map and check a library as a prepared version of `module` (invisible to calls and
     /// spawns).
     pub(crate) fn prepare(&self, path: &Path, module: &str) -> Result<Arc<Version>, LoadError> {
+        let _prepare = super::PrepareAfter(self);
         self.open(path, Some(module))
     }
 
@@ -98,9 +108,23 @@ impl CodeServer {
         self.purge_locked(table, module).await
     }
 
+    /// Kill the processes still running `v`, a version a commit displaced from its
+    /// module's old slot (see [`Undo::into_displaced`]), then free it: a `brutal_purge`
+    /// of it, once the transaction can no longer fail. The switch lock must be held.
+    pub(crate) async fn purge_displaced(
+        &self,
+        v: Arc<Version>,
+        table: &dyn Processes,
+    ) -> super::PurgeReport {
+        self.kill_and_release(table, v).await
+    }
+
     /// Make each module's version the given one (`None`: delete the module, its current
-    /// version becoming old) in one step; the current version of each becomes old. Every
-    /// module's old slot must be empty (see [`CodeServer::soft_purge_held`]).
+    /// version becoming old) in one step; the current version of each becomes old. A
+    /// module's old slot should be empty (see [`CodeServer::soft_purge_held`]); a version
+    /// still there is displaced: kept by the [`Undo`] (a rollback puts it back), and
+    /// purged by the caller once the transaction is decided
+    /// ([`CodeServer::purge_displaced`]).
     pub(crate) fn commit(&self, changes: &[(String, Option<Arc<Version>>)]) -> Vec<Undo> {
         let mut slots = self.slots.write();
         let mut undo = Vec::with_capacity(changes.len());

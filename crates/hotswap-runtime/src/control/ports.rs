@@ -141,6 +141,7 @@ fn row(p: &PortInfo) -> Value {
                 "connections": p.connections.map(|(n, _)| n),
         "accepting_paused": p.connections.map(|(_, paused)| paused),
         "accept_errors": (p.kind == "tcp_listen").then_some(p.accept_errors),
+        "acceptors": (p.kind == "tcp_listen").then_some(p.acceptors),
     })
 }
 

@@ -12,9 +12,12 @@
 //!   change (which takes the same lock, then the old owner's mailbox lock) sees every event
 //!   either in the old mailbox (and moves it, in order) or not at all (and the event goes
 //!   to the new owner). Lock order: port state, then process locks; never the reverse.
-//! * The reader reads only while someone wants data (a pending passive receive, or an
-//!   active mode with credit) and owns the partial frame; bytes it read but did not
-//!   deliver stay in the node, across any code change.
+//! * A connection's reader reads ahead, up to the port's `read_ahead` bytes, whether or not
+//!   the owner wants data now (more only to complete a frame the owner waits for), into
+//!   the port's state; frames are delivered only while someone wants them (a pending
+//!   passive receive, or an active mode with credit), by the reader or, when the owner
+//!   re-arms, from the owner's thread. Bytes read but not delivered stay in the node, in
+//!   the port's state, across any code change and ownership move.
 //! * Owners are watched through monitors held by one host-side watcher process: when an
 //!   owner exits, its ports close, or park (owner `None`, reads paused) when opened with
 //!   `park`.
@@ -28,7 +31,7 @@ mod tcp;
 mod udp;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -42,6 +45,7 @@ use tokio::sync::Notify;
 
 use crate::process::NodeInner;
 use crate::process::{Payload, Process};
+use crate::stamps;
 use crate::util::{FxMap, FxSet};
 
 /// The kind of a port.
@@ -108,7 +112,21 @@ pub(crate) struct State {
     bytes_out: u64,
     msgs_in: u64,
     msgs_out: u64,
+    /// A UDP port's datagram held by its reader (connections count `rxbuf` instead).
     rx_buffered: usize,
+    /// A connection's read-ahead: bytes read from the socket and not delivered yet are
+    /// `rxbuf[rx_start..]` (the partial frame included). Kept here, not in the reader, so
+    /// that the owner's thread can deliver a buffered frame itself (see [`tcp::pump`]).
+    rxbuf: Vec<u8>,
+    rx_start: usize,
+    /// The stream ended after the bytes in `rxbuf`: `Some(None)` the peer closed,
+    /// `Some(Some(reason))` an error.
+    rx_end: Option<Option<String>>,
+    /// How many bytes the reader reads ahead of what the owner asked for.
+    read_ahead: usize,
+    /// The reader waits to be woken (not for the socket): set by the reader, under this
+    /// lock, before it waits.
+    rx_idle: bool,
     txq: VecDeque<Vec<u8>>,
     tx_bytes: usize,
     waiters: VecDeque<Waiter>,
@@ -145,6 +163,11 @@ impl State {
             msgs_in: 0,
             msgs_out: 0,
             rx_buffered: 0,
+            rxbuf: Vec::new(),
+            rx_start: 0,
+            rx_end: None,
+            read_ahead: 0,
+            rx_idle: false,
             txq: VecDeque::new(),
             tx_bytes: 0,
             waiters: VecDeque::new(),
@@ -204,7 +227,13 @@ pub(crate) struct Ports {
     seq: AtomicU64,
     watcher: OnceLock<Arc<Process>>,
     watched: Mutex<FxSet<u64>>,
+    /// The read-ahead of connections opened from now on, in bytes.
+    read_ahead: AtomicUsize,
 }
+
+/// The read-ahead of a connection unless the node is configured otherwise (the reader's
+/// read size, so a connection's buffer is no larger than without read-ahead).
+pub(crate) const DEFAULT_READ_AHEAD: usize = 16 << 10;
 
 impl Default for Ports {
     fn default() -> Self {
@@ -214,6 +243,7 @@ impl Default for Ports {
             seq: AtomicU64::new(1),
             watcher: OnceLock::new(),
             watched: Mutex::new(FxSet::default()),
+            read_ahead: AtomicUsize::new(DEFAULT_READ_AHEAD),
         }
     }
 }
@@ -231,6 +261,7 @@ fn deliver(node: &NodeInner, p: &Port, st: &mut State, body: &[u8]) {
         _ => (wire::TCP, wire::TCP_PASSIVE),
     };
     emit(node, st, p.id, data_tag, body);
+    stamps::record(stamps::Stage::Post);
     match st.active {
         Active::Once => st.active = Active::False,
         Active::N(k) if k <= 1 => {
@@ -312,6 +343,16 @@ pub(crate) enum Now {
 }
 
 impl Ports {
+    /// Set the read-ahead of connections opened from now on (see `NodeConfig::read_ahead`).
+    pub(crate) fn set_read_ahead(&self, bytes: usize) {
+        self.read_ahead.store(bytes, Ordering::Relaxed);
+    }
+
+    /// The read-ahead of a connection opened now.
+    fn read_ahead(&self) -> usize {
+        self.read_ahead.load(Ordering::Relaxed)
+    }
+
     fn seq(&self) -> u64 {
         self.seq.fetch_add(1, Ordering::Relaxed)
     }
@@ -449,13 +490,10 @@ impl Ports {
             return;
         }
         let w = self.watcher.get_or_init(|| {
-            let mut p = Process::new(node.new_pid(), node.clone());
-            p.inner.get_mut().external = true;
-            p.inner.get_mut().trap_exit = true;
-            let p = Arc::new(p);
+            let (p, notify) = Process::new_host(node.new_pid(), node.clone());
             node.table.insert(p.clone());
             let (w, n) = (p.clone(), node.clone());
-            node.rt.spawn(async move { watch_loop(n, w).await });
+            node.rt.spawn(async move { watch_loop(n, w, notify).await });
             p
         });
         crate::process::ops::monitor(w, pid);
@@ -504,7 +542,7 @@ impl Ports {
             bytes_out: st.bytes_out,
             msgs_in: st.msgs_in,
             msgs_out: st.msgs_out,
-            rx_buffered: st.rx_buffered,
+            rx_buffered: st.rx_buffered + (st.rxbuf.len() - st.rx_start),
             tx_queued: st.tx_bytes,
             tx_waiting: st.waiters.len(),
             active: active_text(st.active),
@@ -513,6 +551,7 @@ impl Ports {
             label: st.label.clone(),
             connections: st.listen.as_ref().map(|l| (l.conns, l.paused)),
             accept_errors: st.listen.as_ref().map_or(0, |l| l.accept_errors),
+            acceptors: st.listen.as_ref().map_or(0, |l| l.acceptors.len()),
         }
     }
 
@@ -535,8 +574,11 @@ impl Ports {
         let mut st = p.st.lock();
         check_active(&st, a)?;
         apply_active(node, &p, &mut st, a);
+        let wake = rx_changed(node, &p, &mut st);
         drop(st);
-        p.rx.notify_one();
+        if wake {
+            p.rx.notify_one();
+        }
         Ok(())
     }
 
@@ -760,6 +802,20 @@ fn admit(node: &NodeInner, st: &mut State) -> bool {
     any
 }
 
+/// The owner now wants data (an active mode or a passive receive was set): for a
+/// connection, deliver what the read-ahead holds from this thread ([`tcp::pump`]);
+/// whether the reader must be woken (always for the other kinds; for a connection only
+/// when it stopped reading, its read-ahead full). Call with `st` locked.
+fn rx_changed(node: &NodeInner, p: &Port, st: &mut State) -> bool {
+    if p.kind != Kind::Tcp {
+        return true;
+    }
+    match tcp::pump(node, p, st) {
+        tcp::Pumped::Closed => false,
+        tcp::Pumped::Open { short } => st.rx_idle && tcp::read_cap(st, short) > 0,
+    }
+}
+
 /// Set the active mode (checked with [`check_active`]); call with `st` locked.
 fn apply_active(node: &NodeInner, p: &Port, st: &mut State, a: Active) {
     st.active = match (st.active, a) {
@@ -800,6 +856,7 @@ impl Ports {
         // is queued for the writer.
         if st.txq.is_empty() && !st.writing && st.waiters.is_empty() {
             if let Some(s) = p.tcp.as_ref() {
+                stamps::record(stamps::Stage::Write);
                 match s.try_write(&framed) {
                     Ok(n) if n == framed.len() => {
                         st.bytes_out += n as u64;
@@ -876,8 +933,15 @@ impl Ports {
         }
         let seq = self.seq();
         st.recv = Some((caller, tag, seq));
+        let wake = rx_changed(node, &p, &mut st);
+        let answered = st.recv.is_none();
         drop(st);
-        p.rx.notify_one();
+        if wake {
+            p.rx.notify_one();
+        }
+        if answered {
+            return Ok(Now::Later);
+        }
         if let Some(ms) = timeout {
             let (n, port) = (node.clone(), p.clone());
             node.rt.spawn(async move {
@@ -1083,9 +1147,9 @@ impl Ports {
 }
 
 /// The watcher process's loop: each `Down` of an owner closes or parks its ports.
-async fn watch_loop(node: Arc<NodeInner>, w: Arc<Process>) {
+async fn watch_loop(node: Arc<NodeInner>, w: Arc<Process>, notify: Arc<tokio::sync::Notify>) {
     loop {
-        let n = w.notify.notified();
+        let n = notify.notified();
         tokio::pin!(n);
         n.as_mut().enable();
         let mut downs = Vec::new();

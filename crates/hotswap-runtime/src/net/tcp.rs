@@ -4,7 +4,9 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use bytes::BufMut;
 use hotswap::net::{wire, AcceptMode, ListenOptions, NetError, SetOpts, TcpOptions};
+use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use super::frame::{self, Next};
@@ -13,6 +15,10 @@ use crate::process::NodeInner;
 
 /// How long the acceptor waits after a failed accept before it tries again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The most a connection's reader takes from the socket at once beyond its read-ahead
+/// (while the owner waits for a frame larger than the read-ahead).
+const READ_SIZE: usize = 16 << 10;
 
 /// How long a closed connection's writer may still take to flush what was queued.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -151,6 +157,7 @@ fn start_conn(
     st.low = opts.send_low_watermark;
     st.send_timeout = opts.send_timeout_ms.map(Duration::from_millis);
     st.send_timeout_close = opts.send_timeout_close;
+    st.read_ahead = node.ports().read_ahead();
     let s = Arc::new(stream);
     let p = node
         .ports()
@@ -163,80 +170,158 @@ fn start_conn(
     p.id
 }
 
-/// The reader: reads only while someone wants data, frames, delivers.
+/// What [`pump`] left.
+pub(super) enum Pumped {
+    /// The port closed (an oversized frame, or the stream's end reached by the owner).
+    Closed,
+    /// Open; `short`: the owner wants a frame that is not complete in the read-ahead.
+    Open { short: bool },
+}
+
+/// Deliver the complete frames of the read-ahead while the owner wants them (the active
+/// mode counts them down, exactly as if the reader had just read them); close the port
+/// when the owner reaches an oversized frame or the stream's end. Runs on the reader and
+/// on the owner's own thread (`set_active`, `recv`). Call with `st` locked.
+pub(super) fn pump(node: &NodeInner, p: &Port, st: &mut State) -> Pumped {
+    if st.closed {
+        return Pumped::Closed;
+    }
+    if st.rx_end.is_none() {
+        if let Some(e) = st.write_error.clone() {
+            st.rx_end = Some(Some(e));
+        }
+    }
+    let mut short = false;
+    while st.wants() {
+        match frame::next(st.framing, st.max_frame, &st.rxbuf[st.rx_start..]) {
+            Next::Frame { skip, len } => {
+                let at = st.rx_start + skip;
+                let buf = std::mem::take(&mut st.rxbuf);
+                deliver(node, p, st, &buf[at..at + len]);
+                st.rxbuf = buf;
+                st.rx_start = at + len;
+            }
+            Next::TooLarge(len) => {
+                let e = format!(
+                    "{}; the connection was closed",
+                    NetError::FrameTooLarge {
+                        len,
+                        max: st.max_frame
+                    }
+                );
+                node.ports().close(node, p, st, Some((Some(e), true)));
+                return Pumped::Closed;
+            }
+            Next::Need => {
+                if let Some(reason) = st.rx_end.take() {
+                    let left = st.rxbuf.len() - st.rx_start;
+                    let reason = reason.or_else(|| frame::leftover_error(st.framing, left));
+                    node.ports().close(node, p, st, Some((reason, true)));
+                    return Pumped::Closed;
+                }
+                short = true;
+                break;
+            }
+        }
+    }
+    if st.rx_start == st.rxbuf.len() {
+        st.rxbuf.clear();
+        st.rx_start = 0;
+    }
+    Pumped::Open { short }
+}
+
+/// How many bytes the reader may read now: up to the read-ahead bound, or (when the owner
+/// wants a frame still incomplete, `short`) a read's worth more; 0 while the port is
+/// parked, closed or its stream ended. Call with `st` locked.
+pub(super) fn read_cap(st: &State, short: bool) -> usize {
+    if st.closed || st.owner.is_none() || st.rx_end.is_some() {
+        return 0;
+    }
+    let room = st.read_ahead.saturating_sub(st.rxbuf.len() - st.rx_start);
+    if short {
+        room.max(READ_SIZE)
+    } else {
+        room
+    }
+}
+
+/// The reader: waits on the socket while the read-ahead has room (whether or not the
+/// owner asked for data), reads into the port's state and delivers what the owner wants.
+/// It waits to be woken instead only while it may not read (read-ahead full, parked, the
+/// stream ended): `set_active`/`recv` deliver buffered frames themselves and wake it only
+/// then, so an owner re-arming `{active, once}` costs no task wake-up.
 async fn reader(node: Arc<NodeInner>, p: Arc<Port>, rd: Arc<TcpStream>) {
-    let mut buf: Vec<u8> = Vec::new();
-    let mut start = 0usize;
-    // `Some(None)`: the peer closed; `Some(Some(reason))`: an error ended the stream.
-    let mut end: Option<Option<String>> = None;
     loop {
         let n = p.rx.notified();
         tokio::pin!(n);
         n.as_mut().enable();
-        let wait = {
+        let cap = {
             let mut st = p.st.lock();
-            if st.closed {
-                return;
-            }
-            if end.is_none() {
-                if let Some(e) = st.write_error.clone() {
-                    end = Some(Some(e));
-                }
-            }
-            if !st.wants() {
-                true
-            } else {
-                match frame::next(st.framing, st.max_frame, &buf[start..]) {
-                    Next::Frame { skip, len } => {
-                        deliver(&node, &p, &mut st, &buf[start + skip..start + skip + len]);
-                        start += skip + len;
-                        st.rx_buffered = buf.len() - start;
-                        continue;
-                    }
-                    Next::TooLarge(len) => {
-                        let e = format!(
-                            "{}; the connection was closed",
-                            NetError::FrameTooLarge {
-                                len,
-                                max: st.max_frame
-                            }
-                        );
-                        node.ports()
-                            .close(&node, &p, &mut st, Some((Some(e), true)));
-                        return;
-                    }
-                    Next::Need => {
-                        if let Some(reason) = end.take() {
-                            let left = buf.len() - start;
-                            let reason = reason.or_else(|| frame::leftover_error(st.framing, left));
-                            node.ports().close(&node, &p, &mut st, Some((reason, true)));
-                            return;
-                        }
-                        false
-                    }
-                }
-            }
+            let short = match pump(&node, &p, &mut st) {
+                Pumped::Closed => return,
+                Pumped::Open { short } => short,
+            };
+            let cap = read_cap(&st, short);
+            st.rx_idle = cap == 0;
+            cap
         };
-        if wait {
+        if cap == 0 {
             n.await;
             continue;
         }
-        if start > 0 {
-            buf.drain(..start);
-            start = 0;
+        let ready = tokio::select! {
+            r = rd.readable() => r,
+            _ = &mut n => continue,
+        };
+        let mut st = p.st.lock();
+        if st.closed {
+            return;
         }
-        buf.reserve(16 << 10);
-        tokio::select! {
-            r = read_some(&rd, &mut buf) => match r {
-                Ok(0) => end = Some(None),
-                Ok(k) => {
-                    let mut st = p.st.lock();
-                    st.bytes_in += k as u64;
-                    st.rx_buffered = buf.len();
+        if let Err(e) = ready {
+            st.rx_end = Some(Some(format!("receive failed: {e}")));
+            continue;
+        }
+        // The state may have changed while waiting: the bound as of now.
+        let short = matches!(
+            frame::next(st.framing, st.max_frame, &st.rxbuf[st.rx_start..]),
+            Next::Need
+        ) && st.wants();
+        let cap = read_cap(&st, short);
+        if cap == 0 {
+            continue;
+        }
+        if st.rx_start > 0 {
+            let start = st.rx_start;
+            st.rxbuf.drain(..start);
+            st.rx_start = 0;
+        }
+        st.rxbuf.reserve(cap.min(READ_SIZE));
+        let room = cap.min(st.rxbuf.capacity() - st.rxbuf.len());
+        let buf = &mut st.rxbuf;
+        let mut short = None;
+        // The read runs inside `try_io` so that a short read (the socket's queue drained)
+        // clears the socket's readiness as of *before* the read, as tokio's own
+        // `poll_read` does: the next wait then goes straight to the I/O driver instead of
+        // costing one more `recv` that would block, on the way to the owner. Bytes that
+        // arrive after the read are a new readiness event, which this does not clear.
+        let r = rd.try_io(Interest::READABLE, || {
+            match rd.try_read_buf(&mut buf.limit(cap)) {
+                Ok(k) if k > 0 && k < room => {
+                    short = Some(k);
+                    Err(std::io::ErrorKind::WouldBlock.into())
                 }
-                Err(e) => end = Some(Some(format!("receive failed: {e}"))),
-            },
-            _ = &mut n => {}
+                r => r,
+            }
+        });
+        match short.map_or(r, Ok) {
+            Ok(0) => st.rx_end = Some(None),
+            Ok(k) => {
+                st.bytes_in += k as u64;
+                crate::stamps::record(crate::stamps::Stage::Read);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => st.rx_end = Some(Some(format!("receive failed: {e}"))),
         }
     }
 }
@@ -286,17 +371,6 @@ fn setsockopt_int(
         Ok(())
     } else {
         Err(std::io::Error::last_os_error())
-    }
-}
-
-/// Read what is there (at least one byte, or end of stream / an error) into `buf`.
-async fn read_some(s: &TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
-    loop {
-        s.readable().await?;
-        match s.try_read_buf(buf) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            r => return r,
-        }
     }
 }
 
@@ -456,7 +530,11 @@ async fn acceptor(node: Arc<NodeInner>, p: Arc<Port>, l: TcpListener) {
                     // A waiting acceptor whose process has exited (e.g. the owner of a
                     // parked listener) is skipped: the connection goes to a live one.
                     AcceptMode::Manual => std::iter::from_fn(|| ls.acceptors.pop_front())
-                        .find(|a| node.table.get(a.pid).is_some())
+                        .find(|a| {
+                            node.table
+                                .get(a.pid)
+                                .is_some_and(|w| !w.inner.lock().exited)
+                        })
                         .map(|a| (Some((a.pid, a.tag)), a.owner)),
                     AcceptMode::ToOwner => owner.map(|o| (None, o)),
                 };

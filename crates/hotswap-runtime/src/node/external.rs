@@ -14,6 +14,8 @@ use crate::process::{ops, Envelope, Process};
 #[derive(Debug)]
 pub struct ExternalProcess {
     pub(super) proc: Arc<Process>,
+    /// What host tasks wait on: the process's wake-up slot notifies it.
+    pub(super) notify: Arc<tokio::sync::Notify>,
 }
 
 fn to_message(e: &Envelope) -> Message {
@@ -125,7 +127,7 @@ impl ExternalProcess {
     ) -> Option<Message> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let notified = self.proc.notify.notified();
+            let notified = self.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             {

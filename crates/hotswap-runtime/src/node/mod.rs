@@ -37,6 +37,12 @@ pub struct NodeConfig {
     /// makes modules allocate with the system allocator (a purge then returns only what the
     /// module freed itself), which is there to measure the heaps' cost.
     pub module_heaps: bool,
+    /// How many bytes a TCP connection's reader reads ahead of what its owner asked for
+    /// (counted in the port's `rx_buffered`). With room in it, the reader keeps waiting on
+    /// the socket, so an owner re-arming `{active, once}` gets a frame that arrived
+    /// meanwhile from its own thread, without waking the reader. `0`: read only while the
+    /// owner wants data (the reader is woken at every re-arm). Default 16 KiB.
+    pub read_ahead: usize,
 }
 
 impl Default for NodeConfig {
@@ -45,6 +51,7 @@ impl Default for NodeConfig {
             code_dir: None,
             purge_timeout: Duration::from_secs(5),
             module_heaps: true,
+            read_ahead: crate::net::DEFAULT_READ_AHEAD,
         }
     }
 }
@@ -156,15 +163,17 @@ impl Node {
         if !crate::code::guard::active() {
             tracing::warn!("the thread-local guard is not exported by this executable: purged versions will be kept mapped (see hotswap_runtime::guard_link_args)");
         }
+        let inner = Arc::new(NodeInner::new(
+            dir,
+            owned,
+            config.purge_timeout,
+            config.module_heaps,
+            rt,
+            crate::host_api::table(),
+        ));
+        inner.ports().set_read_ahead(config.read_ahead);
         Ok(Node {
-            inner: Arc::new(NodeInner::new(
-                dir,
-                owned,
-                config.purge_timeout,
-                config.module_heaps,
-                rt,
-                crate::host_api::table(),
-            )),
+            inner,
             apps: Arc::new(Apps::new()),
         })
     }
@@ -332,8 +341,7 @@ impl Node {
             },
             trap_exit: g.trap_exit,
             running: g
-                .bindings
-                .iter()
+                .bindings()
                 .map(|v| (v.name.clone(), v.vsn.clone(), v.id))
                 .collect(),
             memory: p.memory(&g),
@@ -344,12 +352,9 @@ impl Node {
     /// A host-side process: a pid with a mailbox that host code (a test, a control server)
     /// reads directly. It traps exits, so links never kill it.
     pub fn external(&self) -> ExternalProcess {
-        let mut p = Process::new(self.inner.new_pid(), self.inner.clone());
-        p.inner.get_mut().external = true;
-        p.inner.get_mut().trap_exit = true;
-        let p = Arc::new(p);
+        let (p, notify) = Process::new_host(self.inner.new_pid(), self.inner.clone());
         self.inner.table.insert(p.clone());
-        ExternalProcess { proc: p }
+        ExternalProcess { proc: p, notify }
     }
 
     /// Stop: kill every process (waiting for each), cancel timers, and purge every module,
@@ -372,11 +377,11 @@ impl Node {
         for p in &procs {
             let mut g = p.inner.lock();
             if !g.exited {
-                g.pending_exit = Some(Box::new(ExitReason::Killed));
+                g.rel().pending_exit = Some(ExitReason::Killed);
             }
         }
         for p in &procs {
-            p.notify.notify_one();
+            p.wake();
         }
         let killed = procs.len();
         let mut stuck = Vec::new();

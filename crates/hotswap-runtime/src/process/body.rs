@@ -10,47 +10,34 @@ use std::task::{Context, Poll, Waker};
 use hotswap::{ExitReason, Outcome};
 use hotswap_abi as abi;
 
-use super::Process;
+use super::{ProcInner, Process};
 use crate::code::Version;
 
 /// The versions whose code a process runs: its body's version, then any version it is
-/// awaiting through a fully-qualified call (a stack). The first one is stored inline.
-#[derive(Default)]
-pub(crate) struct Bindings {
-    first: Option<Arc<Version>>,
-    #[expect(
-        clippy::box_collection,
-        reason = "8 bytes instead of 24 in every process; nested calls are rare"
-    )]
-    more: Option<Box<Vec<Arc<Version>>>>,
-}
-
-impl Bindings {
-    pub(super) fn push(&mut self, v: Arc<Version>) {
-        if self.first.is_none() {
-            self.first = Some(v);
+/// awaiting through a fully-qualified call (a stack). The first one is stored in the
+/// process record, the others (nested calls are rare) in its cold part
+/// ([`Relations::more_bindings`](super::Relations)).
+impl ProcInner {
+    pub(super) fn push_binding(&mut self, v: Arc<Version>) {
+        if self.binding.is_none() {
+            self.binding = Some(v);
         } else {
-            self.more.get_or_insert_with(Default::default).push(v);
+            self.rel().more_bindings.push(v);
         }
     }
 
     /// Remove the innermost binding of `v`.
-    pub(super) fn remove(&mut self, v: &Arc<Version>) -> Option<Arc<Version>> {
-        if let Some(more) = self.more.as_mut() {
+    pub(super) fn remove_binding(&mut self, v: &Arc<Version>) -> Option<Arc<Version>> {
+        if let Some(more) = self.rel.as_mut().map(|r| &mut r.more_bindings) {
             if let Some(pos) = more.iter().rposition(|b| Arc::ptr_eq(b, v)) {
-                let b = more.remove(pos);
-                if more.is_empty() {
-                    self.more = None;
-                }
-                return Some(b);
+                return Some(more.remove(pos));
             }
         }
-        if self.first.as_ref().is_some_and(|b| Arc::ptr_eq(b, v)) {
-            let f = self.first.take();
-            if let Some(more) = self.more.as_mut() {
-                self.first = Some(more.remove(0));
-                if more.is_empty() {
-                    self.more = None;
+        if self.binding.as_ref().is_some_and(|b| Arc::ptr_eq(b, v)) {
+            let f = self.binding.take();
+            if let Some(more) = self.rel.as_mut().map(|r| &mut r.more_bindings) {
+                if !more.is_empty() {
+                    self.binding = Some(more.remove(0));
                 }
             }
             return f;
@@ -58,31 +45,52 @@ impl Bindings {
         None
     }
 
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<Version>> {
-        self.first
+    /// The versions this process is bound to, outermost first.
+    pub(crate) fn bindings(&self) -> impl Iterator<Item = &Arc<Version>> {
+        self.binding
             .iter()
-            .chain(self.more.iter().flat_map(|m| m.iter()))
+            .chain(self.rel.iter().flat_map(|r| r.more_bindings.iter()))
     }
 
-    pub(crate) fn contains(&self, v: &Arc<Version>) -> bool {
-        self.iter().any(|b| Arc::ptr_eq(b, v))
-    }
-
-    pub(super) fn take_all(&mut self) -> Vec<Arc<Version>> {
-        let mut out: Vec<Arc<Version>> = self.first.take().into_iter().collect();
-        if let Some(more) = self.more.take() {
-            out.extend(*more);
-        }
-        out
+    pub(crate) fn is_bound_to(&self, v: &Arc<Version>) -> bool {
+        self.bindings().any(|b| Arc::ptr_eq(b, v))
     }
 }
 
 /// The code of a process (or of a fully-qualified call in progress).
-pub(crate) enum Body {
+///
+/// `S` is the type of a native body kept inline, in the process's task itself instead of a
+/// box of its own: a gen_server's loop, which every idle server carries ([`NoInline`] for
+/// every other process).
+pub(crate) enum Body<S = NoInline> {
     /// A future created by a module version.
     Module(ModuleFuture),
     /// A native future of the host (used for the node's own processes).
     Native(Pin<Box<dyn Future<Output = Outcome> + Send>>),
+    /// A native future stored in place.
+    Inline(S),
+}
+
+/// No inline body: the `S` of [`Body`] for processes without one.
+pub(crate) enum NoInline {}
+
+impl Future for NoInline {
+    type Output = Outcome;
+
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Outcome> {
+        match *self.get_mut() {}
+    }
+}
+
+impl Body {
+    /// The same body in a process whose inline body type is `S` (a tail call's next body).
+    pub(crate) fn widen<S>(self) -> Body<S> {
+        match self {
+            Body::Module(m) => Body::Module(m),
+            Body::Native(f) => Body::Native(f),
+            Body::Inline(n) => match n {},
+        }
+    }
 }
 
 /// What one poll of a body produced.
@@ -174,30 +182,32 @@ impl Drop for ModuleFuture {
     }
 }
 
-impl Body {
+impl<S: Future<Output = Outcome> + Unpin> Body<S> {
     /// Poll once. A native body is polled with `waker` (see [`process_waker`](super::waker::process_waker)); a module
     /// body is woken by its mailbox and its receive deadline only.
     pub(crate) fn poll(&mut self, waker: &Waker) -> Step {
         match self {
             Body::Module(m) => m.poll(),
-            Body::Native(f) => {
-                let mut cx = Context::from_waker(waker);
-                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    f.as_mut().poll(&mut cx)
-                })) {
-                    Ok(Poll::Pending) => Step::Pending,
-                    Ok(Poll::Ready(o)) => Step::Done(o),
-                    Err(p) => Step::Panicked(panic_text(p)),
-                }
-            }
+            Body::Native(f) => poll_native(f.as_mut(), waker),
+            Body::Inline(f) => poll_native(Pin::new(f), waker),
         }
     }
 
     pub(crate) fn version(&self) -> Option<&Arc<Version>> {
         match self {
             Body::Module(m) => Some(&m.version),
-            Body::Native(_) => None,
+            Body::Native(_) | Body::Inline(_) => None,
         }
+    }
+}
+
+/// Poll a native body once, a panic included.
+fn poll_native<F: Future<Output = Outcome> + ?Sized>(f: Pin<&mut F>, waker: &Waker) -> Step {
+    let mut cx = Context::from_waker(waker);
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f.poll(&mut cx))) {
+        Ok(Poll::Pending) => Step::Pending,
+        Ok(Poll::Ready(o)) => Step::Done(o),
+        Err(p) => Step::Panicked(panic_text(p)),
     }
 }
 

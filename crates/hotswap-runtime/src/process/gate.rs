@@ -55,7 +55,7 @@ impl Gate {
         };
         self.modules.write().clear();
         for p in waiting {
-            p.notify.notify_one();
+            p.wake();
         }
     }
 

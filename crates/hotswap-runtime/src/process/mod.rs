@@ -41,12 +41,11 @@ mod node;
 pub(crate) mod ops;
 pub mod sched;
 mod table;
-mod wake;
 mod waker;
 
-pub(crate) use body::{panic_text, Bindings, Body, ModuleFuture, Step};
+pub(crate) use body::{panic_text, Body, ModuleFuture, NoInline, Step};
 pub(crate) use gate::Gate;
-pub(crate) use mailbox::{Envelope, Payload};
+pub(crate) use mailbox::{Envelope, Inbox, Payload};
 pub(crate) use node::NodeInner;
 pub(crate) use table::{ProcessTable, Registry};
 
@@ -54,7 +53,9 @@ use waker::process_waker;
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use hotswap::{ExitReason, Outcome, Pid};
 use hotswap_abi as abi;
@@ -63,9 +64,10 @@ use parking_lot::Mutex;
 use crate::code::Version;
 use crate::util::{FxMap, FxSet};
 
-/// Links, monitors and the registered name: most processes have none, so they live in a
-/// box allocated on first use. Maps are keyed by monitor reference, so a process watching
-/// many others (a supervisor, a spawner) cleans up each one in O(1).
+/// The cold part of a process: links, monitors, the registered name, and the rare states
+/// (a pending exit signal, nested bindings). Most processes have none of these, so they
+/// live in a box allocated on first use. Maps are keyed by monitor reference, so a process
+/// watching many others (a supervisor, a spawner) cleans up each one in O(1).
 #[derive(Default)]
 pub(crate) struct Relations {
     pub(crate) name: Option<Box<str>>,
@@ -79,6 +81,10 @@ pub(crate) struct Relations {
     /// A gen_server's calls answered with `noreply`: `(caller, tag)`. If the server exits
     /// before replying, each caller gets the exit reason (as an OTP caller's monitor would).
     pub(crate) callers: Vec<(u64, u64)>,
+    /// An exit signal that was not trapped: the process exits with it before running again.
+    pub(crate) pending_exit: Option<ExitReason>,
+    /// The versions bound after the first (see [`ProcInner::push_binding`]).
+    pub(crate) more_bindings: Vec<Arc<Version>>,
 }
 
 #[derive(Default)]
@@ -97,9 +103,8 @@ pub(crate) struct ProcInner {
     /// Held by a release upgrade (see [`Process::try_hold`]): the gen_server's loop takes
     /// no event, and no timeout fires, until it is released.
     pub(crate) held: bool,
-    /// An exit signal that was not trapped: the process exits with it before running again.
-    pub(crate) pending_exit: Option<Box<ExitReason>>,
-    pub(crate) bindings: Bindings,
+    /// The first version this process is bound to (see [`ProcInner::bindings`]).
+    binding: Option<Arc<Version>>,
     /// The earliest receive deadline asked for during the last poll (`u64::MAX`: none).
     pub(crate) wake_at: u64,
     pub(crate) received: u64,
@@ -113,6 +118,11 @@ impl ProcInner {
     pub(crate) fn name(&self) -> Option<&str> {
         self.rel.as_ref().and_then(|r| r.name.as_deref())
     }
+
+    /// Take the exit signal the process must exit with, if one arrived.
+    fn take_pending_exit(&mut self) -> Option<ExitReason> {
+        self.rel.as_mut().and_then(|r| r.pending_exit.take())
+    }
 }
 
 /// A process. Shared by the process table, the task driving it and host calls.
@@ -122,14 +132,14 @@ impl ProcInner {
 /// `ProcInner::mailbox`, where selective receive scans. So a sender never waits for a
 /// receiver that is scanning, and a busy receiver takes the shared lock once per batch,
 /// not once per message. Everything addressed to the process (messages, trapped exits,
-/// monitor notifications) goes through the inbox, which keeps each sender's order.
+/// monitor notifications) goes through the inbox, which keeps each sender's order. The
+/// inbox also holds the waker of whoever waits for the process (see [`Inbox`]): anything
+/// that happens to the process calls [`Process::wake`].
 pub(crate) struct Process {
     pub(crate) pid: Pid,
     pub(crate) node: Arc<NodeInner>,
     pub(crate) inner: Mutex<ProcInner>,
-    pub(super) inbox: Mutex<Vec<Envelope>>,
-    /// Woken when anything happens to the process.
-    pub(crate) notify: wake::Wake,
+    pub(super) inbox: Mutex<Inbox>,
 }
 
 impl std::fmt::Debug for Process {
@@ -149,9 +159,23 @@ impl Process {
                 wake_at: u64::MAX,
                 ..Default::default()
             }),
-            inbox: Mutex::new(Vec::new()),
-            notify: wake::Wake::default(),
+            inbox: Mutex::new(Inbox::new()),
         }
+    }
+
+    /// A host-side mailbox (not driven by a task; see [`crate::ExternalProcess`]): it traps
+    /// exits, and host tasks wait for it on the returned `Notify` (see [`Inbox`]).
+    pub(crate) fn new_host(
+        pid: Pid,
+        node: Arc<NodeInner>,
+    ) -> (Arc<Process>, Arc<tokio::sync::Notify>) {
+        let mut p = Process::new(pid, node);
+        let g = p.inner.get_mut();
+        g.external = true;
+        g.trap_exit = true;
+        let notify = Arc::new(tokio::sync::Notify::new());
+        p.set_host_waker(&notify);
+        (Arc::new(p), notify)
     }
 
     /// Hold a gen_server that waits for its next event, in place (a release upgrade's
@@ -174,7 +198,7 @@ impl Process {
     pub(crate) fn release_hold(&self) {
         let was = std::mem::replace(&mut self.inner.lock().held, false);
         if was {
-            self.notify.notify_one();
+            self.wake();
         }
     }
 
@@ -195,12 +219,12 @@ impl Process {
                 }
             }
             if *reason == ExitReason::Kill {
-                g.pending_exit = Some(Box::new(ExitReason::Killed));
+                g.rel().pending_exit = Some(ExitReason::Killed);
             } else if g.trap_exit {
                 let mut data = Vec::new();
                 reason.encode_into(&mut data);
                 // Through the inbox, after whatever `from` sent before exiting.
-                self.inbox.lock().push(Envelope {
+                self.inbox.lock().msgs.push(Envelope {
                     kind: abi::MSG_EXIT,
                     from,
                     reference: 0,
@@ -208,28 +232,31 @@ impl Process {
                 });
             } else if *reason == ExitReason::Normal && from != self.pid.0 {
                 return;
-            } else if g.pending_exit.is_none() {
-                g.pending_exit = Some(Box::new(reason.clone()));
+            } else {
+                let rel = g.rel();
+                if rel.pending_exit.is_none() {
+                    rel.pending_exit = Some(reason.clone());
+                }
             }
         }
-        self.notify.notify_one();
+        self.wake();
     }
 
     pub(crate) fn bind(&self, v: &Arc<Version>) {
         v.bind();
-        self.inner.lock().bindings.push(v.clone());
+        self.inner.lock().push_binding(v.clone());
     }
 
     /// Release a binding taken with [`Process::bind`]; consumes the caller's reference.
     pub(crate) fn unbind(&self, v: Arc<Version>) {
-        let mine = self.inner.lock().bindings.remove(&v);
+        let mine = self.inner.lock().remove_binding(&v);
         drop(mine);
         Version::unbind(v);
     }
 
     /// Record the exit and propagate it to links, monitors, the registry and the table.
     pub(crate) fn finish(self: &Arc<Process>, reason: ExitReason) {
-        let (rel, bindings, mailbox) = {
+        let (mut rel, first_binding, mailbox) = {
             let mut g = self.inner.lock();
             if g.exited {
                 return;
@@ -237,10 +264,20 @@ impl Process {
             g.exited = true;
             (
                 g.rel.take(),
-                g.bindings.take_all(),
+                g.binding.take(),
                 std::mem::take(&mut g.mailbox),
             )
         };
+        let bindings: Vec<Arc<Version>> = first_binding
+            .into_iter()
+            .chain(
+                rel.as_mut()
+                    .map(|r| std::mem::take(&mut r.more_bindings))
+                    .unwrap_or_default(),
+            )
+            .collect();
+        // Nothing waits for an exited process: its waker (the task's) is let go.
+        drop(self.disarm());
         let node = &self.node;
         // The name goes first: whoever finds the process gone (a monitor's `noproc`) must
         // find its name released too.
@@ -250,7 +287,7 @@ impl Process {
         // Out of the table next: a sender reaches a process only through the table, so
         // after this nothing new can arrive and the drain below sees every request.
         node.table.remove(self.pid.0);
-        let inbox = std::mem::take(&mut *self.inbox.lock());
+        let inbox = std::mem::take(&mut self.inbox.lock().msgs);
         // Callers waiting on requests this process will never answer get its exit reason.
         let mut waiting: Vec<(u64, u64)> = mailbox
             .iter()
@@ -338,109 +375,125 @@ impl Process {
     }
 }
 
-/// A process's receive timer: one tokio `Sleep`, armed at the earliest deadline seen and
-/// kept across waits, so a call with the default 5 s timeout neither inserts a timer into
-/// tokio's wheel nor removes one (a later deadline does not move it: an early expiry only
-/// re-polls the body, which re-arms it).
-struct Timer {
-    /// The deadline it is armed at (node clock).
-    at: u64,
-    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
-    /// Polled since it was last armed: it holds the task's waker, which stays registered
-    /// until it fires, so waits in between need not poll it again (a poll registers the
-    /// waker with atomics and reads the coop budget: ~80 instructions a wait); they only
-    /// ask whether it has fired.
-    polled: bool,
-}
-
-impl Timer {
-    fn new(node: &NodeInner, at: u64) -> Timer {
-        Timer {
-            at,
-            sleep: Box::pin(tokio::time::sleep_until(node.instant_at(at))),
-            polled: false,
-        }
-    }
-
-    /// Whether it has fired (registering the task's waker if it was armed since the last
-    /// poll).
-    fn poll_fired(&mut self, cx: &mut std::task::Context<'_>) -> bool {
-        if self.polled {
-            return self.sleep.is_elapsed();
-        }
-        self.polled = true;
-        self.sleep.as_mut().poll(cx).is_ready()
+/// The task that drives a process until it exits (see the module docs).
+pub(crate) fn run<S>(proc: Arc<Process>, body: Body<S>) -> Task<S> {
+    Task {
+        proc,
+        body: Some(body),
+        timer: None,
+        timer_polled: false,
+        waker: None,
     }
 }
 
-/// The task that drives a process until it exits.
-pub(crate) async fn run(proc: Arc<Process>, mut body: Body) {
-    let mut timer: Option<Timer> = None;
-    let reason = loop {
-        {
-            let mut g = proc.inner.lock();
-            if let Some(r) = g.pending_exit.take() {
-                break *r;
-            }
-            g.wake_at = u64::MAX;
-        }
-        match body.poll(&process_waker(&proc)) {
-            Step::Pending => {}
-            Step::Done(Outcome::Value(_)) => break ExitReason::Normal,
-            Step::Done(Outcome::Exit(r)) => break r,
-            Step::Panicked(m) => break ExitReason::Panic(m),
-            Step::Done(Outcome::Continue {
-                module,
-                function,
-                arg,
-            }) => match proc.node.start_body(&proc, &module, &function, &arg) {
-                Ok(next) => {
-                    let old = std::mem::replace(&mut body, next);
-                    if let Some(v) = old.version().cloned() {
-                        drop(old);
-                        proc.unbind(v);
-                    }
-                    continue;
+/// The future of a process's task: written out by hand, so that it holds only these
+/// fields across waits (the `async fn` it replaced kept 184 bytes, a tokio `Notified`
+/// and `select!` state included, which put every task in tokio's 384-byte cell; this one
+/// fits the 256-byte cell). A gen_server's loop is kept here too ([`Body::Inline`]): its
+/// task's cell is 384 bytes, and it has no box of its own.
+pub(crate) struct Task<S = NoInline> {
+    proc: Arc<Process>,
+    /// `None` once the process has exited.
+    body: Option<Body<S>>,
+    /// Armed at the earliest deadline seen and kept across waits: a later deadline does not
+    /// re-register it (an early expiry only re-polls the body, which re-arms it).
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The timer was polled since it was last armed: it holds the task's waker (which
+    /// never changes) until it fires, so later waits only ask whether it has fired. A poll
+    /// registers the waker with atomics and reads the coop budget, ~80 instructions a wait
+    /// (callgrind, issue 16): a call with the default 5 s timeout pays it once per arming.
+    timer_polled: bool,
+    /// The task's waker while it runs (see [`Process::unpark`]), so that waiting again
+    /// stores it without a clone.
+    waker: Option<std::task::Waker>,
+}
+
+impl<S: Future<Output = Outcome> + Unpin> Future for Task<S> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let Some(body) = this.body.as_mut() else {
+            return Poll::Ready(());
+        };
+        let proc = &this.proc;
+        // Running: a wake from here on leaves the owed mark, which `park` finds.
+        proc.unpark(&mut this.waker);
+        let reason = loop {
+            {
+                let mut g = proc.inner.lock();
+                if let Some(r) = g.take_pending_exit() {
+                    break r;
                 }
-                Err(e) => break e.exit_reason(),
-            },
-        }
-        let wake_at = proc.inner.lock().wake_at;
-        if wake_at == u64::MAX {
-            if timer.as_ref().is_some_and(|t| t.sleep.is_elapsed()) {
-                timer = None;
+                g.wake_at = u64::MAX;
             }
-            proc.notify.notified().await;
-        } else {
-            let t = match &mut timer {
-                Some(t) if t.at <= wake_at && !t.sleep.is_elapsed() => t,
+            match body.poll(&process_waker(proc)) {
+                Step::Pending => {}
+                Step::Done(Outcome::Value(_)) => break ExitReason::Normal,
+                Step::Done(Outcome::Exit(r)) => break r,
+                Step::Panicked(m) => break ExitReason::Panic(m),
+                Step::Done(Outcome::Continue {
+                    module,
+                    function,
+                    arg,
+                }) => match proc.node.start_body(proc, &module, &function, &arg) {
+                    Ok(next) => {
+                        let old = std::mem::replace(body, next.widen());
+                        if let Some(v) = old.version().cloned() {
+                            drop(old);
+                            proc.unbind(v);
+                        }
+                        continue;
+                    }
+                    Err(e) => break e.exit_reason(),
+                },
+            }
+            let wake_at = proc.inner.lock().wake_at;
+            if proc.park(&mut this.waker, cx.waker()) {
+                continue;
+            }
+            if wake_at == u64::MAX {
+                if this.timer.as_ref().is_some_and(|t| t.is_elapsed()) {
+                    this.timer = None;
+                }
+                return Poll::Pending;
+            }
+            let at = proc.node.instant_at(wake_at);
+            let timer = match &mut this.timer {
+                Some(t) if t.deadline() <= at && !t.is_elapsed() => t,
                 Some(t) => {
-                    t.sleep.as_mut().reset(proc.node.instant_at(wake_at));
-                    t.at = wake_at;
-                    t.polled = false;
+                    t.as_mut().reset(at);
+                    this.timer_polled = false;
                     t
                 }
-                None => timer.insert(Timer::new(&proc.node, wake_at)),
-            };
-            let notified = proc.notify.notified();
-            tokio::pin!(notified);
-            std::future::poll_fn(|cx| {
-                if notified.as_mut().poll(cx).is_ready() || t.poll_fired(cx) {
-                    std::task::Poll::Ready(())
-                } else {
-                    std::task::Poll::Pending
+                None => {
+                    this.timer_polled = false;
+                    this.timer.insert(Box::pin(tokio::time::sleep_until(at)))
                 }
-            })
-            .await;
+            };
+            let fired = if this.timer_polled {
+                timer.is_elapsed()
+            } else {
+                this.timer_polled = true;
+                timer.as_mut().poll(cx).is_ready()
+            };
+            if !fired {
+                return Poll::Pending;
+            }
+            // The deadline passed: poll the body again, which sees it.
+            proc.unpark(&mut this.waker);
+        };
+        this.timer = None;
+        let body = this.body.take().expect("present until the exit");
+        if let Some(v) = body.version().cloned() {
+            drop(body);
+            proc.unbind(v);
+        } else {
+            drop(body);
         }
-    };
-    if let Some(v) = body.version().cloned() {
-        drop(body);
-        proc.unbind(v);
-    } else {
-        drop(body);
+        proc.finish(reason);
+        Poll::Ready(())
     }
-    proc.finish(reason);
 }
 
 impl Process {
@@ -458,7 +511,7 @@ impl Process {
         bytes += g.mailbox.capacity() * env + g.mailbox.iter().map(payload).sum::<usize>();
         {
             let ib = self.inbox.lock();
-            bytes += ib.capacity() * env + ib.iter().map(payload).sum::<usize>();
+            bytes += ib.msgs.capacity() * env + ib.msgs.iter().map(payload).sum::<usize>();
         }
         if let Some(r) = g.rel.as_deref() {
             let pair = 2 * std::mem::size_of::<u64>();
@@ -474,10 +527,10 @@ impl Process {
 #[cfg(test)]
 mod size_guard {
     /// An idle process must stay well under 1 KB: the process struct (plus the `Arc`
-    /// header) fits the allocator's 192-byte class.
+    /// header) fits the allocator's 160-byte class (see also the gen_server budget test).
     #[test]
     fn process_struct_stays_small() {
         let p = std::mem::size_of::<super::Process>();
-        assert!(p + 16 <= 192, "Process is {p} bytes");
+        assert!(p + 16 <= 160, "Process is {p} bytes");
     }
 }

@@ -247,7 +247,7 @@ impl NodeInner {
             function.to_string(),
             arg.to_vec(),
         );
-        let body = Body::Native(Box::pin(async move {
+        let body: Body = Body::Native(Box::pin(async move {
             p.node.gate.pass(&p).await;
             hotswap::Outcome::Continue {
                 module,
@@ -258,13 +258,16 @@ impl NodeInner {
         Ok(self.launch(parent, proc, body, flags))
     }
 
-    pub(crate) fn launch(
+    pub(crate) fn launch<S>(
         self: &Arc<Self>,
         parent: Option<&Process>,
         proc: Arc<Process>,
-        body: Body,
+        body: Body<S>,
         flags: u32,
-    ) -> (Pid, u64) {
+    ) -> (Pid, u64)
+    where
+        S: std::future::Future<Output = hotswap::Outcome> + Send + Unpin + 'static,
+    {
         let mref = self.attach(parent, &proc, flags);
         let pid = proc.pid;
         self.table.insert(proc.clone());
@@ -292,7 +295,7 @@ impl NodeInner {
         // SAFETY: the handle is this new process's, and the host table is installed.
         let ctx = unsafe { Ctx::from_raw(proc.as_handle()) };
         let fut = f(ctx);
-        let body = Body::Native(Box::pin(async move { fut.await.into_outcome() }));
+        let body: Body = Body::Native(Box::pin(async move { fut.await.into_outcome() }));
         Ok(self.launch(parent, proc, body, flags))
     }
 

@@ -65,7 +65,7 @@ impl crate::code::Processes for ProcessTable {
         let mut pids: Vec<Pid> = self
             .all()
             .into_iter()
-            .filter(|p| p.inner.lock().bindings.contains(v))
+            .filter(|p| p.inner.lock().is_bound_to(v))
             .map(|p| p.pid)
             .collect();
         pids.sort();
@@ -74,7 +74,7 @@ impl crate::code::Processes for ProcessTable {
 
     fn is_bound_to(&self, pid: Pid, v: &Arc<Version>) -> bool {
         self.get(pid.0)
-            .is_some_and(|p| p.inner.lock().bindings.contains(v))
+            .is_some_and(|p| p.inner.lock().is_bound_to(v))
     }
 
     fn kill(&self, pid: Pid) {

@@ -22,12 +22,12 @@ unsafe fn waker_clone(p: *const ()) -> RawWaker {
 unsafe fn waker_wake(p: *const ()) {
     // SAFETY: an owned waker (a clone) carries one reference, consumed here.
     let proc = unsafe { Arc::from_raw(p as *const Process) };
-    proc.notify.notify_one();
+    proc.wake();
 }
 
 unsafe fn waker_wake_by_ref(p: *const ()) {
     // SAFETY: the waker keeps the process alive (borrowed, or holding a reference).
-    unsafe { &*(p as *const Process) }.notify.notify_one();
+    unsafe { &*(p as *const Process) }.wake();
 }
 
 unsafe fn waker_drop(p: *const ()) {

@@ -5,29 +5,32 @@
 //!    prepared versions; the types check compares each changed module's new description
 //!    with the running one's (the static half of `Code::check`: an incompatible module
 //!    refuses the upgrade unless [`UpgradeOptions::force`]); each changed gen_server's
-//!    new `code_change` runs on a copy of every live state and the results are dropped;
+//!    new `code_change` runs on a copy of every live state and the results are dropped
+//!    (a server busy in a callback copies its state as the callback gives it back,
+//!    waited for up to its suspend time limit);
 //!    processes still on a changed module's old code refuse the upgrade (`soft_purge`).
 //!    Any failure discards the prepared versions and names the process, the module and
 //!    the error.
 //! 2. **Switch**, under the code server's lock, with spawns of the changed modules held at
-//!    the gate: with `brutal_purge`, kill what runs a changed module's old code; suspend
+//!    the gate: free old code nothing runs (with `brutal_purge`, what still runs it is
+//!    left running until the end: the commit displaces that version and keeps it); suspend
 //!    the servers, module by module, dependents first: a server waiting between events is
 //!    held in place (`Process::try_hold`: no message, one lock), the others get a sys
 //!    suspend in parallel, each with its time limit (one that does not answer aborts);
 //!    convert every suspended server's state with the new code, in parallel, keeping the
 //!    old state objects; make every prepared version current in one step; supervisors
-//!    whose tree changes take it by sys `change_code`; start the added applications and
-//!    children; resume, dependencies first.
+//!    whose tree changes (at any depth, parents first) take it by sys `change_code`;
+//!    start the added applications and children; resume, dependencies first.
 //! 3. **Rollback** on any failure in 2: the old versions current again, the old state
 //!    objects back (no conversion needed), the supervisors' old trees back, the new
 //!    versions discarded, every process resumed (held ones released), nothing killed
-//!    (but what `brutal_purge` killed before the switch); queued messages stay queued.
+//!    (`brutal_purge` kills only in 4); queued messages stay queued.
 //!    The error names what failed.
 //! 4. **After**: the old state objects are dropped; removed children and applications are
 //!    stopped; processes with `restart = true` are restarted by their supervisors;
 //!    applications whose start type or top supervisor changed are restarted; removed
 //!    modules are deleted; old code nothing runs is purged (with `brutal_purge`, what
-//!    still runs it is killed first).
+//!    still runs it, the displaced version's or the replaced one's, is killed first).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -39,13 +42,13 @@ use hotswap::sys::Request;
 use hotswap::Pid;
 use serde::Serialize;
 
-use super::manifest::{AppSpec, PurgeMode, Release};
+use super::manifest::{PurgeMode, Release};
 use super::migrate::{self, Migration};
-use super::plan::{self, AppChange, ModuleChange, Plan, Prepared};
+use super::plan::{self, AppChange, ModuleChange, Plan, Prepared, SupervisorChange};
 use super::sys_batch::{self, Answer};
 use super::{NodeReleases, ReleaseError};
 use crate::behaviour::server::StateCell;
-use crate::behaviour::supervisor::{ChildPid, Source};
+use crate::behaviour::supervisor::ChildPid;
 use crate::code::compat::{self, CompatReport};
 use crate::code::Version;
 use crate::node::Node;
@@ -132,8 +135,8 @@ pub struct UpgradeReport {
     /// Processes restarted through their supervisors.
     pub processes_restarted: usize,
     /// Processes killed because they still ran old code of a module with
-    /// `purge = "brutal_purge"` (before the switch, or left on the replaced version after
-    /// it).
+    /// `purge = "brutal_purge"` (its old version, or the version it replaced), once the
+    /// switch had succeeded.
     pub processes_killed: Vec<Pid>,
     /// Applications started.
     pub applications_started: Vec<String>,
@@ -184,6 +187,11 @@ struct Mig {
     to: Arc<Version>,
     extra: Option<Vec<u8>>,
     timeout: Duration,
+    /// When the check began: a busy server's state is waited for until `since + timeout`.
+    since: Instant,
+    /// The servers the check's first pass found busy in a callback (shared by the clones
+    /// the chunks get): its second pass waits for their states.
+    busy: Arc<parking_lot::Mutex<Vec<u64>>>,
 }
 
 struct Ctx<'a> {
@@ -300,22 +308,68 @@ pub(crate) async fn run(
             timeout: opts
                 .suspend_timeout
                 .unwrap_or(Duration::from_millis(m.timeout_ms)),
+            since: Instant::now(),
+            busy: Arc::default(),
         });
     }
     let check_targets = collect(&migs, &node.inner);
     let done = cx.phase("check", check_targets.len());
-    if let Err((pid, module, e, _)) = run_chunks(
+    // First every server whose state no callback has, then (waiting for each as its
+    // callback gives its state back, up to its suspend time limit) the busy ones.
+    let first = run_chunks(
         &node.inner,
         &migs,
         &check_targets,
         direction,
         &done,
         |cell, m, dir, proc| {
-            migrate::check(cell, &m.from, &m.to, dir, m.extra.as_deref(), proc).map(|_| None)
+            let r = migrate::check(cell, &m.from, &m.to, dir, m.extra.as_deref(), proc, None)?;
+            if r == migrate::Checked::Busy {
+                m.busy.lock().push(cell.pid);
+            }
+            Ok(None)
         },
     )
-    .await
-    {
+    .await;
+    let busy: Vec<Target> = migs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, m)| {
+            let pids = std::mem::take(&mut *m.busy.lock());
+            pids.into_iter().map(move |p| Target {
+                pid: Pid(p),
+                module: i,
+            })
+        })
+        .collect();
+    done.fetch_sub(busy.len(), Ordering::Relaxed);
+    let checked = match first {
+        Ok(_) if !busy.is_empty() => {
+            run_chunks(
+                &node.inner,
+                &migs,
+                &busy,
+                direction,
+                &done,
+                |cell, m, dir, proc| {
+                    let deadline = m.since + m.timeout;
+                    migrate::check(
+                        cell,
+                        &m.from,
+                        &m.to,
+                        dir,
+                        m.extra.as_deref(),
+                        proc,
+                        Some(deadline),
+                    )
+                    .map(|_| None)
+                },
+            )
+            .await
+        }
+        other => other,
+    };
+    if let Err((pid, module, e, _)) = checked {
         drop(migs);
         cx.discard(prepared);
         return Err(ReleaseError::Refused {
@@ -330,38 +384,28 @@ pub(crate) async fn run(
     let inner = node.inner.clone();
     let _lock = inner.code.switch_lock().await;
     let mut killed: Vec<Pid> = Vec::new();
+    // Old code nothing runs goes now. Processes still on a `brutal_purge` module's old
+    // code keep running: the commit displaces that version (a rollback puts it back), and
+    // they are killed only once the switch can no longer fail, so a rolled-back upgrade
+    // has killed nothing.
     for m in &plan.modules {
         if !matches!(m.change, ModuleChange::Changed | ModuleChange::Removed) {
             continue;
         }
-        if m.purge == PurgeMode::BrutalPurge {
-            let r = inner.code.purge_held(&m.name, &inner.table).await;
-            if !r.killed.is_empty() {
-                log.push(format!(
-                    "brutal_purge {} ({} killed)",
+        if let Err(p) = inner.code.soft_purge_held(&m.name, &inner.table).await {
+            if m.purge == PurgeMode::BrutalPurge {
+                continue;
+            }
+            drop(migs);
+            cx.discard(prepared);
+            return Err(ReleaseError::Refused {
+                to,
+                failed: format!(
+                    "module `{}`: process(es) {} still run its old code",
                     m.name,
-                    r.killed.len()
-                ));
-            }
-            killed.extend(r.killed);
-            continue;
-        }
-        {
-            if let Err(p) = inner.code.soft_purge_held(&m.name, &inner.table).await {
-                drop(migs);
-                cx.discard(prepared);
-                return Err(ReleaseError::Refused {
-                    to,
-                    failed: format!(
-                        "module `{}`: process(es) {} still run its old code",
-                        m.name,
-                        p.iter()
-                            .map(|p| p.to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                });
-            }
+                    pid_list(&p)
+                ),
+            });
         }
     }
     let switched: BTreeSet<String> = plan
@@ -505,7 +549,7 @@ pub(crate) async fn run(
         spawns_gated = inner.gate.waiting();
         inner.gate.open();
         cx.phase("supervisors", 0);
-        if let Err(e) = change_supervisors(node, &plan, target, &mut changed_sups, &mut log).await {
+        if let Err(e) = change_supervisors(node, &plan, &mut changed_sups, &mut log).await {
             failure = Some(("supervisors".into(), e));
         }
     }
@@ -515,6 +559,7 @@ pub(crate) async fn run(
             node,
             &plan,
             target,
+            &changed_sups,
             &mut started_apps,
             &mut started_children,
         )
@@ -563,9 +608,16 @@ pub(crate) async fn run(
     let done = cx.phase("resume", suspended.iter().chain(&held).map(Vec::len).sum());
     resume(&inner, &migs, &held, &suspended, &done, &mut log).await;
     let pause_ms = ms(pause_start.elapsed());
-    // The versions these name are freed below (a purge needs the only reference).
+    // The versions these name are freed below (a purge needs the only reference); the
+    // old versions the commit displaced (still run by processes of `brutal_purge`
+    // modules) are purged below.
     drop(migs);
-    drop(undo);
+    let mut displaced: Vec<Arc<Version>> = undo
+        .take()
+        .into_iter()
+        .flatten()
+        .filter_map(|u| u.into_displaced())
+        .collect();
 
     // ---- after: nothing here undoes the switch ---------------------------------------------
     cx.phase("finish", migrations.len());
@@ -573,43 +625,28 @@ pub(crate) async fn run(
     finish(migrations).await;
     let mut restarted = 0;
     let mut stopped_apps = Vec::new();
-    for a in &plan.applications {
-        if let AppChange::Children { stop, restart, .. } = &a.change {
-            let Some(app) = node.applications().into_iter().find(|x| x.name == a.name) else {
-                continue;
-            };
-            for id in stop {
-                let r = node
-                    .supervisor()
-                    .terminate_child(app.supervisor, id.as_str())
-                    .await;
-                let d = node.supervisor().delete_child(app.supervisor, id).await;
-                if let Err(e) = r
-                    .map_err(|e| e.to_string())
-                    .and(d.map_err(|e| e.to_string()))
-                {
-                    warnings.push(format!(
-                        "application {}: child {id} was not stopped: {e}",
-                        a.name
-                    ));
-                }
+    // Children stopped, and restarted with their new entries, bottom-up.
+    for c in changed_sups.iter().rev() {
+        let who = c.change.who(&c.app);
+        for id in &c.change.stop {
+            let r = node.supervisor().terminate_child(c.pid, id.as_str()).await;
+            let d = node.supervisor().delete_child(c.pid, id).await;
+            if let Err(e) = r
+                .map_err(|e| e.to_string())
+                .and(d.map_err(|e| e.to_string()))
+            {
+                warnings.push(format!("{who}: child {id} was not stopped: {e}"));
             }
-            for id in restart {
-                // Its spec was replaced by the change_code: a restart takes the new one.
-                let t = node
-                    .supervisor()
-                    .terminate_child(app.supervisor, id.as_str())
-                    .await;
-                let r = node.supervisor().restart_child(app.supervisor, id).await;
-                if let Err(e) = t
-                    .map_err(|e| e.to_string())
-                    .and(r.map(drop).map_err(|e| e.to_string()))
-                {
-                    warnings.push(format!(
-                        "application {}: child {id} was not restarted: {e}",
-                        a.name
-                    ));
-                }
+        }
+        for id in &c.change.restart {
+            // Its spec was replaced by the change_code: a restart takes the new one.
+            let t = node.supervisor().terminate_child(c.pid, id.as_str()).await;
+            let r = node.supervisor().restart_child(c.pid, id).await;
+            if let Err(e) = t
+                .map_err(|e| e.to_string())
+                .and(r.map(drop).map_err(|e| e.to_string()))
+            {
+                warnings.push(format!("{who}: child {id} was not restarted: {e}"));
             }
         }
     }
@@ -655,7 +692,27 @@ pub(crate) async fn run(
     if !removed.is_empty() {
         let dels: Vec<(String, Option<Arc<Version>>)> =
             removed.iter().map(|n| (n.clone(), None)).collect();
-        inner.code.commit(&dels);
+        displaced.extend(
+            inner
+                .code
+                .commit(&dels)
+                .into_iter()
+                .filter_map(|u| u.into_displaced()),
+        );
+    }
+    // Nothing can fail any more: what runs a `brutal_purge` module's old code is killed,
+    // first the version the commit displaced (the processes that refused a soft purge),
+    // then what is left on the replaced one.
+    for v in displaced {
+        let r = inner.code.purge_displaced(v, &inner.table).await;
+        if !r.killed.is_empty() {
+            log.push(format!(
+                "brutal_purge {} ({} killed)",
+                r.module,
+                r.killed.len()
+            ));
+        }
+        killed.extend(r.killed);
     }
     for m in &plan.modules {
         if !matches!(m.change, ModuleChange::Changed | ModuleChange::Removed) {
@@ -994,11 +1051,13 @@ async fn resume(
     n
 }
 
-/// Start the added applications and the children their top supervisors gain.
+/// Start the added applications and the children the changed supervisors gain (parents
+/// first).
 async fn start_apps(
     node: &Node,
     plan: &Plan,
     target: &Release,
+    changed: &[ChangedSup],
     started_apps: &mut Vec<String>,
     started_children: &mut Vec<(Pid, String)>,
 ) -> Result<(), String> {
@@ -1015,21 +1074,21 @@ async fn start_apps(
             started_apps.push(a.name.clone());
         }
     }
-    for p in &plan.applications {
-        let AppChange::Children { start, .. } = &p.change else {
-            continue;
-        };
-        let Some(app) = node.applications().into_iter().find(|x| x.name == p.name) else {
-            return Err(format!("application {} is not running", p.name));
-        };
+    for c in changed {
         // The supervisor's change_code added their specs; starting them is explicit, as
         // in OTP (spec §4.8).
-        for id in start {
+        for id in &c.change.start {
             node.supervisor()
-                .restart_child(app.supervisor, id)
+                .restart_child(c.pid, id)
                 .await
-                .map_err(|e| format!("application {}: child {id} did not start: {e}", p.name))?;
-            started_children.push((app.supervisor, id.clone()));
+                .map_err(|e| {
+                    format!(
+                        "application {}: {}: child {id} did not start: {e}",
+                        c.app,
+                        c.change.who(&c.app)
+                    )
+                })?;
+            started_children.push((c.pid, id.clone()));
         }
     }
     Ok(())
@@ -1039,20 +1098,36 @@ async fn start_apps(
 struct ChangedSup {
     app: String,
     pid: Pid,
-    /// The module whose `init` gives its tree (the old version's after an uncommit), or
-    /// the manifest's old tree.
-    module: Option<String>,
-    old_tree: Option<Spec>,
-    /// The ids the change added (deleted again by a rollback).
-    added: Vec<String>,
+    /// The change (its module gives the old tree after an uncommit; else its old tree is
+    /// given back).
+    change: SupervisorChange,
 }
 
-/// The tree an application spec describes, if it is built in Rust.
-fn manifest_tree(spec: Option<&AppSpec>) -> Option<Spec> {
-    match spec.map(AppSpec::source) {
-        Some(Ok(Source::Spec(s))) => Some(s),
-        _ => None,
+/// The pid of the supervisor at `path` below `top` (each step a running supervisor
+/// child), or `None` if one of them is not running.
+async fn supervisor_at(node: &Node, top: Pid, path: &[String]) -> Result<Option<Pid>, String> {
+    let mut at = top;
+    for id in path {
+        let kids = node
+            .supervisor()
+            .which_children(at)
+            .await
+            .map_err(|e| format!("supervisor {at} did not list its children: {e}"))?;
+        let found = kids.into_iter().find_map(|c| match c.pid {
+            ChildPid::Running(p)
+                if c.id.as_deref() == Some(id.as_str())
+                    && c.child_type == crate::behaviour::supervisor::ChildType::Supervisor =>
+            {
+                Some(p)
+            }
+            _ => None,
+        });
+        match found {
+            Some(p) => at = p,
+            None => return Ok(None),
+        }
     }
+    Ok(Some(at))
 }
 
 /// sys `change_code` of one supervisor (suspended around it): `module`'s current `init`,
@@ -1080,58 +1155,67 @@ async fn supervisor_change_code(
     resumed.map_err(|e| format!("its supervisor {sup} did not resume: {e}"))
 }
 
-/// Every application whose top supervisor's tree changes takes it by sys `change_code`
-/// (spec §4.8): new flags, new ids added without starting them, running children kept.
+/// Every supervisor whose tree changes takes it by sys `change_code` (spec §4.8): new
+/// flags, new ids added without starting them, running children kept. Parents first: a
+/// supervisor below takes its tree after its parent took the entry that gives it. One
+/// that is not running is skipped: its parent's new entry (or its module's new `init`)
+/// is what it starts with next.
 async fn change_supervisors(
     node: &Node,
     plan: &Plan,
-    target: &Release,
     changed: &mut Vec<ChangedSup>,
     log: &mut Vec<String>,
 ) -> Result<(), String> {
-    let running = node.releases().running();
     for p in &plan.applications {
-        let AppChange::Children { start, module, .. } = &p.change else {
+        let AppChange::Children { supervisors } = &p.change else {
             continue;
         };
         let Some(app) = node.applications().into_iter().find(|x| x.name == p.name) else {
             return Err(format!("application {} is not running", p.name));
         };
-        let spec = |r: &Release| {
-            r.manifest
-                .applications
-                .iter()
-                .find(|a| a.name == p.name)
-                .cloned()
-        };
-        let new_tree = manifest_tree(spec(target).as_ref());
-        let old_tree = manifest_tree(running.as_ref().and_then(spec).as_ref());
-        supervisor_change_code(node, app.supervisor, module.as_deref(), new_tree.as_ref())
-            .await
-            .map_err(|e| format!("application {}: {e}", p.name))?;
-        log.push(format!("change_code supervisor of {}", p.name));
-        changed.push(ChangedSup {
-            app: p.name.clone(),
-            pid: app.supervisor,
-            module: module.clone(),
-            old_tree,
-            added: start.clone(),
-        });
+        for c in supervisors {
+            let who = c.who(&p.name);
+            let Some(pid) = supervisor_at(node, app.supervisor, &c.path)
+                .await
+                .map_err(|e| format!("{who}: {e}"))?
+            else {
+                log.push(format!("{who} is not running: not changed"));
+                continue;
+            };
+            supervisor_change_code(node, pid, c.module.as_deref(), c.tree.as_ref())
+                .await
+                .map_err(|e| format!("application {}: {who}: {e}", p.name))?;
+            log.push(if c.path.is_empty() {
+                format!("change_code supervisor of {}", p.name)
+            } else {
+                format!("change_code {who}")
+            });
+            changed.push(ChangedSup {
+                app: p.name.clone(),
+                pid,
+                change: c.clone(),
+            });
+        }
     }
     Ok(())
 }
 
-/// Undo [`change_supervisors`] (the old versions current again): each supervisor takes
-/// its old tree back, and the ids the change added are deleted.
+/// Undo [`change_supervisors`] (the old versions current again), bottom-up: each
+/// supervisor takes its old tree back, and the ids the change added are deleted.
 async fn revert_supervisors(node: &Node, changed: &[ChangedSup]) {
     for c in changed.iter().rev() {
-        for id in &c.added {
+        for id in &c.change.start {
             let _ = node.supervisor().delete_child(c.pid, id).await;
         }
-        if let Err(e) =
-            supervisor_change_code(node, c.pid, c.module.as_deref(), c.old_tree.as_ref()).await
+        if let Err(e) = supervisor_change_code(
+            node,
+            c.pid,
+            c.change.module.as_deref(),
+            c.change.old_tree.as_ref(),
+        )
+        .await
         {
-            tracing::warn!(application = %c.app, "supervisor not reverted: {e}");
+            tracing::warn!(application = %c.app, supervisor = %c.change.who(&c.app), "supervisor not reverted: {e}");
         }
     }
 }

@@ -146,8 +146,9 @@ pub enum PurgeMode {
     /// after it, the now-old version stays for the processes still in it.
     #[default]
     SoftPurge,
-    /// Kill the processes still running an old version: before the switch (those on the
-    /// version older than the current one) and after it (those left on the replaced one).
+    /// Kill the processes still running an old version (the version older than the
+    /// current one, and the one the upgrade replaces), once the switch has succeeded: an
+    /// upgrade that rolls back kills nothing.
     BrutalPurge,
 }
 

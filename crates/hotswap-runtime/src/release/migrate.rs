@@ -15,7 +15,7 @@ use std::sync::Arc;
 use hotswap::gen_server::Direction;
 use hotswap_abi as abi;
 
-use crate::behaviour::server::{Slot, StateCell, StatePtr};
+use crate::behaviour::server::{Slot, StateCell, StateCopy, StatePtr};
 use crate::code::Version;
 use hotswap::private::write_vec;
 
@@ -128,9 +128,22 @@ fn encode_idle(g: &Slot, from: &Arc<Version>) -> Result<Vec<u8>, String> {
     }
 }
 
+/// What the check did with one server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Checked {
+    /// Its state converted on a copy, the result dropped.
+    Done,
+    /// A callback had its state (until the deadline, if one was given).
+    Busy,
+    /// Its state is no object of the version replaced: nothing to check.
+    Nothing,
+}
+
 /// Run the conversion on a copy of the live state and drop the result: nothing changes.
-/// A server busy in a callback is not copied (`Ok(false)`); the switch converts it once
-/// it is suspended.
+/// A server busy in a callback is, with a `deadline` (its suspend time limit), copied the
+/// moment the callback gives its state back (the server makes the copy before its next
+/// event); without one it is left for later. One still busy at the deadline is left to
+/// the switch, whose suspend of it times out too, and the upgrade rolls back.
 pub(crate) fn check(
     cell: &StateCell,
     from: &Arc<Version>,
@@ -138,19 +151,16 @@ pub(crate) fn check(
     dir: Direction,
     extra: Option<&[u8]>,
     proc: *mut abi::ProcHandle,
-) -> Result<bool, String> {
-    let bytes = {
-        let g = cell.slot.lock();
-        match &*g {
-            // Busy in a callback, or still in init: converted once suspended.
-            Slot::Live { busy: true, .. } | Slot::Empty => return Ok(false),
-            Slot::Live { version, .. } if !Arc::ptr_eq(version, from) => return Ok(false),
-            other => encode_idle(other, from)?,
-        }
+    deadline: Option<std::time::Instant>,
+) -> Result<Checked, String> {
+    let bytes = match cell.copy_when_idle(from, deadline)? {
+        StateCopy::Made(b) => b,
+        StateCopy::Busy => return Ok(Checked::Busy),
+        StateCopy::NotOurs => return Ok(Checked::Nothing),
     };
     let obj = convert(from, to, &bytes, dir, extra, proc)?;
     to.drop_state(obj);
-    Ok(true)
+    Ok(Checked::Done)
 }
 
 /// A state moved to a new version, its old object kept.

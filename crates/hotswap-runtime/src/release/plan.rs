@@ -9,8 +9,8 @@
 //!   `[upgrade.<module>] restart = true` makes their supervisors *restart* them instead.
 //!   Processes still bound to the module's *old* version refuse the upgrade (old code
 //!   must go first, like OTP's PrePurge `soft_purge`), unless `[upgrade.<module>] purge =
-//!   "brutal_purge"` has them killed before the switch (and those left on the replaced
-//!   version killed after it).
+//!   "brutal_purge"` has them killed once the switch has succeeded (with those left on
+//!   the replaced version): a rolled-back upgrade kills nothing.
 //! - **Order** follows `depends` (spec §7.4): dependents are suspended first, and
 //!   dependencies are resumed first.
 //! - **Applications** are added, removed, restarted or changed. One whose start type or
@@ -19,7 +19,12 @@
 //!   compared (the manifests' trees, or, for a supervisor module, the trees both versions'
 //!   `init` return for its argument): the supervisor takes the new one by sys
 //!   `change_code` (new flags, new ids), the children it gains are started, those it loses
-//!   stopped, those whose spec changed restarted with the new one.
+//!   stopped, those whose spec changed restarted with the new one. The same goes for the
+//!   supervisors below it, compared in turn: one started as a supervisor module that
+//!   changed (both versions' trees for its argument), or one whose tree its parent's
+//!   entry gives (an entry that differs only by that tree is not a restart: the parent
+//!   takes the new entry, the supervisor the new tree). A simple_one_for_one supervisor's
+//!   children have no ids to be found by and are not compared.
 //! - A target **older** than the running release makes it a downgrade: the newer
 //!   version's `downgrade` converts each state back, the older version's `code_change`
 //!   reads it ([`hotswap::gen_server::Direction::Down`]).
@@ -38,7 +43,7 @@ use super::{ReleaseError, DEFAULT_SUSPEND_TIMEOUT};
 use crate::behaviour::supervisor::Source;
 use crate::code::Version;
 use crate::node::Node;
-use hotswap::supervisor::{Spec, INIT_FUNCTION};
+use hotswap::supervisor::{ChildSpec, Spec, Start, Strategy, INIT_FUNCTION};
 
 /// How a module differs between the two releases.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -91,32 +96,59 @@ pub struct ModulePlan {
     pub depends: Vec<String>,
 }
 
+/// A supervisor of an application whose tree differs between the two releases: the top
+/// one, or one below it. It takes the new tree by sys `change_code` (spec §4.8: new flags,
+/// new ids added, running children kept), then the new children are started and the
+/// removed ones stopped, as OTP's hand-written `apply` steps would.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SupervisorChange {
+    /// The child ids from the application's top supervisor down to this one (empty: the
+    /// top supervisor).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub path: Vec<String>,
+    /// Children started.
+    pub start: Vec<String>,
+    /// Children stopped.
+    pub stop: Vec<String>,
+    /// Children whose entry changed: restarted with the new one.
+    pub restart: Vec<String>,
+    /// How the flags change (`intensity 2 -> 12`, ...), if they do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flags: Option<String>,
+    /// The supervisor module whose new version's `init` gives the new tree (both
+    /// versions' trees were compared); none: the new tree is given, the manifest's (a top
+    /// supervisor) or its parent's new entry (a supervisor below).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
+    /// The new tree when it is given (no module): the `Extra` of its `change_code`.
+    #[serde(skip)]
+    pub tree: Option<Spec>,
+    /// The old tree when it is given: what a rollback gives back.
+    #[serde(skip)]
+    pub old_tree: Option<Spec>,
+}
+
+impl SupervisorChange {
+    /// `supervisor of <app>` (the top one) or `supervisor <path> of <app>`.
+    pub fn who(&self, app: &str) -> String {
+        sup_name(app, &self.path)
+    }
+}
+
 /// How an application differs between the two releases.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "change")]
 pub enum AppChange {
     /// Only in the target release: started.
     Added,
     /// Only in the running release: stopped.
     Removed,
-    /// Its top supervisor's tree differs: the supervisor takes the new tree by sys
-    /// `change_code` (spec §4.8: new flags, new ids added, running children kept), then
-    /// the new children are started and the removed ones stopped, as OTP's hand-written
-    /// `apply` steps would.
+    /// Supervisors of its tree take new trees: its top supervisor's tree differs, or the
+    /// tree of one below it (a supervisor module that changed, or a tree its parent's
+    /// entry gives). Parents come before the supervisors below them.
     Children {
-        /// Children started.
-        start: Vec<String>,
-        /// Children stopped.
-        stop: Vec<String>,
-        /// Children whose entry changed: restarted with the new one.
-        restart: Vec<String>,
-        /// How the flags change (`intensity 2 -> 12`, ...), if they do.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        flags: Option<String>,
-        /// The supervisor module whose new version's `init` gives the new tree (both
-        /// versions' trees were compared); none: the tree is the manifest's.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        module: Option<String>,
+        /// Each supervisor whose tree changes.
+        supervisors: Vec<SupervisorChange>,
     },
     /// Its start type or its top supervisor module changed: stopped and started again
     /// from the new release (OTP's `restart_application`); its processes start afresh,
@@ -150,7 +182,8 @@ pub enum Step {
         states: usize,
     },
     /// `purge = "brutal_purge"`: kill the processes still running an old version of the
-    /// module (before anything is suspended), so its old version can be purged.
+    /// module, so that version can be purged; done once the switch has succeeded (until
+    /// then they run on, and a rolled-back upgrade kills nothing).
     PrePurge {
         /// The module.
         module: String,
@@ -183,11 +216,14 @@ pub enum Step {
         /// Its name.
         name: String,
     },
-    /// The application's top supervisor takes its new tree by sys `change_code` (new
+    /// A supervisor of the application takes its new tree by sys `change_code` (new
     /// flags, new ids added without starting them, running children kept).
     SupervisorChangeCode {
         /// The application.
         application: String,
+        /// The child ids from its top supervisor down to this one (empty: the top one).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        path: Vec<String>,
         /// The supervisor module whose new `init` gives the tree (none: the manifest's).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         module: Option<String>,
@@ -202,10 +238,13 @@ pub enum Step {
         /// Why.
         reason: String,
     },
-    /// Change an application's top supervisor's children.
+    /// Change the children of a supervisor of the application.
     Supervisor {
         /// The application.
         application: String,
+        /// The child ids from its top supervisor down to this one (empty: the top one).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        path: Vec<String>,
         /// Children started.
         start: Vec<String>,
         /// Children stopped.
@@ -302,13 +341,15 @@ impl fmt::Display for Step {
             Step::StartApplication { name } => write!(f, "start application {name}"),
             Step::SupervisorChangeCode {
                 application,
+                path,
                 module,
                 flags,
             } => {
-                write!(f, "supervisor of {application}: sys change_code")?;
+                write!(f, "{}: sys change_code", sup_name(application, path))?;
                 match module {
                     Some(m) => write!(f, " (the tree of {m}'s new init)")?,
-                    None => write!(f, " (the new manifest's tree)")?,
+                    None if path.is_empty() => write!(f, " (the new manifest's tree)")?,
+                    None => write!(f, " (the tree in its parent's new entry)")?,
                 }
                 if let Some(fl) = flags {
                     write!(f, ", flags {fl}")?;
@@ -320,11 +361,12 @@ impl fmt::Display for Step {
             }
             Step::Supervisor {
                 application,
+                path,
                 start,
                 stop,
                 restart,
             } => {
-                write!(f, "supervisor of {application}:")?;
+                write!(f, "{}:", sup_name(application, path))?;
                 let mut sep = " ";
                 for (what, ids) in [("start", start), ("stop", stop), ("restart", restart)] {
                     if !ids.is_empty() {
@@ -370,6 +412,15 @@ impl fmt::Display for Step {
                 Ok(())
             }
         }
+    }
+}
+
+/// `supervisor of <app>` or `supervisor <path> of <app>`.
+fn sup_name(app: &str, path: &[String]) -> String {
+    if path.is_empty() {
+        format!("supervisor of {app}")
+    } else {
+        format!("supervisor {} of {app}", path.join("/"))
     }
 }
 
@@ -459,28 +510,29 @@ impl fmt::Display for Plan {
                 match &a.change {
                     AppChange::Added => writeln!(f, "  {:<20} added", a.name)?,
                     AppChange::Removed => writeln!(f, "  {:<20} removed", a.name)?,
-                    AppChange::Children {
-                        start,
-                        stop,
-                        restart,
-                        flags,
-                        module,
-                    } => {
-                        write!(
-                            f,
-                            "  {:<20} children: start {}, stop {}, restart {}",
-                            a.name,
-                            list(start),
-                            list(stop),
-                            list(restart)
-                        )?;
-                        if let Some(fl) = flags {
-                            write!(f, "; flags {fl}")?;
+                    AppChange::Children { supervisors } => {
+                        for c in supervisors {
+                            let name = if c.path.is_empty() {
+                                a.name.clone()
+                            } else {
+                                format!("{}/{}", a.name, c.path.join("/"))
+                            };
+                            write!(
+                                f,
+                                "  {:<20} children: start {}, stop {}, restart {}",
+                                name,
+                                list(&c.start),
+                                list(&c.stop),
+                                list(&c.restart)
+                            )?;
+                            if let Some(fl) = &c.flags {
+                                write!(f, "; flags {fl}")?;
+                            }
+                            if let Some(m) = &c.module {
+                                write!(f, " (trees of both versions of {m} compared)")?;
+                            }
+                            writeln!(f)?;
                         }
-                        if let Some(m) = module {
-                            write!(f, " (trees of both versions of {m} compared)")?;
-                        }
-                        writeln!(f)?;
                     }
                     AppChange::Restart { reason } => {
                         writeln!(f, "  {:<20} restarted: {reason}", a.name)?
@@ -785,13 +837,45 @@ fn flags_change(o: &Spec, n: &Spec) -> Option<String> {
     (!v.is_empty()).then(|| v.join(", "))
 }
 
+/// A supervisor below another whose tree may change: its id, its old and new trees, and
+/// the module whose `init` gives them (none: its parent's entries give them).
+struct Below {
+    id: String,
+    old: Spec,
+    new: Spec,
+    module: Option<String>,
+}
+
+/// Whether two entries differ only by the tree of the supervisor they start (a change
+/// the running supervisor takes by `change_code`, not by a restart).
+fn only_tree_differs(o: &ChildSpec, n: &ChildSpec) -> Option<(Spec, Spec)> {
+    let (Start::Supervisor { spec: os, name: on }, Start::Supervisor { spec: ns, name: nn }) =
+        (&o.start, &n.start)
+    else {
+        return None;
+    };
+    let same_rest = on == nn
+        && o.id == n.id
+        && o.restart == n.restart
+        && o.shutdown == n.shutdown
+        && o.child_type == n.child_type
+        && o.modules == n.modules;
+    same_rest.then(|| ((**os).clone(), (**ns).clone()))
+}
+
 /// The children of two trees compared by id: (started, stopped, restarted with their new
-/// spec).
-fn children_change(o: &Spec, n: &Spec) -> (Vec<String>, Vec<String>, Vec<String>) {
-    let ids = |s: &Spec| -> BTreeMap<String, String> {
+/// spec), and the supervisors below whose trees are compared in turn.
+fn children_change(
+    o: &Spec,
+    n: &Spec,
+    trees: &Trees<'_>,
+    app: &str,
+    notes: &mut Vec<String>,
+) -> (Vec<String>, Vec<String>, Vec<String>, Vec<Below>) {
+    let ids = |s: &Spec| -> BTreeMap<String, ChildSpec> {
         s.children
             .iter()
-            .map(|c| (c.id.clone(), format!("{c:?}")))
+            .map(|c| (c.id.clone(), c.clone()))
             .collect()
     };
     let (oi, ni) = (ids(o), ids(n));
@@ -808,13 +892,86 @@ fn children_change(o: &Spec, n: &Spec) -> (Vec<String>, Vec<String>, Vec<String>
         .filter(|c| !ni.contains_key(&c.id))
         .map(|c| c.id.clone())
         .collect();
-    let restart = n
-        .children
-        .iter()
-        .filter(|c| oi.get(&c.id).is_some_and(|ov| *ov != ni[&c.id]))
-        .map(|c| c.id.clone())
-        .collect();
-    (start, stop, restart)
+    let mut restart = Vec::new();
+    let mut below = Vec::new();
+    // A simple_one_for_one supervisor's children are made from its template: none has
+    // an id to be found by.
+    let dynamic = n.strategy == Strategy::SimpleOneForOne;
+    for c in &n.children {
+        let Some(oc) = oi.get(&c.id) else {
+            continue;
+        };
+        if oc != c {
+            match only_tree_differs(oc, c).filter(|_| !dynamic) {
+                Some((old, new)) => below.push(Below {
+                    id: c.id.clone(),
+                    old,
+                    new,
+                    module: None,
+                }),
+                None => restart.push(c.id.clone()),
+            }
+            continue;
+        }
+        let Start::SupervisorModule { module, arg, .. } = &c.start else {
+            continue;
+        };
+        if dynamic || !(trees.changed)(module) {
+            continue;
+        }
+        match ((trees.old)(module, arg), (trees.new)(module, arg)) {
+            (Ok(Some(old)), Ok(Some(new))) => below.push(Below {
+                id: c.id.clone(),
+                old,
+                new,
+                module: Some(module.clone()),
+            }),
+            (Ok(None), _) | (_, Ok(None)) => notes.push(format!(
+                "application {app}: supervisor {}: {module}'s init returns ignore, so its tree is not compared",
+                c.id
+            )),
+            (Err(e), _) | (_, Err(e)) => notes.push(format!(
+                "application {app}: supervisor {}: its tree could not be read from {module}: {e}; it is not changed",
+                c.id
+            )),
+        }
+    }
+    (start, stop, restart, below)
+}
+
+/// The supervisors of the tree at `path` that take a new tree, parents first: this one
+/// if its tree differs, then those below it.
+#[allow(clippy::too_many_arguments)]
+fn tree_changes(
+    app: &str,
+    path: Vec<String>,
+    old: &Spec,
+    new: &Spec,
+    module: Option<String>,
+    trees: &Trees<'_>,
+    notes: &mut Vec<String>,
+    out: &mut Vec<SupervisorChange>,
+) {
+    let flags = flags_change(old, new);
+    let (start, stop, restart, below) = children_change(old, new, trees, app, notes);
+    if old != new {
+        let given = module.is_none();
+        out.push(SupervisorChange {
+            path: path.clone(),
+            start,
+            stop,
+            restart,
+            flags,
+            module,
+            tree: given.then(|| new.clone()),
+            old_tree: given.then(|| old.clone()),
+        });
+    }
+    for b in below {
+        let mut p = path.clone();
+        p.push(b.id);
+        tree_changes(app, p, &b.old, &b.new, b.module, trees, notes, out);
+    }
 }
 
 fn app_changes(
@@ -871,47 +1028,74 @@ fn app_changes(
         let (ot, nt, module) = match (&os, &ns) {
             (Source::Spec(ot), Source::Spec(nt)) => (ot.clone(), nt.clone(), None),
             (Source::Module { module, arg }, _) => {
-                if !(trees.changed)(module) {
-                    continue;
-                }
-                match ((trees.old)(module, arg), (trees.new)(module, arg)) {
+                // An unchanged module gives the same tree, but supervisors below it may
+                // still change.
+                let new = if (trees.changed)(module) {
+                    (trees.new)(module, arg)
+                } else {
+                    (trees.old)(module, arg)
+                };
+                match ((trees.old)(module, arg), new) {
                     (Ok(Some(ot)), Ok(Some(nt))) => (ot, nt, Some(module.clone())),
                     (Ok(None), _) | (_, Ok(None)) => {
-                        notes.push(format!(
-                            "application {}: {module}'s init returns ignore, so its tree is not compared",
-                            a.name
-                        ));
+                        if (trees.changed)(module) {
+                            notes.push(format!(
+                                "application {}: {module}'s init returns ignore, so its tree is not compared",
+                                a.name
+                            ));
+                        }
                         continue;
                     }
-                    (Err(e), _) | (_, Err(e)) => {
+                    (Err(e), _) | (_, Err(e)) if (trees.changed)(module) => {
                         notes.push(format!(
                             "application {}: its tree could not be read from {module}: {e}; the supervisor's change_code will fail and roll the upgrade back",
                             a.name
                         ));
-                        (
-                            Spec::new(Default::default()),
-                            Spec::new(Default::default()),
-                            Some(module.clone()),
-                        )
+                        out.push(AppPlan {
+                            name: a.name.clone(),
+                            change: AppChange::Children {
+                                supervisors: vec![SupervisorChange {
+                                    path: Vec::new(),
+                                    start: Vec::new(),
+                                    stop: Vec::new(),
+                                    restart: Vec::new(),
+                                    flags: None,
+                                    module: Some(module.clone()),
+                                    tree: None,
+                                    old_tree: None,
+                                }],
+                            },
+                        });
+                        continue;
+                    }
+                    (Err(e), _) | (_, Err(e)) => {
+                        notes.push(format!(
+                            "application {}: its tree could not be read from {module}: {e}",
+                            a.name
+                        ));
+                        continue;
                     }
                 }
             }
             _ => continue,
         };
-        let flags = flags_change(&ot, &nt);
-        let (start, stop, restart) = children_change(&ot, &nt);
-        if start.is_empty() && stop.is_empty() && restart.is_empty() && flags.is_none() {
+        let mut supervisors = Vec::new();
+        tree_changes(
+            &a.name,
+            Vec::new(),
+            &ot,
+            &nt,
+            module,
+            trees,
+            notes,
+            &mut supervisors,
+        );
+        if supervisors.is_empty() {
             continue;
         }
         out.push(AppPlan {
             name: a.name.clone(),
-            change: AppChange::Children {
-                start,
-                stop,
-                restart,
-                flags,
-                module,
-            },
+            change: AppChange::Children { supervisors },
         });
     }
     for a in old.iter().rev() {
@@ -946,14 +1130,6 @@ fn steps(
             .count(),
         states: migrating.iter().map(|m| m.servers.len()).sum(),
     }];
-    for m in modules {
-        if m.purge == PurgeMode::BrutalPurge && !m.old_processes.is_empty() {
-            steps.push(Step::PrePurge {
-                module: m.name.clone(),
-                pids: m.old_processes.clone(),
-            });
-        }
-    }
     for m in &migrating {
         steps.push(Step::Suspend {
             module: m.name.clone(),
@@ -980,14 +1156,21 @@ fn steps(
         .map(|m| m.name.clone())
         .collect();
     steps.push(Step::Commit { load });
-    for a in apps {
-        if let AppChange::Children { flags, module, .. } = &a.change {
-            steps.push(Step::SupervisorChangeCode {
-                application: a.name.clone(),
-                module: module.clone(),
-                flags: flags.clone(),
-            });
-        }
+    let sups = || {
+        apps.iter().flat_map(|a| match &a.change {
+            AppChange::Children { supervisors } => {
+                supervisors.iter().map(|c| (&a.name, c)).collect()
+            }
+            _ => Vec::new(),
+        })
+    };
+    for (app, c) in sups() {
+        steps.push(Step::SupervisorChangeCode {
+            application: app.clone(),
+            path: c.path.clone(),
+            module: c.module.clone(),
+            flags: c.flags.clone(),
+        });
     }
     for a in target_apps {
         if apps
@@ -999,16 +1182,15 @@ fn steps(
             });
         }
     }
-    for a in apps {
-        if let AppChange::Children { start, .. } = &a.change {
-            if !start.is_empty() {
-                steps.push(Step::Supervisor {
-                    application: a.name.clone(),
-                    start: start.clone(),
-                    stop: Vec::new(),
-                    restart: Vec::new(),
-                });
-            }
+    for (app, c) in sups() {
+        if !c.start.is_empty() {
+            steps.push(Step::Supervisor {
+                application: app.clone(),
+                path: c.path.clone(),
+                start: c.start.clone(),
+                stop: Vec::new(),
+                restart: Vec::new(),
+            });
         }
     }
     for m in migrating.iter().rev() {
@@ -1018,16 +1200,15 @@ fn steps(
         });
     }
     // What cannot be undone comes once nothing can fail any more.
-    for a in apps {
-        if let AppChange::Children { stop, restart, .. } = &a.change {
-            if !(stop.is_empty() && restart.is_empty()) {
-                steps.push(Step::Supervisor {
-                    application: a.name.clone(),
-                    start: Vec::new(),
-                    stop: stop.clone(),
-                    restart: restart.clone(),
-                });
-            }
+    for (app, c) in sups() {
+        if !(c.stop.is_empty() && c.restart.is_empty()) {
+            steps.push(Step::Supervisor {
+                application: app.clone(),
+                path: c.path.clone(),
+                start: Vec::new(),
+                stop: c.stop.clone(),
+                restart: c.restart.clone(),
+            });
         }
     }
     for n in order {
@@ -1068,6 +1249,16 @@ fn steps(
     }
     if !delete.is_empty() {
         steps.push(Step::Delete { modules: delete });
+    }
+    // Kills come last, once the switch can no longer fail: a rolled-back upgrade kills
+    // nothing.
+    for m in modules {
+        if m.purge == PurgeMode::BrutalPurge && !m.old_processes.is_empty() {
+            steps.push(Step::PrePurge {
+                module: m.name.clone(),
+                pids: m.old_processes.clone(),
+            });
+        }
     }
     let purged = |mode: PurgeMode| -> Vec<String> {
         modules

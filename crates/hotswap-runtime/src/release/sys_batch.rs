@@ -78,12 +78,7 @@ async fn send_chunk(
     payload: &[u8],
     mut on_answer: impl FnMut(),
 ) -> Vec<Answer> {
-    let me = Arc::new(Process::new(node.new_pid(), node.clone()));
-    {
-        let mut g = me.inner.lock();
-        g.external = true;
-        g.trap_exit = true;
-    }
+    let (me, notify) = Process::new_host(node.new_pid(), node.clone());
     node.table.insert(me.clone());
     let start = tokio::time::Instant::now();
     let mut answers = vec![Answer::Timeout; targets.len()];
@@ -107,7 +102,7 @@ async fn send_chunk(
         }
     }
     while !pending.is_empty() {
-        let notified = me.notify.notified();
+        let notified = notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         loop {

@@ -1484,3 +1484,68 @@ async fn port_listener_drain_waits_for_connections() {
         Err(NetError::WrongKind { .. })
     ));
 }
+
+/// Processes waiting in `accept` on listener `l`, as the node's port table shows them.
+fn acceptors(node: &Node, l: PortId) -> usize {
+    node.ports()
+        .into_iter()
+        .find(|p| p.id == l)
+        .expect("the listener is open")
+        .acceptors
+}
+
+/// Wait (bounded) until `n` processes wait in `accept` on `l`.
+async fn until_acceptors(node: &Node, l: PortId, n: usize) {
+    let t = Instant::now();
+    while acceptors(node, l) != n {
+        assert!(t.elapsed() < WAIT, "{n} acceptors never waited on {l}");
+        tokio::task::yield_now().await;
+    }
+}
+
+/// A process that exits while waiting in `accept` stays in the listener's accept queue;
+/// the node's acceptor skips it, and the connection goes to the next live one (not to a
+/// reply nobody reads).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_accept_skips_exited_acceptor() {
+    let node = support::node();
+    let (atx, arx) = tokio::sync::oneshot::channel::<(PortId, String)>();
+    let (_owner, _owner_done) = spawn_proc(&node, move |ctx| async move {
+        let (l, addr) = listen(&ctx, &len4_opts(Active::False)).await;
+        atx.send((l, addr)).unwrap();
+        ctx.sleep(WAIT * 3).await;
+    });
+    let (l, addr) = arx.await.unwrap();
+    // A waits in accept and is killed there.
+    let (a, a_done) = spawn_proc(&node, move |ctx| async move {
+        let _ = ctx.tcp_accept(l, None).await;
+    });
+    until_acceptors(&node, l, 1).await;
+    node.exit(a, ExitReason::Kill);
+    assert!(a_done.await.is_err(), "A was killed in accept");
+    while node.is_alive(a) {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        acceptors(&node, l),
+        1,
+        "the exited process's accept still waits in the queue"
+    );
+    // B waits behind it; then a client connects.
+    let (b, b_done) = spawn_proc(&node, move |ctx| async move {
+        let c = ctx.tcp_accept(l, Some(WAIT)).await?;
+        let owner = ctx.port_info(c).await?.owner;
+        let data = ctx.tcp_recv(c, Some(WAIT)).await?;
+        ctx.tcp_send(c, &data).await?;
+        Ok::<_, NetError>(owner)
+    });
+    until_acceptors(&node, l, 2).await;
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    s.write_all(&len4(b"to b")).await.unwrap();
+    let owner = done(b_done)
+        .await
+        .expect("B accepted the connection (not the exited A)");
+    assert_eq!(owner, Some(b));
+    assert_eq!(read_len4(&mut s).await.unwrap(), b"to b");
+    assert_eq!(acceptors(&node, l), 0, "both entries left the queue");
+}

@@ -408,6 +408,70 @@ async fn release_upgrade_refused_by_check_touches_nothing() {
     node.stop(WAIT).await;
 }
 
+/// A server busy in a callback while the check runs is not skipped: the check copies its
+/// state the moment the callback gives it back, and its `code_change` (which fails on that
+/// copy) refuses the upgrade before anything is suspended; the busy call is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_upgrade_check_covers_a_busy_server() {
+    let (_d, node) = support::release_node(
+        "rel-checkbusy",
+        &[
+            ("1.0.0", V1_MODS, ""),
+            (
+                "2.0.0",
+                V2_MODS,
+                // The first code_change of server 3 fails: the check's, if it sees it.
+                "[upgrade.rel_srv]\nextra = { fail_id = 3, fail_on = 1 }\n",
+            ),
+        ],
+    )
+    .await;
+    let pids = servers(&node, 1, 6).await;
+    for &p in &pids {
+        call(&node, p, Req::Bump).await;
+    }
+    let busy = pids[2];
+    let n2 = node.clone();
+    let slow = tokio::spawn(async move { call(&n2, busy, Req::Sleep(1000)).await });
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while node.process_info(busy).unwrap().running.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slow call never started"
+        );
+        tokio::task::yield_now().await;
+    }
+    let e = node
+        .releases()
+        .upgrade("2.0.0", UpgradeOptions::default())
+        .await
+        .expect_err("the check sees the busy server's state and refuses");
+    let msg = e.to_string();
+    assert!(
+        matches!(e, ReleaseError::Refused { .. }),
+        "refused by the check, not rolled back by the switch: {msg}"
+    );
+    assert!(
+        msg.contains(&busy.to_string()) && msg.contains("injected failure, run 1"),
+        "{msg}"
+    );
+    assert_eq!(slow.await.unwrap(), Rep::Ok, "the busy call is answered");
+    assert_eq!(current_vsn(&node, "rel_srv").unwrap().0, "1");
+    for (i, &p) in pids.iter().enumerate() {
+        let st = node.sys().get_status(p).await.unwrap();
+        assert!(!st.suspended, "{p} was never suspended");
+        let s: V1 = node.sys().get_state(p).await.unwrap();
+        assert_eq!(
+            s,
+            V1 {
+                id: i as u64 + 1,
+                count: 1
+            }
+        );
+    }
+    node.stop(WAIT).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_upgrade_orders_dependent_modules() {
     // rel_srv calls upgrade_srv: it is suspended first and resumed last.
@@ -1248,6 +1312,76 @@ async fn release_upgrade_brutal_purge_kills_processes_on_old_code() {
     node.stop(WAIT).await;
 }
 
+/// `brutal_purge` kills only once the switch can no longer fail: an upgrade whose switch
+/// fails after the processes on old code were found (a `code_change` at the second of four
+/// servers) rolls back with every process that was alive before still alive, on the code
+/// it ran, and every server with its state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_upgrade_brutal_purge_kills_nothing_when_rolled_back() {
+    let d = TempDir::new("rel-brutalrollback");
+    let seed = |v: &'static str| -> Mod<'static> {
+        if v == "1" {
+            ("seed000", "1", "seed000_v1", &[])
+        } else {
+            ("seed000", "2", "seed000_v2", &[])
+        }
+    };
+    write_release(&d.0, "1.0.0", &[seed("1"), V1_MODS[0]], "");
+    write_release(&d.0, "2.0.0", &[seed("2"), V1_MODS[0]], "");
+    write_release(
+        &d.0,
+        "3.0.0",
+        &[seed("1"), V2_MODS[0]],
+        "[upgrade.seed000]\npurge = \"brutal_purge\"\n[upgrade.rel_srv]\nextra = { fail_id = 2, fail_on = 2 }\n",
+    );
+    let node = support::boot(&d.0, "1.0.0").await;
+    let me = node.external();
+    let on_v1 = node.spawn("seed000", "do_loop", &()).unwrap();
+    node.releases()
+        .upgrade("2.0.0", UpgradeOptions::default())
+        .await
+        .unwrap();
+    let on_v2 = node.spawn("seed000", "do_loop", &()).unwrap();
+    let pids = servers(&node, 1, 4).await;
+    for &p in &pids {
+        call(&node, p, Req::Bump).await;
+    }
+    let plan = node.releases().plan("3.0.0").await.unwrap();
+    assert_eq!(plan.module("seed000").unwrap().old_processes, [on_v1]);
+    let e = node
+        .releases()
+        .upgrade("3.0.0", UpgradeOptions::default())
+        .await
+        .expect_err("the code_change of server 2 fails in the switch");
+    let ReleaseError::RolledBack { phase, .. } = &e else {
+        panic!("{e}")
+    };
+    assert_eq!(phase, "code_change", "{e}");
+    for (p, vsn) in [(on_v1, "1"), (on_v2, "2")] {
+        assert!(node.is_alive(p), "{p} was not killed: {e}");
+        assert_eq!(ping(&me, p).await.version, vsn, "{p} runs the code it ran");
+    }
+    let info = node.code().module("seed000").unwrap();
+    assert_eq!(info.current.unwrap().version, "2");
+    assert_eq!(
+        info.old.map(|o| o.version),
+        Some("1".to_string()),
+        "the old version is back in its slot"
+    );
+    for (i, &p) in pids.iter().enumerate() {
+        let s: V1 = node.sys().get_state(p).await.unwrap();
+        assert_eq!(
+            s,
+            V1 {
+                id: i as u64 + 1,
+                count: 1
+            },
+            "{p} kept its state"
+        );
+    }
+    node.stop(WAIT).await;
+}
+
 /// The ids and pids of a supervisor's children, sorted by id.
 async fn kids(node: &Node, sup: Pid) -> Vec<(String, Option<Pid>)> {
     let mut v: Vec<(String, Option<Pid>)> = node
@@ -1359,6 +1493,224 @@ arg = { ignore = false, strategy = "one_for_one", intensity = 2, period_secs = 1
     node.stop(WAIT).await;
 }
 
+/// A `sup_worker` child entry of a `sup_tree` argument, as TOML.
+fn tree_worker(id: &str, fail_if: &str) -> String {
+    format!(
+        "{{ config = {{ id = \"{id}\", trap_exit = false, log = \"\", terminate_ms = 0, fail_init = false, ignore_init = false, fail_init_if = \"{fail_if}\" }}, restart = \"permanent\" }}"
+    )
+}
+
+/// An application `tree` whose top supervisor (`sup_tree`, unchanged by version 2:
+/// `same_in_v2`) has a worker `s1` and two supervisors below it: `inner`, whose tree the
+/// top's `init` builds inline (its parent's entry), and `nested`, a `sup_tree` supervisor
+/// module of its own. Version 2 of `sup_tree` raises the intensity of both by 10 and adds
+/// `added_in_v2` (a copy of their first worker, which fails to start while `fail_if`
+/// exists).
+fn nested_tree_app(fail_if: &str) -> String {
+    let sub = |intensity: u32, worker: &str| {
+        format!(
+            "{{ ignore = false, strategy = \"one_for_one\", intensity = {intensity}, period_secs = 10, children = [{}] }}",
+            tree_worker(worker, fail_if)
+        )
+    };
+    format!(
+        r#"
+[[application]]
+name = "tree"
+version = "1"
+supervisor = "sup_tree"
+
+[application.arg]
+ignore = false
+strategy = "one_for_one"
+intensity = 2
+period_secs = 10
+same_in_v2 = true
+children = [{}]
+
+[[application.arg.subtrees]]
+id = "inner"
+module = false
+arg = {}
+
+[[application.arg.subtrees]]
+id = "nested"
+module = true
+arg = {}
+"#,
+        tree_worker("s1", ""),
+        sub(3, "i1"),
+        sub(4, "n1")
+    )
+}
+
+/// A node running [`nested_tree_app`] in release 1.0.0 (`sup_tree` 1), with release
+/// 2.0.0 (`sup_tree` 2) beside it.
+async fn nested_tree_node(tag: &str, fail_if: &str) -> (TempDir, Node) {
+    let app = nested_tree_app(fail_if);
+    support::release_node(
+        tag,
+        &[
+            (
+                "1.0.0",
+                &[
+                    ("sup_worker", "1", "sup_worker", &[]),
+                    ("sup_tree", "1", "sup_tree", &[]),
+                ],
+                &app,
+            ),
+            (
+                "2.0.0",
+                &[
+                    ("sup_worker", "1", "sup_worker", &[]),
+                    ("sup_tree", "2", "sup_tree_v2", &[]),
+                ],
+                &app,
+            ),
+        ],
+    )
+    .await
+}
+
+/// The restart intensity of a supervisor.
+async fn intensity(node: &Node, sup: Pid) -> u32 {
+    let st: hotswap_runtime::supervisor::SupState = node.sys().get_state(sup).await.unwrap();
+    st.intensity
+}
+
+/// The intensity of the tree that `parent`'s entry `id` gives the supervisor below it.
+async fn entry_intensity(node: &Node, parent: Pid, id: &str) -> u32 {
+    let spec = node.supervisor().get_childspec(parent, id).await.unwrap();
+    match spec.start {
+        hotswap::supervisor::Start::Supervisor { spec, .. } => spec.intensity,
+        other => panic!("{id} is not an inline supervisor: {other:?}"),
+    }
+}
+
+/// Supervisors below an application's top one are compared in the plan and take their
+/// new trees by sys `change_code` during the switch, the top one unchanged by its module:
+/// `inner` (a tree its parent's entry gives: the parent takes the new entry, `inner` the
+/// new tree) and `nested` (a supervisor module that changed). Each keeps its pid and its
+/// running children, gets the new flags, and starts the child it gains; the downgrade
+/// takes every old tree back the same way and stops the added children.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_upgrade_nested_supervisor_changes_through_change_code() {
+    let (_d, node) = nested_tree_node("rel-nested", "").await;
+    let top = node.applications()[0].supervisor;
+    let before = kids(&node, top).await;
+    let ids: Vec<&str> = before.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["inner", "nested", "s1"]);
+    let (inner, nested) = (before[0].1.unwrap(), before[1].1.unwrap());
+    let (i1, n1) = (kids(&node, inner).await, kids(&node, nested).await);
+    assert_eq!(i1.len(), 1);
+    assert_eq!(n1.len(), 1);
+    let plan = node.releases().plan("2.0.0").await.unwrap();
+    let text = plan.to_string();
+    for want in [
+        "tree                 children: start nothing, stop nothing, restart nothing (trees of both versions of sup_tree compared)\n",
+        "tree/inner           children: start added_in_v2, stop nothing, restart nothing; flags intensity 3 -> 13\n",
+        "tree/nested          children: start added_in_v2, stop nothing, restart nothing; flags intensity 4 -> 14 (trees of both versions of sup_tree compared)\n",
+        "supervisor inner of tree: sys change_code (the tree in its parent's new entry), flags intensity 3 -> 13\n",
+        "supervisor nested of tree: sys change_code (the tree of sup_tree's new init), flags intensity 4 -> 14\n",
+        "supervisor inner of tree: start added_in_v2\n",
+        "supervisor nested of tree: start added_in_v2\n",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    let r = node
+        .releases()
+        .upgrade("2.0.0", UpgradeOptions::default())
+        .await
+        .expect("upgrade succeeds");
+    for want in [
+        "change_code supervisor of tree",
+        "change_code supervisor inner of tree",
+        "change_code supervisor nested of tree",
+    ] {
+        assert!(r.log.contains(&want.to_string()), "{want:?} in {:?}", r.log);
+    }
+    assert_eq!(kids(&node, top).await, before, "the top's children kept");
+    assert_eq!(intensity(&node, top).await, 2, "the top's flags unchanged");
+    assert_eq!(
+        entry_intensity(&node, top, "inner").await,
+        13,
+        "the new entry"
+    );
+    for (sup, was, flags) in [(inner, &i1, 13), (nested, &n1, 14)] {
+        assert_eq!(intensity(&node, sup).await, flags, "{sup}: the new flags");
+        let now = kids(&node, sup).await;
+        assert_eq!(now.len(), 2, "{now:?}");
+        assert_eq!(now[0].0, "added_in_v2");
+        assert!(now[0].1.is_some(), "the added child was started");
+        assert_eq!(now[1], was[0], "the running child kept");
+    }
+
+    node.releases()
+        .upgrade("1.0.0", UpgradeOptions::default())
+        .await
+        .expect("downgrade succeeds");
+    assert_eq!(kids(&node, top).await, before);
+    assert_eq!(
+        entry_intensity(&node, top, "inner").await,
+        3,
+        "the old entry"
+    );
+    for (sup, was, flags) in [(inner, &i1, 3), (nested, &n1, 4)] {
+        assert_eq!(intensity(&node, sup).await, flags, "{sup}: the old flags");
+        assert_eq!(&kids(&node, sup).await, was, "the added child stopped");
+    }
+    node.stop(WAIT).await;
+}
+
+/// A child that a supervisor below the top one gains fails to start: the upgrade rolls
+/// back, and every supervisor of the tree takes its old tree back (old flags, old entry,
+/// the added ids deleted), their pids and running children untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_upgrade_nested_supervisor_change_rolls_back() {
+    let d = TempDir::new("rel-nested-fail");
+    let fail = d.0.join("fail-init");
+    let (_d2, node) = nested_tree_node("rel-nested-rollback", fail.to_str().unwrap()).await;
+    let top = node.applications()[0].supervisor;
+    let before = kids(&node, top).await;
+    let (inner, nested) = (before[0].1.unwrap(), before[1].1.unwrap());
+    let (i1, n1) = (kids(&node, inner).await, kids(&node, nested).await);
+    // From now on the workers' init fails: so does the added copy's.
+    std::fs::write(&fail, "").unwrap();
+    let e = node
+        .releases()
+        .upgrade("2.0.0", UpgradeOptions::default())
+        .await
+        .expect_err("the added child does not start");
+    let ReleaseError::RolledBack { phase, failed, .. } = &e else {
+        panic!("{e}")
+    };
+    assert_eq!(phase, "applications", "{e}");
+    assert!(
+        failed.contains("supervisor inner of tree") && failed.contains("added_in_v2"),
+        "{e}"
+    );
+    assert_eq!(current_vsn(&node, "sup_tree").unwrap().0, "1");
+    assert_eq!(kids(&node, top).await, before, "the top's children kept");
+    assert_eq!(
+        entry_intensity(&node, top, "inner").await,
+        3,
+        "the old entry back"
+    );
+    for (sup, was, flags) in [(inner, &i1, 3), (nested, &n1, 4)] {
+        assert_eq!(
+            intensity(&node, sup).await,
+            flags,
+            "{sup}: the old flags back"
+        );
+        assert_eq!(
+            &kids(&node, sup).await,
+            was,
+            "{sup}: the added id deleted, the running child kept"
+        );
+    }
+    node.stop(WAIT).await;
+}
+
 /// An application whose start type changed is stopped and started again from the new
 /// release (OTP's `restart_application`); the other application's servers keep their
 /// state.
@@ -1415,7 +1767,7 @@ async fn release_upgrade_restarts_application_whose_start_type_changed() {
 
 /// The switch holds servers that wait between events in place (no suspend message, no
 /// round trip through their mailboxes), and suspends a busy one with a `sys` request,
-/// answered once its callback is done; both are migrated, and the busy one's call is
+/// answered once its callback is done; both are migrated, and the busy one's calls are
 /// answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_upgrade_holds_idle_servers_in_place_and_suspends_busy_ones() {
@@ -1430,12 +1782,23 @@ async fn release_upgrade_holds_idle_servers_in_place_and_suspends_busy_ones() {
     }
     let busy = pids[7];
     let n2 = node.clone();
-    let slow = tokio::spawn(async move { call(&n2, busy, Req::Sleep(300)).await });
+    let slow = tokio::spawn(async move { call(&n2, busy, Req::Sleep(600)).await });
     let deadline = tokio::time::Instant::now() + WAIT;
     while node.process_info(busy).unwrap().running.is_empty() {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the slow call never started"
+        );
+        tokio::task::yield_now().await;
+    }
+    // A second slow call queued behind it: the check copies the state between the two
+    // (when the first gives it back), and the switch finds the server busy in the second.
+    let n3 = node.clone();
+    let slow2 = tokio::spawn(async move { call(&n3, busy, Req::Sleep(300)).await });
+    while node.process_info(busy).unwrap().message_queue_len == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the second slow call was never queued"
         );
         tokio::task::yield_now().await;
     }
@@ -1450,6 +1813,7 @@ async fn release_upgrade_holds_idle_servers_in_place_and_suspends_busy_ones() {
         "every idle server held in place, the busy one suspended by message"
     );
     assert_eq!(slow.await.unwrap(), Rep::Ok);
+    assert_eq!(slow2.await.unwrap(), Rep::Ok);
     for (i, &p) in pids.iter().enumerate() {
         let s: V2 = node.sys().get_state(p).await.unwrap();
         assert_eq!(

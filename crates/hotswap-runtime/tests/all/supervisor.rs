@@ -967,6 +967,8 @@ async fn supervisor_spec_from_module_callback() {
                 child("m1", Restart::Permanent),
                 child("m2", Restart::Transient),
             ],
+            subtrees: Vec::new(),
+            same_in_v2: false,
         };
         let sup = env
             .node
@@ -1224,6 +1226,8 @@ async fn supervisor_sys_suspend_change_code_resume() {
             intensity: 2,
             period_secs: 10,
             children: vec![child("s1"), child("s2")],
+            subtrees: Vec::new(),
+            same_in_v2: false,
         };
         let sup = env
             .node

@@ -650,4 +650,7 @@ pub struct PortInfo {
     /// For a listener: failed accepts (e.g. out of file descriptors) since it opened.
     #[serde(default)]
     pub accept_errors: u64,
+    /// For a listener: processes waiting in `accept` (the node's accept queue).
+    #[serde(default)]
+    pub acceptors: usize,
 }

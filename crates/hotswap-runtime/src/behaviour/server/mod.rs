@@ -5,6 +5,8 @@
 //! Host code is not a process, so each operation of the API runs in a short-lived native
 //! process that uses the SDK's client functions: one protocol, one implementation.
 
+#[cfg(test)]
+mod budget;
 mod run;
 mod state;
 
@@ -24,7 +26,7 @@ pub use hotswap::sys::{ServerStatus, Statistics, SysError};
 use crate::behaviour::in_process;
 use crate::process::NodeInner;
 use crate::process::{Body, Process};
-pub(crate) use state::{Slot, StateCell, StatePtr};
+pub(crate) use state::{Slot, StateCell, StateCopy, StatePtr};
 
 /// Why `start_server` could not even spawn.
 pub(crate) enum StartFail {
@@ -87,7 +89,7 @@ impl NodeInner {
         let body = match self.gate.admit(module, || {
             run::ServerBody::new(p, start.take().expect("not taken yet"))
         }) {
-            Some(b) => Body::Native(Box::pin(b)),
+            Some(b) => Body::Inline(b),
             None => {
                 let p = proc.clone();
                 let mut start = start.expect("not taken: the gate did not admit it");

@@ -57,6 +57,7 @@ pub(crate) struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        self.cell.abandoned();
         if let Some(c) = self.in_call.take() {
             // Dropped mid-callback (killed): the exit notifies everyone listed here.
             self.proc.inner.lock().rel().callers.push(c);
@@ -590,9 +591,13 @@ impl Server {
     }
 
     fn give_back(&self) {
-        if let Slot::Live { busy, .. } = &mut *self.cell.slot.lock() {
+        let mut g = self.cell.slot.lock();
+        if let Slot::Live { busy, .. } = &mut *g {
             *busy = false;
         }
+        // A release check waiting for a copy of this state gets it now, before the next
+        // event can change it.
+        self.cell.given_back(&g);
     }
 
     /// Dispatch one event to the current version: the callback's encoded result.
@@ -1183,19 +1188,12 @@ pub(crate) fn state_json(b: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    fn output_size<A, B, R, F: Fn(A, B) -> R>(_: &F) -> usize {
-        std::mem::size_of::<R>()
-    }
-
     /// Every idle server carries this future: its rare paths (init, sys, terminate) are
-    /// boxed so that it stays small.
+    /// boxed so that it stays small (the budget of a whole idle server is
+    /// `budget::idle_process_record_and_loop_fit_budget`).
     #[test]
     fn server_future_stays_small() {
         let n = std::mem::size_of::<super::ServerBody>();
-        eprintln!(
-            "server future: {n} bytes; process task future: {} bytes",
-            output_size(&crate::process::run)
-        );
         // The async loop this replaced kept 816 B; 224 B is an allocator size class.
         assert!(n <= 224, "the server loop is {n} bytes");
     }

@@ -7,11 +7,14 @@
 //! it: the server survives, and the current version's `code_change` reads the bytes at
 //! its next message.
 
+use std::collections::HashMap;
 use std::ffi::c_void;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::Instant;
 
 use hotswap_abi as abi;
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use crate::code::{DryRun, LiveState, Version};
 use hotswap::private::write_vec;
@@ -81,6 +84,150 @@ impl StateCell {
             version.states.lock().remove(&self.pid);
         }
         s
+    }
+}
+
+/// What [`StateCell::copy_when_idle`] got.
+pub(crate) enum StateCopy {
+    /// The state, encoded by the version that made it.
+    Made(Vec<u8>),
+    /// A callback has it (and kept it until the deadline).
+    Busy,
+    /// It is not a live object of the version asked for (another version's, or none).
+    NotOurs,
+}
+
+/// A copy of a busy server's state, asked for while a callback had it (see
+/// [`StateCell::copy_when_idle`]) and made by the server itself the moment the callback
+/// gives it back, before it takes its next event.
+struct WantedCopy {
+    /// The copy once made: the encoded state, or why there is none.
+    made: Mutex<Option<Result<Vec<u8>, String>>>,
+    ready: Condvar,
+}
+
+/// How many copies are wanted, node-wide: a server giving its state back looks at
+/// [`WANTED`] only when this is not zero (one relaxed load on every callback's return).
+static WANTED_COUNT: AtomicUsize = AtomicUsize::new(0);
+
+/// The copies wanted, by the address of their cell (unique while the asker holds the
+/// cell). Registered and taken only under the cell's slot lock.
+static WANTED: Mutex<Option<HashMap<usize, Arc<WantedCopy>>>> = Mutex::new(None);
+
+fn cell_key(cell: &StateCell) -> usize {
+    cell as *const StateCell as usize
+}
+
+/// The copy wanted of `cell`'s state, taken out of [`WANTED`] (the caller holds the slot
+/// lock).
+fn take_wanted(cell: &StateCell) -> Option<Arc<WantedCopy>> {
+    if WANTED_COUNT.load(Ordering::Relaxed) == 0 {
+        return None;
+    }
+    let w = WANTED.lock().as_mut()?.remove(&cell_key(cell))?;
+    WANTED_COUNT.fetch_sub(1, Ordering::Relaxed);
+    Some(w)
+}
+
+fn fulfil(w: &WantedCopy, r: Result<Vec<u8>, String>) {
+    *w.made.lock() = Some(r);
+    w.ready.notify_all();
+}
+
+impl StateCell {
+    /// The state a callback just gave back (`g`, the slot, locked): if a copy of it is
+    /// wanted (a release check waits for it), make it now, before the next event can
+    /// change it.
+    pub(crate) fn given_back(&self, g: &Slot) {
+        let Some(w) = take_wanted(self) else {
+            return;
+        };
+        let r = match g {
+            Slot::Live { version, obj, .. } => version.export_state(obj),
+            _ => Err("the server has no state any more".into()),
+        };
+        fulfil(&w, r);
+    }
+
+    /// The server is gone (its loop dropped): a copy still wanted will never be made.
+    pub(crate) fn abandoned(&self) {
+        if WANTED_COUNT.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let _g = self.slot.lock();
+        if let Some(w) = take_wanted(self) {
+            fulfil(&w, Err("the server exited".into()));
+        }
+    }
+
+    /// A copy of the state, encoded by `from`, the version that made it: at once if no
+    /// callback has it; else, with a `deadline`, the state as the callback in progress
+    /// gives it back (the server makes the copy before its next event), waited for until
+    /// then.
+    pub(crate) fn copy_when_idle(
+        &self,
+        from: &Arc<Version>,
+        deadline: Option<Instant>,
+    ) -> Result<StateCopy, String> {
+        let (w, deadline) = {
+            let g = self.slot.lock();
+            match &*g {
+                Slot::Live {
+                    version,
+                    obj,
+                    busy: false,
+                } if Arc::ptr_eq(version, from) => {
+                    return version.export_state(obj).map(StateCopy::Made)
+                }
+                Slot::Live {
+                    version,
+                    busy: true,
+                    ..
+                } if Arc::ptr_eq(version, from) => {}
+                _ => return Ok(StateCopy::NotOurs),
+            }
+            let Some(deadline) = deadline else {
+                return Ok(StateCopy::Busy);
+            };
+            let w = Arc::new(WantedCopy {
+                made: Mutex::new(None),
+                ready: Condvar::new(),
+            });
+            let mut all = WANTED.lock();
+            if all
+                .get_or_insert_with(HashMap::new)
+                .insert(cell_key(self), w.clone())
+                .is_none()
+            {
+                WANTED_COUNT.fetch_add(1, Ordering::Relaxed);
+            }
+            (w, deadline)
+        };
+        let mut made = w.made.lock();
+        while made.is_none() {
+            if w.ready.wait_until(&mut made, deadline).timed_out() {
+                break;
+            }
+        }
+        if let Some(r) = made.take() {
+            return r.map(StateCopy::Made);
+        }
+        drop(made);
+        // Timed out: take the wish back, unless the server fulfilled it meanwhile.
+        let g = self.slot.lock();
+        if WANTED
+            .lock()
+            .as_mut()
+            .and_then(|m| m.remove(&cell_key(self)))
+            .is_some()
+        {
+            WANTED_COUNT.fetch_sub(1, Ordering::Relaxed);
+            return Ok(StateCopy::Busy);
+        }
+        drop(g);
+        let r = w.made.lock().take();
+        r.unwrap_or_else(|| Err("its state copy was lost".into()))
+            .map(StateCopy::Made)
     }
 }
 

@@ -35,6 +35,7 @@ use hotswap_abi as abi;
 use self::error::LoadError;
 use super::guard;
 use super::heap::Heap;
+use super::steps;
 
 mod elf;
 pub(crate) mod error;
@@ -310,8 +311,11 @@ pub(crate) unsafe fn open(
         },
     })?;
     // Nothing of the library is mapped or run before this passes.
+    steps::mark("read");
     elf::inspect(src, bytes)?;
+    steps::mark("inspect");
     let hash = xxhash_rust::xxh3::xxh3_64(bytes);
+    steps::mark("hash");
     let incoming = code_dir.join(".incoming");
     let io = |path: &Path, e: std::io::Error| LoadError::Io {
         path: path.into(),
@@ -345,6 +349,7 @@ pub(crate) unsafe fn open(
             file
         }
     };
+    steps::mark("copy");
     let mut cleanup = Cleanup {
         handle: std::ptr::null_mut(),
         file: &file,
@@ -363,6 +368,7 @@ pub(crate) unsafe fn open(
             message: dlerror_text(),
         });
     }
+    steps::mark("stat+dlopen");
     cleanup.handle = handle;
     // SAFETY: symbol lookup in an open handle.
     let sym = unsafe { libc::dlsym(handle, abi::DESCRIPTOR_SYMBOL_C.as_ptr()) };
@@ -501,12 +507,15 @@ pub(crate) unsafe fn open(
     // The descriptor is accepted: watch the image's thread-exit hooks, then run module code.
     static GUARD_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let guard_id = GUARD_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    steps::mark("descriptor");
     guard::register(guard_id, loaded_ranges(&cpath));
+    steps::mark("guard");
     let heap = if want_heap {
         ahead.heap.take().or_else(Heap::create)
     } else {
         None
     };
+    steps::mark("heap");
     let mut msg: Vec<u8> = Vec::new();
     let st = {
         let _m = guard::InModule::enter(node);
@@ -521,6 +530,7 @@ pub(crate) unsafe fn open(
             )
         }
     };
+    steps::mark("init");
     if st != abi::STATUS_READY {
         guard::retire(guard_id);
         drop(cleanup);
@@ -575,6 +585,7 @@ pub(crate) unsafe fn open(
             Err(_) => file.clone(),
         }
     };
+    steps::mark("rename");
     cleanup.handle = std::ptr::null_mut();
     std::mem::forget(cleanup);
     Ok(Opened {
