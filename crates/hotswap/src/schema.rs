@@ -165,8 +165,17 @@ impl TypeDesc {
     }
 
     fn new(rust: String, format: Format) -> TypeDesc {
-        let hash = fnv64(&crate::codec::encode(&format));
-        TypeDesc { rust, format, hash }
+        // The FNV-1a hash of the format's encoding (`codec::encode`), hashed as it is
+        // written rather than written into a buffer first.
+        let mut h = Fnv(FNV_OFFSET);
+        if let Err(e) = rmp_serde::encode::write_named(&mut h, &format) {
+            panic!("cannot encode a format: {e}");
+        }
+        TypeDesc {
+            rust,
+            format,
+            hash: h.0,
+        }
     }
 
     /// The type as short Rust-like text: `NewTick::Increment(u64)`, `CountServer { n: u64 }`.
@@ -272,7 +281,9 @@ pub struct ModuleSchema {
 impl ModuleSchema {
     /// Encode (MessagePack, named fields).
     pub fn encode(&self) -> Vec<u8> {
-        crate::codec::encode(self)
+        let mut out = Vec::with_capacity(4096);
+        crate::codec::encode_into(&mut out, self);
+        out
     }
     /// Decode what [`ModuleSchema::encode`] wrote.
     pub fn decode(b: &[u8]) -> Result<ModuleSchema, crate::codec::DecodeError> {
@@ -280,13 +291,29 @@ impl ModuleSchema {
     }
 }
 
-fn fnv64(b: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &x in b {
-        h ^= x as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a over the bytes written.
+struct Fnv(u64);
+
+impl std::io::Write for Fnv {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        for &x in b {
+            self.0 ^= x as u64;
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        Ok(b.len())
     }
-    h
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+fn fnv64(b: &[u8]) -> u64 {
+    let mut h = Fnv(FNV_OFFSET);
+    let _ = std::io::Write::write_all(&mut h, b);
+    h.0
 }
 
 // ---------------------------------------------------------------------------------------
@@ -453,7 +480,7 @@ impl de::Error for TraceError {
 #[derive(Default)]
 struct Plan {
     /// Per struct path: names found to be aliases (alias → primary).
-    aliases: HashMap<String, HashMap<&'static str, &'static str>>,
+    aliases: Aliases,
     /// Per struct path: names found to be primary.
     primaries: HashMap<String, HashSet<&'static str>>,
     /// Struct paths that deny unknown fields.
@@ -623,7 +650,7 @@ fn explore<T: DeserializeOwned>(plan: &mut Plan) -> Explored {
             }
             Ok(run
                 .result
-                .unwrap_or(Format::Unknown("nothing traced".into())))
+                .unwrap_or_else(|| Format::Unknown("nothing traced".into())))
         }
         Err(e) => Err(e),
     };
@@ -823,23 +850,26 @@ fn trace_counted<T: DeserializeOwned>(one_field: bool) -> (Format, usize) {
             }
         }
     }
-    let mut required: HashMap<(String, &'static str), bool> = HashMap::new();
+    let mut required: Required = HashMap::with_capacity(reached.len());
     for (k, (path, fields, ..)) in reached.iter().enumerate() {
-        for f in fields {
-            let req = impls[at[k]]
-                .fields
-                .iter()
-                .find(|(n, _)| n == f)
-                .and_then(|(_, s)| *s)
-                .unwrap_or(true);
-            required.insert((path.clone(), f), req);
-        }
+        let req = fields
+            .iter()
+            .map(|f| {
+                let r = impls[at[k]]
+                    .fields
+                    .iter()
+                    .find(|(n, _)| n == f)
+                    .and_then(|(_, s)| *s);
+                (*f, r.unwrap_or(true))
+            })
+            .collect();
+        required.insert(path.clone(), req);
     }
     if within {
         SHARED.with(|s| *s.borrow_mut() = Some(impls));
     }
     let mut acc = acc.expect("at least one run succeeded");
-    apply_required(&mut acc, "", &required, &plan.aliases);
+    apply_required(&mut acc, &mut String::new(), &required, &plan.aliases);
     (acc, runs)
 }
 
@@ -920,59 +950,79 @@ fn merge_fields(s: Fields, t: Fields) -> Result<Fields, String> {
     })
 }
 
-/// Fill in `required` and `aliases` (paths as the tracer builds them).
-fn apply_required(
-    f: &mut Format,
-    path: &str,
-    req: &HashMap<(String, &'static str), bool>,
-    aliases: &HashMap<String, HashMap<&'static str, &'static str>>,
-) {
+/// Per struct path: whether each field is required.
+type Required = HashMap<String, Vec<(&'static str, bool)>>;
+
+/// Per struct path: names found to be aliases (alias → primary).
+type Aliases = HashMap<String, HashMap<&'static str, &'static str>>;
+
+/// Fill in `required` and `aliases` (paths as the tracer builds them; `path` is a buffer
+/// holding this value's path, restored on return).
+fn apply_required(f: &mut Format, path: &mut String, req: &Required, aliases: &Aliases) {
+    use fmt::Write as _;
+    let len = path.len();
     match f {
-        Format::Option(x) => apply_required(x, &format!("{path}?"), req, aliases),
-        Format::Seq(x) => apply_required(x, &format!("{path}[]"), req, aliases),
-        Format::Newtype(_, x) => apply_required(x, &format!("{path}.0"), req, aliases),
+        Format::Option(x) => {
+            path.push('?');
+            apply_required(x, path, req, aliases);
+        }
+        Format::Seq(x) => {
+            path.push_str("[]");
+            apply_required(x, path, req, aliases);
+        }
+        Format::Newtype(_, x) => {
+            path.push_str(".0");
+            apply_required(x, path, req, aliases);
+        }
         Format::Map(k, v) => {
-            apply_required(k, &format!("{path}{{k}}"), req, aliases);
-            apply_required(v, &format!("{path}{{v}}"), req, aliases);
+            path.push_str("{k}");
+            apply_required(k, path, req, aliases);
+            path.truncate(len);
+            path.push_str("{v}");
+            apply_required(v, path, req, aliases);
         }
         Format::Tuple(xs) | Format::TupleStruct(_, xs) => {
             for (i, x) in xs.iter_mut().enumerate() {
-                apply_required(x, &format!("{path}.{i}"), req, aliases);
+                path.truncate(len);
+                let _ = write!(path, ".{i}");
+                apply_required(x, path, req, aliases);
             }
         }
         Format::Struct(_, s) => apply_fields(s, path, req, aliases),
         Format::Enum(_, vs) => {
             for v in vs {
-                let p = format!("{path}::{}", v.name);
+                path.truncate(len);
+                path.push_str("::");
+                path.push_str(&v.name);
+                let p = path.len();
                 match &mut v.body {
-                    VariantBody::Newtype(x) => apply_required(x, &format!("{p}.0"), req, aliases),
+                    VariantBody::Newtype(x) => {
+                        path.push_str(".0");
+                        apply_required(x, path, req, aliases);
+                    }
                     VariantBody::Tuple(xs) => {
                         for (i, x) in xs.iter_mut().enumerate() {
-                            apply_required(x, &format!("{p}.{i}"), req, aliases);
+                            path.truncate(p);
+                            let _ = write!(path, ".{i}");
+                            apply_required(x, path, req, aliases);
                         }
                     }
-                    VariantBody::Struct(s) => apply_fields(s, &p, req, aliases),
+                    VariantBody::Struct(s) => apply_fields(s, path, req, aliases),
                     VariantBody::Unit | VariantBody::Unseen => {}
                 }
             }
         }
         _ => {}
     }
+    path.truncate(len);
 }
 
-fn apply_fields(
-    s: &mut Fields,
-    path: &str,
-    req: &HashMap<(String, &'static str), bool>,
-    aliases: &HashMap<String, HashMap<&'static str, &'static str>>,
-) {
-    let al = aliases.get(path);
+fn apply_fields(s: &mut Fields, path: &mut String, req: &Required, aliases: &Aliases) {
+    let len = path.len();
+    let al = aliases.get(path.as_str());
+    let rq = req.get(path.as_str());
     for x in &mut s.fields {
-        if let Some(&r) = req
-            .iter()
-            .find(|((p, n), _)| p == path && *n == x.name)
-            .map(|(_, r)| r)
-        {
+        if let Some(&(_, r)) = rq.and_then(|rq| rq.iter().find(|(n, _)| *n == x.name)) {
             x.required = r;
         }
         if let Some(al) = al {
@@ -984,9 +1034,12 @@ fn apply_fields(
             a.sort();
             x.aliases = a;
         }
-        let p = format!("{path}.{}", x.name);
-        apply_required(&mut x.format, &p, req, aliases);
+        path.truncate(len);
+        path.push('.');
+        path.push_str(&x.name);
+        apply_required(&mut x.format, path, req, aliases);
     }
+    path.truncate(len);
 }
 
 /// The deserializer that records what a type asks for. `len` is the length of its path
@@ -1201,7 +1254,7 @@ impl<'a, 'p> Tracer<'a, 'p> {
                             .iter()
                             .find(|(n, _)| n == k)
                             .map(|(_, f)| f.clone())
-                            .unwrap_or(Format::Unknown(format!("field `{k}` not traced"))),
+                            .unwrap_or_else(|| Format::Unknown(format!("field `{k}` not traced"))),
                         required: true,
                     })
                     .collect();
@@ -1516,9 +1569,10 @@ impl<'de> de::Deserializer<'de> for Tracer<'_, '_> {
             out: None,
         };
         let v = visitor.visit_seq(&mut acc)?;
-        let inner = acc.out.take().unwrap_or(Format::Unknown(
-            "a sequence whose elements were not read".into(),
-        ));
+        let inner = acc
+            .out
+            .take()
+            .unwrap_or_else(|| Format::Unknown("a sequence whose elements were not read".into()));
         self.set(|| Format::Seq(Box::new(inner)));
         Ok(v)
     }
@@ -1720,6 +1774,7 @@ mod tests {
         assert_eq!(s.fields[3].aliases, ["old_d"]);
         assert!(!s.deny_unknown);
         assert_eq!(describe::<S>().hash, d.hash, "the hash is stable");
+        assert_eq!(d.hash, fnv64(&crate::codec::encode(&d.format)));
     }
 
     #[derive(Deserialize)]
