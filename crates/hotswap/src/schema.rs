@@ -634,10 +634,16 @@ fn explore<T: DeserializeOwned>(plan: &mut Plan) -> Explored {
         run: &run,
         len: 0,
         depth: 0,
-    });
-    let run = run.into_inner();
+    })
+    .map(|_| ());
+    explored(run.into_inner(), r)
+}
+
+/// What an exploring run found (not generic: one copy for all types).
+#[inline(never)]
+fn explored(run: Run<'_>, r: Result<(), TraceError>) -> Explored {
     let r = match r {
-        Ok(_) => {
+        Ok(()) => {
             for (p, i, n) in &run.by_path {
                 let s = run
                     .plan
@@ -674,9 +680,26 @@ fn probe<T: DeserializeOwned>(
     (res, run.into_inner().probed)
 }
 
+/// The runs of one type: the only parts of the tracer's driver generic over the type (the
+/// rest is one copy for all the types a module describes, less code to fault in).
+#[derive(Clone, Copy)]
+struct Runner {
+    explore: fn(&mut Plan) -> Explored,
+    probe: fn(&mut Plan, &Replay, Omit<'_>) -> (Result<(), TraceError>, Probed),
+}
+
+impl Runner {
+    fn of<T: DeserializeOwned>() -> Runner {
+        Runner {
+            explore: explore::<T>,
+            probe: probe::<T>,
+        }
+    }
+}
+
 /// Probe field `f` of struct occurrence `at` of replay `r` alone: whether it is required.
-fn probe_one<T: DeserializeOwned>(plan: &mut Plan, r: &Replay, at: usize, f: &'static str) -> bool {
-    match probe::<T>(plan, r, Omit::One(at, f)).0 {
+fn probe_one(t: Runner, plan: &mut Plan, r: &Replay, at: usize, f: &'static str) -> bool {
+    match (t.probe)(plan, r, Omit::One(at, f)).0 {
         Ok(()) => false,
         Err(TraceError::MissingField(m)) if m == f => true,
         // Anything else: assume the reader needs it (the safe side).
@@ -685,13 +708,19 @@ fn probe_one<T: DeserializeOwned>(plan: &mut Plan, r: &Replay, at: usize, f: &'s
 }
 
 fn trace<T: DeserializeOwned>() -> Format {
-    trace_counted::<T>(false).0
+    trace_with(Runner::of::<T>(), false).0
+}
+
+#[cfg(test)]
+fn trace_counted<T: DeserializeOwned>(one_field: bool) -> (Format, usize) {
+    trace_with(Runner::of::<T>(), one_field)
 }
 
 /// Trace `T`; the format and the number of runs. `one_field`: probe one field per run
 /// (the first tracer's way, kept as the tests' oracle) instead of leaving out every field
 /// not known yet and learning from what the type reports missing.
-fn trace_counted<T: DeserializeOwned>(one_field: bool) -> (Format, usize) {
+#[inline(never)]
+fn trace_with(t: Runner, one_field: bool) -> (Format, usize) {
     let mut plan = Plan::default();
     // Struct path → (its fields, its impl, the replay that reaches it, its occurrence there).
     let mut reached: Vec<(String, Vec<&'static str>, ImplId, usize, usize)> = Vec::new();
@@ -710,7 +739,7 @@ fn trace_counted<T: DeserializeOwned>(one_field: bool) -> (Format, usize) {
                 runs,
             );
         }
-        let (r, choices, keys, structs) = explore::<T>(&mut plan);
+        let (r, choices, keys, structs) = (t.explore)(&mut plan);
         match r {
             Ok(f) => {
                 let replay = replays.len();
@@ -793,7 +822,7 @@ fn trace_counted<T: DeserializeOwned>(one_field: bool) -> (Format, usize) {
                     break;
                 }
                 runs += 1;
-                let (res, probed) = probe::<T>(&mut plan, replay, Omit::Unknown(&impls));
+                let (res, probed) = (t.probe)(&mut plan, replay, Omit::Unknown(&impls));
                 if probed.omitted.is_empty() {
                     break;
                 }
@@ -824,7 +853,7 @@ fn trace_counted<T: DeserializeOwned>(one_field: bool) -> (Format, usize) {
                         for (o, i, names) in &probed.omitted {
                             for f in names {
                                 runs += 1;
-                                let req = probe_one::<T>(&mut plan, &replays[r], *o, f);
+                                let req = probe_one(t, &mut plan, &replays[r], *o, f);
                                 set(*i, f, req);
                             }
                         }
@@ -843,7 +872,7 @@ fn trace_counted<T: DeserializeOwned>(one_field: bool) -> (Format, usize) {
                 .any(|(n, s)| n == f && s.is_none());
             if open {
                 runs += 1;
-                let req = probe_one::<T>(&mut plan, &replays[*replay], *occurrence, f);
+                let req = probe_one(t, &mut plan, &replays[*replay], *occurrence, f);
                 if let Some(x) = impls[at[k]].fields.iter_mut().find(|(n, _)| n == f) {
                     x.1 = Some(req);
                 }
@@ -1070,6 +1099,63 @@ impl<'a, 'p> Tracer<'a, 'p> {
             depth: self.depth + 1,
         })
     }
+    /// The variant an enum at this place is traced with.
+    #[inline(never)]
+    fn choose(&self, variants: &'static [&'static str]) -> usize {
+        let mut run = self.run.borrow_mut();
+        match run.probe {
+            Some((replay, _)) => {
+                let i = replay.choices.get(run.next_choice).copied().unwrap_or(0);
+                run.next_choice += 1;
+                i
+            }
+            None => {
+                // The first variant not traced yet at this place; when all are,
+                // rotate (their insides may still hold untraced variants).
+                let path = run.path[..self.len].to_string();
+                let seen = run.plan.seen.get(&path);
+                let first = (0..variants.len())
+                    .find(|i| !seen.is_some_and(|s| s.get(*i).copied().unwrap_or(false)));
+                let i = match first {
+                    Some(i) => i,
+                    None => {
+                        let r = run.plan.rotation.entry(path.clone()).or_insert(0);
+                        *r += 1;
+                        *r % variants.len()
+                    }
+                };
+                run.by_path.push((path, i, variants.len()));
+                run.choices.push(i);
+                i
+            }
+        }
+    }
+    /// Record an enum traced with variant `i`.
+    #[inline(never)]
+    fn set_enum(
+        &self,
+        name: &'static str,
+        variants: &'static [&'static str],
+        i: usize,
+        body: Option<VariantBody>,
+    ) {
+        self.set(|| {
+            let mut body = Some(body.unwrap_or(VariantBody::Unit));
+            let vs = variants
+                .iter()
+                .enumerate()
+                .map(|(j, n)| Variant {
+                    name: n.to_string(),
+                    body: if j == i {
+                        body.take().unwrap_or(VariantBody::Unseen)
+                    } else {
+                        VariantBody::Unseen
+                    },
+                })
+                .collect();
+            Format::Enum(name.into(), vs)
+        });
+    }
     fn back(&self) {
         self.run.borrow_mut().path.truncate(self.len);
     }
@@ -1123,12 +1209,43 @@ impl<'a, 'p> Tracer<'a, 'p> {
             visitor: std::any::type_name::<V>(),
             name,
         };
+        let st = self.fields_begin(id);
+        let mut access = MapTrace {
+            tracer: self,
+            keys: st.keys(),
+            skip: st.skip,
+            next: 0,
+            probe_unknown: st.probe_unknown,
+            current: None,
+            out: Vec::new(),
+            spans: Vec::new(),
+            value_failed: false,
+        };
+        let r = visitor.visit_map(&mut access);
+        let seen = (
+            access.current,
+            std::mem::take(&mut access.out),
+            std::mem::take(&mut access.spans),
+            access.value_failed,
+        );
+        match r {
+            Ok(v) => Ok((v, self.fields_end(st, seen, None)?)),
+            Err(e) => Err(self
+                .fields_end(st, seen, Some(e))
+                .err()
+                .unwrap_or_else(|| TraceError::Custom("a struct failed without an error".into()))),
+        }
+    }
+
+    /// Before a struct's map: the keys to present (not generic, as [`Tracer::fields_end`]).
+    #[inline(never)]
+    fn fields_begin(&self, id: ImplId) -> FieldsState<'p> {
         let mut run = self.run.borrow_mut();
         if let Some((replay, omit)) = run.probe {
             // A replay: the keys that run presented, some left out.
             let occurrence = run.next_struct;
             run.next_struct += 1;
-            let keys: &[Key] = replay.keys.get(occurrence).map_or(&[], |k| k.as_slice());
+            let keys: &'p [Key] = replay.keys.get(occurrence).map_or(&[], |k| k.as_slice());
             let mut skip: u64 = 0;
             match omit {
                 Omit::One(at, f) => {
@@ -1162,78 +1279,88 @@ impl<'a, 'p> Tracer<'a, 'p> {
                     }
                 }
             }
-            drop(run);
-            let mut access = MapTrace {
-                tracer: self,
-                keys,
+            return FieldsState {
+                id,
+                occurrence,
+                replayed: Some(keys),
+                keys: Vec::new(),
                 skip,
-                next: 0,
                 probe_unknown: false,
-                current: None,
-                out: Vec::new(),
-                spans: Vec::new(),
-                value_failed: false,
+                path: String::new(),
+                primaries: Vec::new(),
+                deny: false,
             };
-            let r = visitor.visit_map(&mut access);
-            if let Err(e) = &r {
-                let mut run = self.run.borrow_mut();
-                if run.probed.origin.is_none() && !access.value_failed {
-                    let missing = match e {
-                        TraceError::MissingField(f) => Some(*f),
-                        _ => None,
-                    };
-                    run.probed.origin = Some((occurrence, missing));
-                }
-            }
-            return Ok((
-                r?,
-                Fields {
-                    fields: Vec::new(),
-                    deny_unknown: false,
-                },
-            ));
         }
         let occurrence = run.keys.len();
         let path = run.path[..self.len].to_string();
-        let (keys, primaries, deny) = {
-            let al = run.plan.aliases.get(&path);
-            let pr = run.plan.primaries.get(&path);
-            let mut keys: Vec<Key> = fields
-                .iter()
-                .copied()
-                .filter(|k| !al.is_some_and(|a| a.contains_key(k)))
-                .map(|name| Key {
-                    name,
-                    structs: 0,
-                    choices: 0,
-                })
-                .collect();
-            let primaries: Vec<&'static str> = keys.iter().map(|k| k.name).collect();
-            // Known primary names first, so that a later alias shows itself as a duplicate.
-            keys.sort_by_key(|k| !pr.is_some_and(|p| p.contains(k.name)));
-            (keys, primaries, run.plan.deny.contains(&path))
-        };
+        let al = run.plan.aliases.get(&path);
+        let pr = run.plan.primaries.get(&path);
+        let mut keys: Vec<Key> = id
+            .fields
+            .iter()
+            .copied()
+            .filter(|k| !al.is_some_and(|a| a.contains_key(k)))
+            .map(|name| Key {
+                name,
+                structs: 0,
+                choices: 0,
+            })
+            .collect();
+        let primaries: Vec<&'static str> = keys.iter().map(|k| k.name).collect();
+        // Known primary names first, so that a later alias shows itself as a duplicate.
+        keys.sort_by_key(|k| !pr.is_some_and(|p| p.contains(k.name)));
+        let deny = run.plan.deny.contains(&path);
         run.keys.push(Vec::new());
-        drop(run);
-        let mut access = MapTrace {
-            tracer: self,
-            keys: &keys,
-            skip: 0,
-            next: 0,
-            probe_unknown: !deny,
-            current: None,
-            out: Vec::new(),
-            spans: Vec::new(),
-            value_failed: false,
-        };
         REPORTED.with(|r| *r.borrow_mut() = None);
-        let r = visitor.visit_map(&mut access);
-        let current = access.current;
-        let out = std::mem::take(&mut access.out);
-        let spans = std::mem::take(&mut access.spans);
+        FieldsState {
+            id,
+            occurrence,
+            replayed: None,
+            keys,
+            skip: 0,
+            probe_unknown: !deny,
+            path,
+            primaries,
+            deny,
+        }
+    }
+
+    /// After a struct's map: what it yields, or why it failed.
+    #[inline(never)]
+    fn fields_end(
+        &self,
+        st: FieldsState<'p>,
+        (current, out, spans, value_failed): MapSeen,
+        err: Option<TraceError>,
+    ) -> Result<Fields, TraceError> {
         let mut run = self.run.borrow_mut();
-        match r {
-            Ok(v) => {
+        if st.replayed.is_some() {
+            if let Some(e) = err {
+                if run.probed.origin.is_none() && !value_failed {
+                    let missing = match &e {
+                        TraceError::MissingField(f) => Some(*f),
+                        _ => None,
+                    };
+                    run.probed.origin = Some((st.occurrence, missing));
+                }
+                return Err(e);
+            }
+            return Ok(Fields {
+                fields: Vec::new(),
+                deny_unknown: false,
+            });
+        }
+        let FieldsState {
+            id,
+            occurrence,
+            keys,
+            path,
+            primaries,
+            deny,
+            ..
+        } = st;
+        match err {
+            None => {
                 run.keys[occurrence] = keys
                     .iter()
                     .map(|k| {
@@ -1244,7 +1371,6 @@ impl<'a, 'p> Tracer<'a, 'p> {
                             .unwrap_or(*k)
                     })
                     .collect();
-                run.structs.push((path, occurrence, primaries.clone(), id));
                 let fields = primaries
                     .iter()
                     .map(|k| Field {
@@ -1258,15 +1384,13 @@ impl<'a, 'p> Tracer<'a, 'p> {
                         required: true,
                     })
                     .collect();
-                Ok((
-                    v,
-                    Fields {
-                        fields,
-                        deny_unknown: deny,
-                    },
-                ))
+                run.structs.push((path, occurrence, primaries, id));
+                Ok(Fields {
+                    fields,
+                    deny_unknown: deny,
+                })
             }
-            Err(e) => {
+            Some(e) => {
                 let reported = REPORTED.with(|r| r.borrow_mut().take());
                 match (reported, current) {
                     (Some(Reported::Duplicate(primary)), Some(key)) => {
@@ -1288,6 +1412,36 @@ impl<'a, 'p> Tracer<'a, 'p> {
                 }
             }
         }
+    }
+}
+
+/// What a struct's map saw: the last key, the values' formats and spans, whether a value
+/// failed.
+type MapSeen = (
+    Option<&'static str>,
+    Vec<(&'static str, Format)>,
+    Vec<Key>,
+    bool,
+);
+
+/// A struct being traced, between [`Tracer::fields_begin`] and [`Tracer::fields_end`].
+struct FieldsState<'p> {
+    id: ImplId,
+    occurrence: usize,
+    /// A replay: the keys the exploring run presented.
+    replayed: Option<&'p [Key]>,
+    /// Exploring: the keys presented.
+    keys: Vec<Key>,
+    skip: u64,
+    probe_unknown: bool,
+    path: String,
+    primaries: Vec<&'static str>,
+    deny: bool,
+}
+
+impl FieldsState<'_> {
+    fn keys(&self) -> &[Key] {
+        self.replayed.unwrap_or(&self.keys)
     }
 }
 
@@ -1339,6 +1493,34 @@ impl<'de> de::MapAccess<'de> for &mut MapTrace<'_, '_, '_, '_> {
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, TraceError> {
+        match self.next_name() {
+            Some(key) => seed.deserialize(key.into_deserializer()).map(Some),
+            None => Ok(None),
+        }
+    }
+    fn next_value_seed<S: DeserializeSeed<'de>>(
+        &mut self,
+        seed: S,
+    ) -> Result<S::Value, TraceError> {
+        let key = self.current.unwrap_or("?");
+        let before = self.before_value();
+        match self.tracer.value(format_args!(".{key}"), seed) {
+            Ok((v, f)) => {
+                self.after_value(key, before, f);
+                Ok(v)
+            }
+            Err(e) => {
+                self.value_failed = true;
+                Err(e)
+            }
+        }
+    }
+}
+
+impl MapTrace<'_, '_, '_, '_> {
+    /// The next key to present, past the keys left out.
+    #[inline(never)]
+    fn next_name(&mut self) -> Option<&'static str> {
         while self.next < 64 && self.skip & (1 << self.next) != 0 {
             // Left out: the structs and enums its value held are skipped too.
             let k = self.keys[self.next];
@@ -1352,42 +1534,33 @@ impl<'de> de::MapAccess<'de> for &mut MapTrace<'_, '_, '_, '_> {
         } else if self.probe_unknown && self.next == self.keys.len() {
             UNKNOWN_PROBE
         } else {
-            return Ok(None);
+            return None;
         };
         self.next += 1;
         self.current = Some(key);
-        seed.deserialize(key.into_deserializer()).map(Some)
+        Some(key)
     }
-    fn next_value_seed<S: DeserializeSeed<'de>>(
-        &mut self,
-        seed: S,
-    ) -> Result<S::Value, TraceError> {
-        let key = self.current.unwrap_or("?");
-        let before = {
-            let run = self.tracer.run.borrow();
-            run.recording().then(|| (run.keys.len(), run.choices.len()))
-        };
-        let r = self.tracer.value(format_args!(".{key}"), seed);
-        let (v, f) = match r {
-            Ok(x) => x,
-            Err(e) => {
-                self.value_failed = true;
-                return Err(e);
-            }
-        };
-        if key != UNKNOWN_PROBE {
-            if let Some((s, c)) = before {
-                let run = self.tracer.run.borrow();
-                self.spans.push(Key {
-                    name: key,
-                    structs: (run.keys.len() - s) as u32,
-                    choices: (run.choices.len() - c) as u32,
-                });
-                drop(run);
-                self.out.push((key, f));
-            }
+    /// Exploring: the struct occurrences and enum choices before a value.
+    fn before_value(&self) -> Option<(usize, usize)> {
+        let run = self.tracer.run.borrow();
+        run.recording().then(|| (run.keys.len(), run.choices.len()))
+    }
+    /// Exploring: record a value's format and span.
+    #[inline(never)]
+    fn after_value(&mut self, key: &'static str, before: Option<(usize, usize)>, f: Format) {
+        if key == UNKNOWN_PROBE {
+            return;
         }
-        Ok(v)
+        if let Some((s, c)) = before {
+            let run = self.tracer.run.borrow();
+            self.spans.push(Key {
+                name: key,
+                structs: (run.keys.len() - s) as u32,
+                choices: (run.choices.len() - c) as u32,
+            });
+            drop(run);
+            self.out.push((key, f));
+        }
     }
 }
 
@@ -1639,58 +1812,15 @@ impl<'de> de::Deserializer<'de> for Tracer<'_, '_> {
                 "enum {name} has no variants"
             )));
         }
-        let i = {
-            let mut run = self.run.borrow_mut();
-            let i = match run.probe {
-                Some((replay, _)) => {
-                    let i = replay.choices.get(run.next_choice).copied().unwrap_or(0);
-                    run.next_choice += 1;
-                    i
-                }
-                None => {
-                    // The first variant not traced yet at this place; when all are,
-                    // rotate (their insides may still hold untraced variants).
-                    let path = run.path[..self.len].to_string();
-                    let seen = run.plan.seen.get(&path);
-                    let first = (0..variants.len())
-                        .find(|i| !seen.is_some_and(|s| s.get(*i).copied().unwrap_or(false)));
-                    let i = match first {
-                        Some(i) => i,
-                        None => {
-                            let r = run.plan.rotation.entry(path.clone()).or_insert(0);
-                            *r += 1;
-                            *r % variants.len()
-                        }
-                    };
-                    run.by_path.push((path, i, variants.len()));
-                    run.choices.push(i);
-                    i
-                }
-            };
-            i
-        };
+        let i = self.choose(variants);
         let mut access = EnumTrace {
             tracer: &self,
             name: variants[i],
             body: None,
         };
         let v = visitor.visit_enum(&mut access)?;
-        let body = access.body.take().unwrap_or(VariantBody::Unit);
-        self.set(|| {
-            let vs = variants
-                .iter()
-                .enumerate()
-                .map(|(j, n)| Variant {
-                    name: n.to_string(),
-                    body: if j == i {
-                        body.clone()
-                    } else {
-                        VariantBody::Unseen
-                    },
-                })
-                .collect();
-            Format::Enum(name.into(), vs)
-        });
+        let body = access.body.take();
+        self.set_enum(name, variants, i, body);
         Ok(v)
     }
 
