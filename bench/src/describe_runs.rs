@@ -18,7 +18,6 @@ unsafe extern "C" fn write(out: *mut std::ffi::c_void, ptr: *const u8, len: usiz
 }
 
 fn main() {
-    use hotswap::private::DescribeDe as _;
     let n: usize = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
@@ -34,7 +33,7 @@ fn main() {
                     module: "compat_bench".into(),
                     version: VSN.into(),
                     server: Some(hotswap::private::describe_server::<Ledger>(
-                        (&hotswap::private::Probe::<Reply>::new()).__hotswap_describe(),
+                        hotswap::schema::describe::<Reply>(),
                     )),
                     exports: Vec::new(),
                 }

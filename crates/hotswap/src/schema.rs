@@ -685,8 +685,11 @@ fn probe<T: DeserializeOwned>(
 #[derive(Clone, Copy)]
 struct Runner {
     explore: fn(&mut Plan) -> Explored,
-    probe: fn(&mut Plan, &Replay, Omit<'_>) -> (Result<(), TraceError>, Probed),
+    probe: ProbeFn,
 }
+
+/// [`probe`] of one type.
+type ProbeFn = fn(&mut Plan, &Replay, Omit<'_>) -> (Result<(), TraceError>, Probed);
 
 impl Runner {
     fn of<T: DeserializeOwned>() -> Runner {
