@@ -5,10 +5,14 @@
 //! [`describe`] traces a type's `Deserialize` implementation: it plays a deserializer that
 //! hands the type zeros and empty strings and records what the type asks for (a `u32`, a
 //! struct with fields `a` and `b`, an enum with variants `X` and `Y(u64)`). It runs the
-//! type several times: once per enum variant (each variant is traced on its own run), once
-//! per struct field with that field left out (which tells a required field from one with
-//! `#[serde(default)]` or of type `Option`), and it finds `#[serde(alias)]` names and
-//! `#[serde(deny_unknown_fields)]`. The result is a [`Format`] tree plus a hash.
+//! type several times: once per enum variant (each variant is traced on its own run), then
+//! replays of those runs with struct fields left out (which tells a required field from one
+//! with `#[serde(default)]` or of type `Option`: a run leaves out every field not known yet
+//! and learns one required field from the missing field the type reports, or that all
+//! were optional; an unclear answer falls back to one field per run), and it finds
+//! `#[serde(alias)]` names and `#[serde(deny_unknown_fields)]`. The result is a [`Format`]
+//! tree plus a hash. Within [`describing`] (a module's `describe`), a struct met by several
+//! of the types described is probed once.
 //!
 //! # What is covered, and what is not
 //!
