@@ -760,6 +760,8 @@ pub unsafe fn describe(
     report(
         out,
         write,
-        catch_unwind(AssertUnwindSafe(|| Ok(build().encode()))),
+        catch_unwind(AssertUnwindSafe(|| {
+            Ok(crate::schema::describing(build).encode())
+        })),
     )
 }
