@@ -894,6 +894,8 @@ async fn m_module_load(node: &Node, libs: &Libs) -> Res {
     );
     let again = load_times(node, std::slice::from_ref(&libs.bench), ROUNDS).await;
     let _ = std::fs::remove_dir_all(&dir);
+    // The loads above leave `bench` unloaded; the lines after this one use it.
+    ensure_loaded(node, "bench", &libs.bench).await;
     let mut r = Res::new("module_load", median(&ts), "us");
     r.extra = Some(("module_reload", median(&again)));
     r
