@@ -98,7 +98,14 @@ pub unsafe extern "C" fn write_vec(out: *mut c_void, ptr: *const u8, len: usize)
     // `(ptr, len)` byte range for the duration of this call.
     unsafe {
         let v = &mut *(out as *mut Vec<u8>);
-        v.extend_from_slice(std::slice::from_raw_parts(ptr, len));
+        let b = std::slice::from_raw_parts(ptr, len);
+        if v.capacity() == 0 {
+            // The usual case (a received message, a reply): one allocation of the exact
+            // size, without the growth path `extend_from_slice` takes from empty.
+            *v = b.to_vec();
+        } else {
+            v.extend_from_slice(b);
+        }
     }
 }
 

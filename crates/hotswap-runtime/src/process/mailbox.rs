@@ -282,14 +282,26 @@ impl Process {
         g: &mut ProcInner,
         mut pred: impl FnMut(&Envelope) -> bool,
     ) -> Option<Envelope> {
+        // The usual case (a receive that takes the oldest message): no scan.
+        if g.mailbox.is_empty() && !self.take_inbox(g) {
+            return None;
+        }
         let mut from = 0;
+        // (Empty here only if everything taken was a stale reply, dropped.)
+        if let Some(front) = g.mailbox.front() {
+            if pred(front) {
+                let e = g.mailbox.pop_front();
+                if e.as_ref().is_some_and(|e| e.kind == hotswap_abi::MSG_PORT) {
+                    crate::stamps::record(crate::stamps::Stage::Taken);
+                }
+                return e;
+            }
+            // The front was looked at: the scan starts after it.
+            from = 1;
+        }
         loop {
             if let Some(i) = g.mailbox.range(from..).position(&mut pred) {
-                let e = if from + i == 0 {
-                    g.mailbox.pop_front()
-                } else {
-                    g.mailbox.remove(from + i)
-                };
+                let e = g.mailbox.remove(from + i);
                 if e.as_ref().is_some_and(|e| e.kind == hotswap_abi::MSG_PORT) {
                     crate::stamps::record(crate::stamps::Stage::Taken);
                 }
