@@ -20,18 +20,11 @@ use hotswap_runtime::{Node, NodeConfig};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod counted;
+
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.len() < 3 {
-        eprintln!("usage: callpath LIBRARY N [timeout|none]");
-        std::process::exit(2);
-    }
-    let lib = std::path::PathBuf::from(&args[1]);
-    let Ok(n) = args[2].parse::<u64>() else {
-        eprintln!("callpath: N must be a number, not {:?}", args[2]);
-        std::process::exit(2);
-    };
-    let timeout = match args.get(3).map(String::as_str) {
+    let (lib, n, rest) = counted::args("callpath", "LIBRARY N [timeout|none]");
+    let timeout = match rest.first().map(String::as_str) {
         None | Some("timeout") => Some(gs::DEFAULT_TIMEOUT),
         Some("none") => None,
         Some(o) => {
@@ -39,11 +32,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = counted::one_worker_runtime();
     let last = rt.block_on(async move {
         let node = Node::start(NodeConfig::default()).expect("node");
         node.code().load(&lib).await.expect("load the library");

@@ -18,22 +18,11 @@ use hotswap_runtime::{Node, NodeConfig};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod counted;
+
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.len() < 3 {
-        eprintln!("usage: msgpath LIBRARY N");
-        std::process::exit(2);
-    }
-    let lib = std::path::PathBuf::from(&args[1]);
-    let Ok(n) = args[2].parse::<u64>() else {
-        eprintln!("msgpath: N must be a number, not {:?}", args[2]);
-        std::process::exit(2);
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let (lib, n, _) = counted::args("msgpath", "LIBRARY N");
+    let rt = counted::one_worker_runtime();
     let done = rt.block_on(async move {
         let node = Node::start(NodeConfig::default()).expect("node");
         node.code().load(&lib).await.expect("load the library");
