@@ -1,6 +1,7 @@
 //! A control request's arguments, read with errors that name the argument and what it
 //! must be.
 
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -10,6 +11,18 @@ use super::ErrorReply;
 /// A `bad_request` error with `msg`.
 pub(super) fn bad(msg: impl Into<String>) -> ErrorReply {
     ErrorReply::new("bad_request", msg)
+}
+
+/// `path` if it is absolute; else a `bad_request` that names it as `what` ("library",
+/// "package"): the node resolves paths in its own working directory, not the client's.
+pub(super) fn absolute<'p>(path: &'p Path, what: &str) -> Result<&'p Path, ErrorReply> {
+    if path.is_absolute() {
+        return Ok(path);
+    }
+    Err(bad(format!(
+        "the {what} path {} must be absolute (the node's working directory is not the client's)",
+        path.display()
+    )))
 }
 
 /// A request's arguments.

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use serde_json::{json, Value};
 
-use super::args::{bad, Args};
+use super::args::{absolute, Args};
 use super::inspect::{module_json, pids_json};
 use super::node_state::NodeState;
 use super::sup::SUP_TIMEOUT;
@@ -42,13 +42,7 @@ pub(super) fn code_error(e: CodeError) -> ErrorReply {
 }
 
 pub(super) async fn load(state: &NodeState, args: Args<'_>) -> Result<Value, ErrorReply> {
-    let path = Path::new(args.str("path")?);
-    if !path.is_absolute() {
-        return Err(bad(format!(
-            "the library path {} must be absolute (the node's working directory is not the client's)",
-            path.display()
-        )));
-    }
+    let path = absolute(Path::new(args.str("path")?), "library")?;
     let purging = args.bool("purging")?;
     let force = args.bool("force")?;
     let code = state.node.code();
@@ -255,13 +249,7 @@ impl Victims {
 /// `incompatible`, the report in the details) when a load would be refused or a live state
 /// does not convert.
 pub(super) async fn check(state: &NodeState, args: Args<'_>) -> Result<Value, ErrorReply> {
-    let path = Path::new(args.str("path")?);
-    if !path.is_absolute() {
-        return Err(bad(format!(
-            "the library path {} must be absolute (the node's working directory is not the client's)",
-            path.display()
-        )));
-    }
+    let path = absolute(Path::new(args.str("path")?), "library")?;
     let downgrade = args.bool("downgrade")?;
     let c = state.node.code().check(path).await.map_err(code_error)?;
     let mut text = match &c.report {

@@ -9,6 +9,7 @@ use crate::release::{ReleaseError, UpgradeOptions};
 use crate::Node;
 use serde_json::{json, Value};
 
+use super::args::{absolute, bad};
 use super::ErrorReply;
 
 /// A release error as a control error reply.
@@ -52,10 +53,6 @@ pub fn error(e: ReleaseError) -> ErrorReply {
     r
 }
 
-fn bad(msg: impl Into<String>) -> ErrorReply {
-    ErrorReply::new("bad_request", msg)
-}
-
 fn version_arg(args: &Value, key: &str) -> Result<Option<String>, ErrorReply> {
     match args.get(key) {
         None | Some(Value::Null) => Ok(None),
@@ -77,13 +74,7 @@ pub fn releases(node: &Node) -> Result<Value, ErrorReply> {
 /// `unpack`.
 pub async fn unpack(node: &Node, args: &Value) -> Result<Value, ErrorReply> {
     let path = version_arg(args, "path")?.ok_or_else(|| bad("missing argument \"path\""))?;
-    let path = Path::new(&path);
-    if !path.is_absolute() {
-        return Err(bad(format!(
-            "the package path {} must be absolute (the node's working directory is not the client's)",
-            path.display()
-        )));
-    }
+    let path = absolute(Path::new(&path), "package")?;
     let vsn = node.releases().unpack(path).await.map_err(error)?;
     Ok(json!({ "version": vsn, "status": "unpacked" }))
 }
