@@ -282,36 +282,35 @@ impl Process {
         g: &mut ProcInner,
         mut pred: impl FnMut(&Envelope) -> bool,
     ) -> Option<Envelope> {
-        // The usual case (a receive that takes the oldest message): no scan.
         if g.mailbox.is_empty() && !self.take_inbox(g) {
             return None;
         }
-        let mut from = 0;
-        // (Empty here only if everything taken was a stale reply, dropped.)
-        if let Some(front) = g.mailbox.front() {
-            if pred(front) {
-                let e = g.mailbox.pop_front();
-                if e.as_ref().is_some_and(|e| e.kind == hotswap_abi::MSG_PORT) {
-                    crate::stamps::record(crate::stamps::Stage::Taken);
+        // The usual case, a receive that takes the oldest message, is decided without an
+        // iterator; otherwise the scan starts after the front, which was looked at (the
+        // mailbox is empty here only if everything taken was a stale reply, dropped).
+        let at = if g.mailbox.front().is_some_and(&mut pred) {
+            0
+        } else {
+            let mut from = g.mailbox.len().min(1);
+            loop {
+                if let Some(i) = g.mailbox.range(from..).position(&mut pred) {
+                    break from + i;
                 }
-                return e;
-            }
-            // The front was looked at: the scan starts after it.
-            from = 1;
-        }
-        loop {
-            if let Some(i) = g.mailbox.range(from..).position(&mut pred) {
-                let e = g.mailbox.remove(from + i);
-                if e.as_ref().is_some_and(|e| e.kind == hotswap_abi::MSG_PORT) {
-                    crate::stamps::record(crate::stamps::Stage::Taken);
+                from = g.mailbox.len();
+                if !self.take_inbox(g) {
+                    return None;
                 }
-                return e;
             }
-            from = g.mailbox.len();
-            if !self.take_inbox(g) {
-                return None;
-            }
+        };
+        let e = if at == 0 {
+            g.mailbox.pop_front()
+        } else {
+            g.mailbox.remove(at)
+        };
+        if e.as_ref().is_some_and(|e| e.kind == abi::MSG_PORT) {
+            crate::stamps::record(crate::stamps::Stage::Taken);
         }
+        e
     }
 
     /// Remove the first message if `pred` accepts it (taking what arrived if the private
