@@ -734,12 +734,17 @@ pub(crate) async fn request(
 ) -> Result<Vec<u8>, CallError> {
     let alias = Alias::new(ctx);
     let (pid, name) = target(to);
-    match ctx.post(pid, name, kind, alias.tag, payload) {
-        0 => {}
-        -2 => return Err(CallError::CallingSelf),
-        _ => return Err(CallError::NoProc(to.clone())),
-    }
+    posted(ctx.post(pid, name, kind, alias.tag, payload), to)?;
     reply_of(&ctx, alias, timeout).await
+}
+
+/// What the post of a request to `to` returned ([`Ctx::post`]'s status): sent, or why not.
+fn posted(status: i32, to: &ServerRef) -> Result<(), CallError> {
+    match status {
+        0 => Ok(()),
+        -2 => Err(CallError::CallingSelf),
+        _ => Err(CallError::NoProc(to.clone())),
+    }
 }
 
 /// `gen_server:call` with the default 5 s timeout.
@@ -774,11 +779,10 @@ async fn call_bytes<Q: Serialize + ?Sized>(
 ) -> Result<Vec<u8>, CallError> {
     let alias = Alias::new(*ctx);
     let (pid, name) = target(&to);
-    match codec::with_encoded(req, |b| ctx.post(pid, name, abi::MSG_CALL, alias.tag, b)) {
-        0 => {}
-        -2 => return Err(CallError::CallingSelf),
-        _ => return Err(CallError::NoProc(to)),
-    }
+    posted(
+        codec::with_encoded(req, |b| ctx.post(pid, name, abi::MSG_CALL, alias.tag, b)),
+        &to,
+    )?;
     reply_of(ctx, alias, timeout).await
 }
 
