@@ -238,8 +238,16 @@ async fn start_echo(node: &Node, libs: &Libs) -> (Pid, String) {
 /// `tcp_echo_rtt`, `tcp_echo_p99`, `tcp_echo_throughput`.
 pub(crate) async fn m_echo(node: &Node, libs: &Libs) -> Vec<Res> {
     let (pid, addr) = start_echo(node, libs).await;
+    let s0 = hotswap_runtime::sched::io_spin_stats();
     let ours = measure(&addr).await;
     report("hotswap", &ours);
+    let s1 = hotswap_runtime::sched::io_spin_stats();
+    info!(
+        "tcp_echo hotswap: workers spun on the sockets {} times, {} ended by a ready socket (HOTSWAP_IO_SPIN={})",
+        s1.spins - s0.spins,
+        s1.ended_ready - s0.ended_ready,
+        u8::from(hotswap_runtime::sched::io_spin())
+    );
     let _ = node
         .stop_server(
             pid,

@@ -405,6 +405,12 @@ impl Ports {
     ) -> Arc<Port> {
         let owner = st.owner;
         let id = self.next.fetch_add(1, Ordering::Relaxed);
+        use std::os::fd::AsRawFd;
+        if let Some(fd) =
+            (tcp.as_ref().map(|s| s.as_raw_fd())).or(udp.as_ref().map(|s| s.as_raw_fd()))
+        {
+            crate::process::sched::watch_io(fd);
+        }
         let p = Arc::new(Port {
             id,
             kind,
@@ -860,6 +866,7 @@ impl Ports {
                 match s.try_write(&framed) {
                     Ok(n) if n == framed.len() => {
                         st.bytes_out += n as u64;
+                        crate::process::sched::note_io();
                         st.msgs_out += 1;
                         return Ok(Now::Value(Vec::new()));
                     }

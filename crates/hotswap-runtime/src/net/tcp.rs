@@ -319,6 +319,7 @@ async fn reader(node: Arc<NodeInner>, p: Arc<Port>, rd: Arc<TcpStream>) {
             Ok(k) => {
                 st.bytes_in += k as u64;
                 crate::stamps::record(crate::stamps::Stage::Read);
+                crate::process::sched::note_io();
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => st.rx_end = Some(Some(format!("receive failed: {e}"))),
@@ -442,6 +443,7 @@ async fn writer(node: Arc<NodeInner>, p: Arc<Port>, wr: Arc<TcpStream>) {
                 Ok(()) => {
                     st.tx_bytes -= len;
                     st.bytes_out += len as u64;
+                    crate::process::sched::note_io();
                     if st.tx_bytes <= st.low {
                         admit(&node, &mut st);
                     }

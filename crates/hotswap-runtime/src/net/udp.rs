@@ -46,6 +46,7 @@ pub(super) fn send_to(p: &Port, addr: &str, data: &[u8]) -> Result<(), NetError>
         Ok(n) => {
             let mut st = p.st.lock();
             st.bytes_out += n as u64;
+            crate::process::sched::note_io();
             st.msgs_out += 1;
             Ok(())
         }
@@ -89,6 +90,7 @@ async fn reader(node: Arc<NodeInner>, p: Arc<Port>, s: Arc<UdpSocket>, max: usiz
                 match r {
                     Ok((k, peer)) => {
                         st.bytes_in += k as u64;
+                        crate::process::sched::note_io();
                         let mut body = Vec::with_capacity(k + 48);
                         wire::put_addr(&mut body, &peer.to_string());
                         body.extend_from_slice(&buf[..k]);

@@ -24,7 +24,7 @@ use crate::process::{
 const COARSE_SLACK: u64 = 100_000_000;
 
 /// `clock` (`CLOCK_MONOTONIC` or `CLOCK_MONOTONIC_COARSE`) in nanoseconds.
-fn monotonic_ns(clock: libc::clockid_t) -> u64 {
+pub(crate) fn monotonic_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -134,3 +134,79 @@ fn busy_process_does_not_starve_others() {
     stop.store(true, Ordering::Release);
     rt.block_on(node.stop(Duration::from_secs(5)));
 }
+
+/// Ports' sockets are watched by spinning workers (issue 13): after each echo, the worker
+/// that ran out of work spins on the sockets instead of sleeping, and the next request
+/// ends that spin. Yet once the traffic stops, a node with its connections still open
+/// parks every worker: an idle second costs next to no CPU.
+#[test]
+fn sockets_watched_while_spinning_and_idle_connections_use_no_cpu() {
+    use std::io::{Read, Write};
+    const NAME: &str = "hs-io-spin";
+    if !hotswap_runtime::sched::io_spin() {
+        eprintln!("HOTSWAP_IO_SPIN=0: the spin on sockets is off, nothing to test");
+        return;
+    }
+    let rt = tuned_runtime(NAME);
+    let (node, addr) = rt.block_on(async {
+        tokio::spawn(async {
+            let node = support::node();
+            node.code().load(module("port_echo_v1")).await.unwrap();
+            let pid = node
+                .start_server(
+                    "port_echo",
+                    &EchoArg {
+                        addr: "127.0.0.1:0".into(),
+                    },
+                    hotswap_runtime::StartOpts::default(),
+                )
+                .await
+                .unwrap();
+            let (_, addr, ..): (u64, String, usize, u64, u8) = node
+                .call(pid, &EchoCall::Info, support::WAIT)
+                .await
+                .unwrap();
+            (node, addr)
+        })
+        .await
+        .expect("test task")
+    });
+    let before = hotswap_runtime::sched::io_spin_stats();
+    // A blocking client on this thread: 2 000 ping-pongs of a 4-byte-length frame.
+    let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+    s.set_nodelay(true).unwrap();
+    s.set_read_timeout(Some(support::WAIT)).unwrap();
+    let frame = [0, 0, 0, 2, b'h', b'i'];
+    let mut back = [0u8; 7]; // length 3: the version byte, then "hi"
+    for i in 0..2_000 {
+        s.write_all(&frame).unwrap();
+        s.read_exact(&mut back)
+            .unwrap_or_else(|e| panic!("echo {i}: {e}"));
+        assert_eq!(&back, b"\0\0\0\x03\x01hi");
+    }
+    let after = hotswap_runtime::sched::io_spin_stats();
+    assert!(
+        after.ended_ready > before.ended_ready,
+        "no request ended a spin on the sockets: {before:?} -> {after:?}"
+    );
+    // The idle window, the connection open.
+    let c1 = threads_cpu(NAME);
+    std::thread::sleep(Duration::from_secs(1));
+    let idle = threads_cpu(NAME) - c1;
+    assert!(
+        idle < Duration::from_millis(100),
+        "a node with an idle open connection used {idle:?} of CPU in 1 s"
+    );
+    drop(s);
+    rt.block_on(node.stop(Duration::from_secs(5)));
+}
+
+#[derive(serde::Serialize)]
+struct EchoArg {
+    addr: String,
+}
+
+#[derive(serde::Serialize)]
+enum EchoCall {
+    Info,
+}
