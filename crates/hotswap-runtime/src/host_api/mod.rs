@@ -103,36 +103,43 @@ unsafe extern "C" fn receive(
         // SAFETY: live handle (module docs).
         let p = unsafe { proc_ref(p) };
         let mut g = p.inner.lock();
-        let found = match matcher {
-            // Replies are only ever taken by the call waiting for them.
-            None => p.take_first(&mut g, |e| e.kind != abi::MSG_REPLY),
-            Some(m) => p.take_first(&mut g, |e| {
-                let view = abi::MsgView {
-                    kind: e.kind,
-                    from: e.from,
-                    reference: e.reference,
-                    data: abi::Bytes::new(&e.data),
-                };
-                // SAFETY: the matcher and its data come from the caller for this call; the
-                // view is valid during the callback.
-                unsafe { m(mdata, &view) != 0 }
-            }),
-        };
-        if let Some(env) = found {
-            g.received += 1;
-            drop(g);
+        // The message is copied out where it lies in the mailbox, under the process's lock
+        // (the matcher runs there too), and dropped there: see `take_first_with`.
+        let deliver = |e: &crate::process::Envelope| {
             // SAFETY: `header` is the caller's out-parameter.
             unsafe {
                 *header = abi::MsgHeader {
-                    kind: env.kind,
-                    from: env.from,
-                    reference: env.reference,
+                    kind: e.kind,
+                    from: e.from,
+                    reference: e.reference,
                 }
             };
             if let Some(w) = write {
                 // SAFETY: the caller's copy callback and buffer; our range is valid.
-                unsafe { w(out, env.data.as_ptr(), env.data.len()) };
+                unsafe { w(out, e.data.as_ptr(), e.data.len()) };
             }
+        };
+        let found = match matcher {
+            // Replies are only ever taken by the call waiting for them.
+            None => p.take_first_with(&mut g, |e| e.kind != abi::MSG_REPLY, deliver),
+            Some(m) => p.take_first_with(
+                &mut g,
+                |e| {
+                    let view = abi::MsgView {
+                        kind: e.kind,
+                        from: e.from,
+                        reference: e.reference,
+                        data: abi::Bytes::new(&e.data),
+                    };
+                    // SAFETY: the matcher and its data come from the caller for this call;
+                    // the view is valid during the callback.
+                    unsafe { m(mdata, &view) != 0 }
+                },
+                deliver,
+            ),
+        };
+        if found.is_some() {
+            g.received += 1;
             return abi::STATUS_READY;
         }
         if deadline != u64::MAX {

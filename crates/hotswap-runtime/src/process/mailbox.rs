@@ -26,13 +26,12 @@ pub(crate) enum Payload {
 const INLINE: usize = 22;
 
 impl Payload {
+    #[inline]
     pub(crate) fn from_slice(b: &[u8]) -> Payload {
         if b.len() <= INLINE {
-            let mut buf = [0u8; INLINE];
-            buf[..b.len()].copy_from_slice(b);
             Payload::Inline {
                 len: b.len() as u8,
-                buf,
+                buf: inline_buf(b),
             }
         } else {
             Payload::Heap(b.into())
@@ -46,6 +45,45 @@ impl Payload {
             Payload::Heap(v.into_boxed_slice())
         }
     }
+}
+
+/// `b` (at most [`INLINE`] bytes) zero-padded to [`INLINE`] bytes, put together from a few
+/// overlapping fixed-size loads instead of a `memcpy` of `b.len()` bytes. A `memcpy` of
+/// variable length stores the bytes in pieces, and the envelope's 16-byte moves that follow
+/// read them back at once: a failed store-to-load forward, which perf showed as most of the
+/// sender's own time per message (issue 16).
+#[inline]
+fn inline_buf(b: &[u8]) -> [u8; INLINE] {
+    let n = b.len();
+    assert!(n <= INLINE);
+    let p = b.as_ptr();
+    // Every load below reads `at..at + size` with `at + size <= n` (the match arms' ranges).
+    // SAFETY: inside `b` by the above; unaligned reads are allowed.
+    let w64 = |at: usize| u64::from_le(unsafe { p.add(at).cast::<u64>().read_unaligned() });
+    // SAFETY: as for `w64`.
+    let w32 = |at: usize| u32::from_le(unsafe { p.add(at).cast::<u32>().read_unaligned() });
+    // Bytes 0..16 and 16..24 of the result, little-endian. Where two loads overlap they
+    // hold the same bytes at the same places, so or-ing them is exact.
+    let (lo, hi): (u128, u64) = match n {
+        0 => (0, 0),
+        1..=3 => {
+            let v = b[0] as u128
+                | (b[n / 2] as u128) << (8 * (n / 2))
+                | (b[n - 1] as u128) << (8 * (n - 1));
+            (v, 0)
+        }
+        4..=8 => (w32(0) as u128 | (w32(n - 4) as u128) << (8 * (n - 4)), 0),
+        9..=16 => (w64(0) as u128 | (w64(n - 8) as u128) << (8 * (n - 8)), 0),
+        // 17..=22: the last 8 bytes start at n - 8 (9..=14); keep those at 16 and after.
+        _ => (
+            w64(0) as u128 | (w64(8) as u128) << 64,
+            w64(n - 8) >> (8 * (24 - n)),
+        ),
+    };
+    let mut buf = [0u8; INLINE];
+    buf[..16].copy_from_slice(&lo.to_le_bytes());
+    buf[16..].copy_from_slice(&hi.to_le_bytes()[..INLINE - 16]);
+    buf
 }
 
 impl std::ops::Deref for Payload {
@@ -88,18 +126,129 @@ impl std::fmt::Debug for Payload {
 /// A host-side mailbox ([`crate::ExternalProcess`]) has no task: host tasks wait on a
 /// `Notify` of its own. Its slot holds a [`host_waker`] that stays (it is not taken), and
 /// waking it notifies that `Notify`, with tokio's semantics for any number of waiters.
+///
+/// # Blocks
+///
+/// The messages are a chain of blocks, oldest first. Senders append to the last block,
+/// which grows as a `Vec` up to [`BLOCK`] envelopes; then a new block of that size is
+/// linked after it. The process takes one block at a time ([`Process::take_inbox`]). So a
+/// backlog of millions of messages is never one buffer doubled and copied into fresh
+/// pages (issue 16: growing a 96 MB inbox was a quarter of `message_throughput`'s time,
+/// most of it the kernel zeroing new pages), and a process keeping up with its senders
+/// reuses one block's buffer.
 pub(crate) struct Inbox {
-    pub(super) msgs: Vec<Envelope>,
+    /// The oldest block. Only the last block of the chain may be empty.
+    head: Option<Box<Block>>,
+    /// The last block of the chain `head` owns (where senders append); null when `head`
+    /// is `None`.
+    tail: *mut Block,
     /// Empty, the owed mark ([`OWED`]), the task's waker or a host waker: see above.
     waker: Option<Waker>,
 }
 
+// SAFETY: `tail` points into the chain of blocks that `head` owns (or is null): it is an
+// alias of owned data, never shared outside the `Inbox`, so sending the `Inbox` to another
+// thread sends that data with it, as sending `head` alone would.
+unsafe impl Send for Inbox {}
+
+/// One block of the inbox (see [`Inbox`]).
+struct Block {
+    msgs: Vec<Envelope>,
+    next: Option<Box<Block>>,
+}
+
+/// The most envelopes a block holds (48 KB of 48-byte envelopes: in the allocator's
+/// medium classes, and in a core's L2 cache while a process drains it).
+const BLOCK: usize = 1024;
+
 impl Inbox {
     pub(super) fn new() -> Inbox {
         Inbox {
-            msgs: Vec::new(),
+            head: None,
+            tail: std::ptr::null_mut(),
             waker: None,
         }
+    }
+
+    /// No message waiting.
+    pub(super) fn is_empty(&self) -> bool {
+        self.head.as_ref().is_none_or(|b| b.msgs.is_empty())
+    }
+
+    /// Messages waiting.
+    pub(super) fn len(&self) -> usize {
+        self.blocks().map(|b| b.msgs.len()).sum()
+    }
+
+    fn blocks(&self) -> impl Iterator<Item = &Block> {
+        std::iter::successors(self.head.as_deref(), |b| b.next.as_deref())
+    }
+
+    /// Every message waiting, oldest first.
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Envelope> {
+        self.blocks().flat_map(|b| b.msgs.iter())
+    }
+
+    /// Bytes held for the blocks themselves (headers and slots, used or not).
+    pub(super) fn capacity_bytes(&self) -> usize {
+        self.blocks()
+            .map(|b| {
+                std::mem::size_of::<Block>() + b.msgs.capacity() * std::mem::size_of::<Envelope>()
+            })
+            .sum()
+    }
+
+    /// Append a message.
+    pub(super) fn push(&mut self, e: Envelope) {
+        // SAFETY: `tail` is null or points to the last block of the chain `head` owns
+        // (type invariant), and `&mut self` gives exclusive access to it.
+        if let Some(t) = unsafe { self.tail.as_mut() } {
+            if t.msgs.len() < BLOCK {
+                t.msgs.push(e);
+                return;
+            }
+        }
+        self.push_block(e);
+    }
+
+    /// Append a message in a new block (the last one is full, or there is none).
+    #[cold]
+    fn push_block(&mut self, e: Envelope) {
+        let mut msgs = if self.tail.is_null() {
+            Vec::new()
+        } else {
+            Vec::with_capacity(BLOCK)
+        };
+        msgs.push(e);
+        let mut b = Box::new(Block { msgs, next: None });
+        let p: *mut Block = &mut *b;
+        // SAFETY: as in `push`.
+        match unsafe { self.tail.as_mut() } {
+            Some(t) => t.next = Some(b),
+            None => self.head = Some(b),
+        }
+        // The block's address does not change when its box moves into the chain.
+        self.tail = p;
+    }
+
+    /// Unlink the oldest block, which is not the last one.
+    fn pop_block(&mut self) -> Box<Block> {
+        let mut b = self.head.take().expect("a block");
+        debug_assert!(b.next.is_some(), "the last block stays linked");
+        self.head = b.next.take();
+        b
+    }
+
+    /// Take every message waiting, block by block, oldest first.
+    pub(super) fn take_all(&mut self) -> Vec<Vec<Envelope>> {
+        let mut all = Vec::new();
+        let mut cur = self.head.take();
+        self.tail = std::ptr::null_mut();
+        while let Some(mut b) = cur {
+            cur = b.next.take();
+            all.push(std::mem::take(&mut b.msgs));
+        }
+        all
     }
 
     /// A wake: the waker to wake outside the lock, taken out of the slot (a host waker
@@ -113,6 +262,17 @@ impl Inbox {
             Some(w) if is_owed(w) => None,
             Some(w) if is_host_waker(w) => Some(w.clone()),
             Some(_) => self.waker.take(),
+        }
+    }
+}
+
+impl Drop for Inbox {
+    /// Free the chain one block at a time (a recursive drop of a long chain could overflow
+    /// the stack).
+    fn drop(&mut self) {
+        let mut cur = self.head.take();
+        while let Some(mut b) = cur {
+            cur = b.next.take();
         }
     }
 }
@@ -227,8 +387,8 @@ impl Process {
     pub(crate) fn deliver(&self, env: Envelope) {
         let w = {
             let mut ib = self.inbox.lock();
-            let was_empty = ib.msgs.is_empty();
-            ib.msgs.push(env);
+            let was_empty = ib.is_empty();
+            ib.push(env);
             if !was_empty {
                 return;
             }
@@ -239,32 +399,52 @@ impl Process {
         }
     }
 
-    /// Move everything that arrived into the private mailbox; `false` if nothing had.
+    /// Move what arrived into the private mailbox, one block of the inbox (see [`Inbox`]) at
+    /// a time; `false` if nothing had.
     /// Lock order: `inner`, then `inbox` (senders only ever take `inbox`).
     pub(crate) fn take_inbox(&self, g: &mut ProcInner) -> bool {
         let mut ib = self.inbox.lock();
-        if ib.msgs.is_empty() {
+        if ib.is_empty() {
             return false;
         }
         let aliases = g.rel.as_ref().map(|r| &r.aliases[..]).unwrap_or(&[]);
         // A reply nobody waits for any more (its call timed out) is dropped here, so it
         // never reaches the mailbox (OTP 24's aliases).
         let stale = |e: &Envelope| e.kind == abi::MSG_REPLY && !aliases.contains(&e.reference);
+        // The oldest block is the last one: it stays linked, for senders to fill again.
+        let last = ib.head.as_ref().is_some_and(|b| b.next.is_none());
         if g.mailbox.is_empty() {
-            // The usual case: everything taken was handled. The batch becomes the mailbox
-            // as it is (a `Vec` turns into a `VecDeque` without copying), and the inbox
-            // gets the empty mailbox's buffer: a call's reply, or two million queued
-            // casts, is not copied from one to the other.
-            if ib.msgs.iter().any(stale) {
-                ib.msgs.retain(|e| !stale(e));
+            // The usual case: everything taken was handled. The block's messages become
+            // the mailbox as they are (a `Vec` turns into a `VecDeque` without copying);
+            // the last block gets the empty mailbox's buffer, an older block is freed.
+            let empty = Vec::from(std::mem::take(&mut g.mailbox));
+            let mut batch = if last {
+                let b = ib.head.as_mut().expect("not empty");
+                std::mem::replace(&mut b.msgs, empty)
+            } else {
+                std::mem::take(&mut ib.pop_block().msgs)
+            };
+            drop(ib);
+            if batch.iter().any(stale) {
+                batch.retain(|e| !stale(e));
             }
-            let empty = std::mem::take(&mut g.mailbox);
-            g.mailbox = std::mem::replace(&mut ib.msgs, Vec::from(empty)).into();
+            g.mailbox = batch.into();
             return true;
         }
-        for e in ib.msgs.drain(..) {
-            if !stale(&e) {
-                g.mailbox.push_back(e);
+        if last {
+            let b = ib.head.as_mut().expect("not empty");
+            for e in b.msgs.drain(..) {
+                if !stale(&e) {
+                    g.mailbox.push_back(e);
+                }
+            }
+        } else {
+            let b = ib.pop_block();
+            drop(ib);
+            for e in b.msgs {
+                if !stale(&e) {
+                    g.mailbox.push_back(e);
+                }
             }
         }
         true
@@ -272,7 +452,7 @@ impl Process {
 
     /// Messages waiting, in both parts of the mailbox.
     pub(crate) fn queue_len(&self, g: &ProcInner) -> usize {
-        g.mailbox.len() + self.inbox.lock().msgs.len()
+        g.mailbox.len() + self.inbox.lock().len()
     }
 
     /// Find the first message `pred` accepts, scanning the private mailbox and then each
@@ -280,28 +460,60 @@ impl Process {
     pub(crate) fn take_first(
         &self,
         g: &mut ProcInner,
-        mut pred: impl FnMut(&Envelope) -> bool,
+        pred: impl FnMut(&Envelope) -> bool,
     ) -> Option<Envelope> {
+        let at = self.find_first(g, pred)?;
+        Self::remove_at(g, at)
+    }
+
+    /// As [`Process::take_first`], but the message is handed to `f` where it lies in the
+    /// mailbox and then dropped there, instead of being moved out: a receive that copies
+    /// the payload into module memory does not move the 48-byte envelope twice on its way
+    /// (callgrind and perf, issue 16: those moves, stored in pieces and read back whole,
+    /// stalled the receiver). `f` runs with the process locked, as `pred` does.
+    pub(crate) fn take_first_with<R>(
+        &self,
+        g: &mut ProcInner,
+        pred: impl FnMut(&Envelope) -> bool,
+        f: impl FnOnce(&Envelope) -> R,
+    ) -> Option<R> {
+        let at = self.find_first(g, pred)?;
+        let r = f(&g.mailbox[at]);
+        drop(Self::remove_at(g, at));
+        Some(r)
+    }
+
+    /// Where the first message `pred` accepts is in the private mailbox, after taking what
+    /// arrived as needed (see [`Process::take_first`]).
+    fn find_first(
+        &self,
+        g: &mut ProcInner,
+        mut pred: impl FnMut(&Envelope) -> bool,
+    ) -> Option<usize> {
         if g.mailbox.is_empty() && !self.take_inbox(g) {
             return None;
         }
         // The usual case, a receive that takes the oldest message, is decided without an
         // iterator; otherwise the scan starts after the front, which was looked at (the
         // mailbox is empty here only if everything taken was a stale reply, dropped).
-        let at = if g.mailbox.front().is_some_and(&mut pred) {
-            0
-        } else {
-            let mut from = g.mailbox.len().min(1);
-            loop {
-                if let Some(i) = g.mailbox.range(from..).position(&mut pred) {
-                    break from + i;
-                }
-                from = g.mailbox.len();
-                if !self.take_inbox(g) {
-                    return None;
-                }
+        if g.mailbox.front().is_some_and(&mut pred) {
+            return Some(0);
+        }
+        let mut from = g.mailbox.len().min(1);
+        loop {
+            if let Some(i) = g.mailbox.range(from..).position(&mut pred) {
+                return Some(from + i);
             }
-        };
+            from = g.mailbox.len();
+            if !self.take_inbox(g) {
+                return None;
+            }
+        }
+    }
+
+    /// Remove the message at `at` of the private mailbox (stamping a port message as
+    /// taken).
+    fn remove_at(g: &mut ProcInner, at: usize) -> Option<Envelope> {
         let e = if at == 0 {
             g.mailbox.pop_front()
         } else {
@@ -328,5 +540,63 @@ impl Process {
         } else {
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(i: u64) -> Envelope {
+        Envelope {
+            kind: abi::MSG_USER,
+            from: i,
+            reference: 0,
+            data: Payload::from_slice(&i.to_le_bytes()),
+        }
+    }
+
+    #[test]
+    fn inline_payloads_keep_their_bytes() {
+        let src: Vec<u8> = (1..=INLINE as u8 + 3).collect();
+        for n in 0..=src.len() {
+            let p = Payload::from_slice(&src[..n]);
+            assert_eq!(&*p, &src[..n], "{n} bytes");
+            if let Payload::Inline { buf, .. } = &p {
+                assert!(
+                    buf[n..].iter().all(|&x| x == 0),
+                    "{n} bytes: padding is zero"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn inbox_blocks_keep_arrival_order() {
+        let mut ib = Inbox::new();
+        assert!(ib.is_empty());
+        let n = 2 * BLOCK as u64 + 5;
+        for i in 0..n {
+            ib.push(env(i));
+        }
+        assert!(!ib.is_empty());
+        assert_eq!(ib.len(), n as usize);
+        assert_eq!(
+            ib.blocks().count(),
+            3,
+            "full blocks of {BLOCK}, then a partial one"
+        );
+        assert!(ib.iter().map(|e| e.from).eq(0..n));
+        // The oldest block is unlinked whole; the chain goes on from the next one.
+        let first = ib.pop_block();
+        assert!(first.msgs.iter().map(|e| e.from).eq(0..BLOCK as u64));
+        assert!(ib.iter().map(|e| e.from).eq(BLOCK as u64..n));
+        let all = ib.take_all();
+        assert!(all.iter().flatten().map(|e| e.from).eq(BLOCK as u64..n));
+        assert!(ib.is_empty());
+        assert_eq!(ib.len(), 0, "nothing left to count");
+        // Appending after taking everything starts a new chain.
+        ib.push(env(7));
+        assert!(ib.iter().map(|e| e.from).eq([7]));
     }
 }

@@ -224,7 +224,7 @@ impl Process {
                 let mut data = Vec::new();
                 reason.encode_into(&mut data);
                 // Through the inbox, after whatever `from` sent before exiting.
-                self.inbox.lock().msgs.push(Envelope {
+                self.inbox.lock().push(Envelope {
                     kind: abi::MSG_EXIT,
                     from,
                     reference: 0,
@@ -287,11 +287,11 @@ impl Process {
         // Out of the table next: a sender reaches a process only through the table, so
         // after this nothing new can arrive and the drain below sees every request.
         node.table.remove(self.pid.0);
-        let inbox = std::mem::take(&mut self.inbox.lock().msgs);
+        let inbox = self.inbox.lock().take_all();
         // Callers waiting on requests this process will never answer get its exit reason.
         let mut waiting: Vec<(u64, u64)> = mailbox
             .iter()
-            .chain(inbox.iter())
+            .chain(inbox.iter().flatten())
             .filter(|e| (e.kind == abi::MSG_CALL || e.kind == abi::MSG_SYSTEM) && e.reference != 0)
             .map(|e| (e.from, e.reference))
             .collect();
@@ -511,7 +511,7 @@ impl Process {
         bytes += g.mailbox.capacity() * env + g.mailbox.iter().map(payload).sum::<usize>();
         {
             let ib = self.inbox.lock();
-            bytes += ib.msgs.capacity() * env + ib.msgs.iter().map(payload).sum::<usize>();
+            bytes += ib.capacity_bytes() + ib.iter().map(payload).sum::<usize>();
         }
         if let Some(r) = g.rel.as_deref() {
             let pair = 2 * std::mem::size_of::<u64>();
