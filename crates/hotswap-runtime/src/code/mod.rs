@@ -71,6 +71,7 @@ pub(crate) mod guard;
 pub(crate) mod heap;
 pub(crate) mod loader;
 pub(crate) mod prepared;
+pub(crate) mod record;
 pub mod steps;
 
 use std::collections::HashMap;
@@ -141,6 +142,9 @@ pub(crate) struct Version {
     pub(crate) server: Option<abi::ServerVTable>,
     /// The module's `describe`, if it has one.
     describe: Option<abi::DescribeFn>,
+    /// The description record found beside the library when it was loaded (see
+    /// [`record`]): a valid one is used instead of calling `describe`.
+    record: record::Found,
     /// Its description, asked once (at the first load that compares against it).
     schema: std::sync::OnceLock<Result<Described, String>>,
     /// The gen_server states this version made that are alive, by pid: a purge turns
@@ -304,12 +308,37 @@ impl Version {
         self.described(None).map(|d| d.schema)
     }
 
-    /// The description, encoded and decoded. When `like` (the version it is compared with)
-    /// encoded exactly the same bytes, its decoded description is shared instead of decoded
-    /// again: a rebuild that changed no type costs `describe` and a comparison of bytes.
+    /// The description, encoded and decoded: from the description record found beside the
+    /// library at load (made at build time for these exact bytes, see [`record`]) when
+    /// there is a valid one, else from the module's `describe`. When `like` (the version it
+    /// is compared with) encoded exactly the same bytes, its decoded description is shared
+    /// instead of decoded again: a rebuild that changed no type costs `describe` (or nothing,
+    /// with a record) and a comparison of bytes.
     fn described(&self, like: Option<&Described>) -> Result<Described, String> {
         self.schema
             .get_or_init(|| {
+                if let record::Found::Valid(b) = &self.record {
+                    steps::mark("description record");
+                    if let Some(l) = like.filter(|l| *l.bytes == **b) {
+                        return Ok(l.clone());
+                    }
+                    match hotswap::schema::ModuleSchema::decode(b) {
+                        Ok(s) => {
+                            steps::mark("decode");
+                            return Ok(Described {
+                                bytes: b.clone(),
+                                schema: Arc::new(s),
+                            });
+                        }
+                        // The record's checksum held, so this is a description the node
+                        // cannot read (a newer SDK's?): ask the module itself.
+                        Err(e) => tracing::warn!(
+                            module = %self.name,
+                            version = %self.vsn,
+                            "description record ignored: its description does not decode ({e}); calling the module's describe"
+                        ),
+                    }
+                }
                 let d = self
                     .describe
                     .ok_or_else(|| "the module does not describe its types".to_string())?;
@@ -669,6 +698,22 @@ impl CodeServer {
         let o = o?;
         let source = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         steps::mark("canonicalize");
+        // The description record beside the file as given (where the tools write it), for
+        // the bytes just read: used only if it was made for exactly these bytes.
+        let record = if o.describe.is_some() {
+            record::find(path, o.hash)
+        } else {
+            record::Found::Absent
+        };
+        if let record::Found::Ignored(why) = &record {
+            tracing::warn!(
+                module = %o.name,
+                version = %o.version,
+                record = %record::record_path(path).display(),
+                "description record ignored: {why}; the check calls the module's describe instead"
+            );
+        }
+        steps::mark("read record");
         Ok(Arc::new(Version {
             id: seq,
             name: o.name,
@@ -687,6 +732,7 @@ impl CodeServer {
             drop_future: o.drop_future,
             server: o.server,
             describe: o.describe,
+            record,
             schema: std::sync::OnceLock::new(),
             states: Mutex::new(Default::default()),
             exports: o.exports,
