@@ -56,7 +56,7 @@ async fn load_over(
     let node = support::node();
     node.code().load(old).await.expect("load the old version");
     let r = steps_of(node.code().load(new)).await;
-    let _ = node.shutdown(support::WAIT).await;
+    node.stop(support::WAIT).await;
     r
 }
 
@@ -79,7 +79,7 @@ async fn a_valid_record_is_used_instead_of_describe() {
     let node = support::node();
     node.code().load(v1).await.unwrap();
     let without = node.code().check(v5).await.unwrap();
-    let _ = node.shutdown(support::WAIT).await;
+    node.stop(support::WAIT).await;
 
     // Records written as the tools write them.
     for lib in &libs {
@@ -104,7 +104,7 @@ async fn a_valid_record_is_used_instead_of_describe() {
     let node = support::node();
     node.code().load(v1).await.unwrap();
     let with = node.code().check(v5).await.unwrap();
-    let _ = node.shutdown(support::WAIT).await;
+    node.stop(support::WAIT).await;
     assert_eq!(with.report, without.report);
     assert!(with.report.is_some());
 }
@@ -209,7 +209,7 @@ async fn an_incompatible_load_is_still_refused_with_records() {
                 .source,
             std::fs::canonicalize(old).unwrap()
         );
-        let _ = node.shutdown(support::WAIT).await;
+        node.stop(support::WAIT).await;
     }
 }
 
@@ -240,4 +240,103 @@ fn record_description_errors_name_the_file() {
         assert!(matches!(e, compat::DescribeError::Write { .. }), "{e}");
         assert!(e.to_string().contains(".schema"), "{e}");
     }
+}
+
+/// Write the description record of every library under `root/lib`.
+fn record_all(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for dir in std::fs::read_dir(root.join("lib")).unwrap() {
+        for f in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+            let f = f.unwrap().path();
+            if f.extension().is_some_and(|e| e == "so") {
+                out.push(compat::record_description(&f).expect("record").record);
+            }
+        }
+    }
+    out
+}
+
+/// A release package with description records: unpack copies them with their libraries,
+/// an upgrade whose check compares them passes (and one that cannot read the old data is
+/// still refused), and removing a release removes its records with its libraries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_packages_carry_records_and_upgrades_pass() {
+    use hotswap_runtime::release::{ReleaseError, UpgradeOptions};
+    let _turn = TURN.lock().await;
+    let d = TempDir::new("record-rel");
+    support::write_release(
+        &d.0,
+        "1.0.0",
+        &[
+            ("rel_srv", "1", "rel_srv_v1", &[]),
+            ("count_server", "1", "count_server_v1", &[]),
+        ],
+        "",
+    );
+    assert_eq!(record_all(&d.0).len(), 2);
+    let node = support::boot(&d.0, "1.0.0").await;
+    let pkgs = TempDir::new("record-rel-pkgs");
+    let pack = |vsn: &str, count: &str, krate: &str| {
+        let root = pkgs.0.join(vsn);
+        support::write_release(
+            &root,
+            vsn,
+            &[
+                ("rel_srv", "2", "rel_srv_v2", &[]),
+                ("count_server", count, krate, &[]),
+            ],
+            "",
+        );
+        assert_eq!(record_all(&root).len(), 2);
+        root
+    };
+    // 2.0.0: count_server 4 cannot read the ticks version 1 queued: refused with records
+    // as without.
+    let p2 = pack("2.0.0", "4", "count_server_v4");
+    assert_eq!(node.releases().unpack(&p2).await.unwrap(), "2.0.0");
+    let rec4 = d.0.join("lib/count_server_v4/libcount_server_v4.so.schema");
+    assert!(rec4.is_file(), "unpack copies the record");
+    assert_eq!(
+        std::fs::read(&rec4).unwrap(),
+        std::fs::read(p2.join("lib/count_server_v4/libcount_server_v4.so.schema")).unwrap()
+    );
+    let e = node
+        .releases()
+        .upgrade("2.0.0", UpgradeOptions::default())
+        .await
+        .expect_err("count_server 4 is refused");
+    assert!(matches!(e, ReleaseError::Incompatible { .. }), "{e}");
+    let vsn = |node: &Node| {
+        node.code()
+            .module("count_server")
+            .unwrap()
+            .current
+            .unwrap()
+            .version
+    };
+    assert_eq!(vsn(&node), "1");
+    // 3.0.0: count_server 5 reads version 1's data: the upgrade passes.
+    let p3 = pack("3.0.0", "5", "count_server_v5");
+    assert_eq!(node.releases().unpack(&p3).await.unwrap(), "3.0.0");
+    assert!(d
+        .0
+        .join("lib/count_server_v5/libcount_server_v5.so.schema")
+        .is_file());
+    node.releases()
+        .upgrade("3.0.0", UpgradeOptions::default())
+        .await
+        .expect("the upgrade passes with records");
+    assert_eq!(vsn(&node), "5");
+    // Removing 2.0.0 removes its library and its record, not those 3.0.0 shares.
+    let removed = node.releases().remove("2.0.0").await.unwrap();
+    assert!(removed.contains(&rec4), "{removed:?}");
+    assert!(
+        !rec4.exists()
+            && !d
+                .0
+                .join("lib/count_server_v4/libcount_server_v4.so")
+                .exists()
+    );
+    assert!(d.0.join("lib/rel_srv_v2/librel_srv_v2.so.schema").is_file());
+    node.stop(support::WAIT).await;
 }
