@@ -142,9 +142,10 @@ pub(crate) struct Version {
     pub(crate) server: Option<abi::ServerVTable>,
     /// The module's `describe`, if it has one.
     describe: Option<abi::DescribeFn>,
-    /// The description record found beside the library when it was loaded (see
-    /// [`record`]): a valid one is used instead of calling `describe`.
-    record: record::Found,
+    /// Where the library's description record is (beside the path the load was given, see
+    /// [`record`]): read when the description is first needed, used instead of calling
+    /// `describe` if it was made for exactly this version's bytes (`hash`).
+    record: PathBuf,
     /// Its description, asked once (at the first load that compares against it).
     schema: std::sync::OnceLock<Result<Described, String>>,
     /// The gen_server states this version made that are alive, by pid: a purge turns
@@ -317,31 +318,42 @@ impl Version {
     fn described(&self, like: Option<&Described>) -> Result<Described, String> {
         self.schema
             .get_or_init(|| {
-                if let record::Found::Valid(b) = &self.record {
-                    steps::mark("description record");
-                    if let Some(l) = like.filter(|l| *l.bytes == **b) {
-                        return Ok(l.clone());
-                    }
-                    match hotswap::schema::ModuleSchema::decode(b) {
-                        Ok(s) => {
-                            steps::mark("decode");
-                            return Ok(Described {
-                                bytes: b.clone(),
-                                schema: Arc::new(s),
-                            });
-                        }
-                        // The record's checksum held, so this is a description the node
-                        // cannot read (a newer SDK's?): ask the module itself.
-                        Err(e) => tracing::warn!(
-                            module = %self.name,
-                            version = %self.vsn,
-                            "description record ignored: its description does not decode ({e}); calling the module's describe"
-                        ),
-                    }
-                }
                 let d = self
                     .describe
                     .ok_or_else(|| "the module does not describe its types".to_string())?;
+                // Read only now (a load that compares nothing never looks), and trusted only
+                // for the bytes this version was loaded from (see `record`).
+                let ignored = match record::find(&self.record, self.hash) {
+                    record::Found::Valid(b) => {
+                        steps::mark("description record");
+                        if let Some(l) = like.filter(|l| *l.bytes == *b) {
+                            return Ok(l.clone());
+                        }
+                        match hotswap::schema::ModuleSchema::decode(&b) {
+                            Ok(s) => {
+                                steps::mark("decode");
+                                return Ok(Described {
+                                    bytes: b,
+                                    schema: Arc::new(s),
+                                });
+                            }
+                            // Its checksum held, so this is a description the node cannot
+                            // read (a newer SDK's?): ask the module itself.
+                            Err(e) => Some(format!("its description does not decode ({e})")),
+                        }
+                    }
+                    record::Found::Ignored(why) => Some(why),
+                    record::Found::Absent => None,
+                };
+                steps::mark("read record");
+                if let Some(why) = ignored {
+                    tracing::warn!(
+                        module = %self.name,
+                        version = %self.vsn,
+                        record = %self.record.display(),
+                        "description record ignored: {why}; calling the module's describe instead"
+                    );
+                }
                 let _in = self.enter();
                 let b = compat::call_describe(d);
                 steps::mark("describe");
@@ -698,22 +710,8 @@ impl CodeServer {
         let o = o?;
         let source = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         steps::mark("canonicalize");
-        // The description record beside the file as given (where the tools write it), for
-        // the bytes just read: used only if it was made for exactly these bytes.
-        let record = if o.describe.is_some() {
-            record::find(path, o.hash)
-        } else {
-            record::Found::Absent
-        };
-        if let record::Found::Ignored(why) = &record {
-            tracing::warn!(
-                module = %o.name,
-                version = %o.version,
-                record = %record::record_path(path).display(),
-                "description record ignored: {why}; the check calls the module's describe instead"
-            );
-        }
-        steps::mark("read record");
+        // The description record beside the file as given (where the tools write it).
+        let record = record::record_path(path);
         Ok(Arc::new(Version {
             id: seq,
             name: o.name,

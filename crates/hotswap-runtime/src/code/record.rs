@@ -23,13 +23,17 @@
 //!
 //! # Why the library's hash is enough to trust it
 //!
-//! A load uses a record only when the hash in it equals the `xxh3_64` of the exact bytes
-//! the load read and maps (`loader::open` hashes the buffer it then copies and opens), so
-//! the description is one that `describe` of these very bytes produced when the record was
-//! written (the tracer is deterministic: same code, same description). A record of another
-//! build, a stale one after a rebuild in place, a truncated or corrupted one, or one of
-//! another format version is ignored (one log line says why) and the load calls `describe`
-//! as it would without a record: a bad record never fails a load nor decides a check.
+//! The code server reads the record when it first needs a version's description (the
+//! version's own checked load, or the first load that compares against it), not at every
+//! load, and uses it only when the hash in it equals the `xxh3_64` of the exact bytes the
+//! version was loaded from (`loader::open` hashes the buffer it then copies and opens: the
+//! version's `hash`). So the description is one that `describe` of these very bytes
+//! produced when the record was written (the tracer is deterministic: same code, same
+//! description). A record of another build (also: the file at the load's path was
+//! rebuilt, with a new record, after this version was loaded from it), a truncated or
+//! corrupted one, or one of another format version is ignored (one log line says why) and
+//! the node calls `describe` as it would without a record: a bad record never fails a load
+//! nor decides a check.
 //! xxh3 is not a cryptographic hash, but no adversary is kept out by it: whoever can write
 //! the record beside the library can write the library itself, and the library is native
 //! code the node runs with its own privileges. What the hash guards against is accident
@@ -110,7 +114,7 @@ pub fn parse_record(bytes: &[u8], lib_hash: u64) -> Result<&[u8], String> {
     Ok(desc)
 }
 
-/// What a load finds beside the library.
+/// What the code server finds beside a library when it first needs the description.
 #[derive(Debug, Clone)]
 pub(crate) enum Found {
     /// No record (or the library's directory could not be read).
@@ -121,12 +125,12 @@ pub(crate) enum Found {
     Ignored(String),
 }
 
-/// Read the record beside `lib` (the path a load was given) for a library whose bytes hash
-/// to `lib_hash`. Never fails: what cannot be used is [`Found::Ignored`] with the reason.
-pub(crate) fn find(lib: &Path, lib_hash: u64) -> Found {
+/// Read the record at `path` (beside the path a load was given) for a library whose bytes
+/// hash to `lib_hash`. Never fails: what cannot be used is [`Found::Ignored`] with the
+/// reason.
+pub(crate) fn find(path: &Path, lib_hash: u64) -> Found {
     use std::io::Read;
-    let path = record_path(lib);
-    let f = match std::fs::File::open(&path) {
+    let f = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Found::Absent,
         Err(e) => return Found::Ignored(format!("cannot open it: {e}")),
