@@ -808,10 +808,10 @@ async fn m_throughput(node: &Node) -> Res {
 /// Print the per-step medians of the loads recorded since `load_steps::record(true)`
 /// (`hotswap_runtime::load_steps`), skipping the first `skip` loads (warm-up), and turn
 /// the recording off.
-fn print_load_steps(what: &str, skip: usize) {
-    let loads = hotswap_runtime::load_steps::take();
+fn print_load_steps(what: &str, skip: usize) -> Vec<Vec<(&'static str, f64)>> {
+    let all = hotswap_runtime::load_steps::take();
     hotswap_runtime::load_steps::record(false);
-    let loads = loads.get(skip..).unwrap_or(&[]);
+    let loads = all.get(skip..).unwrap_or(&[]);
     let mut names: Vec<&'static str> = Vec::new();
     for l in loads {
         for (n, _) in l {
@@ -840,6 +840,33 @@ fn print_load_steps(what: &str, skip: usize) {
         parts.join(", "),
         median(&sums)
     );
+    loads.to_vec()
+}
+
+/// The steps of a load that are the compatibility check: reading the description record,
+/// or `describe`, then the decode and the comparison.
+const CHECK_STEPS: &[&str] = &[
+    "read record",
+    "description record",
+    "describe",
+    "decode",
+    "compare",
+];
+
+/// Per load, the time of its check steps and of the rest.
+fn check_split(loads: &[Vec<(&'static str, f64)>]) -> (Vec<f64>, Vec<f64>) {
+    loads
+        .iter()
+        .map(|l| {
+            let check: f64 = l
+                .iter()
+                .filter(|(n, _)| CHECK_STEPS.contains(n))
+                .map(|(_, t)| t)
+                .sum();
+            let all: f64 = l.iter().map(|(_, t)| t).sum();
+            (check, all - check)
+        })
+        .unzip()
 }
 
 /// Time `rounds` loads (after 10 warm-up loads) of `paths[i % paths.len()]`, unloading the
@@ -967,22 +994,43 @@ async fn compat_load_times(
 async fn m_load_compat_check(node: &Node, libs: &Libs) -> Res {
     const ROUNDS: usize = 101;
     let (mut with, mut without, mut described) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut steps_rec, mut steps_desc) = (Vec::new(), Vec::new());
     for _ in 0..3 {
         without.extend(compat_load_times(node, libs, ROUNDS, true, false).await);
         hotswap_runtime::load_steps::record(true);
         with.extend(compat_load_times(node, libs, ROUNDS, false, true).await);
-        print_load_steps(
+        steps_rec.extend(print_load_steps(
             "load_compat_check (with the check, description records)",
             11,
-        );
+        ));
         hotswap_runtime::load_steps::record(true);
         described.extend(compat_load_times(node, libs, ROUNDS, false, false).await);
-        print_load_steps(
+        steps_desc.extend(print_load_steps(
             "load_compat_check (with the check, no records: describe at load)",
             11,
-        );
+        ));
     }
     let (w, wo, d) = (median(&with), median(&without), median(&described));
+    // The same from the load steps of the checked loads alone (robust to the runs'
+    // drift on a shared machine: the check's steps against the rest of the same loads).
+    for (what, steps) in [
+        ("description records", &steps_rec),
+        ("no records", &steps_desc),
+    ] {
+        let (check, rest) = check_split(steps);
+        let pct: Vec<f64> = check
+            .iter()
+            .zip(&rest)
+            .map(|(c, r)| c / r * 100.0)
+            .collect();
+        info!(
+            "load_compat_check ({what}), from the load steps: the check {:.1} us, the rest of the load {:.1} us: {:.1} % (medians of {} loads)",
+            median(&check),
+            median(&rest),
+            median(&pct),
+            check.len()
+        );
+    }
     info!(
         "load_compat_check: without description records (describe at load) the check costs {:.1} us, {:.1} % of a load ({d:.1} us with it)",
         d - wo,

@@ -130,17 +130,23 @@ pub(crate) enum Found {
 /// reason.
 pub(crate) fn find(path: &Path, lib_hash: u64) -> Found {
     use std::io::Read;
-    let f = match std::fs::File::open(path) {
+    let mut f = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Found::Absent,
         Err(e) => return Found::Ignored(format!("cannot open it: {e}")),
     };
-    let mut b = Vec::new();
-    if let Err(e) = f.take(MAX_RECORD + 1).read_to_end(&mut b) {
+    // One `statx` and one `read` of the exact size (records are replaced by a rename,
+    // never written in place): a record is read on a load's path.
+    let len = match f.metadata() {
+        Ok(m) if m.len() > MAX_RECORD => {
+            return Found::Ignored(format!("larger than {MAX_RECORD} bytes"))
+        }
+        Ok(m) => m.len() as usize,
+        Err(e) => return Found::Ignored(format!("cannot read it: {e}")),
+    };
+    let mut b = vec![0u8; len];
+    if let Err(e) = f.read_exact(&mut b) {
         return Found::Ignored(format!("cannot read it: {e}"));
-    }
-    if b.len() as u64 > MAX_RECORD {
-        return Found::Ignored(format!("larger than {MAX_RECORD} bytes"));
     }
     match parse_record(&b, lib_hash) {
         Ok(d) => Found::Valid(d.into()),
