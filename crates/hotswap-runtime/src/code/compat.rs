@@ -5,7 +5,9 @@
 //! named fields (the README's rules table, each row verified with `rmp-serde` by a test).
 //! It is a pure function of the two descriptions: the node runs it at every load that
 //! replaces a gen_server's current version, and `hotswap check old.so new.so` runs it
-//! without a node (`describe_file`).
+//! without a node (`describe_file`). A library packaged with a description record
+//! (`<library>.schema`, see `code::record` and `record_description_with`) gives the node
+//! its description without running `describe`.
 //!
 //! Levels, as in schema registries:
 //! * **upgrade** (refuses a load): the new version reads the old version's state (through

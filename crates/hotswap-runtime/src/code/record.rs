@@ -17,7 +17,7 @@
 //! | 4 | length of the description (`u32`) |
 //! | n | the description exactly as the module's `describe` wrote it (`ModuleSchema`, MessagePack) |
 //!
-//! Written by [`record_description`] (`hotswap_runtime::compat::record_description`): the
+//! Written by [`record_description`](crate::compat::record_description): the
 //! CLI's `hotswap describe --write`, `hotswap release` and `hotswap dev` write one beside
 //! every library they put in a release, and a release unpack copies it with its library.
 //!
