@@ -808,10 +808,10 @@ async fn m_throughput(node: &Node) -> Res {
 /// Print the per-step medians of the loads recorded since `load_steps::record(true)`
 /// (`hotswap_runtime::load_steps`), skipping the first `skip` loads (warm-up), and turn
 /// the recording off.
-fn print_load_steps(what: &str, skip: usize) {
-    let loads = hotswap_runtime::load_steps::take();
+fn print_load_steps(what: &str, skip: usize) -> Vec<Vec<(&'static str, f64)>> {
+    let all = hotswap_runtime::load_steps::take();
     hotswap_runtime::load_steps::record(false);
-    let loads = loads.get(skip..).unwrap_or(&[]);
+    let loads = all.get(skip..).unwrap_or(&[]);
     let mut names: Vec<&'static str> = Vec::new();
     for l in loads {
         for (n, _) in l {
@@ -840,6 +840,33 @@ fn print_load_steps(what: &str, skip: usize) {
         parts.join(", "),
         median(&sums)
     );
+    loads.to_vec()
+}
+
+/// The steps of a load that are the compatibility check: reading the description record,
+/// or `describe`, then the decode and the comparison.
+const CHECK_STEPS: &[&str] = &[
+    "read record",
+    "description record",
+    "describe",
+    "decode",
+    "compare",
+];
+
+/// Per load, the time of its check steps and of the rest.
+fn check_split(loads: &[Vec<(&'static str, f64)>]) -> (Vec<f64>, Vec<f64>) {
+    loads
+        .iter()
+        .map(|l| {
+            let check: f64 = l
+                .iter()
+                .filter(|(n, _)| CHECK_STEPS.contains(n))
+                .map(|(_, t)| t)
+                .sum();
+            let all: f64 = l.iter().map(|(_, t)| t).sum();
+            (check, all - check)
+        })
+        .unzip()
 }
 
 /// Time `rounds` loads (after 10 warm-up loads) of `paths[i % paths.len()]`, unloading the
@@ -903,10 +930,20 @@ async fn m_module_load(node: &Node, libs: &Libs) -> Res {
 
 /// Load times of fresh builds of `compat_bench` v1 and v2 in turn (each over the other, so
 /// each load replaces a current version and is checked unless `unchecked`); the old
-/// version is purged after each (not timed).
-async fn compat_load_times(node: &Node, libs: &Libs, rounds: usize, unchecked: bool) -> Vec<f64> {
-    let dir =
-        std::env::temp_dir().join(format!("hotswap-compat-{}-{unchecked}", std::process::id()));
+/// version is purged after each (not timed). With `records`, each build has its
+/// description record beside it, written before the loads by
+/// `compat::record_description` as `hotswap release` writes them.
+async fn compat_load_times(
+    node: &Node,
+    libs: &Libs,
+    rounds: usize,
+    unchecked: bool,
+    records: bool,
+) -> Vec<f64> {
+    let dir = std::env::temp_dir().join(format!(
+        "hotswap-compat-{}-{unchecked}-{records}",
+        std::process::id()
+    ));
     let _ = std::fs::create_dir_all(&dir);
     let (b1, b2) = (
         std::fs::read(&libs.compat1).expect("read compat_bench_v1"),
@@ -919,6 +956,9 @@ async fn compat_load_times(node: &Node, libs: &Libs, rounds: usize, unchecked: b
             let mut b = if i % 2 == 0 { b1.clone() } else { b2.clone() };
             b.extend_from_slice(&(i as u64).to_le_bytes());
             std::fs::write(&p, b).expect("write a build");
+            if records {
+                hotswap_runtime::compat::record_description(&p).expect("record a build");
+            }
             p
         })
         .collect();
@@ -945,19 +985,57 @@ async fn compat_load_times(node: &Node, libs: &Libs, rounds: usize, unchecked: b
 }
 
 /// `load_compat_check`: what the compatibility check adds to a load that replaces a
-/// gen_server module with five message types (state, call, reply, cast, info): the new
-/// version's `describe` (tracing the five types) and the comparison. In percent of the same
-/// load without the check (medians of interleaved runs).
+/// gen_server module with five message types (state, call, reply, cast, info), as in
+/// production: each library has its description record beside it (written at packaging
+/// time by `compat::record_description`), so the check reads it, decodes the description
+/// and compares. In percent of the same load without the check and without records
+/// (medians of interleaved runs), so reading the record counts as part of the check. For reference (an info line), the check without records: the new version's
+/// `describe` (tracing the five types) runs at the load.
 async fn m_load_compat_check(node: &Node, libs: &Libs) -> Res {
     const ROUNDS: usize = 101;
-    let (mut with, mut without) = (Vec::new(), Vec::new());
+    let (mut with, mut without, mut described) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut steps_rec, mut steps_desc) = (Vec::new(), Vec::new());
     for _ in 0..3 {
-        without.extend(compat_load_times(node, libs, ROUNDS, true).await);
+        without.extend(compat_load_times(node, libs, ROUNDS, true, false).await);
         hotswap_runtime::load_steps::record(true);
-        with.extend(compat_load_times(node, libs, ROUNDS, false).await);
-        print_load_steps("load_compat_check (with the check)", 11);
+        with.extend(compat_load_times(node, libs, ROUNDS, false, true).await);
+        steps_rec.extend(print_load_steps(
+            "load_compat_check (with the check, description records)",
+            11,
+        ));
+        hotswap_runtime::load_steps::record(true);
+        described.extend(compat_load_times(node, libs, ROUNDS, false, false).await);
+        steps_desc.extend(print_load_steps(
+            "load_compat_check (with the check, no records: describe at load)",
+            11,
+        ));
     }
-    let (w, wo) = (median(&with), median(&without));
+    let (w, wo, d) = (median(&with), median(&without), median(&described));
+    // The same from the load steps of the checked loads alone (robust to the runs'
+    // drift on a shared machine: the check's steps against the rest of the same loads).
+    for (what, steps) in [
+        ("description records", &steps_rec),
+        ("no records", &steps_desc),
+    ] {
+        let (check, rest) = check_split(steps);
+        let pct: Vec<f64> = check
+            .iter()
+            .zip(&rest)
+            .map(|(c, r)| c / r * 100.0)
+            .collect();
+        info!(
+            "load_compat_check ({what}), from the load steps: the check {:.1} us, the rest of the load {:.1} us: {:.1} % (medians of {} loads)",
+            median(&check),
+            median(&rest),
+            median(&pct),
+            check.len()
+        );
+    }
+    info!(
+        "load_compat_check: without description records (describe at load) the check costs {:.1} us, {:.1} % of a load ({d:.1} us with it)",
+        d - wo,
+        (d - wo) / wo * 100.0
+    );
     // The check alone, outside a load: describe both files' types and compare them.
     let mut alone = Vec::new();
     let (s1, s2) = (
@@ -971,7 +1049,7 @@ async fn m_load_compat_check(node: &Node, libs: &Libs) -> Res {
         assert!(!r.refuses());
     }
     info!(
-        "load_compat_check: load with the check {w:.1} us, without {wo:.1} us (medians of {} loads each); the comparison alone {:.1} us",
+        "load_compat_check: load with the check (description records) {w:.1} us, without the check {wo:.1} us (medians of {} loads each); the comparison alone {:.1} us",
         with.len(),
         median(&alone)
     );

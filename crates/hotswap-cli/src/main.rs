@@ -5,6 +5,7 @@
 mod check;
 mod control;
 mod demo;
+mod describe;
 mod os;
 mod project;
 mod report;
@@ -291,6 +292,25 @@ enum Command {
         downgrade: bool,
         #[command(flatten)]
         ctl: Ctl,
+    },
+    /// Print what a module library says about its types (the description the
+    /// compatibility check compares) and whether its description record is there. With
+    /// --write, record the description beside it (LIB.so.schema): a node loading these
+    /// exact bytes then compares the record instead of running the module's describe.
+    /// `hotswap release` and `hotswap dev` write the records of their libraries.
+    ///
+    /// Exit status: 0 described (and recorded); 1 the record could not be written; 2 usage
+    /// error; 4 the library could not be read, opened or described.
+    Describe {
+        /// The library file (libNAME.so).
+        library: PathBuf,
+        /// Write the description record beside the library (LIB.so.schema).
+        #[arg(long)]
+        write: bool,
+        /// Print JSON: the module, the library's hash, the record's path and status, and
+        /// the description.
+        #[arg(long)]
+        json: bool,
     },
     /// Free a module's old code, killing the processes still running it.
     Purge {
@@ -664,6 +684,17 @@ fn main() -> ExitCode {
                 return usage("check --node takes one library (the node's current version is the old one)")
             }
         },
+        Command::Describe {
+            library,
+            write,
+            json,
+        } => {
+            return describe::run(&describe::Options {
+                library: &library,
+                write,
+                json,
+            })
+        }
         Command::Purge { module, ctl } => (ctl, Cmd::Purge(module)),
         Command::SoftPurge { module, ctl } => (ctl, Cmd::SoftPurge(module)),
         Command::Delete { module, ctl } => (ctl, Cmd::Delete(module)),

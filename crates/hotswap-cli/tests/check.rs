@@ -162,3 +162,98 @@ fn check_node_dry_run_and_forced_load() {
     assert_eq!(code, Some(0), "{v}");
     assert_eq!(v["current"]["version"], "4");
 }
+
+fn describe(args: &[&str]) -> support::Run {
+    let mut a = vec!["describe".to_string()];
+    a.extend(args.iter().map(|s| s.to_string()));
+    hotswap(&a, &[])
+}
+
+/// `hotswap describe`: the description of a library, its record's status, `--write` to
+/// record it beside the library, `--json`; errors name the file.
+#[test]
+fn describe_cli_writes_the_description_record() {
+    let rel = Rel::new("describe");
+    let lib = rel.lib("count_server_v4");
+    let l = lib.to_str().unwrap();
+    let record = rel.root.join("lib/libcount_server_v4.so.schema");
+
+    // Without --write: the description, and no record yet.
+    let r = describe(&[l]);
+    assert_eq!(r.code, Some(0), "{r}");
+    for want in [
+        "module count_server 4",
+        "gen_server:",
+        "info: ",
+        "NewTick",
+        "record: none",
+        "--write",
+    ] {
+        assert!(r.stdout.contains(want), "missing {want:?}: {r}");
+    }
+    assert!(!record.exists());
+
+    // --write: the record beside the library.
+    let r = describe(&["--write", l]);
+    assert_eq!(r.code, Some(0), "{r}");
+    assert!(r.stdout.contains("record written:"), "{r}");
+    assert!(r.stdout.contains(record.to_str().unwrap()), "{r}");
+    let bytes = std::fs::read(&record).expect("the record is written");
+    assert_eq!(&bytes[..4], b"HSDR");
+    let r = describe(&[l]);
+    assert!(r.stdout.contains("valid for these bytes"), "{r}");
+
+    // --json: the module, the hash, the record's path and status, the description.
+    let r = describe(&["--json", l]);
+    assert_eq!(r.code, Some(0), "{r}");
+    let v: Value = serde_json::from_str(&r.stdout).expect("JSON on stdout");
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["module"], "count_server", "{v}");
+    assert_eq!(v["version"], "4", "{v}");
+    assert_eq!(v["record"]["status"], "valid", "{v}");
+    assert_eq!(v["record"]["path"], record.to_str().unwrap(), "{v}");
+    assert_eq!(v["library_hash"].as_str().map(str::len), Some(16), "{v}");
+    assert!(
+        v["description"]["server"]["info"]["rust"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("NewTick")),
+        "{v}"
+    );
+    // A record of another library is reported as not used, with the reason.
+    std::fs::copy(&record, rel.root.join("lib/libcount_server_v5.so.schema")).unwrap();
+    let v5 = rel.lib("count_server_v5");
+    let r = describe(&["--json", v5.to_str().unwrap()]);
+    let v: Value = serde_json::from_str(&r.stdout).expect("JSON on stdout");
+    assert_eq!(v["record"]["status"], "ignored", "{v}");
+    assert!(
+        v["record"]["reason"]
+            .as_str()
+            .is_some_and(|s| s.contains("another build")),
+        "{v}"
+    );
+    let r = describe(&["--write", "--json", v5.to_str().unwrap()]);
+    let v: Value = serde_json::from_str(&r.stdout).expect("JSON on stdout");
+    assert_eq!(v["record"]["status"], "written", "{v}");
+
+    // 4: a missing file, a file that is not a module; nothing written.
+    let r = describe(&["--write", "/nonexistent/libx.so"]);
+    assert_eq!(r.code, Some(4), "{r}");
+    assert!(
+        r.stderr
+            .contains("no such module file: /nonexistent/libx.so"),
+        "{r}"
+    );
+    let text = rel.root.join("not-a-module.so");
+    std::fs::write(&text, "hello").unwrap();
+    let r = describe(&["--write", "--json", text.to_str().unwrap()]);
+    assert_eq!(r.code, Some(4), "{r}");
+    let v: Value = serde_json::from_str(&r.stdout).expect("JSON on stdout");
+    assert_eq!(v["error"]["kind"], "bad_file", "{v}");
+    assert!(
+        r.stderr.contains("not-a-module.so") && r.stderr.contains("not a shared library"),
+        "{r}"
+    );
+    assert!(!rel.root.join("not-a-module.so.schema").exists());
+    // 2: usage.
+    assert_eq!(describe(&[]).code, Some(2));
+}

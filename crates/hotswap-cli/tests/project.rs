@@ -162,12 +162,22 @@ fn release_dir(root: &Path) -> PathBuf {
     root.join("_release")
 }
 
+/// The libraries in the release directory's `lib/` (each must have its description
+/// record beside it).
 fn libs(root: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(release_dir(root).join("lib"))
+    let lib = release_dir(root).join("lib");
+    let mut v: Vec<String> = std::fs::read_dir(&lib)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".so"))
         .collect();
     v.sort();
+    for l in &v {
+        assert!(
+            lib.join(format!("{l}.schema")).is_file(),
+            "no description record beside {l}"
+        );
+    }
     v
 }
 
@@ -253,6 +263,12 @@ fn release_build_writes_side_by_side_releases() {
     let list = String::from_utf8_lossy(&list.stdout);
     assert!(list.contains("releases/0.2.0/release.toml"), "{list}");
     assert!(list.contains("lib/rel_side-0.2.0-"), "{list}");
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("lib/rel_side-0.2.0-") && l.ends_with(".so.schema")),
+        "the package holds the description record: {list}"
+    );
+    assert!(r3.stdout.contains("description record"), "{r3}");
     assert!(!list.contains("0.1.0"), "{list}");
     // The same release version twice is refused.
     let again = hs(&root, &["release"]);
@@ -489,6 +505,30 @@ fn dev_loop_applies_a_change_with_state_kept() {
     assert_eq!(
         dev.state(),
         serde_json::json!({"count": 41, "marks": ["v1", "v2"]})
+    );
+    // Each dev release's library has its description record beside it in the node's
+    // directory (the check compared it), and none was ignored.
+    for vsn in ["0.1.0-dev.1", "0.1.0-dev.2"] {
+        let lib = dev.dir.join("lib").join(vsn);
+        let names: Vec<String> = std::fs::read_dir(&lib)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names.iter().any(|n| n.ends_with(".so"))
+                && names
+                    .iter()
+                    .filter(|n| n.ends_with(".so"))
+                    .all(|n| names.contains(&format!("{n}.schema"))),
+            "{vsn}: {names:?}"
+        );
+    }
+    assert!(
+        !dev.seen
+            .iter()
+            .any(|l| l.contains("description record ignored")),
+        "{}",
+        dev.seen.join("\n")
     );
 }
 

@@ -94,6 +94,19 @@ pub mod compat {
     ) -> Result<hotswap::schema::ModuleSchema, DescribeError> {
         crate::code::compat::describe_file_with(path, crate::host_api::table())
     }
+
+    pub use crate::code::record::{
+        encode_record, parse_record, record_path, RECORD_SUFFIX, RECORD_VERSION,
+    };
+
+    /// Describe a module library as [`describe_file`] does and write its description record
+    /// beside it (`<library>.schema`, see the README's "Description records"): a node that
+    /// loads these exact bytes later compares this description instead of running the
+    /// module's `describe`. Written atomically (a temporary file renamed over the record).
+    /// `hotswap describe --write`, `hotswap release` and `hotswap dev` call it.
+    pub fn record_description(path: &std::path::Path) -> Result<RecordWritten, DescribeError> {
+        crate::code::compat::record_description_with(path, crate::host_api::table())
+    }
 }
 pub use code::steps as load_steps;
 pub use code::{CheckReport, DryRun, ModuleInfo, PinnedInfo, PurgeReport, VersionInfo};

@@ -8,7 +8,10 @@
 //! 3. refused if a module's version equals the previous release's while its code differs,
 //!    or if the release's version exists already;
 //! 4. `lib/<module>-<vsn>-<hash>.so` written (kept as is when it exists: the same code),
-//!    `releases/<vsn>/release.toml` written from the project file;
+//!    with its description record beside it (`lib/<module>-<vsn>-<hash>.so.schema`: the
+//!    module's description of its types, so that a node loading the library compares it
+//!    instead of running the module's `describe`), `releases/<vsn>/release.toml` written
+//!    from the project file;
 //! 5. the release alone packed as `<name>-<vsn>.tar.gz` (what `hotswap unpack` takes);
 //! 6. the upgrade from the previous release printed.
 
@@ -110,6 +113,7 @@ fn release(opts: &Options) -> Result<()> {
     std::fs::create_dir_all(&lib_dir)
         .with_context(|| format!("cannot create {}", lib_dir.display()))?;
     let mut modules = Vec::new();
+    let mut records = Vec::new();
     for b in &built {
         let dst = lib_dir.join(b.file_name());
         if !dst.exists() {
@@ -119,6 +123,9 @@ fn release(opts: &Options) -> Result<()> {
             })?;
             std::fs::rename(&tmp, &dst)
                 .with_context(|| format!("cannot write {}", dst.display()))?;
+        }
+        if write_record(&dst, &b.name) {
+            records.push(format!("lib/{}.schema", b.file_name()));
         }
         modules.push((
             b.name.clone(),
@@ -142,6 +149,7 @@ fn release(opts: &Options) -> Result<()> {
     for (_, _, file) in &modules {
         tar.arg(file);
     }
+    tar.args(&records);
     let st = tar
         .output()
         .context("cannot run tar to write the release package")?;
@@ -159,7 +167,18 @@ fn release(opts: &Options) -> Result<()> {
     );
     println!("  package (for `hotswap unpack`): {}", package.display());
     for b in &built {
-        println!("  module {} {}: lib/{}", b.name, b.version, b.file_name());
+        let rec = format!("lib/{}.schema", b.file_name());
+        println!(
+            "  module {} {}: lib/{}{}",
+            b.name,
+            b.version,
+            b.file_name(),
+            if records.contains(&rec) {
+                " (+ description record .schema)"
+            } else {
+                ""
+            }
+        );
     }
     match &previous {
         None => println!(
@@ -185,6 +204,20 @@ fn release(opts: &Options) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Write the description record beside the release's library `lib` (see
+/// `hotswap_runtime::compat::record_description`); whether it was written. A library
+/// without one still works (the node describes it at load): a failure is a note, not an
+/// error.
+pub(crate) fn write_record(lib: &Path, module: &str) -> bool {
+    match hotswap_runtime::compat::record_description(lib) {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("note: module {module}: no description record written ({e}); a node describes it at load instead");
+            false
+        }
+    }
 }
 
 /// What changes between the previous release's modules and the new ones, from the

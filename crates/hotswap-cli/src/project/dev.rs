@@ -400,7 +400,7 @@ fn build_cancellable(
 
 /// Write release `version` of `built` into the release directory `dir`, its libraries
 /// under `lib/<version>/` (a release never overwrites another's files, and two dev builds
-/// of the same code differ in their build ids).
+/// of the same code differ in their build ids), each with its description record.
 fn write_release(
     project: &Project,
     dir: &Path,
@@ -418,6 +418,9 @@ fn write_release(
                 format!("cannot copy {} to {}", b.path.display(), dst.display())
             })?;
         }
+        // The description record beside it (unpacked with it): the node's check compares
+        // it instead of running the new version's `describe`.
+        super::build::write_record(&dst, &b.name);
         modules.push((
             b.name.clone(),
             b.version.clone(),

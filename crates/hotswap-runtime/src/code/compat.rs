@@ -5,7 +5,9 @@
 //! named fields (the README's rules table, each row verified with `rmp-serde` by a test).
 //! It is a pure function of the two descriptions: the node runs it at every load that
 //! replaces a gen_server's current version, and `hotswap check old.so new.so` runs it
-//! without a node (`describe_file`).
+//! without a node (`describe_file`). A library packaged with a description record
+//! (`<library>.schema`, see `code::record` and `record_description_with`) gives the node
+//! its description without running `describe`.
 //!
 //! Levels, as in schema registries:
 //! * **upgrade** (refuses a load): the new version reads the old version's state (through
@@ -671,6 +673,26 @@ pub enum DescribeError {
         /// What went wrong.
         message: String,
     },
+    /// The description record could not be written.
+    #[error("cannot write the description record {}: {source}", path.display())]
+    Write {
+        /// The record file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A module's description as its `describe` wrote it, with the hash of the library bytes it
+/// was asked of.
+#[derive(Debug, Clone)]
+pub(crate) struct FileDescription {
+    /// `xxh3_64` of the library file's bytes (what a load computes).
+    pub(crate) hash: u64,
+    /// The encoded description, exactly as `describe` wrote it.
+    pub(crate) bytes: Vec<u8>,
+    /// The description decoded.
+    pub(crate) schema: ModuleSchema,
 }
 
 /// Describe a module library without a node: validate and open it as a load would (in a
@@ -681,6 +703,15 @@ pub(crate) fn describe_file_with(
     path: &Path,
     host: &'static hotswap_abi::HostApi,
 ) -> Result<ModuleSchema, DescribeError> {
+    describe_bytes_with(path, host).map(|d| d.schema)
+}
+
+/// [`describe_file_with`], keeping the bytes `describe` wrote and the library's hash (what a
+/// description record holds).
+pub(crate) fn describe_bytes_with(
+    path: &Path,
+    host: &'static hotswap_abi::HostApi,
+) -> Result<FileDescription, DescribeError> {
     use std::sync::atomic::{AtomicU64, Ordering};
     static SEQ: AtomicU64 = AtomicU64::new(1);
     let seq = SEQ.fetch_add(1, Ordering::Relaxed);
@@ -712,7 +743,15 @@ pub(crate) fn describe_file_with(
         Some(d) => {
             let _in = super::guard::InModule::enter(0);
             call_describe(d)
-                .and_then(|b| ModuleSchema::decode(&b).map_err(|e| e.to_string()))
+                .and_then(|b| {
+                    ModuleSchema::decode(&b)
+                        .map(|schema| FileDescription {
+                            hash: o.hash,
+                            bytes: b,
+                            schema,
+                        })
+                        .map_err(|e| e.to_string())
+                })
                 .map_err(|message| DescribeError::Failed {
                     module: o.name.clone(),
                     message,
@@ -726,6 +765,41 @@ pub(crate) fn describe_file_with(
     }
     // Without the guard the library stays mapped (closing could crash a thread at exit).
     r
+}
+
+/// What [`record_description`](crate::compat::record_description) wrote.
+#[derive(Debug, Clone)]
+pub struct RecordWritten {
+    /// The record file (`<library>.schema`).
+    pub record: std::path::PathBuf,
+    /// `xxh3_64` of the library's bytes, as recorded.
+    pub library_hash: u64,
+    /// The size of the description in the record, in bytes.
+    pub description_len: usize,
+    /// The description.
+    pub schema: ModuleSchema,
+}
+
+/// Describe the library at `path` as [`describe_file_with`] does and write its description
+/// record beside it (see [`super::record`]), atomically.
+pub(crate) fn record_description_with(
+    path: &Path,
+    host: &'static hotswap_abi::HostApi,
+) -> Result<RecordWritten, DescribeError> {
+    let d = describe_bytes_with(path, host)?;
+    let record = super::record::record_path(path);
+    super::record::write_atomic(&record, &super::record::encode_record(d.hash, &d.bytes)).map_err(
+        |source| DescribeError::Write {
+            path: record.clone(),
+            source,
+        },
+    )?;
+    Ok(RecordWritten {
+        record,
+        library_hash: d.hash,
+        description_len: d.bytes.len(),
+        schema: d.schema,
+    })
 }
 
 struct RemoveDir<'a>(&'a Path);

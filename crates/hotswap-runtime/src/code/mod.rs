@@ -71,6 +71,7 @@ pub(crate) mod guard;
 pub(crate) mod heap;
 pub(crate) mod loader;
 pub(crate) mod prepared;
+pub(crate) mod record;
 pub mod steps;
 
 use std::collections::HashMap;
@@ -141,6 +142,10 @@ pub(crate) struct Version {
     pub(crate) server: Option<abi::ServerVTable>,
     /// The module's `describe`, if it has one.
     describe: Option<abi::DescribeFn>,
+    /// Where the library's description record is (beside the path the load was given, see
+    /// [`record`]): read when the description is first needed, used instead of calling
+    /// `describe` if it was made for exactly this version's bytes (`hash`).
+    record: PathBuf,
     /// Its description, asked once (at the first load that compares against it).
     schema: std::sync::OnceLock<Result<Described, String>>,
     /// The gen_server states this version made that are alive, by pid: a purge turns
@@ -304,15 +309,51 @@ impl Version {
         self.described(None).map(|d| d.schema)
     }
 
-    /// The description, encoded and decoded. When `like` (the version it is compared with)
-    /// encoded exactly the same bytes, its decoded description is shared instead of decoded
-    /// again: a rebuild that changed no type costs `describe` and a comparison of bytes.
+    /// The description, encoded and decoded: from the description record found beside the
+    /// library at load (made at build time for these exact bytes, see [`record`]) when
+    /// there is a valid one, else from the module's `describe`. When `like` (the version it
+    /// is compared with) encoded exactly the same bytes, its decoded description is shared
+    /// instead of decoded again: a rebuild that changed no type costs `describe` (or nothing,
+    /// with a record) and a comparison of bytes.
     fn described(&self, like: Option<&Described>) -> Result<Described, String> {
         self.schema
             .get_or_init(|| {
                 let d = self
                     .describe
                     .ok_or_else(|| "the module does not describe its types".to_string())?;
+                // Read only now (a load that compares nothing never looks), and trusted only
+                // for the bytes this version was loaded from (see `record`).
+                let ignored = match record::find(&self.record, self.hash) {
+                    record::Found::Valid(b) => {
+                        steps::mark("description record");
+                        if let Some(l) = like.filter(|l| *l.bytes == *b) {
+                            return Ok(l.clone());
+                        }
+                        match hotswap::schema::ModuleSchema::decode(&b) {
+                            Ok(s) => {
+                                steps::mark("decode");
+                                return Ok(Described {
+                                    bytes: b,
+                                    schema: Arc::new(s),
+                                });
+                            }
+                            // Its checksum held, so this is a description the node cannot
+                            // read (a newer SDK's?): ask the module itself.
+                            Err(e) => Some(format!("its description does not decode ({e})")),
+                        }
+                    }
+                    record::Found::Ignored(why) => Some(why),
+                    record::Found::Absent => None,
+                };
+                steps::mark("read record");
+                if let Some(why) = ignored {
+                    tracing::warn!(
+                        module = %self.name,
+                        version = %self.vsn,
+                        record = %self.record.display(),
+                        "description record ignored: {why}; calling the module's describe instead"
+                    );
+                }
                 let _in = self.enter();
                 let b = compat::call_describe(d);
                 steps::mark("describe");
@@ -669,6 +710,8 @@ impl CodeServer {
         let o = o?;
         let source = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         steps::mark("canonicalize");
+        // The description record beside the file as given (where the tools write it).
+        let record = record::record_path(path);
         Ok(Arc::new(Version {
             id: seq,
             name: o.name,
@@ -687,6 +730,7 @@ impl CodeServer {
             drop_future: o.drop_future,
             server: o.server,
             describe: o.describe,
+            record,
             schema: std::sync::OnceLock::new(),
             states: Mutex::new(Default::default()),
             exports: o.exports,

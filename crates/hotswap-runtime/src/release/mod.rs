@@ -9,7 +9,9 @@
 //!     1.0.0/release.toml      the manifest of release 1.0.0 (see [`manifest`])
 //!     1.1.0/release.toml      another release, side by side
 //!   lib/                      module libraries (any path the manifests name; a release
-//!                             never overwrites a file of another)
+//!                             never overwrites a file of another), each with its
+//!                             description record LIB.so.schema if it was packaged with
+//!                             one (see `code::record`)
 //!   run/                      created at start, mode 0700: node.pid, control.sock, cookie
 //!   log/                      created at start: node.log
 //! ```
@@ -283,7 +285,8 @@ impl<'a> Releases<'a> {
     }
 
     /// Add the release in `package` (a directory with `releases/<vsn>/release.toml` and
-    /// the files its manifest names, or a `.tar.gz` of one) to the node's directory,
+    /// the files its manifest names, with their description records if it has them, or a
+    /// `.tar.gz` of one) to the node's directory,
     /// after checking it: exactly one release, not present yet; its manifest valid; every
     /// library a hotswap module with the declared name and version; no file of another
     /// release overwritten. Nothing is written unless every check passes. Its version.

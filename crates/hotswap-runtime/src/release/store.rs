@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::dir::ReleaseDir;
 use super::manifest::{Manifest, Release};
 use super::ReleaseError;
+use crate::code::record::record_path;
 
 /// The name of the state file in `releases/`.
 pub const RELEASES_FILE: &str = "RELEASES.toml";
@@ -250,15 +251,18 @@ impl Store {
             others.extend(library_files(&self.dir, &e.version)?);
         }
         let mut removed = Vec::new();
-        for f in mine.difference(&others) {
-            match std::fs::remove_file(f) {
-                Ok(()) => removed.push(f.clone()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(ReleaseError::Store(format!(
-                        "cannot delete {}: {e}",
-                        f.display()
-                    )))
+        for lib in mine.difference(&others) {
+            // The library and its description record (if it has one).
+            for f in [lib.clone(), record_path(lib)] {
+                match std::fs::remove_file(&f) {
+                    Ok(()) => removed.push(f),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(ReleaseError::Store(format!(
+                            "cannot delete {}: {e}",
+                            f.display()
+                        )))
+                    }
                 }
             }
         }
@@ -352,7 +356,8 @@ pub fn version_order(a: &str, b: &str) -> std::cmp::Ordering {
 /// Check a release package (a directory with the release directory's layout:
 /// `releases/<vsn>/release.toml` and the files its manifest names) against `dir`: exactly
 /// one release, not present yet, a valid manifest, and no file that would overwrite a
-/// different file already there. The release and the files to copy (source, target).
+/// different file already there. The release and the files to copy (source, target): the
+/// manifest, the libraries, and the description records the package has beside them.
 pub(crate) fn check_package(
     dir: &ReleaseDir,
     pkg: &Path,
@@ -405,6 +410,13 @@ pub(crate) fn check_package(
         }
         let src = pdir.root().join(&m.file);
         let dst = dir.root().join(&m.file);
+        // The library's description record, if the package has one: copied with it unless
+        // the library is there already with a record of its own (a record is only ever
+        // used for the exact bytes it names, so either is as good).
+        let (src_rec, dst_rec) = (record_path(&src), record_path(&dst));
+        if src_rec.is_file() && (!dst.exists() || !dst_rec.exists()) {
+            copies.push((src_rec, dst_rec));
+        }
         if dst.exists() {
             let same = std::fs::read(&src).ok() == std::fs::read(&dst).ok();
             if !same {
