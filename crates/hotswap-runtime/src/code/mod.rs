@@ -499,6 +499,8 @@ pub(crate) struct CodeServer {
     heaps: bool,
     /// The copy file and heap made ahead for the next load (see [`loader::Blank`]).
     ahead: Arc<Mutex<AheadPool>>,
+    /// Notified when a preparation of the next load's copy and heap is over.
+    ahead_done: Arc<tokio::sync::Notify>,
     /// The size of the last library read (what the next load's copy is prepared for).
     ahead_len: AtomicUsize,
 }
@@ -554,6 +556,7 @@ impl CodeServer {
             heaps,
             host,
             ahead: Arc::new(Mutex::new(AheadPool::default())),
+            ahead_done: Arc::new(tokio::sync::Notify::new()),
             ahead_len: AtomicUsize::new(0),
         }
     }
@@ -562,6 +565,20 @@ impl CodeServer {
     pub(crate) fn prepared(&self) -> bool {
         let p = self.ahead.lock();
         p.ahead.blank.is_some() && (!self.heaps || p.ahead.heap.is_some())
+    }
+
+    /// Wait until no preparation for the next load is pending or under way (see
+    /// [`Self::prepare_ahead`]).
+    pub(crate) async fn next_load_prepared(&self) {
+        loop {
+            let n = self.ahead_done.notified();
+            tokio::pin!(n);
+            n.as_mut().enable();
+            if self.ahead.try_lock().is_some_and(|p| !p.busy) {
+                return;
+            }
+            n.await;
+        }
     }
 
     /// Make, on a blocking thread of the runtime, what the next load would otherwise make on
@@ -601,23 +618,26 @@ impl CodeServer {
         let (pool, dir, heaps) = (self.ahead.clone(), self.code_dir.clone(), self.heaps);
         // Room for a slightly larger next build; the load gives back what it does not use.
         let len = (len as u64).next_multiple_of(64 << 10);
+        let done = self.ahead_done.clone();
         let job = move || {
-            let mut p = pool.lock();
-            p.busy = false;
-            if p.closed {
-                return;
-            }
-            if p.ahead.blank.is_none() {
-                p.ahead.blank = loader::Blank::make(&dir, &name, len).ok();
-            }
-            if heaps && p.ahead.heap.is_none() {
-                p.ahead.heap = heap::Heap::create();
-                if std::env::var_os("HOTSWAP_NO_WARM").is_none() {
-                    if let Some(h) = &p.ahead.heap {
-                        h.warm(WARM_HEAP);
+            {
+                let mut p = pool.lock();
+                p.busy = false;
+                if !p.closed {
+                    if p.ahead.blank.is_none() {
+                        p.ahead.blank = loader::Blank::make(&dir, &name, len).ok();
+                    }
+                    if heaps && p.ahead.heap.is_none() {
+                        p.ahead.heap = heap::Heap::create();
+                        if std::env::var_os("HOTSWAP_NO_WARM").is_none() {
+                            if let Some(h) = &p.ahead.heap {
+                                h.warm(WARM_HEAP);
+                            }
+                        }
                     }
                 }
             }
+            done.notify_waiters();
         };
         rt.spawn_blocking(job);
     }

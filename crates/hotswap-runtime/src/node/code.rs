@@ -204,6 +204,23 @@ impl Code<'_> {
         self.n().code.prepared()
     }
 
+    /// Wait until the background preparation for the next load (its copy file and heap,
+    /// made after each load: [`Self::prepared_for_next_load`]) is over. A load never needs
+    /// this; benchmarks that time loads back to back use it so that each load meets the
+    /// node as a load seconds after the previous one does, instead of racing the
+    /// preparation the previous load started.
+    ///
+    /// ```no_run
+    /// # async fn f(node: &hotswap_runtime::Node) -> Result<(), hotswap_runtime::CodeError> {
+    /// node.code().load("target/release/libcounter.so").await?;
+    /// node.code().next_load_prepared().await;
+    /// assert!(node.code().prepared_for_next_load());
+    /// # Ok(()) }
+    /// ```
+    pub async fn next_load_prepared(&self) {
+        self.n().code.next_load_prepared().await
+    }
+
     /// The node's code directory.
     pub fn code_dir(&self) -> &Path {
         &self.n().code.code_dir

@@ -202,11 +202,10 @@ async fn load_writes_copy_into_blank_prepared_ahead() {
     let node = support::node();
     node.code().load(module("seed000_v1")).await.unwrap();
     let ready = || node.code().prepared_for_next_load();
-    let deadline = std::time::Instant::now() + WAIT;
-    while !ready() {
-        assert!(std::time::Instant::now() < deadline, "nothing prepared");
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    tokio::time::timeout(WAIT, node.code().next_load_prepared())
+        .await
+        .expect("the preparation ends");
+    assert!(ready(), "nothing prepared");
     let ahead = node.code().code_dir().join(".ahead");
     let blanks: Vec<_> = std::fs::read_dir(&ahead).unwrap().flatten().collect();
     assert_eq!(blanks.len(), 1, "{blanks:?}");
@@ -225,14 +224,10 @@ async fn load_writes_copy_into_blank_prepared_ahead() {
         "exactly the source's bytes, nothing of the blank's larger size left"
     );
     assert_eq!(meta.permissions().mode() & 0o777, 0o444, "read-only");
-    let deadline = std::time::Instant::now() + WAIT;
-    while !ready() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "nothing prepared again"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    tokio::time::timeout(WAIT, node.code().next_load_prepared())
+        .await
+        .expect("the preparation ends");
+    assert!(ready(), "nothing prepared again");
     let dir = node.code().code_dir().to_path_buf();
     node.stop(Duration::from_secs(5)).await;
     assert!(
