@@ -17,7 +17,7 @@
 //! to ~117 µs when every worker spun blindly).
 //!
 //! **Sockets (issue 13).** The node's ports register their sockets with a watch of their
-//! own ([`watch_io`]: an epoll set, edge-triggered, that nobody sleeps on). A spinning
+//! own (`watch_io`: an epoll set, edge-triggered, that nobody sleeps on). A spinning
 //! worker looks at it between its pauses and stops spinning the moment a socket becomes
 //! ready, so it parks, takes the I/O driver and finds the event already there. And when
 //! every worker has run out of work right after the ports saw traffic (within
