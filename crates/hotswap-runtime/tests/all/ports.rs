@@ -605,7 +605,7 @@ async fn port_udp_roundtrip() {
 }
 
 /// The echo server's `Info` reply: `(listener, address, connections, frames, version)`.
-type EchoInfo = (u64, String, usize, u64, u8);
+pub(crate) type EchoInfo = (u64, String, usize, u64, u8);
 
 #[derive(serde::Serialize)]
 struct EchoArg {
@@ -617,7 +617,7 @@ enum EchoCall {
     Info,
 }
 
-async fn start_echo(node: &Node) -> (Pid, EchoInfo) {
+pub(crate) async fn start_echo(node: &Node) -> (Pid, EchoInfo) {
     let pid = node
         .start_server(
             "port_echo",

@@ -152,20 +152,7 @@ fn sockets_watched_while_spinning_and_idle_connections_use_no_cpu() {
         tokio::spawn(async {
             let node = support::node();
             node.code().load(module("port_echo_v1")).await.unwrap();
-            let pid = node
-                .start_server(
-                    "port_echo",
-                    &EchoArg {
-                        addr: "127.0.0.1:0".into(),
-                    },
-                    hotswap_runtime::StartOpts::default(),
-                )
-                .await
-                .unwrap();
-            let (_, addr, ..): (u64, String, usize, u64, u8) = node
-                .call(pid, &EchoCall::Info, support::WAIT)
-                .await
-                .unwrap();
+            let (_, (_, addr, ..)) = crate::ports::start_echo(&node).await;
             (node, addr)
         })
         .await
@@ -199,14 +186,4 @@ fn sockets_watched_while_spinning_and_idle_connections_use_no_cpu() {
     );
     drop(s);
     rt.block_on(node.stop(Duration::from_secs(5)));
-}
-
-#[derive(serde::Serialize)]
-struct EchoArg {
-    addr: String,
-}
-
-#[derive(serde::Serialize)]
-enum EchoCall {
-    Info,
 }
