@@ -81,26 +81,17 @@ pub fn run(o: &Options<'_>) -> ExitCode {
             Err(e) => return fail(EXIT_BAD_FILE, "bad_file", format!("{}: {e}", lib.display())),
         }
     } else {
-        let schema = match compat::describe_file(lib) {
-            Ok(s) => s,
+        let d = match compat::describe_file_bytes(lib) {
+            Ok(d) => d,
             Err(e) => return fail(EXIT_BAD_FILE, "bad_file", format!("{}: {e}", lib.display())),
         };
-        // The file was just read whole by the describe; read it again for its hash (what a
-        // node compares the record's with).
-        let hash = match std::fs::read(lib) {
-            Ok(b) => xxhash_rust::xxh3::xxh3_64(&b),
-            Err(e) => return fail(EXIT_BAD_FILE, "bad_file", format!("{}: {e}", lib.display())),
+        // What a node loading these bytes from this path would make of the record.
+        let state = match compat::find_record(lib, d.hash) {
+            compat::RecordFound::Absent => RecordState::Absent,
+            compat::RecordFound::Valid(_) => RecordState::Valid,
+            compat::RecordFound::Ignored(why) => RecordState::Ignored(why),
         };
-        let state = match std::fs::read(&record) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => RecordState::Absent,
-            Err(e) => RecordState::Ignored(format!("cannot read it: {e}")),
-            Ok(b) => match compat::parse_record(&b, hash) {
-                Ok(_) => RecordState::Valid,
-                Err(why) => RecordState::Ignored(why),
-            },
-        };
-        let len = schema.encode().len();
-        (schema, hash, len, state)
+        (d.schema, d.hash, d.bytes.len(), state)
     };
     if o.json {
         let mut r = json!({ "path": record, "status": state.name() });

@@ -57,7 +57,7 @@
 //! - the port table lives in such a slot too (`NodeInner::net`, reached through
 //!   `NodeInner::ports`, which `net/` defines);
 //! - `hotswap_runtime::compat::describe_file` (here, at the top) hands the host API table to
-//!   the code server's `describe_file_with`, which opens a library without a node.
+//!   the code server's `describe_bytes_with`, which opens a library without a node.
 //!
 //! The code server sits under the process core rather than over it: a process is bound to
 //! the versions it runs (it holds them, and its body is a future of one), so processes
@@ -92,12 +92,26 @@ pub mod compat {
     pub fn describe_file(
         path: &std::path::Path,
     ) -> Result<hotswap::schema::ModuleSchema, DescribeError> {
-        crate::code::compat::describe_file_with(path, crate::host_api::table())
+        describe_file_bytes(path).map(|d| d.schema)
     }
 
     pub use crate::code::record::{
-        encode_record, parse_record, record_path, RECORD_SUFFIX, RECORD_VERSION,
+        encode_record, parse_record, record_path, Found as RecordFound, RECORD_SUFFIX,
+        RECORD_VERSION,
     };
+
+    /// [`describe_file`], with what a description record of the library holds: the
+    /// library's hash and the description's bytes as `describe` wrote them.
+    pub fn describe_file_bytes(path: &std::path::Path) -> Result<FileDescription, DescribeError> {
+        crate::code::compat::describe_bytes_with(path, crate::host_api::table())
+    }
+
+    /// The description record beside the library at `lib`, as a node that loaded bytes
+    /// hashing to `lib_hash` from `lib` would find it: absent, valid (its description), or
+    /// ignored, and why.
+    pub fn find_record(lib: &std::path::Path, lib_hash: u64) -> RecordFound {
+        crate::code::record::find(&record_path(lib), lib_hash)
+    }
 
     /// Describe a module library as [`describe_file`] does and write its description record
     /// beside it (`<library>.schema`, see the README's "Description records"): a node that

@@ -686,28 +686,21 @@ pub enum DescribeError {
 /// A module's description as its `describe` wrote it, with the hash of the library bytes it
 /// was asked of.
 #[derive(Debug, Clone)]
-pub(crate) struct FileDescription {
+pub struct FileDescription {
     /// `xxh3_64` of the library file's bytes (what a load computes).
-    pub(crate) hash: u64,
-    /// The encoded description, exactly as `describe` wrote it.
-    pub(crate) bytes: Vec<u8>,
+    pub hash: u64,
+    /// The encoded description, exactly as `describe` wrote it (what a record holds).
+    pub bytes: Vec<u8>,
     /// The description decoded.
-    pub(crate) schema: ModuleSchema,
+    pub schema: ModuleSchema,
 }
 
 /// Describe a module library without a node: validate and open it as a load would (in a
 /// private temporary directory, handing its `init` the host API table `host`), ask its
-/// `describe`, and close it again. The public entry is `hotswap_runtime::compat::describe_file`,
-/// which passes the node's table.
-pub(crate) fn describe_file_with(
-    path: &Path,
-    host: &'static hotswap_abi::HostApi,
-) -> Result<ModuleSchema, DescribeError> {
-    describe_bytes_with(path, host).map(|d| d.schema)
-}
-
-/// [`describe_file_with`], keeping the bytes `describe` wrote and the library's hash (what a
-/// description record holds).
+/// `describe`, and close it again; the description with the bytes `describe` wrote and the
+/// library's hash (what a description record holds). The public entries are
+/// `hotswap_runtime::compat::describe_file` and `describe_file_bytes`, which pass the
+/// node's table.
 pub(crate) fn describe_bytes_with(
     path: &Path,
     host: &'static hotswap_abi::HostApi,
@@ -780,7 +773,7 @@ pub struct RecordWritten {
     pub schema: ModuleSchema,
 }
 
-/// Describe the library at `path` as [`describe_file_with`] does and write its description
+/// Describe the library at `path` as [`describe_bytes_with`] does and write its description
 /// record beside it (see [`super::record`]), atomically.
 pub(crate) fn record_description_with(
     path: &Path,
@@ -788,8 +781,8 @@ pub(crate) fn record_description_with(
 ) -> Result<RecordWritten, DescribeError> {
     let d = describe_bytes_with(path, host)?;
     let record = super::record::record_path(path);
-    super::record::write_atomic(&record, &super::record::encode_record(d.hash, &d.bytes)).map_err(
-        |source| DescribeError::Write {
+    crate::util::write_atomic(&record, &super::record::encode_record(d.hash, &d.bytes)).map_err(
+        |(_, source)| DescribeError::Write {
             path: record.clone(),
             source,
         },

@@ -40,7 +40,6 @@
 //! (a record left from another build), for which 64 bits are ample.
 
 use std::ffi::OsString;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 /// The record's magic bytes.
@@ -116,7 +115,7 @@ pub fn parse_record(bytes: &[u8], lib_hash: u64) -> Result<&[u8], String> {
 
 /// What the code server finds beside a library when it first needs the description.
 #[derive(Debug, Clone)]
-pub(crate) enum Found {
+pub enum Found {
     /// No record (or the library's directory could not be read).
     Absent,
     /// A valid record for the loaded bytes: the description.
@@ -152,32 +151,6 @@ pub(crate) fn find(path: &Path, lib_hash: u64) -> Found {
         Ok(d) => Found::Valid(d.into()),
         Err(why) => Found::Ignored(why),
     }
-}
-
-/// Write `bytes` to `path` atomically: a temporary file in the same directory, synced,
-/// then renamed over `path` (a reader sees the old record or the new one, never half).
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(
-        ".{name}.tmp-{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-    let r = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    r
 }
 
 #[cfg(test)]

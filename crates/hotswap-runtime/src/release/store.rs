@@ -15,7 +15,6 @@
 //! upgrade that was not made permanent boots the permanent release.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -293,28 +292,8 @@ impl Store {
 /// a temporary file in the same directory, synced, renamed over `path`, then the directory
 /// synced.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReleaseError> {
-    let err = |what: &str, e: std::io::Error| {
-        ReleaseError::Store(format!("cannot {what} {}: {e}", path.display()))
-    };
-    let parent = path.parent().unwrap_or(Path::new("."));
-    let tmp = parent.join(format!(
-        ".{}.tmp-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-        std::process::id()
-    ));
-    {
-        let mut f =
-            std::fs::File::create(&tmp).map_err(|e| err("create a temporary file for", e))?;
-        f.write_all(bytes).map_err(|e| err("write", e))?;
-        f.sync_all().map_err(|e| err("sync", e))?;
-    }
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        err("replace", e)
-    })?;
-    std::fs::File::open(parent)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| err("sync the directory of", e))
+    crate::util::write_atomic(path, bytes)
+        .map_err(|(what, e)| ReleaseError::Store(format!("cannot {what} {}: {e}", path.display())))
 }
 
 /// The library files (absolute) a release's manifest names.
