@@ -326,17 +326,8 @@ impl Version {
                 let ignored = match record::find(&self.record, self.hash) {
                     record::Found::Valid(b) => {
                         steps::mark("description record");
-                        if let Some(l) = like.filter(|l| *l.bytes == *b) {
-                            return Ok(l.clone());
-                        }
-                        match hotswap::schema::ModuleSchema::decode(&b) {
-                            Ok(s) => {
-                                steps::mark("decode");
-                                return Ok(Described {
-                                    bytes: b,
-                                    schema: Arc::new(s),
-                                });
-                            }
+                        match Described::decode(b, like) {
+                            Ok(d) => return Ok(d),
                             // Its checksum held, so this is a description the node cannot
                             // read (a newer SDK's?): ask the module itself.
                             Err(e) => Some(format!("its description does not decode ({e})")),
@@ -357,17 +348,7 @@ impl Version {
                 let _in = self.enter();
                 let b = compat::call_describe(d);
                 steps::mark("describe");
-                let b = b?;
-                if let Some(l) = like.filter(|l| *l.bytes == *b) {
-                    return Ok(l.clone());
-                }
-                let s = hotswap::schema::ModuleSchema::decode(&b);
-                steps::mark("decode");
-                s.map(|s| Described {
-                    bytes: b.into(),
-                    schema: Arc::new(s),
-                })
-                .map_err(|e| e.to_string())
+                Described::decode(b?.into(), like)
             })
             .clone()
     }
@@ -1197,6 +1178,24 @@ impl CodeServer {
 struct Described {
     bytes: Arc<[u8]>,
     schema: Arc<hotswap::schema::ModuleSchema>,
+}
+
+impl Described {
+    /// The description encoded as `bytes`, decoded; or `like`'s (the version it is compared
+    /// with) when it encoded exactly the same bytes: a rebuild that changed no type is not
+    /// decoded again.
+    fn decode(bytes: Arc<[u8]>, like: Option<&Described>) -> Result<Described, String> {
+        if let Some(l) = like.filter(|l| *l.bytes == *bytes) {
+            return Ok(l.clone());
+        }
+        let s = hotswap::schema::ModuleSchema::decode(&bytes);
+        steps::mark("decode");
+        s.map(|s| Described {
+            bytes,
+            schema: Arc::new(s),
+        })
+        .map_err(|e| e.to_string())
+    }
 }
 
 /// The compatibility report of loading `new` over `cur`, or `None` when a side does not

@@ -405,11 +405,10 @@ impl Ports {
     ) -> Arc<Port> {
         let owner = st.owner;
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        use std::os::fd::AsRawFd;
-        if let Some(fd) =
-            (tcp.as_ref().map(|s| s.as_raw_fd())).or(udp.as_ref().map(|s| s.as_raw_fd()))
-        {
-            crate::process::sched::watch_io(fd);
+        if let Some(s) = &tcp {
+            crate::process::sched::watch_io(s);
+        } else if let Some(s) = &udp {
+            crate::process::sched::watch_io(s);
         }
         let p = Arc::new(Port {
             id,

@@ -431,21 +431,15 @@ impl Process {
             g.mailbox = batch.into();
             return true;
         }
+        let fresh = |e: &Envelope| !stale(e);
         if last {
+            // Drained in place: the block keeps its buffer for the senders.
             let b = ib.head.as_mut().expect("not empty");
-            for e in b.msgs.drain(..) {
-                if !stale(&e) {
-                    g.mailbox.push_back(e);
-                }
-            }
+            g.mailbox.extend(b.msgs.drain(..).filter(fresh));
         } else {
             let b = ib.pop_block();
             drop(ib);
-            for e in b.msgs {
-                if !stale(&e) {
-                    g.mailbox.push_back(e);
-                }
-            }
+            g.mailbox.extend(b.msgs.into_iter().filter(fresh));
         }
         true
     }

@@ -29,7 +29,7 @@
 //! the I/O driver. With no traffic for [`IO_RECENT`], nobody spins for I/O: a node at rest
 //! parks every worker at once.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -68,10 +68,7 @@ pub fn io_spin() -> bool {
 pub fn tune(builder: &mut tokio::runtime::Builder) -> &mut tokio::runtime::Builder {
     let spin = spin_bound();
     if !spin.is_zero() {
-        let workers = Arc::new(Workers {
-            io: io_spin(),
-            ..Workers::default()
-        });
+        let workers = Arc::new(Workers::default());
         let unparked = workers.clone();
         builder
             .on_thread_park(move || workers.before_park(spin))
@@ -87,8 +84,6 @@ pub fn tune(builder: &mut tokio::runtime::Builder) -> &mut tokio::runtime::Build
 struct Workers {
     /// Workers between their park hook and their unpark hook: spinning or parked.
     idle: AtomicUsize,
-    /// Whether spinning workers watch the sockets.
-    io: bool,
     /// A worker is spinning on the sockets with every worker out of work.
     io_spinner: AtomicBool,
     /// The others wait on this until it has parked.
@@ -120,7 +115,8 @@ impl Workers {
         };
         let metrics = rt.metrics();
         let workers = metrics.num_workers();
-        let watch = if self.io { IoWatch::get() } else { None };
+        // None with the spin on sockets off: nothing is ever registered then.
+        let watch = IoWatch::get();
         let others_work = || self.idle.load(Ordering::Acquire) < workers;
         if spin(bound, &metrics, watch, others_work) != Ended::AllIdle {
             return;
@@ -264,7 +260,8 @@ impl IoWatch {
 /// Add a port's socket to the watch spinning workers look at (see the module
 /// documentation). Failures are ignored: a socket missing from the watch only means a
 /// worker sleeps where it could have spun.
-pub(crate) fn watch_io(fd: RawFd) {
+pub(crate) fn watch_io(socket: &impl AsRawFd) {
+    let fd = socket.as_raw_fd();
     if !io_spin() {
         return;
     }
