@@ -6,9 +6,12 @@ mod support;
 use serde_json::Value;
 use support::{hotswap, NodeProc, Rel};
 
-fn check(args: &[&str]) -> support::Run {
-    let mut a = vec!["check".to_string()];
-    a.extend(args.iter().map(|s| s.to_string()));
+/// `hotswap <cmd> <args>`, without a node.
+fn run(cmd: &str, args: &[&str]) -> support::Run {
+    let a: Vec<String> = std::iter::once(cmd)
+        .chain(args.iter().copied())
+        .map(String::from)
+        .collect();
     hotswap(&a, &[])
 }
 
@@ -23,7 +26,7 @@ fn compat_check_cli_exit_codes() {
     );
 
     // 1: incompatible, naming the callback, the old form, the new type and the fix.
-    let r = check(&[&v1, &v4]);
+    let r = run("check", &[&v1, &v4]);
     assert_eq!(r.code, Some(1), "{r}");
     for want in [
         "INCOMPATIBLE",
@@ -35,15 +38,15 @@ fn compat_check_cli_exit_codes() {
         assert!(r.stdout.contains(want), "missing {want:?}: {r}");
     }
     // 0: the backward-compatible clause, declared.
-    let r = check(&[&v1, &v5]);
+    let r = run("check", &[&v1, &v5]);
     assert_eq!(r.code, Some(0), "{r}");
     assert!(r.stdout.contains("count_server 1 -> 5: compatible"), "{r}");
     // --downgrade also counts what v1 could not read of v5's: then 1.
-    let r = check(&["--downgrade", &v1, &v5]);
+    let r = run("check", &["--downgrade", &v1, &v5]);
     assert_eq!(r.code, Some(1), "{r}");
 
     // --json: one object, the verdict and the report.
-    let r = check(&["--json", &v1, &v4]);
+    let r = run("check", &["--json", &v1, &v4]);
     assert_eq!(r.code, Some(1), "{r}");
     let v: Value = serde_json::from_str(&r.stdout).expect("JSON on stdout");
     assert_eq!(v["verdict"], "incompatible", "{v}");
@@ -53,7 +56,7 @@ fn compat_check_cli_exit_codes() {
         (&"handle_info".into(), &"upgrade".into()),
         "{v}"
     );
-    let r = check(&["--json", &v1, &v5]);
+    let r = run("check", &["--json", &v1, &v5]);
     let v: Value = serde_json::from_str(&r.stdout).expect("JSON on stdout");
     assert_eq!(
         (r.code, &v["verdict"]),
@@ -63,7 +66,7 @@ fn compat_check_cli_exit_codes() {
 
     // 5: a type the tracer does not cover is "not checked", never "compatible".
     let u = lib("uncovered_state");
-    let r = check(&[&u, &u]);
+    let r = run("check", &[&u, &u]);
     assert_eq!(r.code, Some(5), "{r}");
     assert!(
         r.stdout.contains("not checked (upgrade): code_change"),
@@ -74,26 +77,26 @@ fn compat_check_cli_exit_codes() {
     // 4: files that are not modules, or two different modules; the error says which file.
     let text = rel.root.join("not-a-module.so");
     std::fs::write(&text, "hello").unwrap();
-    let r = check(&[&v1, text.to_str().unwrap()]);
+    let r = run("check", &[&v1, text.to_str().unwrap()]);
     assert_eq!(r.code, Some(4), "{r}");
     assert!(
         r.stderr.contains("not-a-module.so") && r.stderr.contains("not a shared library"),
         "{r}"
     );
-    let r = check(&["/nonexistent/libx.so", &v1]);
+    let r = run("check", &["/nonexistent/libx.so", &v1]);
     assert_eq!(r.code, Some(4), "{r}");
     assert!(
         r.stderr
             .contains("no such module file: /nonexistent/libx.so"),
         "{r}"
     );
-    let r = check(&["--json", &v1, &u]);
+    let r = run("check", &["--json", &v1, &u]);
     assert_eq!(r.code, Some(4), "{r}");
     assert!(r.stderr.contains("holds module `count_server`"), "{r}");
 
     // 2: usage.
-    assert_eq!(check(&[&v1]).code, Some(2));
-    assert_eq!(check(&[]).code, Some(2));
+    assert_eq!(run("check", &[&v1]).code, Some(2));
+    assert_eq!(run("check", &[]).code, Some(2));
 }
 
 const COUNT_RELEASE: &str = r#"
@@ -163,12 +166,6 @@ fn check_node_dry_run_and_forced_load() {
     assert_eq!(v["current"]["version"], "4");
 }
 
-fn describe(args: &[&str]) -> support::Run {
-    let mut a = vec!["describe".to_string()];
-    a.extend(args.iter().map(|s| s.to_string()));
-    hotswap(&a, &[])
-}
-
 /// `hotswap describe`: the description of a library, its record's status, `--write` to
 /// record it beside the library, `--json`; errors name the file.
 #[test]
@@ -179,7 +176,7 @@ fn describe_cli_writes_the_description_record() {
     let record = rel.root.join("lib/libcount_server_v4.so.schema");
 
     // Without --write: the description, and no record yet.
-    let r = describe(&[l]);
+    let r = run("describe", &[l]);
     assert_eq!(r.code, Some(0), "{r}");
     for want in [
         "module count_server 4",
@@ -194,17 +191,17 @@ fn describe_cli_writes_the_description_record() {
     assert!(!record.exists());
 
     // --write: the record beside the library.
-    let r = describe(&["--write", l]);
+    let r = run("describe", &["--write", l]);
     assert_eq!(r.code, Some(0), "{r}");
     assert!(r.stdout.contains("record written:"), "{r}");
     assert!(r.stdout.contains(record.to_str().unwrap()), "{r}");
     let bytes = std::fs::read(&record).expect("the record is written");
     assert_eq!(&bytes[..4], b"HSDR");
-    let r = describe(&[l]);
+    let r = run("describe", &[l]);
     assert!(r.stdout.contains("valid for these bytes"), "{r}");
 
     // --json: the module, the hash, the record's path and status, the description.
-    let r = describe(&["--json", l]);
+    let r = run("describe", &["--json", l]);
     assert_eq!(r.code, Some(0), "{r}");
     let v: Value = serde_json::from_str(&r.stdout).expect("JSON on stdout");
     assert_eq!(v["ok"], true, "{v}");
@@ -222,7 +219,7 @@ fn describe_cli_writes_the_description_record() {
     // A record of another library is reported as not used, with the reason.
     std::fs::copy(&record, rel.root.join("lib/libcount_server_v5.so.schema")).unwrap();
     let v5 = rel.lib("count_server_v5");
-    let r = describe(&["--json", v5.to_str().unwrap()]);
+    let r = run("describe", &["--json", v5.to_str().unwrap()]);
     let v: Value = serde_json::from_str(&r.stdout).expect("JSON on stdout");
     assert_eq!(v["record"]["status"], "ignored", "{v}");
     assert!(
@@ -231,12 +228,12 @@ fn describe_cli_writes_the_description_record() {
             .is_some_and(|s| s.contains("another build")),
         "{v}"
     );
-    let r = describe(&["--write", "--json", v5.to_str().unwrap()]);
+    let r = run("describe", &["--write", "--json", v5.to_str().unwrap()]);
     let v: Value = serde_json::from_str(&r.stdout).expect("JSON on stdout");
     assert_eq!(v["record"]["status"], "written", "{v}");
 
     // 4: a missing file, a file that is not a module; nothing written.
-    let r = describe(&["--write", "/nonexistent/libx.so"]);
+    let r = run("describe", &["--write", "/nonexistent/libx.so"]);
     assert_eq!(r.code, Some(4), "{r}");
     assert!(
         r.stderr
@@ -245,7 +242,7 @@ fn describe_cli_writes_the_description_record() {
     );
     let text = rel.root.join("not-a-module.so");
     std::fs::write(&text, "hello").unwrap();
-    let r = describe(&["--write", "--json", text.to_str().unwrap()]);
+    let r = run("describe", &["--write", "--json", text.to_str().unwrap()]);
     assert_eq!(r.code, Some(4), "{r}");
     let v: Value = serde_json::from_str(&r.stdout).expect("JSON on stdout");
     assert_eq!(v["error"]["kind"], "bad_file", "{v}");
@@ -255,5 +252,5 @@ fn describe_cli_writes_the_description_record() {
     );
     assert!(!rel.root.join("not-a-module.so.schema").exists());
     // 2: usage.
-    assert_eq!(describe(&[]).code, Some(2));
+    assert_eq!(run("describe", &[]).code, Some(2));
 }

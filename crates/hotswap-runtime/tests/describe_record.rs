@@ -60,6 +60,15 @@ async fn load_over(
     r
 }
 
+/// Load `old`, then check `new` against it (nothing loaded): the check's report.
+async fn check_over(old: &Path, new: &Path) -> hotswap_runtime::CheckReport {
+    let node = support::node();
+    node.code().load(old).await.expect("load the old version");
+    let r = node.code().check(new).await.expect("check the new version");
+    node.stop(support::WAIT).await;
+    r
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_valid_record_is_used_instead_of_describe() {
     let _turn = TURN.lock().await;
@@ -76,10 +85,7 @@ async fn a_valid_record_is_used_instead_of_describe() {
         "{steps:?}"
     );
     assert!(!steps.contains(&"description record"), "{steps:?}");
-    let node = support::node();
-    node.code().load(v1).await.unwrap();
-    let without = node.code().check(v5).await.unwrap();
-    node.stop(support::WAIT).await;
+    let without = check_over(v1, v5).await;
 
     // Records written as the tools write them.
     for lib in &libs {
@@ -101,10 +107,7 @@ async fn a_valid_record_is_used_instead_of_describe() {
     );
     assert!(steps.contains(&"compare"), "{steps:?}");
     // And the check's answer is the same.
-    let node = support::node();
-    node.code().load(v1).await.unwrap();
-    let with = node.code().check(v5).await.unwrap();
-    node.stop(support::WAIT).await;
+    let with = check_over(v1, v5).await;
     assert_eq!(with.report, without.report);
     assert!(with.report.is_some());
 }
