@@ -184,6 +184,7 @@ mod heap;
 mod net;
 mod netload;
 mod release;
+mod throughput;
 
 // ---------------------------------------------------------------------------------------
 // small utilities
@@ -728,47 +729,7 @@ async fn m_gs_idle_memory() -> Res {
     Res::new("gen_server_idle_memory", median(&rs), "bytes")
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Sender {
-    /// `bench:source`, a module process (the Erlang workload: process to process).
-    Module,
-    /// A native process looping over `ctx.send_bytes`.
-    Native,
-    /// Host code (a tokio task, not a process) looping over `node.send_bytes`.
-    Host,
-}
-
-/// Send `n` 8-byte messages to one `bench:sink` and wait for its "done". Returns msgs/s.
-async fn throughput_round(node: &Node, n: u64, sender: Sender) -> f64 {
-    let me = node.external();
-    let sink = node
-        .spawn("bench", "sink", &(me.pid(), n))
-        .expect("spawn sink");
-    let t = Instant::now();
-    match sender {
-        Sender::Module => {
-            node.spawn("bench", "source", &(sink, n))
-                .expect("spawn source");
-        }
-        Sender::Native => {
-            node.spawn_native(move |ctx| async move {
-                for i in 0..n {
-                    ctx.send_bytes(sink, &i.to_le_bytes());
-                }
-            })
-            .expect("spawn_native");
-        }
-        Sender::Host => {
-            for i in 0..n {
-                node.send_bytes(sink, i.to_le_bytes().to_vec());
-            }
-        }
-    }
-    let done: Option<String> = me.receive(WAIT).await;
-    let d = t.elapsed();
-    assert_eq!(done.as_deref(), Some("done"), "sink did not finish");
-    n as f64 / d.as_secs_f64()
-}
+use throughput::{throughput_round, Sender};
 
 async fn m_throughput(node: &Node) -> Res {
     const N: u64 = 2_000_000;

@@ -7,7 +7,7 @@
 //! msgrate LIBRARY N [ROUNDS]
 //! ```
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hotswap_runtime::{Node, NodeConfig};
 
@@ -17,6 +17,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 // Only the argument parsing is used here: this runs on `compare`'s 2-worker runtime.
 #[allow(dead_code)]
 mod counted;
+// Only the native sender is used here.
+#[allow(dead_code)]
+mod throughput;
 
 fn main() {
     let (lib, n, more) = counted::args("msgrate", "LIBRARY N [ROUNDS]");
@@ -30,21 +33,7 @@ fn main() {
         node.code().load(&lib).await.expect("load the library");
         let mut rates = Vec::new();
         for _ in 0..rounds {
-            let me = node.external();
-            let sink = node
-                .spawn("bench", "sink", &(me.pid(), n))
-                .expect("spawn sink");
-            let t = Instant::now();
-            node.spawn_native(move |ctx| async move {
-                for i in 0..n {
-                    ctx.send_bytes(sink, &i.to_le_bytes());
-                }
-            })
-            .expect("spawn_native");
-            let done: Option<String> = me.receive(Duration::from_secs(120)).await;
-            let d = t.elapsed();
-            assert_eq!(done.as_deref(), Some("done"), "the sink did not finish");
-            rates.push(n as f64 / d.as_secs_f64());
+            rates.push(throughput::throughput_round(&node, n, throughput::Sender::Native).await);
         }
         node.stop(Duration::from_secs(10)).await;
         rates
