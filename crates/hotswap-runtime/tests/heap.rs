@@ -35,6 +35,17 @@ fn rss() -> usize {
     kib * 1024
 }
 
+/// [`rss`] once the node has finished making the copy file and heap it prepares, in the
+/// background after each load, for the next load: measured while that work is under way,
+/// a figure would count the spare or not depending on the race (seen as 120 KiB over 100
+/// cycles, 1.2 KiB per cycle of noise).
+async fn settled_rss(node: &Node) -> usize {
+    tokio::time::timeout(WAIT, node.code().next_load_prepared())
+        .await
+        .expect("the next load's copy and heap were prepared");
+    rss()
+}
+
 /// Call `heap_hold:<function>(arg)` from a native process; its result.
 async fn call<A, R>(node: &Node, function: &'static str, arg: A) -> R
 where
@@ -58,19 +69,20 @@ where
 }
 
 /// Load `heap_hold`, run `body` against it, then delete and purge it (verified unmapped).
-async fn cycle<F, Fut>(node: &Node, body: F)
+async fn cycle<F, Fut, T>(node: &Node, body: F) -> T
 where
     F: FnOnce(Node) -> Fut,
-    Fut: std::future::Future<Output = ()>,
+    Fut: std::future::Future<Output = T>,
 {
     node.code()
         .load(module(MODULE))
         .await
         .expect("load heap_hold");
-    body(node.clone()).await;
+    let out = body(node.clone()).await;
     node.code().delete(MODULE).await.expect("delete");
     let r = node.code().purge(MODULE).await.expect("purge");
     assert_eq!(r.pinned, None, "the version was unmapped");
+    out
 }
 
 async fn use_regex(node: Node) {
@@ -83,9 +95,13 @@ async fn hold(node: Node, mib: u64) {
     assert_eq!(held as usize, mib as usize * MIB);
 }
 
+/// Load/purge cycles of the Regex module per measured window.
+const CYCLES: usize = 100;
+
 /// What one node keeps resident after purges: `(retained after the purge of a 64 MiB
-/// static, bytes per load/purge cycle of a static Regex)`.
-async fn measure(module_heaps: bool) -> (isize, f64) {
+/// static, bytes per load/purge cycle of a static Regex)`, the latter the smallest over
+/// `windows` windows of [`CYCLES`] cycles.
+async fn measure(module_heaps: bool, windows: usize) -> (isize, f64) {
     let node = Node::start(NodeConfig {
         purge_timeout: Duration::from_secs(5),
         module_heaps,
@@ -101,14 +117,13 @@ async fn measure(module_heaps: bool) -> (isize, f64) {
         .await;
     }
 
-    let base = rss();
-    let mut peak = 0;
-    cycle(&node, |n| async {
-        hold(n, 64).await;
-        peak = rss();
+    let base = settled_rss(&node).await;
+    let peak = cycle(&node, |n| async move {
+        hold(n.clone(), 64).await;
+        settled_rss(&n).await
     })
     .await;
-    let after = rss();
+    let after = settled_rss(&node).await;
     assert!(
         peak >= base + 60 * MIB,
         "the 64 MiB static is resident while loaded (base {base} B, loaded {peak} B)"
@@ -118,26 +133,34 @@ async fn measure(module_heaps: bool) -> (isize, f64) {
     for _ in 0..10 {
         cycle(&node, use_regex).await;
     }
-    let before = rss();
-    const CYCLES: usize = 100;
-    for _ in 0..CYCLES {
-        cycle(&node, use_regex).await;
+    // A leak shows in every window; the one-off steps of resident memory that are not one
+    // (a thread's stack reaching a new depth, a glibc arena growing past a live block:
+    // seen as 80-100 KiB at once, 0.8-1 KiB per cycle over one window) in one window at
+    // most. The smallest window's growth is the figure.
+    let mut windows = Vec::with_capacity(windows);
+    for _ in 0..windows.capacity() {
+        let before = settled_rss(&node).await;
+        for _ in 0..CYCLES {
+            cycle(&node, use_regex).await;
+        }
+        windows.push((settled_rss(&node).await as f64 - before as f64) / CYCLES as f64);
     }
-    let per_cycle = (rss() as f64 - before as f64) / CYCLES as f64;
+    let per_cycle = windows.iter().copied().fold(f64::INFINITY, f64::min);
     eprintln!(
-        "module_heaps={module_heaps}: 64 MiB static: base {} KiB, loaded {} KiB, after purge {} KiB (retained {} KiB); static Regex: {per_cycle:.0} B per load/purge cycle over {CYCLES} cycles",
+        "module_heaps={module_heaps}: 64 MiB static: base {} KiB, loaded {} KiB, after purge {} KiB (retained {} KiB); static Regex: {:?} B per load/purge cycle in windows of {CYCLES} cycles",
         base / 1024,
         peak / 1024,
         after / 1024,
-        retained / 1024
+        retained / 1024,
+        windows.iter().map(|w| w.round() as i64).collect::<Vec<_>>()
     );
     node.stop(Duration::from_secs(10)).await;
     (retained, per_cycle)
 }
 
 /// A static `Vec` of 64 MiB: resident memory returns to its baseline (within 1 MiB) after
-/// the purge; 100 load/purge cycles of a module that compiles a `Regex` into a static grow
-/// it by at most 1 KiB per cycle. The same workload with the system allocator (no heaps)
+/// the purge; load/purge cycles of a module that compiles a `Regex` into a static grow it by
+/// at most 1 KiB per cycle (in the smallest of three windows of 100 cycles). The same workload with the system allocator (no heaps)
 /// keeps the 64 MiB, which shows the measurement sees what the heaps return.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purge_returns_memory_held_by_statics() {
@@ -148,13 +171,13 @@ async fn purge_returns_memory_held_by_statics() {
     // SAFETY: mallopt has no preconditions.
     unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10) };
     let (created, destroyed) = hotswap_runtime::module_heap_counts();
-    let (retained, per_cycle) = measure(true).await;
+    let (retained, per_cycle) = measure(true, 3).await;
     let (created2, destroyed2) = hotswap_runtime::module_heap_counts();
     let (c, d) = (created2 - created, destroyed2 - destroyed);
     // One more heap may have been made ahead for a next load that never came (the node
     // destroys it when it stops).
     assert!(
-        c == d && (116..=117).contains(&c),
+        c == d && (316..=317).contains(&c),
         "every loaded version had a heap, and every purge freed it: {c} created, {d} destroyed"
     );
     assert!(
@@ -167,7 +190,7 @@ async fn purge_returns_memory_held_by_statics() {
         "a static Regex costs {per_cycle:.0} B per load/purge cycle"
     );
 
-    let (retained_sys, per_cycle_sys) = measure(false).await;
+    let (retained_sys, per_cycle_sys) = measure(false, 1).await;
     assert_eq!(
         hotswap_runtime::module_heap_counts(),
         (created2, destroyed2),
