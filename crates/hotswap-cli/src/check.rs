@@ -1,6 +1,9 @@
 //! `hotswap check OLD.so NEW.so`: the compatibility check of a load, without a node (for
-//! CI). Both libraries are opened as a load would open them, asked to describe their
-//! types, and compared (`hotswap_runtime::compat`).
+//! CI). Each library's description is taken as a node loading it would take it: from its
+//! description record (`LIB.so.schema`, made for these exact bytes by `hotswap describe
+//! --write`, `release` or `dev`) when there is a valid one, else by opening the library as
+//! a load would and asking its `describe`. The two are compared
+//! (`hotswap_runtime::compat`); the output says where each description came from.
 //!
 //! Exit status: 0 compatible; 1 incompatible (the new version cannot read what the old one
 //! wrote; with `--downgrade`, also the other way); 2 usage error; 4 a library could not be
@@ -11,7 +14,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use hotswap_runtime::compat::{self, CompatReport, Verdict};
+use hotswap_runtime::compat::{self, CompatReport, DescriptionSource, Verdict};
 
 /// Exit status: compatible.
 pub const EXIT_COMPATIBLE: u8 = 0;
@@ -38,8 +41,9 @@ pub struct Options<'a> {
 
 /// Run the check; the exit code.
 pub fn run(o: &Options<'_>) -> ExitCode {
-    let describe = |p: &Path| compat::describe_file(p).map_err(|e| format!("{}: {e}", p.display()));
-    let (old, new) = match (describe(o.old), describe(o.new)) {
+    let describe =
+        |p: &Path| compat::describe_file_recorded(p).map_err(|e| format!("{}: {e}", p.display()));
+    let ((old, old_src), (new, new_src)) = match (describe(o.old), describe(o.new)) {
         (Ok(a), Ok(b)) => (a, b),
         (Err(e), _) | (_, Err(e)) => {
             if o.json {
@@ -68,16 +72,51 @@ pub fn run(o: &Options<'_>) -> ExitCode {
     }
     let verdict = report.verdict();
     if o.json {
-        let v = serde_json::json!({ "ok": true, "verdict": verdict, "report": report });
+        let v = serde_json::json!({
+            "ok": true,
+            "verdict": verdict,
+            "report": report,
+            "descriptions": {
+                "old": source_json(o.old, &old_src),
+                "new": source_json(o.new, &new_src),
+            },
+        });
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
         print!("{}", report.to_text());
+        println!("descriptions:");
+        for (p, src) in [(o.old, &old_src), (o.new, &new_src)] {
+            println!("  {}: {}", p.display(), source_text(src));
+        }
     }
     ExitCode::from(match verdict {
         Verdict::Compatible => EXIT_COMPATIBLE,
         Verdict::Incompatible => EXIT_INCOMPATIBLE,
         Verdict::NotChecked => EXIT_NOT_CHECKED,
     })
+}
+
+/// Where a description came from, for the text output.
+fn source_text(src: &DescriptionSource) -> String {
+    match src {
+        DescriptionSource::Record => "its description record (no module code ran)".into(),
+        DescriptionSource::Describe {
+            record_ignored: None,
+        } => "its describe (no description record; `hotswap describe --write` makes one)".into(),
+        DescriptionSource::Describe {
+            record_ignored: Some(why),
+        } => format!("its describe (description record ignored: {why})"),
+    }
+}
+
+/// Where a description came from, for `--json`: `{"path", "source": "record" |
+/// "describe", "record_ignored"}`.
+fn source_json(path: &Path, src: &DescriptionSource) -> serde_json::Value {
+    let (source, ignored) = match src {
+        DescriptionSource::Record => ("record", None),
+        DescriptionSource::Describe { record_ignored } => ("describe", record_ignored.as_deref()),
+    };
+    serde_json::json!({ "path": path, "source": source, "record_ignored": ignored })
 }
 
 /// `--downgrade`: the downgrade findings refuse too.

@@ -272,7 +272,10 @@ enum Command {
     },
     /// Check that a new version of a module can read what the old one wrote (its
     /// gen_server's state and queued calls, casts and messages; its exports' arguments),
-    /// without a node: `hotswap check OLD.so NEW.so`, for CI. With --node, check NEW.so
+    /// without a node: `hotswap check OLD.so NEW.so`, for CI. A library with a valid
+    /// description record beside it (LIB.so.schema, see `hotswap describe`) is checked from
+    /// the record, without opening it; the output says where each description came from.
+    /// With --node, check NEW.so
     /// against the running node's current version instead, including a dry run of its
     /// code_change on a copy of every live state of the module.
     ///

@@ -166,6 +166,100 @@ fn check_node_dry_run_and_forced_load() {
     assert_eq!(v["current"]["version"], "4");
 }
 
+/// `hotswap check OLD NEW` takes each description from the library's record when one was
+/// made for its exact bytes (what a node loading it would compare), says so, and falls
+/// back to the module's `describe`, with the reason, when the record is of another build.
+#[test]
+fn check_cli_compares_description_records() {
+    let rel = Rel::new("check-records");
+    let (v1, v4, v5) = (
+        rel.lib("count_server_v1"),
+        rel.lib("count_server_v4"),
+        rel.lib("count_server_v5"),
+    );
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let sources = |v: &Value| {
+        let d = &v["descriptions"];
+        (
+            d["old"]["source"].as_str().unwrap_or_default().to_string(),
+            d["new"]["source"].as_str().unwrap_or_default().to_string(),
+        )
+    };
+    let json = |args: &[&str]| {
+        let r = run("check", args);
+        let v: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {r}"));
+        (r, v)
+    };
+
+    // No records: both described by their modules.
+    let (r, v) = json(&["--json", &s(&v1), &s(&v5)]);
+    assert_eq!(r.code, Some(0), "{r}");
+    assert_eq!(sources(&v), ("describe".into(), "describe".into()), "{v}");
+    assert_eq!(
+        v["descriptions"]["new"]["record_ignored"],
+        Value::Null,
+        "{v}"
+    );
+    let r = run("check", &[&s(&v1), &s(&v5)]);
+    assert!(r.stdout.contains("no description record"), "{r}");
+
+    // Records for all three: the same verdicts, from the records.
+    for l in [&v1, &v4, &v5] {
+        let r = run("describe", &["--write", &s(l)]);
+        assert_eq!(r.code, Some(0), "{r}");
+    }
+    let (r, v) = json(&["--json", &s(&v1), &s(&v5)]);
+    assert_eq!(
+        (r.code, &v["verdict"]),
+        (Some(0), &"compatible".into()),
+        "{v}"
+    );
+    assert_eq!(sources(&v), ("record".into(), "record".into()), "{v}");
+    let r = run("check", &[&s(&v1), &s(&v4)]);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(r.stdout.contains("NewTick"), "{r}");
+    assert!(r.stdout.contains("its description record"), "{r}");
+
+    // The record is what is compared: v5's record rewritten to hold v4's description for
+    // v5's bytes (the library hash is bytes 8..16) makes v1 -> v5 report v4's finding.
+    let rec = |l: &std::path::Path| {
+        rel.root.join(format!(
+            "lib/{}.schema",
+            l.file_name().unwrap().to_str().unwrap()
+        ))
+    };
+    let v5_record = std::fs::read(rec(&v5)).unwrap();
+    let mut forged = std::fs::read(rec(&v4)).unwrap();
+    forged[8..16].copy_from_slice(&v5_record[8..16]);
+    std::fs::write(rec(&v5), &forged).unwrap();
+    let (r, v) = json(&["--json", &s(&v1), &s(&v5)]);
+    assert_eq!(
+        (r.code, &v["verdict"]),
+        (Some(1), &"incompatible".into()),
+        "{v}"
+    );
+    assert_eq!(sources(&v).1, "record", "{v}");
+
+    // A record of another build (v4's, as it was) is ignored with the reason, and v5's own
+    // describe decides again.
+    std::fs::copy(rec(&v4), rec(&v5)).unwrap();
+    let (r, v) = json(&["--json", &s(&v1), &s(&v5)]);
+    assert_eq!(
+        (r.code, &v["verdict"]),
+        (Some(0), &"compatible".into()),
+        "{v}"
+    );
+    assert_eq!(sources(&v), ("record".into(), "describe".into()), "{v}");
+    assert!(
+        v["descriptions"]["new"]["record_ignored"]
+            .as_str()
+            .is_some_and(|w| w.contains("another build")),
+        "{v}"
+    );
+    let r = run("check", &[&s(&v1), &s(&v5)]);
+    assert!(r.stdout.contains("description record ignored"), "{r}");
+}
+
 /// `hotswap describe`: the description of a library, its record's status, `--write` to
 /// record it beside the library, `--json`; errors name the file.
 #[test]
