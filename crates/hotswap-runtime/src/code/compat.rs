@@ -213,8 +213,42 @@ impl Reads {
     }
 }
 
-fn no(path: &str, why: String) -> Reads {
-    if path.is_empty() {
+/// Where in a type a reason applies (`.field`, `.0`, `[]`, `{key}`, `::Variant`, after the
+/// caller's prefix): a chain on the stack, rendered only when a reason is written, so that
+/// a check that finds nothing formats no path.
+#[derive(Clone, Copy)]
+enum At<'a> {
+    Root(&'a str),
+    Field(&'a At<'a>, &'a str),
+    Index(&'a At<'a>, usize),
+    Elem(&'a At<'a>),
+    Key(&'a At<'a>),
+    Value(&'a At<'a>),
+    Variant(&'a At<'a>, &'a str),
+}
+
+impl At<'_> {
+    fn is_root_empty(&self) -> bool {
+        matches!(self, At::Root(p) if p.is_empty())
+    }
+}
+
+impl std::fmt::Display for At<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            At::Root(p) => f.write_str(p),
+            At::Field(up, name) => write!(f, "{up}.{name}"),
+            At::Index(up, i) => write!(f, "{up}.{i}"),
+            At::Elem(up) => write!(f, "{up}[]"),
+            At::Key(up) => write!(f, "{up}{{key}}"),
+            At::Value(up) => write!(f, "{up}{{value}}"),
+            At::Variant(up, name) => write!(f, "{up}::{name}"),
+        }
+    }
+}
+
+fn no(path: &At<'_>, why: String) -> Reads {
+    if path.is_root_empty() {
         Reads::No(vec![why])
     } else {
         Reads::No(vec![format!("at {path}: {why}")])
@@ -239,16 +273,20 @@ fn int_range(f: &Format) -> Option<(i128, i128)> {
 /// Whether data written as `writer` reads as `reader` under MessagePack with named fields
 /// (`rmp-serde`); `path` names the place for the reasons.
 pub fn reads(writer: &Format, reader: &Format, path: &str) -> Reads {
+    reads_at(writer, reader, &At::Root(path))
+}
+
+fn reads_at(writer: &Format, reader: &Format, path: &At<'_>) -> Reads {
     use Format as F;
     match (writer, reader) {
         (F::Unknown(w), _) => Reads::Unknown(format!("the written type is not described: {w}")),
         (_, F::Unknown(r)) => Reads::Unknown(format!("the reading type is not described: {r}")),
         // Newtype structs are written as their content.
-        (F::Newtype(_, w), r) => reads(w, r, path),
-        (w, F::Newtype(_, r)) => reads(w, r, path),
-        (F::Option(w), F::Option(r)) => reads(w, r, path),
+        (F::Newtype(_, w), r) => reads_at(w, r, path),
+        (w, F::Newtype(_, r)) => reads_at(w, r, path),
+        (F::Option(w), F::Option(r)) => reads_at(w, r, path),
         (F::Unit | F::UnitStruct(_), F::Option(_) | F::Unit | F::UnitStruct(_)) => Reads::Yes,
-        (w, F::Option(r)) => reads(w, r, path),
+        (w, F::Option(r)) => reads_at(w, r, path),
         (F::Option(w), r) => no(
             path,
             format!("written as Option<{w}>: a None cannot be read as {r}"),
@@ -271,42 +309,27 @@ pub fn reads(writer: &Format, reader: &Format, path: &str) -> Reads {
         (w, F::F64) if int_range(w).is_some_and(|(l, h)| l >= -(1 << 53) && h <= 1 << 53) => {
             Reads::Yes
         }
-        (F::Seq(w), F::Seq(r)) => reads(w, r, &format!("{path}[]")),
+        (F::Seq(w), F::Seq(r)) => reads_at(w, r, &At::Elem(path)),
         (F::Tuple(ws) | F::TupleStruct(_, ws), F::Seq(r)) => {
             ws.iter().enumerate().fold(Reads::Yes, |acc, (i, w)| {
-                acc.and(reads(w, r, &format!("{path}.{i}")))
+                acc.and(reads_at(w, r, &At::Index(path, i)))
             })
         }
         (F::Tuple(ws) | F::TupleStruct(_, ws), F::Tuple(rs) | F::TupleStruct(_, rs)) => {
-            if ws.len() != rs.len() {
-                return no(
-                    path,
-                    format!(
-                        "written as a tuple of {}, read as a tuple of {}",
-                        ws.len(),
-                        rs.len()
-                    ),
-                );
-            }
-            ws.iter()
-                .zip(rs)
-                .enumerate()
-                .fold(Reads::Yes, |acc, (i, (w, r))| {
-                    acc.and(reads(w, r, &format!("{path}.{i}")))
-                })
+            tuples(ws, rs, path)
         }
         (F::Map(wk, wv), F::Map(rk, rv)) => {
-            reads(wk, rk, &format!("{path}{{key}}")).and(reads(wv, rv, &format!("{path}{{value}}")))
+            reads_at(wk, rk, &At::Key(path)).and(reads_at(wv, rv, &At::Value(path)))
         }
         (F::Struct(_, ws), F::Map(rk, rv)) => {
-            let mut acc = reads(&F::Str, rk, &format!("{path}{{key}}"));
+            let mut acc = reads_at(&F::Str, rk, &At::Key(path));
             for f in &ws.fields {
-                acc = acc.and(reads(&f.format, rv, &format!("{path}.{}", f.name)));
+                acc = acc.and(reads_at(&f.format, rv, &At::Field(path, &f.name)));
             }
             acc
         }
         (F::Map(wk, wv), F::Struct(name, rs)) => {
-            let mut acc = reads(wk, &F::Str, &format!("{path}{{key}}"));
+            let mut acc = reads_at(wk, &F::Str, &At::Key(path));
             let req: Vec<&str> = rs
                 .fields
                 .iter()
@@ -326,7 +349,7 @@ pub fn reads(writer: &Format, reader: &Format, path: &str) -> Reads {
                 ));
             }
             for f in &rs.fields {
-                acc = acc.and(reads(wv, &f.format, &format!("{path}.{}", f.name)));
+                acc = acc.and(reads_at(wv, &f.format, &At::Field(path, &f.name)));
             }
             acc
         }
@@ -334,7 +357,7 @@ pub fn reads(writer: &Format, reader: &Format, path: &str) -> Reads {
         (F::Enum(_, wvs), F::Enum(rname, rvs)) => {
             let mut acc = Reads::Yes;
             for wv in wvs {
-                let p = format!("{path}::{}", wv.name);
+                let p = At::Variant(path, &wv.name);
                 let Some(rv) = rvs.iter().find(|r| r.name == wv.name) else {
                     acc = acc.and(no(
                         path,
@@ -345,11 +368,9 @@ pub fn reads(writer: &Format, reader: &Format, path: &str) -> Reads {
                 acc = acc.and(match (&wv.body, &rv.body) {
                     (VariantBody::Unit, VariantBody::Unit) => Reads::Yes,
                     (VariantBody::Newtype(w), VariantBody::Newtype(r)) => {
-                        reads(w, r, &format!("{p}.0"))
+                        reads_at(w, r, &At::Index(&p, 0))
                     }
-                    (VariantBody::Tuple(w), VariantBody::Tuple(r)) => {
-                        reads(&F::Tuple(w.clone()), &F::Tuple(r.clone()), &p)
-                    }
+                    (VariantBody::Tuple(w), VariantBody::Tuple(r)) => tuples(w, r, &p),
                     (VariantBody::Struct(w), VariantBody::Struct(r)) => fields(w, r, &p),
                     (w, r) => no(
                         path,
@@ -368,6 +389,26 @@ pub fn reads(writer: &Format, reader: &Format, path: &str) -> Reads {
     }
 }
 
+/// A tuple (or tuple struct, or tuple variant's values) written as `ws`, read as `rs`.
+fn tuples(ws: &[Format], rs: &[Format], path: &At<'_>) -> Reads {
+    if ws.len() != rs.len() {
+        return no(
+            path,
+            format!(
+                "written as a tuple of {}, read as a tuple of {}",
+                ws.len(),
+                rs.len()
+            ),
+        );
+    }
+    ws.iter()
+        .zip(rs)
+        .enumerate()
+        .fold(Reads::Yes, |acc, (i, (w, r))| {
+            acc.and(reads_at(w, r, &At::Index(path, i)))
+        })
+}
+
 fn body_kind(name: &str, b: &VariantBody) -> String {
     let v = hotswap::schema::Variant {
         name: name.to_string(),
@@ -383,7 +424,7 @@ fn body_kind(name: &str, b: &VariantBody) -> String {
     format!("{kind} `{v}`")
 }
 
-fn fields(w: &Fields, r: &Fields, path: &str) -> Reads {
+fn fields(w: &Fields, r: &Fields, path: &At<'_>) -> Reads {
     let mut acc = Reads::Yes;
     for rf in &r.fields {
         let found = w
@@ -391,13 +432,7 @@ fn fields(w: &Fields, r: &Fields, path: &str) -> Reads {
             .iter()
             .find(|wf| wf.name == rf.name || rf.aliases.contains(&wf.name));
         match found {
-            Some(wf) => {
-                acc = acc.and(reads(
-                    &wf.format,
-                    &rf.format,
-                    &format!("{path}.{}", rf.name),
-                ))
-            }
+            Some(wf) => acc = acc.and(reads_at(&wf.format, &rf.format, &At::Field(path, &rf.name))),
             None if rf.required => {
                 let orphans: Vec<&str> = w
                     .fields
@@ -446,13 +481,14 @@ fn fields(w: &Fields, r: &Fields, path: &str) -> Reads {
     acc
 }
 
-/// Check `writer` against any of `readers` (a type and the older forms it declares).
+/// Check `writer` against any of `readers` (a type and the older forms it declares);
+/// `fix` is asked only for a finding.
 fn pair(
     callback: &str,
     level: Level,
     writer: &TypeDesc,
     readers: &[&TypeDesc],
-    fix: &str,
+    fix: &dyn Fn() -> String,
     out: &mut CompatReport,
 ) {
     let label = format!("{callback} ({level})");
@@ -496,7 +532,7 @@ fn pair(
         reader: readers[0].render(),
         reader_type: readers[0].rust.clone(),
         problems: first_no.unwrap_or_default(),
-        fix: fix.into(),
+        fix: fix(),
     };
     if level == Level::Upgrade {
         out.incompatible.push(finding);
@@ -557,7 +593,14 @@ pub fn check(old: &ModuleSchema, new: &ModuleSchema) -> CompatReport {
             } else {
                 let readers: Vec<&TypeDesc> =
                     std::iter::once(&n.state).chain(&n.accepts.state).collect();
-                pair("code_change", Level::Upgrade, &o.state, &readers, state_fix, &mut r);
+                pair(
+                    "code_change",
+                    Level::Upgrade,
+                    &o.state,
+                    &readers,
+                    &|| state_fix.into(),
+                    &mut r,
+                );
             }
             let readers: Vec<&TypeDesc> =
                 std::iter::once(&o.state).chain(&o.accepts.state).collect();
@@ -566,7 +609,7 @@ pub fn check(old: &ModuleSchema, new: &ModuleSchema) -> CompatReport {
                 Level::Downgrade,
                 &n.state,
                 &readers,
-                "loading the old version again would need its code_change to read this state",
+                &|| "loading the old version again would need its code_change to read this state".into(),
                 &mut r,
             );
             let roles = [
@@ -576,7 +619,7 @@ pub fn check(old: &ModuleSchema, new: &ModuleSchema) -> CompatReport {
             ];
             for (cb, decode, method, ot, nt, oa, na) in roles {
                 let readers: Vec<&TypeDesc> = std::iter::once(nt).chain(na).collect();
-                let fix = message_fix(cb, decode, method, nt, ot);
+                let fix = || message_fix(cb, decode, method, nt, ot);
                 pair(cb, Level::Upgrade, ot, &readers, &fix, &mut r);
                 let readers: Vec<&TypeDesc> = std::iter::once(ot).chain(oa).collect();
                 pair(
@@ -584,7 +627,7 @@ pub fn check(old: &ModuleSchema, new: &ModuleSchema) -> CompatReport {
                     Level::Downgrade,
                     nt,
                     &readers,
-                    "the old version would not read the new form: send it only once every reader is upgraded, or keep the old form",
+                    &|| "the old version would not read the new form: send it only once every reader is upgraded, or keep the old form".into(),
                     &mut r,
                 );
             }
@@ -593,7 +636,7 @@ pub fn check(old: &ModuleSchema, new: &ModuleSchema) -> CompatReport {
                 Level::Callers,
                 &n.reply,
                 &[&o.reply],
-                "callers decode replies with their own (old) type: keep the reply readable as the old type",
+                &|| "callers decode replies with their own (old) type: keep the reply readable as the old type".into(),
                 &mut r,
             );
         }
@@ -629,7 +672,9 @@ pub fn check(old: &ModuleSchema, new: &ModuleSchema) -> CompatReport {
             Level::Upgrade,
             &oe.arg,
             &[&ne.arg],
-            "make the new argument type read the old one (#[serde(default)] or Option for added fields, aliases for renamed ones)",
+            &|| {
+                "make the new argument type read the old one (#[serde(default)] or Option for added fields, aliases for renamed ones)".into()
+            },
             &mut r,
         );
         let cb = format!("export {} (result)", oe.name);
@@ -638,7 +683,9 @@ pub fn check(old: &ModuleSchema, new: &ModuleSchema) -> CompatReport {
             Level::Callers,
             &ne.result,
             &[&oe.result],
-            "callers decode the result with their own (old) type: keep it readable as the old type",
+            &|| {
+                "callers decode the result with their own (old) type: keep it readable as the old type".into()
+            },
             &mut r,
         );
     }

@@ -519,3 +519,67 @@ async fn compat_dry_run_catches_custom_deserialize() {
     );
     assert!(node.is_alive(small) && node.is_alive(big));
 }
+
+mod place_v1 {
+    use super::*;
+    #[derive(Serialize, Deserialize)]
+    pub struct Item {
+        pub qty: u64,
+    }
+    #[derive(Serialize, Deserialize)]
+    pub enum Msg {
+        Order {
+            items: Vec<Item>,
+            tags: BTreeMap<String, (u8, u64)>,
+        },
+        Pair(u32, u64),
+    }
+}
+
+mod place_v2 {
+    use super::*;
+    #[derive(Serialize, Deserialize)]
+    pub struct Item {
+        pub qty: u32,
+    }
+    #[derive(Serialize, Deserialize)]
+    pub enum Msg {
+        Order {
+            items: Vec<Item>,
+            tags: BTreeMap<String, (u8, u32)>,
+        },
+        Pair(u32, u16),
+    }
+}
+
+/// Each reason names where in the type it applies: fields, sequence elements, map values,
+/// tuple positions and variants, after the caller's prefix.
+#[test]
+fn compat_reasons_name_the_place() {
+    let (w, r) = (
+        describe::<place_v1::Msg>().format,
+        describe::<place_v2::Msg>().format,
+    );
+    let Reads::No(why) = compat::reads(&w, &r, "state") else {
+        panic!("narrowed integers are refused");
+    };
+    let places: Vec<&str> = why
+        .iter()
+        .map(|w| w.split(": ").next().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        places,
+        [
+            "at state::Order.items[].qty",
+            "at state::Order.tags{value}.1",
+            "at state::Pair.1",
+        ],
+        "{why:?}"
+    );
+    assert!(why[0].contains("written as u64, read as u32"), "{why:?}");
+    // Without a prefix, a reason at the top names no place.
+    let Reads::No(top) = compat::reads(&Format::U64, &Format::U8, "") else {
+        panic!("u64 is not read as u8");
+    };
+    assert!(top[0].starts_with("written as u64, read as u8"), "{top:?}");
+}
