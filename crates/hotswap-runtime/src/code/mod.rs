@@ -770,9 +770,9 @@ impl CodeServer {
         let name = v.name.clone();
         let cur = self.current(&name).filter(|_| check);
         let report = cur.and_then(|cur| compare(&cur, &v));
-        steps::finish();
         if let Some(report) = report {
             if report.refuses() && !force {
+                steps::finish();
                 self.release(v, "refused load (incompatible)");
                 return Err(CodeError::Incompatible {
                     report: Box::new(report),
@@ -781,7 +781,10 @@ impl CodeServer {
             for f in report.incompatible.iter().chain(&report.warnings) {
                 tracing::warn!(module = %name, forced = force, "{f}");
             }
+            drop(report);
+            steps::mark("report");
         }
+        steps::finish();
         if let Some(old) = self.old(&name) {
             match mode {
                 LoadMode::Plain => {

@@ -1,7 +1,8 @@
 //! Where a load spends its time: timestamps between the steps of a load (read, inspect,
 //! hash, copy, `dlopen`, heap, `init`, rename, the compatibility check's description:
 //! `description record` when a valid record replaced `describe`, else `read record` then
-//! `describe`; then its decode and the comparison), for the benchmarks (`compare
+//! `describe`; then its decode, the comparison, and the report's findings logged), for the
+//! benchmarks (`compare
 //! module_load load_compat_check` prints their medians).
 //!
 //! Off by default: a step mark is then one relaxed atomic load. [`record`] turns the
