@@ -106,40 +106,14 @@ pub mod compat {
         crate::code::compat::describe_bytes_with(path, crate::host_api::table())
     }
 
-    /// Where [`describe_file_recorded`] took a description from.
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    pub enum DescriptionSource {
-        /// The library's description record (made for these exact bytes); no module code
-        /// ran.
-        Record,
-        /// The module's `describe`, run in a library opened as a load would open it; with
-        /// why a record beside it was not used, if there was one.
-        Describe {
-            /// Why the record beside the library was ignored (`None`: there was none).
-            record_ignored: Option<String>,
-        },
-    }
-
     /// The description of the library at `path` as a node loading it would take it: from
     /// its description record when one beside it was made for these exact bytes (nothing
     /// of the library is opened or run), else from its `describe` as [`describe_file`]
-    /// does. `hotswap check OLD.so NEW.so` uses it.
+    /// does; and where it came from. `hotswap check OLD.so NEW.so` uses it.
     pub fn describe_file_recorded(
         path: &std::path::Path,
     ) -> Result<(hotswap::schema::ModuleSchema, DescriptionSource), DescribeError> {
-        // A file that cannot be read is reported by `describe_file`, as without a record.
-        let record_ignored = match std::fs::read(path) {
-            Ok(lib) => match find_record(path, xxhash_rust::xxh3::xxh3_64(&lib)) {
-                RecordFound::Absent => None,
-                RecordFound::Ignored(why) => Some(why),
-                RecordFound::Valid(d) => match hotswap::schema::ModuleSchema::decode(&d) {
-                    Ok(s) => return Ok((s, DescriptionSource::Record)),
-                    Err(e) => Some(format!("its description does not decode ({e})")),
-                },
-            },
-            Err(_) => None,
-        };
-        describe_file(path).map(|s| (s, DescriptionSource::Describe { record_ignored }))
+        crate::code::compat::describe_recorded_with(path, crate::host_api::table())
     }
 
     /// The description record beside the library at `lib`, as a node that loaded bytes

@@ -807,6 +807,43 @@ pub(crate) fn describe_bytes_with(
     r
 }
 
+/// Where [`describe_file_recorded`](crate::compat::describe_file_recorded) took a
+/// description from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DescriptionSource {
+    /// The library's description record (made for these exact bytes); no module code ran.
+    Record,
+    /// The module's `describe`, run in a library opened as a load would open it; with why
+    /// a record beside it was not used, if there was one.
+    Describe {
+        /// Why the record beside the library was ignored (`None`: there was none).
+        record_ignored: Option<String>,
+    },
+}
+
+/// The description of the library at `path` from its valid description record, else as
+/// [`describe_bytes_with`] makes it (see `compat::describe_file_recorded`).
+pub(crate) fn describe_recorded_with(
+    path: &Path,
+    host: &'static hotswap_abi::HostApi,
+) -> Result<(ModuleSchema, DescriptionSource), DescribeError> {
+    use super::record::{find, record_path, Found};
+    // A file that cannot be read is reported by `describe_bytes_with`, as without a record.
+    let record_ignored = match std::fs::read(path) {
+        Ok(lib) => match find(&record_path(path), xxhash_rust::xxh3::xxh3_64(&lib)) {
+            Found::Absent => None,
+            Found::Ignored(why) => Some(why),
+            Found::Valid(d) => match ModuleSchema::decode(&d) {
+                Ok(s) => return Ok((s, DescriptionSource::Record)),
+                Err(e) => Some(format!("its description does not decode ({e})")),
+            },
+        },
+        Err(_) => None,
+    };
+    describe_bytes_with(path, host)
+        .map(|d| (d.schema, DescriptionSource::Describe { record_ignored }))
+}
+
 /// What [`record_description`](crate::compat::record_description) wrote.
 #[derive(Debug, Clone)]
 pub struct RecordWritten {
