@@ -275,9 +275,8 @@ enum Command {
     /// without a node: `hotswap check OLD.so NEW.so`, for CI. A library with a valid
     /// description record beside it (LIB.so.schema, see `hotswap describe`) is checked from
     /// the record, without opening it; the output says where each description came from.
-    /// With --node, check NEW.so
-    /// against the running node's current version instead, including a dry run of its
-    /// code_change on a copy of every live state of the module.
+    /// With --node, check NEW.so against the running node's current version instead,
+    /// including a dry run of its code_change on a copy of every live state of the module.
     ///
     /// Exit status: 0 compatible; 1 incompatible; 2 usage error; 3 the node could not be
     /// asked (--node); 4 a library could not be read, opened or described; 5 nothing

@@ -828,17 +828,18 @@ pub(crate) fn describe_recorded_with(
     host: &'static hotswap_abi::HostApi,
 ) -> Result<(ModuleSchema, DescriptionSource), DescribeError> {
     use super::record::{find, record_path, Found};
-    // A file that cannot be read is reported by `describe_bytes_with`, as without a record.
-    let record_ignored = match std::fs::read(path) {
-        Ok(lib) => match find(&record_path(path), xxhash_rust::xxh3::xxh3_64(&lib)) {
-            Found::Absent => None,
-            Found::Ignored(why) => Some(why),
-            Found::Valid(d) => match ModuleSchema::decode(&d) {
-                Ok(s) => return Ok((s, DescriptionSource::Record)),
-                Err(e) => Some(format!("its description does not decode ({e})")),
-            },
+    let record = record_path(path);
+    // The library is read (and hashed) only when there is a record to check it against:
+    // without one, `describe_bytes_with` reads it once. A file that cannot be read is
+    // reported by `describe_bytes_with`, as without a record.
+    let lib = record.exists().then(|| std::fs::read(path).ok()).flatten();
+    let record_ignored = match lib.map(|b| find(&record, xxhash_rust::xxh3::xxh3_64(&b))) {
+        None | Some(Found::Absent) => None,
+        Some(Found::Ignored(why)) => Some(why),
+        Some(Found::Valid(d)) => match ModuleSchema::decode(&d) {
+            Ok(s) => return Ok((s, DescriptionSource::Record)),
+            Err(e) => Some(format!("its description does not decode ({e})")),
         },
-        Err(_) => None,
     };
     describe_bytes_with(path, host)
         .map(|d| (d.schema, DescriptionSource::Describe { record_ignored }))

@@ -2,8 +2,7 @@
 //! hash, copy, `dlopen`, heap, `init`, rename, the compatibility check's description:
 //! `description record` when a valid record replaced `describe`, else `read record` then
 //! `describe`; then its decode, the comparison, and the report's findings logged), for the
-//! benchmarks (`compare
-//! module_load load_compat_check` prints their medians).
+//! benchmarks (`compare module_load load_compat_check` prints their medians).
 //!
 //! Off by default: a step mark is then one relaxed atomic load. [`record`] turns the
 //! recording on for the whole process; [`take`] returns what was recorded since the last
